@@ -1,0 +1,98 @@
+//! The command line, parsed by clap: no I/O here.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+/// keyward: keysets on PKCS#11 tokens — provision, enroll, use, recover, re-enroll.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes, before or after the subcommand.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// PKCS#11 module to load (else KEYWARD_MODULE, config.toml, the usual SoftHSM2 paths)
+    #[arg(long, global = true, value_name = "PATH", env = "KEYWARD_MODULE")]
+    pub module: Option<PathBuf>,
+    /// keyward's state directory (else KEYWARD_HOME, else $XDG_CONFIG_HOME/keyward)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Machine-readable output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail: -v shows the failing PKCS#11 call, -vv debug logs, -vvv trace
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log in even when the token says the next wrong PIN locks it
+    #[arg(long, global = true)]
+    pub final_try: bool,
+    /// Read the (current) user PIN from FILE (else KEYWARD_PIN, else a prompt)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
+    /// Read the new PIN from FILE (else KEYWARD_NEW_PIN, else a prompt)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub new_pin_file: Option<PathBuf>,
+    /// Read the SO PIN from FILE (else KEYWARD_SO_PIN, else a prompt)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub so_pin_file: Option<PathBuf>,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Slots and tokens: list, inspect, initialise, change and unblock PINs
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `keyward token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// List slots and tokens with their flags and PIN state
+    List,
+    /// Show one token
+    Info(TokenArg),
+    /// Initialise a token: label, SO PIN and first user PIN
+    Init(InitArgs),
+    /// Change the user PIN (asks for the PIN and the new PIN)
+    ChangePin(TokenArg),
+    /// Set a new user PIN with the SO PIN (unlocks a locked PIN)
+    Unblock(TokenArg),
+}
+
+/// `--token URI`
+#[derive(Debug, Args)]
+pub struct TokenArg {
+    /// The token: a PKCS#11 URI (pkcs11:token=alice-card) or a bare label
+    #[arg(long, value_name = "URI")]
+    pub token: String,
+}
+
+/// `token init`
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["slot", "free", "token"])))]
+pub struct InitArgs {
+    /// Initialise the token in this slot
+    #[arg(long, value_name = "ID")]
+    pub slot: Option<u64>,
+    /// Initialise the first uninitialised token
+    #[arg(long)]
+    pub free: bool,
+    /// Re-initialise this token (needs --force)
+    #[arg(long, value_name = "URI")]
+    pub token: Option<String>,
+    /// The new token label (at most 32 bytes)
+    #[arg(long)]
+    pub label: String,
+    /// Wipe an already initialised token and all its keys
+    #[arg(long)]
+    pub force: bool,
+}

@@ -1,0 +1,103 @@
+//! What every command needs: the home directory, the module (loaded on first use), secrets.
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+use super::args::GlobalArgs;
+use crate::error::Error;
+use crate::home::{resolve_home, Config};
+use crate::secrets::SecretSource;
+use crate::token::{find_token, LoginPolicy, Module, Pkcs11Uri, Token};
+
+/// The state of one keyward invocation.
+pub struct Context {
+    args: GlobalArgs,
+    module: Option<Module>,
+}
+
+impl Context {
+    /// A context from the global flags; nothing is loaded yet.
+    pub fn new(args: GlobalArgs) -> Self {
+        Context { args, module: None }
+    }
+
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.args.json
+    }
+
+    /// The login policy from `--final-try`.
+    pub fn login_policy(&self) -> LoginPolicy {
+        LoginPolicy {
+            allow_final_try: self.args.final_try,
+        }
+    }
+
+    /// keyward's home directory.
+    pub fn home(&self) -> Result<PathBuf, Error> {
+        Ok(resolve_home(self.args.home.as_deref())?)
+    }
+
+    /// The module, loaded and initialised on first use.
+    pub fn module(&mut self) -> Result<&Module, Error> {
+        if self.module.is_none() {
+            let explicit = match &self.args.module {
+                Some(path) => Some(path.clone()),
+                None => Config::load(&self.home()?)?.module,
+            };
+            let path = Module::locate(explicit.as_deref())?;
+            self.module = Some(Module::load(&path)?);
+        }
+        Ok(self.module.as_ref().expect("module was just loaded"))
+    }
+
+    /// The token `--token` names (URI or bare label).
+    pub fn token(&mut self, arg: &str) -> Result<Token, Error> {
+        let uri = Pkcs11Uri::from_token_arg(arg)?;
+        let module = self.module()?;
+        Ok(find_token(module, &uri)?)
+    }
+
+    /// The current user PIN.
+    pub fn pin(&self) -> Result<SecretString, Error> {
+        Ok(SecretSource::new(
+            "PIN",
+            "--pin-file",
+            self.args.pin_file.clone(),
+            "KEYWARD_PIN",
+        )
+        .read()?)
+    }
+
+    /// A new user PIN (asked twice at a prompt).
+    pub fn new_pin(&self) -> Result<SecretString, Error> {
+        Ok(SecretSource::new(
+            "new PIN",
+            "--new-pin-file",
+            self.args.new_pin_file.clone(),
+            "KEYWARD_NEW_PIN",
+        )
+        .confirmed()
+        .read()?)
+    }
+
+    /// The SO PIN; `new` asks twice at a prompt.
+    pub fn so_pin(&self, new: bool) -> Result<SecretString, Error> {
+        let source = SecretSource::new(
+            if new { "new SO PIN" } else { "SO PIN" },
+            "--so-pin-file",
+            self.args.so_pin_file.clone(),
+            "KEYWARD_SO_PIN",
+        );
+        let source = if new { source.confirmed() } else { source };
+        Ok(source.read()?)
+    }
+
+    /// Finalises the module, if one was loaded.
+    pub fn finish(&mut self) {
+        if let Some(module) = self.module.take() {
+            module.finalize();
+        }
+    }
+}

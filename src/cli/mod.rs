@@ -1,0 +1,66 @@
+//! The `keyward` command line: parse, build the real objects, run, print.
+
+pub mod args;
+mod context;
+mod output;
+mod token_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::error::Error;
+use args::{Cli, Command};
+pub use context::Context;
+
+/// Runs keyward with the process's arguments and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging(cli.global.verbose);
+    let verbose = cli.global.verbose;
+    let mut ctx = Context::new(cli.global);
+    let result = run(&mut ctx, cli.command);
+    ctx.finish();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e, verbose);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(ctx: &mut Context, command: Command) -> Result<(), Error> {
+    match command {
+        Command::Token(cmd) => token_cmd::run(ctx, cmd),
+    }
+}
+
+fn report(err: &Error, verbose: u8) {
+    eprintln!("keyward: error: {err}");
+    if verbose > 0 {
+        if let Some(call) = err.call() {
+            eprintln!("keyward: detail: {call}");
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let env = env_logger::Env::default().default_filter_or(level);
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp(None)
+        .target(env_logger::Target::Stderr)
+        .try_init();
+}

@@ -1,0 +1,112 @@
+//! `keyward token …`: the admin's commands.
+
+use super::args::{InitArgs, TokenCommand};
+use super::output;
+use super::Context;
+use crate::error::Error;
+use crate::token::{self, InitSecrets, Pkcs11Uri};
+
+/// Runs one `token` subcommand.
+pub fn run(ctx: &mut Context, cmd: TokenCommand) -> Result<(), Error> {
+    match cmd {
+        TokenCommand::List => list(ctx),
+        TokenCommand::Info(a) => info(ctx, &a.token),
+        TokenCommand::Init(a) => init(ctx, a),
+        TokenCommand::ChangePin(a) => change_pin(ctx, &a.token),
+        TokenCommand::Unblock(a) => unblock(ctx, &a.token),
+    }
+}
+
+fn list(ctx: &mut Context) -> Result<(), Error> {
+    let json = ctx.json();
+    let module = ctx.module()?;
+    let slots = token::list_slots(module)?;
+    output::slots(module.path(), &slots, json);
+    Ok(())
+}
+
+fn info(ctx: &mut Context, arg: &str) -> Result<(), Error> {
+    let token = ctx.token(arg)?;
+    output::token(token.summary(), ctx.json());
+    Ok(())
+}
+
+fn init(ctx: &mut Context, args: InitArgs) -> Result<(), Error> {
+    token::check_label(&args.label)?;
+    let target = {
+        let module = ctx.module()?;
+        match (args.slot, args.free, &args.token) {
+            (Some(slot), _, _) => token::token_in_slot(module, slot)?,
+            (None, true, _) => token::free_token(module)?,
+            (None, false, Some(uri)) => {
+                token::find_token(module, &Pkcs11Uri::from_token_arg(uri)?)?
+            }
+            (None, false, None) => {
+                return Err(Error::Usage("pass --slot ID, --free or --token URI".into()))
+            }
+        }
+    };
+    if target.summary().initialized && !args.force {
+        return Err(token::TokenError::AlreadyInitialized {
+            label: target.label().to_string(),
+        }
+        .into());
+    }
+    let so_pin = ctx.so_pin(true)?;
+    let user_pin = ctx.new_pin()?;
+    let module = ctx.module()?;
+    let fresh = token::init_token(
+        module,
+        &target,
+        &args.label,
+        InitSecrets {
+            so_pin: &so_pin,
+            user_pin: &user_pin,
+        },
+        args.force,
+    )?;
+    output::done(
+        &format!(
+            "initialised token {:?} (serial {}): {}",
+            fresh.label(),
+            fresh.serial(),
+            fresh.summary().uri
+        ),
+        fresh.summary(),
+        ctx.json(),
+    );
+    Ok(())
+}
+
+fn change_pin(ctx: &mut Context, arg: &str) -> Result<(), Error> {
+    let token = ctx.token(arg)?;
+    let policy = ctx.login_policy();
+    token.check_pin_state(token::PinRole::User, policy)?;
+    let old = ctx.pin()?;
+    let new = ctx.new_pin()?;
+    token::change_pin(ctx.module()?, &token, &old, &new, policy)?;
+    output::done(
+        &format!("changed the user PIN of token {:?}", token.label()),
+        token.summary(),
+        ctx.json(),
+    );
+    Ok(())
+}
+
+fn unblock(ctx: &mut Context, arg: &str) -> Result<(), Error> {
+    let token = ctx.token(arg)?;
+    let policy = ctx.login_policy();
+    token.check_pin_state(token::PinRole::So, policy)?;
+    let so_pin = ctx.so_pin(false)?;
+    let new = ctx.new_pin()?;
+    token::unblock(ctx.module()?, &token, &so_pin, &new, policy)?;
+    output::done(
+        &format!(
+            "set a new user PIN on token {:?}; it is unlocked",
+            token.label()
+        ),
+        token.summary(),
+        ctx.json(),
+    );
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! The crate-wide error: one variant per layer, each already a sentence with a next step.
+
+use crate::home::ConfigError;
+use crate::secrets::SecretError;
+use crate::token::{CallFailure, TokenError, UriError};
+
+/// Any keyward failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// From the PKCS#11 adapter.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// Reading a secret.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Configuration and home directory.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A malformed PKCS#11 URI.
+    #[error(transparent)]
+    Uri(#[from] UriError),
+    /// The command line asks for something impossible (exit status 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A file could not be read or written.
+    #[error("cannot {action} {}: {reason}", .path.display())]
+    Io {
+        /// "read", "write", "create".
+        action: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The PKCS#11 call behind this error, if any (for `-v`).
+    pub fn call(&self) -> Option<&CallFailure> {
+        match self {
+            Error::Token(t) => t.call(),
+            _ => None,
+        }
+    }
+
+    /// The process exit status for this error: 2 for usage errors, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}

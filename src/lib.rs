@@ -1,0 +1,18 @@
+//! keyward: keysets on PKCS#11 tokens, from provisioning to enrollment, use, recovery and
+//! re-enrollment.
+//!
+//! Layers, top to bottom: [`cli`] → (keysets, authority, messages) → [`token`] → the module.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod error;
+pub mod home;
+pub mod secrets;
+pub mod token;
+
+pub use error::Error;
+pub use home::{Config, ConfigError};
+pub use secrets::{SecretError, SecretSource};
+pub use token::{Module, Pkcs11Uri, TokenError};

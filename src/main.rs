@@ -1,0 +1,5 @@
+//! The `keyward` command.
+
+fn main() -> std::process::ExitCode {
+    keyward::cli::main()
+}

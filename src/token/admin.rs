@@ -1,0 +1,172 @@
+//! Token administration: initialise, change the user PIN, unblock it with the SO PIN.
+
+use secrecy::SecretString;
+
+use super::error::{map_error, ErrCtx, PinRole, TokenError};
+use super::info::{list_slots, list_tokens, Token};
+use super::module::Module;
+use super::session::LoginPolicy;
+
+/// The longest token label PKCS#11 can hold, in bytes.
+pub const MAX_LABEL_BYTES: usize = 32;
+
+/// The secrets `token init` needs.
+pub struct InitSecrets<'a> {
+    /// The new SO PIN.
+    pub so_pin: &'a SecretString,
+    /// The first user PIN.
+    pub user_pin: &'a SecretString,
+}
+
+/// Checks a token label before it is written: PKCS#11 labels are 32 bytes, and cryptoki cuts longer ones silently.
+pub fn check_label(label: &str) -> Result<(), TokenError> {
+    if label.len() > MAX_LABEL_BYTES || label.is_empty() {
+        return Err(TokenError::LabelTooLong {
+            label: label.to_string(),
+            len: label.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The first slot whose token is not initialised yet.
+pub fn free_token(module: &Module) -> Result<Token, TokenError> {
+    list_tokens(module)?
+        .into_iter()
+        .find(|t| !t.summary().initialized)
+        .ok_or(TokenError::NoFreeSlot)
+}
+
+/// Initialises `token` with `label`, sets the SO PIN and the first user PIN, and finds it again
+/// (SoftHSM moves a token to a new slot id when it is initialised).
+pub fn init_token(
+    module: &Module,
+    token: &Token,
+    label: &str,
+    secrets: InitSecrets<'_>,
+    force: bool,
+) -> Result<Token, TokenError> {
+    check_label(label)?;
+    if token.summary().initialized && !force {
+        return Err(TokenError::AlreadyInitialized {
+            label: token.label().to_string(),
+        });
+    }
+    token.check_pin_length(PinRole::So, secrets.so_pin)?;
+    token.check_pin_length(PinRole::User, secrets.user_pin)?;
+    let before: Vec<String> = initialized_serials(module)?;
+    log::debug!(
+        "C_InitToken on slot {} with label {label:?}",
+        token.slot.id()
+    );
+    module
+        .ctx()
+        .init_token(token.slot, secrets.so_pin, label)
+        .map_err(|e| {
+            map_error(
+                e,
+                ErrCtx {
+                    what: "initialising the token",
+                    label: token.label(),
+                    role: Some(PinRole::So),
+                    tries: super::error::TriesLeft::Unknown,
+                },
+            )
+        })?;
+    let fresh = find_initialized(module, token, label, &before)?;
+    let mut session = fresh.open_rw(module)?;
+    session.login(module, PinRole::So, secrets.so_pin, LoginPolicy::default())?;
+    let result = session
+        .session
+        .init_pin(secrets.user_pin)
+        .map_err(|e| session.op_error(e, "setting the first user PIN"));
+    session.logout();
+    result?;
+    let mut fresh = fresh;
+    fresh.refresh(module)?;
+    Ok(fresh)
+}
+
+/// Changes the user PIN (`C_SetPIN`), refusing on a final try unless the policy allows it.
+pub fn change_pin(
+    module: &Module,
+    token: &Token,
+    old: &SecretString,
+    new: &SecretString,
+    policy: LoginPolicy,
+) -> Result<(), TokenError> {
+    let mut token = token.clone();
+    token.refresh(module)?;
+    token.check_pin_state(PinRole::User, policy)?;
+    token.check_pin_length(PinRole::User, old)?;
+    token.check_pin_length(PinRole::User, new)?;
+    let mut session = token.open_rw(module)?;
+    log::debug!("C_SetPIN on token {:?}", token.label());
+    session
+        .session
+        .set_pin(old, new)
+        .map_err(|e| session.pin_error(module, e, "changing the PIN", PinRole::User))
+}
+
+/// Sets a new user PIN with the SO PIN (`C_Login(SO)` + `C_InitPIN`), which also unlocks it.
+pub fn unblock(
+    module: &Module,
+    token: &Token,
+    so_pin: &SecretString,
+    new_user_pin: &SecretString,
+    policy: LoginPolicy,
+) -> Result<(), TokenError> {
+    token.check_pin_length(PinRole::User, new_user_pin)?;
+    let mut session = token.open_rw(module)?;
+    session.login(module, PinRole::So, so_pin, policy)?;
+    log::debug!("C_InitPIN on token {:?}", token.label());
+    let result = session
+        .session
+        .init_pin(new_user_pin)
+        .map_err(|e| session.op_error(e, "setting the new user PIN"));
+    session.logout();
+    result
+}
+
+fn initialized_serials(module: &Module) -> Result<Vec<String>, TokenError> {
+    Ok(list_tokens(module)?
+        .into_iter()
+        .filter(|t| t.summary().initialized)
+        .map(|t| t.serial().to_string())
+        .collect())
+}
+
+/// After `C_InitToken`, the token with `label` that is new (or in the same slot when re-initialised).
+fn find_initialized(
+    module: &Module,
+    old: &Token,
+    label: &str,
+    before: &[String],
+) -> Result<Token, TokenError> {
+    let tokens = list_tokens(module)?;
+    let same_slot = tokens
+        .iter()
+        .find(|t| t.slot.id() == old.slot.id() && t.label() == label && t.summary().initialized);
+    if let Some(t) = same_slot {
+        return Ok(t.clone());
+    }
+    let mut new: Vec<Token> = tokens
+        .into_iter()
+        .filter(|t| {
+            t.summary().initialized
+                && t.label() == label
+                && (t.serial() == old.serial() || !before.iter().any(|s| s == t.serial()))
+        })
+        .collect();
+    match new.len() {
+        1 => Ok(new.remove(0)),
+        _ => Err(TokenError::TokenNotFound {
+            wanted: format!("the newly initialised token {label:?}"),
+            present: list_slots(module)?
+                .into_iter()
+                .filter_map(|s| s.token)
+                .map(|t| format!("{:?} (serial {})", t.label, t.serial))
+                .collect(),
+        }),
+    }
+}

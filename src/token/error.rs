@@ -1,0 +1,371 @@
+//! The adapter's error type, and the one place that turns `CKR_*` codes into sentences.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use cryptoki::context::Function;
+use cryptoki::error::{Error as CkError, RvError};
+
+/// Which PKCS#11 call failed and what it returned; shown with `-v`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFailure {
+    /// The PKCS#11 function, e.g. `C_Login`.
+    pub function: String,
+    /// The return value, e.g. `PinIncorrect`.
+    pub code: String,
+}
+
+impl fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} returned CKR {}", self.function, self.code)
+    }
+}
+
+impl CallFailure {
+    fn new(function: Function, rv: &RvError) -> Self {
+        CallFailure {
+            function: format!("C_{function:?}"),
+            code: format!("{rv:?}"),
+        }
+    }
+}
+
+/// What the token says about the remaining PIN tries after a wrong PIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriesLeft {
+    /// The token does not say.
+    Unknown,
+    /// The token reports that few tries remain (`CKF_*_PIN_COUNT_LOW`).
+    Few,
+    /// One more wrong PIN locks the token (`CKF_*_PIN_FINAL_TRY`).
+    One,
+}
+
+/// Which PIN a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinRole {
+    /// The user PIN (the keyset password).
+    User,
+    /// The security officer PIN.
+    So,
+}
+
+impl fmt::Display for PinRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PinRole::User => "user PIN",
+            PinRole::So => "SO PIN",
+        })
+    }
+}
+
+/// Everything that can go wrong in the PKCS#11 adapter, with what a person needs to act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// No module path was given and none of the usual places has one.
+    #[error("no PKCS#11 module found (tried {}); install softhsm2 (apt-get install softhsm2) or pass --module PATH", list_paths(.tried))]
+    ModuleNotFound {
+        /// Every path that was tried.
+        tried: Vec<PathBuf>,
+    },
+    /// The module file could not be loaded as a PKCS#11 library.
+    #[error("cannot load PKCS#11 module {}: {reason}; check the path or pass another --module", .path.display())]
+    ModuleLoad {
+        /// The module path.
+        path: PathBuf,
+        /// What the loader said.
+        reason: String,
+    },
+    /// `C_Initialize` failed.
+    #[error("PKCS#11 module {} failed to initialise ({code}); {hint}", .path.display())]
+    ModuleInit {
+        /// The module path.
+        path: PathBuf,
+        /// The CKR code.
+        code: String,
+        /// What to check.
+        hint: String,
+    },
+    /// A second module initialisation in one process was attempted.
+    #[error("a PKCS#11 module is already loaded in this process; load it once and share it")]
+    AlreadyLoaded,
+    /// No token matches the `--token` argument.
+    #[error("no token matches {wanted}; tokens present: {}; run `keyward token list`", list_or_none(.present))]
+    TokenNotFound {
+        /// The URI or label asked for.
+        wanted: String,
+        /// The tokens that are present, as `label (serial)`.
+        present: Vec<String>,
+    },
+    /// Several tokens match the `--token` argument.
+    #[error("{wanted} is ambiguous: it matches {}; pass the URI that picks one", .candidates.join(", "))]
+    TokenAmbiguous {
+        /// The URI or label asked for.
+        wanted: String,
+        /// Each candidate, as `label: URI`.
+        candidates: Vec<String>,
+    },
+    /// No slot with that id exists.
+    #[error("no slot {slot}; run `keyward token list` to see the slots")]
+    SlotNotFound {
+        /// The slot id asked for.
+        slot: u64,
+    },
+    /// No slot has an uninitialised token.
+    #[error("no free (uninitialised) token slot; pass --slot ID or --token URI")]
+    NoFreeSlot,
+    /// The token is already initialised and `--force` was not given.
+    #[error("token {label:?} is already initialised; pass --force to wipe it and all its keys")]
+    AlreadyInitialized {
+        /// The token label.
+        label: String,
+    },
+    /// The token has no user PIN set yet.
+    #[error("token {label:?} has no user PIN yet; set one with `keyward token unblock --token {label:?}` (SO PIN needed)")]
+    UserPinNotInitialized {
+        /// The token label.
+        label: String,
+    },
+    /// A wrong PIN was given.
+    #[error("wrong {role} for token {label:?}{}; check it and try again (keyward never retries on its own)", tries_text(*.tries))]
+    WrongPin {
+        /// The token label.
+        label: String,
+        /// Which PIN.
+        role: PinRole,
+        /// What the token says about remaining tries.
+        tries: TriesLeft,
+        /// The failing call.
+        call: CallFailure,
+    },
+    /// The PIN is locked.
+    #[error("the {role} of token {label:?} is locked; {}", locked_hint(*.role, .label))]
+    PinLocked {
+        /// The token label.
+        label: String,
+        /// Which PIN.
+        role: PinRole,
+    },
+    /// The next wrong PIN would lock the token and `--final-try` was not given.
+    #[error("the next wrong {role} locks token {label:?}; keyward will not log in without --final-try (or unblock it first with `keyward token unblock`)")]
+    FinalTry {
+        /// The token label.
+        label: String,
+        /// Which PIN.
+        role: PinRole,
+    },
+    /// The PIN's length is outside what the token accepts (checked before the token sees it).
+    #[error("the {role} must be {min} to {max} characters for token {label:?}, but it has {len}; nothing was sent to the token")]
+    PinLength {
+        /// The token label.
+        label: String,
+        /// Which PIN.
+        role: PinRole,
+        /// Shortest allowed.
+        min: usize,
+        /// Longest allowed.
+        max: usize,
+        /// Length given.
+        len: usize,
+    },
+    /// The token refused the new PIN's characters or strength.
+    #[error(
+        "token {label:?} refused the new {role} (invalid characters or too weak); choose another"
+    )]
+    PinRejected {
+        /// The token label.
+        label: String,
+        /// Which PIN.
+        role: PinRole,
+        /// The failing call.
+        call: CallFailure,
+    },
+    /// The token was removed or is not present.
+    #[error("token {label:?} is not present (removed?); insert it and run the command again")]
+    TokenGone {
+        /// The token label.
+        label: String,
+        /// The failing call.
+        call: CallFailure,
+    },
+    /// The token does not support a mechanism keyward needs.
+    #[error("token {label:?} does not support {mechanism}; use another key type or token")]
+    MechanismUnsupported {
+        /// The token label.
+        label: String,
+        /// The mechanism's name.
+        mechanism: String,
+    },
+    /// The token is write-protected.
+    #[error("token {label:?} is write-protected; use a writable token")]
+    WriteProtected {
+        /// The token label.
+        label: String,
+        /// The failing call.
+        call: CallFailure,
+    },
+    /// A label longer than the 32 bytes PKCS#11 allows.
+    #[error("token label {label:?} is {len} bytes; PKCS#11 labels hold at most 32 bytes")]
+    LabelTooLong {
+        /// The label.
+        label: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Any other PKCS#11 failure.
+    #[error("{what} failed on token {label:?}: {}", describe(.call))]
+    Call {
+        /// What keyward was doing.
+        what: String,
+        /// The token label.
+        label: String,
+        /// The failing call.
+        call: CallFailure,
+    },
+    /// A failure of the cryptoki wrapper that is not a CKR code.
+    #[error("{what} failed: {reason}")]
+    Wrapper {
+        /// What keyward was doing.
+        what: String,
+        /// The wrapper's message.
+        reason: String,
+    },
+}
+
+impl TokenError {
+    /// The PKCS#11 call behind this error, when there is one (printed with `-v`).
+    pub fn call(&self) -> Option<&CallFailure> {
+        match self {
+            TokenError::WrongPin { call, .. }
+            | TokenError::PinRejected { call, .. }
+            | TokenError::TokenGone { call, .. }
+            | TokenError::WriteProtected { call, .. }
+            | TokenError::Call { call, .. } => Some(call),
+            _ => None,
+        }
+    }
+}
+
+/// Context for turning a cryptoki error into a [`TokenError`].
+pub(crate) struct ErrCtx<'a> {
+    /// What keyward was doing ("logging in", "generating a key pair").
+    pub what: &'a str,
+    /// The token's label.
+    pub label: &'a str,
+    /// Which PIN was in play, for login and PIN calls.
+    pub role: Option<PinRole>,
+    /// Tries left, read from the token after a PIN failure.
+    pub tries: TriesLeft,
+}
+
+impl<'a> ErrCtx<'a> {
+    /// A context for an operation without a PIN.
+    pub fn op(what: &'a str, label: &'a str) -> Self {
+        ErrCtx {
+            what,
+            label,
+            role: None,
+            tries: TriesLeft::Unknown,
+        }
+    }
+}
+
+/// The one place that maps cryptoki errors and `CKR_*` codes to sentences.
+pub(crate) fn map_error(err: CkError, ctx: ErrCtx<'_>) -> TokenError {
+    let (rv, function) = match err {
+        CkError::Pkcs11(rv, function) => (rv, function),
+        other => {
+            return TokenError::Wrapper {
+                what: ctx.what.to_string(),
+                reason: other.to_string(),
+            }
+        }
+    };
+    let call = CallFailure::new(function, &rv);
+    let label = ctx.label.to_string();
+    let role = ctx.role.unwrap_or(PinRole::User);
+    match rv {
+        RvError::PinIncorrect => TokenError::WrongPin {
+            label,
+            role,
+            tries: ctx.tries,
+            call,
+        },
+        RvError::PinLocked => TokenError::PinLocked { label, role },
+        RvError::PinLenRange | RvError::PinInvalid | RvError::PinTooWeak => {
+            TokenError::PinRejected { label, role, call }
+        }
+        RvError::UserPinNotInitialized => TokenError::UserPinNotInitialized { label },
+        RvError::TokenNotPresent
+        | RvError::DeviceRemoved
+        | RvError::TokenNotRecognized
+        | RvError::SlotIdInvalid => TokenError::TokenGone { label, call },
+        RvError::TokenWriteProtected => TokenError::WriteProtected { label, call },
+        RvError::MechanismInvalid | RvError::MechanismParamInvalid | RvError::CurveNotSupported => {
+            TokenError::MechanismUnsupported {
+                label,
+                mechanism: format!("the mechanism requested by {}", call.function),
+            }
+        }
+        _ => TokenError::Call {
+            what: ctx.what.to_string(),
+            label,
+            call,
+        },
+    }
+}
+
+fn describe(call: &CallFailure) -> String {
+    let meaning = match call.code.as_str() {
+        "DeviceError" => "the device reported an error; reinsert it and retry",
+        "DeviceMemory" => "the token is out of memory; remove unused objects",
+        "GeneralError" | "FunctionFailed" => "the module reported a general failure",
+        "SessionHandleInvalid" | "SessionClosed" => {
+            "the session was closed underneath keyward; retry"
+        }
+        "UserNotLoggedIn" => "the operation needs a login",
+        "KeyFunctionNotPermitted" => "the key does not allow this use",
+        "TemplateInconsistent" | "TemplateIncomplete" | "AttributeValueInvalid" => {
+            "the token rejected keyward's object template"
+        }
+        _ => "the token refused the operation",
+    };
+    format!("{meaning} ({call})")
+}
+
+fn tries_text(t: TriesLeft) -> &'static str {
+    match t {
+        TriesLeft::Unknown => "",
+        TriesLeft::Few => " — the token reports few tries left",
+        TriesLeft::One => " — 1 try left before the token locks",
+    }
+}
+
+fn locked_hint(role: PinRole, label: &str) -> String {
+    match role {
+        PinRole::User => {
+            format!("unblock it with the SO PIN: `keyward token unblock --token {label:?}`")
+        }
+        PinRole::So => {
+            "the token must be re-initialised (all keys are lost) or reset by its vendor tool"
+                .to_string()
+        }
+    }
+}
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}

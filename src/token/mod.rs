@@ -1,0 +1,17 @@
+//! The PKCS#11 adapter: the only layer that touches `cryptoki`.
+
+pub mod admin;
+pub mod error;
+pub mod info;
+pub mod module;
+pub mod session;
+pub mod uri;
+
+pub use admin::{change_pin, check_label, free_token, init_token, unblock, InitSecrets};
+pub use error::{CallFailure, PinRole, TokenError, TriesLeft};
+pub use info::{
+    find_token, list_slots, list_tokens, token_in_slot, PinState, SlotEntry, Token, TokenSummary,
+};
+pub use module::{Module, DEFAULT_MODULE_PATHS};
+pub use session::{LoginPolicy, TokenSession};
+pub use uri::{ObjectKind, Pkcs11Uri, UriError};

@@ -1,0 +1,190 @@
+//! The test bed: a throw-away SoftHSM2 token directory per test, the real `keyward` binary,
+//! and the real interop peers. Nothing is mocked; a missing tool fails the test with how to
+//! install it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const SO_PIN: &str = "so-secret-1";
+pub const USER_PIN: &str = "user-secret-1";
+
+/// One test's SoftHSM2 and keyward home.
+pub struct TestBed {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub home: PathBuf,
+}
+
+/// The SoftHSM2 module, or a panic saying how to install it.
+pub fn module() -> PathBuf {
+    for p in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("SoftHSM2 is not installed: run `bash softhsm/setup.sh` (apt-get install softhsm2)");
+}
+
+/// Panics with an install hint when `program` is not on PATH.
+pub fn require_tool(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is not installed: run `bash softhsm/setup.sh` (apt-get install {package})"
+    );
+}
+
+/// The result of running a program.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts exit status 0.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts the exit status and that stderr has exactly one `keyward: error:` line containing `needle`.
+    #[track_caller]
+    pub fn fails(self, code: i32, needle: &str) -> Run {
+        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        if code == 1 {
+            let lines: Vec<&str> = self.stderr.lines().filter(|l| l.starts_with("keyward: error:")).collect();
+            assert_eq!(lines.len(), 1, "want one error line:\n{}", self.stderr);
+        }
+        self
+    }
+
+    /// Parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl TestBed {
+    /// A fresh token directory and home.
+    pub fn new() -> TestBed {
+        module();
+        let dir = tempfile::Builder::new().prefix("keyward-test").tempdir().expect("temp dir");
+        let tokens = dir.path().join("tokens");
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&tokens).expect("tokens dir");
+        std::fs::create_dir_all(&home).expect("home dir");
+        let template = include_str!("../../softhsm/softhsm2.conf.in");
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(&conf, template.replace("@TOKENDIR@", &tokens.to_string_lossy())).expect("conf");
+        TestBed { dir, conf, home }
+    }
+
+    /// A path inside the test's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a secret file and returns its path.
+    pub fn secret_file(&self, name: &str, value: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, format!("{value}\n")).expect("secret file");
+        p
+    }
+
+    /// A `keyward` command with this bed's SoftHSM and home, and no inherited KEYWARD_* variables.
+    pub fn keyward(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("KEYWARD_") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("SOFTHSM2_CONF", &self.conf)
+            .env("KEYWARD_HOME", &self.home)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs keyward with `args` and extra environment.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.keyward();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run keyward"))
+    }
+
+    /// Runs keyward with `args`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    /// Another program (pkcs11-tool, p11tool, softhsm2-util, openssl) with this bed's SoftHSM.
+    pub fn tool(&self, program: &str, package: &str) -> Command {
+        require_tool(program, package);
+        let mut cmd = Command::new(program);
+        cmd.env("SOFTHSM2_CONF", &self.conf).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs another program with args.
+    pub fn run_tool(&self, program: &str, package: &str, args: &[&str]) -> Run {
+        Run::from(self.tool(program, package).args(args).output().expect("run tool"))
+    }
+
+    /// Initialises a token with keyward (SO PIN [`SO_PIN`], user PIN `user_pin`); returns its serial.
+    pub fn init_token(&self, label: &str, user_pin: &str) -> String {
+        let run = self
+            .run_env(
+                &["--json", "token", "init", "--free", "--label", label],
+                &[("KEYWARD_SO_PIN", SO_PIN), ("KEYWARD_NEW_PIN", user_pin)],
+            )
+            .ok();
+        run.json()["token"]["serial"].as_str().expect("serial").to_string()
+    }
+
+    /// Every file under the token directory with its bytes, to prove a failed command changed nothing.
+    pub fn token_snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        snapshot(&self.path("tokens"), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn snapshot(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            snapshot(&p, out);
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p, bytes));
+        }
+    }
+}
