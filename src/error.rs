@@ -17,6 +17,9 @@ pub enum Error {
     /// Configuration and home directory.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// From the keyset layer.
+    #[error(transparent)]
+    Keyset(#[from] crate::keyset::KeysetError),
     /// A malformed PKCS#11 URI.
     #[error(transparent)]
     Uri(#[from] UriError),
@@ -40,6 +43,7 @@ impl Error {
     pub fn call(&self) -> Option<&CallFailure> {
         match self {
             Error::Token(t) => t.call(),
+            Error::Keyset(crate::keyset::KeysetError::Token(t)) => t.call(),
             _ => None,
         }
     }

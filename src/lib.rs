@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod error;
 pub mod home;
+pub mod keyset;
 pub mod secrets;
 pub mod token;
 

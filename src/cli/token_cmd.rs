@@ -52,7 +52,9 @@ fn init(ctx: &mut Context, args: InitArgs) -> Result<(), Error> {
         }
         .into());
     }
-    let so_pin = ctx.so_pin(true)?;
+    // Re-initialising checks the current SO PIN (C_InitToken keeps it);
+    // only a fresh token takes a new one.
+    let so_pin = ctx.so_pin(!target.summary().initialized)?;
     let user_pin = ctx.new_pin()?;
     let module = ctx.module()?;
     let fresh = token::init_token(

@@ -205,8 +205,8 @@ pub enum TokenError {
         /// The failing call.
         call: CallFailure,
     },
-    /// A label longer than the 32 bytes PKCS#11 allows.
-    #[error("token label {label:?} is {len} bytes; PKCS#11 labels hold at most 32 bytes")]
+    /// A label longer than the 32 bytes PKCS#11 allows (or an empty one).
+    #[error("{}", label_problem(.label, *.len))]
     LabelTooLong {
         /// The label.
         label: String,
@@ -351,6 +351,14 @@ fn locked_hint(role: PinRole, label: &str) -> String {
             "the token must be re-initialised (all keys are lost) or reset by its vendor tool"
                 .to_string()
         }
+    }
+}
+
+fn label_problem(label: &str, len: usize) -> String {
+    if len == 0 {
+        "the token label is empty; pass --label with 1 to 32 bytes".to_string()
+    } else {
+        format!("token label {label:?} is {len} bytes; PKCS#11 labels hold at most 32 bytes")
     }
 }
 

@@ -61,21 +61,33 @@ impl Run {
     /// Asserts exit status 0.
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Asserts the exit status and that stderr has exactly one `keyward: error:` line containing `needle`.
     #[track_caller]
     pub fn fails(self, code: i32, needle: &str) -> Run {
-        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         assert!(
             self.stderr.contains(needle),
             "stderr lacks {needle:?}:\n{}",
             self.stderr
         );
         if code == 1 {
-            let lines: Vec<&str> = self.stderr.lines().filter(|l| l.starts_with("keyward: error:")).collect();
+            let lines: Vec<&str> = self
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("keyward: error:"))
+                .collect();
             assert_eq!(lines.len(), 1, "want one error line:\n{}", self.stderr);
         }
         self
@@ -84,7 +96,8 @@ impl Run {
     /// Parses stdout as JSON.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
     }
 }
 
@@ -92,14 +105,21 @@ impl TestBed {
     /// A fresh token directory and home.
     pub fn new() -> TestBed {
         module();
-        let dir = tempfile::Builder::new().prefix("keyward-test").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("keyward-test")
+            .tempdir()
+            .expect("temp dir");
         let tokens = dir.path().join("tokens");
         let home = dir.path().join("home");
         std::fs::create_dir_all(&tokens).expect("tokens dir");
         std::fs::create_dir_all(&home).expect("home dir");
         let template = include_str!("../../softhsm/softhsm2.conf.in");
         let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(&conf, template.replace("@TOKENDIR@", &tokens.to_string_lossy())).expect("conf");
+        std::fs::write(
+            &conf,
+            template.replace("@TOKENDIR@", &tokens.to_string_lossy()),
+        )
+        .expect("conf");
         TestBed { dir, conf, home }
     }
 
@@ -154,7 +174,12 @@ impl TestBed {
 
     /// Runs another program with args.
     pub fn run_tool(&self, program: &str, package: &str, args: &[&str]) -> Run {
-        Run::from(self.tool(program, package).args(args).output().expect("run tool"))
+        Run::from(
+            self.tool(program, package)
+                .args(args)
+                .output()
+                .expect("run tool"),
+        )
     }
 
     /// Initialises a token with keyward (SO PIN [`SO_PIN`], user PIN `user_pin`); returns its serial.
@@ -165,7 +190,10 @@ impl TestBed {
                 &[("KEYWARD_SO_PIN", SO_PIN), ("KEYWARD_NEW_PIN", user_pin)],
             )
             .ok();
-        run.json()["token"]["serial"].as_str().expect("serial").to_string()
+        run.json()["token"]["serial"]
+            .as_str()
+            .expect("serial")
+            .to_string()
     }
 
     /// Every file under the token directory with its bytes, to prove a failed command changed nothing.
@@ -178,7 +206,9 @@ impl TestBed {
 }
 
 fn snapshot(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -186,5 +216,78 @@ fn snapshot(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
         } else if let Ok(bytes) = std::fs::read(&p) {
             out.push((p, bytes));
         }
+    }
+}
+
+impl TestBed {
+    /// `pkcs11-tool --login` with `pin` on the token labelled `label`, listing its objects:
+    /// exit 0 proves the PIN works for OpenSC too. pkcs11-tool matches the label as a prefix:
+    /// use labels that are not prefixes of one another.
+    pub fn pkcs11_tool_login(&self, label: &str, pin: &str) -> Run {
+        let module = module();
+        let module = module.to_string_lossy();
+        self.run_tool(
+            "pkcs11-tool",
+            "opensc",
+            &[
+                "--module",
+                &module,
+                "--token-label",
+                label,
+                "--login",
+                "--pin",
+                pin,
+                "-O",
+            ],
+        )
+    }
+
+    /// Like [`TestBed::run_env`], but fails the test if keyward has not exited after `secs`
+    /// seconds (a prompt that hangs instead of erroring).
+    pub fn run_env_timeout(&self, args: &[&str], env: &[(&str, &str)], secs: u64) -> Run {
+        let mut cmd = self.keyward();
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn keyward");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while child.try_wait().expect("wait keyward").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect keyward");
+                panic!(
+                    "keyward {args:?} hung for {secs}s\nstderr:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Run::from(child.wait_with_output().expect("collect keyward"))
+    }
+
+    /// Writes `$KEYWARD_HOME/config.toml`.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.home.join("config.toml"), text).expect("config.toml");
+    }
+}
+
+impl Run {
+    /// Asserts a non-zero exit and that stdout or stderr contains `needle` (for other programs,
+    /// whose errors do not follow keyward's one-line format).
+    #[track_caller]
+    pub fn refused(self, needle: &str) -> Run {
+        assert_ne!(
+            self.code, 0,
+            "expected failure\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stdout.contains(needle) || self.stderr.contains(needle),
+            "output lacks {needle:?}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
     }
 }

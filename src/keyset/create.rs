@@ -1,0 +1,169 @@
+//! `keyset create`: a signing key pair on the token and a registry entry, or neither.
+
+use secrecy::SecretString;
+
+use super::harden::Hardening;
+use super::name::KeysetName;
+use super::pubkey::PublicKey;
+use super::registry::{KeyAlgorithm, KeysetRecord, KeysetState, Registry, Security};
+use super::KeysetError;
+use crate::token::keys::hex;
+use crate::token::{KeySpec, KeyTemplate, LoginPolicy, Module, PinRole, Token, TokenSession};
+
+/// What `keyset create` needs, validated by the caller.
+pub struct CreateRequest<'a> {
+    /// The keyset's name.
+    pub name: KeysetName,
+    /// The token it goes on.
+    pub token: &'a Token,
+    /// Security level.
+    pub security: Security,
+    /// Signing key algorithm.
+    pub key_type: KeyAlgorithm,
+    /// The token's current user PIN.
+    pub pin: &'a SecretString,
+    /// With hardening: the keyset password the token PIN will be derived from.
+    pub harden_password: Option<&'a SecretString>,
+    /// `--final-try`.
+    pub policy: LoginPolicy,
+}
+
+/// Creates the keyset: key pair on the token, then (when hardened) the derived PIN, then the
+/// registry entry. A failure at any step removes what the earlier steps made.
+pub fn create(
+    module: &Module,
+    home: &std::path::Path,
+    req: CreateRequest<'_>,
+) -> Result<KeysetRecord, KeysetError> {
+    if req.security == Security::High && req.key_type == KeyAlgorithm::P256 {
+        return Err(KeysetError::Unsupported(
+            "security level high needs an RSA key type for now (rsa2048 or rsa3072): SoftHSM offers only single-part ECDSA, which cannot take the per-use password".into(),
+        ));
+    }
+    let label = req.name.label();
+    let (lock, mut registry) = Registry::lock(home)?;
+    registry.check_free(req.name.as_str(), &label)?;
+    let hardening = match req.harden_password {
+        Some(_) => Some(Hardening::new(
+            req.token.summary().min_pin_len,
+            req.token.summary().max_pin_len,
+        )?),
+        None => None,
+    };
+    let derived = match (&hardening, req.harden_password) {
+        (Some(h), Some(pw)) => Some(h.derive(pw)?),
+        _ => None,
+    };
+    if let Some(pin) = &derived {
+        req.token.check_pin_length(PinRole::User, pin)?;
+    }
+
+    let mut session = req.token.open_rw(module)?;
+    session.login(module, PinRole::User, req.pin, req.policy)?;
+    let id = fresh_id(&session)?;
+    let private_label = format!("{label} signing key");
+    let public_label = format!("{label} signing key (public)");
+    let started = std::time::Instant::now();
+    session.generate_signing_pair(&KeyTemplate {
+        id: &id,
+        private_label: &private_label,
+        public_label: &public_label,
+        spec: spec(req.key_type),
+        always_authenticate: req.security == Security::High,
+    })?;
+    log::info!("generated {:?} in {:?}", req.key_type, started.elapsed());
+
+    let result = finish(
+        module,
+        &mut session,
+        &req,
+        &id,
+        &label,
+        hardening,
+        derived.as_ref(),
+    )
+    .and_then(|record| {
+        registry.add(record.clone())?;
+        registry.save(&lock)?;
+        Ok(record)
+    });
+    if result.is_err() {
+        roll_back(module, &mut session, &req, &id, derived.as_ref());
+    }
+    result
+}
+
+/// Reads the public key and, when hardened, switches the token PIN to the derived one.
+fn finish(
+    module: &Module,
+    session: &mut TokenSession,
+    req: &CreateRequest<'_>,
+    id: &[u8],
+    label: &str,
+    hardening: Option<Hardening>,
+    derived: Option<&SecretString>,
+) -> Result<KeysetRecord, KeysetError> {
+    let raw = session
+        .public_key(id)?
+        .ok_or_else(|| KeysetError::KeyMissing {
+            keyset: req.name.to_string(),
+            what: "new public key",
+            id: hex(id),
+            label: req.token.label().to_string(),
+        })?;
+    let public = PublicKey::from_raw(&raw)?;
+    if let Some(new_pin) = derived {
+        session.set_user_pin(module, req.pin, new_pin)?;
+    }
+    Ok(KeysetRecord {
+        name: req.name.to_string(),
+        label: label.to_string(),
+        state: KeysetState::Local,
+        security: req.security,
+        key_type: req.key_type,
+        token_label: req.token.label().to_string(),
+        token_serial: req.token.serial().to_string(),
+        signing_id: hex(id),
+        signing_public_key: public.to_pem()?,
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        hardening,
+        extra: toml::Table::new(),
+    })
+}
+
+fn roll_back(
+    module: &Module,
+    session: &mut TokenSession,
+    req: &CreateRequest<'_>,
+    id: &[u8],
+    derived: Option<&SecretString>,
+) {
+    log::warn!("keyset create failed; removing the keys it generated");
+    if let Err(e) = session.destroy_by_id(id) {
+        log::error!("could not remove the new keys (id {}): {e}", hex(id));
+    }
+    if let Some(new_pin) = derived {
+        // Only succeeds if the PIN was already switched; then it switches back.
+        if session.set_user_pin(module, new_pin, req.pin).is_ok() {
+            log::warn!("restored the token's previous PIN");
+        }
+    }
+}
+
+/// A random 16-byte `CKA_ID` not used by any object on the token.
+fn fresh_id(session: &TokenSession) -> Result<Vec<u8>, KeysetError> {
+    loop {
+        let id = session.random(16)?;
+        if session.count_by_id(&id)? == 0 {
+            return Ok(id);
+        }
+    }
+}
+
+fn spec(k: KeyAlgorithm) -> KeySpec {
+    match k {
+        KeyAlgorithm::Rsa2048 => KeySpec::Rsa(2048),
+        KeyAlgorithm::Rsa3072 => KeySpec::Rsa(3072),
+        KeyAlgorithm::P256 => KeySpec::EcP256,
+    }
+}

@@ -1,0 +1,130 @@
+//! Password hardening for software tokens: the token PIN is derived from the keyset password
+//! with Argon2id, so the token files alone do not reveal a guessable PIN.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// The alphabet of derived PINs: unambiguous base32 (RFC 4648 lowercase).
+const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+/// Digits, for tokens that only take short numeric PINs.
+const DIGITS: &[u8] = b"0123456789";
+
+/// The recorded parameters of one keyset's derivation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hardening {
+    /// `argon2id`.
+    pub algorithm: String,
+    /// Random per-keyset salt, hex.
+    pub salt: String,
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Iterations.
+    pub t: u32,
+    /// Parallelism.
+    pub p: u32,
+    /// Length of the derived PIN.
+    pub pin_len: usize,
+    /// `base32` or `digits`.
+    pub alphabet: String,
+}
+
+/// Errors deriving a PIN.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HardenError {
+    /// Argon2 refused the parameters.
+    #[error("cannot derive the token PIN: {0}; the keyset's hardening record is damaged")]
+    Argon(String),
+    /// The system RNG failed.
+    #[error("the system random generator failed: {0}")]
+    Random(String),
+}
+
+impl Hardening {
+    /// New parameters (m = 19 MiB, t = 2, p = 1, fresh salt) fitted to the token's PIN limits.
+    pub fn new(min_pin: usize, max_pin: usize) -> Result<Hardening, HardenError> {
+        let mut salt = [0u8; 16];
+        getrandom::getrandom(&mut salt).map_err(|e| HardenError::Random(e.to_string()))?;
+        let max = if max_pin == 0 { 255 } else { max_pin };
+        let (alphabet, want) = if max < 16 {
+            ("digits", max)
+        } else {
+            ("base32", 26)
+        };
+        let pin_len = want.max(min_pin).min(max);
+        Ok(Hardening {
+            algorithm: "argon2id".to_string(),
+            salt: crate::token::keys::hex(&salt),
+            m_kib: 19 * 1024,
+            t: 2,
+            p: 1,
+            pin_len,
+            alphabet: alphabet.to_string(),
+        })
+    }
+
+    /// The token PIN for `password`.
+    pub fn derive(&self, password: &SecretString) -> Result<SecretString, HardenError> {
+        let params = Params::new(self.m_kib, self.t, self.p, Some(64))
+            .map_err(|e| HardenError::Argon(e.to_string()))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let salt = unhex(&self.salt).ok_or_else(|| HardenError::Argon("salt is not hex".into()))?;
+        let mut out = Zeroizing::new([0u8; 64]);
+        argon
+            .hash_password_into(password.expose_secret().as_bytes(), &salt, out.as_mut())
+            .map_err(|e| HardenError::Argon(e.to_string()))?;
+        let alphabet = if self.alphabet == "digits" {
+            DIGITS
+        } else {
+            ALPHABET
+        };
+        let pin: Zeroizing<String> = Zeroizing::new(
+            out.iter()
+                .take(self.pin_len)
+                .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
+                .collect(),
+        );
+        Ok(SecretString::from(pin.as_str().to_string()))
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_password_same_pin_other_salt_other_pin() {
+        let h = Hardening::new(4, 255).unwrap();
+        let pw = SecretString::from("correct horse".to_string());
+        let a = h.derive(&pw).unwrap();
+        let b = h.derive(&pw).unwrap();
+        assert_eq!(a.expose_secret(), b.expose_secret());
+        assert_eq!(a.expose_secret().len(), 26);
+        let other = Hardening::new(4, 255).unwrap();
+        assert_ne!(
+            other.derive(&pw).unwrap().expose_secret(),
+            a.expose_secret()
+        );
+        assert!(h.m_kib >= 19 * 1024 && h.t >= 2);
+    }
+
+    #[test]
+    fn fits_short_numeric_tokens() {
+        let h = Hardening::new(6, 8).unwrap();
+        let pin = h.derive(&SecretString::from("pw".to_string())).unwrap();
+        assert_eq!(pin.expose_secret().len(), 8);
+        assert!(pin.expose_secret().chars().all(|c| c.is_ascii_digit()));
+    }
+}

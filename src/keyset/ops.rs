@@ -1,0 +1,228 @@
+//! Using and managing an existing keyset: find its token, log in, sign, change the password,
+//! remove it.
+
+use std::io::Read;
+use std::path::Path;
+
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+use super::pubkey::ecdsa_raw_to_der;
+use super::registry::{KeyAlgorithm, KeysetRecord, Registry};
+use super::{Hardening, KeysetError};
+use crate::token::keys::hex;
+use crate::token::{
+    list_tokens, KeyRef, LoginPolicy, Module, PinRole, SignInput, Token, TokenSession,
+};
+
+/// The keyset's token, checked by label and serial (a swapped card is refused).
+pub fn keyset_token(module: &Module, record: &KeysetRecord) -> Result<Token, KeysetError> {
+    let tokens = list_tokens(module)?;
+    if let Some(t) = tokens
+        .iter()
+        .find(|t| t.serial() == record.token_serial && t.summary().initialized)
+    {
+        return Ok(t.clone());
+    }
+    if let Some(t) = tokens.iter().find(|t| t.label() == record.token_label) {
+        return Err(KeysetError::CardSwapped {
+            keyset: record.name.clone(),
+            label: record.token_label.clone(),
+            expected: record.token_serial.clone(),
+            found: t.serial().to_string(),
+        });
+    }
+    Err(KeysetError::TokenMissing {
+        keyset: record.name.clone(),
+        label: record.token_label.clone(),
+        serial: record.token_serial.clone(),
+    })
+}
+
+/// The token PIN for a keyset: the password itself, or derived from it when hardened.
+pub fn token_pin(
+    record: &KeysetRecord,
+    password: &SecretString,
+) -> Result<SecretString, KeysetError> {
+    match &record.hardening {
+        Some(h) => Ok(h.derive(password)?),
+        None => Ok(password.clone()),
+    }
+}
+
+/// A logged-in session on a keyset's token.
+pub struct KeysetSession {
+    /// The session.
+    pub session: TokenSession,
+    /// The token PIN (for context-specific logins at security level high).
+    pin: SecretString,
+}
+
+impl KeysetSession {
+    /// Finds the keyset's token, opens a session and logs in with the keyset password.
+    pub fn open(
+        module: &Module,
+        record: &KeysetRecord,
+        password: &SecretString,
+        policy: LoginPolicy,
+        rw: bool,
+    ) -> Result<KeysetSession, KeysetError> {
+        let token = keyset_token(module, record)?;
+        let pin = token_pin(record, password)?;
+        let mut session = if rw {
+            token.open_rw(module)?
+        } else {
+            token.open_ro(module)?
+        };
+        session.login(module, PinRole::User, &pin, policy)?;
+        Ok(KeysetSession { session, pin })
+    }
+
+    /// The keyset's signing private key.
+    pub fn signing_key(&self, record: &KeysetRecord) -> Result<KeyRef, KeysetError> {
+        let id = unhex_id(&record.signing_id)?;
+        self.session
+            .find_private_key(&id)?
+            .ok_or_else(|| KeysetError::KeyMissing {
+                keyset: record.name.clone(),
+                what: "signing key",
+                id: record.signing_id.clone(),
+                label: record.token_label.clone(),
+            })
+    }
+
+    /// Signs `data` with the keyset's signing key: PKCS#1 v1.5 SHA-256 for RSA, DER ECDSA
+    /// SHA-256 for P-256 — the forms `openssl dgst -sha256 -verify` reads.
+    pub fn sign(
+        &mut self,
+        module: &Module,
+        record: &KeysetRecord,
+        data: &mut dyn Read,
+    ) -> Result<Vec<u8>, KeysetError> {
+        let key = self.signing_key(record)?;
+        let pin = self.pin.clone();
+        match record.key_type {
+            KeyAlgorithm::P256 => {
+                let mut hasher = Sha256::new();
+                std::io::copy(data, &mut hasher).map_err(|e| {
+                    KeysetError::Unsupported(format!("cannot read the data to sign: {e}"))
+                })?;
+                let digest = hasher.finalize();
+                let raw = self
+                    .session
+                    .sign(module, &key, SignInput::Digest(&digest), &pin)?;
+                Ok(ecdsa_raw_to_der(&raw)?)
+            }
+            _ => Ok(self
+                .session
+                .sign(module, &key, SignInput::Message(data), &pin)?),
+        }
+    }
+
+    /// Signs bytes and returns the signature as X.509 and PKCS#10 carry it (DER ECDSA for EC).
+    pub fn sign_bytes(
+        &mut self,
+        module: &Module,
+        record: &KeysetRecord,
+        data: &[u8],
+    ) -> Result<Vec<u8>, KeysetError> {
+        let mut reader = data;
+        self.sign(module, record, &mut reader)
+    }
+}
+
+/// Signs `data` with a keyset in one go: open, log in, sign.
+pub fn sign(
+    module: &Module,
+    record: &KeysetRecord,
+    password: &SecretString,
+    policy: LoginPolicy,
+    data: &mut dyn Read,
+) -> Result<Vec<u8>, KeysetError> {
+    let mut s = KeysetSession::open(module, record, password, policy, false)?;
+    s.sign(module, record, data)
+}
+
+/// Changes a keyset's password (the token PIN; with hardening, a new salt too). Returns the
+/// names of the other keysets on the same token, whose password changes with it.
+pub fn change_password(
+    module: &Module,
+    home: &Path,
+    name: &str,
+    old_password: &SecretString,
+    new_password: &SecretString,
+    policy: LoginPolicy,
+) -> Result<Vec<String>, KeysetError> {
+    let (lock, mut registry) = Registry::lock(home)?;
+    let record = registry.get(name)?.clone();
+    let mut token = keyset_token(module, &record)?;
+    token.refresh(module)?;
+    token.check_pin_state(PinRole::User, policy)?;
+    let old_pin = token_pin(&record, old_password)?;
+    let new_hardening = match &record.hardening {
+        Some(_) => Some(Hardening::new(
+            token.summary().min_pin_len,
+            token.summary().max_pin_len,
+        )?),
+        None => None,
+    };
+    let new_pin = match &new_hardening {
+        Some(h) => h.derive(new_password)?,
+        None => new_password.clone(),
+    };
+    token.check_pin_length(PinRole::User, &old_pin)?;
+    let mut session = token.open_rw(module)?;
+    session.set_user_pin(module, &old_pin, &new_pin)?;
+    if new_hardening.is_some() {
+        registry.get_mut(name)?.hardening = new_hardening;
+        if let Err(e) = registry.save(&lock) {
+            // Put the old PIN back so the registry and the token still agree.
+            let _ = session.set_user_pin(module, &new_pin, &old_pin);
+            return Err(e.into());
+        }
+    }
+    Ok(registry
+        .sharing_token(&record.token_serial, name)
+        .into_iter()
+        .map(|k| k.name.clone())
+        .collect())
+}
+
+/// Removes a keyset from the registry; with `destroy`, its keys from the token first.
+/// Returns how many token objects were destroyed.
+pub fn remove(
+    module: Option<&Module>,
+    home: &Path,
+    name: &str,
+    destroy: Option<(&SecretString, LoginPolicy)>,
+) -> Result<usize, KeysetError> {
+    let (lock, mut registry) = Registry::lock(home)?;
+    let record = registry.get(name)?.clone();
+    let mut destroyed = 0;
+    if let (Some(module), Some((password, policy))) = (module, destroy) {
+        let s = KeysetSession::open(module, &record, password, policy, true)?;
+        destroyed = s.session.destroy_by_id(&unhex_id(&record.signing_id)?)?;
+    }
+    registry.remove(name)?;
+    registry.save(&lock)?;
+    Ok(destroyed)
+}
+
+/// A hex `CKA_ID` from the registry.
+pub fn unhex_id(s: &str) -> Result<Vec<u8>, KeysetError> {
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    match bytes {
+        Some(b) if !b.is_empty() && s.len() % 2 == 0 => Ok(b),
+        _ => Err(KeysetError::Unsupported(format!(
+            "the registry's key id {s:?} is not hex; the entry is damaged"
+        ))),
+    }
+}
+
+/// Lowercase hex (re-exported for callers that print ids).
+pub fn id_hex(id: &[u8]) -> String {
+    hex(id)
+}

@@ -1,0 +1,125 @@
+//! Public keys and signatures in the encodings other tools read: SPKI PEM, PKCS#1 v1.5
+//! signatures for RSA, DER ECDSA signatures for P-256.
+
+use der::asn1::ObjectIdentifier;
+use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
+use rsa::pkcs1v15;
+use rsa::signature::Verifier;
+use sha2::Sha256;
+use spki::AlgorithmIdentifierOwned;
+
+use crate::token::RawPublicKey;
+
+/// `sha256WithRSAEncryption`.
+pub const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+/// `ecdsa-with-SHA256`.
+pub const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+
+/// Errors with keys and signatures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The token's public key cannot be encoded.
+    #[error("the token returned a public key keyward cannot encode: {0}")]
+    Encode(String),
+    /// A stored public key does not parse.
+    #[error("the stored public key does not parse ({0}); the registry entry is damaged")]
+    Decode(String),
+    /// The signature does not verify.
+    #[error("signature does NOT verify: the file or the signature was changed, or it was made by another key")]
+    BadSignature,
+}
+
+/// A public key that verifies keyward's signatures.
+#[derive(Debug, Clone)]
+pub enum PublicKey {
+    /// RSA.
+    Rsa(rsa::RsaPublicKey),
+    /// ECDSA P-256.
+    P256(p256::ecdsa::VerifyingKey),
+}
+
+impl PublicKey {
+    /// From the token's raw form.
+    pub fn from_raw(raw: &RawPublicKey) -> Result<PublicKey, KeyError> {
+        match raw {
+            RawPublicKey::Rsa { modulus, exponent } => rsa::RsaPublicKey::new(
+                rsa::BigUint::from_bytes_be(modulus),
+                rsa::BigUint::from_bytes_be(exponent),
+            )
+            .map(PublicKey::Rsa)
+            .map_err(|e| KeyError::Encode(e.to_string())),
+            RawPublicKey::Ec { point, .. } => p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                .map(PublicKey::P256)
+                .map_err(|e| KeyError::Encode(e.to_string())),
+        }
+    }
+
+    /// From SubjectPublicKeyInfo PEM.
+    pub fn from_pem(pem: &str) -> Result<PublicKey, KeyError> {
+        if let Ok(k) = rsa::RsaPublicKey::from_public_key_pem(pem) {
+            return Ok(PublicKey::Rsa(k));
+        }
+        p256::ecdsa::VerifyingKey::from_public_key_pem(pem)
+            .map(PublicKey::P256)
+            .map_err(|e| KeyError::Decode(e.to_string()))
+    }
+
+    /// SubjectPublicKeyInfo PEM.
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        match self {
+            PublicKey::Rsa(k) => k.to_public_key_pem(LineEnding::LF),
+            PublicKey::P256(k) => k.to_public_key_pem(LineEnding::LF),
+        }
+        .map_err(|e| KeyError::Encode(e.to_string()))
+    }
+
+    /// SubjectPublicKeyInfo DER.
+    pub fn to_der(&self) -> Result<Vec<u8>, KeyError> {
+        match self {
+            PublicKey::Rsa(k) => k.to_public_key_der(),
+            PublicKey::P256(k) => k.to_public_key_der(),
+        }
+        .map(|d| d.into_vec())
+        .map_err(|e| KeyError::Encode(e.to_string()))
+    }
+
+    /// The signature algorithm keyward uses with this key.
+    pub fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
+        match self {
+            PublicKey::Rsa(_) => AlgorithmIdentifierOwned {
+                oid: SHA256_WITH_RSA,
+                parameters: Some(der::asn1::Null.into()),
+            },
+            PublicKey::P256(_) => AlgorithmIdentifierOwned {
+                oid: ECDSA_WITH_SHA256,
+                parameters: None,
+            },
+        }
+    }
+
+    /// Verifies a signature as `keyset sign` writes it (PKCS#1 v1.5 SHA-256, or DER ECDSA SHA-256).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
+        match self {
+            PublicKey::Rsa(k) => {
+                let sig =
+                    pkcs1v15::Signature::try_from(signature).map_err(|_| KeyError::BadSignature)?;
+                pkcs1v15::VerifyingKey::<Sha256>::new(k.clone())
+                    .verify(message, &sig)
+                    .map_err(|_| KeyError::BadSignature)
+            }
+            PublicKey::P256(k) => {
+                let sig = p256::ecdsa::Signature::from_der(signature)
+                    .map_err(|_| KeyError::BadSignature)?;
+                k.verify(message, &sig).map_err(|_| KeyError::BadSignature)
+            }
+        }
+    }
+}
+
+/// Turns a raw `r || s` ECDSA signature into DER, as OpenSSL and X.509 expect.
+pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
+    p256::ecdsa::Signature::from_slice(raw)
+        .map(|s| s.to_der().as_bytes().to_vec())
+        .map_err(|e| KeyError::Encode(e.to_string()))
+}

@@ -1,0 +1,389 @@
+//! The keyset registry, `$KEYWARD_HOME/keysets.toml`: keyset names ↔ tokens and key ids.
+//!
+//! Written atomically (temp file, fsync, rename) under an exclusive lock; a file that does not
+//! parse is reported with its line and column and never overwritten; unknown fields are kept.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::harden::Hardening;
+use crate::home::{parse_toml, ConfigError};
+
+/// The registry schema this keyward writes.
+pub const SCHEMA: u32 = 1;
+
+/// Errors of the registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The file does not parse (line and column inside).
+    #[error("keyset registry {0} (the file was not changed)")]
+    Parse(#[from] ConfigError),
+    /// Written by a newer keyward.
+    #[error("keyset registry {} has schema {found}, newer than this keyward's {SCHEMA}; upgrade keyward", .path.display())]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema.
+        found: u32,
+    },
+    /// Reading, locking or writing failed.
+    #[error("cannot {action} keyset registry {}: {reason}", .path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No keyset has that name.
+    #[error("no keyset named {name:?}; known keysets: {}; run `keyward keyset list`", if .known.is_empty() { "none".to_string() } else { .known.join(", ") })]
+    NotFound {
+        /// The name asked for.
+        name: String,
+        /// The names in the registry.
+        known: Vec<String>,
+    },
+    /// The name is taken.
+    #[error("a keyset named {existing:?} already exists; choose another name (names are compared ignoring case)")]
+    Exists {
+        /// The existing name.
+        existing: String,
+    },
+}
+
+/// Security level of a keyset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// One login per command.
+    Standard,
+    /// The password for every private-key operation (`CKA_ALWAYS_AUTHENTICATE`).
+    High,
+}
+
+/// Key algorithm of a keyset's signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlgorithm {
+    /// RSA 2048 (default).
+    Rsa2048,
+    /// RSA 3072.
+    Rsa3072,
+    /// ECDSA P-256.
+    P256,
+}
+
+/// Where a keyset is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeysetState {
+    /// Keys made locally, not enrolled with an authority.
+    Local,
+    /// Enrolled: certificates issued.
+    Active,
+    /// Superseded after recovery; kept for its old keys.
+    Retired,
+}
+
+/// One keyset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeysetRecord {
+    /// The name as typed.
+    pub name: String,
+    /// The ≤32-byte label derived from the name, used in object labels.
+    pub label: String,
+    /// Life-cycle state.
+    pub state: KeysetState,
+    /// Security level.
+    pub security: Security,
+    /// Signing key algorithm.
+    pub key_type: KeyAlgorithm,
+    /// The token's label.
+    pub token_label: String,
+    /// The token's serial number.
+    pub token_serial: String,
+    /// `CKA_ID` of the signing key pair, hex.
+    pub signing_id: String,
+    /// The signing public key, SubjectPublicKeyInfo PEM.
+    pub signing_public_key: String,
+    /// When it was created, RFC 3339.
+    pub created: String,
+    /// Password hardening, when the token PIN is derived from the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardening: Option<Hardening>,
+    /// Fields written by a newer keyward, kept as they are.
+    #[serde(flatten)]
+    pub extra: toml::Table,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+struct RegistryFile {
+    schema: u32,
+    #[serde(default, rename = "keyset")]
+    keysets: Vec<KeysetRecord>,
+    #[serde(flatten)]
+    extra: toml::Table,
+}
+
+/// The registry as loaded from disk.
+#[derive(Debug)]
+pub struct Registry {
+    path: PathBuf,
+    file: RegistryFile,
+}
+
+/// An exclusive lock on the registry; released on drop.
+#[derive(Debug)]
+pub struct RegistryLock {
+    _file: File,
+}
+
+impl Registry {
+    /// The registry file in `home`.
+    pub fn file_in(home: &Path) -> PathBuf {
+        home.join("keysets.toml")
+    }
+
+    /// Reads the registry (no lock: writers replace it atomically). Missing means empty.
+    pub fn load(home: &Path) -> Result<Registry, RegistryError> {
+        let path = Self::file_in(home);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Registry {
+                    path,
+                    file: RegistryFile {
+                        schema: SCHEMA,
+                        ..Default::default()
+                    },
+                })
+            }
+            Err(e) => return Err(io("read", &path, &e)),
+        };
+        let file: RegistryFile = parse_toml(&path, &text)?;
+        if file.schema > SCHEMA {
+            return Err(RegistryError::NewerSchema {
+                path,
+                found: file.schema,
+            });
+        }
+        Ok(Registry { path, file })
+    }
+
+    /// Takes the exclusive lock (waiting for other keyward processes), then reads the registry.
+    pub fn lock(home: &Path) -> Result<(RegistryLock, Registry), RegistryError> {
+        std::fs::create_dir_all(home)
+            .map_err(|e| io("create the directory of", &Self::file_in(home), &e))?;
+        let lock_path = home.join("keysets.toml.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("lock", &lock_path, &e))?;
+        file.lock().map_err(|e| io("lock", &lock_path, &e))?;
+        let registry = Self::load(home)?;
+        Ok((RegistryLock { _file: file }, registry))
+    }
+
+    /// Writes the registry atomically. Needs the lock.
+    pub fn save(&self, _lock: &RegistryLock) -> Result<(), RegistryError> {
+        if std::env::var_os("KEYWARD_FAULT").is_some_and(|v| v == "registry-save") {
+            return Err(RegistryError::Io {
+                action: "write",
+                path: self.path.clone(),
+                reason: "injected fault (KEYWARD_FAULT=registry-save)".to_string(),
+            });
+        }
+        let mut file = self.file.clone();
+        file.schema = SCHEMA;
+        let body = toml::to_string_pretty(&file).map_err(|e| RegistryError::Io {
+            action: "encode",
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let text = format!("# keyward keyset registry (schema {SCHEMA}). Written by keyward; edit with care.\n{body}");
+        write_atomic(&self.path, text.as_bytes()).map_err(|e| io("write", &self.path, &e))
+    }
+
+    /// Every keyset, in the order they were added.
+    pub fn keysets(&self) -> &[KeysetRecord] {
+        &self.file.keysets
+    }
+
+    /// The keyset called `name`.
+    pub fn get(&self, name: &str) -> Result<&KeysetRecord, RegistryError> {
+        self.file
+            .keysets
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| self.not_found(name))
+    }
+
+    /// The keyset called `name`, for changing it.
+    pub fn get_mut(&mut self, name: &str) -> Result<&mut KeysetRecord, RegistryError> {
+        let err = self.not_found(name);
+        self.file
+            .keysets
+            .iter_mut()
+            .find(|k| k.name == name)
+            .ok_or(err)
+    }
+
+    /// Fails when a keyset with this name (ignoring case) or this derived label exists.
+    pub fn check_free(&self, name: &str, label: &str) -> Result<(), RegistryError> {
+        match self
+            .file
+            .keysets
+            .iter()
+            .find(|k| k.name.to_lowercase() == name.to_lowercase() || k.label == label)
+        {
+            Some(k) => Err(RegistryError::Exists {
+                existing: k.name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds a keyset (the name must be free).
+    pub fn add(&mut self, record: KeysetRecord) -> Result<(), RegistryError> {
+        self.check_free(&record.name, &record.label)?;
+        self.file.keysets.push(record);
+        Ok(())
+    }
+
+    /// Removes a keyset and returns it.
+    pub fn remove(&mut self, name: &str) -> Result<KeysetRecord, RegistryError> {
+        let pos = self
+            .file
+            .keysets
+            .iter()
+            .position(|k| k.name == name)
+            .ok_or_else(|| self.not_found(name))?;
+        Ok(self.file.keysets.remove(pos))
+    }
+
+    /// The other keysets on the token with this serial.
+    pub fn sharing_token(&self, serial: &str, except: &str) -> Vec<&KeysetRecord> {
+        self.file
+            .keysets
+            .iter()
+            .filter(|k| {
+                k.token_serial == serial && k.name != except && k.state != KeysetState::Retired
+            })
+            .collect()
+    }
+
+    fn not_found(&self, name: &str) -> RegistryError {
+        RegistryError::NotFound {
+            name: name.to_string(),
+            known: self
+                .file
+                .keysets
+                .iter()
+                .map(|k| format!("{:?}", k.name))
+                .collect(),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".keyward-")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
+}
+
+fn io(action: &'static str, path: &Path, e: &std::io::Error) -> RegistryError {
+    RegistryError::Io {
+        action,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> KeysetRecord {
+        KeysetRecord {
+            name: name.to_string(),
+            label: name.to_string(),
+            state: KeysetState::Local,
+            security: Security::Standard,
+            key_type: KeyAlgorithm::Rsa2048,
+            token_label: "t".into(),
+            token_serial: "s".into(),
+            signing_id: "01".into(),
+            signing_public_key: "PEM".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            hardening: None,
+            extra: toml::Table::new(),
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_unknown_fields() {
+        let home = tempfile::tempdir().unwrap();
+        let (lock, mut reg) = Registry::lock(home.path()).unwrap();
+        reg.add(record("Alice")).unwrap();
+        reg.save(&lock).unwrap();
+        drop(lock);
+        let path = Registry::file_in(home.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("schema = 1", "schema = 1\nfuture_top = \"x\"")
+            .replace("name = \"Alice\"", "name = \"Alice\"\nfuture_field = 7");
+        std::fs::write(&path, text).unwrap();
+        let (lock, reg) = Registry::lock(home.path()).unwrap();
+        reg.save(&lock).unwrap();
+        let again = std::fs::read_to_string(&path).unwrap();
+        assert!(again.contains("future_top = \"x\""), "{again}");
+        assert!(again.contains("future_field = 7"), "{again}");
+    }
+
+    #[test]
+    fn names_are_unique_ignoring_case() {
+        let mut reg = Registry::load(tempfile::tempdir().unwrap().path()).unwrap();
+        reg.add(record("Alice")).unwrap();
+        assert!(matches!(
+            reg.add(record("alice")),
+            Err(RegistryError::Exists { .. })
+        ));
+    }
+
+    #[test]
+    fn a_broken_file_is_reported_with_its_line_and_kept() {
+        let home = tempfile::tempdir().unwrap();
+        let path = Registry::file_in(home.path());
+        std::fs::write(&path, "schema = 1\n[[keyset]\nname = 1\n").unwrap();
+        let err = Registry::lock(home.path()).unwrap_err().to_string();
+        assert!(err.contains("keysets.toml:2:"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "schema = 1\n[[keyset]\nname = 1\n"
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(Registry::file_in(home.path()), "schema = 9\n").unwrap();
+        assert!(matches!(
+            Registry::load(home.path()),
+            Err(RegistryError::NewerSchema { found: 9, .. })
+        ));
+    }
+}

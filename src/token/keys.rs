@@ -1,0 +1,444 @@
+//! Key pairs on a token: generation with explicit security attributes, lookup by `CKA_ID`,
+//! public-key export, signing (with context-specific login for high-security keys), removal.
+
+use std::io::Read;
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::UserType;
+use secrecy::SecretString;
+
+use super::error::{PinRole, TokenError};
+use super::module::Module;
+use super::session::TokenSession;
+
+/// The DER of the P-256 curve's OID (1.2.840.10045.3.1.7), as `CKA_EC_PARAMS`.
+const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// The key algorithms keyward generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    /// RSA with this modulus size in bits.
+    Rsa(u32),
+    /// ECDSA on NIST P-256.
+    EcP256,
+}
+
+/// What a new key pair is for and how it is protected.
+#[derive(Debug, Clone)]
+pub struct KeyTemplate<'a> {
+    /// `CKA_ID` shared by the private key, public key and any certificate.
+    pub id: &'a [u8],
+    /// `CKA_LABEL` of the private key.
+    pub private_label: &'a str,
+    /// `CKA_LABEL` of the public key.
+    pub public_label: &'a str,
+    /// The algorithm.
+    pub spec: KeySpec,
+    /// `CKA_ALWAYS_AUTHENTICATE` on the private key: every use asks for the PIN.
+    pub always_authenticate: bool,
+}
+
+/// A key object found on the token.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef {
+    handle: ObjectHandle,
+    always_authenticate: bool,
+    key_type: KeyKind,
+}
+
+/// The key type of a key on the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA.
+    Rsa,
+    /// Elliptic curve.
+    Ec,
+}
+
+/// A public key as the token stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawPublicKey {
+    /// RSA modulus and public exponent, big-endian.
+    Rsa {
+        /// `CKA_MODULUS`.
+        modulus: Vec<u8>,
+        /// `CKA_PUBLIC_EXPONENT`.
+        exponent: Vec<u8>,
+    },
+    /// An EC point (`CKA_EC_POINT`, DER OCTET STRING unwrapped) and curve params.
+    Ec {
+        /// The uncompressed point `04 || X || Y`.
+        point: Vec<u8>,
+        /// `CKA_EC_PARAMS` (the curve OID, DER).
+        params: Vec<u8>,
+    },
+}
+
+/// The security attributes of a key as the token reports them (for `keyset show`, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct KeyAttributes {
+    /// `CKA_TOKEN`.
+    pub token: bool,
+    /// `CKA_PRIVATE`.
+    pub private: bool,
+    /// `CKA_SENSITIVE`.
+    pub sensitive: bool,
+    /// `CKA_EXTRACTABLE`.
+    pub extractable: bool,
+    /// `CKA_ALWAYS_AUTHENTICATE`.
+    pub always_authenticate: bool,
+    /// `CKA_SIGN`.
+    pub sign: bool,
+    /// `CKA_DECRYPT`.
+    pub decrypt: bool,
+}
+
+impl TokenSession {
+    /// Generates a signing key pair on the token. The private key is sensitive, never
+    /// extractable, private, and can only sign.
+    pub fn generate_signing_pair(&self, t: &KeyTemplate<'_>) -> Result<(), TokenError> {
+        let (mechanism, mut public, key_type) = match t.spec {
+            KeySpec::Rsa(bits) => (
+                Mechanism::RsaPkcsKeyPairGen,
+                vec![
+                    Attribute::ModulusBits(u64::from(bits).into()),
+                    Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                ],
+                KeyType::RSA,
+            ),
+            KeySpec::EcP256 => (
+                Mechanism::EccKeyPairGen,
+                vec![Attribute::EcParams(P256_PARAMS.to_vec())],
+                KeyType::EC,
+            ),
+        };
+        public.extend([
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Id(t.id.to_vec()),
+            Attribute::Label(t.public_label.as_bytes().to_vec()),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Derive(false),
+        ]);
+        let private = vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Id(t.id.to_vec()),
+            Attribute::Label(t.private_label.as_bytes().to_vec()),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::AlwaysAuthenticate(t.always_authenticate),
+        ];
+        log::debug!(
+            "C_GenerateKeyPair {:?} on token {:?}",
+            t.spec,
+            self.token.label()
+        );
+        self.session
+            .generate_key_pair(&mechanism, &public, &private)
+            .map(|_| ())
+            .map_err(|e| self.op_error(e, "generating a key pair"))
+    }
+
+    /// The one object of `class` with `CKA_ID` = `id`: none is `Ok(None)`, several is an error.
+    fn find_one(&self, class: ObjectClass, id: &[u8]) -> Result<Option<ObjectHandle>, TokenError> {
+        let found = self
+            .session
+            .find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])
+            .map_err(|e| self.op_error(e, "finding a key"))?;
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.first().copied()),
+            n => Err(TokenError::Wrapper {
+                what: format!("finding the key with id {}", hex(id)),
+                reason: format!(
+                    "{n} objects share that id on token {:?}; remove the duplicates",
+                    self.token.label()
+                ),
+            }),
+        }
+    }
+
+    /// The private key with `CKA_ID` = `id` (needs a login), or `None`.
+    pub fn find_private_key(&self, id: &[u8]) -> Result<Option<KeyRef>, TokenError> {
+        let Some(handle) = self.find_one(ObjectClass::PRIVATE_KEY, id)? else {
+            return Ok(None);
+        };
+        let attrs = self
+            .session
+            .get_attributes(
+                handle,
+                &[AttributeType::AlwaysAuthenticate, AttributeType::KeyType],
+            )
+            .map_err(|e| self.op_error(e, "reading key attributes"))?;
+        let mut key = KeyRef {
+            handle,
+            always_authenticate: false,
+            key_type: KeyKind::Rsa,
+        };
+        for a in attrs {
+            match a {
+                Attribute::AlwaysAuthenticate(v) => key.always_authenticate = v,
+                Attribute::KeyType(k) if k == KeyType::EC => key.key_type = KeyKind::Ec,
+                _ => {}
+            }
+        }
+        Ok(Some(key))
+    }
+
+    /// The public key with `CKA_ID` = `id`, or `None`.
+    pub fn public_key(&self, id: &[u8]) -> Result<Option<RawPublicKey>, TokenError> {
+        let Some(handle) = self.find_one(ObjectClass::PUBLIC_KEY, id)? else {
+            return Ok(None);
+        };
+        let attrs = self
+            .session
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::KeyType,
+                    AttributeType::Modulus,
+                    AttributeType::PublicExponent,
+                    AttributeType::EcPoint,
+                    AttributeType::EcParams,
+                ],
+            )
+            .map_err(|e| self.op_error(e, "reading the public key"))?;
+        let (mut kind, mut modulus, mut exponent, mut point, mut params) =
+            (KeyKind::Rsa, Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for a in attrs {
+            match a {
+                Attribute::KeyType(k) if k == KeyType::EC => kind = KeyKind::Ec,
+                Attribute::Modulus(v) => modulus = v,
+                Attribute::PublicExponent(v) => exponent = v,
+                Attribute::EcPoint(v) => point = v,
+                Attribute::EcParams(v) => params = v,
+                _ => {}
+            }
+        }
+        Ok(Some(match kind {
+            KeyKind::Rsa => RawPublicKey::Rsa { modulus, exponent },
+            KeyKind::Ec => RawPublicKey::Ec {
+                point: unwrap_octet_string(&point),
+                params,
+            },
+        }))
+    }
+
+    /// The security attributes of the private key with `CKA_ID` = `id`.
+    pub fn private_key_attributes(&self, id: &[u8]) -> Result<Option<KeyAttributes>, TokenError> {
+        let Some(handle) = self.find_one(ObjectClass::PRIVATE_KEY, id)? else {
+            return Ok(None);
+        };
+        let attrs = self
+            .session
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::Token,
+                    AttributeType::Private,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysAuthenticate,
+                    AttributeType::Sign,
+                    AttributeType::Decrypt,
+                ],
+            )
+            .map_err(|e| self.op_error(e, "reading key attributes"))?;
+        let mut k = KeyAttributes {
+            token: false,
+            private: false,
+            sensitive: false,
+            extractable: true,
+            always_authenticate: false,
+            sign: false,
+            decrypt: false,
+        };
+        for a in attrs {
+            match a {
+                Attribute::Token(v) => k.token = v,
+                Attribute::Private(v) => k.private = v,
+                Attribute::Sensitive(v) => k.sensitive = v,
+                Attribute::Extractable(v) => k.extractable = v,
+                Attribute::AlwaysAuthenticate(v) => k.always_authenticate = v,
+                Attribute::Sign(v) => k.sign = v,
+                Attribute::Decrypt(v) => k.decrypt = v,
+                _ => {}
+            }
+        }
+        Ok(Some(k))
+    }
+
+    /// Signs: RSA keys with `CKM_SHA256_RSA_PKCS` over the whole input (streamed); EC keys with
+    /// `CKM_ECDSA` over `sha256` (given by the caller). Returns the raw signature (`r || s` for EC).
+    /// A high-security key gets the context-specific login with `pin`.
+    pub fn sign(
+        &mut self,
+        module: &Module,
+        key: &KeyRef,
+        input: SignInput<'_>,
+        pin: &SecretString,
+    ) -> Result<Vec<u8>, TokenError> {
+        match (key.key_type, input) {
+            (KeyKind::Rsa, SignInput::Message(reader)) => {
+                self.sign_rsa_stream(module, key, reader, pin)
+            }
+            (KeyKind::Ec, SignInput::Digest(digest)) => {
+                if key.always_authenticate {
+                    return Err(TokenError::Wrapper {
+                        what: "signing with a high-security EC key".to_string(),
+                        reason: "context-specific login for single-part ECDSA is not supported yet; use an RSA key type for --security high".to_string(),
+                    });
+                }
+                self.session
+                    .sign(&Mechanism::Ecdsa, key.handle, digest)
+                    .map_err(|e| self.op_error(e, "signing"))
+            }
+            _ => Err(TokenError::Wrapper {
+                what: "signing".to_string(),
+                reason: "internal: the input form does not match the key type".to_string(),
+            }),
+        }
+    }
+
+    fn sign_rsa_stream(
+        &mut self,
+        module: &Module,
+        key: &KeyRef,
+        reader: &mut dyn Read,
+        pin: &SecretString,
+    ) -> Result<Vec<u8>, TokenError> {
+        self.session
+            .sign_init(&Mechanism::Sha256RsaPkcs, key.handle)
+            .map_err(|e| self.op_error(e, "starting a signature"))?;
+        if key.always_authenticate {
+            self.context_login(module, pin)?;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| TokenError::Wrapper {
+                what: "reading the data to sign".to_string(),
+                reason: e.to_string(),
+            })?;
+            if n == 0 {
+                break;
+            }
+            self.session
+                .sign_update(&buf[..n])
+                .map_err(|e| self.op_error(e, "signing"))?;
+        }
+        self.session
+            .sign_final()
+            .map_err(|e| self.op_error(e, "signing"))
+    }
+
+    /// `C_Login(CKU_CONTEXT_SPECIFIC)` for a key with `CKA_ALWAYS_AUTHENTICATE`.
+    pub(crate) fn context_login(
+        &mut self,
+        module: &Module,
+        pin: &SecretString,
+    ) -> Result<(), TokenError> {
+        log::debug!(
+            "C_Login(CONTEXT_SPECIFIC) on token {:?}",
+            self.token.label()
+        );
+        self.session
+            .login(UserType::ContextSpecific, Some(pin))
+            .map_err(|e| {
+                self.pin_error(
+                    module,
+                    e,
+                    "re-entering the password for this key",
+                    PinRole::User,
+                )
+            })
+    }
+
+    /// Destroys every object (keys, certificates) with `CKA_ID` = `id`; returns how many.
+    pub fn destroy_by_id(&self, id: &[u8]) -> Result<usize, TokenError> {
+        let found = self
+            .session
+            .find_objects(&[Attribute::Id(id.to_vec())])
+            .map_err(|e| self.op_error(e, "finding objects to remove"))?;
+        for handle in &found {
+            self.session
+                .destroy_object(*handle)
+                .map_err(|e| self.op_error(e, "removing an object"))?;
+        }
+        Ok(found.len())
+    }
+
+    /// How many objects have `CKA_ID` = `id`.
+    pub fn count_by_id(&self, id: &[u8]) -> Result<usize, TokenError> {
+        self.session
+            .find_objects(&[Attribute::Id(id.to_vec())])
+            .map(|v| v.len())
+            .map_err(|e| self.op_error(e, "finding objects"))
+    }
+
+    /// Changes the user PIN in this session (`C_SetPIN`).
+    pub fn set_user_pin(
+        &mut self,
+        module: &Module,
+        old: &SecretString,
+        new: &SecretString,
+    ) -> Result<(), TokenError> {
+        self.token.check_pin_length(PinRole::User, new)?;
+        log::debug!("C_SetPIN on token {:?}", self.token.label());
+        self.session
+            .set_pin(old, new)
+            .map_err(|e| self.pin_error(module, e, "changing the PIN", PinRole::User))
+    }
+
+    /// Random bytes from the token's generator.
+    pub fn random(&self, len: u32) -> Result<Vec<u8>, TokenError> {
+        self.session
+            .generate_random_vec(len)
+            .map_err(|e| self.op_error(e, "generating random bytes"))
+    }
+}
+
+/// What [`TokenSession::sign`] signs.
+pub enum SignInput<'a> {
+    /// The whole message, hashed on the token (RSA).
+    Message(&'a mut dyn Read),
+    /// A SHA-256 digest computed by the caller (EC).
+    Digest(&'a [u8]),
+}
+
+impl KeyRef {
+    /// The key's type.
+    pub fn kind(&self) -> KeyKind {
+        self.key_type
+    }
+
+    /// `CKA_ALWAYS_AUTHENTICATE`.
+    pub fn always_authenticate(&self) -> bool {
+        self.always_authenticate
+    }
+}
+
+/// `CKA_EC_POINT` is a DER OCTET STRING around the point; some modules return the bare point.
+fn unwrap_octet_string(v: &[u8]) -> Vec<u8> {
+    match v {
+        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() && *len < 0x80 => rest.to_vec(),
+        [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => rest.to_vec(),
+        _ => v.to_vec(),
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
