@@ -51,6 +51,109 @@ pub enum Command {
     /// Slots and tokens: list, inspect, initialise, change and unblock PINs
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Keysets: named keys on a token — create, list, show, sign, verify, passwd, remove
+    #[command(subcommand)]
+    Keyset(KeysetCommand),
+}
+
+/// `keyward keyset …`
+#[derive(Debug, Subcommand)]
+pub enum KeysetCommand {
+    /// Create a keyset: a signing key pair generated on the token (asks for the PIN)
+    Create(CreateArgs),
+    /// List keysets
+    List,
+    /// Show one keyset, its token and its keys' pkcs11: URIs
+    Show(NameArg),
+    /// Print the signing public key (PEM)
+    Pubkey(NameArg),
+    /// Write a PKCS#10 request signed on the token (PEM)
+    Csr(CsrArgs),
+    /// Sign FILE with the keyset's signing key (detached signature)
+    Sign(SignArgs),
+    /// Verify a detached signature made by `keyset sign`
+    Verify(VerifyArgs),
+    /// Print the token PIN derived from the password (hardened keysets)
+    Pin(NameArg),
+    /// Change the keyset password (the token PIN)
+    Passwd(NameArg),
+    /// Remove a keyset from the registry (and with --destroy-keys, its keys from the token)
+    Remove(RemoveArgs),
+}
+
+/// A keyset name.
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// The keyset's name
+    pub name: String,
+}
+
+/// `keyset create`
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The keyset's name (any text; quoted if it has spaces)
+    pub name: String,
+    /// The token: a PKCS#11 URI or a bare label
+    #[arg(long, value_name = "URI")]
+    pub token: String,
+    /// standard: the password once per command; high: for every signature and decryption
+    #[arg(long, value_enum, default_value = "standard")]
+    pub security: crate::keyset::Security,
+    /// Signing key algorithm
+    #[arg(long, value_enum, default_value = "rsa2048")]
+    pub key_type: crate::keyset::KeyAlgorithm,
+    /// Derive the token PIN from the keyset password with Argon2id (software tokens)
+    #[arg(long)]
+    pub harden: bool,
+}
+
+/// `keyset csr`
+#[derive(Debug, Args)]
+pub struct CsrArgs {
+    /// The keyset's name
+    pub name: String,
+    /// Subject distinguished name, e.g. "CN=Alice Smith,O=Example"
+    #[arg(long)]
+    pub subject: String,
+    /// Write here instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `keyset sign`
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The keyset's name
+    pub name: String,
+    /// The file to sign
+    pub file: PathBuf,
+    /// Where to write the signature
+    #[arg(short, long, value_name = "SIG")]
+    pub output: PathBuf,
+}
+
+/// `keyset verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The keyset's name
+    pub name: String,
+    /// The signed file
+    pub file: PathBuf,
+    /// The signature
+    pub signature: PathBuf,
+}
+
+/// `keyset remove`
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The keyset's name
+    pub name: String,
+    /// Also destroy its keys on the token (asks for the password)
+    #[arg(long)]
+    pub destroy_keys: bool,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `keyward token …`

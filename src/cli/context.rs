@@ -70,6 +70,29 @@ impl Context {
         .read()?)
     }
 
+    /// The password of a keyset (the token PIN, or what a hardened PIN is derived from).
+    pub fn password(&self, keyset: &str) -> Result<SecretString, Error> {
+        Ok(SecretSource::new(
+            &format!("password of keyset {keyset:?}"),
+            "--pin-file",
+            self.args.pin_file.clone(),
+            "KEYWARD_PIN",
+        )
+        .read()?)
+    }
+
+    /// A new keyset password (asked twice at a prompt).
+    pub fn new_password(&self, keyset: &str) -> Result<SecretString, Error> {
+        Ok(SecretSource::new(
+            &format!("new password of keyset {keyset:?}"),
+            "--new-pin-file",
+            self.args.new_pin_file.clone(),
+            "KEYWARD_NEW_PIN",
+        )
+        .confirmed()
+        .read()?)
+    }
+
     /// A new user PIN (asked twice at a prompt).
     pub fn new_pin(&self) -> Result<SecretString, Error> {
         Ok(SecretSource::new(

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod context;
+mod keyset_cmd;
 mod output;
 mod token_cmd;
 
@@ -39,6 +40,7 @@ pub fn main() -> ExitCode {
 fn run(ctx: &mut Context, command: Command) -> Result<(), Error> {
     match command {
         Command::Token(cmd) => token_cmd::run(ctx, cmd),
+        Command::Keyset(cmd) => keyset_cmd::run(ctx, cmd),
     }
 }
 

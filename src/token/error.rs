@@ -337,7 +337,7 @@ fn describe(call: &CallFailure) -> String {
 fn tries_text(t: TriesLeft) -> &'static str {
     match t {
         TriesLeft::Unknown => "",
-        TriesLeft::Few => " — the token reports few tries left",
+        TriesLeft::Few => " — the token reports its retry counter is low",
         TriesLeft::One => " — 1 try left before the token locks",
     }
 }

@@ -1,0 +1,339 @@
+//! `keyward keyset …`: a user's own keys.
+
+use std::io::IsTerminal;
+
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use super::args::{CreateArgs, CsrArgs, KeysetCommand, RemoveArgs, SignArgs, VerifyArgs};
+use super::output::print_json;
+use super::Context;
+use crate::error::Error;
+use crate::keyset::ops::unhex_id;
+use crate::keyset::registry::write_atomic;
+use crate::keyset::{self, csr, KeysetName, KeysetRecord, KeysetSession, PublicKey, Registry};
+use crate::token::{ObjectKind, Pkcs11Uri};
+
+/// Runs one `keyset` subcommand.
+pub fn run(ctx: &mut Context, cmd: KeysetCommand) -> Result<(), Error> {
+    match cmd {
+        KeysetCommand::Create(a) => create(ctx, a),
+        KeysetCommand::List => list(ctx),
+        KeysetCommand::Show(a) => show(ctx, &a.name),
+        KeysetCommand::Pubkey(a) => pubkey(ctx, &a.name),
+        KeysetCommand::Csr(a) => make_csr(ctx, a),
+        KeysetCommand::Sign(a) => sign(ctx, a),
+        KeysetCommand::Verify(a) => verify(ctx, a),
+        KeysetCommand::Pin(a) => pin(ctx, &a.name),
+        KeysetCommand::Passwd(a) => passwd(ctx, &a.name),
+        KeysetCommand::Remove(a) => remove(ctx, a),
+    }
+}
+
+fn record(ctx: &Context, name: &str) -> Result<KeysetRecord, Error> {
+    let registry = Registry::load(&ctx.home()?).map_err(keyset::KeysetError::from)?;
+    Ok(registry
+        .get(name)
+        .map_err(keyset::KeysetError::from)?
+        .clone())
+}
+
+fn create(ctx: &mut Context, a: CreateArgs) -> Result<(), Error> {
+    let name = KeysetName::parse(&a.name).map_err(keyset::KeysetError::from)?;
+    let home = ctx.home()?;
+    Registry::load(&home)
+        .and_then(|r| r.check_free(name.as_str(), &name.label()))
+        .map_err(keyset::KeysetError::from)?;
+    let token = ctx.token(&a.token)?;
+    let pin = ctx.pin()?;
+    let password = if a.harden {
+        Some(ctx.new_password(name.as_str())?)
+    } else {
+        None
+    };
+    let policy = ctx.login_policy();
+    let label_note = (name.label() != name.as_str()).then(|| name.label());
+    let record = keyset::create(
+        ctx.module()?,
+        &home,
+        keyset::CreateRequest {
+            name,
+            token: &token,
+            security: a.security,
+            key_type: a.key_type,
+            pin: &pin,
+            harden_password: password.as_ref(),
+            policy,
+        },
+    )?;
+    if ctx.json() {
+        print_json(&Shown::of(&record));
+        return Ok(());
+    }
+    println!(
+        "created keyset {:?} on token {:?} (serial {}): {:?} signing key, security {:?}",
+        record.name, record.token_label, record.token_serial, record.key_type, record.security
+    );
+    if let Some(label) = label_note {
+        println!("the name is longer than a 32-byte token label; its keys are labelled {label:?}");
+    }
+    if record.hardening.is_some() {
+        println!(
+            "the token PIN is now derived from the keyset password (see `keyward keyset pin`)"
+        );
+    }
+    println!("signing key: {}", object_uri(&record, ObjectKind::Private));
+    Ok(())
+}
+
+/// A keyset as `show`, `list` and `create --json` print it.
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    record: &'a KeysetRecord,
+    signing_key_uri: String,
+    public_key_uri: String,
+}
+
+impl<'a> Shown<'a> {
+    fn of(record: &'a KeysetRecord) -> Self {
+        Shown {
+            record,
+            signing_key_uri: object_uri(record, ObjectKind::Private),
+            public_key_uri: object_uri(record, ObjectKind::Public),
+        }
+    }
+}
+
+fn object_uri(r: &KeysetRecord, kind: ObjectKind) -> String {
+    Pkcs11Uri {
+        token: Some(r.token_label.clone()),
+        serial: Some(r.token_serial.clone()),
+        id: unhex_id(&r.signing_id).ok(),
+        kind: Some(kind),
+        ..Default::default()
+    }
+    .to_string()
+}
+
+fn list(ctx: &mut Context) -> Result<(), Error> {
+    let registry = Registry::load(&ctx.home()?).map_err(keyset::KeysetError::from)?;
+    let shown: Vec<Shown<'_>> = registry.keysets().iter().map(Shown::of).collect();
+    if ctx.json() {
+        print_json(&shown);
+        return Ok(());
+    }
+    if shown.is_empty() {
+        println!("No keysets. Create one with `keyward keyset create NAME --token URI`.");
+    }
+    for s in &shown {
+        let r = s.record;
+        println!(
+            "{:<28} {:<8} {:<8} {:<8} token {:?} (serial {})",
+            format!("{:?}", r.name),
+            format!("{:?}", r.state).to_lowercase(),
+            format!("{:?}", r.security).to_lowercase(),
+            format!("{:?}", r.key_type).to_lowercase(),
+            r.token_label,
+            r.token_serial
+        );
+    }
+    Ok(())
+}
+
+fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
+    let record = record(ctx, name)?;
+    let presence = match keyset::keyset_token(ctx.module()?, &record) {
+        Ok(_) => "present".to_string(),
+        Err(e) => format!("not usable: {e}"),
+    };
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct WithToken<'a> {
+            #[serde(flatten)]
+            shown: Shown<'a>,
+            token_status: String,
+        }
+        print_json(&WithToken {
+            shown: Shown::of(&record),
+            token_status: presence,
+        });
+        return Ok(());
+    }
+    println!("Keyset {:?}", record.name);
+    println!("  state:       {:?}", record.state);
+    println!("  security:    {:?}", record.security);
+    println!("  key type:    {:?}", record.key_type);
+    println!(
+        "  token:       {:?} (serial {}), {presence}",
+        record.token_label, record.token_serial
+    );
+    println!("  key label:   {} signing key", record.label);
+    println!(
+        "  signing key: {}",
+        object_uri(&record, ObjectKind::Private)
+    );
+    println!("  public key:  {}", object_uri(&record, ObjectKind::Public));
+    if let Some(h) = &record.hardening {
+        println!(
+            "  hardened:    {} m={} KiB t={} p={}, {}-character PIN",
+            h.algorithm, h.m_kib, h.t, h.p, h.pin_len
+        );
+    }
+    println!("  created:     {}", record.created);
+    Ok(())
+}
+
+fn pubkey(ctx: &mut Context, name: &str) -> Result<(), Error> {
+    print!("{}", record(ctx, name)?.signing_public_key);
+    Ok(())
+}
+
+fn make_csr(ctx: &mut Context, a: CsrArgs) -> Result<(), Error> {
+    let record = record(ctx, &a.name)?;
+    let subject = csr::parse_subject(&a.subject).map_err(keyset::KeysetError::from)?;
+    let key = PublicKey::from_pem(&record.signing_public_key).map_err(keyset::KeysetError::from)?;
+    let (info, tbs) = csr::request_info(&subject, &key).map_err(keyset::KeysetError::from)?;
+    let password = ctx.password(&record.name)?;
+    let policy = ctx.login_policy();
+    let module = ctx.module()?;
+    let mut session = KeysetSession::open(module, &record, &password, policy, false)?;
+    let signature = session.sign_bytes(module, &record, &tbs)?;
+    let pem = csr::finish(info, &key, &signature).map_err(keyset::KeysetError::from)?;
+    write_or_print(a.output.as_deref(), pem.as_bytes())
+}
+
+fn sign(ctx: &mut Context, a: SignArgs) -> Result<(), Error> {
+    let record = record(ctx, &a.name)?;
+    let mut file = std::fs::File::open(&a.file).map_err(|e| io("read", &a.file, &e))?;
+    let password = ctx.password(&record.name)?;
+    let policy = ctx.login_policy();
+    let signature = keyset::sign(ctx.module()?, &record, &password, policy, &mut file)?;
+    write_atomic(&a.output, &signature).map_err(|e| io("write", &a.output, &e))?;
+    if !ctx.json() {
+        eprintln!(
+            "signed {} with keyset {:?} → {}",
+            a.file.display(),
+            record.name,
+            a.output.display()
+        );
+    }
+    Ok(())
+}
+
+fn verify(ctx: &mut Context, a: VerifyArgs) -> Result<(), Error> {
+    let record = record(ctx, &a.name)?;
+    let data = std::fs::read(&a.file).map_err(|e| io("read", &a.file, &e))?;
+    let sig = std::fs::read(&a.signature).map_err(|e| io("read", &a.signature, &e))?;
+    let key = PublicKey::from_pem(&record.signing_public_key).map_err(keyset::KeysetError::from)?;
+    key.verify(&data, &sig).map_err(keyset::KeysetError::from)?;
+    println!(
+        "signature OK: {} was signed by keyset {:?}",
+        a.file.display(),
+        record.name
+    );
+    Ok(())
+}
+
+fn pin(ctx: &mut Context, name: &str) -> Result<(), Error> {
+    let record = record(ctx, name)?;
+    if record.hardening.is_none() {
+        return Err(Error::Usage(format!(
+            "keyset {name:?} is not hardened: its password is the token PIN itself"
+        )));
+    }
+    let password = ctx.password(&record.name)?;
+    let pin = keyset::token_pin(&record, &password)?;
+    println!("{}", pin.expose_secret());
+    Ok(())
+}
+
+fn passwd(ctx: &mut Context, name: &str) -> Result<(), Error> {
+    let home = ctx.home()?;
+    let record = record(ctx, name)?;
+    let old = ctx.password(&record.name)?;
+    let new = ctx.new_password(&record.name)?;
+    let policy = ctx.login_policy();
+    let sharing = keyset::change_password(ctx.module()?, &home, name, &old, &new, policy)?;
+    println!("changed the password of keyset {name:?}");
+    if !sharing.is_empty() {
+        println!(
+            "the token PIN is shared: this also changed the password of {}",
+            sharing
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn remove(ctx: &mut Context, a: RemoveArgs) -> Result<(), Error> {
+    let home = ctx.home()?;
+    let record = record(ctx, &a.name)?;
+    if !a.destroy_keys {
+        keyset::remove(None, &home, &a.name, None)?;
+        println!(
+            "removed keyset {:?} from the registry; its keys stay on token {:?}",
+            a.name, record.token_label
+        );
+        return Ok(());
+    }
+    confirm_destroy(&a)?;
+    let password = ctx.password(&record.name)?;
+    let policy = ctx.login_policy();
+    let n = keyset::remove(
+        Some(ctx.module()?),
+        &home,
+        &a.name,
+        Some((&password, policy)),
+    )?;
+    println!(
+        "removed keyset {:?} and destroyed {n} objects on token {:?}",
+        a.name, record.token_label
+    );
+    Ok(())
+}
+
+fn confirm_destroy(a: &RemoveArgs) -> Result<(), Error> {
+    if a.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "destroying keys needs confirmation: pass --yes (there is no terminal to ask on)"
+                .into(),
+        ));
+    }
+    eprint!(
+        "This destroys the keys of keyset {:?} for good. Type its name to confirm: ",
+        a.name
+    );
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::Usage(format!("cannot read the confirmation: {e}")))?;
+    if line.trim_end_matches(['\r', '\n']) != a.name {
+        return Err(Error::Usage("not confirmed; nothing was changed".into()));
+    }
+    Ok(())
+}
+
+fn write_or_print(path: Option<&std::path::Path>, bytes: &[u8]) -> Result<(), Error> {
+    match path {
+        Some(p) => write_atomic(p, bytes).map_err(|e| io("write", p, &e)),
+        None => {
+            print!("{}", String::from_utf8_lossy(bytes));
+            Ok(())
+        }
+    }
+}
+
+fn io(action: &'static str, path: &std::path::Path, e: &std::io::Error) -> Error {
+    Error::Io {
+        action,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
