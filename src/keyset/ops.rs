@@ -215,7 +215,7 @@ pub fn unhex_id(s: &str) -> Result<Vec<u8>, KeysetError> {
         .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect();
     match bytes {
-        Some(b) if !b.is_empty() && s.len() % 2 == 0 => Ok(b),
+        Some(b) if !b.is_empty() && s.len().is_multiple_of(2) => Ok(b),
         _ => Err(KeysetError::Unsupported(format!(
             "the registry's key id {s:?} is not hex; the entry is damaged"
         ))),
