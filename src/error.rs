@@ -20,6 +20,12 @@ pub enum Error {
     /// From the keyset layer.
     #[error(transparent)]
     Keyset(#[from] crate::keyset::KeysetError),
+    /// From the authority.
+    #[error(transparent)]
+    Authority(#[from] crate::authority::AuthorityError),
+    /// From enrollment.
+    #[error(transparent)]
+    Enroll(crate::enroll::EnrollError),
     /// A malformed PKCS#11 URI.
     #[error(transparent)]
     Uri(#[from] UriError),
@@ -44,6 +50,8 @@ impl Error {
         match self {
             Error::Token(t) => t.call(),
             Error::Keyset(crate::keyset::KeysetError::Token(t)) => t.call(),
+            Error::Authority(crate::authority::AuthorityError::Token(t)) => t.call(),
+            Error::Enroll(crate::enroll::EnrollError::Token(t)) => t.call(),
             _ => None,
         }
     }

@@ -6,7 +6,9 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod authority;
 pub mod cli;
+pub mod enroll;
 pub mod error;
 pub mod home;
 pub mod keyset;

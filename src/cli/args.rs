@@ -43,6 +43,12 @@ pub struct GlobalArgs {
     /// Read the SO PIN from FILE (else KEYWARD_SO_PIN, else a prompt)
     #[arg(long, global = true, value_name = "FILE")]
     pub so_pin_file: Option<PathBuf>,
+    /// Read the temporary key from FILE (else KEYWARD_TEMP_KEY, else a prompt)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub temp_key_file: Option<PathBuf>,
+    /// Read the authority token's PIN from FILE (else KEYWARD_AUTHORITY_PIN, else a prompt)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub authority_pin_file: Option<PathBuf>,
 }
 
 /// The top-level commands.
@@ -54,6 +60,169 @@ pub enum Command {
     /// Keysets: named keys on a token — create, list, show, sign, verify, passwd, remove
     #[command(subcommand)]
     Keyset(KeysetCommand),
+    /// The enrollment authority: users, temporary keys, requests, recovery, revocation, CRL, log
+    #[command(subcommand)]
+    Authority(AuthorityCommand),
+    /// Enroll a keyset with an authority (or complete an enrollment with its reply)
+    Enroll(EnrollArgs),
+}
+
+/// `keyward authority …`
+#[derive(Debug, Subcommand)]
+pub enum AuthorityCommand {
+    /// Create an authority: CA, exchange and archive keys on its token, state in DIR (asks for the PIN)
+    Init(AuthorityInitArgs),
+    /// Print the authority's certificates (CA and exchange), PEM: what users enroll against
+    Cert(DirArg),
+    /// Add a user and print their one-time temporary key
+    AddUser(AddUserArgs),
+    /// Process an enrollment request into a reply (asks for the PIN)
+    Process(ProcessArgs),
+    /// A user forgot their password: revoke their certificates and print a new temporary key
+    Recover(RecoverArgs),
+    /// Revoke a user and all their certificates
+    Revoke(RevokeArgs),
+    /// Write a CRL signed on the authority's token (asks for the PIN)
+    Crl(CrlArgs),
+    /// List users with their state, keysets and certificates
+    Users(DirArg),
+    /// Show the audit log (or check its hash chain with --verify)
+    Log(LogArgs),
+}
+
+/// `--dir DIR`
+#[derive(Debug, Args)]
+pub struct DirArg {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// `authority init`
+#[derive(Debug, Args)]
+pub struct AuthorityInitArgs {
+    /// The authority's state directory (created)
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The authority's token: a PKCS#11 URI or a bare label
+    #[arg(long, value_name = "URI")]
+    pub token: String,
+    /// The CA's name
+    #[arg(long, default_value = "CN=keyward authority")]
+    pub name: String,
+}
+
+/// `authority add-user`
+#[derive(Debug, Args)]
+pub struct AddUserArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The user name
+    pub user: String,
+    /// E-mail address for the certificates
+    #[arg(long, value_name = "ADDR")]
+    pub email: Option<String>,
+    /// How long the temporary key works (e.g. 72h, 7d)
+    #[arg(long, default_value = "72h")]
+    pub expires: String,
+}
+
+/// `authority process`
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The request file from `keyward enroll … -o REQUEST`
+    pub request: PathBuf,
+    /// Where to write the reply
+    #[arg(short, long, value_name = "REPLY")]
+    pub output: PathBuf,
+}
+
+/// `authority recover`
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The user
+    pub user: String,
+    /// Revocation reason for the old certificates
+    #[arg(long, default_value = "superseded")]
+    pub reason: String,
+    /// How long the new temporary key works
+    #[arg(long, default_value = "72h")]
+    pub expires: String,
+}
+
+/// `authority revoke`
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The user
+    pub user: String,
+    /// Revocation reason (keyCompromise, affiliationChanged, superseded, cessationOfOperation, unspecified)
+    #[arg(long, default_value = "unspecified")]
+    pub reason: String,
+}
+
+/// `authority crl`
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Where to write the CRL (PEM)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+/// `authority log`
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Check the hash chain and the recorded head instead of printing
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// `keyward enroll`
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("mode").required(true).args(["complete", "user"])))]
+pub struct EnrollArgs {
+    /// Complete an enrollment with the authority's reply
+    #[arg(long, value_name = "REPLY", conflicts_with_all = ["keyset", "token", "authority", "authority_cert", "output"])]
+    pub complete: Option<PathBuf>,
+    /// Your user name at the authority
+    #[arg(long, requires_all = ["keyset", "token"])]
+    pub user: Option<String>,
+    /// The new keyset's name
+    #[arg(long)]
+    pub keyset: Option<String>,
+    /// Your token: a PKCS#11 URI or a bare label
+    #[arg(long, value_name = "URI")]
+    pub token: Option<String>,
+    /// standard: the password once per command; high: for every signature and decryption
+    #[arg(long, value_enum, default_value = "standard")]
+    pub security: crate::keyset::Security,
+    /// Signing key algorithm
+    #[arg(long, value_enum, default_value = "rsa2048")]
+    pub key_type: crate::keyset::KeyAlgorithm,
+    /// A local authority directory: request, process and complete in one command
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["authority_cert", "output"])]
+    pub authority: Option<PathBuf>,
+    /// The authority's certificates (from `keyward authority cert`), to write a request file
+    #[arg(long, value_name = "FILE", requires = "output")]
+    pub authority_cert: Option<PathBuf>,
+    /// Where to write the request
+    #[arg(short, long, value_name = "REQUEST")]
+    pub output: Option<PathBuf>,
 }
 
 /// `keyward keyset …`

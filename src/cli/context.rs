@@ -93,6 +93,36 @@ impl Context {
         .read()?)
     }
 
+    /// The temporary key from the authority.
+    pub fn temp_key(&self) -> Result<SecretString, Error> {
+        Ok(SecretSource::new(
+            "temporary key",
+            "--temp-key-file",
+            self.args.temp_key_file.clone(),
+            "KEYWARD_TEMP_KEY",
+        )
+        .read()?)
+    }
+
+    /// The PIN of the authority's token (when one command needs both tokens).
+    pub fn authority_pin(&self) -> Result<SecretString, Error> {
+        Ok(SecretSource::new(
+            "authority token PIN",
+            "--authority-pin-file",
+            self.args.authority_pin_file.clone(),
+            "KEYWARD_AUTHORITY_PIN",
+        )
+        .read()?)
+    }
+
+    /// A new password only when one was given by file or environment (never prompted).
+    pub fn new_password_if_given(&self, keyset: &str) -> Result<Option<SecretString>, Error> {
+        if self.args.new_pin_file.is_some() || std::env::var_os("KEYWARD_NEW_PIN").is_some() {
+            return self.new_password(keyset).map(Some);
+        }
+        Ok(None)
+    }
+
     /// A new user PIN (asked twice at a prompt).
     pub fn new_pin(&self) -> Result<SecretString, Error> {
         Ok(SecretSource::new(

@@ -44,18 +44,23 @@ fn create(ctx: &mut Context, a: CreateArgs) -> Result<(), Error> {
     Registry::load(&home)
         .and_then(|r| r.check_free(name.as_str(), &name.label()))
         .map_err(keyset::KeysetError::from)?;
-    let token = ctx.token(&a.token)?;
     let pin = ctx.pin()?;
     let password = if a.harden {
         Some(ctx.new_password(name.as_str())?)
     } else {
         None
     };
+    // The registry lock is held from before the first token access to the end: SoftHSM's file
+    // store is not safe for a reader while another process writes (the token seems to vanish),
+    // so concurrent `keyset create`s take turns instead of failing.
+    let (lock, registry) = Registry::lock(&home).map_err(keyset::KeysetError::from)?;
+    let token = ctx.token(&a.token)?;
     let policy = ctx.login_policy();
     let label_note = (name.label() != name.as_str()).then(|| name.label());
-    let record = keyset::create(
+    let record = keyset::create::create_locked(
         ctx.module()?,
-        &home,
+        lock,
+        registry,
         keyset::CreateRequest {
             name,
             token: &token,

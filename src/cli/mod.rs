@@ -1,7 +1,9 @@
 //! The `keyward` command line: parse, build the real objects, run, print.
 
 pub mod args;
+mod authority_cmd;
 mod context;
+mod enroll_cmd;
 mod keyset_cmd;
 mod output;
 mod token_cmd;
@@ -41,6 +43,8 @@ fn run(ctx: &mut Context, command: Command) -> Result<(), Error> {
     match command {
         Command::Token(cmd) => token_cmd::run(ctx, cmd),
         Command::Keyset(cmd) => keyset_cmd::run(ctx, cmd),
+        Command::Authority(cmd) => authority_cmd::run(ctx, cmd),
+        Command::Enroll(args) => enroll_cmd::run(ctx, args),
     }
 }
 

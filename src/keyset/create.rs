@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use super::harden::Hardening;
 use super::name::KeysetName;
 use super::pubkey::PublicKey;
-use super::registry::{KeyAlgorithm, KeysetRecord, KeysetState, Registry, Security};
+use super::registry::{KeyAlgorithm, KeysetRecord, KeysetState, Registry, RegistryLock, Security};
 use super::KeysetError;
 use crate::token::keys::hex;
 use crate::token::{KeySpec, KeyTemplate, LoginPolicy, Module, PinRole, Token, TokenSession};
@@ -35,13 +35,22 @@ pub fn create(
     home: &std::path::Path,
     req: CreateRequest<'_>,
 ) -> Result<KeysetRecord, KeysetError> {
-    if req.security == Security::High && req.key_type == KeyAlgorithm::P256 {
-        return Err(KeysetError::Unsupported(
-            "security level high needs an RSA key type for now (rsa2048 or rsa3072): SoftHSM offers only single-part ECDSA, which cannot take the per-use password".into(),
-        ));
-    }
+    check_request(&req)?;
+    let (lock, registry) = Registry::lock(home)?;
+    create_locked(module, lock, registry, req)
+}
+
+/// Like [`create`], with the registry lock already held — taken by the caller before it first
+/// touches the token, so that two keyward processes never use the token at the same time
+/// (SoftHSM's file store can show a token as missing to a reader while another process writes).
+pub fn create_locked(
+    module: &Module,
+    lock: RegistryLock,
+    mut registry: Registry,
+    req: CreateRequest<'_>,
+) -> Result<KeysetRecord, KeysetError> {
+    check_request(&req)?;
     let label = req.name.label();
-    let (lock, mut registry) = Registry::lock(home)?;
     registry.check_free(req.name.as_str(), &label)?;
     let hardening = match req.harden_password {
         Some(_) => Some(Hardening::new(
@@ -93,6 +102,16 @@ pub fn create(
     result
 }
 
+/// Refuses combinations keyward cannot make.
+pub fn check_request(req: &CreateRequest<'_>) -> Result<(), KeysetError> {
+    if req.security == Security::High && req.key_type == KeyAlgorithm::P256 {
+        return Err(KeysetError::Unsupported(
+            "security level high needs an RSA key type for now (rsa2048 or rsa3072): SoftHSM offers only single-part ECDSA, which cannot take the per-use password".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads the public key and, when hardened, switches the token PIN to the derived one.
 fn finish(
     module: &Module,
@@ -127,6 +146,7 @@ fn finish(
         signing_public_key: public.to_pem()?,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         hardening,
+        enrollment: None,
         extra: toml::Table::new(),
     })
 }

@@ -78,6 +78,11 @@ impl KeysetSession {
         Ok(KeysetSession { session, pin })
     }
 
+    /// Wraps a session that is already logged in with `pin`.
+    pub fn from_session(session: TokenSession, pin: SecretString) -> KeysetSession {
+        KeysetSession { session, pin }
+    }
+
     /// The keyset's signing private key.
     pub fn signing_key(&self, record: &KeysetRecord) -> Result<KeyRef, KeysetError> {
         let id = unhex_id(&record.signing_id)?;

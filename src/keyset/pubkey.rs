@@ -65,6 +65,25 @@ impl PublicKey {
             .map_err(|e| KeyError::Decode(e.to_string()))
     }
 
+    /// From SubjectPublicKeyInfo DER.
+    pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, KeyError> {
+        if let Ok(k) = rsa::RsaPublicKey::from_public_key_der(der) {
+            return Ok(PublicKey::Rsa(k));
+        }
+        p256::ecdsa::VerifyingKey::from_public_key_der(der)
+            .map(PublicKey::P256)
+            .map_err(|e| KeyError::Decode(e.to_string()))
+    }
+
+    /// RSA modulus and public exponent, big-endian (`None` for EC keys).
+    pub fn rsa_parts(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        use rsa::traits::PublicKeyParts;
+        match self {
+            PublicKey::Rsa(k) => Some((k.n().to_bytes_be(), k.e().to_bytes_be())),
+            PublicKey::P256(_) => None,
+        }
+    }
+
     /// SubjectPublicKeyInfo PEM.
     pub fn to_pem(&self) -> Result<String, KeyError> {
         match self {

@@ -20,7 +20,7 @@ pub const SCHEMA: u32 = 1;
 #[non_exhaustive]
 pub enum RegistryError {
     /// The file does not parse (line and column inside).
-    #[error("keyset registry {0} (the file was not changed)")]
+    #[error("keyset registry {0}")]
     Parse(#[from] ConfigError),
     /// Written by a newer keyward.
     #[error("keyset registry {} has schema {found}, newer than this keyward's {SCHEMA}; upgrade keyward", .path.display())]
@@ -84,6 +84,8 @@ pub enum KeyAlgorithm {
 pub enum KeysetState {
     /// Keys made locally, not enrolled with an authority.
     Local,
+    /// An enrollment request was made; waiting for the authority's reply.
+    Pending,
     /// Enrolled: certificates issued.
     Active,
     /// Superseded after recovery; kept for its old keys.
@@ -116,9 +118,45 @@ pub struct KeysetRecord {
     /// Password hardening, when the token PIN is derived from the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardening: Option<Hardening>,
+    /// Enrollment with an authority, once requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<Enrollment>,
     /// Fields written by a newer keyward, kept as they are.
     #[serde(flatten)]
     pub extra: toml::Table,
+}
+
+/// A keyset's enrollment with an authority.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Enrollment {
+    /// The user name at the authority.
+    pub user: String,
+    /// The authority's CA certificate, PEM (trusted from the request on).
+    pub authority_ca: String,
+    /// The request's nonce, hex.
+    pub nonce: String,
+    /// `CKA_ID` of the transport key while the request is pending, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_id: Option<String>,
+    /// The signing certificate, PEM, once enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_certificate: Option<String>,
+    /// Encryption keys on the token (current and archived), once enrolled.
+    #[serde(default, rename = "encryption_key", skip_serializing_if = "Vec::is_empty")]
+    pub encryption_keys: Vec<EncryptionKey>,
+}
+
+/// One encryption key of a keyset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EncryptionKey {
+    /// `CKA_ID`, hex.
+    pub id: String,
+    /// Its certificate's serial, hex.
+    pub cert_serial: String,
+    /// Its certificate, PEM.
+    pub certificate: String,
+    /// The newest one (others encrypt to it).
+    pub current: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -294,7 +332,11 @@ impl Registry {
 
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name has the empty path as its parent: that is the current directory.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".keyward-")
@@ -330,6 +372,7 @@ mod tests {
             signing_public_key: "PEM".into(),
             created: "2026-01-01T00:00:00Z".into(),
             hardening: None,
+            enrollment: None,
             extra: toml::Table::new(),
         }
     }

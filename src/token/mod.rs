@@ -7,6 +7,7 @@ pub mod keys;
 pub mod module;
 pub mod session;
 pub mod uri;
+pub mod wrap;
 
 pub use admin::{change_pin, check_label, free_token, init_token, unblock, InitSecrets};
 pub use error::{CallFailure, PinRole, TokenError, TriesLeft};
@@ -17,3 +18,4 @@ pub use keys::{KeyAttributes, KeyKind, KeyRef, KeySpec, KeyTemplate, RawPublicKe
 pub use module::{Module, DEFAULT_MODULE_PATHS};
 pub use session::{LoginPolicy, TokenSession};
 pub use uri::{ObjectKind, Pkcs11Uri, UriError};
+pub use wrap::{CertObject, DecryptionPair, OaepHash, ObjectKindFilter, ObjectRef, UnwrapTemplate};

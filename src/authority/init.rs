@@ -1,0 +1,196 @@
+//! `authority init`: the CA key, the exchange key and the archive key on the authority's token,
+//! the self-signed CA certificate and the state directory — or nothing at all.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use secrecy::SecretString;
+
+use super::signer::CaSigner;
+use super::state::{now_rfc3339, AuthorityConfig, AuthorityDir, SCHEMA};
+use super::x509::{self, CertParams, CertProfile};
+use super::AuthorityError;
+use crate::keyset::csr::parse_subject;
+use crate::keyset::PublicKey;
+use crate::token::keys::hex;
+use crate::token::{DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, OaepHash, PinRole, Token, TokenSession};
+
+/// Ten years, the CA certificate's lifetime.
+const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// What `authority init` needs.
+pub struct InitRequest<'a> {
+    /// The state directory to create.
+    pub dir: &'a Path,
+    /// The authority's token.
+    pub token: &'a Token,
+    /// The CA's subject, e.g. `CN=Example Authority,O=Example`.
+    pub name: &'a str,
+    /// The token's user PIN.
+    pub pin: &'a SecretString,
+    /// `--final-try`.
+    pub policy: LoginPolicy,
+}
+
+/// The three key ids of a new authority.
+struct KeyIds {
+    ca: Vec<u8>,
+    exchange: Vec<u8>,
+    archive: Vec<u8>,
+}
+
+/// Creates the authority. On failure, keys made on the token are destroyed and no state is written.
+pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, AuthorityError> {
+    let subject = parse_subject(req.name).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let placeholder = AuthorityConfig {
+        schema: SCHEMA,
+        name: req.name.to_string(),
+        token_label: req.token.label().to_string(),
+        token_serial: req.token.serial().to_string(),
+        ca_key_id: String::new(),
+        exchange_key_id: String::new(),
+        archive_key_id: String::new(),
+        exchange_oaep: OaepHash::Sha1,
+        crl_number: 0,
+        log_seq: 0,
+        log_hash: String::new(),
+        created: now_rfc3339(),
+        extra: toml::Table::new(),
+    };
+    let mut dir = AuthorityDir::create_locked(req.dir, placeholder)?;
+    let mut session = req.token.open_rw(module)?;
+    session.login(module, PinRole::User, req.pin, req.policy)?;
+    let ids = KeyIds {
+        ca: session.random(16)?,
+        exchange: session.random(16)?,
+        archive: session.random(16)?,
+    };
+    let result = make_everything(module, &mut session, &mut dir, &ids, &subject, req.pin);
+    if result.is_err() {
+        for id in [&ids.ca, &ids.exchange, &ids.archive] {
+            if let Err(e) = session.destroy_by_id(id) {
+                log::error!("could not remove key {} after a failed init: {e}", hex(id));
+            }
+        }
+        for f in ["ca.pem", "users.toml", "audit.log", "authority.toml"] {
+            let _ = std::fs::remove_file(dir.path(f));
+        }
+    }
+    result.map(|()| dir.config.clone())
+}
+
+fn make_everything(
+    module: &Module,
+    session: &mut TokenSession,
+    dir: &mut AuthorityDir,
+    ids: &KeyIds,
+    subject: &x509_cert::name::Name,
+    pin: &SecretString,
+) -> Result<(), AuthorityError> {
+    session.generate_signing_pair(&KeyTemplate {
+        id: &ids.ca,
+        private_label: "keyward authority CA key",
+        public_label: "keyward authority CA key (public)",
+        spec: KeySpec::Rsa(3072),
+        always_authenticate: false,
+    })?;
+    let (exchange_public, _) = session.generate_decryption_pair(&DecryptionPair {
+        id: &ids.exchange,
+        label: "keyward authority exchange key",
+        bits: 2048,
+        persistent: true,
+        extractable: false,
+        always_authenticate: false,
+    })?;
+    session.generate_archive_key(&ids.archive, "keyward authority archive key")?;
+    let oaep = if session.supports_oaep(exchange_public, OaepHash::Sha256) {
+        OaepHash::Sha256
+    } else {
+        OaepHash::Sha1
+    };
+
+    let ca_raw = session.public_key(&ids.ca)?.ok_or_else(|| missing("CA public key"))?;
+    let ca_spki = PublicKey::from_raw(&ca_raw)?.to_der()?;
+    let ex_raw = session.rsa_public_key(exchange_public)?;
+    let ex_spki = PublicKey::from_raw(&ex_raw)?.to_der()?;
+    let key = session
+        .find_private_key(&ids.ca)?
+        .ok_or_else(|| missing("CA private key"))?;
+    let now = SystemTime::now();
+    let not_before = now - Duration::from_secs(3600);
+    let mut signer = CaSigner { module, session, key, pin };
+    let ca = x509::self_signed_ca(
+        &CertParams {
+            subject,
+            spki_der: &ca_spki,
+            serial: &x509::random_serial()?,
+            not_before,
+            not_after: now + CA_LIFETIME,
+            profile: CertProfile::Ca,
+            email: None,
+        },
+        &mut signer,
+    )?;
+    let exchange_subject = parse_subject(&format!(
+        "CN={} key exchange",
+        sanitize(&x509::common_name(&ca).unwrap_or_else(|| "keyward authority".into()))
+    ))
+    .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let exchange = x509::issue(
+        &ca,
+        &CertParams {
+            subject: &exchange_subject,
+            spki_der: &ex_spki,
+            serial: &x509::random_serial()?,
+            not_before,
+            not_after: now + CA_LIFETIME,
+            profile: CertProfile::AuthorityExchange,
+            email: None,
+        },
+        &mut signer,
+    )?;
+    let bundle = format!("{}{}", x509::cert_to_pem(&ca)?, x509::cert_to_pem(&exchange)?);
+
+    dir.config.ca_key_id = hex(&ids.ca);
+    dir.config.exchange_key_id = hex(&ids.exchange);
+    dir.config.archive_key_id = hex(&ids.archive);
+    dir.config.exchange_oaep = oaep;
+    dir.write_file("ca.pem", bundle.as_bytes())?;
+    dir.save_users()?;
+    dir.save_config()?;
+    let detail = format!("token {:?} serial {}; exchange OAEP {:?}", dir.config.token_label, dir.config.token_serial, oaep);
+    let name = dir.config.name.clone();
+    dir.audit("operator", "init", &name, "ok", &detail)?;
+    Ok(())
+}
+
+/// Keeps a common name safe to put back into an RFC 4514 string.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if ",+;\"\\<>=#".contains(c) { ' ' } else { c })
+        .collect()
+}
+
+fn missing(what: &str) -> AuthorityError {
+    AuthorityError::BadRequest(format!("the {what} just generated is not on the token"))
+}
+
+/// Finds the authority's token by serial and logs in.
+pub fn open_authority_token(
+    module: &Module,
+    config: &AuthorityConfig,
+    pin: &SecretString,
+    policy: LoginPolicy,
+) -> Result<TokenSession, AuthorityError> {
+    let token = crate::token::list_tokens(module)?
+        .into_iter()
+        .find(|t| t.serial() == config.token_serial && t.summary().initialized)
+        .ok_or_else(|| AuthorityError::TokenMissing {
+            label: config.token_label.clone(),
+            serial: config.token_serial.clone(),
+        })?;
+    let mut session = token.open_rw(module)?;
+    session.login(module, PinRole::User, pin, policy)?;
+    Ok(session)
+}
+

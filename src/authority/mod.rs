@@ -1,0 +1,140 @@
+//! The enrollment authority: users, temporary keys, certificates, key archive and recovery,
+//! revocation, CRL and audit log. State lives in a directory; keys on the authority's token.
+
+pub mod audit;
+pub mod crl;
+pub mod init;
+pub mod process;
+pub mod signer;
+pub mod state;
+pub mod tempkey;
+pub mod users;
+pub mod x509;
+
+use std::path::PathBuf;
+
+pub use state::{AuthorityDir, UserRecord, UserState};
+
+use crate::home::ConfigError;
+use crate::token::TokenError;
+
+/// Errors of the authority.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// From the token.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A state file does not parse.
+    #[error("authority state {0} (the file was not changed)")]
+    Parse(#[from] ConfigError),
+    /// Certificates and CRLs.
+    #[error(transparent)]
+    X509(#[from] x509::X509Error),
+    /// The audit log.
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+    /// Temporary keys.
+    #[error(transparent)]
+    TempKey(#[from] tempkey::TempKeyError),
+    /// Request and reply files.
+    #[error(transparent)]
+    Wire(#[from] crate::enroll::wire::WireError),
+    /// Keys and signatures.
+    #[error(transparent)]
+    Key(#[from] crate::keyset::pubkey::KeyError),
+    /// The directory holds no authority.
+    #[error("{} is not an authority directory (no authority.toml); create one with `keyward authority init --dir DIR --token URI`", .dir.display())]
+    NotAnAuthority {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// `authority init` on an existing authority.
+    #[error("{} already holds an authority; choose another --dir", .dir.display())]
+    AlreadyExists {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A newer keyward wrote the state.
+    #[error("{} has schema {found}, newer than this keyward's; upgrade keyward", .path.display())]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema.
+        found: u32,
+    },
+    /// Reading or writing state failed.
+    #[error("cannot {action} {}: {reason}", .path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Encoding state failed.
+    #[error("cannot encode the authority state: {0}")]
+    Encode(String),
+    /// No such user.
+    #[error("no user {user:?} at this authority; add one with `keyward authority add-user {user}`")]
+    UnknownUser {
+        /// The user.
+        user: String,
+    },
+    /// The user exists.
+    #[error("user {user:?} already exists; use `keyward authority recover {user}` to issue a new temporary key")]
+    UserExists {
+        /// The user.
+        user: String,
+    },
+    /// The user is not in a state that allows the action.
+    #[error("user {user:?} is {state}; {hint}")]
+    UserState {
+        /// The user.
+        user: String,
+        /// The state.
+        state: String,
+        /// What to do.
+        hint: String,
+    },
+    /// A wrong temporary key.
+    #[error("wrong temporary key for user {user:?}: {tries_left} tries left before it is locked; check it with the authority")]
+    WrongTempKey {
+        /// The user.
+        user: String,
+        /// Tries left.
+        tries_left: u32,
+    },
+    /// Too many wrong temporary keys.
+    #[error("the temporary key of user {user:?} is locked after too many wrong tries; the authority must issue a new one (`keyward authority recover {user}`)")]
+    TempKeyLocked {
+        /// The user.
+        user: String,
+    },
+    /// The temporary key expired.
+    #[error("the temporary key of user {user:?} expired at {at}; the authority must issue a new one (`keyward authority recover {user}`)")]
+    TempKeyExpired {
+        /// The user.
+        user: String,
+        /// When.
+        at: String,
+    },
+    /// The temporary key was used already.
+    #[error("the temporary key of user {user:?} was already used; a temporary key works once — ask the authority for a new one")]
+    TempKeySpent {
+        /// The user.
+        user: String,
+    },
+    /// The request is not acceptable.
+    #[error("request refused: {0}")]
+    BadRequest(String),
+    /// The authority's token is missing or swapped.
+    #[error("the authority's token {label:?} (serial {serial}) is not present; insert it")]
+    TokenMissing {
+        /// Label.
+        label: String,
+        /// Serial.
+        serial: String,
+    },
+}

@@ -1,0 +1,39 @@
+//! Signing certificates, CRLs and replies with the CA key on the authority's token.
+
+use secrecy::SecretString;
+use spki::AlgorithmIdentifierOwned;
+
+use super::x509::TbsSigner;
+use crate::keyset::pubkey::SHA256_WITH_RSA;
+use crate::token::{KeyRef, Module, SignInput, TokenSession};
+
+/// The CA key on a logged-in session, as an X.509 signer (RSA PKCS#1 v1.5 with SHA-256).
+pub struct CaSigner<'a> {
+    /// The module.
+    pub module: &'a Module,
+    /// The logged-in session on the authority's token.
+    pub session: &'a mut TokenSession,
+    /// The CA private key.
+    pub key: KeyRef,
+    /// The PIN, for context-specific logins.
+    pub pin: &'a SecretString,
+}
+
+impl TbsSigner for CaSigner<'_> {
+    fn algorithm(&self) -> AlgorithmIdentifierOwned {
+        AlgorithmIdentifierOwned {
+            oid: SHA256_WITH_RSA,
+            parameters: Some(der::asn1::Null.into()),
+        }
+    }
+
+    fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, String> {
+        let mut reader = tbs_der;
+        self.session
+            .sign(self.module, &self.key, SignInput::Message(&mut reader), self.pin)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The signature algorithm name written in reply files.
+pub const REPLY_SIGNATURE_ALGORITHM: &str = "sha256WithRSAEncryption";

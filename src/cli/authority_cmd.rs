@@ -1,0 +1,236 @@
+//! `keyward authority …`: the authority operator's commands.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::args::{AddUserArgs, AuthorityCommand, AuthorityInitArgs, CrlArgs, LogArgs, ProcessArgs, RecoverArgs, RevokeArgs};
+use super::output::print_json;
+use super::Context;
+use crate::authority::tempkey::{parse_lifetime, TempKey};
+use crate::authority::x509::CrlReason;
+use crate::authority::{self, AuthorityDir, AuthorityError};
+use crate::enroll::client::OAEP_MARKER;
+use crate::error::Error;
+use crate::token::OaepHash;
+
+/// Runs one `authority` subcommand.
+pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
+    match cmd {
+        AuthorityCommand::Init(a) => init(ctx, a),
+        AuthorityCommand::Cert(a) => cert(&a.dir),
+        AuthorityCommand::AddUser(a) => add_user(ctx, a),
+        AuthorityCommand::Process(a) => process(ctx, a),
+        AuthorityCommand::Recover(a) => recover(ctx, a),
+        AuthorityCommand::Revoke(a) => revoke(ctx, a),
+        AuthorityCommand::Crl(a) => crl(ctx, a),
+        AuthorityCommand::Users(a) => users(ctx, &a.dir),
+        AuthorityCommand::Log(a) => log(ctx, a),
+    }
+}
+
+fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
+    let token = ctx.token(&a.token)?;
+    let pin = ctx.pin()?;
+    let policy = ctx.login_policy();
+    let config = authority::init::init(
+        ctx.module()?,
+        authority::init::InitRequest {
+            dir: &a.dir,
+            token: &token,
+            name: &a.name,
+            pin: &pin,
+            policy,
+        },
+    )?;
+    if ctx.json() {
+        print_json(&config);
+    } else {
+        println!(
+            "created authority {:?} in {} on token {:?} (serial {}): CA key, exchange key and archive key generated on the token",
+            config.name,
+            a.dir.display(),
+            config.token_label,
+            config.token_serial
+        );
+        println!("give users its certificates: keyward authority cert --dir {}", a.dir.display());
+    }
+    Ok(())
+}
+
+/// The certificate bundle users enroll against.
+pub fn bundle(dir: &std::path::Path) -> Result<String, AuthorityError> {
+    let a = AuthorityDir::open_read(dir)?;
+    let pem = String::from_utf8_lossy(&a.read_file("ca.pem")?).into_owned();
+    let hash = match a.config.exchange_oaep {
+        OaepHash::Sha1 => "sha1",
+        OaepHash::Sha256 => "sha256",
+    };
+    Ok(format!("{pem}{OAEP_MARKER} {hash}\n"))
+}
+
+fn cert(dir: &std::path::Path) -> Result<(), Error> {
+    print!("{}", bundle(dir)?);
+    Ok(())
+}
+
+fn lifetime(s: &str) -> Result<Duration, Error> {
+    parse_lifetime(s).map_err(|e| Error::Usage(e.to_string()))
+}
+
+fn reason(s: &str) -> Result<CrlReason, Error> {
+    s.parse::<CrlReason>().map_err(|e| Error::Usage(e.to_string()))
+}
+
+#[derive(Serialize)]
+struct IssuedKey<'a> {
+    user: &'a str,
+    temporary_key: String,
+    expires_in: String,
+}
+
+fn print_temp_key(ctx: &Context, user: &str, key: &TempKey, life: Duration, what: &str) {
+    if ctx.json() {
+        print_json(&IssuedKey {
+            user,
+            temporary_key: key.display(),
+            expires_in: humantime::format_duration(life).to_string(),
+        });
+    } else {
+        eprintln!("{what}; give the user this temporary key (shown once, valid for {}):", humantime::format_duration(life));
+        println!("{}", key.display());
+    }
+}
+
+fn add_user(ctx: &mut Context, a: AddUserArgs) -> Result<(), Error> {
+    let life = lifetime(&a.expires)?;
+    let key = authority::users::add_user(&a.dir, &a.user, a.email.as_deref(), life)?;
+    print_temp_key(ctx, &a.user, &key, life, &format!("added user {:?}", a.user));
+    Ok(())
+}
+
+fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
+    let pin = ctx.pin()?;
+    let policy = ctx.login_policy();
+    let done = authority::process::process(ctx.module()?, &a.dir, &a.request, &a.output, &pin, policy)?;
+    if ctx.json() {
+        print_json(&done);
+    } else {
+        println!(
+            "enrolled user {:?}, keyset {:?}: signing certificate {}, encryption certificate {} (+{} archived keys); reply written to {}",
+            done.user,
+            done.keyset,
+            done.signing_serial,
+            done.encryption_serial,
+            done.history,
+            done.reply.display()
+        );
+    }
+    Ok(())
+}
+
+fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
+    let life = lifetime(&a.expires)?;
+    let key = authority::users::recover(&a.dir, &a.user, reason(&a.reason)?, life)?;
+    print_temp_key(
+        ctx,
+        &a.user,
+        &key,
+        life,
+        &format!("recovered user {:?}: old certificates revoked; they re-enroll under a NEW keyset name", a.user),
+    );
+    Ok(())
+}
+
+fn revoke(ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
+    let n = authority::users::revoke(&a.dir, &a.user, reason(&a.reason)?)?;
+    println!("revoked user {:?} and {n} certificates; publish a new CRL with `keyward authority crl`", a.user);
+    Ok(())
+}
+
+fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
+    let pin = ctx.pin()?;
+    let policy = ctx.login_policy();
+    let n = authority::crl::publish(ctx.module()?, &a.dir, &a.output, &pin, policy)?;
+    println!("wrote a CRL listing {n} revoked certificates to {}", a.output.display());
+    Ok(())
+}
+
+fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
+    let a = AuthorityDir::open_read(dir)?;
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct UserOut<'a> {
+            name: &'a str,
+            email: Option<&'a str>,
+            state: authority::UserState,
+            created: &'a str,
+            keysets: &'a [String],
+            certificates: &'a [authority::state::IssuedCert],
+            archived_keys: usize,
+            temporary_key: Option<TempKeyOut>,
+        }
+        #[derive(Serialize)]
+        struct TempKeyOut {
+            expires: String,
+            attempts: u32,
+            spent: bool,
+        }
+        let out: Vec<UserOut<'_>> = a
+            .users()
+            .iter()
+            .map(|u| UserOut {
+                name: &u.name,
+                email: u.email.as_deref(),
+                state: u.state,
+                created: &u.created,
+                keysets: &u.keysets,
+                certificates: &u.certs,
+                archived_keys: u.archive.len(),
+                temporary_key: u.temp_key.as_ref().map(|t| TempKeyOut {
+                    expires: t.expires.clone(),
+                    attempts: t.attempts,
+                    spent: t.spent,
+                }),
+            })
+            .collect();
+        print_json(&out);
+        return Ok(());
+    }
+    if a.users().is_empty() {
+        println!("No users. Add one with `keyward authority add-user --dir DIR USER`.");
+    }
+    for u in a.users() {
+        let valid = u.certs.iter().filter(|c| c.revoked.is_none()).count();
+        println!(
+            "{:<16} {:<10} keysets: {}  certificates: {} valid, {} revoked  archived keys: {}",
+            u.name,
+            format!("{:?}", u.state).to_lowercase(),
+            if u.keysets.is_empty() { "-".to_string() } else { u.keysets.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ") },
+            valid,
+            u.certs.len() - valid,
+            u.archive.len()
+        );
+    }
+    Ok(())
+}
+
+fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
+    let dir = AuthorityDir::open_read(&a.dir)?;
+    let log = dir.log();
+    if a.verify {
+        let head = (dir.config.log_seq > 0).then_some((dir.config.log_seq, dir.config.log_hash.as_str()));
+        let n = log.verify(head).map_err(AuthorityError::from)?;
+        println!("audit log OK: {n} entries, hash chain intact, head matches authority.toml");
+        return Ok(());
+    }
+    let entries = log.entries().map_err(AuthorityError::from)?;
+    if ctx.json() {
+        print_json(&entries);
+        return Ok(());
+    }
+    for e in entries {
+        println!("{:>5} {} {:<10} {:<10} {:<16} {:<8} {}", e.seq, e.time, e.actor, e.action, e.subject, e.outcome, e.detail);
+    }
+    Ok(())
+}

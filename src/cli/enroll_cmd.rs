@@ -1,0 +1,138 @@
+//! `keyward enroll`: request, complete, or both at once with a local authority.
+
+use std::path::Path;
+
+use super::args::EnrollArgs;
+use super::authority_cmd::bundle;
+use super::output::print_json;
+use super::Context;
+use crate::authority::tempkey::TempKey;
+use crate::enroll::client::{self, AuthorityCerts, RequestParams};
+use crate::enroll::EnrollError;
+use crate::error::Error;
+use crate::keyset::registry::write_atomic;
+use crate::keyset::{KeysetError, KeysetName};
+
+/// Runs `keyward enroll`.
+pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
+    if let Some(reply) = &a.complete {
+        return complete(ctx, reply);
+    }
+    let (Some(user), Some(keyset), Some(token)) = (&a.user, &a.keyset, &a.token) else {
+        return Err(Error::Usage("pass --user, --keyset and --token (or --complete REPLY)".into()));
+    };
+    let name = KeysetName::parse(keyset).map_err(KeysetError::from)?;
+    let certs_text = match (&a.authority, &a.authority_cert) {
+        (Some(dir), _) => bundle(dir)?,
+        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| Error::Io {
+            action: "read",
+            path: file.clone(),
+            reason: e.to_string(),
+        })?,
+        (None, None) => {
+            return Err(Error::Usage(
+                "pass --authority DIR (local authority) or --authority-cert FILE -o REQUEST".into(),
+            ))
+        }
+    };
+    let authority = AuthorityCerts::parse(&certs_text)?;
+    let home = ctx.home()?;
+    crate::keyset::Registry::load(&home)
+        .and_then(|r| r.check_free(name.as_str(), &name.label()))
+        .map_err(KeysetError::from)?;
+    let token = ctx.token(token)?;
+    let temp_key = TempKey::parse(secrecy::ExposeSecret::expose_secret(&ctx.temp_key()?))
+        .map_err(crate::authority::AuthorityError::from)?;
+    let pin = ctx.pin()?;
+    let policy = ctx.login_policy();
+    let params = RequestParams {
+        user,
+        keyset: name.clone(),
+        token: &token,
+        security: a.security,
+        key_type: a.key_type,
+        pin: &pin,
+        temp_key: &temp_key,
+        authority: &authority,
+        policy,
+    };
+    let request = client::make_request(ctx.module()?, &home, &params)?;
+    match (&a.authority, &a.output) {
+        (Some(dir), _) => local(ctx, dir, &name, &request, &pin),
+        (None, Some(out)) => {
+            write_atomic(out, &request).map_err(|e| Error::Io {
+                action: "write",
+                path: out.clone(),
+                reason: e.to_string(),
+            })?;
+            println!(
+                "wrote enrollment request for keyset {:?} to {}; send it to the authority, then run `keyward enroll --complete REPLY`",
+                name.as_str(),
+                out.display()
+            );
+            Ok(())
+        }
+        (None, None) => Err(Error::Usage("pass -o REQUEST".into())),
+    }
+}
+
+/// Request → process → complete, with the authority in a local directory.
+fn local(ctx: &mut Context, dir: &Path, name: &KeysetName, request: &[u8], pin: &secrecy::SecretString) -> Result<(), Error> {
+    let work = tempfile::tempdir().map_err(|e| Error::Io {
+        action: "create",
+        path: std::env::temp_dir(),
+        reason: e.to_string(),
+    })?;
+    let req_path = work.path().join("request.toml");
+    let reply_path = work.path().join("reply.toml");
+    write_atomic(&req_path, request).map_err(|e| Error::Io {
+        action: "write",
+        path: req_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let home = ctx.home()?;
+    let policy = ctx.login_policy();
+    let processed = ctx.authority_pin().and_then(|apin| {
+        crate::authority::process::process(ctx.module()?, dir, &req_path, &reply_path, &apin, policy).map_err(Error::from)
+    });
+    if let Err(e) = processed {
+        if let Err(undo) = client::abandon(ctx.module()?, &home, name.as_str(), pin) {
+            log::error!("could not remove the pending keyset after a refused request: {undo}");
+        }
+        return Err(e);
+    }
+    let new = ctx.new_password_if_given(name.as_str())?;
+    let done = client::complete(ctx.module()?, &home, &reply_path, pin, new.as_ref(), policy)?;
+    report(ctx, &done);
+    Ok(())
+}
+
+fn complete(ctx: &mut Context, reply: &Path) -> Result<(), Error> {
+    let home = ctx.home()?;
+    let pin = ctx.pin()?;
+    let new = ctx.new_password_if_given("the enrolled keyset")?;
+    let policy = ctx.login_policy();
+    let done = client::complete(ctx.module()?, &home, reply, &pin, new.as_ref(), policy)?;
+    report(ctx, &done);
+    Ok(())
+}
+
+fn report(ctx: &Context, done: &client::Completed) {
+    if ctx.json() {
+        print_json(done);
+        return;
+    }
+    println!(
+        "enrolled keyset {:?} for user {:?}: signing certificate and {} encryption key(s) stored on the token",
+        done.keyset, done.user, done.encryption_keys
+    );
+    for r in &done.retired {
+        println!("keyset {r:?} is now retired (its keys stay on its token for old mail)");
+    }
+}
+
+impl From<EnrollError> for Error {
+    fn from(e: EnrollError) -> Self {
+        Error::Enroll(e)
+    }
+}

@@ -1,0 +1,455 @@
+//! The user's side of enrollment: make a request on the token, and complete the reply by
+//! unwrapping the encryption keys inside the token.
+
+use std::path::Path;
+
+use der::Encode;
+use rsa::Oaep;
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use super::wire::{self, ReplyBody, RequestBody, Signed};
+use super::EnrollError;
+use crate::authority::tempkey::TempKey;
+use crate::authority::x509;
+use crate::keyset::csr;
+use crate::keyset::ops::unhex_id;
+use crate::keyset::registry::{EncryptionKey, Enrollment, KeyAlgorithm, KeysetRecord, KeysetState, Registry, Security};
+use crate::keyset::{KeysetName, KeysetSession, PublicKey};
+use crate::token::keys::hex;
+use crate::token::{
+    CertObject, DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, ObjectKindFilter, OaepHash, PinRole, Token,
+    TokenSession, UnwrapTemplate,
+};
+
+/// The marker `authority cert` writes after the certificates to say which RSA-OAEP hash its
+/// exchange key takes.
+pub const OAEP_MARKER: &str = "# keyward-exchange-oaep:";
+
+/// The authority as the user knows it: its CA and exchange certificates.
+pub struct AuthorityCerts {
+    /// The CA certificate.
+    pub ca: x509_cert::Certificate,
+    /// The exchange certificate (temporary keys are encrypted to it).
+    pub exchange: x509_cert::Certificate,
+    /// The RSA-OAEP hash the exchange key takes.
+    pub oaep: OaepHash,
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+}
+
+impl AuthorityCerts {
+    /// Reads the bundle `authority cert` prints.
+    pub fn parse(text: &str) -> Result<AuthorityCerts, EnrollError> {
+        let certs = x509::certs_from_pem(text)?;
+        let [ca, exchange] = <[x509_cert::Certificate; 2]>::try_from(certs).map_err(|v| {
+            EnrollError::Authority(format!(
+                "the authority certificate file holds {} certificates; expected the CA and the exchange certificate from `keyward authority cert`",
+                v.len()
+            ))
+        })?;
+        x509::verify_issued_by(&exchange, &ca)?;
+        let oaep = text
+            .lines()
+            .find_map(|l| l.strip_prefix(OAEP_MARKER))
+            .map(|v| if v.trim() == "sha256" { OaepHash::Sha256 } else { OaepHash::Sha1 })
+            .unwrap_or(OaepHash::Sha1);
+        let ca_pem = x509::cert_to_pem(&ca)?;
+        Ok(AuthorityCerts { ca, exchange, oaep, ca_pem })
+    }
+}
+
+/// What a new enrollment request needs.
+pub struct RequestParams<'a> {
+    /// The user name at the authority.
+    pub user: &'a str,
+    /// The new keyset's name.
+    pub keyset: KeysetName,
+    /// The user's token.
+    pub token: &'a Token,
+    /// Security level.
+    pub security: Security,
+    /// Signing key algorithm.
+    pub key_type: KeyAlgorithm,
+    /// The token's user PIN.
+    pub pin: &'a SecretString,
+    /// The temporary key from the authority.
+    pub temp_key: &'a TempKey,
+    /// The authority.
+    pub authority: &'a AuthorityCerts,
+    /// `--final-try`.
+    pub policy: LoginPolicy,
+}
+
+/// Makes the keys and the request; records the keyset as pending. Returns the request bytes.
+/// On failure, the keys are removed and the registry is unchanged.
+pub fn make_request(module: &Module, home: &Path, p: &RequestParams<'_>) -> Result<Vec<u8>, EnrollError> {
+    if p.security == Security::High && p.key_type == KeyAlgorithm::P256 {
+        return Err(EnrollError::Authority(
+            "security level high needs an RSA key type (rsa2048 or rsa3072)".into(),
+        ));
+    }
+    let label = p.keyset.label();
+    let (lock, mut registry) = Registry::lock(home)?;
+    registry.check_free(p.keyset.as_str(), &label)?;
+    let mut session = p.token.open_rw(module)?;
+    session.login(module, PinRole::User, p.pin, p.policy)?;
+    let signing_id = session.random(16)?;
+    let transport_id = session.random(16)?;
+    let mut ks = KeysetSession::from_session(session, p.pin.clone());
+    let result = (|| {
+        let (record, request) = generate_and_sign(module, &mut ks, p, &label, &signing_id, &transport_id)?;
+        registry.add(record)?;
+        registry.save(&lock)?;
+        Ok(request)
+    })();
+    if result.is_err() {
+        for id in [&signing_id, &transport_id] {
+            let _ = ks.session.destroy_by_id(id);
+        }
+    }
+    result
+}
+
+fn generate_and_sign(
+    module: &Module,
+    ks: &mut KeysetSession,
+    p: &RequestParams<'_>,
+    label: &str,
+    signing_id: &[u8],
+    transport_id: &[u8],
+) -> Result<(KeysetRecord, Vec<u8>), EnrollError> {
+    let session = &mut ks.session;
+    session.generate_signing_pair(&KeyTemplate {
+        id: signing_id,
+        private_label: &format!("{label} signing key"),
+        public_label: &format!("{label} signing key (public)"),
+        spec: match p.key_type {
+            KeyAlgorithm::Rsa2048 => KeySpec::Rsa(2048),
+            KeyAlgorithm::Rsa3072 => KeySpec::Rsa(3072),
+            KeyAlgorithm::P256 => KeySpec::EcP256,
+        },
+        always_authenticate: p.security == Security::High,
+    })?;
+    let (transport_public, _) = session.generate_decryption_pair(&DecryptionPair {
+        id: transport_id,
+        label: &format!("{label} enrollment transport key"),
+        bits: 2048,
+        persistent: true,
+        extractable: false,
+        always_authenticate: false,
+    })?;
+    let mut transport_oaep = Vec::new();
+    for h in [OaepHash::Sha256, OaepHash::Sha1] {
+        if session.supports_oaep(transport_public, h) {
+            transport_oaep.push(h);
+        }
+    }
+    let transport_pem = PublicKey::from_raw(&session.rsa_public_key(transport_public)?)?.to_pem()?;
+    let signing = PublicKey::from_raw(
+        &session
+            .public_key(signing_id)?
+            .ok_or_else(|| EnrollError::Authority("the new signing key is not on the token".into()))?,
+    )?;
+    let record = KeysetRecord {
+        name: p.keyset.to_string(),
+        label: label.to_string(),
+        state: KeysetState::Pending,
+        security: p.security,
+        key_type: p.key_type,
+        token_label: p.token.label().to_string(),
+        token_serial: p.token.serial().to_string(),
+        signing_id: hex(signing_id),
+        signing_public_key: signing.to_pem()?,
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        hardening: None,
+        enrollment: None,
+        extra: toml::Table::new(),
+    };
+    let subject = csr::parse_subject(&format!("CN={}", p.user))?;
+    let (info, tbs) = csr::request_info(&subject, &signing)?;
+    let csr_sig = ks.sign_bytes(module, &record, &tbs)?;
+    let csr_pem = csr::finish(info, &signing, &csr_sig)?;
+    let nonce = hex(&ks.session.random(16)?);
+    let body = RequestBody {
+        format: wire::REQUEST_FORMAT.to_string(),
+        version: wire::VERSION,
+        user: p.user.to_string(),
+        keyset: p.keyset.to_string(),
+        security: p.security,
+        key_type: p.key_type,
+        created: record.created.clone(),
+        nonce: nonce.clone(),
+        csr: csr_pem,
+        transport_public_key: transport_pem,
+        transport_oaep,
+        temp_key_oaep: p.authority.oaep,
+        encrypted_temp_key: wire::to_b64(&encrypt_temp_key(p, &nonce)?),
+    };
+    let algorithm = match signing {
+        PublicKey::Rsa(_) => "sha256WithRSAEncryption",
+        PublicKey::P256(_) => "ecdsa-with-SHA256",
+    };
+    let request = wire::seal("keyward enrollment request", &body, algorithm, &mut |bytes: &[u8]| {
+        ks.sign_bytes(module, &record, bytes).map_err(|e| e.to_string())
+    })?;
+    let mut record = record;
+    record.enrollment = Some(Enrollment {
+        user: p.user.to_string(),
+        authority_ca: p.authority.ca_pem.clone(),
+        nonce,
+        transport_id: Some(hex(transport_id)),
+        signing_certificate: None,
+        encryption_keys: Vec::new(),
+    });
+    Ok((record, request))
+}
+
+/// `user NUL nonce NUL temporary key`, RSA-OAEP-encrypted to the exchange certificate's key.
+fn encrypt_temp_key(p: &RequestParams<'_>, nonce: &str) -> Result<Vec<u8>, EnrollError> {
+    let spki = p
+        .authority
+        .exchange
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| EnrollError::Authority(format!("the exchange certificate's key does not encode: {e}")))?;
+    let PublicKey::Rsa(key) = PublicKey::from_spki_der(&spki)? else {
+        return Err(EnrollError::Authority("the authority's exchange key is not RSA".into()));
+    };
+    let plain = Zeroizing::new(format!("{}\0{}\0{}", p.user, nonce, p.temp_key.expose()).into_bytes());
+    let mut rng = rand_core::OsRng;
+    let padding = match p.authority.oaep {
+        OaepHash::Sha1 => Oaep::new::<sha1::Sha1>(),
+        OaepHash::Sha256 => Oaep::new::<sha2::Sha256>(),
+    };
+    key.encrypt(&mut rng, padding, &plain)
+        .map_err(|e| EnrollError::Authority(format!("cannot encrypt the temporary key: {e}")))
+}
+
+/// What completing a reply did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Completed {
+    /// The keyset.
+    pub keyset: String,
+    /// The user.
+    pub user: String,
+    /// Encryption keys now on the token (archived + new).
+    pub encryption_keys: usize,
+    /// Keysets of the same user marked retired.
+    pub retired: Vec<String>,
+}
+
+/// Completes an enrollment: verifies the reply against the authority trusted at request time,
+/// unwraps every encryption key inside the token, stores the certificates, removes the
+/// transport key and records the keyset as active. A failure removes what it stored.
+pub fn complete(
+    module: &Module,
+    home: &Path,
+    reply_path: &Path,
+    password: &SecretString,
+    new_password: Option<&SecretString>,
+    policy: LoginPolicy,
+) -> Result<Completed, EnrollError> {
+    let text = std::fs::read_to_string(reply_path).map_err(|e| EnrollError::Io {
+        action: "read",
+        path: reply_path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let signed: Signed<ReplyBody> = wire::open(reply_path, &text, "reply")?;
+    wire::check_header(reply_path, &signed.body.format, signed.body.version, wire::REPLY_FORMAT)?;
+    let (lock, mut registry) = Registry::lock(home)?;
+    let record = registry
+        .keysets()
+        .iter()
+        .find(|k| {
+            k.state == KeysetState::Pending && k.enrollment.as_ref().is_some_and(|e| e.nonce == signed.body.request_nonce)
+        })
+        .cloned()
+        .ok_or_else(|| EnrollError::NoPendingRequest {
+            keyset: signed.body.keyset.clone(),
+        })?;
+    let enrollment = record.enrollment.clone().ok_or_else(|| EnrollError::NoPendingRequest {
+        keyset: record.name.clone(),
+    })?;
+    let ca = verify_reply(&signed, &enrollment)?;
+    let signing_cert = x509::certs_from_pem(&signed.body.signing_certificate)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| EnrollError::BadReply("no signing certificate".into()))?;
+    x509::verify_issued_by(&signing_cert, &ca)?;
+    let ours = PublicKey::from_pem(&record.signing_public_key)?.to_der()?;
+    if x509::spki_der_of(&signing_cert) != ours {
+        return Err(EnrollError::BadReply("the signing certificate is for another key".into()));
+    }
+
+    let mut ks = KeysetSession::open(module, &record, password, policy, true)?;
+    let mut created: Vec<Vec<u8>> = Vec::new();
+    let result = store_everything(&mut ks.session, &record, &enrollment, &signed.body, &ca, &signing_cert, &mut created);
+    let keys = match result {
+        Ok(keys) => keys,
+        Err(e) => {
+            for id in &created {
+                let _ = ks.session.destroy_by_id(id);
+            }
+            let sid = unhex_id(&record.signing_id)?;
+            if let Ok(Some(cert)) = ks.session.find_object(ObjectKindFilter::Certificate, &sid) {
+                let _ = ks.session.destroy(cert);
+            }
+            return Err(e);
+        }
+    };
+    let n = keys.len();
+    let mut retired = Vec::new();
+    for k in registry_keysets_of(&registry, &enrollment.user, &enrollment.authority_ca, &record.name) {
+        retired.push(k);
+    }
+    for name in &retired {
+        registry.get_mut(name)?.state = KeysetState::Retired;
+    }
+    {
+        let r = registry.get_mut(&record.name)?;
+        r.state = KeysetState::Active;
+        if let Some(e) = r.enrollment.as_mut() {
+            e.transport_id = None;
+            e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
+            e.encryption_keys = keys;
+        }
+    }
+    registry.save(&lock)?;
+    if let Some(tid) = &enrollment.transport_id {
+        let _ = ks.session.destroy_by_id(&unhex_id(tid)?);
+    }
+    if let Some(new) = new_password {
+        let pin = crate::keyset::token_pin(&record, password)?;
+        ks.session.set_user_pin(module, &pin, new)?;
+    }
+    Ok(Completed {
+        keyset: record.name.clone(),
+        user: enrollment.user.clone(),
+        encryption_keys: n,
+        retired,
+    })
+}
+
+/// Checks the reply's signature with the CA trusted at request time.
+fn verify_reply(signed: &Signed<ReplyBody>, enrollment: &Enrollment) -> Result<x509_cert::Certificate, EnrollError> {
+    let trusted = x509::certs_from_pem(&enrollment.authority_ca)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| EnrollError::BadReply("the registry holds no authority certificate".into()))?;
+    let in_reply = x509::certs_from_pem(&signed.body.ca_certificate)?;
+    if in_reply.first().map(|c| c.to_der().ok()) != Some(trusted.to_der().ok()) {
+        return Err(EnrollError::BadReply("it names another authority than the one the request was made for".into()));
+    }
+    let key = PublicKey::from_spki_der(&x509::spki_der_of(&trusted))?;
+    key.verify(&signed.signed_bytes, &signed.signature)
+        .map_err(|_| EnrollError::BadReply("its signature does not verify with the authority's CA key: it was changed or forged".into()))?;
+    Ok(trusted)
+}
+
+fn store_everything(
+    session: &mut TokenSession,
+    record: &KeysetRecord,
+    enrollment: &Enrollment,
+    reply: &ReplyBody,
+    ca: &x509_cert::Certificate,
+    signing_cert: &x509_cert::Certificate,
+    created: &mut Vec<Vec<u8>>,
+) -> Result<Vec<EncryptionKey>, EnrollError> {
+    let transport_id = unhex_id(enrollment.transport_id.as_deref().unwrap_or_default())?;
+    let transport = session
+        .find_object(ObjectKindFilter::PrivateKey, &transport_id)?
+        .ok_or(EnrollError::WrongToken {
+            keyset: record.name.clone(),
+        })?;
+    let wrapped_aes = wire::b64(Path::new("reply"), "wrapped_aes_key", &reply.wrapped_aes_key)?;
+    let aes = session
+        .unwrap_aes_rsa_oaep(transport, &wrapped_aes, reply.oaep)
+        .map_err(|e| EnrollError::BadReply(format!("its transport key does not unwrap on this token ({e})")))?;
+    let signing_id = unhex_id(&record.signing_id)?;
+    store_cert(session, &signing_id, &format!("{} signing certificate", record.label), signing_cert)?;
+    let mut keys = Vec::new();
+    for (i, k) in reply.encryption_keys.iter().enumerate() {
+        let cert = x509::certs_from_pem(&k.certificate)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| EnrollError::BadReply("an encryption key without a certificate".into()))?;
+        x509::verify_issued_by(&cert, ca)?;
+        let id = session.random(16)?;
+        created.push(id.clone());
+        let label = format!("{} encryption key {}", record.label, i + 1);
+        let wrapped = wire::b64(Path::new("reply"), "wrapped_key", &k.wrapped_key)?;
+        session.unwrap_private_aes_kwp(
+            aes,
+            &wrapped,
+            &UnwrapTemplate {
+                persistent: true,
+                id: &id,
+                label: &label,
+                extractable: false,
+                always_authenticate: record.security == Security::High,
+            },
+        )?;
+        let public = PublicKey::from_spki_der(&x509::spki_der_of(&cert))?;
+        if let Some((n, e)) = public.rsa_parts() {
+            session.store_rsa_public(&id, &format!("{label} (public)"), &n, &e)?;
+        }
+        store_cert(session, &id, &format!("{label} certificate"), &cert)?;
+        keys.push(EncryptionKey {
+            id: hex(&id),
+            cert_serial: x509::serial_hex(&cert),
+            certificate: x509::cert_to_pem(&cert)?,
+            current: k.current,
+        });
+    }
+    Ok(keys)
+}
+
+fn store_cert(session: &TokenSession, id: &[u8], label: &str, cert: &x509_cert::Certificate) -> Result<(), EnrollError> {
+    let enc = |e: der::Error| EnrollError::BadReply(format!("a certificate does not encode: {e}"));
+    let der = cert.to_der().map_err(enc)?;
+    let tbs = &cert.tbs_certificate;
+    session.store_certificate(&CertObject {
+        id,
+        label,
+        der: &der,
+        subject: &tbs.subject.to_der().map_err(enc)?,
+        issuer: &tbs.issuer.to_der().map_err(enc)?,
+        serial: &tbs.serial_number.to_der().map_err(enc)?,
+    })?;
+    Ok(())
+}
+
+fn registry_keysets_of(registry: &Registry, user: &str, ca: &str, except: &str) -> Vec<String> {
+    registry
+        .keysets()
+        .iter()
+        .filter(|k| {
+            k.name != except
+                && k.state == KeysetState::Active
+                && k.enrollment.as_ref().is_some_and(|e| e.user == user && e.authority_ca == ca)
+        })
+        .map(|k| k.name.clone())
+        .collect()
+}
+
+/// Removes a pending keyset made by [`make_request`] (its keys and its registry entry), after
+/// the authority refused the request in a local enrollment.
+pub fn abandon(module: &Module, home: &Path, keyset: &str, pin: &SecretString) -> Result<(), EnrollError> {
+    let (lock, mut registry) = Registry::lock(home)?;
+    let record = registry.get(keyset)?.clone();
+    if record.state != KeysetState::Pending {
+        return Ok(());
+    }
+    let token = crate::keyset::keyset_token(module, &record)?;
+    let mut session = token.open_rw(module)?;
+    session.login(module, PinRole::User, pin, LoginPolicy::default())?;
+    session.destroy_by_id(&unhex_id(&record.signing_id)?)?;
+    if let Some(tid) = record.enrollment.as_ref().and_then(|e| e.transport_id.as_deref()) {
+        session.destroy_by_id(&unhex_id(tid)?)?;
+    }
+    registry.remove(keyset)?;
+    registry.save(&lock)?;
+    Ok(())
+}

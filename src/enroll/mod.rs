@@ -1,0 +1,72 @@
+//! Enrollment: the request a user's keyward sends, the reply the authority returns, and the
+//! client side that makes one and completes the other.
+
+pub mod client;
+pub mod wire;
+
+use std::path::PathBuf;
+
+use crate::authority::x509::X509Error;
+use crate::keyset::KeysetError;
+use crate::token::TokenError;
+
+/// Errors of the client side of enrollment.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    /// From the token.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// From the keyset layer.
+    #[error(transparent)]
+    Keyset(#[from] KeysetError),
+    /// Request and reply files.
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    /// Certificates.
+    #[error(transparent)]
+    X509(#[from] X509Error),
+    /// The authority's files or answers are unusable.
+    #[error("{0}")]
+    Authority(String),
+    /// The reply is unusable.
+    #[error("reply refused: {0}; nothing was changed")]
+    BadReply(String),
+    /// No pending request matches the reply.
+    #[error("no pending enrollment request matches this reply (keyset {keyset:?}); was it made for another keyward home, or completed already?")]
+    NoPendingRequest {
+        /// The keyset the reply names.
+        keyset: String,
+    },
+    /// The keyset's token lacks the transport key: another token.
+    #[error("the token present for keyset {keyset:?} does not hold its enrollment transport key: this reply must be completed on the token the request was made on")]
+    WrongToken {
+        /// The keyset.
+        keyset: String,
+    },
+    /// Reading or writing a file.
+    #[error("cannot {action} {}: {reason}", .path.display())]
+    Io {
+        /// What.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+macro_rules! keyset_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for EnrollError {
+            fn from(e: $t) -> Self {
+                EnrollError::Keyset(e.into())
+            }
+        }
+    )*};
+}
+keyset_from!(
+    crate::keyset::RegistryError,
+    crate::keyset::pubkey::KeyError,
+    crate::keyset::csr::CsrError
+);

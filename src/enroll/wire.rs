@@ -1,0 +1,314 @@
+//! The enrollment request and reply files: a TOML body followed by a `[signature]` table that
+//! signs every byte before it. Documented in `docs/formats.md`.
+//!
+//! ```text
+//! # keyward enrollment request
+//! format = "keyward-enrollment-request"
+//! version = 1
+//! user = "alice"
+//! ...
+//! [signature]
+//! algorithm = "sha256WithRSAEncryption"
+//! value = "base64…"
+//! ```
+
+use std::path::Path;
+
+use base64ct::{Base64, Encoding};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::home::{parse_toml, ConfigError};
+use crate::keyset::{KeyAlgorithm, Security};
+use crate::token::OaepHash;
+
+/// The format version this keyward reads and writes.
+pub const VERSION: u32 = 1;
+/// `format` of a request.
+pub const REQUEST_FORMAT: &str = "keyward-enrollment-request";
+/// `format` of a reply.
+pub const REPLY_FORMAT: &str = "keyward-enrollment-reply";
+const SIGNATURE_HEADER: &str = "\n[signature]\n";
+
+/// Errors reading a request or reply.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Not TOML, or not the expected fields (file:line:column inside).
+    #[error("{0}")]
+    Parse(#[from] ConfigError),
+    /// No `[signature]` table at the end.
+    #[error("{}: no [signature] table at the end; the file is truncated or not a keyward {what}", .path.display())]
+    Unsigned {
+        /// The file.
+        path: std::path::PathBuf,
+        /// "request" or "reply".
+        what: &'static str,
+    },
+    /// The `format` field is wrong.
+    #[error("{}: format is {found:?}, expected {expected:?}; did you pass the request where the reply goes (or the other way round)?", .path.display())]
+    WrongFormat {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What it says.
+        found: String,
+        /// What it should say.
+        expected: &'static str,
+    },
+    /// Written by a newer keyward.
+    #[error("{}: version {found} is newer than this keyward's {VERSION}; upgrade keyward", .path.display())]
+    NewerVersion {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// A base64 field does not decode.
+    #[error("{}: field {field} is not valid base64", .path.display())]
+    Base64 {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The field.
+        field: &'static str,
+    },
+    /// Encoding failed.
+    #[error("cannot encode the {0}: {1}")]
+    Encode(&'static str, String),
+}
+
+/// The signature table at the end of a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignatureTable {
+    /// `sha256WithRSAEncryption` or `ecdsa-with-SHA256`.
+    pub algorithm: String,
+    /// The signature over every byte before `[signature]`, base64.
+    pub value: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SignatureOnly {
+    signature: SignatureTable,
+}
+
+/// A signed file split into its body bytes, parsed body and signature.
+#[derive(Debug)]
+pub struct Signed<T> {
+    /// The exact signed bytes.
+    pub signed_bytes: Vec<u8>,
+    /// The parsed body.
+    pub body: T,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+    /// The signature algorithm named in the file.
+    pub algorithm: String,
+}
+
+/// An enrollment request: made by the user's keyward, signed by the new signing key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RequestBody {
+    /// [`REQUEST_FORMAT`].
+    pub format: String,
+    /// [`VERSION`].
+    pub version: u32,
+    /// The user name the authority knows.
+    pub user: String,
+    /// The keyset name chosen by the user.
+    pub keyset: String,
+    /// Security level.
+    pub security: Security,
+    /// Signing key algorithm.
+    pub key_type: KeyAlgorithm,
+    /// When made, RFC 3339.
+    pub created: String,
+    /// Random, hex: binds the reply and the encrypted temporary key to this request.
+    pub nonce: String,
+    /// PKCS#10 request for the signing key (proof of possession), PEM.
+    pub csr: String,
+    /// The transport public key (SPKI PEM) the encryption keys are wrapped to.
+    pub transport_public_key: String,
+    /// RSA-OAEP hashes the user's token can unwrap with, best first.
+    pub transport_oaep: Vec<OaepHash>,
+    /// RSA-OAEP hash used for `encrypted_temp_key`.
+    pub temp_key_oaep: OaepHash,
+    /// `user NUL nonce NUL temporary-key`, RSA-OAEP-encrypted to the authority's exchange key, base64.
+    pub encrypted_temp_key: String,
+}
+
+/// One encryption key in a reply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplyKey {
+    /// Its certificate, PEM.
+    pub certificate: String,
+    /// The private key (PKCS#8) wrapped under the reply's AES key with RFC 5649, base64.
+    pub wrapped_key: String,
+    /// The newest key (the one others encrypt to from now on).
+    pub current: bool,
+}
+
+/// An enrollment reply: made by the authority, signed by its CA key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplyBody {
+    /// [`REPLY_FORMAT`].
+    pub format: String,
+    /// [`VERSION`].
+    pub version: u32,
+    /// The user.
+    pub user: String,
+    /// The keyset.
+    pub keyset: String,
+    /// The request's nonce.
+    pub request_nonce: String,
+    /// When made, RFC 3339.
+    pub created: String,
+    /// The CA certificate, PEM.
+    pub ca_certificate: String,
+    /// The signing certificate, PEM.
+    pub signing_certificate: String,
+    /// RSA-OAEP hash of `wrapped_aes_key`.
+    pub oaep: OaepHash,
+    /// The AES-256 key wrapped to the request's transport key, base64.
+    pub wrapped_aes_key: String,
+    /// Every encryption key: the archived history and the new one.
+    #[serde(rename = "encryption_key")]
+    pub encryption_keys: Vec<ReplyKey>,
+}
+
+/// Serialises a body and appends its signature.
+pub fn seal<T: Serialize>(
+    title: &str,
+    body: &T,
+    algorithm: &str,
+    sign: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, WireError> {
+    let text = toml::to_string_pretty(body).map_err(|e| WireError::Encode("body", e.to_string()))?;
+    let mut bytes = format!("# {title}\n{text}").into_bytes();
+    if !bytes.ends_with(b"\n") {
+        bytes.push(b'\n');
+    }
+    let signature = sign(&bytes).map_err(|e| WireError::Encode("signature", e))?;
+    let table = toml::to_string(&SignatureOnly {
+        signature: SignatureTable {
+            algorithm: algorithm.to_string(),
+            value: Base64::encode_string(&signature),
+        },
+    })
+    .map_err(|e| WireError::Encode("signature", e.to_string()))?;
+    bytes.extend_from_slice(b"\n");
+    bytes.extend_from_slice(table.as_bytes());
+    Ok(bytes)
+}
+
+/// Splits and parses a signed file (the signature is checked by the caller, who knows the key).
+pub fn open<T: DeserializeOwned>(path: &Path, text: &str, what: &'static str) -> Result<Signed<T>, WireError> {
+    let cut = text.rfind(SIGNATURE_HEADER).ok_or_else(|| WireError::Unsigned {
+        path: path.to_path_buf(),
+        what,
+    })?;
+    let signed = &text[..cut];
+    let sig: SignatureOnly = parse_toml(path, &text[cut..]).map_err(|e| shift_line(e, signed))?;
+    let body: T = parse_toml(path, signed)?;
+    let signature = Base64::decode_vec(sig.signature.value.trim()).map_err(|_| WireError::Base64 {
+        path: path.to_path_buf(),
+        field: "signature.value",
+    })?;
+    Ok(Signed {
+        signed_bytes: signed.as_bytes().to_vec(),
+        body,
+        signature,
+        algorithm: sig.signature.algorithm,
+    })
+}
+
+/// Checks `format` and `version`.
+pub fn check_header(path: &Path, format: &str, version: u32, expected: &'static str) -> Result<(), WireError> {
+    if format != expected {
+        return Err(WireError::WrongFormat {
+            path: path.to_path_buf(),
+            found: format.to_string(),
+            expected,
+        });
+    }
+    if version > VERSION {
+        return Err(WireError::NewerVersion {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes a base64 field.
+pub fn b64(path: &Path, field: &'static str, value: &str) -> Result<Vec<u8>, WireError> {
+    Base64::decode_vec(value.trim()).map_err(|_| WireError::Base64 {
+        path: path.to_path_buf(),
+        field,
+    })
+}
+
+/// Encodes bytes as base64.
+pub fn to_b64(bytes: &[u8]) -> String {
+    Base64::encode_string(bytes)
+}
+
+fn shift_line(e: ConfigError, before: &str) -> ConfigError {
+    match e {
+        ConfigError::Parse {
+            path,
+            line,
+            column,
+            message,
+        } => ConfigError::Parse {
+            path,
+            line: line + before.matches('\n').count(),
+            column,
+            message,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Body {
+        format: String,
+        version: u32,
+        user: String,
+    }
+
+    fn sample() -> Vec<u8> {
+        let body = Body {
+            format: "f".into(),
+            version: 1,
+            user: "alice".into(),
+        };
+        seal("test", &body, "alg", &mut |b: &[u8]| Ok(b.iter().rev().copied().collect())).unwrap()
+    }
+
+    #[test]
+    fn seal_then_open_gives_the_signed_bytes_back() {
+        let bytes = sample();
+        let text = String::from_utf8(bytes).unwrap();
+        let s: Signed<Body> = open(Path::new("r"), &text, "request").unwrap();
+        assert_eq!(s.body.user, "alice");
+        let expected: Vec<u8> = s.signed_bytes.iter().rev().copied().collect();
+        assert_eq!(s.signature, expected);
+        assert_eq!(s.algorithm, "alg");
+    }
+
+    #[test]
+    fn truncated_file_is_unsigned() {
+        let text = String::from_utf8(sample()).unwrap();
+        let cut = &text[..text.find("[signature]").unwrap() - 1];
+        assert!(matches!(open::<Body>(Path::new("r"), cut, "request"), Err(WireError::Unsigned { .. })));
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let text = String::from_utf8(sample()).unwrap().replace("user = \"alice\"", "user = = \"alice\"");
+        let err = open::<Body>(Path::new("req.toml"), &text, "request").unwrap_err().to_string();
+        assert!(err.starts_with("req.toml:"), "{err}");
+    }
+}

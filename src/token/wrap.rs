@@ -1,0 +1,366 @@
+//! Key transport and archive on tokens: decryption key pairs, AES archive keys, AES key wrap
+//! with padding (RFC 5649), RSA-OAEP wrapping and decryption, certificates as token objects.
+
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle};
+use zeroize::Zeroizing;
+
+use super::error::TokenError;
+use super::keys::RawPublicKey;
+use super::session::TokenSession;
+
+/// A token object found or made in this session (opaque to the layers above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectRef(ObjectHandle);
+
+/// The hash of RSA-OAEP (with MGF1 of the same hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OaepHash {
+    /// SHA-1: what SoftHSM 2.6 supports; OAEP's security does not rest on collision resistance.
+    Sha1,
+    /// SHA-256: preferred where the token supports it.
+    Sha256,
+}
+
+impl OaepHash {
+    fn mechanism(self) -> Mechanism<'static> {
+        let (hash, mgf) = match self {
+            OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+        };
+        Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
+    }
+}
+
+/// How a private key arriving wrapped is stored.
+#[derive(Debug, Clone)]
+pub struct UnwrapTemplate<'a> {
+    /// Keep it on the token (`CKA_TOKEN`), or only for this session.
+    pub persistent: bool,
+    /// `CKA_ID`.
+    pub id: &'a [u8],
+    /// `CKA_LABEL`.
+    pub label: &'a str,
+    /// May it be wrapped again (the authority's session copies only).
+    pub extractable: bool,
+    /// `CKA_ALWAYS_AUTHENTICATE`.
+    pub always_authenticate: bool,
+}
+
+/// A new RSA decryption key pair.
+#[derive(Debug, Clone)]
+pub struct DecryptionPair<'a> {
+    /// `CKA_ID` of both halves.
+    pub id: &'a [u8],
+    /// Label of the private key (the public one gets " (public)").
+    pub label: &'a str,
+    /// Modulus bits.
+    pub bits: u32,
+    /// On the token, or session objects only.
+    pub persistent: bool,
+    /// May the private key be wrapped (only for keys the authority archives).
+    pub extractable: bool,
+    /// `CKA_ALWAYS_AUTHENTICATE` on the private key.
+    pub always_authenticate: bool,
+}
+
+/// A certificate to store on a token.
+#[derive(Debug, Clone)]
+pub struct CertObject<'a> {
+    /// `CKA_ID`: the id of the certificate's key.
+    pub id: &'a [u8],
+    /// `CKA_LABEL`.
+    pub label: &'a str,
+    /// The certificate, DER.
+    pub der: &'a [u8],
+    /// Subject name, DER.
+    pub subject: &'a [u8],
+    /// Issuer name, DER.
+    pub issuer: &'a [u8],
+    /// Serial number, DER INTEGER.
+    pub serial: &'a [u8],
+}
+
+impl TokenSession {
+    /// Generates an RSA key pair whose private key decrypts and unwraps, and never signs.
+    pub fn generate_decryption_pair(&self, p: &DecryptionPair<'_>) -> Result<(ObjectRef, ObjectRef), TokenError> {
+        let public = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(p.persistent),
+            Attribute::Private(false),
+            Attribute::Id(p.id.to_vec()),
+            Attribute::Label(format!("{} (public)", p.label).into_bytes()),
+            Attribute::ModulusBits(u64::from(p.bits).into()),
+            Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+            Attribute::Encrypt(true),
+            Attribute::Wrap(true),
+            Attribute::Verify(false),
+            Attribute::Derive(false),
+        ];
+        let private = vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(p.persistent),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(p.extractable),
+            Attribute::Id(p.id.to_vec()),
+            Attribute::Label(p.label.as_bytes().to_vec()),
+            Attribute::Decrypt(true),
+            Attribute::Unwrap(true),
+            Attribute::Sign(false),
+            Attribute::Derive(false),
+            Attribute::AlwaysAuthenticate(p.always_authenticate),
+        ];
+        log::debug!("C_GenerateKeyPair RSA-{} (decryption) on token {:?}", p.bits, self.token.label());
+        self.session
+            .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+            .map(|(a, b)| (ObjectRef(a), ObjectRef(b)))
+            .map_err(|e| self.op_error(e, "generating a decryption key pair"))
+    }
+
+    /// Generates the authority's AES-256 archive key: on the token, never extractable, wrap/unwrap only.
+    pub fn generate_archive_key(&self, id: &[u8], label: &str) -> Result<ObjectRef, TokenError> {
+        let template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32u64.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+        ];
+        self.session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "generating the archive key"))
+    }
+
+    /// A one-session AES-256 key that can be wrapped to a recipient (key transport).
+    pub fn generate_transport_aes(&self) -> Result<ObjectRef, TokenError> {
+        let template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32u64.into()),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(false),
+        ];
+        self.session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "generating a transport key"))
+    }
+
+    /// The one object of `class` with `CKA_ID` = `id`, or `None`; several is an error.
+    pub fn find_object(&self, class: ObjectKindFilter, id: &[u8]) -> Result<Option<ObjectRef>, TokenError> {
+        let found = self
+            .session
+            .find_objects(&[Attribute::Class(class.class()), Attribute::Id(id.to_vec())])
+            .map_err(|e| self.op_error(e, "finding an object"))?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(ObjectRef(*one))),
+            many => Err(TokenError::Wrapper {
+                what: "finding an object by id".to_string(),
+                reason: format!("{} objects share one id on token {:?}; remove the duplicates", many.len(), self.token.label()),
+            }),
+        }
+    }
+
+    /// The RSA public key of a public-key object.
+    pub fn rsa_public_key(&self, key: ObjectRef) -> Result<RawPublicKey, TokenError> {
+        let attrs = self
+            .session
+            .get_attributes(key.0, &[AttributeType::Modulus, AttributeType::PublicExponent])
+            .map_err(|e| self.op_error(e, "reading a public key"))?;
+        let (mut modulus, mut exponent) = (Vec::new(), Vec::new());
+        for a in attrs {
+            match a {
+                Attribute::Modulus(v) => modulus = v,
+                Attribute::PublicExponent(v) => exponent = v,
+                _ => {}
+            }
+        }
+        Ok(RawPublicKey::Rsa { modulus, exponent })
+    }
+
+    /// Imports an RSA public key for this session only, to wrap or encrypt to it.
+    pub fn import_rsa_public(&self, modulus: &[u8], exponent: &[u8]) -> Result<ObjectRef, TokenError> {
+        let template = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(false),
+            Attribute::Modulus(modulus.to_vec()),
+            Attribute::PublicExponent(exponent.to_vec()),
+            Attribute::Wrap(true),
+            Attribute::Encrypt(true),
+            Attribute::Verify(false),
+        ];
+        self.session
+            .create_object(&template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "importing a public key"))
+    }
+
+    /// Stores an RSA public key on the token (so tools find it beside its private key).
+    pub fn store_rsa_public(&self, id: &[u8], label: &str, modulus: &[u8], exponent: &[u8]) -> Result<ObjectRef, TokenError> {
+        let template = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Modulus(modulus.to_vec()),
+            Attribute::PublicExponent(exponent.to_vec()),
+            Attribute::Encrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Verify(false),
+        ];
+        self.session
+            .create_object(&template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "storing a public key"))
+    }
+
+    /// Stores an X.509 certificate with the `CKA_ID` of its key.
+    pub fn store_certificate(&self, c: &CertObject<'_>) -> Result<ObjectRef, TokenError> {
+        let template = vec![
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Id(c.id.to_vec()),
+            Attribute::Label(c.label.as_bytes().to_vec()),
+            Attribute::Value(c.der.to_vec()),
+            Attribute::Subject(c.subject.to_vec()),
+            Attribute::Issuer(c.issuer.to_vec()),
+            Attribute::SerialNumber(c.serial.to_vec()),
+        ];
+        self.session
+            .create_object(&template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "storing a certificate"))
+    }
+
+    /// Wraps `key` under an AES key with `CKM_AES_KEY_WRAP_PAD` (RFC 5649).
+    pub fn wrap_aes_kwp(&self, wrapping: ObjectRef, key: ObjectRef) -> Result<Vec<u8>, TokenError> {
+        self.session
+            .wrap_key(&Mechanism::AesKeyWrapPad, wrapping.0, key.0)
+            .map_err(|e| self.op_error(e, "wrapping a key (AES key wrap with padding)"))
+    }
+
+    /// Unwraps an RSA private key wrapped with `CKM_AES_KEY_WRAP_PAD` into this token; it can
+    /// decrypt and unwrap, never sign, and is always sensitive.
+    pub fn unwrap_private_aes_kwp(&self, unwrapping: ObjectRef, wrapped: &[u8], t: &UnwrapTemplate<'_>) -> Result<ObjectRef, TokenError> {
+        let template = vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(t.persistent),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(t.extractable),
+            Attribute::Id(t.id.to_vec()),
+            Attribute::Label(t.label.as_bytes().to_vec()),
+            Attribute::Decrypt(true),
+            Attribute::Unwrap(true),
+            Attribute::Sign(false),
+            Attribute::Derive(false),
+            Attribute::AlwaysAuthenticate(t.always_authenticate),
+        ];
+        self.session
+            .unwrap_key(&Mechanism::AesKeyWrapPad, unwrapping.0, wrapped, &template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "unwrapping a private key (AES key wrap with padding)"))
+    }
+
+    /// Wraps a secret key to an RSA public key with RSA-OAEP.
+    pub fn wrap_rsa_oaep(&self, wrapping: ObjectRef, key: ObjectRef, hash: OaepHash) -> Result<Vec<u8>, TokenError> {
+        self.session
+            .wrap_key(&hash.mechanism(), wrapping.0, key.0)
+            .map_err(|e| self.op_error(e, "wrapping a key with RSA-OAEP"))
+    }
+
+    /// Unwraps an AES key wrapped with RSA-OAEP, for this session only, able to unwrap keys.
+    pub fn unwrap_aes_rsa_oaep(&self, unwrapping: ObjectRef, wrapped: &[u8], hash: OaepHash) -> Result<ObjectRef, TokenError> {
+        let template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Unwrap(true),
+            Attribute::Wrap(false),
+        ];
+        self.session
+            .unwrap_key(&hash.mechanism(), unwrapping.0, wrapped, &template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "unwrapping a transport key with RSA-OAEP"))
+    }
+
+    /// Decrypts a short RSA-OAEP ciphertext (a key or code) with a private key on the token.
+    pub fn decrypt_rsa_oaep(&self, key: ObjectRef, ciphertext: &[u8], hash: OaepHash) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        self.session
+            .decrypt(&hash.mechanism(), key.0, ciphertext)
+            .map(Zeroizing::new)
+            .map_err(|e| self.op_error(e, "decrypting with RSA-OAEP"))
+    }
+
+    /// Does the token accept RSA-OAEP with `hash` for this public key? (SoftHSM 2.6 takes SHA-1 only.)
+    pub fn supports_oaep(&self, public: ObjectRef, hash: OaepHash) -> bool {
+        match self.session.encrypt_init(&hash.mechanism(), public.0) {
+            Ok(()) => {
+                // Finish the operation so the session is free again.
+                let _ = self.session.encrypt(&hash.mechanism(), public.0, &[0u8; 16]);
+                true
+            }
+            Err(e) => {
+                log::debug!("RSA-OAEP with {hash:?} not supported: {e}");
+                false
+            }
+        }
+    }
+
+    /// Destroys one object.
+    pub fn destroy(&self, obj: ObjectRef) -> Result<(), TokenError> {
+        self.session
+            .destroy_object(obj.0)
+            .map_err(|e| self.op_error(e, "removing an object"))
+    }
+}
+
+/// Which class of object [`TokenSession::find_object`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKindFilter {
+    /// `CKO_PRIVATE_KEY`.
+    PrivateKey,
+    /// `CKO_PUBLIC_KEY`.
+    PublicKey,
+    /// `CKO_SECRET_KEY`.
+    SecretKey,
+    /// `CKO_CERTIFICATE`.
+    Certificate,
+}
+
+impl ObjectKindFilter {
+    fn class(self) -> ObjectClass {
+        match self {
+            ObjectKindFilter::PrivateKey => ObjectClass::PRIVATE_KEY,
+            ObjectKindFilter::PublicKey => ObjectClass::PUBLIC_KEY,
+            ObjectKindFilter::SecretKey => ObjectClass::SECRET_KEY,
+            ObjectKindFilter::Certificate => ObjectClass::CERTIFICATE,
+        }
+    }
+}
