@@ -37,7 +37,9 @@ fn main() -> Result<(), Fail> {
     let round_time = Duration::from_millis(env_num("KEYWARD_BENCH_ROUND_MS", 400));
 
     // A throw-away token directory, picked up by SoftHSM at C_Initialize.
-    let dir = tempfile::Builder::new().prefix("keyward-bench.").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("keyward-bench.")
+        .tempdir()?;
     let tokens = dir.path().join("tokens");
     std::fs::create_dir_all(&tokens)?;
     let template = std::fs::read_to_string(
@@ -105,7 +107,9 @@ fn main() -> Result<(), Fail> {
         // Same key, same signatures (PKCS#1 v1.5 is deterministic): a sanity check that the
         // two paths do the same work.
         let a = adapter_sign(&module, &mut ad[0], &pin);
-        let r = raw[0].0.sign(&Mechanism::Sha256RsaPkcs, raw[0].1, MESSAGE)?;
+        let r = raw[0]
+            .0
+            .sign(&Mechanism::Sha256RsaPkcs, raw[0].1, MESSAGE)?;
         assert_eq!(a, r, "adapter and raw cryptoki signatures differ");
 
         // (a) one thread: adapter, raw single-part, and raw multi-part (the adapter's call

@@ -11,6 +11,8 @@ use util::{Run, TestBed, USER_PIN};
 /// The token every test here puts its keysets on.
 const CARD: &str = "card";
 const NEW_PIN: &str = "user-secret-2";
+/// A second token, for keysets that need one of their own (not a prefix of `CARD` or vice versa).
+const SPARE: &str = "spare";
 
 fn bed_with_card() -> (TestBed, String) {
     let bed = TestBed::new();
@@ -474,16 +476,20 @@ fn a_wrong_password_creates_nothing_and_signs_nothing() {
 
     bed.create_keyset("Nope", CARD, "not-the-pin", &[])
         .fails(1, "wrong user PIN");
+    // (SoftHSM rewrites its token file on a failed login, so compare objects, not bytes.)
+    assert_eq!(object_set(&bed.token_objects(CARD, USER_PIN)), objects);
+    assert_eq!(bed.registry_text(), registry);
+    // The same with --harden (on a token of its own): no keys, and the PIN is unchanged.
+    bed.init_token(SPARE, USER_PIN);
     bed.run_env(
-        &["keyset", "create", "Nope", "--token", CARD, "--harden"],
+        &["keyset", "create", "Nope", "--token", SPARE, "--harden"],
         &[
             ("KEYWARD_PIN", "not-the-pin"),
             ("KEYWARD_NEW_PIN", "some password"),
         ],
     )
     .fails(1, "wrong user PIN");
-    // (SoftHSM rewrites its token file on a failed login, so compare objects, not bytes.)
-    assert_eq!(object_set(&bed.token_objects(CARD, USER_PIN)), objects);
+    assert!(bed.token_objects(SPARE, USER_PIN).is_empty());
     assert_eq!(bed.registry_text(), registry);
 
     let data = bed.file("data.txt", b"data\n");
@@ -669,6 +675,8 @@ fn concurrent_creates_on_one_registry_all_land() {
 #[test]
 fn a_failure_after_key_generation_removes_the_new_keys() {
     let (bed, _) = bed_with_card();
+    // A hardened keyset needs a token of its own: SPARE is that token.
+    bed.init_token(SPARE, USER_PIN);
     bed.create_keyset("Kept", CARD, USER_PIN, &["--key-type", "p256"])
         .ok();
     let registry = bed.registry_text().expect("registry");
@@ -677,8 +685,12 @@ fn a_failure_after_key_generation_removes_the_new_keys() {
     let files: BTreeSet<_> = bed.token_snapshot().into_iter().map(|(p, _)| p).collect();
 
     let fault = ("KEYWARD_FAULT", "registry-save");
-    for extra in [vec!["--key-type", "p256"], vec![], vec!["--harden"]] {
-        let mut args = vec!["keyset", "create", "Doomed", "--token", CARD];
+    for (token, extra) in [
+        (CARD, vec!["--key-type", "p256"]),
+        (CARD, vec![]),
+        (SPARE, vec!["--harden"]),
+    ] {
+        let mut args = vec!["keyset", "create", "Doomed", "--token", token];
         args.extend(&extra);
         bed.run_env(
             &args,
@@ -693,6 +705,10 @@ fn a_failure_after_key_generation_removes_the_new_keys() {
         assert_eq!(
             object_set(&bed.token_objects(CARD, USER_PIN)),
             objects,
+            "after {extra:?}"
+        );
+        assert!(
+            bed.token_objects(SPARE, USER_PIN).is_empty(),
             "after {extra:?}"
         );
         let now: BTreeSet<_> = bed.token_snapshot().into_iter().map(|(p, _)| p).collect();
@@ -853,6 +869,31 @@ fn harden_derives_the_token_pin_and_passwd_changes_the_salt() {
     assert_eq!(bed.token_objects(CARD, &pin2).len(), 2);
     bed.pkcs11_tool_login(CARD, &pin)
         .refused("CKR_PIN_INCORRECT");
+
+    // The hardened keyset's token is its own: another keyset (hardened or not) would change or
+    // share its derived PIN and lock one of them out, so both are refused and nothing changes.
+    let objects = object_set(&bed.token_objects(CARD, &pin2));
+    bed.create_keyset("Second", CARD, &pin2, &["--key-type", "p256"])
+        .fails(1, "holds hardened keyset \"Hardened\"");
+    bed.run_env(
+        &[
+            "keyset",
+            "create",
+            "Second",
+            "--token",
+            CARD,
+            "--key-type",
+            "p256",
+            "--harden",
+        ],
+        &[
+            ("KEYWARD_PIN", &pin2),
+            ("KEYWARD_NEW_PIN", "second password"),
+        ],
+    )
+    .fails(1, "holds hardened keyset \"Hardened\"");
+    assert_eq!(object_set(&bed.token_objects(CARD, &pin2)), objects);
+    sign(&bed, "Hardened", &data, &sig, PW2).ok();
 }
 
 #[test]
@@ -909,6 +950,27 @@ fn passwd_changes_the_token_pin_and_names_the_keysets_sharing_it() {
         .refused("CKR_PIN_INCORRECT");
     // The other token's PIN is untouched.
     sign(&bed, "Elsewhere", &data, &sig, USER_PIN).ok();
+
+    // --harden on a shared token would change the others' password: refused, nothing changes.
+    let objects = object_set(&bed.token_objects(CARD, NEW_PIN));
+    bed.run_env(
+        &[
+            "keyset",
+            "create",
+            "Three",
+            "--token",
+            CARD,
+            "--key-type",
+            "p256",
+            "--harden",
+        ],
+        &[
+            ("KEYWARD_PIN", NEW_PIN),
+            ("KEYWARD_NEW_PIN", "three password"),
+        ],
+    )
+    .fails(1, "--harden needs a token of its own");
+    assert_eq!(object_set(&bed.token_objects(CARD, NEW_PIN)), objects);
 
     // A lone keyset's passwd has no sharing note.
     let run = bed

@@ -28,10 +28,11 @@ pub fn publish(
     let mut a = AuthorityDir::open_locked(dir)?;
     let revoked = revoked_entries(&a)?;
     let mut session = open_authority_token(module, &a.config, pin, policy)?;
-    let ca_id = unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-    let key = session
-        .find_private_key(&ca_id)?
-        .ok_or_else(|| AuthorityError::BadRequest("the authority's CA key is missing from its token".into()))?;
+    let ca_id =
+        unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let key = session.find_private_key(&ca_id)?.ok_or_else(|| {
+        AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
+    })?;
     let ca = ca_certificate(&a)?;
     let number = a.config.crl_number + 1;
     let now = SystemTime::now();
@@ -43,10 +44,17 @@ pub fn publish(
     };
     let crl = x509::crl(&ca, &revoked, number, now, now + CRL_LIFETIME, &mut signer)?;
     let pem = x509::crl_to_pem(&crl)?;
-    crate::keyset::registry::write_atomic(out, pem.as_bytes()).map_err(|e| super::state::io("write", out, &e))?;
+    crate::keyset::registry::write_atomic(out, pem.as_bytes())
+        .map_err(|e| super::state::io("write", out, &e))?;
     a.config.crl_number = number;
     a.save_config()?;
-    a.audit("operator", "crl", &format!("#{number}"), "ok", &format!("{} revoked certificates", revoked.len()))?;
+    a.audit(
+        "operator",
+        "crl",
+        &format!("#{number}"),
+        "ok",
+        &format!("{} revoked certificates", revoked.len()),
+    )?;
     Ok(revoked.len())
 }
 
@@ -55,9 +63,11 @@ fn revoked_entries(a: &AuthorityDir) -> Result<Vec<RevokedEntry>, AuthorityError
     for user in a.users() {
         for cert in &user.certs {
             let Some(r) = &cert.revoked else { continue };
-            let serial = unhex_id(&cert.serial).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-            let revoked_at = humantime::parse_rfc3339(&r.at)
-                .map_err(|e| AuthorityError::BadRequest(format!("revocation time {:?}: {e}", r.at)))?;
+            let serial =
+                unhex_id(&cert.serial).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+            let revoked_at = humantime::parse_rfc3339(&r.at).map_err(|e| {
+                AuthorityError::BadRequest(format!("revocation time {:?}: {e}", r.at))
+            })?;
             out.push(RevokedEntry {
                 serial,
                 revoked_at,

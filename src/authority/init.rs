@@ -13,7 +13,10 @@ use super::AuthorityError;
 use crate::keyset::csr::parse_subject;
 use crate::keyset::PublicKey;
 use crate::token::keys::hex;
-use crate::token::{DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, OaepHash, PinRole, Token, TokenSession};
+use crate::token::{
+    DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, OaepHash, PinRole, Token,
+    TokenSession,
+};
 
 /// Ten years, the CA certificate's lifetime.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -109,7 +112,9 @@ fn make_everything(
         OaepHash::Sha1
     };
 
-    let ca_raw = session.public_key(&ids.ca)?.ok_or_else(|| missing("CA public key"))?;
+    let ca_raw = session
+        .public_key(&ids.ca)?
+        .ok_or_else(|| missing("CA public key"))?;
     let ca_spki = PublicKey::from_raw(&ca_raw)?.to_der()?;
     let ex_raw = session.rsa_public_key(exchange_public)?;
     let ex_spki = PublicKey::from_raw(&ex_raw)?.to_der()?;
@@ -118,7 +123,12 @@ fn make_everything(
         .ok_or_else(|| missing("CA private key"))?;
     let now = SystemTime::now();
     let not_before = now - Duration::from_secs(3600);
-    let mut signer = CaSigner { module, session, key, pin };
+    let mut signer = CaSigner {
+        module,
+        session,
+        key,
+        pin,
+    };
     let ca = x509::self_signed_ca(
         &CertParams {
             subject,
@@ -149,7 +159,11 @@ fn make_everything(
         },
         &mut signer,
     )?;
-    let bundle = format!("{}{}", x509::cert_to_pem(&ca)?, x509::cert_to_pem(&exchange)?);
+    let bundle = format!(
+        "{}{}",
+        x509::cert_to_pem(&ca)?,
+        x509::cert_to_pem(&exchange)?
+    );
 
     dir.config.ca_key_id = hex(&ids.ca);
     dir.config.exchange_key_id = hex(&ids.exchange);
@@ -158,7 +172,10 @@ fn make_everything(
     dir.write_file("ca.pem", bundle.as_bytes())?;
     dir.save_users()?;
     dir.save_config()?;
-    let detail = format!("token {:?} serial {}; exchange OAEP {:?}", dir.config.token_label, dir.config.token_serial, oaep);
+    let detail = format!(
+        "token {:?} serial {}; exchange OAEP {:?}",
+        dir.config.token_label, dir.config.token_serial, oaep
+    );
     let name = dir.config.name.clone();
     dir.audit("operator", "init", &name, "ok", &detail)?;
     Ok(())
@@ -193,4 +210,3 @@ pub fn open_authority_token(
     session.login(module, PinRole::User, pin, policy)?;
     Ok(session)
 }
-

@@ -77,7 +77,9 @@ pub enum AuthorityError {
     #[error("cannot encode the authority state: {0}")]
     Encode(String),
     /// No such user.
-    #[error("no user {user:?} at this authority; add one with `keyward authority add-user {user}`")]
+    #[error(
+        "no user {user:?} at this authority; add one with `keyward authority add-user {user}`"
+    )]
     UnknownUser {
         /// The user.
         user: String,

@@ -19,7 +19,8 @@ use crate::enroll::wire::{self, ReplyBody, ReplyKey, RequestBody, Signed};
 use crate::keyset::ops::unhex_id;
 use crate::keyset::PublicKey;
 use crate::token::{
-    DecryptionPair, LoginPolicy, Module, ObjectKindFilter, ObjectRef, OaepHash, TokenSession, UnwrapTemplate,
+    DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter, ObjectRef, TokenSession,
+    UnwrapTemplate,
 };
 
 /// How long user certificates are valid.
@@ -64,21 +65,28 @@ pub fn read_request(path: &Path) -> Result<VerifiedRequest, AuthorityError> {
 /// [`read_request`] on text already read.
 pub fn parse_request(path: &Path, text: &str) -> Result<VerifiedRequest, AuthorityError> {
     let signed: Signed<RequestBody> = wire::open(path, text, "request")?;
-    wire::check_header(path, &signed.body.format, signed.body.version, wire::REQUEST_FORMAT)?;
-    let csr = CertReq::from_pem(signed.body.csr.as_bytes())
-        .map_err(|e| AuthorityError::BadRequest(format!("its PKCS#10 request does not parse: {e}")))?;
-    let spki = csr
-        .info
-        .public_key
-        .to_der()
-        .map_err(|e| AuthorityError::BadRequest(format!("its PKCS#10 key does not encode: {e}")))?;
+    wire::check_header(
+        path,
+        &signed.body.format,
+        signed.body.version,
+        wire::REQUEST_FORMAT,
+    )?;
+    let csr = CertReq::from_pem(signed.body.csr.as_bytes()).map_err(|e| {
+        AuthorityError::BadRequest(format!("its PKCS#10 request does not parse: {e}"))
+    })?;
+    let spki =
+        csr.info.public_key.to_der().map_err(|e| {
+            AuthorityError::BadRequest(format!("its PKCS#10 key does not encode: {e}"))
+        })?;
     let key = PublicKey::from_spki_der(&spki)?;
-    let info = csr
-        .info
-        .to_der()
-        .map_err(|e| AuthorityError::BadRequest(format!("its PKCS#10 request does not encode: {e}")))?;
-    key.verify(&info, csr.signature.raw_bytes())
-        .map_err(|_| AuthorityError::BadRequest("the PKCS#10 request's self-signature does not verify (no proof of possession)".into()))?;
+    let info = csr.info.to_der().map_err(|e| {
+        AuthorityError::BadRequest(format!("its PKCS#10 request does not encode: {e}"))
+    })?;
+    key.verify(&info, csr.signature.raw_bytes()).map_err(|_| {
+        AuthorityError::BadRequest(
+            "the PKCS#10 request's self-signature does not verify (no proof of possession)".into(),
+        )
+    })?;
     key.verify(&signed.signed_bytes, &signed.signature).map_err(|_| {
         AuthorityError::BadRequest(
             "the request's signature does not verify with the key in its PKCS#10 request: it was changed after signing, or signed by another key".into(),
@@ -86,7 +94,9 @@ pub fn parse_request(path: &Path, text: &str) -> Result<VerifiedRequest, Authori
     })?;
     let transport = PublicKey::from_pem(&signed.body.transport_public_key)?;
     if transport.rsa_parts().is_none() {
-        return Err(AuthorityError::BadRequest("the transport key must be RSA".into()));
+        return Err(AuthorityError::BadRequest(
+            "the transport key must be RSA".into(),
+        ));
     }
     Ok(VerifiedRequest {
         body: signed.body,
@@ -112,10 +122,19 @@ pub fn process(
     match result {
         Ok(()) => {}
         Err(e) => {
-            if matches!(e, AuthorityError::WrongTempKey { .. } | AuthorityError::TempKeyLocked { .. }) {
+            if matches!(
+                e,
+                AuthorityError::WrongTempKey { .. } | AuthorityError::TempKeyLocked { .. }
+            ) {
                 a.save_users()?;
             }
-            a.audit("operator", "process", &req.body.user, "refused", &e.to_string())?;
+            a.audit(
+                "operator",
+                "process",
+                &req.body.user,
+                "refused",
+                &e.to_string(),
+            )?;
             return Err(e);
         }
     }
@@ -124,29 +143,57 @@ pub fn process(
 }
 
 /// Decrypts the temporary key on the token and checks it against the user's record.
-fn check_temp_key(a: &mut AuthorityDir, session: &mut TokenSession, req: &VerifiedRequest) -> Result<(), AuthorityError> {
+fn check_temp_key(
+    a: &mut AuthorityDir,
+    session: &mut TokenSession,
+    req: &VerifiedRequest,
+) -> Result<(), AuthorityError> {
     let body = &req.body;
     let user = a.user(&body.user)?;
     match user.state {
         UserState::Pending | UserState::Recovering => {}
-        UserState::Active => return Err(state_error(user, "already enrolled; if they lost access, run `keyward authority recover` first")),
+        UserState::Active => {
+            return Err(state_error(
+                user,
+                "already enrolled; if they lost access, run `keyward authority recover` first",
+            ))
+        }
         UserState::Revoked => return Err(state_error(user, "revoked users cannot enroll")),
     }
-    if user.keysets.iter().any(|k| k.to_lowercase() == body.keyset.to_lowercase()) {
+    if user
+        .keysets
+        .iter()
+        .any(|k| k.to_lowercase() == body.keyset.to_lowercase())
+    {
         return Err(AuthorityError::BadRequest(format!(
             "user {:?} already used keyset name {:?}; re-enroll under a new keyset name",
             body.user, body.keyset
         )));
     }
-    let exchange_id = unhex_id(&a.config.exchange_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let exchange_id = unhex_id(&a.config.exchange_key_id)
+        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
     let exchange = session
         .find_object(ObjectKindFilter::PrivateKey, &exchange_id)?
-        .ok_or_else(|| AuthorityError::BadRequest("the authority's exchange key is missing from its token".into()))?;
-    let ciphertext = wire::b64(Path::new("request"), "encrypted_temp_key", &body.encrypted_temp_key)?;
+        .ok_or_else(|| {
+            AuthorityError::BadRequest(
+                "the authority's exchange key is missing from its token".into(),
+            )
+        })?;
+    let ciphertext = wire::b64(
+        Path::new("request"),
+        "encrypted_temp_key",
+        &body.encrypted_temp_key,
+    )?;
     let plain = session
         .decrypt_rsa_oaep(exchange, &ciphertext, body.temp_key_oaep)
-        .map_err(|_| AuthorityError::BadRequest("the temporary key was not encrypted to this authority".into()))?;
-    let text = std::str::from_utf8(&plain).map_err(|_| AuthorityError::BadRequest("the encrypted temporary key is malformed".into()))?;
+        .map_err(|_| {
+            AuthorityError::BadRequest(
+                "the temporary key was not encrypted to this authority".into(),
+            )
+        })?;
+    let text = std::str::from_utf8(&plain).map_err(|_| {
+        AuthorityError::BadRequest("the encrypted temporary key is malformed".into())
+    })?;
     let mut parts = text.splitn(3, '\0');
     let (for_user, for_nonce, typed) = (parts.next(), parts.next(), parts.next());
     if for_user != Some(body.user.as_str()) || for_nonce != Some(body.nonce.as_str()) {
@@ -156,13 +203,28 @@ fn check_temp_key(a: &mut AuthorityDir, session: &mut TokenSession, req: &Verifi
     }
     let key = TempKey::parse(typed.unwrap_or_default())?;
     let user = a.user_mut(&body.user)?;
-    let record = user.temp_key.as_mut().ok_or_else(|| AuthorityError::TempKeySpent { user: body.user.clone() })?;
+    let record = user
+        .temp_key
+        .as_mut()
+        .ok_or_else(|| AuthorityError::TempKeySpent {
+            user: body.user.clone(),
+        })?;
     match record.check(&key, SystemTime::now())? {
         TempKeyCheck::Ok => Ok(()),
-        TempKeyCheck::Wrong { tries_left } => Err(AuthorityError::WrongTempKey { user: body.user.clone(), tries_left }),
-        TempKeyCheck::Locked => Err(AuthorityError::TempKeyLocked { user: body.user.clone() }),
-        TempKeyCheck::Expired { at } => Err(AuthorityError::TempKeyExpired { user: body.user.clone(), at }),
-        TempKeyCheck::Spent => Err(AuthorityError::TempKeySpent { user: body.user.clone() }),
+        TempKeyCheck::Wrong { tries_left } => Err(AuthorityError::WrongTempKey {
+            user: body.user.clone(),
+            tries_left,
+        }),
+        TempKeyCheck::Locked => Err(AuthorityError::TempKeyLocked {
+            user: body.user.clone(),
+        }),
+        TempKeyCheck::Expired { at } => Err(AuthorityError::TempKeyExpired {
+            user: body.user.clone(),
+            at,
+        }),
+        TempKeyCheck::Spent => Err(AuthorityError::TempKeySpent {
+            user: body.user.clone(),
+        }),
     }
 }
 
@@ -184,10 +246,15 @@ fn issue_everything(
 ) -> Result<Made, AuthorityError> {
     let body = &req.body;
     let user = a.user(&body.user)?;
-    let archive_id = unhex_id(&a.config.archive_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let archive_id = unhex_id(&a.config.archive_key_id)
+        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
     let archive_key = session
         .find_object(ObjectKindFilter::SecretKey, &archive_id)?
-        .ok_or_else(|| AuthorityError::BadRequest("the authority's archive key is missing from its token".into()))?;
+        .ok_or_else(|| {
+            AuthorityError::BadRequest(
+                "the authority's archive key is missing from its token".into(),
+            )
+        })?;
 
     // The user's new encryption key: session objects, extractable only so it can be wrapped.
     let enc_id = session.random(16)?;
@@ -210,21 +277,34 @@ fn issue_everything(
 
     let mut keys = Vec::new();
     for old in &user.archive {
-        keys.push(rewrap_archived(a, session, archive_key, aes, &body.user, old)?);
+        keys.push(rewrap_archived(
+            a,
+            session,
+            archive_key,
+            aes,
+            &body.user,
+            old,
+        )?);
     }
     let history = keys.len();
     let new_wrapped = session.wrap_aes_kwp(aes, enc_private)?;
     session.destroy(enc_private)?;
 
-    let ca_id = unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-    let ca_key = session
-        .find_private_key(&ca_id)?
-        .ok_or_else(|| AuthorityError::BadRequest("the authority's CA key is missing from its token".into()))?;
+    let ca_id =
+        unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let ca_key = session.find_private_key(&ca_id)?.ok_or_else(|| {
+        AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
+    })?;
     let ca_cert = ca_certificate(a)?;
     let subject = crate::keyset::csr::parse_subject(&format!("CN={}", body.user))
         .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
     let now = SystemTime::now();
-    let mut signer = CaSigner { module, session, key: ca_key, pin };
+    let mut signer = CaSigner {
+        module,
+        session,
+        key: ca_key,
+        pin,
+    };
     let mut params = CertParams {
         subject: &subject,
         spki_der: &req.signing_spki,
@@ -294,7 +374,9 @@ fn wrap_to_transport(
     }
     Err(match last {
         Some(e) => e.into(),
-        None => AuthorityError::BadRequest("the request names no RSA-OAEP hash its token supports".into()),
+        None => AuthorityError::BadRequest(
+            "the request names no RSA-OAEP hash its token supports".into(),
+        ),
     })
 }
 
@@ -331,27 +413,43 @@ fn rewrap_archived(
 
 /// Writes the archive entry, the issued certificates and the reply, then spends the temporary
 /// key. Anything written before a failure is removed again.
-fn commit(a: &mut AuthorityDir, req: &VerifiedRequest, made: Made, reply: &Path) -> Result<Processed, AuthorityError> {
+fn commit(
+    a: &mut AuthorityDir,
+    req: &VerifiedRequest,
+    made: Made,
+    reply: &Path,
+) -> Result<Processed, AuthorityError> {
     let body = &req.body;
     let sig_serial = x509::serial_hex(&made.signing_cert);
     let enc_serial = x509::serial_hex(&made.encryption_cert);
     let mut written: Vec<PathBuf> = Vec::new();
     let result = (|| -> Result<(), AuthorityError> {
         written.push(a.write_file(&archive_file(&body.user, &enc_serial), &made.archive_blob)?);
-        written.push(a.write_file(&issued_file(&sig_serial), x509::cert_to_pem(&made.signing_cert)?.as_bytes())?);
-        written.push(a.write_file(&issued_file(&enc_serial), x509::cert_to_pem(&made.encryption_cert)?.as_bytes())?);
+        written.push(a.write_file(
+            &issued_file(&sig_serial),
+            x509::cert_to_pem(&made.signing_cert)?.as_bytes(),
+        )?);
+        written.push(a.write_file(
+            &issued_file(&enc_serial),
+            x509::cert_to_pem(&made.encryption_cert)?.as_bytes(),
+        )?);
         a.fault("reply-write")?;
-        crate::keyset::registry::write_atomic(reply, &made.reply_bytes).map_err(|e| super::state::io("write", reply, &e))?;
+        crate::keyset::registry::write_atomic(reply, &made.reply_bytes)
+            .map_err(|e| super::state::io("write", reply, &e))?;
         written.push(reply.to_path_buf());
         let now = now_rfc3339();
-        let not_after = humantime::format_rfc3339_seconds(SystemTime::now() + USER_CERT_LIFETIME).to_string();
+        let not_after =
+            humantime::format_rfc3339_seconds(SystemTime::now() + USER_CERT_LIFETIME).to_string();
         let user = a.user_mut(&body.user)?;
         if let Some(t) = user.temp_key.as_mut() {
             t.mark_spent();
         }
         user.state = UserState::Active;
         user.keysets.push(body.keyset.clone());
-        for (serial, kind) in [(&sig_serial, CertKind::Signing), (&enc_serial, CertKind::Encryption)] {
+        for (serial, kind) in [
+            (&sig_serial, CertKind::Signing),
+            (&enc_serial, CertKind::Encryption),
+        ] {
             user.certs.push(IssuedCert {
                 serial: serial.clone(),
                 kind,
@@ -409,4 +507,3 @@ fn archive_file(user: &str, serial: &str) -> String {
 fn issued_file(serial: &str) -> String {
     format!("issued/{serial}.pem")
 }
-

@@ -30,7 +30,12 @@ impl TbsSigner for CaSigner<'_> {
     fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, String> {
         let mut reader = tbs_der;
         self.session
-            .sign(self.module, &self.key, SignInput::Message(&mut reader), self.pin)
+            .sign(
+                self.module,
+                &self.key,
+                SignInput::Message(&mut reader),
+                self.pin,
+            )
             .map_err(|e| e.to_string())
     }
 }

@@ -183,23 +183,34 @@ impl AuthorityDir {
         let cfg_path = dir.join("authority.toml");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                AuthorityError::NotAnAuthority { dir: dir.to_path_buf() }
+                AuthorityError::NotAnAuthority {
+                    dir: dir.to_path_buf(),
+                }
             } else {
                 io("read", &cfg_path, &e)
             }
         })?;
         let config: AuthorityConfig = parse_toml(&cfg_path, &text)?;
         if config.schema > SCHEMA {
-            return Err(AuthorityError::NewerSchema { path: cfg_path, found: config.schema });
+            return Err(AuthorityError::NewerSchema {
+                path: cfg_path,
+                found: config.schema,
+            });
         }
         let users_path = dir.join("users.toml");
         let users: UsersFile = match std::fs::read_to_string(&users_path) {
             Ok(t) => parse_toml(&users_path, &t)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UsersFile { schema: SCHEMA, ..Default::default() },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UsersFile {
+                schema: SCHEMA,
+                ..Default::default()
+            },
             Err(e) => return Err(io("read", &users_path, &e)),
         };
         if users.schema > SCHEMA {
-            return Err(AuthorityError::NewerSchema { path: users_path, found: users.schema });
+            return Err(AuthorityError::NewerSchema {
+                path: users_path,
+                found: users.schema,
+            });
         }
         Ok(AuthorityDir {
             dir: dir.to_path_buf(),
@@ -210,19 +221,29 @@ impl AuthorityDir {
     }
 
     /// A new, empty authority directory under its lock (nothing written yet).
-    pub fn create_locked(dir: &Path, config: AuthorityConfig) -> Result<AuthorityDir, AuthorityError> {
+    pub fn create_locked(
+        dir: &Path,
+        config: AuthorityConfig,
+    ) -> Result<AuthorityDir, AuthorityError> {
         if dir.join("authority.toml").exists() {
-            return Err(AuthorityError::AlreadyExists { dir: dir.to_path_buf() });
+            return Err(AuthorityError::AlreadyExists {
+                dir: dir.to_path_buf(),
+            });
         }
         std::fs::create_dir_all(dir).map_err(|e| io("create", dir, &e))?;
         let lock = lock_dir(dir)?;
         if dir.join("authority.toml").exists() {
-            return Err(AuthorityError::AlreadyExists { dir: dir.to_path_buf() });
+            return Err(AuthorityError::AlreadyExists {
+                dir: dir.to_path_buf(),
+            });
         }
         Ok(AuthorityDir {
             dir: dir.to_path_buf(),
             config,
-            users: UsersFile { schema: SCHEMA, ..Default::default() },
+            users: UsersFile {
+                schema: SCHEMA,
+                ..Default::default()
+            },
             _lock: Some(lock),
         })
     }
@@ -238,7 +259,9 @@ impl AuthorityDir {
             .users
             .iter()
             .find(|u| u.name == name)
-            .ok_or_else(|| AuthorityError::UnknownUser { user: name.to_string() })
+            .ok_or_else(|| AuthorityError::UnknownUser {
+                user: name.to_string(),
+            })
     }
 
     /// One user, to change.
@@ -247,7 +270,9 @@ impl AuthorityDir {
             .users
             .iter_mut()
             .find(|u| u.name == name)
-            .ok_or_else(|| AuthorityError::UnknownUser { user: name.to_string() })
+            .ok_or_else(|| AuthorityError::UnknownUser {
+                user: name.to_string(),
+            })
     }
 
     /// Adds a user (the name must be new).
@@ -264,20 +289,28 @@ impl AuthorityDir {
         self.fault("users-save")?;
         let mut file = self.users.clone();
         file.schema = SCHEMA;
-        let body = toml::to_string_pretty(&file).map_err(|e| AuthorityError::Encode(e.to_string()))?;
+        let body =
+            toml::to_string_pretty(&file).map_err(|e| AuthorityError::Encode(e.to_string()))?;
         let path = self.path("users.toml");
-        write_atomic(&path, format!("# keyward authority users (schema {SCHEMA})\n{body}").as_bytes())
-            .map_err(|e| io("write", &path, &e))
+        write_atomic(
+            &path,
+            format!("# keyward authority users (schema {SCHEMA})\n{body}").as_bytes(),
+        )
+        .map_err(|e| io("write", &path, &e))
     }
 
     /// Writes `authority.toml` atomically.
     pub fn save_config(&self) -> Result<(), AuthorityError> {
         let mut cfg = self.config.clone();
         cfg.schema = SCHEMA;
-        let body = toml::to_string_pretty(&cfg).map_err(|e| AuthorityError::Encode(e.to_string()))?;
+        let body =
+            toml::to_string_pretty(&cfg).map_err(|e| AuthorityError::Encode(e.to_string()))?;
         let path = self.path("authority.toml");
-        write_atomic(&path, format!("# keyward authority (schema {SCHEMA})\n{body}").as_bytes())
-            .map_err(|e| io("write", &path, &e))
+        write_atomic(
+            &path,
+            format!("# keyward authority (schema {SCHEMA})\n{body}").as_bytes(),
+        )
+        .map_err(|e| io("write", &path, &e))
     }
 
     /// Writes a file in the directory atomically.
@@ -299,7 +332,14 @@ impl AuthorityDir {
     }
 
     /// Appends an audit entry (never a secret) and records the new head in `authority.toml`.
-    pub fn audit(&mut self, actor: &str, action: &str, subject: &str, outcome: &str, detail: &str) -> Result<(), AuthorityError> {
+    pub fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<(), AuthorityError> {
         let (seq, hash) = self.log().append(actor, action, subject, outcome, detail)?;
         self.config.log_seq = seq;
         self.config.log_hash = hash;

@@ -12,7 +12,9 @@ use super::AuthorityError;
 pub fn check_user_name(name: &str) -> Result<(), AuthorityError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -24,24 +26,35 @@ pub fn check_user_name(name: &str) -> Result<(), AuthorityError> {
 
 fn check_email(email: &str) -> Result<(), AuthorityError> {
     let ok = email.len() <= 254
-        && email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
     } else {
-        Err(AuthorityError::BadRequest(format!("{email:?} is not an e-mail address")))
+        Err(AuthorityError::BadRequest(format!(
+            "{email:?} is not an e-mail address"
+        )))
     }
 }
 
 /// Adds a user and returns the temporary key (shown once; only its hash is kept).
-pub fn add_user(dir: &Path, name: &str, email: Option<&str>, lifetime: Duration) -> Result<TempKey, AuthorityError> {
+pub fn add_user(
+    dir: &Path,
+    name: &str,
+    email: Option<&str>,
+    lifetime: Duration,
+) -> Result<TempKey, AuthorityError> {
     check_user_name(name)?;
     if let Some(e) = email {
         check_email(e)?;
     }
     let mut a = AuthorityDir::open_locked(dir)?;
     if a.user(name).is_ok() {
-        return Err(AuthorityError::UserExists { user: name.to_string() });
+        return Err(AuthorityError::UserExists {
+            user: name.to_string(),
+        });
     }
     let key = TempKey::generate()?;
     a.add_user(UserRecord {
@@ -56,16 +69,33 @@ pub fn add_user(dir: &Path, name: &str, email: Option<&str>, lifetime: Duration)
         extra: toml::Table::new(),
     })?;
     a.save_users()?;
-    a.audit("operator", "add-user", name, "ok", &format!("temporary key valid for {}", humantime::format_duration(lifetime)))?;
+    a.audit(
+        "operator",
+        "add-user",
+        name,
+        "ok",
+        &format!(
+            "temporary key valid for {}",
+            humantime::format_duration(lifetime)
+        ),
+    )?;
     Ok(key)
 }
 
 /// Revokes the user's current certificates and issues a new temporary key (forgotten password).
-pub fn recover(dir: &Path, name: &str, reason: CrlReason, lifetime: Duration) -> Result<TempKey, AuthorityError> {
+pub fn recover(
+    dir: &Path,
+    name: &str,
+    reason: CrlReason,
+    lifetime: Duration,
+) -> Result<TempKey, AuthorityError> {
     let mut a = AuthorityDir::open_locked(dir)?;
     let user = a.user_mut(name)?;
     if user.state == UserState::Revoked {
-        return Err(state_error(user, "a revoked user cannot be recovered; add a new user instead"));
+        return Err(state_error(
+            user,
+            "a revoked user cannot be recovered; add a new user instead",
+        ));
     }
     if user.state == UserState::Pending {
         return Err(state_error(user, "nothing to recover yet; the user has not enrolled (their temporary key still works, or use `keyward authority revoke`)"));
@@ -75,7 +105,13 @@ pub fn recover(dir: &Path, name: &str, reason: CrlReason, lifetime: Duration) ->
     user.temp_key = Some(TempKeyRecord::new(&key, SystemTime::now(), lifetime)?);
     user.state = UserState::Recovering;
     a.save_users()?;
-    a.audit("operator", "recover", name, "ok", &format!("{revoked} certificates revoked ({reason}); new temporary key issued"))?;
+    a.audit(
+        "operator",
+        "recover",
+        name,
+        "ok",
+        &format!("{revoked} certificates revoked ({reason}); new temporary key issued"),
+    )?;
     Ok(key)
 }
 
@@ -90,7 +126,13 @@ pub fn revoke(dir: &Path, name: &str, reason: CrlReason) -> Result<usize, Author
     user.temp_key = None;
     user.state = UserState::Revoked;
     a.save_users()?;
-    a.audit("operator", "revoke", name, "ok", &format!("{revoked} certificates revoked ({reason})"))?;
+    a.audit(
+        "operator",
+        "revoke",
+        name,
+        "ok",
+        &format!("{revoked} certificates revoked ({reason})"),
+    )?;
     Ok(revoked)
 }
 

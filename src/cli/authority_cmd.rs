@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::args::{AddUserArgs, AuthorityCommand, AuthorityInitArgs, CrlArgs, LogArgs, ProcessArgs, RecoverArgs, RevokeArgs};
+use super::args::{
+    AddUserArgs, AuthorityCommand, AuthorityInitArgs, CrlArgs, LogArgs, ProcessArgs, RecoverArgs,
+    RevokeArgs,
+};
 use super::output::print_json;
 use super::Context;
 use crate::authority::tempkey::{parse_lifetime, TempKey};
@@ -53,7 +56,10 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
             config.token_label,
             config.token_serial
         );
-        println!("give users its certificates: keyward authority cert --dir {}", a.dir.display());
+        println!(
+            "give users its certificates: keyward authority cert --dir {}",
+            a.dir.display()
+        );
     }
     Ok(())
 }
@@ -79,7 +85,8 @@ fn lifetime(s: &str) -> Result<Duration, Error> {
 }
 
 fn reason(s: &str) -> Result<CrlReason, Error> {
-    s.parse::<CrlReason>().map_err(|e| Error::Usage(e.to_string()))
+    s.parse::<CrlReason>()
+        .map_err(|e| Error::Usage(e.to_string()))
 }
 
 #[derive(Serialize)]
@@ -97,7 +104,10 @@ fn print_temp_key(ctx: &Context, user: &str, key: &TempKey, life: Duration, what
             expires_in: humantime::format_duration(life).to_string(),
         });
     } else {
-        eprintln!("{what}; give the user this temporary key (shown once, valid for {}):", humantime::format_duration(life));
+        eprintln!(
+            "{what}; give the user this temporary key (shown once, valid for {}):",
+            humantime::format_duration(life)
+        );
         println!("{}", key.display());
     }
 }
@@ -105,14 +115,21 @@ fn print_temp_key(ctx: &Context, user: &str, key: &TempKey, life: Duration, what
 fn add_user(ctx: &mut Context, a: AddUserArgs) -> Result<(), Error> {
     let life = lifetime(&a.expires)?;
     let key = authority::users::add_user(&a.dir, &a.user, a.email.as_deref(), life)?;
-    print_temp_key(ctx, &a.user, &key, life, &format!("added user {:?}", a.user));
+    print_temp_key(
+        ctx,
+        &a.user,
+        &key,
+        life,
+        &format!("added user {:?}", a.user),
+    );
     Ok(())
 }
 
 fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
     let pin = ctx.pin()?;
     let policy = ctx.login_policy();
-    let done = authority::process::process(ctx.module()?, &a.dir, &a.request, &a.output, &pin, policy)?;
+    let done =
+        authority::process::process(ctx.module()?, &a.dir, &a.request, &a.output, &pin, policy)?;
     if ctx.json() {
         print_json(&done);
     } else {
@@ -137,14 +154,20 @@ fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
         &a.user,
         &key,
         life,
-        &format!("recovered user {:?}: old certificates revoked; they re-enroll under a NEW keyset name", a.user),
+        &format!(
+            "recovered user {:?}: old certificates revoked; they re-enroll under a NEW keyset name",
+            a.user
+        ),
     );
     Ok(())
 }
 
-fn revoke(ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
+fn revoke(_ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
     let n = authority::users::revoke(&a.dir, &a.user, reason(&a.reason)?)?;
-    println!("revoked user {:?} and {n} certificates; publish a new CRL with `keyward authority crl`", a.user);
+    println!(
+        "revoked user {:?} and {n} certificates; publish a new CRL with `keyward authority crl`",
+        a.user
+    );
     Ok(())
 }
 
@@ -152,7 +175,10 @@ fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
     let pin = ctx.pin()?;
     let policy = ctx.login_policy();
     let n = authority::crl::publish(ctx.module()?, &a.dir, &a.output, &pin, policy)?;
-    println!("wrote a CRL listing {n} revoked certificates to {}", a.output.display());
+    println!(
+        "wrote a CRL listing {n} revoked certificates to {}",
+        a.output.display()
+    );
     Ok(())
 }
 
@@ -206,7 +232,15 @@ fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
             "{:<16} {:<10} keysets: {}  certificates: {} valid, {} revoked  archived keys: {}",
             u.name,
             format!("{:?}", u.state).to_lowercase(),
-            if u.keysets.is_empty() { "-".to_string() } else { u.keysets.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ") },
+            if u.keysets.is_empty() {
+                "-".to_string()
+            } else {
+                u.keysets
+                    .iter()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
             valid,
             u.certs.len() - valid,
             u.archive.len()
@@ -219,7 +253,8 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     let dir = AuthorityDir::open_read(&a.dir)?;
     let log = dir.log();
     if a.verify {
-        let head = (dir.config.log_seq > 0).then_some((dir.config.log_seq, dir.config.log_hash.as_str()));
+        let head =
+            (dir.config.log_seq > 0).then_some((dir.config.log_seq, dir.config.log_hash.as_str()));
         let n = log.verify(head).map_err(AuthorityError::from)?;
         println!("audit log OK: {n} entries, hash chain intact, head matches authority.toml");
         return Ok(());
@@ -230,7 +265,10 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
         return Ok(());
     }
     for e in entries {
-        println!("{:>5} {} {:<10} {:<10} {:<16} {:<8} {}", e.seq, e.time, e.actor, e.action, e.subject, e.outcome, e.detail);
+        println!(
+            "{:>5} {} {:<10} {:<10} {:<16} {:<8} {}",
+            e.seq, e.time, e.actor, e.action, e.subject, e.outcome, e.detail
+        );
     }
     Ok(())
 }

@@ -19,7 +19,9 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
         return complete(ctx, reply);
     }
     let (Some(user), Some(keyset), Some(token)) = (&a.user, &a.keyset, &a.token) else {
-        return Err(Error::Usage("pass --user, --keyset and --token (or --complete REPLY)".into()));
+        return Err(Error::Usage(
+            "pass --user, --keyset and --token (or --complete REPLY)".into(),
+        ));
     };
     let name = KeysetName::parse(keyset).map_err(KeysetError::from)?;
     let certs_text = match (&a.authority, &a.authority_cert) {
@@ -77,7 +79,13 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
 }
 
 /// Request → process → complete, with the authority in a local directory.
-fn local(ctx: &mut Context, dir: &Path, name: &KeysetName, request: &[u8], pin: &secrecy::SecretString) -> Result<(), Error> {
+fn local(
+    ctx: &mut Context,
+    dir: &Path,
+    name: &KeysetName,
+    request: &[u8],
+    pin: &secrecy::SecretString,
+) -> Result<(), Error> {
     let work = tempfile::tempdir().map_err(|e| Error::Io {
         action: "create",
         path: std::env::temp_dir(),
@@ -93,7 +101,15 @@ fn local(ctx: &mut Context, dir: &Path, name: &KeysetName, request: &[u8], pin: 
     let home = ctx.home()?;
     let policy = ctx.login_policy();
     let processed = ctx.authority_pin().and_then(|apin| {
-        crate::authority::process::process(ctx.module()?, dir, &req_path, &reply_path, &apin, policy).map_err(Error::from)
+        crate::authority::process::process(
+            ctx.module()?,
+            dir,
+            &req_path,
+            &reply_path,
+            &apin,
+            policy,
+        )
+        .map_err(Error::from)
     });
     if let Err(e) = processed {
         if let Err(undo) = client::abandon(ctx.module()?, &home, name.as_str(), pin) {

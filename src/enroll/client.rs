@@ -14,12 +14,14 @@ use crate::authority::tempkey::TempKey;
 use crate::authority::x509;
 use crate::keyset::csr;
 use crate::keyset::ops::unhex_id;
-use crate::keyset::registry::{EncryptionKey, Enrollment, KeyAlgorithm, KeysetRecord, KeysetState, Registry, Security};
+use crate::keyset::registry::{
+    EncryptionKey, Enrollment, KeyAlgorithm, KeysetRecord, KeysetState, Registry, Security,
+};
 use crate::keyset::{KeysetName, KeysetSession, PublicKey};
 use crate::token::keys::hex;
 use crate::token::{
-    CertObject, DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, ObjectKindFilter, OaepHash, PinRole, Token,
-    TokenSession, UnwrapTemplate,
+    CertObject, DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, OaepHash,
+    ObjectKindFilter, PinRole, Token, TokenSession, UnwrapTemplate,
 };
 
 /// The marker `authority cert` writes after the certificates to say which RSA-OAEP hash its
@@ -52,10 +54,21 @@ impl AuthorityCerts {
         let oaep = text
             .lines()
             .find_map(|l| l.strip_prefix(OAEP_MARKER))
-            .map(|v| if v.trim() == "sha256" { OaepHash::Sha256 } else { OaepHash::Sha1 })
+            .map(|v| {
+                if v.trim() == "sha256" {
+                    OaepHash::Sha256
+                } else {
+                    OaepHash::Sha1
+                }
+            })
             .unwrap_or(OaepHash::Sha1);
         let ca_pem = x509::cert_to_pem(&ca)?;
-        Ok(AuthorityCerts { ca, exchange, oaep, ca_pem })
+        Ok(AuthorityCerts {
+            ca,
+            exchange,
+            oaep,
+            ca_pem,
+        })
     }
 }
 
@@ -83,7 +96,11 @@ pub struct RequestParams<'a> {
 
 /// Makes the keys and the request; records the keyset as pending. Returns the request bytes.
 /// On failure, the keys are removed and the registry is unchanged.
-pub fn make_request(module: &Module, home: &Path, p: &RequestParams<'_>) -> Result<Vec<u8>, EnrollError> {
+pub fn make_request(
+    module: &Module,
+    home: &Path,
+    p: &RequestParams<'_>,
+) -> Result<Vec<u8>, EnrollError> {
     if p.security == Security::High && p.key_type == KeyAlgorithm::P256 {
         return Err(EnrollError::Authority(
             "security level high needs an RSA key type (rsa2048 or rsa3072)".into(),
@@ -98,7 +115,8 @@ pub fn make_request(module: &Module, home: &Path, p: &RequestParams<'_>) -> Resu
     let transport_id = session.random(16)?;
     let mut ks = KeysetSession::from_session(session, p.pin.clone());
     let result = (|| {
-        let (record, request) = generate_and_sign(module, &mut ks, p, &label, &signing_id, &transport_id)?;
+        let (record, request) =
+            generate_and_sign(module, &mut ks, p, &label, &signing_id, &transport_id)?;
         registry.add(record)?;
         registry.save(&lock)?;
         Ok(request)
@@ -145,12 +163,11 @@ fn generate_and_sign(
             transport_oaep.push(h);
         }
     }
-    let transport_pem = PublicKey::from_raw(&session.rsa_public_key(transport_public)?)?.to_pem()?;
-    let signing = PublicKey::from_raw(
-        &session
-            .public_key(signing_id)?
-            .ok_or_else(|| EnrollError::Authority("the new signing key is not on the token".into()))?,
-    )?;
+    let transport_pem =
+        PublicKey::from_raw(&session.rsa_public_key(transport_public)?)?.to_pem()?;
+    let signing = PublicKey::from_raw(&session.public_key(signing_id)?.ok_or_else(|| {
+        EnrollError::Authority("the new signing key is not on the token".into())
+    })?)?;
     let record = KeysetRecord {
         name: p.keyset.to_string(),
         label: label.to_string(),
@@ -190,9 +207,15 @@ fn generate_and_sign(
         PublicKey::Rsa(_) => "sha256WithRSAEncryption",
         PublicKey::P256(_) => "ecdsa-with-SHA256",
     };
-    let request = wire::seal("keyward enrollment request", &body, algorithm, &mut |bytes: &[u8]| {
-        ks.sign_bytes(module, &record, bytes).map_err(|e| e.to_string())
-    })?;
+    let request = wire::seal(
+        "keyward enrollment request",
+        &body,
+        algorithm,
+        &mut |bytes: &[u8]| {
+            ks.sign_bytes(module, &record, bytes)
+                .map_err(|e| e.to_string())
+        },
+    )?;
     let mut record = record;
     record.enrollment = Some(Enrollment {
         user: p.user.to_string(),
@@ -213,11 +236,18 @@ fn encrypt_temp_key(p: &RequestParams<'_>, nonce: &str) -> Result<Vec<u8>, Enrol
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .map_err(|e| EnrollError::Authority(format!("the exchange certificate's key does not encode: {e}")))?;
+        .map_err(|e| {
+            EnrollError::Authority(format!(
+                "the exchange certificate's key does not encode: {e}"
+            ))
+        })?;
     let PublicKey::Rsa(key) = PublicKey::from_spki_der(&spki)? else {
-        return Err(EnrollError::Authority("the authority's exchange key is not RSA".into()));
+        return Err(EnrollError::Authority(
+            "the authority's exchange key is not RSA".into(),
+        ));
     };
-    let plain = Zeroizing::new(format!("{}\0{}\0{}", p.user, nonce, p.temp_key.expose()).into_bytes());
+    let plain =
+        Zeroizing::new(format!("{}\0{}\0{}", p.user, nonce, p.temp_key.expose()).into_bytes());
     let mut rng = rand_core::OsRng;
     let padding = match p.authority.oaep {
         OaepHash::Sha1 => Oaep::new::<sha1::Sha1>(),
@@ -257,21 +287,32 @@ pub fn complete(
         reason: e.to_string(),
     })?;
     let signed: Signed<ReplyBody> = wire::open(reply_path, &text, "reply")?;
-    wire::check_header(reply_path, &signed.body.format, signed.body.version, wire::REPLY_FORMAT)?;
+    wire::check_header(
+        reply_path,
+        &signed.body.format,
+        signed.body.version,
+        wire::REPLY_FORMAT,
+    )?;
     let (lock, mut registry) = Registry::lock(home)?;
     let record = registry
         .keysets()
         .iter()
         .find(|k| {
-            k.state == KeysetState::Pending && k.enrollment.as_ref().is_some_and(|e| e.nonce == signed.body.request_nonce)
+            k.state == KeysetState::Pending
+                && k.enrollment
+                    .as_ref()
+                    .is_some_and(|e| e.nonce == signed.body.request_nonce)
         })
         .cloned()
         .ok_or_else(|| EnrollError::NoPendingRequest {
             keyset: signed.body.keyset.clone(),
         })?;
-    let enrollment = record.enrollment.clone().ok_or_else(|| EnrollError::NoPendingRequest {
-        keyset: record.name.clone(),
-    })?;
+    let enrollment = record
+        .enrollment
+        .clone()
+        .ok_or_else(|| EnrollError::NoPendingRequest {
+            keyset: record.name.clone(),
+        })?;
     let ca = verify_reply(&signed, &enrollment)?;
     let signing_cert = x509::certs_from_pem(&signed.body.signing_certificate)?
         .into_iter()
@@ -280,12 +321,22 @@ pub fn complete(
     x509::verify_issued_by(&signing_cert, &ca)?;
     let ours = PublicKey::from_pem(&record.signing_public_key)?.to_der()?;
     if x509::spki_der_of(&signing_cert) != ours {
-        return Err(EnrollError::BadReply("the signing certificate is for another key".into()));
+        return Err(EnrollError::BadReply(
+            "the signing certificate is for another key".into(),
+        ));
     }
 
     let mut ks = KeysetSession::open(module, &record, password, policy, true)?;
     let mut created: Vec<Vec<u8>> = Vec::new();
-    let result = store_everything(&mut ks.session, &record, &enrollment, &signed.body, &ca, &signing_cert, &mut created);
+    let result = store_everything(
+        &mut ks.session,
+        &record,
+        &enrollment,
+        &signed.body,
+        &ca,
+        &signing_cert,
+        &mut created,
+    );
     let keys = match result {
         Ok(keys) => keys,
         Err(e) => {
@@ -301,7 +352,12 @@ pub fn complete(
     };
     let n = keys.len();
     let mut retired = Vec::new();
-    for k in registry_keysets_of(&registry, &enrollment.user, &enrollment.authority_ca, &record.name) {
+    for k in registry_keysets_of(
+        &registry,
+        &enrollment.user,
+        &enrollment.authority_ca,
+        &record.name,
+    ) {
         retired.push(k);
     }
     for name in &retired {
@@ -333,14 +389,21 @@ pub fn complete(
 }
 
 /// Checks the reply's signature with the CA trusted at request time.
-fn verify_reply(signed: &Signed<ReplyBody>, enrollment: &Enrollment) -> Result<x509_cert::Certificate, EnrollError> {
+fn verify_reply(
+    signed: &Signed<ReplyBody>,
+    enrollment: &Enrollment,
+) -> Result<x509_cert::Certificate, EnrollError> {
     let trusted = x509::certs_from_pem(&enrollment.authority_ca)?
         .into_iter()
         .next()
-        .ok_or_else(|| EnrollError::BadReply("the registry holds no authority certificate".into()))?;
+        .ok_or_else(|| {
+            EnrollError::BadReply("the registry holds no authority certificate".into())
+        })?;
     let in_reply = x509::certs_from_pem(&signed.body.ca_certificate)?;
     if in_reply.first().map(|c| c.to_der().ok()) != Some(trusted.to_der().ok()) {
-        return Err(EnrollError::BadReply("it names another authority than the one the request was made for".into()));
+        return Err(EnrollError::BadReply(
+            "it names another authority than the one the request was made for".into(),
+        ));
     }
     let key = PublicKey::from_spki_der(&x509::spki_der_of(&trusted))?;
     key.verify(&signed.signed_bytes, &signed.signature)
@@ -363,18 +426,33 @@ fn store_everything(
         .ok_or(EnrollError::WrongToken {
             keyset: record.name.clone(),
         })?;
-    let wrapped_aes = wire::b64(Path::new("reply"), "wrapped_aes_key", &reply.wrapped_aes_key)?;
+    let wrapped_aes = wire::b64(
+        Path::new("reply"),
+        "wrapped_aes_key",
+        &reply.wrapped_aes_key,
+    )?;
     let aes = session
         .unwrap_aes_rsa_oaep(transport, &wrapped_aes, reply.oaep)
-        .map_err(|e| EnrollError::BadReply(format!("its transport key does not unwrap on this token ({e})")))?;
+        .map_err(|e| {
+            EnrollError::BadReply(format!(
+                "its transport key does not unwrap on this token ({e})"
+            ))
+        })?;
     let signing_id = unhex_id(&record.signing_id)?;
-    store_cert(session, &signing_id, &format!("{} signing certificate", record.label), signing_cert)?;
+    store_cert(
+        session,
+        &signing_id,
+        &format!("{} signing certificate", record.label),
+        signing_cert,
+    )?;
     let mut keys = Vec::new();
     for (i, k) in reply.encryption_keys.iter().enumerate() {
         let cert = x509::certs_from_pem(&k.certificate)?
             .into_iter()
             .next()
-            .ok_or_else(|| EnrollError::BadReply("an encryption key without a certificate".into()))?;
+            .ok_or_else(|| {
+                EnrollError::BadReply("an encryption key without a certificate".into())
+            })?;
         x509::verify_issued_by(&cert, ca)?;
         let id = session.random(16)?;
         created.push(id.clone());
@@ -406,7 +484,12 @@ fn store_everything(
     Ok(keys)
 }
 
-fn store_cert(session: &TokenSession, id: &[u8], label: &str, cert: &x509_cert::Certificate) -> Result<(), EnrollError> {
+fn store_cert(
+    session: &TokenSession,
+    id: &[u8],
+    label: &str,
+    cert: &x509_cert::Certificate,
+) -> Result<(), EnrollError> {
     let enc = |e: der::Error| EnrollError::BadReply(format!("a certificate does not encode: {e}"));
     let der = cert.to_der().map_err(enc)?;
     let tbs = &cert.tbs_certificate;
@@ -428,7 +511,9 @@ fn registry_keysets_of(registry: &Registry, user: &str, ca: &str, except: &str) 
         .filter(|k| {
             k.name != except
                 && k.state == KeysetState::Active
-                && k.enrollment.as_ref().is_some_and(|e| e.user == user && e.authority_ca == ca)
+                && k.enrollment
+                    .as_ref()
+                    .is_some_and(|e| e.user == user && e.authority_ca == ca)
         })
         .map(|k| k.name.clone())
         .collect()
@@ -436,7 +521,12 @@ fn registry_keysets_of(registry: &Registry, user: &str, ca: &str, except: &str) 
 
 /// Removes a pending keyset made by [`make_request`] (its keys and its registry entry), after
 /// the authority refused the request in a local enrollment.
-pub fn abandon(module: &Module, home: &Path, keyset: &str, pin: &SecretString) -> Result<(), EnrollError> {
+pub fn abandon(
+    module: &Module,
+    home: &Path,
+    keyset: &str,
+    pin: &SecretString,
+) -> Result<(), EnrollError> {
     let (lock, mut registry) = Registry::lock(home)?;
     let record = registry.get(keyset)?.clone();
     if record.state != KeysetState::Pending {
@@ -446,7 +536,11 @@ pub fn abandon(module: &Module, home: &Path, keyset: &str, pin: &SecretString) -
     let mut session = token.open_rw(module)?;
     session.login(module, PinRole::User, pin, LoginPolicy::default())?;
     session.destroy_by_id(&unhex_id(&record.signing_id)?)?;
-    if let Some(tid) = record.enrollment.as_ref().and_then(|e| e.transport_id.as_deref()) {
+    if let Some(tid) = record
+        .enrollment
+        .as_ref()
+        .and_then(|e| e.transport_id.as_deref())
+    {
         session.destroy_by_id(&unhex_id(tid)?)?;
     }
     registry.remove(keyset)?;

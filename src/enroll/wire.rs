@@ -173,14 +173,18 @@ pub struct ReplyBody {
     pub encryption_keys: Vec<ReplyKey>,
 }
 
+/// Signs the bytes of a file body; the error is a sentence.
+pub type SignFn<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, String> + 'a;
+
 /// Serialises a body and appends its signature.
 pub fn seal<T: Serialize>(
     title: &str,
     body: &T,
     algorithm: &str,
-    sign: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>, String>,
+    sign: &mut SignFn<'_>,
 ) -> Result<Vec<u8>, WireError> {
-    let text = toml::to_string_pretty(body).map_err(|e| WireError::Encode("body", e.to_string()))?;
+    let text =
+        toml::to_string_pretty(body).map_err(|e| WireError::Encode("body", e.to_string()))?;
     let mut bytes = format!("# {title}\n{text}").into_bytes();
     if !bytes.ends_with(b"\n") {
         bytes.push(b'\n');
@@ -199,18 +203,25 @@ pub fn seal<T: Serialize>(
 }
 
 /// Splits and parses a signed file (the signature is checked by the caller, who knows the key).
-pub fn open<T: DeserializeOwned>(path: &Path, text: &str, what: &'static str) -> Result<Signed<T>, WireError> {
-    let cut = text.rfind(SIGNATURE_HEADER).ok_or_else(|| WireError::Unsigned {
-        path: path.to_path_buf(),
-        what,
-    })?;
+pub fn open<T: DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    what: &'static str,
+) -> Result<Signed<T>, WireError> {
+    let cut = text
+        .rfind(SIGNATURE_HEADER)
+        .ok_or_else(|| WireError::Unsigned {
+            path: path.to_path_buf(),
+            what,
+        })?;
     let signed = &text[..cut];
     let sig: SignatureOnly = parse_toml(path, &text[cut..]).map_err(|e| shift_line(e, signed))?;
     let body: T = parse_toml(path, signed)?;
-    let signature = Base64::decode_vec(sig.signature.value.trim()).map_err(|_| WireError::Base64 {
-        path: path.to_path_buf(),
-        field: "signature.value",
-    })?;
+    let signature =
+        Base64::decode_vec(sig.signature.value.trim()).map_err(|_| WireError::Base64 {
+            path: path.to_path_buf(),
+            field: "signature.value",
+        })?;
     Ok(Signed {
         signed_bytes: signed.as_bytes().to_vec(),
         body,
@@ -220,7 +231,12 @@ pub fn open<T: DeserializeOwned>(path: &Path, text: &str, what: &'static str) ->
 }
 
 /// Checks `format` and `version`.
-pub fn check_header(path: &Path, format: &str, version: u32, expected: &'static str) -> Result<(), WireError> {
+pub fn check_header(
+    path: &Path,
+    format: &str,
+    version: u32,
+    expected: &'static str,
+) -> Result<(), WireError> {
     if format != expected {
         return Err(WireError::WrongFormat {
             path: path.to_path_buf(),
@@ -284,7 +300,10 @@ mod tests {
             version: 1,
             user: "alice".into(),
         };
-        seal("test", &body, "alg", &mut |b: &[u8]| Ok(b.iter().rev().copied().collect())).unwrap()
+        seal("test", &body, "alg", &mut |b: &[u8]| {
+            Ok(b.iter().rev().copied().collect())
+        })
+        .unwrap()
     }
 
     #[test]
@@ -302,13 +321,20 @@ mod tests {
     fn truncated_file_is_unsigned() {
         let text = String::from_utf8(sample()).unwrap();
         let cut = &text[..text.find("[signature]").unwrap() - 1];
-        assert!(matches!(open::<Body>(Path::new("r"), cut, "request"), Err(WireError::Unsigned { .. })));
+        assert!(matches!(
+            open::<Body>(Path::new("r"), cut, "request"),
+            Err(WireError::Unsigned { .. })
+        ));
     }
 
     #[test]
     fn a_syntax_error_names_the_line() {
-        let text = String::from_utf8(sample()).unwrap().replace("user = \"alice\"", "user = = \"alice\"");
-        let err = open::<Body>(Path::new("req.toml"), &text, "request").unwrap_err().to_string();
+        let text = String::from_utf8(sample())
+            .unwrap()
+            .replace("user = \"alice\"", "user = = \"alice\"");
+        let err = open::<Body>(Path::new("req.toml"), &text, "request")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("req.toml:"), "{err}");
     }
 }

@@ -52,6 +52,7 @@ pub fn create_locked(
     check_request(&req)?;
     let label = req.name.label();
     registry.check_free(req.name.as_str(), &label)?;
+    check_pin_sharing(&registry, &req)?;
     let hardening = match req.harden_password {
         Some(_) => Some(Hardening::new(
             req.token.summary().min_pin_len,
@@ -108,6 +109,29 @@ pub fn check_request(req: &CreateRequest<'_>) -> Result<(), KeysetError> {
         return Err(KeysetError::Unsupported(
             "security level high needs an RSA key type for now (rsa2048 or rsa3072): SoftHSM offers only single-part ECDSA, which cannot take the per-use password".into(),
         ));
+    }
+    Ok(())
+}
+
+/// A hardened keyset's token PIN is derived from its own password and salt, so it cannot share
+/// its token (and PIN) with another keyset: hardening would silently change the other keyset's
+/// password, or a second hardening would lock the first one out.
+fn check_pin_sharing(registry: &Registry, req: &CreateRequest<'_>) -> Result<(), KeysetError> {
+    let others = registry.sharing_token(req.token.serial(), req.name.as_str());
+    if let Some(hardened) = others.iter().find(|k| k.hardening.is_some()) {
+        return Err(KeysetError::Unsupported(format!(
+            "token {:?} holds hardened keyset {:?}, whose token PIN is derived from its own password; put keyset {:?} on another token",
+            req.token.label(),
+            hardened.name,
+            req.name.as_str()
+        )));
+    }
+    if let (Some(other), Some(_)) = (others.first(), req.harden_password) {
+        return Err(KeysetError::Unsupported(format!(
+            "--harden needs a token of its own: token {:?} also holds keyset {:?}, whose password is the token PIN and would change; use another token",
+            req.token.label(),
+            other.name
+        )));
     }
     Ok(())
 }

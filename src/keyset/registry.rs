@@ -142,7 +142,11 @@ pub struct Enrollment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_certificate: Option<String>,
     /// Encryption keys on the token (current and archived), once enrolled.
-    #[serde(default, rename = "encryption_key", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "encryption_key",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub encryption_keys: Vec<EncryptionKey>,
 }
 

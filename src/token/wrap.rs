@@ -3,7 +3,9 @@
 
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{
+    Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
+};
 use zeroize::Zeroizing;
 
 use super::error::TokenError;
@@ -85,7 +87,10 @@ pub struct CertObject<'a> {
 
 impl TokenSession {
     /// Generates an RSA key pair whose private key decrypts and unwraps, and never signs.
-    pub fn generate_decryption_pair(&self, p: &DecryptionPair<'_>) -> Result<(ObjectRef, ObjectRef), TokenError> {
+    pub fn generate_decryption_pair(
+        &self,
+        p: &DecryptionPair<'_>,
+    ) -> Result<(ObjectRef, ObjectRef), TokenError> {
         let public = vec![
             Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::KeyType(KeyType::RSA),
@@ -115,7 +120,11 @@ impl TokenSession {
             Attribute::Derive(false),
             Attribute::AlwaysAuthenticate(p.always_authenticate),
         ];
-        log::debug!("C_GenerateKeyPair RSA-{} (decryption) on token {:?}", p.bits, self.token.label());
+        log::debug!(
+            "C_GenerateKeyPair RSA-{} (decryption) on token {:?}",
+            p.bits,
+            self.token.label()
+        );
         self.session
             .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
             .map(|(a, b)| (ObjectRef(a), ObjectRef(b)))
@@ -164,7 +173,11 @@ impl TokenSession {
     }
 
     /// The one object of `class` with `CKA_ID` = `id`, or `None`; several is an error.
-    pub fn find_object(&self, class: ObjectKindFilter, id: &[u8]) -> Result<Option<ObjectRef>, TokenError> {
+    pub fn find_object(
+        &self,
+        class: ObjectKindFilter,
+        id: &[u8],
+    ) -> Result<Option<ObjectRef>, TokenError> {
         let found = self
             .session
             .find_objects(&[Attribute::Class(class.class()), Attribute::Id(id.to_vec())])
@@ -174,7 +187,11 @@ impl TokenSession {
             [one] => Ok(Some(ObjectRef(*one))),
             many => Err(TokenError::Wrapper {
                 what: "finding an object by id".to_string(),
-                reason: format!("{} objects share one id on token {:?}; remove the duplicates", many.len(), self.token.label()),
+                reason: format!(
+                    "{} objects share one id on token {:?}; remove the duplicates",
+                    many.len(),
+                    self.token.label()
+                ),
             }),
         }
     }
@@ -183,7 +200,10 @@ impl TokenSession {
     pub fn rsa_public_key(&self, key: ObjectRef) -> Result<RawPublicKey, TokenError> {
         let attrs = self
             .session
-            .get_attributes(key.0, &[AttributeType::Modulus, AttributeType::PublicExponent])
+            .get_attributes(
+                key.0,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            )
             .map_err(|e| self.op_error(e, "reading a public key"))?;
         let (mut modulus, mut exponent) = (Vec::new(), Vec::new());
         for a in attrs {
@@ -197,7 +217,11 @@ impl TokenSession {
     }
 
     /// Imports an RSA public key for this session only, to wrap or encrypt to it.
-    pub fn import_rsa_public(&self, modulus: &[u8], exponent: &[u8]) -> Result<ObjectRef, TokenError> {
+    pub fn import_rsa_public(
+        &self,
+        modulus: &[u8],
+        exponent: &[u8],
+    ) -> Result<ObjectRef, TokenError> {
         let template = vec![
             Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::KeyType(KeyType::RSA),
@@ -215,7 +239,13 @@ impl TokenSession {
     }
 
     /// Stores an RSA public key on the token (so tools find it beside its private key).
-    pub fn store_rsa_public(&self, id: &[u8], label: &str, modulus: &[u8], exponent: &[u8]) -> Result<ObjectRef, TokenError> {
+    pub fn store_rsa_public(
+        &self,
+        id: &[u8],
+        label: &str,
+        modulus: &[u8],
+        exponent: &[u8],
+    ) -> Result<ObjectRef, TokenError> {
         let template = vec![
             Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::KeyType(KeyType::RSA),
@@ -264,7 +294,12 @@ impl TokenSession {
 
     /// Unwraps an RSA private key wrapped with `CKM_AES_KEY_WRAP_PAD` into this token; it can
     /// decrypt and unwrap, never sign, and is always sensitive.
-    pub fn unwrap_private_aes_kwp(&self, unwrapping: ObjectRef, wrapped: &[u8], t: &UnwrapTemplate<'_>) -> Result<ObjectRef, TokenError> {
+    pub fn unwrap_private_aes_kwp(
+        &self,
+        unwrapping: ObjectRef,
+        wrapped: &[u8],
+        t: &UnwrapTemplate<'_>,
+    ) -> Result<ObjectRef, TokenError> {
         let template = vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(KeyType::RSA),
@@ -287,14 +322,24 @@ impl TokenSession {
     }
 
     /// Wraps a secret key to an RSA public key with RSA-OAEP.
-    pub fn wrap_rsa_oaep(&self, wrapping: ObjectRef, key: ObjectRef, hash: OaepHash) -> Result<Vec<u8>, TokenError> {
+    pub fn wrap_rsa_oaep(
+        &self,
+        wrapping: ObjectRef,
+        key: ObjectRef,
+        hash: OaepHash,
+    ) -> Result<Vec<u8>, TokenError> {
         self.session
             .wrap_key(&hash.mechanism(), wrapping.0, key.0)
             .map_err(|e| self.op_error(e, "wrapping a key with RSA-OAEP"))
     }
 
     /// Unwraps an AES key wrapped with RSA-OAEP, for this session only, able to unwrap keys.
-    pub fn unwrap_aes_rsa_oaep(&self, unwrapping: ObjectRef, wrapped: &[u8], hash: OaepHash) -> Result<ObjectRef, TokenError> {
+    pub fn unwrap_aes_rsa_oaep(
+        &self,
+        unwrapping: ObjectRef,
+        wrapped: &[u8],
+        hash: OaepHash,
+    ) -> Result<ObjectRef, TokenError> {
         let template = vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
@@ -311,7 +356,12 @@ impl TokenSession {
     }
 
     /// Decrypts a short RSA-OAEP ciphertext (a key or code) with a private key on the token.
-    pub fn decrypt_rsa_oaep(&self, key: ObjectRef, ciphertext: &[u8], hash: OaepHash) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    pub fn decrypt_rsa_oaep(
+        &self,
+        key: ObjectRef,
+        ciphertext: &[u8],
+        hash: OaepHash,
+    ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         self.session
             .decrypt(&hash.mechanism(), key.0, ciphertext)
             .map(Zeroizing::new)
@@ -320,12 +370,12 @@ impl TokenSession {
 
     /// Does the token accept RSA-OAEP with `hash` for this public key? (SoftHSM 2.6 takes SHA-1 only.)
     pub fn supports_oaep(&self, public: ObjectRef, hash: OaepHash) -> bool {
-        match self.session.encrypt_init(&hash.mechanism(), public.0) {
-            Ok(()) => {
-                // Finish the operation so the session is free again.
-                let _ = self.session.encrypt(&hash.mechanism(), public.0, &[0u8; 16]);
-                true
-            }
+        // One complete single-part operation: nothing is left active in the session.
+        match self
+            .session
+            .encrypt(&hash.mechanism(), public.0, &[0u8; 16])
+        {
+            Ok(_) => true,
             Err(e) => {
                 log::debug!("RSA-OAEP with {hash:?} not supported: {e}");
                 false
