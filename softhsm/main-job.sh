@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# keyward's main job, start to end, on a throw-away SoftHSM2 token directory:
-# an admin provisions tokens, a user creates a keyset and signs with it, forgets and
-# changes passwords, and the admin unblocks a PIN. Every command is printed before it runs.
+# keyward's main job: the whole Exchange "Advanced Security" story on a throw-away SoftHSM2
+# token directory. An admin provisions three tokens, the authority is created, Alice and Bob
+# enroll, Alice signs and sends Bob a message, Bob reads it, Bob forgets his password, the
+# authority recovers him, Bob re-enrolls under a new keyset name on a re-initialised token and
+# reads Alice's old message again. Every command is printed before it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash softhsm/setup.sh
@@ -12,48 +14,88 @@ work=$(mktemp -d -t keyward-main-job.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 eval "$(bash softhsm/testbed.sh "$work")"
 export SOFTHSM2_CONF KEYWARD_HOME
+AUTH="$work/authority"
+cd "$work"
+
+if [[ -t 1 ]]; then B=$'\033[1m'; N=$'\033[0m'; else B=; N=; fi
+step() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
+run() { { printf '$ keyward'; printf ' %q' "$@"; printf '\n'; } >&2; "$KW" "$@"; }
 # Secrets come from files here (never from argv); a person would type them at the prompts.
-secret() { printf '%s\n' "$2" > "$work/$1"; chmod 600 "$work/$1"; echo "$work/$1"; }
-SO=$(secret so-pin 'admin-so-pin-1')
-ALICE=$(secret alice-pin 'alice-pin-1')
-ALICE2=$(secret alice-pin-2 'alice-pin-2')
+secret() { printf '%s\n' "$2" > "$work/$1"; chmod 600 "$work/$1"; }
+secret so.pin 'admin-so-pin-1'
+secret authority.pin 'authority-pin-1'
+secret alice.pin 'alice-pin-1'
+secret bob.pin 'bob-pin-1'
+secret bob-new.pin 'bob-new-pin-2'
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ keyward'; printf ' %q' "$@"; printf '\n'; "$KW" "$@"; }
-
-step "Admin: the slots and tokens on a fresh SoftHSM"
+step "Admin: a fresh SoftHSM with one free slot"
 run token list
-step "Admin: provision Alice's token (SO PIN and first user PIN from files)"
-run token init --free --label alice-card --so-pin-file "$SO" --new-pin-file "$ALICE"
-run token info --token alice-card
+step "Admin: provision three tokens (SO PIN and first user PIN from files)"
+run token init --free --label authority --so-pin-file so.pin --new-pin-file authority.pin
+run token init --free --label alice-card --so-pin-file so.pin --new-pin-file alice.pin
+run token init --free --label bob-card --so-pin-file so.pin --new-pin-file bob.pin
+run token list
 
-step "Alice: create a keyset on her token (signing key generated on the token)"
-run keyset create "Alice Smith 2026" --token alice-card --pin-file "$ALICE"
-run keyset show "Alice Smith 2026"
+step "Authority: create the authority (CA, exchange and archive keys on its own token)"
+run authority init --dir "$AUTH" --token authority --name "CN=Example Key Authority,O=Example" --pin-file authority.pin
+run authority cert --dir "$AUTH" > authority-certs.pem
+echo "(authority-certs.pem is what users enroll against)"
 
-step "Alice: sign a file; anyone can verify it, OpenSSL too"
-echo "Quarterly report: all keys accounted for." > "$work/report.txt"
-run keyset sign "Alice Smith 2026" "$work/report.txt" -o "$work/report.sig" --pin-file "$ALICE"
-run keyset verify "Alice Smith 2026" "$work/report.txt" "$work/report.sig"
-"$KW" keyset pubkey "Alice Smith 2026" > "$work/alice.pub.pem"
+step "Authority: add Alice and Bob; each gets a one-time temporary key"
+run authority add-user --dir "$AUTH" alice --email alice@example.org > alice.tempkey
+run authority add-user --dir "$AUTH" bob --email bob@example.org > bob.tempkey
+echo "alice's temporary key: $(cat alice.tempkey)   bob's: $(cat bob.tempkey)"
+
+step "Alice: enroll with a local authority in one command (keyset 'Alice 2026', security high)"
+run enroll --user alice --keyset "Alice 2026" --token alice-card --security high --authority "$AUTH" \
+    --temp-key-file alice.tempkey --pin-file alice.pin --authority-pin-file authority.pin
+
+step "Bob: enroll the Exchange way — a request file to the authority, a reply back"
+run enroll --user bob --keyset "Bob 2026" --token bob-card --authority-cert authority-certs.pem -o bob.request \
+    --temp-key-file bob.tempkey --pin-file bob.pin
+run authority process --dir "$AUTH" bob.request -o bob.reply --pin-file authority.pin
+run enroll --complete bob.reply --pin-file bob.pin
+run keyset list
+run authority users --dir "$AUTH"
+
+step "Alice: sign a file with her token key; OpenSSL verifies it too"
+echo "Quarterly report: all keys accounted for." > report.txt
+run keyset sign "Alice 2026" report.txt -o report.sig --pin-file alice.pin
+"$KW" keyset pubkey "Alice 2026" > alice.pub.pem
 printf '$ openssl dgst -sha256 -verify alice.pub.pem -signature report.sig report.txt\n'
-openssl dgst -sha256 -verify "$work/alice.pub.pem" -signature "$work/report.sig" "$work/report.txt"
+openssl dgst -sha256 -verify alice.pub.pem -signature report.sig report.txt
 
-step "Alice: a high-security keyset: the password for every signature"
-run keyset create "Alice High 2026" --token alice-card --security high --pin-file "$ALICE"
-run keyset sign "Alice High 2026" "$work/report.txt" -o "$work/report-high.sig" --pin-file "$ALICE"
+if "$KW" send --help >/dev/null 2>&1; then
+    step "Alice: send Bob a signed and encrypted message"
+    echo "Bob, the launch code is in the safe. — Alice" > letter.txt
+    run send --keyset "Alice 2026" --to "Bob 2026" letter.txt -o letter.p7m --pin-file alice.pin
+    step "Bob: read it"
+    run read --keyset "Bob 2026" letter.p7m --pin-file bob.pin
+fi
 
-step "Alice: change her password (the token PIN, shared by both keysets)"
-run keyset passwd "Alice Smith 2026" --pin-file "$ALICE" --new-pin-file "$ALICE2"
+step "Bob: forgets his password; a wrong one is refused and keyward never retries on its own"
+secret wrong.pin 'is-it-this-one'
+run keyset sign "Bob 2026" report.txt -o bob.sig --pin-file wrong.pin || true
 
-step "Alice: forgets it and types a wrong one — keyward says so and never retries"
-WRONG=$(secret wrong 'not-my-pin')
-run keyset sign "Alice Smith 2026" "$work/report.txt" -o "$work/x.sig" --pin-file "$WRONG" || true
+step "Authority: recover Bob — his certificates are revoked, he gets a new temporary key"
+run authority recover --dir "$AUTH" bob > bob-recover.tempkey
+run authority crl --dir "$AUTH" -o authority.crl --pin-file authority.pin
 
-step "Admin: unblock Alice's token with the SO PIN and give her a new PIN"
-ALICE3=$(secret alice-pin-3 'alice-pin-3')
-run token unblock --token alice-card --so-pin-file "$SO" --new-pin-file "$ALICE3"
-run keyset sign "Alice Smith 2026" "$work/report.txt" -o "$work/report2.sig" --pin-file "$ALICE3"
+step "Admin: re-initialise Bob's token (new user PIN)"
+run token init --token bob-card --label bob-card --force --so-pin-file so.pin --new-pin-file bob-new.pin
+
+step "Bob: re-enroll under a NEW keyset name; the authority returns his archived encryption keys"
+run enroll --user bob --keyset "Bob 2026 (recovered)" --token bob-card --authority "$AUTH" \
+    --temp-key-file bob-recover.tempkey --pin-file bob-new.pin --authority-pin-file authority.pin
 run keyset list
 
-printf '\nmain job done: every step above ran against a real SoftHSM2 token in %s (now removed).\n' "$work"
+if "$KW" read --help >/dev/null 2>&1; then
+    step "Bob: reads Alice's OLD message with the recovered keyset"
+    run read --keyset "Bob 2026 (recovered)" letter.p7m --pin-file bob-new.pin
+fi
+
+step "Authority: the audit log, and its hash chain checked"
+run authority log --dir "$AUTH"
+run authority log --dir "$AUTH" --verify
+
+printf '\nmain job done: every step ran against real SoftHSM2 tokens in %s (now removed).\n' "$work"

@@ -2,7 +2,7 @@
 //! re-enrollment.
 //!
 //! Layers, top to bottom: [`cli`] → (keysets, authority, messages) → [`token`] → the module.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

@@ -359,6 +359,14 @@ impl AuthorityDir {
     }
 }
 
+/// Who is acting: the operating-system user running keyward, as `operator:NAME`.
+fn operator(role: &str) -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_string());
+    format!("{role}:{user}")
+}
+
 fn lock_dir(dir: &Path) -> Result<File, AuthorityError> {
     let path = dir.join("authority.lock");
     let file = OpenOptions::new()

@@ -410,6 +410,17 @@ impl TempKeyRecord {
     }
 }
 
+/// A lifetime as people write it: `72h`, `30m`, `7d`, `90s`.
+pub fn format_lifetime(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 && s >= 7 * 86_400 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Reads a lifetime such as `72h`, `30m`, `7d` or `3600s`; refuses 0 and more than 90 days.
 pub fn parse_lifetime(s: &str) -> Result<Duration, TempKeyError> {
     let text = s.trim();

@@ -76,7 +76,7 @@ pub fn add_user(
         "ok",
         &format!(
             "temporary key valid for {}",
-            humantime::format_duration(lifetime)
+            super::tempkey::format_lifetime(lifetime)
         ),
     )?;
     Ok(key)

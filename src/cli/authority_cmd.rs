@@ -101,12 +101,12 @@ fn print_temp_key(ctx: &Context, user: &str, key: &TempKey, life: Duration, what
         print_json(&IssuedKey {
             user,
             temporary_key: key.display(),
-            expires_in: humantime::format_duration(life).to_string(),
+            expires_in: crate::authority::tempkey::format_lifetime(life).to_string(),
         });
     } else {
         eprintln!(
             "{what}; give the user this temporary key (shown once, valid for {}):",
-            humantime::format_duration(life)
+            crate::authority::tempkey::format_lifetime(life)
         );
         println!("{}", key.display());
     }

@@ -101,11 +101,6 @@ pub fn make_request(
     home: &Path,
     p: &RequestParams<'_>,
 ) -> Result<Vec<u8>, EnrollError> {
-    if p.security == Security::High && p.key_type == KeyAlgorithm::P256 {
-        return Err(EnrollError::Authority(
-            "security level high needs an RSA key type (rsa2048 or rsa3072)".into(),
-        ));
-    }
     let label = p.keyset.label();
     let (lock, mut registry) = Registry::lock(home)?;
     registry.check_free(p.keyset.as_str(), &label)?;
@@ -340,13 +335,7 @@ pub fn complete(
     let keys = match result {
         Ok(keys) => keys,
         Err(e) => {
-            for id in &created {
-                let _ = ks.session.destroy_by_id(id);
-            }
-            let sid = unhex_id(&record.signing_id)?;
-            if let Ok(Some(cert)) = ks.session.find_object(ObjectKindFilter::Certificate, &sid) {
-                let _ = ks.session.destroy(cert);
-            }
+            remove_stored(&ks.session, &record, &created);
             return Err(e);
         }
     };
@@ -372,7 +361,11 @@ pub fn complete(
             e.encryption_keys = keys;
         }
     }
-    registry.save(&lock)?;
+    if let Err(e) = registry.save(&lock) {
+        // The registry still says pending: take back what was stored, so a retry starts clean.
+        remove_stored(&ks.session, &record, &created);
+        return Err(e.into());
+    }
     if let Some(tid) = &enrollment.transport_id {
         let _ = ks.session.destroy_by_id(&unhex_id(tid)?);
     }
@@ -386,6 +379,19 @@ pub fn complete(
         encryption_keys: n,
         retired,
     })
+}
+
+/// Removes what [`store_everything`] stored: the encryption keys (with their public keys and
+/// certificates) and the signing certificate.
+fn remove_stored(session: &TokenSession, record: &KeysetRecord, created: &[Vec<u8>]) {
+    for id in created {
+        let _ = session.destroy_by_id(id);
+    }
+    if let Ok(sid) = unhex_id(&record.signing_id) {
+        if let Ok(Some(cert)) = session.find_object(ObjectKindFilter::Certificate, &sid) {
+            let _ = session.destroy(cert);
+        }
+    }
 }
 
 /// Checks the reply's signature with the CA trusted at request time.

@@ -105,11 +105,6 @@ pub fn create_locked(
 
 /// Refuses combinations keyward cannot make.
 pub fn check_request(req: &CreateRequest<'_>) -> Result<(), KeysetError> {
-    if req.security == Security::High && req.key_type == KeyAlgorithm::P256 {
-        return Err(KeysetError::Unsupported(
-            "security level high needs an RSA key type for now (rsa2048 or rsa3072): SoftHSM offers only single-part ECDSA, which cannot take the per-use password".into(),
-        ));
-    }
     Ok(())
 }
 

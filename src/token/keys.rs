@@ -10,6 +10,7 @@ use secrecy::SecretString;
 
 use super::error::{PinRole, TokenError};
 use super::module::Module;
+use super::raw::SinglePart;
 use super::session::TokenSession;
 
 /// The DER of the P-256 curve's OID (1.2.840.10045.3.1.7), as `CKA_EC_PARAMS`.
@@ -296,10 +297,14 @@ impl TokenSession {
             }
             (KeyKind::Ec, SignInput::Digest(digest)) => {
                 if key.always_authenticate {
-                    return Err(TokenError::Wrapper {
-                        what: "signing with a high-security EC key".to_string(),
-                        reason: "context-specific login for single-part ECDSA is not supported yet; use an RSA key type for --security high".to_string(),
-                    });
+                    return self.single_part_with_login(
+                        module,
+                        SinglePart::Sign,
+                        &Mechanism::Ecdsa,
+                        key,
+                        digest,
+                        pin,
+                    );
                 }
                 self.session
                     .sign(&Mechanism::Ecdsa, key.handle, digest)
@@ -341,6 +346,41 @@ impl TokenSession {
         self.session
             .sign_final()
             .map_err(|e| self.op_error(e, "signing"))
+    }
+
+    /// A single-part operation on a key with `CKA_ALWAYS_AUTHENTICATE`: init, context-specific
+    /// login, then the call (cryptoki cannot put the login in between; see `raw.rs`).
+    pub(crate) fn single_part_with_login(
+        &mut self,
+        module: &Module,
+        op: SinglePart,
+        mechanism: &Mechanism<'_>,
+        key: &KeyRef,
+        data: &[u8],
+        pin: &SecretString,
+    ) -> Result<Vec<u8>, TokenError> {
+        let raw = module.raw_functions()?;
+        log::debug!(
+            "{op:?} with context-specific login on token {:?}",
+            self.token.label()
+        );
+        raw.with_context_login(op, &self.session, mechanism, key.handle, pin, data)
+            .map_err(|e| {
+                let wrong_pin = matches!(
+                    &e,
+                    cryptoki::error::Error::Pkcs11(_, cryptoki::context::Function::Login)
+                );
+                if wrong_pin {
+                    self.pin_error(
+                        module,
+                        e,
+                        "re-entering the password for this key",
+                        PinRole::User,
+                    )
+                } else {
+                    self.op_error(e, "using a high-security key")
+                }
+            })
     }
 
     /// `C_Login(CKU_CONTEXT_SPECIFIC)` for a key with `CKA_ALWAYS_AUTHENTICATE`.
@@ -418,6 +458,11 @@ pub enum SignInput<'a> {
 }
 
 impl KeyRef {
+    /// The object handle, for the other adapter files.
+    pub(crate) fn object(&self) -> ObjectHandle {
+        self.handle
+    }
+
     /// The key's type.
     pub fn kind(&self) -> KeyKind {
         self.key_type

@@ -5,6 +5,7 @@ pub mod error;
 pub mod info;
 pub mod keys;
 pub mod module;
+mod raw;
 pub mod session;
 pub mod uri;
 pub mod wrap;
@@ -18,4 +19,7 @@ pub use keys::{KeyAttributes, KeyKind, KeyRef, KeySpec, KeyTemplate, RawPublicKe
 pub use module::{Module, DEFAULT_MODULE_PATHS};
 pub use session::{LoginPolicy, TokenSession};
 pub use uri::{ObjectKind, Pkcs11Uri, UriError};
-pub use wrap::{CertObject, DecryptionPair, OaepHash, ObjectKindFilter, ObjectRef, UnwrapTemplate};
+pub use wrap::{
+    CertObject, DecryptionPair, KeyTransportScheme, OaepHash, ObjectKindFilter, ObjectRef,
+    UnwrapTemplate,
+};

@@ -24,6 +24,7 @@ static LOADED: AtomicBool = AtomicBool::new(false);
 pub struct Module {
     pkcs11: Pkcs11,
     path: PathBuf,
+    raw: std::sync::OnceLock<Result<super::raw::RawFunctions, String>>,
 }
 
 impl Module {
@@ -71,6 +72,7 @@ impl Module {
         Ok(Module {
             pkcs11,
             path: path.to_path_buf(),
+            raw: std::sync::OnceLock::new(),
         })
     }
 
@@ -83,6 +85,17 @@ impl Module {
     #[doc(hidden)]
     pub fn raw(&self) -> &Pkcs11 {
         &self.pkcs11
+    }
+
+    /// The module's function list for calls cryptoki cannot make (loaded on first use).
+    pub(crate) fn raw_functions(&self) -> Result<&super::raw::RawFunctions, TokenError> {
+        self.raw
+            .get_or_init(|| super::raw::RawFunctions::load(&self.path))
+            .as_ref()
+            .map_err(|reason| TokenError::ModuleLoad {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            })
     }
 
     pub(crate) fn ctx(&self) -> &Pkcs11 {

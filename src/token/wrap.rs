@@ -36,6 +36,15 @@ impl OaepHash {
     }
 }
 
+/// How a message's content-encryption key was encrypted to a recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTransportScheme {
+    /// RSAES-PKCS1-v1_5.
+    RsaPkcs1v15,
+    /// RSAES-OAEP with this hash.
+    RsaOaep(OaepHash),
+}
+
 /// How a private key arriving wrapped is stored.
 #[derive(Debug, Clone)]
 pub struct UnwrapTemplate<'a> {
@@ -366,6 +375,38 @@ impl TokenSession {
             .decrypt(&hash.mechanism(), key.0, ciphertext)
             .map(Zeroizing::new)
             .map_err(|e| self.op_error(e, "decrypting with RSA-OAEP"))
+    }
+
+    /// Decrypts a key-transport block (a message's content-encryption key) with a private key,
+    /// asking for the password again when the key has `CKA_ALWAYS_AUTHENTICATE`.
+    pub fn decrypt_key_transport(
+        &mut self,
+        module: &super::module::Module,
+        key: &super::keys::KeyRef,
+        scheme: KeyTransportScheme,
+        ciphertext: &[u8],
+        pin: &secrecy::SecretString,
+    ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        let mechanism = match scheme {
+            KeyTransportScheme::RsaPkcs1v15 => Mechanism::RsaPkcs,
+            KeyTransportScheme::RsaOaep(hash) => hash.mechanism(),
+        };
+        if key.always_authenticate() {
+            return self
+                .single_part_with_login(
+                    module,
+                    super::raw::SinglePart::Decrypt,
+                    &mechanism,
+                    key,
+                    ciphertext,
+                    pin,
+                )
+                .map(Zeroizing::new);
+        }
+        self.session
+            .decrypt(&mechanism, key.object(), ciphertext)
+            .map(Zeroizing::new)
+            .map_err(|e| self.op_error(e, "decrypting a message key"))
     }
 
     /// Does the token accept RSA-OAEP with `hash` for this public key? (SoftHSM 2.6 takes SHA-1 only.)
