@@ -340,7 +340,8 @@ impl AuthorityDir {
         outcome: &str,
         detail: &str,
     ) -> Result<(), AuthorityError> {
-        let (seq, hash) = self.log().append(actor, action, subject, outcome, detail)?;
+        let who = operator(actor);
+        let (seq, hash) = self.log().append(&who, action, subject, outcome, detail)?;
         self.config.log_seq = seq;
         self.config.log_hash = hash;
         self.save_config()
