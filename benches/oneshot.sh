@@ -111,7 +111,7 @@ version() {
     rev=$(git rev-parse --short HEAD 2>/dev/null) || { echo "(not a git checkout)"; return; }
     git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null && echo "$rev" || echo "$rev + uncommitted changes"
 }
-passes=${ONESHOT_PASSES:-3}
+passes=${ONESHOT_PASSES:-10}
 kw_cmd="$kw keyset sign '$name' $file -o $dir/sig.kw"
 p11_cmd="${p11[*]} --sign --mechanism SHA256-RSA-PKCS --id $id -i $file -o $dir/sig.p11"
 {
@@ -120,8 +120,9 @@ p11_cmd="${p11[*]} --sign --mechanism SHA256-RSA-PKCS --id $id -i $file -o $dir/
         "softhsm2 $(dpkg-query -W -f='${Version}' softhsm2 2>/dev/null || echo '?')," \
         "opensc $(dpkg-query -W -f='${Version}' opensc 2>/dev/null || echo '?')," \
         "token dir and signature on $(df -T "$dir" | awk 'NR==2 {print $2}')"
-    echo "# RSA-2048 CKM_SHA256_RSA_PKCS, ${ONESHOT_FILE_BYTES:-4096}-byte file; hyperfine -N, $passes passes (order alternating), >= ${ONESHOT_RUNS:-40} runs each"
-    echo "# per pass: mean ± sd in ms; summary: median over passes of the means, ratio = keyward / pkcs11-tool; target <= 0.85"
+    echo "# RSA-2048 CKM_SHA256_RSA_PKCS, ${ONESHOT_FILE_BYTES:-4096}-byte file; hyperfine -N, $passes passes (order alternating) of ${ONESHOT_RUNS:-15} runs per command"
+    echo "# ms; mean = median over passes of hyperfine's mean, median = median over passes of hyperfine's median;"
+    echo "# ratio = keyward / pkcs11-tool, median over passes of each pass's ratio [min..max]; target <= 0.85"
 } >"$results"
 
 for want in ${ONESHOT_COUNTS:-16 1000}; do
@@ -140,22 +141,18 @@ for want in ${ONESHOT_COUNTS:-16 1000}; do
         csv=$dir/hf-$want-$pass.csv
         echo "== $objects objects on the token, pass $pass/$passes" >&2
         if ((pass % 2)); then order=(-n keyward "$kw_cmd" -n pkcs11-tool "$p11_cmd"); else order=(-n pkcs11-tool "$p11_cmd" -n keyward "$kw_cmd"); fi
-        hyperfine -N --style basic --warmup 5 --min-runs "${ONESHOT_RUNS:-40}" --export-csv "$csv" "${order[@]}" >&2
+        hyperfine -N --style basic --warmup 3 --runs "${ONESHOT_RUNS:-15}" --export-csv "$csv" "${order[@]}" >&2
         # csv: command,mean,stddev,median,user,system,min,max (seconds)
-        rows+=("$(awk -F, 'NR > 1 { m[$1] = $2 * 1000; s[$1] = $3 * 1000 }
-            END { printf "%.2f %.2f %.2f %.2f %.3f", m["keyward"], s["keyward"], m["pkcs11-tool"], s["pkcs11-tool"], m["keyward"] / m["pkcs11-tool"] }' "$csv")")
+        rows+=("$(awk -F, 'NR > 1 { m[$1] = $2 * 1000; d[$1] = $4 * 1000 }
+            END { printf "%.2f %.2f %.2f %.2f", m["keyward"], m["pkcs11-tool"], d["keyward"], d["pkcs11-tool"] }' "$csv")")
     done
-    {
-        for r in "${rows[@]}"; do
-            read -r km ks pm ps ratio <<<"$r"
-            printf '%5s objects  keyward %8.2f ± %6.2f   pkcs11-tool %8.2f ± %6.2f   ratio %s\n' "$objects" "$km" "$ks" "$pm" "$ps" "$ratio"
-        done
-        printf '%s\n' "${rows[@]}" | awk -v n="$objects" '
-            function med(a, k,   i, j, t) { for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-                return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
-            { k++; km[k] = $1; pm[k] = $3; r[k] = $5 }
-            END { printf "%5s objects  SUMMARY keyward %.2f ms, pkcs11-tool %.2f ms, ratio %.2f (passes: %d)\n", n, med(km, k), med(pm, k), med(r, k), k }'
-    } | tee -a "$results" >&2
+    printf '%s\n' "${rows[@]}" | awk -v n="$objects" '
+        function med(a, k,   i, j, t) { for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+        { k++; km[k] = $1; pm[k] = $2; kd[k] = $3; pd[k] = $4; r[k] = $1 / $2; rd[k] = $3 / $4 }
+        END { printf "%5s objects  mean:   keyward %7.2f  pkcs11-tool %7.2f  ratio %.2f [%.2f..%.2f]\n", n, med(km, k), med(pm, k), med(r, k), r[1], r[k]
+              printf "%5s objects  median: keyward %7.2f  pkcs11-tool %7.2f  ratio %.2f [%.2f..%.2f]\n", n, med(kd, k), med(pd, k), med(rd, k), rd[1], rd[k] }' |
+        tee -a "$results" >&2
 done
 
 echo

@@ -7,7 +7,7 @@
 //! other load) hits every variant alike; each round's overhead is taken against the raw
 //! variant of the same round, and the table shows the median over rounds.
 //!
-//! Knobs (environment): `KEYWARD_BENCH_ROUNDS` (default 9), `KEYWARD_BENCH_ROUND_MS` (target
+//! Knobs (environment): `KEYWARD_BENCH_ROUNDS` (default 15), `KEYWARD_BENCH_ROUND_MS` (target
 //! length of one variant's run in a round, default 400), `KEYWARD_MODULE` (module path).
 
 use std::hint::black_box;
@@ -33,8 +33,8 @@ const WARMUP_ROUNDS: usize = 2;
 type Fail = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Fail> {
-    let rounds: usize = env_num("KEYWARD_BENCH_ROUNDS", 9);
-    let round_time = Duration::from_millis(env_num("KEYWARD_BENCH_ROUND_MS", 400));
+    let rounds: usize = env_num("KEYWARD_BENCH_ROUNDS", 15);
+    let round_time = Duration::from_millis(env_num("KEYWARD_BENCH_ROUND_MS", 250));
 
     // A throw-away token directory, picked up by SoftHSM at C_Initialize.
     let dir = tempfile::Builder::new()
