@@ -120,22 +120,28 @@ fn main() -> Result<(), Fail> {
             round_time,
             vec![
                 Variant::new("adapter", |n| {
-                    for _ in 0..n {
-                        black_box(adapter_sign(&module, &mut ad0[0], &pin));
-                    }
-                    n
+                    on_cpu(|| {
+                        for _ in 0..n {
+                            black_box(adapter_sign(&module, &mut ad0[0], &pin));
+                        }
+                        n
+                    })
                 }),
                 Variant::new("raw", |n| {
-                    for _ in 0..n {
-                        black_box(raw_sign(&raw[0]));
-                    }
-                    n
+                    on_cpu(|| {
+                        for _ in 0..n {
+                            black_box(raw_sign(&raw[0]));
+                        }
+                        n
+                    })
                 }),
                 Variant::new("raw multi", |n| {
-                    for _ in 0..n {
-                        black_box(raw_sign_multi(&raw[0]));
-                    }
-                    n
+                    on_cpu(|| {
+                        for _ in 0..n {
+                            black_box(raw_sign_multi(&raw[0]));
+                        }
+                        n
+                    })
                 }),
             ],
         );
@@ -160,29 +166,41 @@ fn main() -> Result<(), Fail> {
             vec![
                 Variant::new("adapter", |n| {
                     std::thread::scope(|sc| {
-                        for s in [&mut ad0[0], &mut ad1[0]] {
-                            let (module, pin) = (&module, &pin);
-                            sc.spawn(move || {
-                                for _ in 0..n {
-                                    black_box(adapter_sign(module, s, pin));
-                                }
-                            });
-                        }
-                    });
-                    2 * n
+                        let threads: Vec<_> = [&mut ad0[0], &mut ad1[0]]
+                            .into_iter()
+                            .map(|s| {
+                                let (module, pin) = (&module, &pin);
+                                sc.spawn(move || {
+                                    on_cpu(|| {
+                                        for _ in 0..n {
+                                            black_box(adapter_sign(module, s, pin));
+                                        }
+                                        n
+                                    })
+                                })
+                            })
+                            .collect();
+                        sum(threads.into_iter().map(|t| t.join().expect("thread")))
+                    })
                 }),
                 Variant::new("raw", |n| {
                     std::thread::scope(|sc| {
-                        for s in raw.iter_mut() {
-                            sc.spawn(move || {
-                                let s = &*s;
-                                for _ in 0..n {
-                                    black_box(raw_sign(s));
-                                }
-                            });
-                        }
-                    });
-                    2 * n
+                        let threads: Vec<_> = raw
+                            .iter_mut()
+                            .map(|s| {
+                                sc.spawn(move || {
+                                    let s = &*s;
+                                    on_cpu(|| {
+                                        for _ in 0..n {
+                                            black_box(raw_sign(s));
+                                        }
+                                        n
+                                    })
+                                })
+                            })
+                            .collect();
+                        sum(threads.into_iter().map(|t| t.join().expect("thread")))
+                    })
                 }),
             ],
         );
@@ -201,31 +219,37 @@ fn main() -> Result<(), Fail> {
         round_time,
         vec![
             Variant::new("adapter", |n| {
-                for _ in 0..n {
-                    let mut s = token.open_ro(&module).expect("C_OpenSession");
-                    s.login(&module, PinRole::User, &pin, LoginPolicy::default())
-                        .expect("C_Login");
-                    black_box(&s);
-                }
-                n
+                on_cpu(|| {
+                    for _ in 0..n {
+                        let mut s = token.open_ro(&module).expect("C_OpenSession");
+                        s.login(&module, PinRole::User, &pin, LoginPolicy::default())
+                            .expect("C_Login");
+                        black_box(&s);
+                    }
+                    n
+                })
             }),
             Variant::new("raw", |n| {
-                for _ in 0..n {
-                    let s = module.raw().open_ro_session(slot).expect("C_OpenSession");
-                    s.login(UserType::User, Some(&pin)).expect("C_Login");
-                    black_box(&s);
-                }
-                n
+                on_cpu(|| {
+                    for _ in 0..n {
+                        let s = module.raw().open_ro_session(slot).expect("C_OpenSession");
+                        s.login(UserType::User, Some(&pin)).expect("C_Login");
+                        black_box(&s);
+                    }
+                    n
+                })
             }),
             Variant::new("raw+info", |n| {
-                for _ in 0..n {
-                    let s = module.raw().open_ro_session(slot).expect("C_OpenSession");
-                    black_box(module.raw().get_token_info(slot).expect("C_GetTokenInfo"));
-                    black_box(module.raw().get_slot_info(slot).expect("C_GetSlotInfo"));
-                    s.login(UserType::User, Some(&pin)).expect("C_Login");
-                    black_box(&s);
-                }
-                n
+                on_cpu(|| {
+                    for _ in 0..n {
+                        let s = module.raw().open_ro_session(slot).expect("C_OpenSession");
+                        black_box(module.raw().get_token_info(slot).expect("C_GetTokenInfo"));
+                        black_box(module.raw().get_slot_info(slot).expect("C_GetSlotInfo"));
+                        s.login(UserType::User, Some(&pin)).expect("C_Login");
+                        black_box(&s);
+                    }
+                    n
+                })
             }),
         ],
     );
@@ -250,8 +274,9 @@ fn main() -> Result<(), Fail> {
 
     print_table(&rows);
     println!(
-        "overhead = time per op of the first over the second, per round (same round, rotated order); \
-         median [min..max] over rounds"
+        "ops/s: median over rounds of wall-clock throughput (2 threads: both together). overhead: time per op of \
+         the first over the second in the same round (order rotated), median [min..max] over rounds; CPU time is \
+         the calling threads' time on a CPU (steadier on a shared machine)"
     );
     println!(
         "note: the adapter signs RSA with C_SignInit/C_SignUpdate/C_SignFinal (it streams files); \
@@ -315,14 +340,52 @@ fn raw_sign_multi((s, key): &(Session, ObjectHandle)) -> Vec<u8> {
     s.sign_final().expect("C_SignFinal")
 }
 
-/// One thing to time: `op(n)` does `n` iterations and returns how many operations that was.
+/// What one run of a variant did: how many operations, and the CPU time of the threads that
+/// did them.
+#[derive(Clone, Copy, Default)]
+struct Work {
+    ops: u64,
+    cpu: Duration,
+}
+
+fn sum(it: impl Iterator<Item = Work>) -> Work {
+    it.fold(Work::default(), |a, b| Work {
+        ops: a.ops + b.ops,
+        cpu: a.cpu + b.cpu,
+    })
+}
+
+/// Runs `f` and measures this thread's CPU time. On a shared machine the CPU time is immune to
+/// other processes taking the core, so it gives the steadier overhead figure; wall time gives
+/// the throughput.
+fn on_cpu(f: impl FnOnce() -> u64) -> Work {
+    let t0 = thread_cpu();
+    let ops = f();
+    Work {
+        ops,
+        cpu: thread_cpu().saturating_sub(t0),
+    }
+}
+
+/// This thread's time on a CPU so far (`/proc/thread-self/schedstat`, nanoseconds).
+fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = s
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+/// One thing to time: `op(n)` does `n` iterations (per thread) and says what that was.
 struct Variant<'a> {
     name: &'static str,
-    op: Box<dyn FnMut(u64) -> u64 + 'a>,
+    op: Box<dyn FnMut(u64) -> Work + 'a>,
 }
 
 impl<'a> Variant<'a> {
-    fn new(name: &'static str, op: impl FnMut(u64) -> u64 + 'a) -> Self {
+    fn new(name: &'static str, op: impl FnMut(u64) -> Work + 'a) -> Self {
         Variant {
             name,
             op: Box::new(op),
@@ -330,10 +393,11 @@ impl<'a> Variant<'a> {
     }
 }
 
-/// Seconds per operation of each variant, per measured round.
+/// Seconds per operation of each variant, per measured round: wall and CPU.
 struct Results {
     names: Vec<&'static str>,
-    per_op: Vec<Vec<f64>>, // [variant][round]
+    wall: Vec<Vec<f64>>, // [variant][round]
+    cpu: Vec<Vec<f64>>,  // [variant][round]
 }
 
 fn run(rounds: usize, round_time: Duration, mut variants: Vec<Variant<'_>>) -> Results {
@@ -352,15 +416,17 @@ fn run(rounds: usize, round_time: Duration, mut variants: Vec<Variant<'_>>) -> R
             ((round_time.as_secs_f64() / per_iter) as u64).max(1)
         })
         .collect();
-    let mut per_op = vec![Vec::with_capacity(rounds); k];
+    let mut wall = vec![Vec::with_capacity(rounds); k];
+    let mut cpu = vec![Vec::with_capacity(rounds); k];
     for round in 0..WARMUP_ROUNDS + rounds {
         for j in 0..k {
             let i = (round + j) % k; // rotate the order
             let t = Instant::now();
-            let ops = (variants[i].op)(iters[i]);
+            let w = (variants[i].op)(iters[i]);
             let secs = t.elapsed().as_secs_f64();
             if round >= WARMUP_ROUNDS {
-                per_op[i].push(secs / ops as f64);
+                wall[i].push(secs / w.ops as f64);
+                cpu[i].push(w.cpu.as_secs_f64() / w.ops as f64);
             } else {
                 // re-aim at the target length from what warm-up measured
                 iters[i] = ((round_time.as_secs_f64() / secs * iters[i] as f64) as u64).max(1);
@@ -369,7 +435,8 @@ fn run(rounds: usize, round_time: Duration, mut variants: Vec<Variant<'_>>) -> R
     }
     Results {
         names: variants.iter().map(|v| v.name).collect(),
-        per_op,
+        wall,
+        cpu,
     }
 }
 
@@ -377,46 +444,50 @@ struct Row {
     what: &'static str,
     a: (&'static str, f64),
     b: (&'static str, f64),
-    overhead: (f64, f64, f64), // median, min, max, in percent
+    wall: (f64, f64, f64), // overhead in percent: median, min, max over rounds
+    cpu: (f64, f64, f64),
 }
 
 impl Row {
     fn pair(what: &'static str, r: &Results, a: &'static str, b: &'static str) -> Row {
         let idx = |n| r.names.iter().position(|x| *x == n).expect("variant");
         let (ia, ib) = (idx(a), idx(b));
-        let mut ratios: Vec<f64> = r.per_op[ia]
-            .iter()
-            .zip(&r.per_op[ib])
-            .map(|(x, y)| (x / y - 1.0) * 100.0)
-            .collect();
-        let ops = |i: usize| 1.0 / median(&mut r.per_op[i].clone());
-        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let overhead = |v: &Vec<Vec<f64>>| {
+            let mut pct: Vec<f64> = v[ia]
+                .iter()
+                .zip(&v[ib])
+                .map(|(x, y)| (x / y - 1.0) * 100.0)
+                .collect();
+            let min = pct.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = pct.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (median(&mut pct), min, max)
+        };
+        let ops = |i: usize| 1.0 / median(&mut r.wall[i].clone());
         Row {
             what,
             a: (a, ops(ia)),
             b: (b, ops(ib)),
-            overhead: (median(&mut ratios), min, max),
+            wall: overhead(&r.wall),
+            cpu: overhead(&r.cpu),
         }
     }
 }
 
 fn print_table(rows: &[Row]) {
+    let pct = |(m, lo, hi): (f64, f64, f64)| format!("{m:+.2}% [{lo:+.1}..{hi:+.1}]");
     println!();
     println!(
-        "{:<58} {:>22} {:>22} {:>26}",
-        "", "first ops/s", "second ops/s", "overhead (first/second)"
+        "{:<58} {:>20} {:>20} {:>24} {:>24}",
+        "", "first ops/s", "second ops/s", "overhead, wall time", "overhead, CPU time"
     );
     for r in rows {
         println!(
-            "{:<58} {:>22} {:>22} {:>26}",
+            "{:<58} {:>20} {:>20} {:>24} {:>24}",
             r.what,
             format!("{} {:.1}", r.a.0, r.a.1),
             format!("{} {:.1}", r.b.0, r.b.1),
-            format!(
-                "{:+.2}% [{:+.1}..{:+.1}]",
-                r.overhead.0, r.overhead.1, r.overhead.2
-            ),
+            pct(r.wall),
+            pct(r.cpu),
         );
     }
     println!();

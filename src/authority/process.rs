@@ -115,9 +115,27 @@ pub fn process(
     pin: &SecretString,
     policy: LoginPolicy,
 ) -> Result<Processed, AuthorityError> {
-    let req = read_request(request)?;
     let mut a = AuthorityDir::open_locked(dir)?;
-    let mut session = open_authority_token(module, &a.config, pin, policy)?;
+    let req = match read_request(request) {
+        Ok(req) => req,
+        Err(e) => {
+            // Forged, tampered and unreadable requests are logged too, by file name: the user
+            // they name cannot be trusted.
+            let name = request.file_name().map_or_else(
+                || request.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            audit_failure(&mut a, &format!("request {name}"), "refused", &e);
+            return Err(e);
+        }
+    };
+    let mut session = match open_authority_token(module, &a.config, pin, policy) {
+        Ok(s) => s,
+        Err(e) => {
+            audit_failure(&mut a, &req.body.user, "failed", &e);
+            return Err(e);
+        }
+    };
     let result = check_temp_key(&mut a, &mut session, &req);
     match result {
         Ok(()) => {}
@@ -138,8 +156,21 @@ pub fn process(
             return Err(e);
         }
     }
-    let made = issue_everything(module, &a, &mut session, &req, pin)?;
+    let made = match issue_everything(module, &a, &mut session, &req, pin) {
+        Ok(made) => made,
+        Err(e) => {
+            audit_failure(&mut a, &req.body.user, "failed", &e);
+            return Err(e);
+        }
+    };
     commit(&mut a, &req, made, reply)
+}
+
+/// Logs a process that did not complete; a failure to log is reported but does not hide `e`.
+fn audit_failure(a: &mut AuthorityDir, subject: &str, outcome: &str, e: &AuthorityError) {
+    if let Err(log_err) = a.audit("operator", "process", subject, outcome, &e.to_string()) {
+        log::error!("could not record the {outcome} request in the audit log: {log_err}");
+    }
 }
 
 /// Decrypts the temporary key on the token and checks it against the user's record.
@@ -469,6 +500,7 @@ fn commit(
         for p in &written {
             let _ = std::fs::remove_file(p);
         }
+        audit_failure(a, &body.user, "failed", &e);
         return Err(e);
     }
     a.audit(

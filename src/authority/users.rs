@@ -83,6 +83,7 @@ pub fn add_user(
 }
 
 /// Revokes the user's current certificates and issues a new temporary key (forgotten password).
+/// For a user who has not enrolled yet (pending), only replaces the temporary key.
 pub fn recover(
     dir: &Path,
     name: &str,
@@ -98,7 +99,19 @@ pub fn recover(
         ));
     }
     if user.state == UserState::Pending {
-        return Err(state_error(user, "nothing to recover yet; the user has not enrolled (their temporary key still works, or use `keyward authority revoke`)"));
+        // Not enrolled yet, but the key expired, locked or was lost: the error messages for
+        // those send the operator here, so replace the key (nothing to revoke).
+        let key = TempKey::generate()?;
+        user.temp_key = Some(TempKeyRecord::new(&key, SystemTime::now(), lifetime)?);
+        a.save_users()?;
+        a.audit(
+            "operator",
+            "recover",
+            name,
+            "ok",
+            "not enrolled yet: new temporary key issued, the old one no longer works",
+        )?;
+        return Ok(key);
     }
     let revoked = revoke_certs(user, reason);
     let key = TempKey::generate()?;

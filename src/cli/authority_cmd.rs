@@ -149,16 +149,22 @@ fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
 fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
     let life = lifetime(&a.expires)?;
     let key = authority::users::recover(&a.dir, &a.user, reason(&a.reason)?, life)?;
-    print_temp_key(
-        ctx,
-        &a.user,
-        &key,
-        life,
-        &format!(
+    let pending = AuthorityDir::open_read(&a.dir)
+        .ok()
+        .and_then(|d| d.user(&a.user).ok().map(|u| u.state))
+        == Some(authority::UserState::Pending);
+    let what = if pending {
+        format!(
+            "issued a new temporary key for user {:?}, who has not enrolled yet (the old key no longer works)",
+            a.user
+        )
+    } else {
+        format!(
             "recovered user {:?}: old certificates revoked; they re-enroll under a NEW keyset name",
             a.user
-        ),
-    );
+        )
+    };
+    print_temp_key(ctx, &a.user, &key, life, &what);
     Ok(())
 }
 

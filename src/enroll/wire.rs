@@ -85,6 +85,11 @@ pub struct SignatureTable {
     pub value: String,
 }
 
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: Option<String>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct SignatureOnly {
     signature: SignatureTable,
@@ -216,6 +221,23 @@ pub fn open<T: DeserializeOwned>(
         })?;
     let signed = &text[..cut];
     let sig: SignatureOnly = parse_toml(path, &text[cut..]).map_err(|e| shift_line(e, signed))?;
+    // The format first: a reply passed as a request (or the other way round) is named as such,
+    // not reported as a missing field.
+    let header: FormatOnly = parse_toml(path, signed)?;
+    let expected = match what {
+        "request" => Some(REQUEST_FORMAT),
+        "reply" => Some(REPLY_FORMAT),
+        _ => None,
+    };
+    if let (Some(found), Some(expected)) = (header.format, expected) {
+        if found != expected {
+            return Err(WireError::WrongFormat {
+                path: path.to_path_buf(),
+                found,
+                expected,
+            });
+        }
+    }
     let body: T = parse_toml(path, signed)?;
     let signature =
         Base64::decode_vec(sig.signature.value.trim()).map_err(|_| WireError::Base64 {
@@ -296,7 +318,7 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let body = Body {
-            format: "f".into(),
+            format: REQUEST_FORMAT.into(),
             version: 1,
             user: "alice".into(),
         };

@@ -35,7 +35,6 @@ pub fn create(
     home: &std::path::Path,
     req: CreateRequest<'_>,
 ) -> Result<KeysetRecord, KeysetError> {
-    check_request(&req)?;
     let (lock, registry) = Registry::lock(home)?;
     create_locked(module, lock, registry, req)
 }
@@ -49,7 +48,6 @@ pub fn create_locked(
     mut registry: Registry,
     req: CreateRequest<'_>,
 ) -> Result<KeysetRecord, KeysetError> {
-    check_request(&req)?;
     let label = req.name.label();
     registry.check_free(req.name.as_str(), &label)?;
     check_pin_sharing(&registry, &req)?;
@@ -101,11 +99,6 @@ pub fn create_locked(
         roll_back(module, &mut session, &req, &id, derived.as_ref());
     }
     result
-}
-
-/// Refuses combinations keyward cannot make.
-pub fn check_request(req: &CreateRequest<'_>) -> Result<(), KeysetError> {
-    Ok(())
 }
 
 /// A hardened keyset's token PIN is derived from its own password and salt, so it cannot share

@@ -376,3 +376,264 @@ impl TestBed {
         p.to_string_lossy().into_owned()
     }
 }
+
+// ---- authority and enrollment helpers (appended for tests/authority_cli.rs, tests/enroll_flow.rs) ----
+
+/// The authority's token label (not a prefix of any card label the tests use).
+pub const AUTHORITY_TOKEN: &str = "authority";
+/// The authority token's user PIN.
+pub const AUTHORITY_PIN: &str = "authority-pin-1";
+
+/// A test bed with an authority: its token and the users' cards initialised (user PIN
+/// [`USER_PIN`]), `authority init` run, and `authority cert` saved.
+pub struct AuthorityBed {
+    pub bed: TestBed,
+    /// The authority's state directory.
+    pub dir: String,
+    /// `authority cert` output: CA + exchange certificate + OAEP marker.
+    pub bundle: String,
+    /// The CA certificate alone, PEM (for `openssl -CAfile`).
+    pub ca: String,
+}
+
+impl std::ops::Deref for AuthorityBed {
+    type Target = TestBed;
+    fn deref(&self) -> &TestBed {
+        &self.bed
+    }
+}
+
+/// The PEM blocks (`-----BEGIN …` to `-----END …-----`) in `text`.
+pub fn pem_blocks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN ") {
+            cur = Some(String::new());
+        }
+        if let Some(c) = cur.as_mut() {
+            c.push_str(line);
+            c.push('\n');
+        }
+        if line.starts_with("-----END ") {
+            out.extend(cur.take());
+        }
+    }
+    out
+}
+
+/// Relative paths of every file under `dir` (directories themselves left out).
+pub fn files_under(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut all = Vec::new();
+    snapshot(dir, &mut all);
+    all.into_iter()
+        .map(|(p, _)| {
+            p.strip_prefix(dir)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// (header, label, ID) of every object, to compare a token's contents before and after.
+pub fn p11_object_set(
+    objects: &[P11Object],
+) -> std::collections::BTreeSet<(String, String, String)> {
+    objects
+        .iter()
+        .map(|o| {
+            (
+                o.header.clone(),
+                o.get("label").to_string(),
+                o.get("ID").to_string(),
+            )
+        })
+        .collect()
+}
+
+impl AuthorityBed {
+    /// A bed with the authority token and `cards`, and an authority named `name` in `auth/`.
+    pub fn new(cards: &[&str], name: &str) -> AuthorityBed {
+        let bed = TestBed::new();
+        bed.init_token(AUTHORITY_TOKEN, AUTHORITY_PIN);
+        for card in cards {
+            bed.init_token(card, USER_PIN);
+        }
+        let dir = bed.path("auth").to_string_lossy().into_owned();
+        bed.run_env(
+            &[
+                "authority",
+                "init",
+                "--dir",
+                &dir,
+                "--token",
+                AUTHORITY_TOKEN,
+                "--name",
+                name,
+            ],
+            &[("KEYWARD_PIN", AUTHORITY_PIN)],
+        )
+        .ok();
+        let cert = bed.run(&["authority", "cert", "--dir", &dir]).ok();
+        let bundle = bed.file("authority-cert.pem", cert.stdout.as_bytes());
+        let first = pem_blocks(&cert.stdout)
+            .into_iter()
+            .next()
+            .expect("a CA certificate in `authority cert`");
+        let ca = bed.file("ca-only.pem", first.as_bytes());
+        AuthorityBed {
+            bed,
+            dir,
+            bundle,
+            ca,
+        }
+    }
+
+    /// `keyward authority SUB --dir DIR ARGS…` with the authority's PIN and `env`.
+    pub fn authority_env(&self, sub: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut all = vec!["authority", sub, "--dir", &self.dir];
+        all.extend_from_slice(args);
+        let mut vars = vec![("KEYWARD_PIN", AUTHORITY_PIN)];
+        vars.extend_from_slice(env);
+        self.bed.run_env(&all, &vars)
+    }
+
+    /// `keyward authority SUB --dir DIR ARGS…` with the authority's PIN.
+    pub fn authority(&self, sub: &str, args: &[&str]) -> Run {
+        self.authority_env(sub, args, &[])
+    }
+
+    /// `authority add-user USER EXTRA…`; returns the temporary key it prints (asserts success).
+    pub fn add_user(&self, user: &str, extra: &[&str]) -> String {
+        let mut args = vec![user];
+        args.extend_from_slice(extra);
+        let run = self.authority("add-user", &args).ok();
+        run.stdout.trim().to_string()
+    }
+
+    /// `enroll --user USER --keyset KEYSET --token CARD --authority-cert BUNDLE -o OUT` with
+    /// [`USER_PIN`] and `temp_key`; OUT is a file in the bed's directory.
+    pub fn request(&self, user: &str, keyset: &str, card: &str, temp_key: &str, out: &str) -> Run {
+        let out = self.bed.path(out);
+        let out = out.to_string_lossy();
+        self.bed.run_env(
+            &[
+                "enroll",
+                "--user",
+                user,
+                "--keyset",
+                keyset,
+                "--token",
+                card,
+                "--authority-cert",
+                &self.bundle,
+                "-o",
+                &out,
+            ],
+            &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", temp_key)],
+        )
+    }
+
+    /// `enroll … --authority DIR` (request, process and complete in one), with [`USER_PIN`],
+    /// the authority's PIN and `temp_key`; `env` may override any of them.
+    pub fn enroll_local(
+        &self,
+        user: &str,
+        keyset: &str,
+        card: &str,
+        temp_key: &str,
+        env: &[(&str, &str)],
+    ) -> Run {
+        let mut vars = vec![
+            ("KEYWARD_PIN", USER_PIN),
+            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+            ("KEYWARD_TEMP_KEY", temp_key),
+        ];
+        vars.extend_from_slice(env);
+        self.bed.run_env(
+            &[
+                "enroll",
+                "--user",
+                user,
+                "--keyset",
+                keyset,
+                "--token",
+                card,
+                "--authority",
+                &self.dir,
+            ],
+            &vars,
+        )
+    }
+
+    /// `authority process --dir DIR REQUEST -o REPLY` (files in the bed's directory) with `env`.
+    pub fn process_env(&self, request: &str, reply: &str, env: &[(&str, &str)]) -> Run {
+        let request = self.bed.path(request);
+        let reply = self.bed.path(reply);
+        self.authority_env(
+            "process",
+            &[&request.to_string_lossy(), "-o", &reply.to_string_lossy()],
+            env,
+        )
+    }
+
+    /// `authority process --dir DIR REQUEST -o REPLY` (files in the bed's directory).
+    pub fn process(&self, request: &str, reply: &str) -> Run {
+        self.process_env(request, reply, &[])
+    }
+
+    /// `enroll --complete REPLY` (a file in the bed's directory) with `pin` and `env`.
+    pub fn complete_env(&self, reply: &str, pin: &str, env: &[(&str, &str)]) -> Run {
+        let reply = self.bed.path(reply);
+        let mut vars = vec![("KEYWARD_PIN", pin)];
+        vars.extend_from_slice(env);
+        self.bed
+            .run_env(&["enroll", "--complete", &reply.to_string_lossy()], &vars)
+    }
+
+    /// `authority users --json`.
+    pub fn users(&self) -> serde_json::Value {
+        self.bed
+            .run(&["--json", "authority", "users", "--dir", &self.dir])
+            .ok()
+            .json()
+    }
+
+    /// One user from `authority users --json`.
+    pub fn user(&self, name: &str) -> serde_json::Value {
+        self.users()
+            .as_array()
+            .expect("users array")
+            .iter()
+            .find(|u| u["name"] == name)
+            .unwrap_or_else(|| panic!("no user {name} in `authority users`"))
+            .clone()
+    }
+
+    /// The bytes of a file of the authority's directory (empty when it does not exist).
+    pub fn state_file(&self, name: &str) -> Vec<u8> {
+        std::fs::read(Path::new(&self.dir).join(name)).unwrap_or_default()
+    }
+
+    /// Every file of the authority's directory (relative paths).
+    pub fn state_files(&self) -> std::collections::BTreeSet<String> {
+        files_under(Path::new(&self.dir))
+    }
+
+    /// `keyward --json keyset list` as (name, state) pairs.
+    pub fn keyset_states(&self) -> Vec<(String, String)> {
+        let run = self.bed.run(&["--json", "keyset", "list"]).ok();
+        run.json()
+            .as_array()
+            .expect("keyset list array")
+            .iter()
+            .map(|k| {
+                (
+                    k["name"].as_str().unwrap_or_default().to_string(),
+                    k["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
