@@ -76,7 +76,7 @@ fn create(ctx: &mut Context, a: CreateArgs) -> Result<(), Error> {
         return Ok(());
     }
     println!(
-        "created keyset {:?} on token {:?} (serial {}): {:?} signing key, security {:?}",
+        "created keyset {:?} on token {:?} (serial {}): {} signing key, security {}",
         record.name, record.token_label, record.token_serial, record.key_type, record.security
     );
     if let Some(label) = label_note {
@@ -121,6 +121,24 @@ fn object_uri(r: &KeysetRecord, kind: ObjectKind) -> String {
     .to_string()
 }
 
+fn authority_name(pem: &str) -> String {
+    crate::authority::x509::certs_from_pem(pem)
+        .ok()
+        .and_then(|c| c.first().and_then(crate::authority::x509::common_name))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+fn object_uri_for(r: &KeysetRecord, id_hex: &str, kind: ObjectKind) -> String {
+    Pkcs11Uri {
+        token: Some(r.token_label.clone()),
+        serial: Some(r.token_serial.clone()),
+        id: unhex_id(id_hex).ok(),
+        kind: Some(kind),
+        ..Default::default()
+    }
+    .to_string()
+}
+
 fn list(ctx: &mut Context) -> Result<(), Error> {
     let registry = Registry::load(&ctx.home()?).map_err(keyset::KeysetError::from)?;
     let shown: Vec<Shown<'_>> = registry.keysets().iter().map(Shown::of).collect();
@@ -136,9 +154,9 @@ fn list(ctx: &mut Context) -> Result<(), Error> {
         println!(
             "{:<28} {:<8} {:<8} {:<8} token {:?} (serial {})",
             format!("{:?}", r.name),
-            format!("{:?}", r.state).to_lowercase(),
-            format!("{:?}", r.security).to_lowercase(),
-            format!("{:?}", r.key_type).to_lowercase(),
+            r.state.to_string(),
+            r.security.to_string(),
+            r.key_type.to_string(),
             r.token_label,
             r.token_serial
         );
@@ -166,9 +184,9 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
         return Ok(());
     }
     println!("Keyset {:?}", record.name);
-    println!("  state:       {:?}", record.state);
-    println!("  security:    {:?}", record.security);
-    println!("  key type:    {:?}", record.key_type);
+    println!("  state:       {}", record.state);
+    println!("  security:    {}", record.security);
+    println!("  key type:    {}", record.key_type);
     println!(
         "  token:       {:?} (serial {}), {presence}",
         record.token_label, record.token_serial
@@ -184,6 +202,25 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
             "  hardened:    {} m={} KiB t={} p={}, {}-character PIN",
             h.algorithm, h.m_kib, h.t, h.p, h.pin_len
         );
+    }
+    if let Some(e) = &record.enrollment {
+        println!(
+            "  enrolled as: {} (authority {})",
+            e.user,
+            authority_name(&e.authority_ca)
+        );
+        for k in &e.encryption_keys {
+            println!(
+                "  encryption:  certificate {}{} — {}",
+                k.cert_serial,
+                if k.current {
+                    " (current)"
+                } else {
+                    " (archived)"
+                },
+                object_uri_for(&record, &k.id, ObjectKind::Private)
+            );
+        }
     }
     println!("  created:     {}", record.created);
     Ok(())

@@ -92,6 +92,22 @@ pub enum KeysetState {
     Retired,
 }
 
+macro_rules! lowercase_display {
+    ($($t:ty => { $($v:ident = $s:literal),* }),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $(Self::$v => $s),* })
+            }
+        }
+    )*};
+}
+
+lowercase_display!(
+    Security => { Standard = "standard", High = "high" },
+    KeyAlgorithm => { Rsa2048 = "rsa2048", Rsa3072 = "rsa3072", P256 = "p256" },
+    KeysetState => { Local = "local", Pending = "pending", Active = "active", Retired = "retired" }
+);
+
 /// One keyset.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KeysetRecord {
