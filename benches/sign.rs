@@ -7,7 +7,7 @@
 //! other load) hits every variant alike; each round's overhead is taken against the raw
 //! variant of the same round, and the table shows the median over rounds.
 //!
-//! Knobs (environment): `KEYWARD_BENCH_ROUNDS` (default 15), `KEYWARD_BENCH_ROUND_MS` (target
+//! Knobs (environment): `KEYWARD_BENCH_ROUNDS` (default 25), `KEYWARD_BENCH_ROUND_MS` (target
 //! length of one variant's run in a round, default 400), `KEYWARD_MODULE` (module path).
 
 use std::hint::black_box;
@@ -33,8 +33,8 @@ const WARMUP_ROUNDS: usize = 2;
 type Fail = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Fail> {
-    let rounds: usize = env_num("KEYWARD_BENCH_ROUNDS", 15);
-    let round_time = Duration::from_millis(env_num("KEYWARD_BENCH_ROUND_MS", 250));
+    let rounds: usize = env_num("KEYWARD_BENCH_ROUNDS", 25);
+    let round_time = Duration::from_millis(env_num("KEYWARD_BENCH_ROUND_MS", 150));
 
     // A throw-away token directory, picked up by SoftHSM at C_Initialize.
     let dir = tempfile::Builder::new()
@@ -276,7 +276,8 @@ fn main() -> Result<(), Fail> {
     println!(
         "ops/s: median over rounds of wall-clock throughput (2 threads: both together). overhead: time per op of \
          the first over the second in the same round (order rotated), median [min..max] over rounds; CPU time is \
-         the calling threads' time on a CPU (steadier on a shared machine)"
+         the calling threads' time on a CPU (steadier on a shared machine); best rounds: the fastest \
+         round of each, compared (other load only ever adds time)"
     );
     println!(
         "note: the adapter signs RSA with C_SignInit/C_SignUpdate/C_SignFinal (it streams files); \
@@ -446,6 +447,7 @@ struct Row {
     b: (&'static str, f64),
     wall: (f64, f64, f64), // overhead in percent: median, min, max over rounds
     cpu: (f64, f64, f64),
+    best: f64, // overhead in percent of the fastest round over the fastest round
 }
 
 impl Row {
@@ -469,6 +471,7 @@ impl Row {
             b: (b, ops(ib)),
             wall: overhead(&r.wall),
             cpu: overhead(&r.cpu),
+            best: (fastest(&r.wall[ia]) / fastest(&r.wall[ib]) - 1.0) * 100.0,
         }
     }
 }
@@ -477,20 +480,30 @@ fn print_table(rows: &[Row]) {
     let pct = |(m, lo, hi): (f64, f64, f64)| format!("{m:+.2}% [{lo:+.1}..{hi:+.1}]");
     println!();
     println!(
-        "{:<58} {:>20} {:>20} {:>24} {:>24}",
-        "", "first ops/s", "second ops/s", "overhead, wall time", "overhead, CPU time"
+        "{:<58} {:>20} {:>20} {:>24} {:>24} {:>12}",
+        "",
+        "first ops/s",
+        "second ops/s",
+        "overhead, wall time",
+        "overhead, CPU time",
+        "best rounds"
     );
     for r in rows {
         println!(
-            "{:<58} {:>20} {:>20} {:>24} {:>24}",
+            "{:<58} {:>20} {:>20} {:>24} {:>24} {:>12}",
             r.what,
             format!("{} {:.1}", r.a.0, r.a.1),
             format!("{} {:.1}", r.b.0, r.b.1),
             pct(r.wall),
             pct(r.cpu),
+            format!("{:+.2}%", r.best),
         );
     }
     println!();
+}
+
+fn fastest(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -12,6 +12,7 @@ pub mod enroll;
 pub mod error;
 pub mod home;
 pub mod keyset;
+pub mod message;
 pub mod secrets;
 pub mod token;
 

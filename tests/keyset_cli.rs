@@ -300,9 +300,9 @@ fn list_and_show_in_human_and_json_form() {
     let show = bed.run(&["keyset", "show", "Alice Work"]).ok().stdout;
     for want in [
         "Keyset \"Alice Work\"".to_string(),
-        "Local".to_string(),
-        "Standard".to_string(),
-        "P256".to_string(),
+        "state:       local".to_string(),
+        "security:    standard".to_string(),
+        "key type:    p256".to_string(),
         format!("\"{CARD}\" (serial {serial}), present"),
         "key label:   Alice Work signing key".to_string(),
         format!(

@@ -234,24 +234,7 @@ impl AuditLog {
         let mut file = opts.open(&self.path).map_err(|e| self.io("open", &e))?;
         let len = file.metadata().map_err(|e| self.io("read", &e))?.len();
 
-        let (seq, prev) = match self.last_line(&mut file, len)? {
-            None => (1, GENESIS.to_string()),
-            Some(line) => {
-                let last: AuditEntry = serde_json::from_slice(&line)
-                    .map_err(|e| self.damaged(format!("its last line cannot be read ({e})")))?;
-                if last.compute_hash()? != last.hash {
-                    return Err(self.damaged(format!(
-                        "its last line (entry {}) was edited: its hash does not match",
-                        last.seq
-                    )));
-                }
-                let next = last
-                    .seq
-                    .checked_add(1)
-                    .ok_or_else(|| self.damaged("its sequence number is at its maximum".into()))?;
-                (next, hex_sha256(&line))
-            }
-        };
+        let (seq, prev) = self.next_link(&mut file, len)?;
 
         let mut entry = AuditEntry {
             seq,
@@ -277,6 +260,41 @@ impl AuditLog {
             self.sync_dir()?;
         }
         Ok((entry.seq, entry.hash))
+    }
+
+    /// Refuses, as [`AuditLog::append`] would, a log that cannot be appended to (a torn or
+    /// damaged last line). Commands that change the authority's state call it before they
+    /// act, so nothing is done that could not be logged.
+    pub fn check_appendable(&self) -> Result<(), AuditError> {
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io("open", &e)),
+        };
+        let len = file.metadata().map_err(|e| self.io("read", &e))?.len();
+        self.next_link(&mut file, len).map(|_| ())
+    }
+
+    /// The `(seq, prev)` of the entry that would follow the last one of a `len`-byte log.
+    fn next_link(&self, file: &mut File, len: u64) -> Result<(u64, String), AuditError> {
+        match self.last_line(file, len)? {
+            None => Ok((1, GENESIS.to_string())),
+            Some(line) => {
+                let last: AuditEntry = serde_json::from_slice(&line)
+                    .map_err(|e| self.damaged(format!("its last line cannot be read ({e})")))?;
+                if last.compute_hash()? != last.hash {
+                    return Err(self.damaged(format!(
+                        "its last line (entry {}) was edited: its hash does not match",
+                        last.seq
+                    )));
+                }
+                let next = last
+                    .seq
+                    .checked_add(1)
+                    .ok_or_else(|| self.damaged("its sequence number is at its maximum".into()))?;
+                Ok((next, hex_sha256(&line)))
+            }
+        }
     }
 
     /// All entries, in file order; a line that cannot be parsed is reported by number.

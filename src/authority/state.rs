@@ -172,8 +172,16 @@ impl AuthorityDir {
 
     /// Takes the exclusive lock (waiting for other keyward processes) and reads the state.
     pub fn open_locked(dir: &Path) -> Result<AuthorityDir, AuthorityError> {
+        // Not an authority: say so, and leave no lock file in someone else's directory.
+        if !dir.join("authority.toml").exists() {
+            return Err(AuthorityError::NotAnAuthority {
+                dir: dir.to_path_buf(),
+            });
+        }
         let lock = lock_dir(dir)?;
         let mut a = Self::open_read(dir)?;
+        // Every change is logged: refuse before acting if the log cannot take an entry.
+        a.log().check_appendable()?;
         a._lock = Some(lock);
         Ok(a)
     }

@@ -46,6 +46,15 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     let temp_key = TempKey::parse(secrecy::ExposeSecret::expose_secret(&ctx.temp_key()?))
         .map_err(crate::authority::AuthorityError::from)?;
     let pin = ctx.pin()?;
+    // With a local authority the same command completes: read and check a new password now,
+    // so one the token cannot take fails before the authority spends the temporary key.
+    let new_password = match &a.authority {
+        Some(_) => ctx.new_password_if_given(name.as_str())?,
+        None => None,
+    };
+    if let Some(new) = &new_password {
+        token.check_pin_length(crate::token::PinRole::User, new)?;
+    }
     let policy = ctx.login_policy();
     let params = RequestParams {
         user,
@@ -60,7 +69,7 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     };
     let request = client::make_request(ctx.module()?, &home, &params)?;
     match (&a.authority, &a.output) {
-        (Some(dir), _) => local(ctx, dir, &name, &request, &pin),
+        (Some(dir), _) => local(ctx, dir, &name, &request, &pin, new_password),
         (None, Some(out)) => {
             write_atomic(out, &request).map_err(|e| Error::Io {
                 action: "write",
@@ -85,6 +94,7 @@ fn local(
     name: &KeysetName,
     request: &[u8],
     pin: &secrecy::SecretString,
+    new: Option<secrecy::SecretString>,
 ) -> Result<(), Error> {
     let work = tempfile::tempdir().map_err(|e| Error::Io {
         action: "create",
@@ -117,8 +127,20 @@ fn local(
         }
         return Err(e);
     }
-    let new = ctx.new_password_if_given(name.as_str())?;
-    let done = client::complete(ctx.module()?, &home, &reply_path, pin, new.as_ref(), policy)?;
+    let done = match client::complete(ctx.module()?, &home, &reply_path, pin, new.as_ref(), policy)
+    {
+        Ok(done) => done,
+        Err(e) => {
+            // The authority has spent the temporary key: keep its reply, or it is lost.
+            let kept = work.keep().join("reply.toml");
+            eprintln!(
+                "keyward: the authority's reply is kept in {}; once the problem is fixed, finish with `keyward enroll --complete {}`",
+                kept.display(),
+                kept.display()
+            );
+            return Err(e.into());
+        }
+    };
     report(ctx, &done);
     Ok(())
 }

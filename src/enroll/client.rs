@@ -322,6 +322,10 @@ pub fn complete(
     }
 
     let mut ks = KeysetSession::open(module, &record, password, policy, true)?;
+    if let Some(new) = new_password {
+        // A new password the token cannot take is refused before anything is stored.
+        ks.session.token().check_pin_length(PinRole::User, new)?;
+    }
     let mut created: Vec<Vec<u8>> = Vec::new();
     let result = store_everything(
         &mut ks.session,

@@ -535,14 +535,15 @@ impl AuthorityBed {
         )
     }
 
-    /// `enroll … --authority DIR` (request, process and complete in one), with [`USER_PIN`],
-    /// the authority's PIN and `temp_key`; `env` may override any of them.
+    /// `enroll … --authority DIR EXTRA…` (request, process and complete in one), with
+    /// [`USER_PIN`], the authority's PIN and `temp_key`; `env` may override any of them.
     pub fn enroll_local(
         &self,
         user: &str,
         keyset: &str,
         card: &str,
         temp_key: &str,
+        extra: &[&str],
         env: &[(&str, &str)],
     ) -> Run {
         let mut vars = vec![
@@ -551,20 +552,19 @@ impl AuthorityBed {
             ("KEYWARD_TEMP_KEY", temp_key),
         ];
         vars.extend_from_slice(env);
-        self.bed.run_env(
-            &[
-                "enroll",
-                "--user",
-                user,
-                "--keyset",
-                keyset,
-                "--token",
-                card,
-                "--authority",
-                &self.dir,
-            ],
-            &vars,
-        )
+        let mut args = vec![
+            "enroll",
+            "--user",
+            user,
+            "--keyset",
+            keyset,
+            "--token",
+            card,
+            "--authority",
+            &self.dir,
+        ];
+        args.extend_from_slice(extra);
+        self.bed.run_env(&args, &vars)
     }
 
     /// `authority process --dir DIR REQUEST -o REPLY` (files in the bed's directory) with `env`.
