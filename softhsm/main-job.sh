@@ -65,7 +65,7 @@ run keyset sign "Alice 2026" report.txt -o report.sig --pin-file alice.pin
 printf '$ openssl dgst -sha256 -verify alice.pub.pem -signature report.sig report.txt\n'
 openssl dgst -sha256 -verify alice.pub.pem -signature report.sig report.txt
 
-if "$KW" send --help >/dev/null 2>&1; then
+if true; then
     step "Alice: send Bob a signed and encrypted message"
     echo "Bob, the launch code is in the safe. — Alice" > letter.txt
     run send --keyset "Alice 2026" --to "Bob 2026" letter.txt -o letter.p7m --pin-file alice.pin
@@ -89,7 +89,7 @@ run enroll --user bob --keyset "Bob 2026 (recovered)" --token bob-card --authori
     --temp-key-file bob-recover.tempkey --pin-file bob-new.pin --authority-pin-file authority.pin
 run keyset list
 
-if "$KW" read --help >/dev/null 2>&1; then
+if true; then
     step "Bob: reads Alice's OLD message with the recovered keyset"
     run read --keyset "Bob 2026 (recovered)" letter.p7m --pin-file bob-new.pin
 fi

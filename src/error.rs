@@ -26,6 +26,9 @@ pub enum Error {
     /// From enrollment.
     #[error(transparent)]
     Enroll(crate::enroll::EnrollError),
+    /// Sending and reading messages.
+    #[error(transparent)]
+    Message(#[from] crate::message::MessageError),
     /// A malformed PKCS#11 URI.
     #[error(transparent)]
     Uri(#[from] UriError),
@@ -52,6 +55,9 @@ impl Error {
             Error::Keyset(crate::keyset::KeysetError::Token(t)) => t.call(),
             Error::Authority(crate::authority::AuthorityError::Token(t)) => t.call(),
             Error::Enroll(crate::enroll::EnrollError::Token(t)) => t.call(),
+            Error::Message(crate::message::MessageError::Keyset(
+                crate::keyset::KeysetError::Token(t),
+            )) => t.call(),
             _ => None,
         }
     }

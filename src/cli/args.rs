@@ -65,6 +65,51 @@ pub enum Command {
     Authority(AuthorityCommand),
     /// Enroll a keyset with an authority (or complete an enrollment with its reply)
     Enroll(EnrollArgs),
+    /// Sign with your keyset and encrypt to recipients (and yourself): a CMS / S/MIME message
+    Send(SendArgs),
+    /// Decrypt a message with your keyset's current or archived keys and verify its signer
+    Read(ReadArgs),
+}
+
+/// `keyward send`
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Your keyset (enrolled)
+    #[arg(long)]
+    pub keyset: String,
+    /// A recipient: a certificate file (PEM or DER) or the name of a keyset known here; repeat for more
+    #[arg(long, required = true, value_name = "CERT|KEYSET")]
+    pub to: Vec<String>,
+    /// The content to send (default: standard input)
+    pub input: Option<PathBuf>,
+    /// Where to write the message (default: standard output)
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// Write an S/MIME entity (application/pkcs7-mime) instead of DER
+    #[arg(long)]
+    pub smime: bool,
+    /// Wrap the message key with RSA-OAEP (SHA-1, RFC 3560 defaults) instead of PKCS#1 v1.5
+    #[arg(long)]
+    pub oaep: bool,
+}
+
+/// `keyward read`
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// Your keyset (enrolled)
+    #[arg(long)]
+    pub keyset: String,
+    /// The message: DER, PEM or S/MIME (default: standard input)
+    pub input: Option<PathBuf>,
+    /// Where to write the content (default: standard output)
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// The CA the signer must chain to (default: your keyset's authority)
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A CRL (PEM or DER) to check the signer against
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
 }
 
 /// `keyward authority …`

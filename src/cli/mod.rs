@@ -5,6 +5,7 @@ mod authority_cmd;
 mod context;
 mod enroll_cmd;
 mod keyset_cmd;
+mod message_cmd;
 mod output;
 mod token_cmd;
 
@@ -45,6 +46,8 @@ fn run(ctx: &mut Context, command: Command) -> Result<(), Error> {
         Command::Keyset(cmd) => keyset_cmd::run(ctx, cmd),
         Command::Authority(cmd) => authority_cmd::run(ctx, cmd),
         Command::Enroll(args) => enroll_cmd::run(ctx, args),
+        Command::Send(args) => message_cmd::send(ctx, args),
+        Command::Read(args) => message_cmd::read(ctx, args),
     }
 }
 

@@ -124,6 +124,31 @@ impl KeysetSession {
         }
     }
 
+    /// Decrypts a message's content-encryption key with the encryption key `id` on the token
+    /// (asking for the password again at security level high).
+    pub fn decrypt_key_transport(
+        &mut self,
+        module: &Module,
+        keyset: &str,
+        id: &[u8],
+        scheme: crate::token::KeyTransportScheme,
+        ciphertext: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, KeysetError> {
+        let key = self
+            .session
+            .find_private_key(id)?
+            .ok_or_else(|| KeysetError::KeyMissing {
+                keyset: keyset.to_string(),
+                what: "encryption key",
+                id: hex(id),
+                label: self.session.token().label().to_string(),
+            })?;
+        let pin = self.pin.clone();
+        Ok(self
+            .session
+            .decrypt_key_transport(module, &key, scheme, ciphertext, &pin)?)
+    }
+
     /// Signs bytes and returns the signature as X.509 and PKCS#10 carry it (DER ECDSA for EC).
     pub fn sign_bytes(
         &mut self,

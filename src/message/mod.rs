@@ -1,4 +1,67 @@
-//! Messages: CMS (S/MIME) signed and enveloped data with token keys.
+//! Messages: `send` signs with the keyset's token key and encrypts to every recipient (and the
+//! sender); `read` decrypts the content key on the token and verifies the signer's chain.
 
 pub mod cms;
+pub mod read;
+pub mod send;
 pub mod smime;
+
+use crate::authority::x509::X509Error;
+use crate::keyset::KeysetError;
+
+pub use read::{read, ReadOptions, ReadOutcome};
+pub use send::{send, SendOptions};
+
+/// Errors of sending and reading.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// CMS encoding, decoding and signatures.
+    #[error(transparent)]
+    Cms(#[from] cms::CmsError),
+    /// S/MIME, PEM or DER framing.
+    #[error(transparent)]
+    Smime(#[from] smime::SmimeError),
+    /// Certificates and CRLs.
+    #[error(transparent)]
+    X509(#[from] X509Error),
+    /// The keyset and its token.
+    #[error(transparent)]
+    Keyset(#[from] KeysetError),
+    /// The keyset is not enrolled.
+    #[error(
+        "keyset {0:?} is not enrolled (no certificates); enroll it with `keyward enroll` first"
+    )]
+    NotEnrolled(String),
+    /// A recipient is unusable.
+    #[error("recipient {who}: {why}")]
+    Recipient {
+        /// The recipient as given.
+        who: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The signer is not trusted.
+    #[error("the message's signer {signer} {why}; the content was not written")]
+    Untrusted {
+        /// Who signed.
+        signer: String,
+        /// Why not trusted.
+        why: String,
+    },
+}
+
+impl From<crate::token::TokenError> for MessageError {
+    fn from(e: crate::token::TokenError) -> Self {
+        MessageError::Keyset(e.into())
+    }
+}
+
+/// A certificate's holder for messages: `CN <email>`.
+pub fn describe(cert: &x509_cert::Certificate) -> String {
+    let cn = crate::authority::x509::common_name(cert).unwrap_or_else(|| "(no name)".into());
+    match crate::authority::x509::email_of(cert) {
+        Some(e) => format!("{cn} <{e}>"),
+        None => cn,
+    }
+}

@@ -1,0 +1,200 @@
+//! `keyward send` and `keyward read`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::args::{ReadArgs, SendArgs};
+use super::output::print_json;
+use super::Context;
+use crate::authority::x509;
+use crate::error::Error;
+use crate::keyset::registry::write_atomic;
+use crate::keyset::{KeysetError, KeysetRecord, Registry};
+use crate::message::cms::KeyTransport;
+use crate::message::send::current_encryption_cert;
+use crate::message::{self, MessageError, ReadOptions, SendOptions};
+
+fn io(action: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        action,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn read_input(input: Option<&Path>) -> Result<Vec<u8>, Error> {
+    match input {
+        Some(p) => std::fs::read(p).map_err(|e| io("read", p, e)),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| io("read", Path::new("standard input"), e))?;
+            Ok(buf)
+        }
+    }
+}
+
+fn write_output(output: Option<&PathBuf>, bytes: &[u8]) -> Result<(), Error> {
+    match output {
+        Some(p) => write_atomic(p, bytes).map_err(|e| io("write", p, e)),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)
+                .and_then(|()| out.flush())
+                .map_err(|e| io("write", Path::new("standard output"), e))
+        }
+    }
+}
+
+fn enrolled(registry: &Registry, name: &str) -> Result<KeysetRecord, Error> {
+    Ok(registry.get(name).map_err(KeysetError::from)?.clone())
+}
+
+/// A recipient: a certificate file, else a keyset known here.
+fn recipient(registry: &Registry, spec: &str) -> Result<(String, x509_cert::Certificate), Error> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        let bytes = std::fs::read(path).map_err(|e| io("read", path, e))?;
+        let cert = match std::str::from_utf8(&bytes) {
+            Ok(text) if text.contains("-----BEGIN") => x509::certs_from_pem(text)
+                .map_err(MessageError::from)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Usage(format!("{spec} holds no certificate")))?,
+            _ => x509::cert_from_der(&bytes).map_err(MessageError::from)?,
+        };
+        return Ok((spec.to_string(), cert));
+    }
+    match registry.get(spec) {
+        Ok(r) => Ok((spec.to_string(), current_encryption_cert(r)?)),
+        Err(_) => Err(Error::Usage(format!(
+            "recipient {spec:?} is neither a certificate file nor a keyset known here"
+        ))),
+    }
+}
+
+/// `keyward send`.
+pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
+    let registry = Registry::load(&ctx.home()?).map_err(KeysetError::from)?;
+    let record = enrolled(&registry, &a.keyset)?;
+    let recipients =
+        a.to.iter()
+            .map(|spec| recipient(&registry, spec))
+            .collect::<Result<Vec<_>, _>>()?;
+    let content = read_input(a.input.as_deref())?;
+    let password = ctx.password(&record.name)?;
+    let policy = ctx.login_policy();
+    let msg = message::send(
+        ctx.module()?,
+        &content,
+        SendOptions {
+            keyset: &record,
+            recipients: &recipients,
+            transport: if a.oaep {
+                KeyTransport::RsaOaepSha1
+            } else {
+                KeyTransport::RsaPkcs1v15
+            },
+            smime: a.smime,
+            password: &password,
+            policy,
+        },
+    )?;
+    write_output(a.output.as_ref(), &msg)?;
+    eprintln!(
+        "signed with keyset {:?} and encrypted to {} recipient(s) and yourself ({} bytes)",
+        record.name,
+        recipients.len(),
+        msg.len()
+    );
+    Ok(())
+}
+
+/// `keyward read`.
+pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
+    let registry = Registry::load(&ctx.home()?).map_err(KeysetError::from)?;
+    let record = enrolled(&registry, &a.keyset)?;
+    let ca = match &a.ca {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| io("read", p, e))?;
+            Some(
+                x509::certs_from_pem(&text)
+                    .map_err(MessageError::from)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::Usage(format!("{} holds no certificate", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    let crl = match &a.crl {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| io("read", p, e))?;
+            Some(match std::str::from_utf8(&bytes) {
+                Ok(t) if t.contains("-----BEGIN") => {
+                    x509::crl_from_pem(t).map_err(MessageError::from)?
+                }
+                _ => x509::crl_from_der(&bytes).map_err(MessageError::from)?,
+            })
+        }
+        None => None,
+    };
+    if ctx.json() && a.output.is_none() {
+        return Err(Error::Usage(
+            "with --json, pass -o OUTPUT for the content (standard output carries the JSON)".into(),
+        ));
+    }
+    let input = read_input(a.input.as_deref())?;
+    let password = ctx.password(&record.name)?;
+    let policy = ctx.login_policy();
+    let done = message::read(
+        ctx.module()?,
+        &input,
+        ReadOptions {
+            keyset: &record,
+            ca,
+            crl,
+            password: &password,
+            policy,
+        },
+    )?;
+    let when = done
+        .signed_at
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| "(no signing time)".into());
+    if ctx.json() {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            signer: &'a str,
+            signer_serial: &'a str,
+            signed_at: &'a str,
+            opened_with: &'a str,
+            archived_key: bool,
+            bytes: usize,
+        }
+        write_output(a.output.as_ref(), &done.content)?;
+        print_json(&Out {
+            signer: &done.signer,
+            signer_serial: &done.signer_serial,
+            signed_at: &when,
+            opened_with: &done.opened_with,
+            archived_key: done.archived_key,
+            bytes: done.content.len(),
+        });
+        return Ok(());
+    }
+    write_output(a.output.as_ref(), &done.content)?;
+    eprintln!(
+        "good signature from {} (certificate {}), signed {when}; opened with {} encryption key {}",
+        done.signer,
+        done.signer_serial,
+        if done.archived_key {
+            "ARCHIVED"
+        } else {
+            "current"
+        },
+        done.opened_with
+    );
+    Ok(())
+}

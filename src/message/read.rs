@@ -1,0 +1,137 @@
+//! `read`: find the recipient slot for one of the keyset's encryption keys (current or
+//! archived), decrypt the content key on the token, decrypt, and verify the signer's chain.
+
+use std::time::SystemTime;
+
+use secrecy::SecretString;
+use x509_cert::crl::CertificateList;
+use x509_cert::Certificate;
+use zeroize::Zeroizing;
+
+use super::cms::{self, KeyTransport};
+use super::{describe, smime, MessageError};
+use crate::authority::x509;
+use crate::keyset::ops::unhex_id;
+use crate::keyset::{KeysetRecord, KeysetSession};
+use crate::token::{KeyTransportScheme, LoginPolicy, Module, OaepHash};
+
+/// How to read.
+pub struct ReadOptions<'a> {
+    /// The reader's keyset (enrolled).
+    pub keyset: &'a KeysetRecord,
+    /// The CA that must have issued the signer's certificate (default: the keyset's authority).
+    pub ca: Option<Certificate>,
+    /// A CRL to check the signer against.
+    pub crl: Option<CertificateList>,
+    /// The keyset password.
+    pub password: &'a SecretString,
+    /// `--final-try`.
+    pub policy: LoginPolicy,
+}
+
+/// A message that decrypted and verified.
+pub struct ReadOutcome {
+    /// The content.
+    pub content: Zeroizing<Vec<u8>>,
+    /// Who signed, `CN <email>`.
+    pub signer: String,
+    /// The signer certificate's serial, hex.
+    pub signer_serial: String,
+    /// When it was signed (the signingTime attribute).
+    pub signed_at: Option<SystemTime>,
+    /// The serial of the encryption certificate whose key opened it.
+    pub opened_with: String,
+    /// Whether that key is an archived (older) one.
+    pub archived_key: bool,
+}
+
+/// Decrypts and verifies a message. Nothing is returned unless the signature and the signer's
+/// chain (and CRL, when given) check out.
+pub fn read(
+    module: &Module,
+    input: &[u8],
+    o: ReadOptions<'_>,
+) -> Result<ReadOutcome, MessageError> {
+    let record = o.keyset;
+    let enrollment = record
+        .enrollment
+        .as_ref()
+        .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
+    let der = smime::read_any(input)?;
+    let slots = cms::recipients(&der)?;
+    let mut certs = Vec::new();
+    for k in &enrollment.encryption_keys {
+        certs.push(
+            x509::certs_from_pem(&k.certificate)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?,
+        );
+    }
+    let (slot, index) = cms::match_recipient(&slots, &certs)?;
+    let key = &enrollment.encryption_keys[index];
+    let scheme = match slot.transport {
+        Some(KeyTransport::RsaPkcs1v15) => KeyTransportScheme::RsaPkcs1v15,
+        Some(KeyTransport::RsaOaepSha1) => KeyTransportScheme::RsaOaep(OaepHash::Sha1),
+        Some(KeyTransport::RsaOaepSha256) => KeyTransportScheme::RsaOaep(OaepHash::Sha256),
+        None => return Err(MessageError::Cms(cms::CmsError::NoRecipients)),
+    };
+    let id = unhex_id(&key.id)?;
+    let mut session = KeysetSession::open(module, record, o.password, o.policy, false)?;
+    let cek =
+        session.decrypt_key_transport(module, &record.name, &id, scheme, &slot.encrypted_key)?;
+    let (_, inner) = cms::decrypt_content(&der, &cek)?;
+    let verified = smime::verify_any(&inner)?;
+    let ca = match o.ca {
+        Some(c) => c,
+        None => x509::certs_from_pem(&enrollment.authority_ca)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?,
+    };
+    check_signer(&verified.signer, &ca, o.crl.as_ref(), verified.signing_time)?;
+    Ok(ReadOutcome {
+        content: Zeroizing::new(verified.content),
+        signer: describe(&verified.signer),
+        signer_serial: x509::serial_hex(&verified.signer),
+        signed_at: verified.signing_time,
+        opened_with: key.cert_serial.clone(),
+        archived_key: !key.current,
+    })
+}
+
+/// The signer must chain to `ca`, be valid when it signed (and now), and not be on the CRL.
+fn check_signer(
+    signer: &Certificate,
+    ca: &Certificate,
+    crl: Option<&CertificateList>,
+    signed_at: Option<SystemTime>,
+) -> Result<(), MessageError> {
+    let who = describe(signer);
+    let untrusted = |why: String| MessageError::Untrusted {
+        signer: who.clone(),
+        why,
+    };
+    x509::verify_issued_by(signer, ca).map_err(|_| {
+        untrusted(format!(
+            "is unknown: its certificate was not issued by {} (pass --ca FILE for another authority)",
+            describe(ca)
+        ))
+    })?;
+    x509::check_validity(signer, signed_at.unwrap_or_else(SystemTime::now))
+        .map_err(|e| untrusted(format!("had no valid certificate when signing: {e}")))?;
+    if let Some(crl) = crl {
+        x509::verify_crl(crl, ca).map_err(|e| {
+            untrusted(format!(
+                "cannot be checked: the CRL is not from the CA ({e})"
+            ))
+        })?;
+        let serial = signer.tbs_certificate.serial_number.as_bytes();
+        if x509::is_revoked(crl, serial) {
+            return Err(untrusted(
+                "has a REVOKED certificate (it is on the CRL)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
