@@ -101,7 +101,7 @@ pub enum AuthorityError {
         hint: String,
     },
     /// A wrong temporary key.
-    #[error("wrong temporary key for user {user:?}: {tries_left} tries left before it is locked; check it with the authority")]
+    #[error("wrong temporary key for user {user:?}: {tries_left} {} left before it is locked; check it with the authority", if *.tries_left == 1 { "try" } else { "tries" })]
     WrongTempKey {
         /// The user.
         user: String,

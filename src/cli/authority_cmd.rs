@@ -1,5 +1,6 @@
 //! `keyward authority …`: the authority operator's commands.
 
+use super::output::{out, outln};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -49,14 +50,14 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
     if ctx.json() {
         print_json(&config);
     } else {
-        println!(
+        outln!(
             "created authority {:?} in {} on token {:?} (serial {}): CA key, exchange key and archive key generated on the token",
             config.name,
             a.dir.display(),
             config.token_label,
             config.token_serial
         );
-        println!(
+        outln!(
             "give users its certificates: keyward authority cert --dir {}",
             a.dir.display()
         );
@@ -76,7 +77,7 @@ pub fn bundle(dir: &std::path::Path) -> Result<String, AuthorityError> {
 }
 
 fn cert(dir: &std::path::Path) -> Result<(), Error> {
-    print!("{}", bundle(dir)?);
+    out!("{}", bundle(dir)?);
     Ok(())
 }
 
@@ -108,7 +109,7 @@ fn print_temp_key(ctx: &Context, user: &str, key: &TempKey, life: Duration, what
             "{what}; give the user this temporary key (shown once, valid for {}):",
             crate::authority::tempkey::format_lifetime(life)
         );
-        println!("{}", key.display());
+        outln!("{}", key.display());
     }
 }
 
@@ -133,7 +134,7 @@ fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
     if ctx.json() {
         print_json(&done);
     } else {
-        println!(
+        outln!(
             "enrolled user {:?}, keyset {:?}: signing certificate {}, encryption certificate {} (+{} archived keys); reply written to {}",
             done.user,
             done.keyset,
@@ -170,7 +171,7 @@ fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
 
 fn revoke(_ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
     let n = authority::users::revoke(&a.dir, &a.user, reason(&a.reason)?)?;
-    println!(
+    outln!(
         "revoked user {:?} and {n} certificates; publish a new CRL with `keyward authority crl`",
         a.user
     );
@@ -181,7 +182,7 @@ fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
     let pin = ctx.pin()?;
     let policy = ctx.login_policy();
     let n = authority::crl::publish(ctx.module()?, &a.dir, &a.output, &pin, policy)?;
-    println!(
+    outln!(
         "wrote a CRL listing {n} revoked certificates to {}",
         a.output.display()
     );
@@ -230,11 +231,11 @@ fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
         return Ok(());
     }
     if a.users().is_empty() {
-        println!("No users. Add one with `keyward authority add-user --dir DIR USER`.");
+        outln!("No users. Add one with `keyward authority add-user --dir DIR USER`.");
     }
     for u in a.users() {
         let valid = u.certs.iter().filter(|c| c.revoked.is_none()).count();
-        println!(
+        outln!(
             "{:<16} {:<10} keysets: {}  certificates: {} valid, {} revoked  archived keys: {}",
             u.name,
             format!("{:?}", u.state).to_lowercase(),
@@ -262,7 +263,7 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
         let head =
             (dir.config.log_seq > 0).then_some((dir.config.log_seq, dir.config.log_hash.as_str()));
         let n = log.verify(head).map_err(AuthorityError::from)?;
-        println!("audit log OK: {n} entries, hash chain intact, head matches authority.toml");
+        outln!("audit log OK: {n} entries, hash chain intact, head matches authority.toml");
         return Ok(());
     }
     let entries = log.entries().map_err(AuthorityError::from)?;
@@ -271,9 +272,15 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
         return Ok(());
     }
     for e in entries {
-        println!(
+        outln!(
             "{:>5} {} {:<10} {:<10} {:<16} {:<8} {}",
-            e.seq, e.time, e.actor, e.action, e.subject, e.outcome, e.detail
+            e.seq,
+            e.time,
+            e.actor,
+            e.action,
+            e.subject,
+            e.outcome,
+            e.detail
         );
     }
     Ok(())

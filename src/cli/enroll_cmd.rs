@@ -1,5 +1,6 @@
 //! `keyward enroll`: request, complete, or both at once with a local authority.
 
+use super::output::outln;
 use std::path::Path;
 
 use super::args::EnrollArgs;
@@ -76,7 +77,7 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
                 path: out.clone(),
                 reason: e.to_string(),
             })?;
-            println!(
+            outln!(
                 "wrote enrollment request for keyset {:?} to {}; send it to the authority, then run `keyward enroll --complete REPLY`",
                 name.as_str(),
                 out.display()
@@ -160,12 +161,12 @@ fn report(ctx: &Context, done: &client::Completed) {
         print_json(done);
         return;
     }
-    println!(
+    outln!(
         "enrolled keyset {:?} for user {:?}: signing certificate and {} encryption key(s) stored on the token",
         done.keyset, done.user, done.encryption_keys
     );
     for r in &done.retired {
-        println!("keyset {r:?} is now retired (its keys stay on its token for old mail)");
+        outln!("keyset {r:?} is now retired (its keys stay on its token for old mail)");
     }
 }
 

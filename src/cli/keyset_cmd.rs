@@ -1,5 +1,6 @@
 //! `keyward keyset …`: a user's own keys.
 
+use super::output::{out, outln};
 use std::io::IsTerminal;
 
 use secrecy::ExposeSecret;
@@ -75,19 +76,21 @@ fn create(ctx: &mut Context, a: CreateArgs) -> Result<(), Error> {
         print_json(&Shown::of(&record));
         return Ok(());
     }
-    println!(
+    outln!(
         "created keyset {:?} on token {:?} (serial {}): {} signing key, security {}",
-        record.name, record.token_label, record.token_serial, record.key_type, record.security
+        record.name,
+        record.token_label,
+        record.token_serial,
+        record.key_type,
+        record.security
     );
     if let Some(label) = label_note {
-        println!("the name is longer than a 32-byte token label; its keys are labelled {label:?}");
+        outln!("the name is longer than a 32-byte token label; its keys are labelled {label:?}");
     }
     if record.hardening.is_some() {
-        println!(
-            "the token PIN is now derived from the keyset password (see `keyward keyset pin`)"
-        );
+        outln!("the token PIN is now derived from the keyset password (see `keyward keyset pin`)");
     }
-    println!("signing key: {}", object_uri(&record, ObjectKind::Private));
+    outln!("signing key: {}", object_uri(&record, ObjectKind::Private));
     Ok(())
 }
 
@@ -147,11 +150,11 @@ fn list(ctx: &mut Context) -> Result<(), Error> {
         return Ok(());
     }
     if shown.is_empty() {
-        println!("No keysets. Create one with `keyward keyset create NAME --token URI`.");
+        outln!("No keysets. Create one with `keyward keyset create NAME --token URI`.");
     }
     for s in &shown {
         let r = s.record;
-        println!(
+        outln!(
             "{:<28} {:<8} {:<8} {:<8} token {:?} (serial {})",
             format!("{:?}", r.name),
             r.state.to_string(),
@@ -183,34 +186,39 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
         });
         return Ok(());
     }
-    println!("Keyset {:?}", record.name);
-    println!("  state:       {}", record.state);
-    println!("  security:    {}", record.security);
-    println!("  key type:    {}", record.key_type);
-    println!(
+    outln!("Keyset {:?}", record.name);
+    outln!("  state:       {}", record.state);
+    outln!("  security:    {}", record.security);
+    outln!("  key type:    {}", record.key_type);
+    outln!(
         "  token:       {:?} (serial {}), {presence}",
-        record.token_label, record.token_serial
+        record.token_label,
+        record.token_serial
     );
-    println!("  key label:   {} signing key", record.label);
-    println!(
+    outln!("  key label:   {} signing key", record.label);
+    outln!(
         "  signing key: {}",
         object_uri(&record, ObjectKind::Private)
     );
-    println!("  public key:  {}", object_uri(&record, ObjectKind::Public));
+    outln!("  public key:  {}", object_uri(&record, ObjectKind::Public));
     if let Some(h) = &record.hardening {
-        println!(
+        outln!(
             "  hardened:    {} m={} KiB t={} p={}, {}-character PIN",
-            h.algorithm, h.m_kib, h.t, h.p, h.pin_len
+            h.algorithm,
+            h.m_kib,
+            h.t,
+            h.p,
+            h.pin_len
         );
     }
     if let Some(e) = &record.enrollment {
-        println!(
+        outln!(
             "  enrolled as: {} (authority {})",
             e.user,
             authority_name(&e.authority_ca)
         );
         for k in &e.encryption_keys {
-            println!(
+            outln!(
                 "  encryption:  certificate {}{} — {}",
                 k.cert_serial,
                 if k.current {
@@ -222,12 +230,12 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
             );
         }
     }
-    println!("  created:     {}", record.created);
+    outln!("  created:     {}", record.created);
     Ok(())
 }
 
 fn pubkey(ctx: &mut Context, name: &str) -> Result<(), Error> {
-    print!("{}", record(ctx, name)?.signing_public_key);
+    out!("{}", record(ctx, name)?.signing_public_key);
     Ok(())
 }
 
@@ -251,7 +259,8 @@ fn sign(ctx: &mut Context, a: SignArgs) -> Result<(), Error> {
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
     let signature = keyset::sign(ctx.module()?, &record, &password, policy, &mut file)?;
-    write_atomic(&a.output, &signature).map_err(|e| io("write", &a.output, &e))?;
+    crate::keyset::registry::write_replace(&a.output, &signature)
+        .map_err(|e| io("write", &a.output, &e))?;
     if !ctx.json() {
         eprintln!(
             "signed {} with keyset {:?} → {}",
@@ -269,7 +278,7 @@ fn verify(ctx: &mut Context, a: VerifyArgs) -> Result<(), Error> {
     let sig = std::fs::read(&a.signature).map_err(|e| io("read", &a.signature, &e))?;
     let key = PublicKey::from_pem(&record.signing_public_key).map_err(keyset::KeysetError::from)?;
     key.verify(&data, &sig).map_err(keyset::KeysetError::from)?;
-    println!(
+    outln!(
         "signature OK: {} was signed by keyset {:?}",
         a.file.display(),
         record.name
@@ -286,7 +295,7 @@ fn pin(ctx: &mut Context, name: &str) -> Result<(), Error> {
     }
     let password = ctx.password(&record.name)?;
     let pin = keyset::token_pin(&record, &password)?;
-    println!("{}", pin.expose_secret());
+    outln!("{}", pin.expose_secret());
     Ok(())
 }
 
@@ -297,9 +306,9 @@ fn passwd(ctx: &mut Context, name: &str) -> Result<(), Error> {
     let new = ctx.new_password(&record.name)?;
     let policy = ctx.login_policy();
     let sharing = keyset::change_password(ctx.module()?, &home, name, &old, &new, policy)?;
-    println!("changed the password of keyset {name:?}");
+    outln!("changed the password of keyset {name:?}");
     if !sharing.is_empty() {
-        println!(
+        outln!(
             "the token PIN is shared: this also changed the password of {}",
             sharing
                 .iter()
@@ -316,9 +325,10 @@ fn remove(ctx: &mut Context, a: RemoveArgs) -> Result<(), Error> {
     let record = record(ctx, &a.name)?;
     if !a.destroy_keys {
         keyset::remove(None, &home, &a.name, None)?;
-        println!(
+        outln!(
             "removed keyset {:?} from the registry; its keys stay on token {:?}",
-            a.name, record.token_label
+            a.name,
+            record.token_label
         );
         return Ok(());
     }
@@ -331,9 +341,10 @@ fn remove(ctx: &mut Context, a: RemoveArgs) -> Result<(), Error> {
         &a.name,
         Some((&password, policy)),
     )?;
-    println!(
+    outln!(
         "removed keyset {:?} and destroyed {n} objects on token {:?}",
-        a.name, record.token_label
+        a.name,
+        record.token_label
     );
     Ok(())
 }
@@ -366,7 +377,7 @@ fn write_or_print(path: Option<&std::path::Path>, bytes: &[u8]) -> Result<(), Er
     match path {
         Some(p) => write_atomic(p, bytes).map_err(|e| io("write", p, &e)),
         None => {
-            print!("{}", String::from_utf8_lossy(bytes));
+            out!("{}", String::from_utf8_lossy(bytes));
             Ok(())
         }
     }

@@ -1,6 +1,32 @@
 //! Printing results: human text, or JSON with `--json`.
 
+use std::io::Write;
 use std::path::Path;
+
+/// Writes to standard output; a closed pipe (`keyward … | head`) ends the process quietly.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("keyward: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` that does not panic on a closed pipe.
+macro_rules! outln {
+    () => { $crate::cli::output::write_out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::output::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` that does not panic on a closed pipe.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::output::write_out(format_args!($($t)*)) };
+}
+
+pub(crate) use {out, outln};
 
 use serde::Serialize;
 
@@ -9,7 +35,7 @@ use crate::token::{PinState, SlotEntry, TokenSummary};
 /// Prints a JSON value on one line.
 pub fn print_json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("keyward: cannot encode JSON: {e}"),
     }
 }
@@ -26,22 +52,23 @@ pub fn slots(module: &Path, slots: &[SlotEntry], json: bool) {
         print_json(&SlotList { module, slots });
         return;
     }
-    println!("Module: {}", module.display());
+    outln!("Module: {}", module.display());
     if slots.is_empty() {
-        println!("No slots.");
+        outln!("No slots.");
     }
     for slot in slots {
-        println!();
+        outln!();
         match &slot.token {
-            None => println!("Slot {} ({}): no token", slot.slot_id, slot.description),
+            None => outln!("Slot {} ({}): no token", slot.slot_id, slot.description),
             Some(t) if !t.initialized => {
-                println!(
+                outln!(
                     "Slot {} ({}): uninitialised token",
-                    slot.slot_id, slot.description
+                    slot.slot_id,
+                    slot.description
                 )
             }
             Some(t) => {
-                println!("Slot {} ({})", slot.slot_id, slot.description);
+                outln!("Slot {} ({})", slot.slot_id, slot.description);
                 token_lines(t, "  ");
             }
         }
@@ -53,7 +80,7 @@ pub fn token(t: &TokenSummary, json: bool) {
     if json {
         print_json(t);
     } else {
-        println!("Slot {} ({})", t.slot_id, t.slot_description);
+        outln!("Slot {} ({})", t.slot_id, t.slot_description);
         token_lines(t, "  ");
     }
 }
@@ -71,23 +98,23 @@ pub fn done(message: &str, t: &TokenSummary, json: bool) {
             token: t,
         });
     } else {
-        println!("{message}");
+        outln!("{message}");
     }
 }
 
 fn token_lines(t: &TokenSummary, indent: &str) {
-    println!("{indent}label:        {}", t.label);
-    println!("{indent}serial:       {}", t.serial);
-    println!("{indent}manufacturer: {}", t.manufacturer);
-    println!("{indent}model:        {}", t.model);
-    println!("{indent}flags:        {}", flags(t));
-    println!(
+    outln!("{indent}label:        {}", t.label);
+    outln!("{indent}serial:       {}", t.serial);
+    outln!("{indent}manufacturer: {}", t.manufacturer);
+    outln!("{indent}model:        {}", t.model);
+    outln!("{indent}flags:        {}", flags(t));
+    outln!(
         "{indent}user PIN:     {}",
         pin_state(&t.user_pin, t.user_pin_initialized)
     );
-    println!("{indent}SO PIN:       {}", pin_state(&t.so_pin, true));
-    println!("{indent}PIN length:   {}..{}", t.min_pin_len, t.max_pin_len);
-    println!("{indent}uri:          {}", t.uri);
+    outln!("{indent}SO PIN:       {}", pin_state(&t.so_pin, true));
+    outln!("{indent}PIN length:   {}..{}", t.min_pin_len, t.max_pin_len);
+    outln!("{indent}uri:          {}", t.uri);
 }
 
 fn flags(t: &TokenSummary) -> String {

@@ -94,8 +94,17 @@ impl Token {
     }
 
     /// Reads the token's flags again (PIN state changes after a login).
+    /// Only `C_GetTokenInfo` (where the PIN flags are); the slot's description is kept.
     pub fn refresh(&mut self, module: &Module) -> Result<(), TokenError> {
-        self.summary = summarize(module, self.slot)?;
+        let info = module
+            .ctx()
+            .get_token_info(self.slot)
+            .map_err(|e| map_error(e, ErrCtx::op("reading token info", self.label())))?;
+        let (desc, manuf) = (
+            self.summary.slot_description.clone(),
+            self.summary.slot_manufacturer.clone(),
+        );
+        self.summary = summary_from(self.slot, &info, &desc, &manuf);
         Ok(())
     }
 }
