@@ -25,6 +25,7 @@ pub struct Module {
     pkcs11: Pkcs11,
     path: PathBuf,
     raw: std::sync::OnceLock<Result<super::raw::RawFunctions, String>>,
+    _softhsm_lock: Option<std::fs::File>,
 }
 
 impl Module {
@@ -61,6 +62,7 @@ impl Module {
                 reason: "no such file".to_string(),
             });
         }
+        let softhsm_lock = softhsm_process_lock(path);
         log::debug!("loading PKCS#11 module {}", path.display());
         let pkcs11 = Pkcs11::new(path).map_err(|e| TokenError::ModuleLoad {
             path: path.to_path_buf(),
@@ -73,6 +75,7 @@ impl Module {
             pkcs11,
             path: path.to_path_buf(),
             raw: std::sync::OnceLock::new(),
+            _softhsm_lock: softhsm_lock,
         })
     }
 
@@ -109,6 +112,27 @@ impl Module {
             log::debug!("C_Finalize: {e}");
         }
         LOADED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// SoftHSM's file store is not safe between processes: a process reading a token can see it
+/// vanish while another writes it (SoftHSMv2 issue #757). keyward processes that use the same
+/// SoftHSM configuration therefore take turns, holding a lock on the configuration file from
+/// `C_Initialize` to `C_Finalize`. Other modules (real tokens) are not affected.
+fn softhsm_process_lock(path: &Path) -> Option<std::fs::File> {
+    if !path.to_string_lossy().contains("softhsm") {
+        return None;
+    }
+    let conf = std::env::var_os("SOFTHSM2_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/softhsm/softhsm2.conf"));
+    let file = std::fs::File::open(&conf).ok()?;
+    match file.lock() {
+        Ok(()) => Some(file),
+        Err(e) => {
+            log::debug!("cannot lock {}: {e}", conf.display());
+            None
+        }
     }
 }
 
