@@ -331,7 +331,7 @@ fn temporary_keys_expire_lock_after_five_wrong_tries_and_work_only_once() {
         ),
         (
             "wrong2.req",
-            "wrong temporary key for user \"frank\": 1 tries left",
+            "wrong temporary key for user \"frank\": 1 try left",
         ),
         ("wrong1.req", "locked after too many wrong tries"),
     ]
