@@ -289,6 +289,8 @@ pub enum KeysetCommand {
     Verify(VerifyArgs),
     /// Print the token PIN derived from the password (hardened keysets)
     Pin(NameArg),
+    /// Print the keyset's signing certificate (or, with --encryption, its current encryption certificate), PEM
+    Cert(CertArgs),
     /// Change the keyset password (the token PIN)
     Passwd(NameArg),
     /// Remove a keyset from the registry (and with --destroy-keys, its keys from the token)
@@ -319,6 +321,16 @@ pub struct CreateArgs {
     /// Derive the token PIN from the keyset password with Argon2id (software tokens)
     #[arg(long)]
     pub harden: bool,
+}
+
+/// `keyset cert`
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// The keyset's name
+    pub name: String,
+    /// The current encryption certificate instead of the signing one
+    #[arg(long)]
+    pub encryption: bool,
 }
 
 /// `keyset csr`

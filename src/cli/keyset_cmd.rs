@@ -26,6 +26,7 @@ pub fn run(ctx: &mut Context, cmd: KeysetCommand) -> Result<(), Error> {
         KeysetCommand::Sign(a) => sign(ctx, a),
         KeysetCommand::Verify(a) => verify(ctx, a),
         KeysetCommand::Pin(a) => pin(ctx, &a.name),
+        KeysetCommand::Cert(a) => cert(ctx, &a.name, a.encryption),
         KeysetCommand::Passwd(a) => passwd(ctx, &a.name),
         KeysetCommand::Remove(a) => remove(ctx, a),
     }
@@ -283,6 +284,28 @@ fn verify(ctx: &mut Context, a: VerifyArgs) -> Result<(), Error> {
         a.file.display(),
         record.name
     );
+    Ok(())
+}
+
+fn cert(ctx: &mut Context, name: &str, encryption: bool) -> Result<(), Error> {
+    let record = record(ctx, name)?;
+    let not_enrolled = || {
+        Error::Usage(format!(
+            "keyset {name:?} has no certificates; enroll it with `keyward enroll` first"
+        ))
+    };
+    let e = record.enrollment.as_ref().ok_or_else(not_enrolled)?;
+    let pem = if encryption {
+        e.encryption_keys
+            .iter()
+            .rev()
+            .find(|k| k.current)
+            .map(|k| k.certificate.clone())
+            .ok_or_else(not_enrolled)?
+    } else {
+        e.signing_certificate.clone().ok_or_else(not_enrolled)?
+    };
+    out!("{pem}");
     Ok(())
 }
 
