@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash softhsm/setup.sh
 export CARGO_TERM_COLOR=never
-cargo build --all-targets --locked
-cargo test --locked --no-fail-fast -- --test-threads "${KEYWARD_TEST_THREADS:-4}"
+# --workspace: the PKCS#11 shim (shim/, a cdylib) is built next to keyward for tests/lockout.rs.
+cargo build --locked --workspace --all-targets
+cargo test --locked --workspace --no-fail-fast -- --test-threads "${KEYWARD_TEST_THREADS:-4}"

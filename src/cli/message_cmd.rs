@@ -56,13 +56,17 @@ fn recipient(registry: &Registry, spec: &str) -> Result<(String, x509_cert::Cert
     let path = Path::new(spec);
     if path.is_file() {
         let bytes = std::fs::read(path).map_err(|e| io("read", path, e))?;
+        let not_a_cert = |e: x509::X509Error| MessageError::Recipient {
+            who: spec.to_string(),
+            why: e.to_string(),
+        };
         let cert = match std::str::from_utf8(&bytes) {
             Ok(text) if text.contains("-----BEGIN") => x509::certs_from_pem(text)
-                .map_err(MessageError::from)?
+                .map_err(not_a_cert)?
                 .into_iter()
                 .next()
                 .ok_or_else(|| Error::Usage(format!("{spec} holds no certificate")))?,
-            _ => x509::cert_from_der(&bytes).map_err(MessageError::from)?,
+            _ => x509::cert_from_der(&bytes).map_err(not_a_cert)?,
         };
         return Ok((spec.to_string(), cert));
     }

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use secrecy::SecretString;
 use spki::AlgorithmIdentifierOwned;
+use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
 use super::cms::{self, ContentSigner, InnerType, KeyTransport, Recipient};
@@ -72,7 +73,7 @@ fn first_cert(pem: &str) -> Result<Certificate, MessageError> {
     x509::certs_from_pem(pem)?
         .into_iter()
         .next()
-        .ok_or_else(|| MessageError::Cms(cms::CmsError::NoRecipients))
+        .ok_or(MessageError::Cms(cms::CmsError::NoRecipients))
 }
 
 /// Checks a recipient certificate: RSA, currently valid, meant for key encipherment.
@@ -82,6 +83,18 @@ pub fn check_recipient(who: &str, cert: &Certificate) -> Result<(), MessageError
         why,
     };
     x509::check_validity(cert, SystemTime::now()).map_err(|e| err(e.to_string()))?;
+    let for_encryption = match cert.tbs_certificate.get::<KeyUsage>() {
+        Ok(Some((_, ku))) => ku.0.contains(KeyUsages::KeyEncipherment),
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    if !for_encryption {
+        return Err(err(format!(
+            "the certificate of {} is not for encryption (its key usage lacks keyEncipherment); \
+             use their encryption certificate",
+            describe(cert)
+        )));
+    }
     let key = PublicKey::from_spki_der(&x509::spki_der_of(cert)).map_err(|e| err(e.to_string()))?;
     if key.rsa_parts().is_none() {
         return Err(err(

@@ -39,6 +39,8 @@ pub enum TriesLeft {
     Few,
     /// One more wrong PIN locks the token (`CKF_*_PIN_FINAL_TRY`).
     One,
+    /// That wrong PIN was the last try: the PIN is now locked (`CKF_*_PIN_LOCKED`).
+    Locked,
 }
 
 /// Which PIN a message is about.
@@ -128,7 +130,7 @@ pub enum TokenError {
         label: String,
     },
     /// A wrong PIN was given.
-    #[error("wrong {role} for token {label:?}{}; check it and try again (keyward never retries on its own)", tries_text(*.tries))]
+    #[error("wrong {role} for token {label:?}{}", wrong_pin_tail(*.tries, *.role, .label))]
     WrongPin {
         /// The token label.
         label: String,
@@ -334,11 +336,26 @@ fn describe(call: &CallFailure) -> String {
     format!("{meaning} ({call})")
 }
 
-fn tries_text(t: TriesLeft) -> &'static str {
+fn wrong_pin_tail(t: TriesLeft, role: PinRole, label: &str) -> String {
+    const AGAIN: &str = "check it and try again (keyward never retries on its own)";
     match t {
-        TriesLeft::Unknown => "",
-        TriesLeft::Few => " — the token reports its retry counter is low",
-        TriesLeft::One => " — 1 try left before the token locks",
+        TriesLeft::Unknown => format!("; {AGAIN}"),
+        TriesLeft::Few => format!(
+            " — the token reports fewer tries left (wrong PINs counted since the last successful login); {AGAIN}"
+        ),
+        TriesLeft::One => format!(
+            " — 1 try left before the {role} locks; check it, then run the command again with --final-try to spend that try{}",
+            match role {
+                PinRole::User => format!(
+                    " (or set a new PIN first with `keyward token unblock --token {label:?}`)"
+                ),
+                PinRole::So => String::new(),
+            }
+        ),
+        TriesLeft::Locked => format!(
+            " — that was the last try: the {role} is now locked; {}",
+            locked_hint(role, label)
+        ),
     }
 }
 

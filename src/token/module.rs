@@ -120,7 +120,11 @@ impl Module {
 /// SoftHSM configuration therefore take turns, holding a lock on the configuration file from
 /// `C_Initialize` to `C_Finalize`. Other modules (real tokens) are not affected.
 fn softhsm_process_lock(path: &Path) -> Option<std::fs::File> {
-    if !path.to_string_lossy().contains("softhsm") {
+    let name = path.to_string_lossy();
+    let softhsm_like = name.contains("softhsm")
+        || name.contains("p11shim")
+        || std::env::var_os("SOFTHSM2_CONF").is_some();
+    if !softhsm_like {
         return None;
     }
     let conf = std::env::var_os("SOFTHSM2_CONF")

@@ -92,7 +92,9 @@ impl Token {
             PinRole::User => s.user_pin,
             PinRole::So => s.so_pin,
         };
-        if state.final_try {
+        if state.locked {
+            TriesLeft::Locked
+        } else if state.final_try {
             TriesLeft::One
         } else if state.count_low {
             TriesLeft::Few

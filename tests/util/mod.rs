@@ -637,3 +637,102 @@ impl AuthorityBed {
             .collect()
     }
 }
+
+// ---- PKCS#11 shim helpers (appended for tests/lockout.rs) ------------------------------------
+
+/// The fault-injecting PKCS#11 shim (`shim/`, built next to the keyward binary by
+/// `cargo build --workspace`), or a panic saying how to build it.
+pub fn shim_module() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_keyward"));
+    let so = exe.parent().expect("target directory").join(format!(
+        "{}keyward_p11shim{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    let how = "run `cargo build --workspace` (softhsm/test-all.sh does) before `cargo test`";
+    assert!(
+        so.is_file(),
+        "the PKCS#11 shim {} is not built: {how}",
+        so.display()
+    );
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("shim/src/lib.rs");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some(edited)) = (modified(&so), modified(&source)) {
+        assert!(
+            built >= edited,
+            "the PKCS#11 shim {} is older than {}: {how}",
+            so.display(),
+            source.display()
+        );
+    }
+    so
+}
+
+/// What the shim wrote to `KEYWARD_SHIM_COUNT_FILE`.
+#[derive(Debug, Default)]
+pub struct ShimCounts {
+    /// Calls made (from `C_Initialize` = 1).
+    pub total: u64,
+    /// Calls per PKCS#11 function.
+    pub per_function: std::collections::BTreeMap<String, u64>,
+    /// Every call in order (index 0 is call 1).
+    pub calls: Vec<String>,
+    /// The call indexes where a fault was answered.
+    pub faults: Vec<u64>,
+}
+
+impl ShimCounts {
+    /// Reads a count file (panics when it is missing).
+    pub fn read(path: &Path) -> ShimCounts {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("no shim count file {}: {e}", path.display()));
+        let mut out = ShimCounts::default();
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["total", n] => out.total = n.parse().expect("total"),
+                ["fn", name, n] => {
+                    out.per_function
+                        .insert(name.to_string(), n.parse().expect("count"));
+                }
+                ["call", _, name] => out.calls.push(name.to_string()),
+                ["fault", at, _] => out.faults.push(at.parse().expect("fault index")),
+                _ => panic!("unexpected line in the shim count file: {line:?}"),
+            }
+        }
+        out
+    }
+
+    /// How often `function` was called.
+    pub fn of(&self, function: &str) -> u64 {
+        self.per_function.get(function).copied().unwrap_or(0)
+    }
+}
+
+/// The shim's wrong-PIN count for the token `serial` in a `KEYWARD_SHIM_STATE` file.
+pub fn shim_pin_failures(state: &Path, serial: &str) -> u32 {
+    let text = std::fs::read_to_string(state).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(s, _)| *s == serial)
+        .map(|(_, n)| n.parse().expect("count in the shim state file"))
+        .unwrap_or(0)
+}
+
+impl TestBed {
+    /// Runs keyward through the shim (`--module SHIM`, wrapping this bed's SoftHSM) with `env`
+    /// (`KEYWARD_SHIM_*` and secrets).
+    pub fn run_shim(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let shim = shim_module();
+        let real = module();
+        let mut cmd = self.keyward();
+        cmd.arg("--module")
+            .arg(&shim)
+            .args(args)
+            .env("KEYWARD_SHIM_MODULE", &real);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run keyward"))
+    }
+}
