@@ -223,14 +223,34 @@ impl Registry {
             }
             Err(e) => return Err(io("read", &path, &e)),
         };
-        let file: RegistryFile = parse_toml(&path, &text)?;
+        Self::parse(&path, &text)
+    }
+
+    /// Parses the text of the registry file at `path` (the path is only for messages).
+    pub fn parse(path: &Path, text: &str) -> Result<Registry, RegistryError> {
+        let file: RegistryFile = parse_toml(path, text)?;
         if file.schema > SCHEMA {
             return Err(RegistryError::NewerSchema {
-                path,
+                path: path.to_path_buf(),
                 found: file.schema,
             });
         }
-        Ok(Registry { path, file })
+        Ok(Registry {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// The text [`Registry::save`] writes.
+    pub fn render(&self) -> Result<String, RegistryError> {
+        let mut file = self.file.clone();
+        file.schema = SCHEMA;
+        let body = toml::to_string_pretty(&file).map_err(|e| RegistryError::Io {
+            action: "encode",
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(format!("# keyward keyset registry (schema {SCHEMA}). Written by keyward; edit with care.\n{body}"))
     }
 
     /// Takes the exclusive lock (waiting for other keyward processes), then reads the registry.
@@ -258,14 +278,7 @@ impl Registry {
                 reason: "injected fault (KEYWARD_FAULT=registry-save)".to_string(),
             });
         }
-        let mut file = self.file.clone();
-        file.schema = SCHEMA;
-        let body = toml::to_string_pretty(&file).map_err(|e| RegistryError::Io {
-            action: "encode",
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        let text = format!("# keyward keyset registry (schema {SCHEMA}). Written by keyward; edit with care.\n{body}");
+        let text = self.render()?;
         write_atomic(&self.path, text.as_bytes()).map_err(|e| io("write", &self.path, &e))
     }
 

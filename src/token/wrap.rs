@@ -406,7 +406,24 @@ impl TokenSession {
         self.session
             .decrypt(&mechanism, key.object(), ciphertext)
             .map(Zeroizing::new)
-            .map_err(|e| self.op_error(e, "decrypting a message key"))
+            .map_err(|e| match &e {
+                cryptoki::error::Error::Pkcs11(rv, _)
+                    if matches!(
+                        rv,
+                        cryptoki::error::RvError::GeneralError
+                            | cryptoki::error::RvError::FunctionFailed
+                            | cryptoki::error::RvError::EncryptedDataInvalid
+                            | cryptoki::error::RvError::EncryptedDataLenRange
+                            | cryptoki::error::RvError::DataInvalid
+                    ) =>
+                {
+                    TokenError::Wrapper {
+                        what: "decrypting the message key".to_string(),
+                        reason: "it does not decrypt with this keyset's key: the message is corrupted or its key block was damaged".to_string(),
+                    }
+                }
+                _ => self.op_error(e, "decrypting a message key"),
+            })
     }
 
     /// Does the token accept RSA-OAEP with `hash` for this public key? (SoftHSM 2.6 takes SHA-1 only.)

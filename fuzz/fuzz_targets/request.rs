@@ -1,0 +1,32 @@
+//! The enrollment request parser: `wire::open` (split, TOML, format check) and the authority's
+//! `parse_request` (PKCS#10, both signatures, transport key) on arbitrary text. Any panic is a bug:
+//! a request is untrusted input the authority reads.
+#![no_main]
+
+use std::path::Path;
+
+use keyward::authority::process::parse_request;
+use keyward::enroll::wire::{self, RequestBody, Signed};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // The authority reads the file with read_to_string: only UTF-8 gets this far.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("request.toml");
+    match wire::open::<RequestBody>(path, text, "request") {
+        Ok(Signed { body, .. }) => {
+            let _ = wire::check_header(path, &body.format, body.version, wire::REQUEST_FORMAT);
+            let _ = wire::b64(path, "encrypted_temp_key", &body.encrypted_temp_key);
+        }
+        Err(e) => {
+            let m = e.to_string();
+            assert!(!m.is_empty());
+        }
+    }
+    if let Err(e) = parse_request(path, text) {
+        let m = e.to_string();
+        assert!(!m.is_empty());
+    }
+});
