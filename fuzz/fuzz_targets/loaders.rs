@@ -27,7 +27,10 @@ struct UsersFile {
 fn check_error(text: &str, e: ConfigError) {
     if let ConfigError::Parse { line, column, .. } = &e {
         assert!(*line >= 1 && *column >= 1);
-        assert!(*line <= text.matches('\n').count() + 1, "line {line} past the end");
+        assert!(
+            *line <= text.matches('\n').count() + 1,
+            "line {line} past the end"
+        );
     }
     let _ = e.to_string();
 }
@@ -45,7 +48,11 @@ fuzz_target!(|data: &[u8]| {
             });
             // NaN in a kept unknown field is never equal to itself; the text check covers it.
             if !rendered.contains("nan") {
-                assert_eq!(again.keysets(), reg.keysets(), "records changed on save:\n{rendered}");
+                assert_eq!(
+                    again.keysets(),
+                    reg.keysets(),
+                    "records changed on save:\n{rendered}"
+                );
             }
             let twice = again.render().expect("renders again");
             assert_eq!(twice, rendered, "saving twice changes the file");

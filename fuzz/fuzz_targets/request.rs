@@ -7,6 +7,7 @@ use std::path::Path;
 
 use keyward::authority::process::parse_request;
 use keyward::enroll::wire::{self, RequestBody, Signed};
+use keyward::keyset::PublicKey;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(Signed { body, .. }) => {
             let _ = wire::check_header(path, &body.format, body.version, wire::REQUEST_FORMAT);
             let _ = wire::b64(path, "encrypted_temp_key", &body.encrypted_temp_key);
+            // parse_request reads the transport key only once the signature verifies, which a
+            // mutated request never does: feed it here directly.
+            let _ = PublicKey::from_pem(&body.transport_public_key);
         }
         Err(e) => {
             let m = e.to_string();

@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
             );
             let again = Pkcs11Uri::from_str(&shown)
                 .unwrap_or_else(|e| panic!("{text:?} printed as {shown:?}, which is refused: {e}"));
-            assert_eq!(again, uri, "{text:?} printed as {shown:?} parses differently");
+            assert_eq!(
+                again, uri,
+                "{text:?} printed as {shown:?} parses differently"
+            );
             assert_eq!(again.to_string(), shown, "display is not canonical");
             let token = uri.token_part();
             assert!(!token.names_object());

@@ -70,6 +70,8 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     };
     let result = make_everything(module, &mut session, &mut dir, &ids, &subject, req.pin);
     if result.is_err() {
+        let mut fresh = session.for_cleanup(module);
+        let session = fresh.as_mut().unwrap_or(&mut session);
         for id in [&ids.ca, &ids.exchange, &ids.archive] {
             if let Err(e) = session.destroy_by_id(id) {
                 log::error!("could not remove key {} after a failed init: {e}", hex(id));
@@ -106,7 +108,7 @@ fn make_everything(
         always_authenticate: false,
     })?;
     session.generate_archive_key(&ids.archive, "keyward authority archive key")?;
-    let oaep = if session.supports_oaep(exchange_public, OaepHash::Sha256) {
+    let oaep = if session.supports_oaep(exchange_public, OaepHash::Sha256)? {
         OaepHash::Sha256
     } else {
         OaepHash::Sha1

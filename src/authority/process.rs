@@ -115,6 +115,55 @@ pub fn process(
     pin: &SecretString,
     policy: LoginPolicy,
 ) -> Result<Processed, AuthorityError> {
+    prepare(module, dir, request, pin, policy)?.commit(reply)
+}
+
+/// A request checked and answered on the token, with nothing written yet: the authority's
+/// directory stays locked until [`Prepared::commit`] writes the reply, the issued certificates
+/// and the archive and spends the temporary key (files only, no token), or
+/// [`Prepared::abandon`] records that it was not.
+pub struct Prepared {
+    a: AuthorityDir,
+    req: VerifiedRequest,
+    made: Made,
+}
+
+impl Prepared {
+    /// The reply, as [`Prepared::commit`] will write it.
+    pub fn reply_bytes(&self) -> &[u8] {
+        &self.made.reply_bytes
+    }
+
+    /// Writes everything and spends the temporary key; on failure, removes what it wrote.
+    pub fn commit(self, reply: &Path) -> Result<Processed, AuthorityError> {
+        let Prepared { mut a, req, made } = self;
+        commit(&mut a, &req, made, reply)
+    }
+
+    /// Leaves the authority as it was, logging why the reply was not used.
+    pub fn abandon(mut self, why: &str) {
+        let detail = format!("reply made but not used, nothing recorded: {why}");
+        if let Err(e) = self.a.audit(
+            "operator",
+            "process",
+            &self.req.body.user,
+            "failed",
+            &detail,
+        ) {
+            log::error!("could not record the abandoned request in the audit log: {e}");
+        }
+    }
+}
+
+/// [`process`] up to the writing: checks the request and the temporary key and makes the reply
+/// on the token.
+pub fn prepare(
+    module: &Module,
+    dir: &Path,
+    request: &Path,
+    pin: &SecretString,
+    policy: LoginPolicy,
+) -> Result<Prepared, AuthorityError> {
     let mut a = AuthorityDir::open_locked(dir)?;
     let req = match read_request(request) {
         Ok(req) => req,
@@ -163,7 +212,7 @@ pub fn process(
             return Err(e);
         }
     };
-    commit(&mut a, &req, made, reply)
+    Ok(Prepared { a, req, made })
 }
 
 /// Logs a process that did not complete; a failure to log is reported but does not hide `e`.

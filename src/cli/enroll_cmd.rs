@@ -111,39 +111,55 @@ fn local(
     })?;
     let home = ctx.home()?;
     let policy = ctx.login_policy();
-    let processed = ctx.authority_pin().and_then(|apin| {
-        crate::authority::process::process(
-            ctx.module()?,
-            dir,
-            &req_path,
-            &reply_path,
-            &apin,
-            policy,
-        )
-        .map_err(Error::from)
+    // The authority answers, but records nothing (the temporary key stays unspent) until the
+    // user's token holds everything: a failure on either token leaves both as they were.
+    let prepared = ctx.authority_pin().and_then(|apin| {
+        crate::authority::process::prepare(ctx.module()?, dir, &req_path, &apin, policy)
+            .map_err(Error::from)
     });
-    if let Err(e) = processed {
-        if let Err(undo) = client::abandon(ctx.module()?, &home, name.as_str(), pin) {
-            log::error!("could not remove the pending keyset after a refused request: {undo}");
-        }
-        return Err(e);
-    }
-    let done = match client::complete(ctx.module()?, &home, &reply_path, pin, new.as_ref(), policy)
-    {
-        Ok(done) => done,
+    let prepared = match prepared {
+        Ok(p) => p,
         Err(e) => {
-            // The authority has spent the temporary key: keep its reply, or it is lost.
-            let kept = work.keep().join("reply.toml");
-            eprintln!(
-                "keyward: the authority's reply is kept in {}; once the problem is fixed, finish with `keyward enroll --complete {}`",
-                kept.display(),
-                kept.display()
-            );
-            return Err(e.into());
+            abandon_request(ctx, &home, name, pin);
+            return Err(e);
         }
     };
+    let completion = write_atomic(&reply_path, prepared.reply_bytes())
+        .map_err(|e| Error::Io {
+            action: "write",
+            path: reply_path.clone(),
+            reason: e.to_string(),
+        })
+        .and_then(|()| {
+            client::prepare_completion(ctx.module()?, &home, &reply_path, pin, new.as_ref(), policy)
+                .map_err(Error::from)
+        });
+    let completion = match completion {
+        Ok(c) => c,
+        Err(e) => {
+            prepared.abandon(&e.to_string());
+            abandon_request(ctx, &home, name, pin);
+            return Err(e);
+        }
+    };
+    if let Err(e) = prepared.commit(&reply_path) {
+        completion.undo(ctx.module()?);
+        abandon_request(ctx, &home, name, pin);
+        return Err(e.into());
+    }
+    let done = completion.commit(ctx.module()?, pin, new.as_ref())?;
     report(ctx, &done);
     Ok(())
+}
+
+/// Removes the pending keyset of a local enrollment that failed (its keys and its entry).
+fn abandon_request(ctx: &mut Context, home: &Path, name: &KeysetName, pin: &secrecy::SecretString) {
+    let undone = ctx
+        .module()
+        .and_then(|m| client::abandon(m, home, name.as_str(), pin).map_err(Error::from));
+    if let Err(undo) = undone {
+        log::error!("could not remove the pending keyset after a failed enrollment: {undo}");
+    }
 }
 
 fn complete(ctx: &mut Context, reply: &Path) -> Result<(), Error> {

@@ -15,7 +15,8 @@ use crate::authority::x509;
 use crate::keyset::csr;
 use crate::keyset::ops::unhex_id;
 use crate::keyset::registry::{
-    EncryptionKey, Enrollment, KeyAlgorithm, KeysetRecord, KeysetState, Registry, Security,
+    EncryptionKey, Enrollment, KeyAlgorithm, KeysetRecord, KeysetState, PreparedSave, Registry,
+    RegistryLock, Security,
 };
 use crate::keyset::{KeysetName, KeysetSession, PublicKey};
 use crate::token::keys::hex;
@@ -117,8 +118,12 @@ pub fn make_request(
         Ok(request)
     })();
     if result.is_err() {
+        let mut fresh = ks.session.for_cleanup(module);
+        let session = fresh.as_mut().unwrap_or(&mut ks.session);
         for id in [&signing_id, &transport_id] {
-            let _ = ks.session.destroy_by_id(id);
+            if let Err(e) = session.destroy_by_id(id) {
+                log::error!("could not remove the new keys (id {}): {e}", hex(id));
+            }
         }
     }
     result
@@ -154,7 +159,7 @@ fn generate_and_sign(
     })?;
     let mut transport_oaep = Vec::new();
     for h in [OaepHash::Sha256, OaepHash::Sha1] {
-        if session.supports_oaep(transport_public, h) {
+        if session.supports_oaep(transport_public, h)? {
             transport_oaep.push(h);
         }
     }
@@ -267,7 +272,8 @@ pub struct Completed {
 
 /// Completes an enrollment: verifies the reply against the authority trusted at request time,
 /// unwraps every encryption key inside the token, stores the certificates, removes the
-/// transport key and records the keyset as active. A failure removes what it stored.
+/// transport key and records the keyset as active. A failure removes what it stored: the
+/// enrollment is then pending as before, and the reply can be completed again.
 pub fn complete(
     module: &Module,
     home: &Path,
@@ -276,6 +282,37 @@ pub fn complete(
     new_password: Option<&SecretString>,
     policy: LoginPolicy,
 ) -> Result<Completed, EnrollError> {
+    prepare_completion(module, home, reply_path, password, new_password, policy)?.commit(
+        module,
+        password,
+        new_password,
+    )
+}
+
+/// A completion whose work on the token is done — keys and certificates stored, transport key
+/// removed — and whose registry entry is written beside the registry, not yet in its place
+/// (the registry stays locked). [`PreparedCompletion::commit`] puts it in place (a rename);
+/// [`PreparedCompletion::undo`] removes what was stored instead.
+pub struct PreparedCompletion {
+    _lock: RegistryLock,
+    save: PreparedSave,
+    ks: KeysetSession,
+    record: KeysetRecord,
+    created: Vec<Vec<u8>>,
+    done: Completed,
+}
+
+/// [`complete`] up to the registry's rename: every step that can fail on the token is behind,
+/// and the last of them removes the transport key, so a failure anywhere leaves the enrollment
+/// pending as it was (what was stored is removed again).
+pub fn prepare_completion(
+    module: &Module,
+    home: &Path,
+    reply_path: &Path,
+    password: &SecretString,
+    new_password: Option<&SecretString>,
+    policy: LoginPolicy,
+) -> Result<PreparedCompletion, EnrollError> {
     let text = std::fs::read_to_string(reply_path).map_err(|e| EnrollError::Io {
         action: "read",
         path: reply_path.to_path_buf(),
@@ -327,6 +364,7 @@ pub fn complete(
         ks.session.token().check_pin_length(PinRole::User, new)?;
     }
     let mut created: Vec<Vec<u8>> = Vec::new();
+    let mut transport = None;
     let result = store_everything(
         &mut ks.session,
         &record,
@@ -335,65 +373,165 @@ pub fn complete(
         &ca,
         &signing_cert,
         &mut created,
-    );
-    let keys = match result {
-        Ok(keys) => keys,
+    )
+    .and_then(|keys| {
+        let retired = registry_keysets_of(
+            &registry,
+            &enrollment.user,
+            &enrollment.authority_ca,
+            &record.name,
+        );
+        for name in &retired {
+            registry.get_mut(name)?.state = KeysetState::Retired;
+        }
+        let n = keys.len();
+        {
+            let r = registry.get_mut(&record.name)?;
+            r.state = KeysetState::Active;
+            if let Some(e) = r.enrollment.as_mut() {
+                e.transport_id = None;
+                e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
+                e.encryption_keys = keys;
+            }
+        }
+        let save = registry.prepare_save(&lock)?;
+        // Last on the token: without the transport key the reply cannot be completed again.
+        remove_transport(&ks.session, &record, &enrollment, &mut transport)?;
+        Ok((save, n, retired))
+    });
+    let (save, n, retired) = match result {
+        Ok(done) => done,
         Err(e) => {
-            remove_stored(&ks.session, &record, &created);
+            undo_completion(module, &mut ks.session, &record, &created, transport);
             return Err(e);
         }
     };
-    let n = keys.len();
-    let mut retired = Vec::new();
-    for k in registry_keysets_of(
-        &registry,
-        &enrollment.user,
-        &enrollment.authority_ca,
-        &record.name,
-    ) {
-        retired.push(k);
+    Ok(PreparedCompletion {
+        _lock: lock,
+        save,
+        done: Completed {
+            keyset: record.name.clone(),
+            user: enrollment.user.clone(),
+            encryption_keys: n,
+            retired,
+        },
+        ks,
+        record,
+        created,
+    })
+}
+
+impl PreparedCompletion {
+    /// Records the keyset as active (the registry's rename), then sets `new_password`, if given.
+    pub fn commit(
+        mut self,
+        module: &Module,
+        password: &SecretString,
+        new_password: Option<&SecretString>,
+    ) -> Result<Completed, EnrollError> {
+        self.save.commit()?;
+        if let Some(new) = new_password {
+            let pin = crate::keyset::token_pin(&self.record, password)?;
+            self.ks.session.set_user_pin(module, &pin, new)?;
+        }
+        Ok(self.done)
     }
-    for name in &retired {
-        registry.get_mut(name)?.state = KeysetState::Retired;
+
+    /// Removes what was stored and leaves the registry as it was (the keyset pending). The
+    /// transport key is gone, so the enrollment cannot be completed any more: for a local
+    /// enrollment whose authority could not record it, which then abandons the keyset.
+    pub fn undo(mut self, module: &Module) {
+        undo_completion(
+            module,
+            &mut self.ks.session,
+            &self.record,
+            &self.created,
+            None,
+        );
     }
-    {
-        let r = registry.get_mut(&record.name)?;
-        r.state = KeysetState::Active;
-        if let Some(e) = r.enrollment.as_mut() {
-            e.transport_id = None;
-            e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
-            e.encryption_keys = keys;
+}
+
+/// The transport key pair's public half, removed by [`remove_transport`] and kept to be put
+/// back.
+struct RemovedPublic {
+    id: Vec<u8>,
+    modulus: Vec<u8>,
+    exponent: Vec<u8>,
+}
+
+/// Removes the transport key pair: the public half first, its parts kept, then the private
+/// half in one call — the only step that cannot be undone. When that fails, `removed` holds
+/// the public half, for [`undo_completion`] to put back.
+fn remove_transport(
+    session: &TokenSession,
+    record: &KeysetRecord,
+    enrollment: &Enrollment,
+    removed: &mut Option<RemovedPublic>,
+) -> Result<(), EnrollError> {
+    let Some(tid) = enrollment.transport_id.as_deref() else {
+        return Ok(());
+    };
+    let id = unhex_id(tid)?;
+    if let Some(public) = session.find_object(ObjectKindFilter::PublicKey, &id)? {
+        if let crate::token::RawPublicKey::Rsa { modulus, exponent } =
+            session.rsa_public_key(public)?
+        {
+            session.destroy(public)?;
+            *removed = Some(RemovedPublic {
+                id: id.clone(),
+                modulus,
+                exponent,
+            });
         }
     }
-    if let Err(e) = registry.save(&lock) {
-        // The registry still says pending: take back what was stored, so a retry starts clean.
-        remove_stored(&ks.session, &record, &created);
-        return Err(e.into());
+    let private = session
+        .find_object(ObjectKindFilter::PrivateKey, &id)?
+        .ok_or(EnrollError::WrongToken {
+            keyset: record.name.clone(),
+        })?;
+    session.destroy(private)?;
+    *removed = None;
+    Ok(())
+}
+
+/// Takes back a completion that failed: puts back the transport key's public half if it was
+/// removed, and removes what [`store_everything`] stored — in a fresh session, because the
+/// failure may have left an operation active in this one.
+fn undo_completion(
+    module: &Module,
+    session: &mut TokenSession,
+    record: &KeysetRecord,
+    created: &[Vec<u8>],
+    transport: Option<RemovedPublic>,
+) {
+    let mut fresh = session.for_cleanup(module);
+    let session = fresh.as_mut().unwrap_or(session);
+    if let Some(t) = transport {
+        let label = format!("{} enrollment transport key", record.label);
+        if let Err(e) = session.restore_decryption_public(&t.id, &label, &t.modulus, &t.exponent) {
+            log::error!("could not put back the transport key's public half: {e}");
+        }
     }
-    if let Some(tid) = &enrollment.transport_id {
-        let _ = ks.session.destroy_by_id(&unhex_id(tid)?);
-    }
-    if let Some(new) = new_password {
-        let pin = crate::keyset::token_pin(&record, password)?;
-        ks.session.set_user_pin(module, &pin, new)?;
-    }
-    Ok(Completed {
-        keyset: record.name.clone(),
-        user: enrollment.user.clone(),
-        encryption_keys: n,
-        retired,
-    })
+    remove_stored(session, record, created);
 }
 
 /// Removes what [`store_everything`] stored: the encryption keys (with their public keys and
 /// certificates) and the signing certificate.
 fn remove_stored(session: &TokenSession, record: &KeysetRecord, created: &[Vec<u8>]) {
     for id in created {
-        let _ = session.destroy_by_id(id);
+        if let Err(e) = session.destroy_by_id(id) {
+            log::error!("could not remove a stored key (id {}): {e}", hex(id));
+        }
     }
     if let Ok(sid) = unhex_id(&record.signing_id) {
-        if let Ok(Some(cert)) = session.find_object(ObjectKindFilter::Certificate, &sid) {
-            let _ = session.destroy(cert);
+        match session.find_object(ObjectKindFilter::Certificate, &sid) {
+            Ok(Some(cert)) => {
+                if let Err(e) = session.destroy(cert) {
+                    log::error!("could not remove the stored signing certificate: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("could not look for the stored signing certificate: {e}"),
         }
     }
 }

@@ -81,7 +81,7 @@ pub fn create_locked(
     })?;
     log::info!("generated {:?} in {:?}", req.key_type, started.elapsed());
 
-    let result = finish(
+    let finished = finish(
         module,
         &mut session,
         &req,
@@ -89,14 +89,17 @@ pub fn create_locked(
         &label,
         hardening,
         derived.as_ref(),
-    )
-    .and_then(|record| {
+    );
+    // `finish` switches the PIN last: the PIN is the derived one exactly when it succeeded.
+    // (Switching it back when the switch failed would spend a PIN try on a wrong old PIN.)
+    let switched = derived.as_ref().filter(|_| finished.is_ok());
+    let result = finished.and_then(|record| {
         registry.add(record.clone())?;
         registry.save(&lock)?;
         Ok(record)
     });
     if result.is_err() {
-        roll_back(module, &mut session, &req, &id, derived.as_ref());
+        roll_back(module, &mut session, &req, &id, switched);
     }
     result
 }
@@ -168,16 +171,18 @@ fn roll_back(
     session: &mut TokenSession,
     req: &CreateRequest<'_>,
     id: &[u8],
-    derived: Option<&SecretString>,
+    switched: Option<&SecretString>,
 ) {
     log::warn!("keyset create failed; removing the keys it generated");
+    let mut fresh = session.for_cleanup(module);
+    let session = fresh.as_mut().unwrap_or(session);
     if let Err(e) = session.destroy_by_id(id) {
         log::error!("could not remove the new keys (id {}): {e}", hex(id));
     }
-    if let Some(new_pin) = derived {
-        // Only succeeds if the PIN was already switched; then it switches back.
-        if session.set_user_pin(module, new_pin, req.pin).is_ok() {
-            log::warn!("restored the token's previous PIN");
+    if let Some(new_pin) = switched {
+        match session.set_user_pin(module, new_pin, req.pin) {
+            Ok(()) => log::warn!("restored the token's previous PIN"),
+            Err(e) => log::error!("could not restore the token's previous PIN: {e}"),
         }
     }
 }

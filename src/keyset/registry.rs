@@ -270,7 +270,15 @@ impl Registry {
     }
 
     /// Writes the registry atomically. Needs the lock.
-    pub fn save(&self, _lock: &RegistryLock) -> Result<(), RegistryError> {
+    pub fn save(&self, lock: &RegistryLock) -> Result<(), RegistryError> {
+        self.prepare_save(lock)?.commit()
+    }
+
+    /// The first half of [`Registry::save`]: writes and syncs the new text to a temporary file
+    /// beside the registry, so that what is left — [`PreparedSave::commit`], a rename — can
+    /// hardly fail. For a change that must be durable together with a last step on a token:
+    /// prepare, take the step, commit. Dropped without a commit, it changes nothing.
+    pub fn prepare_save(&self, _lock: &RegistryLock) -> Result<PreparedSave, RegistryError> {
         if std::env::var_os("KEYWARD_FAULT").is_some_and(|v| v == "registry-save") {
             return Err(RegistryError::Io {
                 action: "write",
@@ -279,7 +287,12 @@ impl Registry {
             });
         }
         let text = self.render()?;
-        write_atomic(&self.path, text.as_bytes()).map_err(|e| io("write", &self.path, &e))
+        let tmp =
+            write_beside(&self.path, text.as_bytes()).map_err(|e| io("write", &self.path, &e))?;
+        Ok(PreparedSave {
+            tmp,
+            path: self.path.clone(),
+        })
     }
 
     /// Every keyset, in the order they were added.
@@ -380,19 +393,46 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    // A bare file name has the empty path as its parent: that is the current directory.
-    let dir = match path.parent() {
+    persist(write_beside(path, bytes)?, path)
+}
+
+/// A bare file name has the empty path as its parent: that is the current directory.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
+    }
+}
+
+/// `bytes` in a synced temporary file in `path`'s directory.
+fn write_beside(path: &Path, bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = parent_dir(path);
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".keyward-")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
+/// Renames `tmp` to `path` and syncs the directory.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
+    File::open(parent_dir(path))?.sync_all()
+}
+
+/// A registry written by [`Registry::prepare_save`], not yet in its place.
+pub struct PreparedSave {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl PreparedSave {
+    /// Puts the new registry in place (a rename).
+    pub fn commit(self) -> Result<(), RegistryError> {
+        persist(self.tmp, &self.path).map_err(|e| io("write", &self.path, &e))
+    }
 }
 
 fn io(action: &'static str, path: &Path, e: &std::io::Error) -> RegistryError {

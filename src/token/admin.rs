@@ -73,13 +73,19 @@ pub fn init_token(
                 },
             )
         })?;
-    let fresh = find_initialized(module, token, label, &before)?;
-    let mut session = fresh.open_rw(module)?;
-    session.login(module, PinRole::So, secrets.so_pin, LoginPolicy::default())?;
+    let unfinished = |e: TokenError| TokenError::InitUnfinished {
+        label: label.to_string(),
+        source: Box::new(e),
+    };
+    let fresh = find_initialized(module, token, label, &before).map_err(unfinished)?;
+    let mut session = fresh.open_rw(module).map_err(unfinished)?;
+    session
+        .login(module, PinRole::So, secrets.so_pin, LoginPolicy::default())
+        .map_err(unfinished)?;
     let result = session
         .session
         .init_pin(secrets.user_pin)
-        .map_err(|e| session.op_error(e, "setting the first user PIN"));
+        .map_err(|e| unfinished(session.op_error(e, "setting the first user PIN")));
     session.logout();
     result?;
     let mut fresh = fresh;

@@ -129,6 +129,16 @@ pub enum TokenError {
         /// The token label.
         label: String,
     },
+    /// `token init` failed after `C_InitToken`: the token is initialised (its old contents
+    /// are gone), but its first user PIN was not set. PKCS#11 sets the two in separate calls,
+    /// so this cannot be undone, only finished.
+    #[error("token {label:?} was initialised, but its first user PIN was not set: {source}; set it with `keyward token unblock --token {label:?}` (SO PIN and new user PIN), or start again with `keyward token init --token {label:?} --label {label:?} --force`")]
+    InitUnfinished {
+        /// The new token label.
+        label: String,
+        /// What failed.
+        source: Box<TokenError>,
+    },
     /// A wrong PIN was given.
     #[error("wrong {role} for token {label:?}{}", wrong_pin_tail(*.tries, *.role, .label))]
     WrongPin {

@@ -110,6 +110,22 @@ impl TokenSession {
         &self.token
     }
 
+    /// A new read-write session on the same token, to undo what this one made after a
+    /// failure: the failure may have left an operation active here (a search whose
+    /// `C_FindObjectsFinal` failed, a signature whose `C_Sign` failed), and the token refuses
+    /// other calls in this session until it ends. A login holds for all of the application's
+    /// sessions with the token, so the new one is logged in too. `None` if it cannot be opened
+    /// (then undo in this one).
+    pub fn for_cleanup(&self, module: &Module) -> Option<TokenSession> {
+        match self.token.open_rw(module) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::debug!("no fresh session for clean-up: {e}");
+                None
+            }
+        }
+    }
+
     /// Logs in once. Checks lock state and PIN length first; never retries.
     pub fn login(
         &mut self,

@@ -140,6 +140,37 @@ impl TokenSession {
             .map_err(|e| self.op_error(e, "generating a decryption key pair"))
     }
 
+    /// Puts back the public half of a pair made by [`TokenSession::generate_decryption_pair`]
+    /// (a token object that encrypts and wraps, labelled `"{private_label} (public)"`) from its
+    /// modulus and exponent: for undoing a step that removed it. A public key holds no secret,
+    /// so nothing is lost in between.
+    pub fn restore_decryption_public(
+        &self,
+        id: &[u8],
+        private_label: &str,
+        modulus: &[u8],
+        exponent: &[u8],
+    ) -> Result<ObjectRef, TokenError> {
+        let template = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(format!("{private_label} (public)").into_bytes()),
+            Attribute::Modulus(modulus.to_vec()),
+            Attribute::PublicExponent(exponent.to_vec()),
+            Attribute::Encrypt(true),
+            Attribute::Wrap(true),
+            Attribute::Verify(false),
+            Attribute::Derive(false),
+        ];
+        self.session
+            .create_object(&template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "putting back a public key"))
+    }
+
     /// Generates the authority's AES-256 archive key: on the token, never extractable, wrap/unwrap only.
     pub fn generate_archive_key(&self, id: &[u8], label: &str) -> Result<ObjectRef, TokenError> {
         let template = vec![
@@ -407,16 +438,14 @@ impl TokenSession {
             .decrypt(&mechanism, key.object(), ciphertext)
             .map(Zeroizing::new)
             .map_err(|e| match &e {
-                cryptoki::error::Error::Pkcs11(rv, _)
-                    if matches!(
-                        rv,
-                        cryptoki::error::RvError::GeneralError
-                            | cryptoki::error::RvError::FunctionFailed
-                            | cryptoki::error::RvError::EncryptedDataInvalid
-                            | cryptoki::error::RvError::EncryptedDataLenRange
-                            | cryptoki::error::RvError::DataInvalid
-                    ) =>
-                {
+                cryptoki::error::Error::Pkcs11(
+                    cryptoki::error::RvError::GeneralError
+                    | cryptoki::error::RvError::FunctionFailed
+                    | cryptoki::error::RvError::EncryptedDataInvalid
+                    | cryptoki::error::RvError::EncryptedDataLenRange
+                    | cryptoki::error::RvError::DataInvalid,
+                    _,
+                ) => {
                     TokenError::Wrapper {
                         what: "decrypting the message key".to_string(),
                         reason: "it does not decrypt with this keyset's key: the message is corrupted or its key block was damaged".to_string(),
@@ -427,16 +456,32 @@ impl TokenSession {
     }
 
     /// Does the token accept RSA-OAEP with `hash` for this public key? (SoftHSM 2.6 takes SHA-1 only.)
-    pub fn supports_oaep(&self, public: ObjectRef, hash: OaepHash) -> bool {
+    /// A failing device is an error, not a "no": it must not quietly downgrade the hash.
+    pub fn supports_oaep(&self, public: ObjectRef, hash: OaepHash) -> Result<bool, TokenError> {
+        use cryptoki::error::RvError;
         // One complete single-part operation: nothing is left active in the session.
         match self
             .session
             .encrypt(&hash.mechanism(), public.0, &[0u8; 16])
         {
-            Ok(_) => true,
+            Ok(_) => Ok(true),
+            Err(
+                e @ cryptoki::error::Error::Pkcs11(
+                    RvError::DeviceError
+                    | RvError::DeviceRemoved
+                    | RvError::DeviceMemory
+                    | RvError::HostMemory
+                    | RvError::TokenNotPresent
+                    | RvError::TokenNotRecognized
+                    | RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::OperationActive,
+                    _,
+                ),
+            ) => Err(self.op_error(e, "trying RSA-OAEP")),
             Err(e) => {
                 log::debug!("RSA-OAEP with {hash:?} not supported: {e}");
-                false
+                Ok(false)
             }
         }
     }
