@@ -52,11 +52,11 @@ fn create(ctx: &mut Context, a: CreateArgs) -> Result<(), Error> {
     } else {
         None
     };
-    // The registry lock is held from before the first token access to the end: SoftHSM's file
-    // store is not safe for a reader while another process writes (the token seems to vanish),
-    // so concurrent `keyset create`s take turns instead of failing.
-    let (lock, registry) = Registry::lock(&home).map_err(keyset::KeysetError::from)?;
+    // Lock order, the same in every command: the module first (with SoftHSM that is also the
+    // cross-process turn, see token/module.rs), then the registry, then an authority directory.
+    // The registry lock is then held to the end, so concurrent creates take turns.
     let token = ctx.token(&a.token)?;
+    let (lock, registry) = Registry::lock(&home).map_err(keyset::KeysetError::from)?;
     let policy = ctx.login_policy();
     let label_note = (name.label() != name.as_str()).then(|| name.label());
     let record = keyset::create::create_locked(
