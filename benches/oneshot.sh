@@ -7,7 +7,9 @@
 # it, and times with hyperfine
 #   keyward keyset sign NAME FILE -o SIG                          (PIN from KEYWARD_PIN)
 #   pkcs11-tool --login --pin P --sign --mechanism SHA256-RSA-PKCS --id ID -i FILE -o SIG
-# on the same key and token, with 16 and with 1,000 objects on the token. The filler objects
+#   oneshot_raw MODULE LABEL ID FILE SIG                          (examples/oneshot_raw.rs)
+# on the same key and token, with 16 and with 1,000 objects on the token. oneshot_raw is the
+# floor: the same PKCS#11 calls keyward makes, with cryptoki alone and nothing else. The filler objects
 # are EC P-256 key pairs made with CKA_PRIVATE on both halves, so a logged-in lookup of the
 # signing key has to look at (and skip) every one of them. Target: keyward <= 0.85x.
 # Each count is measured in several hyperfine passes with the order of the two commands
@@ -22,8 +24,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 KEYWARD_EXTRA_PACKAGES="hyperfine python3 ${KEYWARD_EXTRA_PACKAGES:-}" bash softhsm/setup.sh
-cargo build --release --locked --bin keyward
+cargo build --release --locked --bin keyward --example oneshot_raw
 kw=$root/target/release/keyward
+raw=$root/target/release/examples/oneshot_raw
 
 module=${KEYWARD_MODULE:-}
 if [[ -z $module ]]; then
@@ -113,6 +116,7 @@ version() {
 }
 passes=${ONESHOT_PASSES:-10}
 kw_cmd="$kw keyset sign '$name' $file -o $dir/sig.kw"
+raw_cmd="$raw $module $label $id $file $dir/sig.raw"
 p11_cmd="${p11[*]} --sign --mechanism SHA256-RSA-PKCS --id $id -i $file -o $dir/sig.p11"
 {
     echo "# keyward keyset sign vs pkcs11-tool --sign, $(date -u +%FT%TZ), keyward $(version)"
@@ -123,6 +127,7 @@ p11_cmd="${p11[*]} --sign --mechanism SHA256-RSA-PKCS --id $id -i $file -o $dir/
     echo "# RSA-2048 CKM_SHA256_RSA_PKCS, ${ONESHOT_FILE_BYTES:-4096}-byte file; hyperfine -N, $passes passes (order alternating) of ${ONESHOT_RUNS:-15} runs per command"
     echo "# ms; mean = median over passes of hyperfine's mean, median = median over passes of hyperfine's median;"
     echo "# ratio = keyward / pkcs11-tool, median over passes of each pass's ratio [min..max]; target <= 0.85"
+    echo "# raw = examples/oneshot_raw (the same PKCS#11 calls with cryptoki alone: the floor); raw ratio = raw / pkcs11-tool"
 } >"$results"
 
 for want in ${ONESHOT_COUNTS:-16 1000}; do
@@ -133,25 +138,32 @@ for want in ${ONESHOT_COUNTS:-16 1000}; do
     # Both tools must produce the same signature (PKCS#1 v1.5 is deterministic).
     "$kw" keyset sign "$name" "$file" -o "$dir/sig.kw" 2>/dev/null
     "${p11[@]}" --sign --mechanism SHA256-RSA-PKCS --id "$id" -i "$file" -o "$dir/sig.p11" >/dev/null 2>&1
+    "$raw" "$module" "$label" "$id" "$file" "$dir/sig.raw"
     cmp -s "$dir/sig.kw" "$dir/sig.p11" || { echo "oneshot.sh: the signatures differ" >&2; exit 1; }
+    cmp -s "$dir/sig.raw" "$dir/sig.p11" || { echo "oneshot.sh: the raw signature differs" >&2; exit 1; }
 
     sync # don't let the filler's writeback land in the first pass
     rows=()
     for ((pass = 1; pass <= passes; pass++)); do
         csv=$dir/hf-$want-$pass.csv
         echo "== $objects objects on the token, pass $pass/$passes" >&2
-        if ((pass % 2)); then order=(-n keyward "$kw_cmd" -n pkcs11-tool "$p11_cmd"); else order=(-n pkcs11-tool "$p11_cmd" -n keyward "$kw_cmd"); fi
+        if ((pass % 2)); then
+            order=(-n keyward "$kw_cmd" -n raw "$raw_cmd" -n pkcs11-tool "$p11_cmd")
+        else
+            order=(-n pkcs11-tool "$p11_cmd" -n raw "$raw_cmd" -n keyward "$kw_cmd")
+        fi
         hyperfine -N --style basic --warmup 3 --runs "${ONESHOT_RUNS:-15}" --export-csv "$csv" "${order[@]}" >&2
         # csv: command,mean,stddev,median,user,system,min,max (seconds)
         rows+=("$(awk -F, 'NR > 1 { m[$1] = $2 * 1000; d[$1] = $4 * 1000 }
-            END { printf "%.2f %.2f %.2f %.2f", m["keyward"], m["pkcs11-tool"], d["keyward"], d["pkcs11-tool"] }' "$csv")")
+            END { printf "%.2f %.2f %.2f %.2f %.2f %.2f", m["keyward"], m["pkcs11-tool"], d["keyward"], d["pkcs11-tool"], m["raw"], d["raw"] }' "$csv")")
     done
     printf '%s\n' "${rows[@]}" | awk -v n="$objects" '
         function med(a, k,   i, j, t) { for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
             return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
-        { k++; km[k] = $1; pm[k] = $2; kd[k] = $3; pd[k] = $4; r[k] = $1 / $2; rd[k] = $3 / $4 }
-        END { printf "%5s objects  mean:   keyward %7.2f  pkcs11-tool %7.2f  ratio %.2f [%.2f..%.2f]\n", n, med(km, k), med(pm, k), med(r, k), r[1], r[k]
-              printf "%5s objects  median: keyward %7.2f  pkcs11-tool %7.2f  ratio %.2f [%.2f..%.2f]\n", n, med(kd, k), med(pd, k), med(rd, k), rd[1], rd[k] }' |
+        { k++; km[k] = $1; pm[k] = $2; kd[k] = $3; pd[k] = $4; rm[k] = $5; rdd[k] = $6
+          r[k] = $1 / $2; rd[k] = $3 / $4; f[k] = $5 / $2; fd[k] = $6 / $4 }
+        END { printf "%5s objects  mean:   keyward %7.2f  raw %7.2f  pkcs11-tool %7.2f  ratio %.2f [%.2f..%.2f]  raw ratio %.2f\n", n, med(km, k), med(rm, k), med(pm, k), med(r, k), r[1], r[k], med(f, k)
+              printf "%5s objects  median: keyward %7.2f  raw %7.2f  pkcs11-tool %7.2f  ratio %.2f [%.2f..%.2f]  raw ratio %.2f\n", n, med(kd, k), med(rdd, k), med(pd, k), med(rd, k), rd[1], rd[k], med(fd, k) }' |
         tee -a "$results" >&2
 done
 

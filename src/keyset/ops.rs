@@ -5,7 +5,6 @@ use std::io::Read;
 use std::path::Path;
 
 use secrecy::SecretString;
-use sha2::{Digest, Sha256};
 
 use super::pubkey::ecdsa_raw_to_der;
 use super::registry::{KeyAlgorithm, KeysetRecord, Registry};
@@ -106,21 +105,12 @@ impl KeysetSession {
     ) -> Result<Vec<u8>, KeysetError> {
         let key = self.signing_key(record)?;
         let pin = self.pin.clone();
+        let raw = self
+            .session
+            .sign(module, &key, SignInput::Message(data), &pin)?;
         match record.key_type {
-            KeyAlgorithm::P256 => {
-                let mut hasher = Sha256::new();
-                std::io::copy(data, &mut hasher).map_err(|e| {
-                    KeysetError::Unsupported(format!("cannot read the data to sign: {e}"))
-                })?;
-                let digest = hasher.finalize();
-                let raw = self
-                    .session
-                    .sign(module, &key, SignInput::Digest(&digest), &pin)?;
-                Ok(ecdsa_raw_to_der(&raw)?)
-            }
-            _ => Ok(self
-                .session
-                .sign(module, &key, SignInput::Message(data), &pin)?),
+            KeyAlgorithm::P256 => Ok(ecdsa_raw_to_der(&raw)?),
+            _ => Ok(raw),
         }
     }
 

@@ -5,8 +5,8 @@ use std::io::Read;
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::UserType;
 use secrecy::SecretString;
+use sha2::{Digest, Sha256};
 
 use super::error::{PinRole, TokenError};
 use super::module::Module;
@@ -281,9 +281,12 @@ impl TokenSession {
         Ok(Some(k))
     }
 
-    /// Signs: RSA keys with `CKM_SHA256_RSA_PKCS` over the whole input (streamed); EC keys with
-    /// `CKM_ECDSA` over `sha256` (given by the caller). Returns the raw signature (`r || s` for EC).
-    /// A high-security key gets the context-specific login with `pin`.
+    /// Signs a SHA-256 hash of the input: RSA keys with PKCS#1 v1.5 (`CKM_RSA_PKCS` over the
+    /// DigestInfo, the same signature `CKM_SHA256_RSA_PKCS` gives), EC keys with `CKM_ECDSA`.
+    /// The host hashes: one single-part `C_Sign` per signature whatever the input's size, and
+    /// the mechanism every RSA token has (many smart cards have no on-card hashing).
+    /// Returns the raw signature (`r || s` for EC). A high-security key gets the
+    /// context-specific login with `pin`.
     pub fn sign(
         &mut self,
         module: &Module,
@@ -291,60 +294,23 @@ impl TokenSession {
         input: SignInput<'_>,
         pin: &SecretString,
     ) -> Result<Vec<u8>, TokenError> {
-        match (key.key_type, input) {
-            (KeyKind::Rsa, SignInput::Message(reader)) => {
-                self.sign_rsa_stream(module, key, reader, pin)
-            }
-            (KeyKind::Ec, SignInput::Digest(digest)) => {
-                if key.always_authenticate {
-                    return self.single_part_with_login(
-                        module,
-                        SinglePart::Sign,
-                        &Mechanism::Ecdsa,
-                        key,
-                        digest,
-                        pin,
-                    );
-                }
-                self.session
-                    .sign(&Mechanism::Ecdsa, key.handle, digest)
-                    .map_err(|e| self.op_error(e, "signing"))
-            }
-            _ => Err(TokenError::Wrapper {
-                what: "signing".to_string(),
-                reason: "internal: the input form does not match the key type".to_string(),
-            }),
-        }
-    }
-
-    fn sign_rsa_stream(
-        &mut self,
-        module: &Module,
-        key: &KeyRef,
-        reader: &mut dyn Read,
-        pin: &SecretString,
-    ) -> Result<Vec<u8>, TokenError> {
-        self.session
-            .sign_init(&Mechanism::Sha256RsaPkcs, key.handle)
-            .map_err(|e| self.op_error(e, "starting a signature"))?;
+        let digest = input.sha256()?;
+        let (mechanism, data) = match key.key_type {
+            KeyKind::Rsa => (Mechanism::RsaPkcs, sha256_digest_info(&digest)),
+            KeyKind::Ec => (Mechanism::Ecdsa, digest.to_vec()),
+        };
         if key.always_authenticate {
-            self.context_login(module, pin)?;
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| TokenError::Wrapper {
-                what: "reading the data to sign".to_string(),
-                reason: e.to_string(),
-            })?;
-            if n == 0 {
-                break;
-            }
-            self.session
-                .sign_update(&buf[..n])
-                .map_err(|e| self.op_error(e, "signing"))?;
+            return self.single_part_with_login(
+                module,
+                SinglePart::Sign,
+                &mechanism,
+                key,
+                &data,
+                pin,
+            );
         }
         self.session
-            .sign_final()
+            .sign(&mechanism, key.handle, &data)
             .map_err(|e| self.op_error(e, "signing"))
     }
 
@@ -380,28 +346,6 @@ impl TokenSession {
                 } else {
                     self.op_error(e, "using a high-security key")
                 }
-            })
-    }
-
-    /// `C_Login(CKU_CONTEXT_SPECIFIC)` for a key with `CKA_ALWAYS_AUTHENTICATE`.
-    pub(crate) fn context_login(
-        &mut self,
-        module: &Module,
-        pin: &SecretString,
-    ) -> Result<(), TokenError> {
-        log::debug!(
-            "C_Login(CONTEXT_SPECIFIC) on token {:?}",
-            self.token.label()
-        );
-        self.session
-            .login(UserType::ContextSpecific, Some(pin))
-            .map_err(|e| {
-                self.pin_error(
-                    module,
-                    e,
-                    "re-entering the password for this key",
-                    PinRole::User,
-                )
             })
     }
 
@@ -451,10 +395,44 @@ impl TokenSession {
 
 /// What [`TokenSession::sign`] signs.
 pub enum SignInput<'a> {
-    /// The whole message, hashed on the token (RSA).
+    /// The whole message (hashed with SHA-256 here, streamed).
     Message(&'a mut dyn Read),
-    /// A SHA-256 digest computed by the caller (EC).
+    /// A SHA-256 digest computed by the caller.
     Digest(&'a [u8]),
+}
+
+impl SignInput<'_> {
+    /// The SHA-256 digest to sign.
+    fn sha256(self) -> Result<[u8; 32], TokenError> {
+        match self {
+            SignInput::Message(reader) => {
+                let mut hasher = Sha256::new();
+                std::io::copy(reader, &mut hasher).map_err(|e| TokenError::Wrapper {
+                    what: "reading the data to sign".to_string(),
+                    reason: e.to_string(),
+                })?;
+                Ok(hasher.finalize().into())
+            }
+            SignInput::Digest(d) => d.try_into().map_err(|_| TokenError::Wrapper {
+                what: "signing".to_string(),
+                reason: format!("internal: a SHA-256 digest has 32 bytes, not {}", d.len()),
+            }),
+        }
+    }
+}
+
+/// The DER prefix of a PKCS#1 v1.5 DigestInfo for SHA-256 (RFC 8017 §9.2, note 1).
+const SHA256_DIGEST_INFO_PREFIX: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+
+/// The DigestInfo that `CKM_RSA_PKCS` pads and signs for a SHA-256 PKCS#1 v1.5 signature.
+fn sha256_digest_info(digest: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SHA256_DIGEST_INFO_PREFIX.len() + digest.len());
+    out.extend_from_slice(&SHA256_DIGEST_INFO_PREFIX);
+    out.extend_from_slice(digest);
+    out
 }
 
 impl KeyRef {
