@@ -224,6 +224,7 @@ fn generate_and_sign(
         transport_id: Some(hex(transport_id)),
         signing_certificate: None,
         encryption_keys: Vec::new(),
+        extra: toml::Table::new(),
     });
     Ok((record, request))
 }
@@ -627,6 +628,7 @@ fn store_everything(
             cert_serial: x509::serial_hex(&cert),
             certificate: x509::cert_to_pem(&cert)?,
             current: k.current,
+            extra: toml::Table::new(),
         });
     }
     Ok(keys)

@@ -12,7 +12,7 @@ const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
 const DIGITS: &[u8] = b"0123456789";
 
 /// The recorded parameters of one keyset's derivation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Hardening {
     /// `argon2id`.
     pub algorithm: String,
@@ -28,6 +28,9 @@ pub struct Hardening {
     pub pin_len: usize,
     /// `base32` or `digits`.
     pub alphabet: String,
+    /// Fields written by a newer keyward, kept as they are.
+    #[serde(flatten)]
+    pub extra: toml::Table,
 }
 
 /// Errors deriving a PIN.
@@ -62,6 +65,7 @@ impl Hardening {
             p: 1,
             pin_len,
             alphabet: alphabet.to_string(),
+            extra: toml::Table::new(),
         })
     }
 

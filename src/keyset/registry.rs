@@ -164,6 +164,9 @@ pub struct Enrollment {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub encryption_keys: Vec<EncryptionKey>,
+    /// Fields written by a newer keyward, kept as they are.
+    #[serde(flatten)]
+    pub extra: toml::Table,
 }
 
 /// One encryption key of a keyset.
@@ -177,6 +180,9 @@ pub struct EncryptionKey {
     pub certificate: String,
     /// The newest one (others encrypt to it).
     pub current: bool,
+    /// Fields written by a newer keyward, kept as they are.
+    #[serde(flatten)]
+    pub extra: toml::Table,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -483,6 +489,47 @@ mod tests {
         let again = std::fs::read_to_string(&path).unwrap();
         assert!(again.contains("future_top = \"x\""), "{again}");
         assert!(again.contains("future_field = 7"), "{again}");
+    }
+
+    #[test]
+    fn unknown_fields_in_nested_tables_are_kept_too() {
+        let home = tempfile::tempdir().unwrap();
+        let path = Registry::file_in(home.path());
+        let text = "schema = 1\n\n[[keyset]]\nname = \"Bob\"\nlabel = \"Bob\"\n\
+            state = \"active\"\nsecurity = \"standard\"\nkey_type = \"rsa2048\"\n\
+            token_label = \"t\"\ntoken_serial = \"s\"\nsigning_id = \"01\"\n\
+            signing_public_key = \"PEM\"\ncreated = \"2026-01-01T00:00:00Z\"\n\n\
+            [keyset.hardening]\nalgorithm = \"argon2id\"\nsalt = \"00\"\nm_kib = 19456\n\
+            t = 2\np = 1\npin_len = 26\nalphabet = \"base32\"\nfuture_hardening = \"h\"\n\n\
+            [keyset.enrollment]\nuser = \"bob\"\nauthority_ca = \"\"\nnonce = \"00\"\n\
+            future_enrollment = [1, 2]\n\n\
+            [[keyset.enrollment.encryption_key]]\nid = \"03\"\ncert_serial = \"AB\"\n\
+            certificate = \"\"\ncurrent = true\nfuture_key = { x = 1 }\n";
+        std::fs::write(&path, text).unwrap();
+        let (lock, mut reg) = Registry::lock(home.path()).unwrap();
+        reg.add(record("Alice")).unwrap();
+        reg.save(&lock).unwrap();
+        drop(lock);
+        let again = std::fs::read_to_string(&path).unwrap();
+        for kept in ["future_hardening", "future_enrollment", "future_key"] {
+            assert!(again.contains(kept), "{kept} lost:\n{again}");
+        }
+        let reg = Registry::load(home.path()).unwrap();
+        let bob = reg.get("Bob").unwrap();
+        assert_eq!(bob.hardening.as_ref().unwrap().extra.len(), 1);
+        assert_eq!(
+            bob.hardening.as_ref().unwrap().extra["future_hardening"].as_str(),
+            Some("h")
+        );
+        let e = bob.enrollment.as_ref().unwrap();
+        assert_eq!(
+            e.extra["future_enrollment"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(
+            e.encryption_keys[0].extra["future_key"]["x"].as_integer(),
+            Some(1)
+        );
     }
 
     #[test]
