@@ -146,6 +146,28 @@ fn init_by_slot_id_from_token_list() {
 }
 
 #[test]
+fn an_uninitialised_token_is_named_by_its_slot_and_init_takes_that_uri() {
+    let bed = TestBed::new();
+    let free = slots(&bed)
+        .into_iter()
+        .find(|s| s["token"]["initialized"] == false)
+        .expect("a free slot");
+    let uri = free["token"]["uri"].as_str().expect("uri").to_string();
+    let slot = free["slot_id"].as_u64().expect("slot id");
+    // Nothing empty: no `token=` or `serial=` with no value.
+    assert!(uri.contains(&format!("slot-id={slot}")), "{uri}");
+    assert!(!uri.contains("token=") && !uri.contains("serial="), "{uri}");
+    assert!(!uri.contains("=;") && !uri.ends_with('='), "{uri}");
+    bed.run_env(
+        &["token", "init", "--token", &uri, "--label", "by-uri"],
+        &[("KEYWARD_SO_PIN", SO_PIN), ("KEYWARD_NEW_PIN", USER_PIN)],
+    )
+    .ok();
+    let names: Vec<String> = initialised(&bed).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(names, vec!["by-uri".to_string()]);
+}
+
+#[test]
 fn init_unknown_slot_is_refused() {
     let bed = TestBed::new();
     bed.run_env(

@@ -235,7 +235,14 @@ fn summary_from(slot: Slot, info: &TokenInfo, slot_desc: &str, slot_manuf: &str)
     let manufacturer = info.manufacturer_id().trim_end().to_string();
     let model = info.model().trim_end().to_string();
     let serial = info.serial_number().trim_end().to_string();
-    let uri = Pkcs11Uri::for_token(&label, &manufacturer, &model, &serial).to_string();
+    // An uninitialised token has no label or serial to name it by (SoftHSM's free slot has
+    // neither): name its slot instead, which `token init --token` takes.
+    let uri = if info.token_initialized() {
+        Pkcs11Uri::for_token(&label, &manufacturer, &model, &serial)
+    } else {
+        Pkcs11Uri::for_slot(slot.id(), &manufacturer, &model)
+    }
+    .to_string();
     TokenSummary {
         slot_id: slot.id(),
         slot_description: slot_desc.trim_end().to_string(),

@@ -303,6 +303,18 @@ impl Pkcs11Uri {
         }
     }
 
+    /// The URI of a slot whose token has nothing to name it by yet (uninitialised):
+    /// `slot-id` with the token's manufacturer and model.
+    pub fn for_slot(slot_id: u64, manufacturer: &str, model: &str) -> Pkcs11Uri {
+        let f = |s: &str| Some(s.trim_end_matches(' ').to_owned()).filter(|s| !s.is_empty());
+        Pkcs11Uri {
+            slot_id: Some(slot_id),
+            manufacturer: f(manufacturer),
+            model: f(model),
+            ..Pkcs11Uri::default()
+        }
+    }
+
     /// Does a token with these properties match every token/slot attribute the URI sets? (object attributes ignored)
     ///
     /// Library and query attributes are ignored too: they describe the module, not the token.
