@@ -844,6 +844,21 @@ fn harden_derives_the_token_pin_and_passwd_changes_the_salt() {
     bed.pkcs11_tool_login(CARD, PW).refused("CKR_PIN_INCORRECT");
     bed.pkcs11_tool_login(CARD, USER_PIN)
         .refused("CKR_PIN_INCORRECT");
+    // A mistyped password is caught by a login, not turned into a wrong PIN; --no-check
+    // derives without the token (and so cannot tell).
+    let wrong = bed
+        .run_env(&["keyset", "pin", "Hardened"], &[("KEYWARD_PIN", PW2)])
+        .fails(1, "wrong user PIN");
+    assert!(wrong.stdout.is_empty(), "{}", wrong.stdout);
+    let unchecked = bed
+        .run_env(
+            &["keyset", "pin", "Hardened", "--no-check"],
+            &[("KEYWARD_PIN", PW2)],
+        )
+        .ok();
+    let unchecked = unchecked.stdout.trim();
+    assert_eq!(unchecked.len(), pin.len());
+    assert_ne!(unchecked, pin);
 
     // keyward signs with the password.
     let data = bed.file("data.txt", b"hardened\n");

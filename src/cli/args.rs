@@ -287,8 +287,8 @@ pub enum KeysetCommand {
     Sign(SignArgs),
     /// Verify a detached signature made by `keyset sign`
     Verify(VerifyArgs),
-    /// Print the token PIN derived from the password (hardened keysets)
-    Pin(NameArg),
+    /// Print the token PIN derived from the password (hardened keysets), checked on the token
+    Pin(PinArgs),
     /// Print the keyset's signing certificate (or, with --encryption, its current encryption certificate), PEM
     Cert(CertArgs),
     /// Change the keyset password (the token PIN)
@@ -302,6 +302,17 @@ pub enum KeysetCommand {
 pub struct NameArg {
     /// The keyset's name
     pub name: String,
+}
+
+/// `keyset pin`
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The keyset's name
+    pub name: String,
+    /// Print the derived PIN without logging in to check it (the token may be absent; a
+    /// mistyped password then gives a wrong PIN)
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 /// `keyset create`

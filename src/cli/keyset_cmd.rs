@@ -25,7 +25,7 @@ pub fn run(ctx: &mut Context, cmd: KeysetCommand) -> Result<(), Error> {
         KeysetCommand::Csr(a) => make_csr(ctx, a),
         KeysetCommand::Sign(a) => sign(ctx, a),
         KeysetCommand::Verify(a) => verify(ctx, a),
-        KeysetCommand::Pin(a) => pin(ctx, &a.name),
+        KeysetCommand::Pin(a) => pin(ctx, &a.name, a.no_check),
         KeysetCommand::Cert(a) => cert(ctx, &a.name, a.encryption),
         KeysetCommand::Passwd(a) => passwd(ctx, &a.name),
         KeysetCommand::Remove(a) => remove(ctx, a),
@@ -309,7 +309,7 @@ fn cert(ctx: &mut Context, name: &str, encryption: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn pin(ctx: &mut Context, name: &str) -> Result<(), Error> {
+fn pin(ctx: &mut Context, name: &str, no_check: bool) -> Result<(), Error> {
     let record = record(ctx, name)?;
     if record.hardening.is_none() {
         return Err(Error::Usage(format!(
@@ -317,6 +317,12 @@ fn pin(ctx: &mut Context, name: &str) -> Result<(), Error> {
         )));
     }
     let password = ctx.password(&record.name)?;
+    if !no_check {
+        // A mistyped password derives a PIN that looks as good as the right one: log in with
+        // it once (the same login every other command makes) so a wrong one is said as such.
+        let policy = ctx.login_policy();
+        KeysetSession::open(ctx.module()?, &record, &password, policy, false)?;
+    }
     let pin = keyset::token_pin(&record, &password)?;
     outln!("{}", pin.expose_secret());
     Ok(())
