@@ -5,69 +5,7 @@
 //! renders the same again, or a save would lose or change records.
 #![no_main]
 
-use std::path::Path;
+#[path = "../checks/loaders.rs"]
+mod check;
 
-use keyward::authority::state::{AuthorityConfig, UserRecord};
-use keyward::home::{parse_toml, ConfigError};
-use keyward::keyset::Registry;
-use keyward::Config;
-use libfuzzer_sys::fuzz_target;
-
-/// `users.toml` as `AuthorityDir::open_read` reads it (its own type is private).
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct UsersFile {
-    schema: u32,
-    #[serde(default, rename = "user")]
-    users: Vec<UserRecord>,
-    #[serde(flatten)]
-    extra: toml::Table,
-}
-
-fn check_error(text: &str, e: ConfigError) {
-    if let ConfigError::Parse { line, column, .. } = &e {
-        assert!(*line >= 1 && *column >= 1);
-        assert!(
-            *line <= text.matches('\n').count() + 1,
-            "line {line} past the end"
-        );
-    }
-    let _ = e.to_string();
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let path = Path::new("keysets.toml");
-    match Registry::parse(path, text) {
-        Ok(reg) => {
-            let rendered = reg.render().expect("a parsed registry renders");
-            let again = Registry::parse(path, &rendered).unwrap_or_else(|e| {
-                panic!("the registry as saved does not parse: {e}\n{rendered}")
-            });
-            // NaN in a kept unknown field is never equal to itself; the text check covers it.
-            if !rendered.contains("nan") {
-                assert_eq!(
-                    again.keysets(),
-                    reg.keysets(),
-                    "records changed on save:\n{rendered}"
-                );
-            }
-            let twice = again.render().expect("renders again");
-            assert_eq!(twice, rendered, "saving twice changes the file");
-        }
-        Err(e) => {
-            let _ = e.to_string();
-        }
-    }
-    if let Err(e) = parse_toml::<Config>(Path::new("config.toml"), text) {
-        check_error(text, e);
-    }
-    if let Err(e) = parse_toml::<AuthorityConfig>(Path::new("authority.toml"), text) {
-        check_error(text, e);
-    }
-    if let Err(e) = parse_toml::<UsersFile>(Path::new("users.toml"), text) {
-        check_error(text, e);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

@@ -3,36 +3,7 @@
 //! certificate bundle parser. Any panic is a bug: a reply arrives by e-mail.
 #![no_main]
 
-use std::path::Path;
+#[path = "../checks/reply.rs"]
+mod check;
 
-use keyward::authority::x509;
-use keyward::enroll::client::AuthorityCerts;
-use keyward::enroll::wire::{self, ReplyBody, Signed};
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let path = Path::new("reply.toml");
-    match wire::open::<ReplyBody>(path, text, "reply") {
-        Ok(Signed { body, .. }) => {
-            let _ = wire::check_header(path, &body.format, body.version, wire::REPLY_FORMAT);
-            let _ = wire::b64(path, "wrapped_aes_key", &body.wrapped_aes_key);
-            let _ = x509::certs_from_pem(&body.ca_certificate);
-            let _ = x509::certs_from_pem(&body.signing_certificate);
-            for k in &body.encryption_keys {
-                let _ = wire::b64(path, "wrapped_key", &k.wrapped_key);
-                let _ = x509::certs_from_pem(&k.certificate);
-            }
-        }
-        Err(e) => {
-            let m = e.to_string();
-            assert!(!m.is_empty());
-        }
-    }
-    // The same bytes as an `authority cert` bundle (what `enroll --authority-cert` reads).
-    if let Err(e) = AuthorityCerts::parse(text) {
-        let _ = e.to_string();
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));
