@@ -12,6 +12,7 @@ use super::error::{PinRole, TokenError};
 use super::module::Module;
 use super::raw::SinglePart;
 use super::session::TokenSession;
+use super::template::{self, Protection, Storage, Usage};
 
 /// The DER of the P-256 curve's OID (1.2.840.10045.3.1.7), as `CKA_EC_PARAMS`.
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -114,33 +115,20 @@ impl TokenSession {
                 KeyType::EC,
             ),
         };
-        public.extend([
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(key_type),
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Id(t.id.to_vec()),
-            Attribute::Label(t.public_label.as_bytes().to_vec()),
-            Attribute::Verify(true),
-            Attribute::Encrypt(false),
-            Attribute::Wrap(false),
-            Attribute::Derive(false),
-        ]);
-        let private = vec![
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(key_type),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Id(t.id.to_vec()),
-            Attribute::Label(t.private_label.as_bytes().to_vec()),
-            Attribute::Sign(true),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-            Attribute::Derive(false),
-            Attribute::AlwaysAuthenticate(t.always_authenticate),
-        ];
+        public.extend(template::public_key(
+            key_type,
+            Storage::on_token(t.id, t.public_label),
+            Usage::VERIFY,
+        ));
+        let private = template::private_key(
+            key_type,
+            Storage::on_token(t.id, t.private_label),
+            Usage::SIGN,
+            Protection {
+                extractable: false,
+                always_authenticate: t.always_authenticate,
+            },
+        );
         log::debug!(
             "C_GenerateKeyPair {:?} on token {:?}",
             t.spec,
@@ -153,7 +141,11 @@ impl TokenSession {
     }
 
     /// The one object of `class` with `CKA_ID` = `id`: none is `Ok(None)`, several is an error.
-    fn find_one(&self, class: ObjectClass, id: &[u8]) -> Result<Option<ObjectHandle>, TokenError> {
+    pub(crate) fn find_one(
+        &self,
+        class: ObjectClass,
+        id: &[u8],
+    ) -> Result<Option<ObjectHandle>, TokenError> {
         let found = self
             .session
             .find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])
@@ -162,7 +154,7 @@ impl TokenSession {
             0 => Ok(None),
             1 => Ok(found.first().copied()),
             n => Err(TokenError::Wrapper {
-                what: format!("finding the key with id {}", hex(id)),
+                what: format!("finding the object with id {}", hex(id)),
                 reason: format!(
                     "{n} objects share that id on token {:?}; remove the duplicates",
                     self.token.label()

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod module;
 mod raw;
 pub mod session;
+mod template;
 pub mod uri;
 pub mod wrap;
 

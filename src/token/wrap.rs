@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use super::error::TokenError;
 use super::keys::RawPublicKey;
 use super::session::TokenSession;
+use super::template::{self, Protection, Storage, Usage};
 
 /// A token object found or made in this session (opaque to the layers above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,35 +101,27 @@ impl TokenSession {
         &self,
         p: &DecryptionPair<'_>,
     ) -> Result<(ObjectRef, ObjectRef), TokenError> {
-        let public = vec![
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(p.persistent),
-            Attribute::Private(false),
-            Attribute::Id(p.id.to_vec()),
-            Attribute::Label(format!("{} (public)", p.label).into_bytes()),
+        let public_label = format!("{} (public)", p.label);
+        let storage = |label| Storage {
+            persistent: p.persistent,
+            id: Some(p.id),
+            label: Some(label),
+        };
+        let mut public =
+            template::public_key(KeyType::RSA, storage(&public_label), Usage::ENCRYPT_WRAP);
+        public.extend([
             Attribute::ModulusBits(u64::from(p.bits).into()),
             Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-            Attribute::Encrypt(true),
-            Attribute::Wrap(true),
-            Attribute::Verify(false),
-            Attribute::Derive(false),
-        ];
-        let private = vec![
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(p.persistent),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(p.extractable),
-            Attribute::Id(p.id.to_vec()),
-            Attribute::Label(p.label.as_bytes().to_vec()),
-            Attribute::Decrypt(true),
-            Attribute::Unwrap(true),
-            Attribute::Sign(false),
-            Attribute::Derive(false),
-            Attribute::AlwaysAuthenticate(p.always_authenticate),
-        ];
+        ]);
+        let private = template::private_key(
+            KeyType::RSA,
+            storage(p.label),
+            Usage::DECRYPT_UNWRAP,
+            Protection {
+                extractable: p.extractable,
+                always_authenticate: p.always_authenticate,
+            },
+        );
         log::debug!(
             "C_GenerateKeyPair RSA-{} (decryption) on token {:?}",
             p.bits,
@@ -151,20 +144,16 @@ impl TokenSession {
         modulus: &[u8],
         exponent: &[u8],
     ) -> Result<ObjectRef, TokenError> {
-        let template = vec![
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Id(id.to_vec()),
-            Attribute::Label(format!("{private_label} (public)").into_bytes()),
+        let label = format!("{private_label} (public)");
+        let mut template = template::public_key(
+            KeyType::RSA,
+            Storage::on_token(id, &label),
+            Usage::ENCRYPT_WRAP,
+        );
+        template.extend([
             Attribute::Modulus(modulus.to_vec()),
             Attribute::PublicExponent(exponent.to_vec()),
-            Attribute::Encrypt(true),
-            Attribute::Wrap(true),
-            Attribute::Verify(false),
-            Attribute::Derive(false),
-        ];
+        ]);
         self.session
             .create_object(&template)
             .map(ObjectRef)
@@ -173,21 +162,13 @@ impl TokenSession {
 
     /// Generates the authority's AES-256 archive key: on the token, never extractable, wrap/unwrap only.
     pub fn generate_archive_key(&self, id: &[u8], label: &str) -> Result<ObjectRef, TokenError> {
-        let template = vec![
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32u64.into()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Id(id.to_vec()),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Wrap(true),
-            Attribute::Unwrap(true),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-        ];
+        let mut template = template::secret_key(
+            KeyType::AES,
+            Storage::on_token(id, label),
+            Usage::WRAP_UNWRAP,
+            Protection::default(),
+        );
+        template.push(Attribute::ValueLen(32u64.into()));
         self.session
             .generate_key(&Mechanism::AesKeyGen, &template)
             .map(ObjectRef)
@@ -196,16 +177,19 @@ impl TokenSession {
 
     /// A one-session AES-256 key that can be wrapped to a recipient (key transport).
     pub fn generate_transport_aes(&self) -> Result<ObjectRef, TokenError> {
-        let template = vec![
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32u64.into()),
-            Attribute::Token(false),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(true),
-            Attribute::Wrap(true),
-            Attribute::Unwrap(false),
-        ];
+        let mut template = template::secret_key(
+            KeyType::AES,
+            Storage::session_only(),
+            Usage {
+                wrap: true,
+                ..Usage::default()
+            },
+            Protection {
+                extractable: true,
+                always_authenticate: false,
+            },
+        );
+        template.push(Attribute::ValueLen(32u64.into()));
         self.session
             .generate_key(&Mechanism::AesKeyGen, &template)
             .map(ObjectRef)
@@ -218,22 +202,7 @@ impl TokenSession {
         class: ObjectKindFilter,
         id: &[u8],
     ) -> Result<Option<ObjectRef>, TokenError> {
-        let found = self
-            .session
-            .find_objects(&[Attribute::Class(class.class()), Attribute::Id(id.to_vec())])
-            .map_err(|e| self.op_error(e, "finding an object"))?;
-        match found.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(Some(ObjectRef(*one))),
-            many => Err(TokenError::Wrapper {
-                what: "finding an object by id".to_string(),
-                reason: format!(
-                    "{} objects share one id on token {:?}; remove the duplicates",
-                    many.len(),
-                    self.token.label()
-                ),
-            }),
-        }
+        Ok(self.find_one(class.class(), id)?.map(ObjectRef))
     }
 
     /// The RSA public key of a public-key object.
@@ -262,16 +231,12 @@ impl TokenSession {
         modulus: &[u8],
         exponent: &[u8],
     ) -> Result<ObjectRef, TokenError> {
-        let template = vec![
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(false),
+        let mut template =
+            template::public_key(KeyType::RSA, Storage::session_only(), Usage::ENCRYPT_WRAP);
+        template.extend([
             Attribute::Modulus(modulus.to_vec()),
             Attribute::PublicExponent(exponent.to_vec()),
-            Attribute::Wrap(true),
-            Attribute::Encrypt(true),
-            Attribute::Verify(false),
-        ];
+        ]);
         self.session
             .create_object(&template)
             .map(ObjectRef)
@@ -286,19 +251,18 @@ impl TokenSession {
         modulus: &[u8],
         exponent: &[u8],
     ) -> Result<ObjectRef, TokenError> {
-        let template = vec![
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Id(id.to_vec()),
-            Attribute::Label(label.as_bytes().to_vec()),
+        let mut template = template::public_key(
+            KeyType::RSA,
+            Storage::on_token(id, label),
+            Usage {
+                encrypt: true,
+                ..Usage::default()
+            },
+        );
+        template.extend([
             Attribute::Modulus(modulus.to_vec()),
             Attribute::PublicExponent(exponent.to_vec()),
-            Attribute::Encrypt(true),
-            Attribute::Wrap(false),
-            Attribute::Verify(false),
-        ];
+        ]);
         self.session
             .create_object(&template)
             .map(ObjectRef)
@@ -340,21 +304,19 @@ impl TokenSession {
         wrapped: &[u8],
         t: &UnwrapTemplate<'_>,
     ) -> Result<ObjectRef, TokenError> {
-        let template = vec![
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(t.persistent),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(t.extractable),
-            Attribute::Id(t.id.to_vec()),
-            Attribute::Label(t.label.as_bytes().to_vec()),
-            Attribute::Decrypt(true),
-            Attribute::Unwrap(true),
-            Attribute::Sign(false),
-            Attribute::Derive(false),
-            Attribute::AlwaysAuthenticate(t.always_authenticate),
-        ];
+        let template = template::private_key(
+            KeyType::RSA,
+            Storage {
+                persistent: t.persistent,
+                id: Some(t.id),
+                label: Some(t.label),
+            },
+            Usage::DECRYPT_UNWRAP,
+            Protection {
+                extractable: t.extractable,
+                always_authenticate: t.always_authenticate,
+            },
+        );
         self.session
             .unwrap_key(&Mechanism::AesKeyWrapPad, unwrapping.0, wrapped, &template)
             .map(ObjectRef)
@@ -380,15 +342,15 @@ impl TokenSession {
         wrapped: &[u8],
         hash: OaepHash,
     ) -> Result<ObjectRef, TokenError> {
-        let template = vec![
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Token(false),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Unwrap(true),
-            Attribute::Wrap(false),
-        ];
+        let template = template::secret_key(
+            KeyType::AES,
+            Storage::session_only(),
+            Usage {
+                unwrap: true,
+                ..Usage::default()
+            },
+            Protection::default(),
+        );
         self.session
             .unwrap_key(&hash.mechanism(), unwrapping.0, wrapped, &template)
             .map(ObjectRef)

@@ -1,0 +1,206 @@
+//! Key object templates. Every key keyward makes, unwraps or imports gets its class, type,
+//! storage, protection and every usage flag set explicitly from one description here, so no
+//! attribute is ever left to a token's default.
+
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+
+/// What a key object may be used for; every usage not set is written as false.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub sign: bool,
+    pub verify: bool,
+    pub encrypt: bool,
+    pub decrypt: bool,
+    pub wrap: bool,
+    pub unwrap: bool,
+}
+
+impl Usage {
+    /// A signing private key.
+    pub const SIGN: Usage = Usage {
+        sign: true,
+        ..Usage::none()
+    };
+    /// A signature-checking public key.
+    pub const VERIFY: Usage = Usage {
+        verify: true,
+        ..Usage::none()
+    };
+    /// A private key that decrypts and unwraps.
+    pub const DECRYPT_UNWRAP: Usage = Usage {
+        decrypt: true,
+        unwrap: true,
+        ..Usage::none()
+    };
+    /// A public key (or secret key) that encrypts and wraps.
+    pub const ENCRYPT_WRAP: Usage = Usage {
+        encrypt: true,
+        wrap: true,
+        ..Usage::none()
+    };
+    /// A key that only wraps and unwraps other keys.
+    pub const WRAP_UNWRAP: Usage = Usage {
+        wrap: true,
+        unwrap: true,
+        ..Usage::none()
+    };
+
+    const fn none() -> Usage {
+        Usage {
+            sign: false,
+            verify: false,
+            encrypt: false,
+            decrypt: false,
+            wrap: false,
+            unwrap: false,
+        }
+    }
+}
+
+/// Where a key object lives and what names it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Storage<'a> {
+    /// `CKA_TOKEN`: kept on the token (else gone when the session closes).
+    pub persistent: bool,
+    /// `CKA_ID`, when the object belongs to a key set (with its other half and certificate).
+    pub id: Option<&'a [u8]>,
+    /// `CKA_LABEL`.
+    pub label: Option<&'a str>,
+}
+
+impl<'a> Storage<'a> {
+    /// A token object with an id and a label.
+    pub fn on_token(id: &'a [u8], label: &'a str) -> Storage<'a> {
+        Storage {
+            persistent: true,
+            id: Some(id),
+            label: Some(label),
+        }
+    }
+
+    /// A nameless object of this session only.
+    pub fn session_only() -> Storage<'static> {
+        Storage {
+            persistent: false,
+            id: None,
+            label: None,
+        }
+    }
+
+    fn attributes(&self, class: ObjectClass, key_type: KeyType) -> Vec<Attribute> {
+        let mut out = vec![
+            Attribute::Class(class),
+            Attribute::KeyType(key_type),
+            Attribute::Token(self.persistent),
+        ];
+        if let Some(id) = self.id {
+            out.push(Attribute::Id(id.to_vec()));
+        }
+        if let Some(label) = self.label {
+            out.push(Attribute::Label(label.as_bytes().to_vec()));
+        }
+        out
+    }
+}
+
+/// How a private or secret key is protected.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Protection {
+    /// `CKA_EXTRACTABLE` (it is always `CKA_SENSITIVE`: never leaves the token in the clear).
+    pub extractable: bool,
+    /// `CKA_ALWAYS_AUTHENTICATE`: every use asks for the PIN (private keys only).
+    pub always_authenticate: bool,
+}
+
+/// A public key: not private, the usages a public key can have.
+pub(crate) fn public_key(key_type: KeyType, storage: Storage<'_>, usage: Usage) -> Vec<Attribute> {
+    let mut t = storage.attributes(ObjectClass::PUBLIC_KEY, key_type);
+    t.extend([
+        Attribute::Private(false),
+        Attribute::Verify(usage.verify),
+        Attribute::Encrypt(usage.encrypt),
+        Attribute::Wrap(usage.wrap),
+        Attribute::Derive(false),
+    ]);
+    t
+}
+
+/// A private key: private, sensitive, the usages a private key can have.
+pub(crate) fn private_key(
+    key_type: KeyType,
+    storage: Storage<'_>,
+    usage: Usage,
+    protection: Protection,
+) -> Vec<Attribute> {
+    let mut t = storage.attributes(ObjectClass::PRIVATE_KEY, key_type);
+    t.extend([
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(protection.extractable),
+        Attribute::Sign(usage.sign),
+        Attribute::Decrypt(usage.decrypt),
+        Attribute::Unwrap(usage.unwrap),
+        Attribute::Derive(false),
+        Attribute::AlwaysAuthenticate(protection.always_authenticate),
+    ]);
+    t
+}
+
+/// A secret (AES) key: private, sensitive, the usages a secret key can have.
+pub(crate) fn secret_key(
+    key_type: KeyType,
+    storage: Storage<'_>,
+    usage: Usage,
+    protection: Protection,
+) -> Vec<Attribute> {
+    let mut t = storage.attributes(ObjectClass::SECRET_KEY, key_type);
+    t.extend([
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(protection.extractable),
+        Attribute::Encrypt(usage.encrypt),
+        Attribute::Decrypt(usage.decrypt),
+        Attribute::Wrap(usage.wrap),
+        Attribute::Unwrap(usage.unwrap),
+        Attribute::Sign(usage.sign),
+        Attribute::Verify(usage.verify),
+        Attribute::Derive(false),
+    ]);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(t: &[Attribute], want: &Attribute) -> bool {
+        t.iter().any(|a| a == want)
+    }
+
+    #[test]
+    fn every_usage_is_explicit_and_only_the_asked_ones_are_true() {
+        let t = private_key(
+            KeyType::RSA,
+            Storage::on_token(b"\x01", "k"),
+            Usage::SIGN,
+            Protection::default(),
+        );
+        for (a, v) in [
+            (Attribute::Sign(true), true),
+            (Attribute::Decrypt(false), true),
+            (Attribute::Unwrap(false), true),
+            (Attribute::Derive(false), true),
+            (Attribute::Sensitive(true), true),
+            (Attribute::Extractable(false), true),
+            (Attribute::Private(true), true),
+            (Attribute::Token(true), true),
+        ] {
+            assert_eq!(flag(&t, &a), v, "{a:?} in {t:?}");
+        }
+        let p = public_key(KeyType::RSA, Storage::session_only(), Usage::ENCRYPT_WRAP);
+        assert!(flag(&p, &Attribute::Verify(false)) && flag(&p, &Attribute::Wrap(true)));
+        assert!(!p
+            .iter()
+            .any(|a| matches!(a, Attribute::Id(_) | Attribute::Label(_))));
+    }
+}
