@@ -12,6 +12,7 @@ use super::wire::{self, ReplyBody, RequestBody, Signed};
 use super::EnrollError;
 use crate::authority::tempkey::TempKey;
 use crate::authority::x509;
+use crate::keyset::create::{self, SigningKey};
 use crate::keyset::csr;
 use crate::keyset::ops::unhex_id;
 use crate::keyset::registry::{
@@ -21,8 +22,8 @@ use crate::keyset::registry::{
 use crate::keyset::{KeysetName, KeysetSession, PublicKey};
 use crate::token::keys::hex;
 use crate::token::{
-    CertObject, DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, OaepHash,
-    ObjectKindFilter, PinRole, Token, TokenSession, UnwrapTemplate,
+    CertObject, DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter, PinRole, Token,
+    TokenSession, UnwrapTemplate,
 };
 
 /// The marker `authority cert` writes after the certificates to say which RSA-OAEP hash its
@@ -138,17 +139,13 @@ fn generate_and_sign(
     transport_id: &[u8],
 ) -> Result<(KeysetRecord, Vec<u8>), EnrollError> {
     let session = &mut ks.session;
-    session.generate_signing_pair(&KeyTemplate {
+    let key = SigningKey {
+        label,
         id: signing_id,
-        private_label: &format!("{label} signing key"),
-        public_label: &format!("{label} signing key (public)"),
-        spec: match p.key_type {
-            KeyAlgorithm::Rsa2048 => KeySpec::Rsa(2048),
-            KeyAlgorithm::Rsa3072 => KeySpec::Rsa(3072),
-            KeyAlgorithm::P256 => KeySpec::EcP256,
-        },
-        always_authenticate: p.security == Security::High,
-    })?;
+        key_type: p.key_type,
+        security: p.security,
+    };
+    create::generate_signing_pair(session, &key)?;
     let (transport_public, _) = session.generate_decryption_pair(&DecryptionPair {
         id: transport_id,
         label: &format!("{label} enrollment transport key"),
@@ -165,24 +162,8 @@ fn generate_and_sign(
     }
     let transport_pem =
         PublicKey::from_raw(&session.rsa_public_key(transport_public)?)?.to_pem()?;
-    let signing = PublicKey::from_raw(&session.public_key(signing_id)?.ok_or_else(|| {
-        EnrollError::Authority("the new signing key is not on the token".into())
-    })?)?;
-    let record = KeysetRecord {
-        name: p.keyset.to_string(),
-        label: label.to_string(),
-        state: KeysetState::Pending,
-        security: p.security,
-        key_type: p.key_type,
-        token_label: p.token.label().to_string(),
-        token_serial: p.token.serial().to_string(),
-        signing_id: hex(signing_id),
-        signing_public_key: signing.to_pem()?,
-        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        hardening: None,
-        enrollment: None,
-        extra: toml::Table::new(),
-    };
+    let signing = create::read_signing_public(session, &key)?;
+    let record = key.record(p.keyset.as_str(), KeysetState::Pending, p.token, &signing)?;
     let subject = csr::parse_subject(&format!("CN={}", p.user))?;
     let (info, tbs) = csr::request_info(&subject, &signing)?;
     let csr_sig = ks.sign_bytes(module, &record, &tbs)?;

@@ -69,27 +69,24 @@ pub fn create_locked(
     let mut session = req.token.open_rw(module)?;
     session.login(module, PinRole::User, req.pin, req.policy)?;
     let id = fresh_id(&session)?;
-    let private_label = format!("{label} signing key");
-    let public_label = format!("{label} signing key (public)");
-    let started = std::time::Instant::now();
-    session.generate_signing_pair(&KeyTemplate {
+    let key = SigningKey {
+        label: &label,
         id: &id,
-        private_label: &private_label,
-        public_label: &public_label,
-        spec: spec(req.key_type),
-        always_authenticate: req.security == Security::High,
-    })?;
-    log::info!("generated {:?} in {:?}", req.key_type, started.elapsed());
-
-    let finished = finish(
-        module,
-        &mut session,
-        &req,
-        &id,
-        &label,
-        hardening,
-        derived.as_ref(),
-    );
+        key_type: req.key_type,
+        security: req.security,
+    };
+    generate_signing_pair(&session, &key)?;
+    let finished = read_signing_public(&session, &key).and_then(|public| {
+        let record = key.record(req.name.as_str(), KeysetState::Local, req.token, &public)?;
+        finish(
+            module,
+            &mut session,
+            &req,
+            record,
+            hardening,
+            derived.as_ref(),
+        )
+    });
     // `finish` switches the PIN last: the PIN is the derived one exactly when it succeeded.
     // (Switching it back when the switch failed would spend a PIN try on a wrong old PIN.)
     let switched = derived.as_ref().filter(|_| finished.is_ok());
@@ -127,43 +124,92 @@ fn check_pin_sharing(registry: &Registry, req: &CreateRequest<'_>) -> Result<(),
     Ok(())
 }
 
-/// Reads the public key and, when hardened, switches the token PIN to the derived one.
+/// When hardened, switches the token PIN to the derived one and records the hardening.
 fn finish(
     module: &Module,
     session: &mut TokenSession,
     req: &CreateRequest<'_>,
-    id: &[u8],
-    label: &str,
+    mut record: KeysetRecord,
     hardening: Option<Hardening>,
     derived: Option<&SecretString>,
 ) -> Result<KeysetRecord, KeysetError> {
-    let raw = session
-        .public_key(id)?
-        .ok_or_else(|| KeysetError::KeyMissing {
-            keyset: req.name.to_string(),
-            what: "new public key",
-            id: hex(id),
-            label: req.token.label().to_string(),
-        })?;
-    let public = PublicKey::from_raw(&raw)?;
     if let Some(new_pin) = derived {
         session.set_user_pin(module, req.pin, new_pin)?;
     }
-    Ok(KeysetRecord {
-        name: req.name.to_string(),
-        label: label.to_string(),
-        state: KeysetState::Local,
-        security: req.security,
-        key_type: req.key_type,
-        token_label: req.token.label().to_string(),
-        token_serial: req.token.serial().to_string(),
-        signing_id: hex(id),
-        signing_public_key: public.to_pem()?,
-        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        hardening,
-        enrollment: None,
-        extra: toml::Table::new(),
-    })
+    record.hardening = hardening;
+    Ok(record)
+}
+
+/// A new keyset's signing key: where it goes and what it is.
+pub struct SigningKey<'a> {
+    /// The keyset's label (the object labels are made from it).
+    pub label: &'a str,
+    /// `CKA_ID` for the pair.
+    pub id: &'a [u8],
+    /// The algorithm.
+    pub key_type: KeyAlgorithm,
+    /// Security level (high: `CKA_ALWAYS_AUTHENTICATE`).
+    pub security: Security,
+}
+
+impl SigningKey<'_> {
+    /// The registry record of a keyset with this key, in `state`, before any enrollment.
+    pub fn record(
+        &self,
+        name: &str,
+        state: KeysetState,
+        token: &Token,
+        public: &PublicKey,
+    ) -> Result<KeysetRecord, KeysetError> {
+        Ok(KeysetRecord {
+            name: name.to_string(),
+            label: self.label.to_string(),
+            state,
+            security: self.security,
+            key_type: self.key_type,
+            token_label: token.label().to_string(),
+            token_serial: token.serial().to_string(),
+            signing_id: hex(self.id),
+            signing_public_key: public.to_pem()?,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            hardening: None,
+            enrollment: None,
+            extra: toml::Table::new(),
+        })
+    }
+}
+
+/// Generates a keyset's signing key pair on the token, labelled after the keyset.
+pub fn generate_signing_pair(
+    session: &TokenSession,
+    key: &SigningKey<'_>,
+) -> Result<(), KeysetError> {
+    let started = std::time::Instant::now();
+    session.generate_signing_pair(&KeyTemplate {
+        id: key.id,
+        private_label: &format!("{} signing key", key.label),
+        public_label: &format!("{} signing key (public)", key.label),
+        spec: spec(key.key_type),
+        always_authenticate: key.security == Security::High,
+    })?;
+    log::info!("generated {:?} in {:?}", key.key_type, started.elapsed());
+    Ok(())
+}
+
+/// The public key of a pair made by [`generate_signing_pair`].
+pub fn read_signing_public(
+    session: &TokenSession,
+    key: &SigningKey<'_>,
+) -> Result<PublicKey, KeysetError> {
+    let raw = session
+        .public_key(key.id)?
+        .ok_or_else(|| KeysetError::KeyMissing {
+            keyset: key.label.to_string(),
+            what: "new public key",
+            id: hex(key.id),
+            label: session.token().label().to_string(),
+        })?;
+    Ok(PublicKey::from_raw(&raw)?)
 }
 
 fn roll_back(
