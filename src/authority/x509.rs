@@ -744,9 +744,6 @@ fn check_signature(
     msg: &[u8],
     signature: &BitString,
 ) -> Result<SigCheck, X509Error> {
-    use p256::ecdsa::signature::Verifier;
-    use rsa::pkcs8::DecodePublicKey;
-
     check_algorithm_fits(alg, spki)?;
     let Some(sig) = signature.as_bytes() else {
         return Ok(SigCheck::Malformed);
@@ -754,26 +751,12 @@ fn check_signature(
     let spki_der = spki
         .to_der()
         .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
-    let valid = match key_kind(spki)? {
-        KeyKind::Rsa => {
-            let key = rsa::RsaPublicKey::from_public_key_der(&spki_der)
-                .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
-            let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig) else {
-                return Ok(SigCheck::Malformed);
-            };
-            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key)
-                .verify(msg, &sig)
-                .is_ok()
-        }
-        KeyKind::P256 => {
-            let key = p256::ecdsa::VerifyingKey::from_public_key_der(&spki_der)
-                .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
-            let Ok(sig) = p256::ecdsa::Signature::from_der(sig) else {
-                return Ok(SigCheck::Malformed);
-            };
-            key.verify(msg, &sig).is_ok()
-        }
-    };
+    let key = crate::keyset::PublicKey::from_spki_der(&spki_der)
+        .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
+    if !key.is_signature_well_formed(sig) {
+        return Ok(SigCheck::Malformed);
+    }
+    let valid = key.verify(msg, sig).is_ok();
     Ok(if valid {
         SigCheck::Valid
     } else {

@@ -117,6 +117,15 @@ impl PublicKey {
         }
     }
 
+    /// Whether `signature` has the form this key's signatures have (PKCS#1 v1.5 of the
+    /// modulus' length, or a DER ECDSA signature), before checking it.
+    pub fn is_signature_well_formed(&self, signature: &[u8]) -> bool {
+        match self {
+            PublicKey::Rsa(_) => pkcs1v15::Signature::try_from(signature).is_ok(),
+            PublicKey::P256(_) => p256::ecdsa::Signature::from_der(signature).is_ok(),
+        }
+    }
+
     /// Verifies a signature as `keyset sign` writes it (PKCS#1 v1.5 SHA-256, or DER ECDSA SHA-256).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
         match self {

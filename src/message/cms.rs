@@ -48,6 +48,8 @@ use x509_cert::time::Time;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
+use crate::keyset::PublicKey;
+
 /// Signs on a token for [`sign`].
 pub trait ContentSigner {
     /// The signer's certificate; it goes into the message and identifies the signer.
@@ -289,7 +291,7 @@ pub fn sign(
     signing_time: SystemTime,
 ) -> Result<Vec<u8>, CmsError> {
     let cert = signer.certificate().clone();
-    let key = PublicKey::of(&cert)?;
+    let key = SignerKey::of(&cert)?;
     let algorithm = signer.algorithm();
     key.check_algorithm(&algorithm)?;
 
@@ -419,7 +421,7 @@ fn wrap_key(
     cek: &[u8],
 ) -> Result<(AlgorithmIdentifierOwned, Vec<u8>), CmsError> {
     let subject = r.cert.tbs_certificate.subject.to_string();
-    let key = match PublicKey::of(r.cert)? {
+    let key = match SignerKey::of(r.cert)?.0 {
         PublicKey::Rsa(k) => k,
         PublicKey::P256(_) => {
             return Err(CmsError::UnusableKey {
@@ -769,7 +771,7 @@ fn verify_inner(signed: &[u8], detached: Option<&[u8]>) -> Result<Verified, CmsE
         .find(|c| signer_matches(&si.sid, c))
         .cloned()
         .ok_or_else(|| CmsError::SignerCertMissing(describe_sid(&si.sid)))?;
-    let key = PublicKey::of(&signer)?;
+    let key = SignerKey::of(&signer)?;
     key.check_algorithm(&si.signature_algorithm)?;
 
     let digest = Sha256::digest(&content);
@@ -871,12 +873,10 @@ fn describe_sid(sid: &SignerIdentifier) -> String {
 // ---------------------------------------------------------------------------------------
 // Keys and algorithms
 
-enum PublicKey {
-    Rsa(rsa::RsaPublicKey),
-    P256(p256::ecdsa::VerifyingKey),
-}
+/// A certificate's key, as the shared [`PublicKey`], with the CMS checks.
+struct SignerKey(PublicKey);
 
-impl PublicKey {
+impl SignerKey {
     fn of(cert: &Certificate) -> Result<Self, CmsError> {
         use rsa::pkcs8::DecodePublicKey;
         let spki = &cert.tbs_certificate.subject_public_key_info;
@@ -887,11 +887,11 @@ impl PublicKey {
         let der = spki.to_der().map_err(|e| unusable(e.to_string()))?;
         if spki.algorithm.oid == rfc5912::RSA_ENCRYPTION {
             rsa::RsaPublicKey::from_public_key_der(&der)
-                .map(PublicKey::Rsa)
+                .map(|k| SignerKey(PublicKey::Rsa(k)))
                 .map_err(|e| unusable(e.to_string()))
         } else if spki.algorithm.oid == rfc5912::ID_EC_PUBLIC_KEY {
             p256::ecdsa::VerifyingKey::from_public_key_der(&der)
-                .map(PublicKey::P256)
+                .map(|k| SignerKey(PublicKey::P256(k)))
                 .map_err(|_| unusable("an EC key, but not on P-256".to_owned()))
         } else {
             Err(unusable(format!(
@@ -902,7 +902,7 @@ impl PublicKey {
     }
 
     fn name(&self) -> &'static str {
-        match self {
+        match self.0 {
             PublicKey::Rsa(_) => "RSA",
             PublicKey::P256(_) => "P-256",
         }
@@ -910,7 +910,7 @@ impl PublicKey {
 
     /// Refuses a signature algorithm this key cannot make or this module does not check.
     fn check_algorithm(&self, alg: &AlgorithmIdentifierOwned) -> Result<(), CmsError> {
-        let ok = match self {
+        let ok = match self.0 {
             PublicKey::Rsa(_) => {
                 (alg.oid == rfc5912::SHA_256_WITH_RSA_ENCRYPTION
                     || alg.oid == rfc5912::RSA_ENCRYPTION)
@@ -937,20 +937,8 @@ impl PublicKey {
         msg: &[u8],
         sig: &[u8],
     ) -> Result<bool, CmsError> {
-        use p256::ecdsa::signature::Verifier;
         self.check_algorithm(alg)?;
-        Ok(match self {
-            PublicKey::Rsa(key) => match rsa::pkcs1v15::Signature::try_from(sig) {
-                Ok(sig) => rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone())
-                    .verify(msg, &sig)
-                    .is_ok(),
-                Err(_) => false,
-            },
-            PublicKey::P256(key) => match p256::ecdsa::Signature::from_der(sig) {
-                Ok(sig) => key.verify(msg, &sig).is_ok(),
-                Err(_) => false,
-            },
-        })
+        Ok(self.0.verify(msg, sig).is_ok())
     }
 }
 
