@@ -1,10 +1,33 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, then runs every test against real
 # SoftHSM2 tokens (each test makes its own throw-away token directory).
+#
+# Two passes: keyward talking to SoftHSM2 directly, then every integration test again with
+# keyward talking to SoftHSM2 through the PKCS#11 shim (shim/) with no fault configured, which
+# proves the shim forwards faithfully (the fault and lockout tests rely on it).
+# KEYWARD_TEST_PASSES=direct or =shim runs one of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash softhsm/setup.sh
 export CARGO_TERM_COLOR=never
-# --workspace: the PKCS#11 shim (shim/, a cdylib) is built next to keyward for tests/lockout.rs.
+threads=${KEYWARD_TEST_THREADS:-4}
+passes=${KEYWARD_TEST_PASSES:-direct shim}
+# --workspace: the PKCS#11 shim (shim/, a cdylib) is built next to keyward for the tests.
 cargo build --locked --workspace --all-targets
-cargo test --locked --workspace --no-fail-fast -- --test-threads "${KEYWARD_TEST_THREADS:-4}"
+for pass in $passes; do
+    case $pass in
+    direct)
+        echo "== pass 1: keyward → SoftHSM2"
+        cargo test --locked --workspace --no-fail-fast -- --test-threads "$threads"
+        ;;
+    shim)
+        echo "== pass 2: keyward → PKCS#11 shim (no faults) → SoftHSM2, every integration test"
+        KEYWARD_TEST_VIA_SHIM=1 cargo test --locked --workspace --no-fail-fast --test '*' -- \
+            --test-threads "$threads"
+        ;;
+    *)
+        echo "test-all.sh: unknown pass $pass (direct, shim)" >&2
+        exit 2
+        ;;
+    esac
+done

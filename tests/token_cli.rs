@@ -49,7 +49,8 @@ fn list_fresh_bed_shows_the_uninitialised_slot() {
     let run = bed.run(&["token", "list"]).ok();
     assert!(run.stdout.contains("Module: "), "{}", run.stdout);
     assert!(
-        run.stdout.contains(&*util::module().to_string_lossy()),
+        run.stdout
+            .contains(&*util::keyward_module().to_string_lossy()),
         "{}",
         run.stdout
     );
@@ -663,7 +664,7 @@ fn keyward_module_env_is_used() {
 
 #[test]
 fn config_toml_module_is_used() {
-    let bed = TestBed::new();
+    let bed = TestBed::new().native();
     bed.write_config("module = \"/nonexistent-from-config.so\"\n");
     bed.run(&["token", "list"])
         .fails(1, "cannot load PKCS#11 module /nonexistent-from-config.so");
@@ -683,7 +684,7 @@ fn config_toml_module_is_used() {
 
 #[test]
 fn config_toml_syntax_error_names_line_and_column() {
-    let bed = TestBed::new();
+    let bed = TestBed::new().native();
     let text = "# keyward\nmodule = = \"/x.so\"\n";
     bed.write_config(text);
     let run = bed.run(&["token", "list"]).fails(1, "config.toml:2:10");
@@ -700,7 +701,7 @@ fn config_toml_syntax_error_names_line_and_column() {
 
 #[test]
 fn bad_softhsm2_conf_fails_to_initialise_naming_it() {
-    let bed = TestBed::new();
+    let bed = TestBed::new().native();
     let missing = bed.path("no-such-softhsm2.conf");
     let missing = missing.to_str().unwrap();
     let run = bed

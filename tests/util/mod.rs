@@ -14,6 +14,8 @@ pub struct TestBed {
     pub dir: tempfile::TempDir,
     pub conf: PathBuf,
     pub home: PathBuf,
+    /// keyward reaches SoftHSM through the shim (the shim pass; see [`TestBed::keyward`]).
+    pub via_shim: bool,
 }
 
 /// The SoftHSM2 module, or a panic saying how to install it.
@@ -28,6 +30,20 @@ pub fn module() -> PathBuf {
         }
     }
     panic!("SoftHSM2 is not installed: run `bash softhsm/setup.sh` (apt-get install softhsm2)");
+}
+
+/// Whether this run sends keyward through the shim (`KEYWARD_TEST_VIA_SHIM=1`).
+pub fn via_shim() -> bool {
+    std::env::var("KEYWARD_TEST_VIA_SHIM").is_ok_and(|v| v == "1")
+}
+
+/// The module keyward is given in this run: the shim in the shim pass, else SoftHSM2.
+pub fn keyward_module() -> PathBuf {
+    if via_shim() {
+        shim_module()
+    } else {
+        module()
+    }
 }
 
 /// Panics with an install hint when `program` is not on PATH.
@@ -120,7 +136,19 @@ impl TestBed {
             template.replace("@TOKENDIR@", &tokens.to_string_lossy()),
         )
         .expect("conf");
-        TestBed { dir, conf, home }
+        TestBed {
+            dir,
+            conf,
+            home,
+            via_shim: via_shim(),
+        }
+    }
+
+    /// This bed without the shim pass's module: for tests of how keyward finds its module
+    /// (flags, environment, config.toml, the module's own configuration).
+    pub fn native(mut self) -> TestBed {
+        self.via_shim = false;
+        self
     }
 
     /// A path inside the test's directory.
@@ -136,6 +164,11 @@ impl TestBed {
     }
 
     /// A `keyward` command with this bed's SoftHSM and home, and no inherited KEYWARD_* variables.
+    ///
+    /// With `KEYWARD_TEST_VIA_SHIM=1` in the test's environment (the second pass of
+    /// `softhsm/test-all.sh`), keyward reaches SoftHSM through the PKCS#11 shim with no fault
+    /// configured (`KEYWARD_MODULE`; a test's own `--module` or `KEYWARD_MODULE` still wins):
+    /// the whole suite then proves the shim forwards faithfully.
     pub fn keyward(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
         for (k, _) in std::env::vars_os() {
@@ -146,6 +179,10 @@ impl TestBed {
         cmd.env("SOFTHSM2_CONF", &self.conf)
             .env("KEYWARD_HOME", &self.home)
             .stdin(Stdio::null());
+        if self.via_shim {
+            cmd.env("KEYWARD_MODULE", shim_module())
+                .env("KEYWARD_SHIM_MODULE", module());
+        }
         cmd
     }
 
