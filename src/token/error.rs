@@ -226,7 +226,7 @@ pub enum TokenError {
         len: usize,
     },
     /// Any other PKCS#11 failure.
-    #[error("{what} failed on token {label:?}: {}", describe(.call))]
+    #[error("{what} failed{}: {}", on_token(.label), describe(.call))]
     Call {
         /// What keyward was doing.
         what: String,
@@ -328,6 +328,16 @@ pub(crate) fn map_error(err: CkError, ctx: ErrCtx<'_>) -> TokenError {
     }
 }
 
+/// ` on token "LABEL"`, or nothing when the call was not on one token (listing slots) or the
+/// token has no label yet.
+fn on_token(label: &str) -> String {
+    if label.is_empty() {
+        String::new()
+    } else {
+        format!(" on token {label:?}")
+    }
+}
+
 fn describe(call: &CallFailure) -> String {
     let meaning = match call.code.as_str() {
         "DeviceError" => "the device reported an error; reinsert it and retry",
@@ -402,5 +412,30 @@ fn list_or_none(items: &[String]) -> String {
         "none".to_string()
     } else {
         items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(label: &str) -> String {
+        TokenError::Call {
+            what: "listing tokens".to_string(),
+            label: label.to_string(),
+            call: CallFailure {
+                function: "C_GetSlotList".to_string(),
+                code: "DeviceError".to_string(),
+            },
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_call_names_its_token_only_when_there_is_one() {
+        assert!(call("card").starts_with("listing tokens failed on token \"card\": "));
+        let none = call("");
+        assert!(none.starts_with("listing tokens failed: "), "{none}");
+        assert!(!none.contains("token \"\""), "{none}");
     }
 }
