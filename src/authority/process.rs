@@ -58,7 +58,7 @@ pub struct VerifiedRequest {
 /// Parses a request file and checks both signatures: the PKCS#10 self-signature and the
 /// signature over the whole request, which must be made by the same key.
 pub fn read_request(path: &Path) -> Result<VerifiedRequest, AuthorityError> {
-    let text = std::fs::read_to_string(path).map_err(|e| super::state::io("read", path, &e))?;
+    let text = wire::read(path, "request")?;
     parse_request(path, &text)
 }
 

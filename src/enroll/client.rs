@@ -295,11 +295,7 @@ pub fn prepare_completion(
     new_password: Option<&SecretString>,
     policy: LoginPolicy,
 ) -> Result<PreparedCompletion, EnrollError> {
-    let text = std::fs::read_to_string(reply_path).map_err(|e| EnrollError::Io {
-        action: "read",
-        path: reply_path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let text = wire::read(reply_path, "reply")?;
     let signed: Signed<ReplyBody> = wire::open(reply_path, &text, "reply")?;
     wire::check_header(
         reply_path,

@@ -29,6 +29,9 @@ pub const REQUEST_FORMAT: &str = "keyward-enrollment-request";
 /// `format` of a reply.
 pub const REPLY_FORMAT: &str = "keyward-enrollment-reply";
 const SIGNATURE_HEADER: &str = "\n[signature]\n";
+/// The largest request or reply keyward reads. A real one is a few KiB (a reply with a long
+/// history of archived keys some tens); anything this big is not one, and arrives by mail.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Errors reading a request or reply.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,24 @@ pub enum WireError {
         path: std::path::PathBuf,
         /// Its version.
         found: u32,
+    },
+    /// The file cannot be read.
+    #[error("cannot read {}: {reason}", .path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Larger than any request or reply.
+    #[error("{}: {size} bytes is too large for a keyward {what} (at most {MAX_FILE_BYTES}); is it the right file?", .path.display())]
+    TooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// "request" or "reply".
+        what: &'static str,
+        /// Its size.
+        size: u64,
     },
     /// A base64 field does not decode.
     #[error("{}: field {field} is not valid base64", .path.display())]
@@ -207,6 +228,32 @@ pub fn seal<T: Serialize>(
     Ok(bytes)
 }
 
+/// Reads a request or reply file (`what`), refusing one larger than [`MAX_FILE_BYTES`]
+/// before reading it, and one that is not UTF-8.
+pub fn read(path: &Path, what: &'static str) -> Result<String, WireError> {
+    use std::io::Read;
+    let failed = |e: std::io::Error| WireError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let mut text = String::new();
+    // One byte more than the limit tells an over-long file (or a growing one) apart.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(failed)?;
+    let size = text.len() as u64;
+    if size > MAX_FILE_BYTES {
+        let size = std::fs::metadata(path).map_or(size, |m| m.len().max(size));
+        return Err(WireError::TooLarge {
+            path: path.to_path_buf(),
+            what,
+            size,
+        });
+    }
+    Ok(text)
+}
+
 /// Splits and parses a signed file (the signature is checked by the caller, who knows the key).
 pub fn open<T: DeserializeOwned>(
     path: &Path,
@@ -308,6 +355,25 @@ fn shift_line(e: ConfigError, before: &str) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_or_binary_file_is_refused_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 10]).unwrap();
+        let e = read(&big, "request").unwrap_err().to_string();
+        assert!(e.contains("too large for a keyward request"), "{e}");
+        assert!(e.contains(&(MAX_FILE_BYTES + 10).to_string()), "{e}");
+        let edge = dir.path().join("edge.toml");
+        std::fs::write(&edge, vec![b'#'; MAX_FILE_BYTES as usize]).unwrap();
+        assert_eq!(read(&edge, "reply").unwrap().len() as u64, MAX_FILE_BYTES);
+        let binary = dir.path().join("binary.toml");
+        std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
+        let e = read(&binary, "reply").unwrap_err().to_string();
+        assert!(e.starts_with("cannot read "), "{e}");
+        let e = read(&dir.path().join("missing.toml"), "reply").unwrap_err();
+        assert!(e.to_string().starts_with("cannot read "), "{e}");
+    }
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]
     struct Body {
