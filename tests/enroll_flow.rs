@@ -8,6 +8,8 @@
 mod util;
 
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
 
 use util::{p11_object_set, pem_blocks, AuthorityBed, Run, AUTHORITY_PIN, SO_PIN, USER_PIN};
 
@@ -491,7 +493,35 @@ fn the_whole_story_enroll_forget_the_password_recover_reenroll_revoke() {
         .ok();
     assert_eq!(bed.user("alice")["state"], "revoked");
     let crl = bed.path("crl.pem").to_string_lossy().into_owned();
-    bed.authority("crl", &["-o", &crl]).ok();
+    bed.authority("crl", &["-o", &crl, "--valid-for", "0s"])
+        .fails(2, "out of range");
+    bed.authority("crl", &["-o", &crl, "--valid-for", "soon"])
+        .fails(2, "7d");
+    assert!(!Path::new(&crl).exists());
+    bed.authority("crl", &["-o", &crl, "--valid-for", "36h"])
+        .ok();
+    let dates = openssl(
+        &bed,
+        &["crl", "-in", &crl, "-noout", "-lastupdate", "-nextupdate"],
+    )
+    .ok()
+    .stdout;
+    let date = |key: &str| {
+        let line = dates.lines().find(|l| l.starts_with(key)).expect(key);
+        let out = Command::new("date")
+            .args(["-d", &line[key.len()..], "+%s"])
+            .output()
+            .expect("date");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i64>()
+            .expect("epoch")
+    };
+    assert_eq!(
+        date("nextUpdate=") - date("lastUpdate="),
+        36 * 3600,
+        "{dates}"
+    );
     let checked = openssl(&bed, &["crl", "-in", &crl, "-CAfile", &bed.ca, "-noout"]).ok();
     assert!(both(&checked).contains("verify OK"), "{}", both(&checked));
     let text = openssl(&bed, &["crl", "-in", &crl, "-noout", "-text"])

@@ -14,14 +14,13 @@ use super::AuthorityError;
 use crate::keyset::ops::unhex_id;
 use crate::token::{LoginPolicy, Module};
 
-/// How long a CRL is current.
-const CRL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Writes a new CRL (PEM) to `out` and returns how many certificates it lists.
+/// Writes a new CRL (PEM) to `out`, current for `lifetime` (its nextUpdate), and returns how
+/// many certificates it lists.
 pub fn publish(
     module: &Module,
     dir: &Path,
     out: &Path,
+    lifetime: Duration,
     pin: &SecretString,
     policy: LoginPolicy,
 ) -> Result<usize, AuthorityError> {
@@ -42,7 +41,7 @@ pub fn publish(
         key,
         pin,
     };
-    let crl = x509::crl(&ca, &revoked, number, now, now + CRL_LIFETIME, &mut signer)?;
+    let crl = x509::crl(&ca, &revoked, number, now, now + lifetime, &mut signer)?;
     let pem = x509::crl_to_pem(&crl)?;
     crate::keyset::registry::write_atomic(out, pem.as_bytes())
         .map_err(|e| super::state::io("write", out, &e))?;

@@ -224,6 +224,21 @@ pub struct CrlArgs {
     /// Where to write the CRL (PEM)
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// How long the CRL is current (its nextUpdate), e.g. 7d, 36h; 1h to 366d
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crl_lifetime)]
+    pub valid_for: std::time::Duration,
+}
+
+/// `--valid-for`: a humantime duration between an hour and a year and a day.
+fn crl_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 7d or 36h)"))?;
+    let (min, max) = (3600, 366 * 24 * 3600);
+    if !(min..=max).contains(&d.as_secs()) {
+        return Err(format!(
+            "{s} is out of range: a CRL is current for 1h to 366d"
+        ));
+    }
+    Ok(d)
 }
 
 /// `authority log`

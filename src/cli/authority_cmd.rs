@@ -181,10 +181,11 @@ fn revoke(_ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
 fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
     let pin = ctx.pin()?;
     let policy = ctx.login_policy();
-    let n = authority::crl::publish(ctx.module()?, &a.dir, &a.output, &pin, policy)?;
+    let n = authority::crl::publish(ctx.module()?, &a.dir, &a.output, a.valid_for, &pin, policy)?;
     outln!(
-        "wrote a CRL listing {n} revoked certificates to {}",
-        a.output.display()
+        "wrote a CRL listing {n} revoked certificates to {}; publish the next one within {}",
+        a.output.display(),
+        humantime::format_duration(a.valid_for)
     );
     Ok(())
 }
