@@ -83,7 +83,7 @@ fn main() -> Result<(), Fail> {
     let slot = Slot::try_from(token.summary().slot_id)?;
 
     println!(
-        "keyward sign benchmark: RSA-2048, CKM_SHA256_RSA_PKCS over a {}-byte message",
+        "keyward sign benchmark: RSA-2048 PKCS#1 v1.5 SHA-256 signatures of a {}-byte message",
         MESSAGE.len()
     );
     println!(
