@@ -6,7 +6,7 @@ mod util;
 use std::collections::BTreeSet;
 use std::process::Stdio;
 
-use util::{Run, TestBed, USER_PIN};
+use util::{p11_object_set, Run, TestBed, USER_PIN};
 
 /// The token every test here puts its keysets on.
 const CARD: &str = "card";
@@ -48,20 +48,6 @@ fn objects_with_id(bed: &TestBed, id: &str) -> Vec<util::P11Object> {
     bed.token_objects(CARD, USER_PIN)
         .into_iter()
         .filter(|o| o.get("ID") == id)
-        .collect()
-}
-
-/// (header, label, ID) of every object, to compare token contents before and after.
-fn object_set(objects: &[util::P11Object]) -> BTreeSet<(String, String, String)> {
-    objects
-        .iter()
-        .map(|o| {
-            (
-                o.header.clone(),
-                o.get("label").to_string(),
-                o.get("ID").to_string(),
-            )
-        })
         .collect()
 }
 
@@ -471,13 +457,13 @@ fn a_wrong_password_creates_nothing_and_signs_nothing() {
     let (bed, _) = bed_with_card();
     bed.create_keyset("Existing", CARD, USER_PIN, &["--key-type", "p256"])
         .ok();
-    let objects = object_set(&bed.token_objects(CARD, USER_PIN));
+    let objects = p11_object_set(&bed.token_objects(CARD, USER_PIN));
     let registry = bed.registry_text();
 
     bed.create_keyset("Nope", CARD, "not-the-pin", &[])
         .fails(1, "wrong user PIN");
     // (SoftHSM rewrites its token file on a failed login, so compare objects, not bytes.)
-    assert_eq!(object_set(&bed.token_objects(CARD, USER_PIN)), objects);
+    assert_eq!(p11_object_set(&bed.token_objects(CARD, USER_PIN)), objects);
     assert_eq!(bed.registry_text(), registry);
     // The same with --harden (on a token of its own): no keys, and the PIN is unchanged.
     bed.init_token(SPARE, USER_PIN);
@@ -680,7 +666,7 @@ fn a_failure_after_key_generation_removes_the_new_keys() {
     bed.create_keyset("Kept", CARD, USER_PIN, &["--key-type", "p256"])
         .ok();
     let registry = bed.registry_text().expect("registry");
-    let objects = object_set(&bed.token_objects(CARD, USER_PIN));
+    let objects = p11_object_set(&bed.token_objects(CARD, USER_PIN));
     assert_eq!(objects.len(), 2);
     let files: BTreeSet<_> = bed.token_snapshot().into_iter().map(|(p, _)| p).collect();
 
@@ -703,7 +689,7 @@ fn a_failure_after_key_generation_removes_the_new_keys() {
         .fails(1, "injected fault");
         // The PIN is the old one (a hardened create switched it back) and the keys are gone.
         assert_eq!(
-            object_set(&bed.token_objects(CARD, USER_PIN)),
+            p11_object_set(&bed.token_objects(CARD, USER_PIN)),
             objects,
             "after {extra:?}"
         );
@@ -895,7 +881,7 @@ fn harden_derives_the_token_pin_and_passwd_changes_the_salt() {
 
     // The hardened keyset's token is its own: another keyset (hardened or not) would change or
     // share its derived PIN and lock one of them out, so both are refused and nothing changes.
-    let objects = object_set(&bed.token_objects(CARD, &pin2));
+    let objects = p11_object_set(&bed.token_objects(CARD, &pin2));
     bed.create_keyset("Second", CARD, &pin2, &["--key-type", "p256"])
         .fails(1, "holds hardened keyset \"Hardened\"");
     bed.run_env(
@@ -915,7 +901,7 @@ fn harden_derives_the_token_pin_and_passwd_changes_the_salt() {
         ],
     )
     .fails(1, "holds hardened keyset \"Hardened\"");
-    assert_eq!(object_set(&bed.token_objects(CARD, &pin2)), objects);
+    assert_eq!(p11_object_set(&bed.token_objects(CARD, &pin2)), objects);
     sign(&bed, "Hardened", &data, &sig, PW2).ok();
 }
 
@@ -975,7 +961,7 @@ fn passwd_changes_the_token_pin_and_names_the_keysets_sharing_it() {
     sign(&bed, "Elsewhere", &data, &sig, USER_PIN).ok();
 
     // --harden on a shared token would change the others' password: refused, nothing changes.
-    let objects = object_set(&bed.token_objects(CARD, NEW_PIN));
+    let objects = p11_object_set(&bed.token_objects(CARD, NEW_PIN));
     bed.run_env(
         &[
             "keyset",
@@ -993,7 +979,7 @@ fn passwd_changes_the_token_pin_and_names_the_keysets_sharing_it() {
         ],
     )
     .fails(1, "--harden needs a token of its own");
-    assert_eq!(object_set(&bed.token_objects(CARD, NEW_PIN)), objects);
+    assert_eq!(p11_object_set(&bed.token_objects(CARD, NEW_PIN)), objects);
 
     // A lone keyset's passwd has no sharing note.
     let run = bed

@@ -9,21 +9,10 @@
 
 use std::path::Path;
 
-use keyward::authority::state::{AuthorityConfig, UserRecord};
+use keyward::authority::state::{AuthorityConfig, UsersFile};
 use keyward::home::{parse_toml, ConfigError};
 use keyward::keyset::Registry;
 use keyward::Config;
-
-/// `users.toml` as `AuthorityDir::open_read` reads it (its own type is private).
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct UsersFile {
-    schema: u32,
-    #[serde(default, rename = "user")]
-    users: Vec<UserRecord>,
-    #[serde(flatten)]
-    extra: toml::Table,
-}
 
 fn check_error(text: &str, e: ConfigError) {
     if let ConfigError::Parse { line, column, .. } = &e {

@@ -140,8 +140,10 @@ pub struct UserRecord {
     pub extra: toml::Table,
 }
 
+/// `users.toml`: the schema and the users (public so the fuzz target parses what the
+/// authority parses).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-struct UsersFile {
+pub struct UsersFile {
     schema: u32,
     #[serde(default, rename = "user")]
     users: Vec<UserRecord>,

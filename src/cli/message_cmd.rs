@@ -167,12 +167,16 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
         .signed_at
         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
         .unwrap_or_else(|| "(no signing time)".into());
+    let expired = done
+        .signer_expired
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string());
     if ctx.json() {
         #[derive(serde::Serialize)]
         struct Out<'a> {
             signer: &'a str,
             signer_serial: &'a str,
             signed_at: &'a str,
+            signer_certificate_expired: Option<&'a str>,
             opened_with: &'a str,
             archived_key: bool,
             bytes: usize,
@@ -182,6 +186,7 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
             signer: &done.signer,
             signer_serial: &done.signer_serial,
             signed_at: &when,
+            signer_certificate_expired: expired.as_deref(),
             opened_with: &done.opened_with,
             archived_key: done.archived_key,
             bytes: done.content.len(),
@@ -200,5 +205,10 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
         },
         done.opened_with
     );
+    if let Some(expired) = expired {
+        eprintln!(
+            "note: the signer's certificate has expired since ({expired}); the signature was checked at the signing time the signer states"
+        );
+    }
     Ok(())
 }

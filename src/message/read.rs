@@ -37,8 +37,11 @@ pub struct ReadOutcome {
     pub signer: String,
     /// The signer certificate's serial, hex.
     pub signer_serial: String,
-    /// When it was signed (the signingTime attribute).
+    /// When it was signed (the signingTime attribute: the signer's own claim).
     pub signed_at: Option<SystemTime>,
+    /// When the signer's certificate expired, if it has since the message was signed (the
+    /// signature was checked at the signing time it states).
+    pub signer_expired: Option<SystemTime>,
     /// The serial of the encryption certificate whose key opened it.
     pub opened_with: String,
     /// Whether that key is an archived (older) one.
@@ -95,12 +98,17 @@ pub fn read(
         signer: describe(&verified.signer),
         signer_serial: x509::serial_hex(&verified.signer),
         signed_at: verified.signing_time,
+        signer_expired: expired_since(&verified.signer),
         opened_with: key.cert_serial.clone(),
         archived_key: !key.current,
     })
 }
 
-/// The signer must chain to `ca`, be valid when it signed (and now), and not be on the CRL.
+/// How far ahead of this machine's clock a signer's clock may be.
+const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// The signer must chain to `ca`, have been valid when it says it signed (a time not in the
+/// future), and not be on the CRL.
 fn check_signer(
     signer: &Certificate,
     ca: &Certificate,
@@ -118,7 +126,15 @@ fn check_signer(
             describe(ca)
         ))
     })?;
-    x509::check_validity(signer, signed_at.unwrap_or_else(SystemTime::now))
+    let now = SystemTime::now();
+    if let Some(at) = signed_at.filter(|at| *at > now + CLOCK_SKEW) {
+        return Err(untrusted(format!(
+            "claims to have signed at {}, in the future (more than {} ahead of this clock)",
+            humantime::format_rfc3339_seconds(at),
+            humantime::format_duration(CLOCK_SKEW)
+        )));
+    }
+    x509::check_validity(signer, signed_at.unwrap_or(now))
         .map_err(|e| untrusted(format!("had no valid certificate when signing: {e}")))?;
     if let Some(crl) = crl {
         x509::verify_crl(crl, ca).map_err(|e| {
@@ -134,4 +150,39 @@ fn check_signer(
         }
     }
     Ok(())
+}
+
+/// The certificate's notAfter, when that is in the past.
+fn expired_since(cert: &Certificate) -> Option<SystemTime> {
+    let not_after = cert.tbs_certificate.validity.not_after.to_system_time();
+    (not_after < SystemTime::now()).then_some(not_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::message::cms::test_pki::Pki;
+
+    #[test]
+    fn the_signing_time_must_not_be_in_the_future_nor_outside_the_certificate() {
+        let pki = Pki::new();
+        let signer = &pki.user("alice").sign_cert;
+        let now = SystemTime::now();
+        let check = |at: Option<SystemTime>| check_signer(signer, &pki.ca, None, at);
+        check(Some(now)).expect("now");
+        check(None).expect("no signing time: checked at now");
+        check(Some(now + Duration::from_secs(120))).expect("within the clock skew");
+        let e = check(Some(now + Duration::from_secs(3600)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in the future"), "{e}");
+        let before = signer.tbs_certificate.validity.not_before.to_system_time();
+        let e = check(Some(before - Duration::from_secs(86_400)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("had no valid certificate when signing"), "{e}");
+        assert_eq!(expired_since(signer), None);
+    }
 }
