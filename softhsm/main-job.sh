@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # keyward's main job: the whole Exchange "Advanced Security" story on a throw-away SoftHSM2
 # token directory. An admin provisions three tokens, the authority is created, Alice and Bob
-# enroll, Alice signs and sends Bob a message, Bob reads it, Bob forgets his password, the
+# enroll, Alice signs a file, a CI keyset is created on a fourth token without an authority
+# (P-256, PIN derived from a password) and signs, Alice sends Bob a message, Bob reads it, Bob forgets his password, the
 # authority recovers him, Bob re-enrolls under a new keyset name on a re-initialised token and
 # reads Alice's old message again. Every command is printed before it runs.
 set -euo pipefail
@@ -64,6 +65,20 @@ run keyset sign "Alice 2026" report.txt -o report.sig --pin-file alice.pin
 "$KW" keyset pubkey "Alice 2026" > alice.pub.pem
 printf '$ openssl dgst -sha256 -verify alice.pub.pem -signature report.sig report.txt\n'
 openssl dgst -sha256 -verify alice.pub.pem -signature report.sig report.txt
+
+step "CI: a keyset of its own, no authority: P-256 on a software token, PIN derived from a password"
+secret ci.pin 'ci-initial-pin-1'
+secret ci.password 'ci pipeline passphrase 2026'
+run token init --free --label ci-token --so-pin-file so.pin --new-pin-file ci.pin
+run keyset create "CI signing" --token ci-token --key-type p256 --harden --pin-file ci.pin --new-pin-file ci.password
+run keyset show "CI signing"
+run keyset sign "CI signing" report.txt -o report.ci.sig --pin-file ci.password
+run keyset verify "CI signing" report.txt report.ci.sig
+"$KW" keyset pubkey "CI signing" > ci.pub.pem
+printf '$ openssl dgst -sha256 -verify ci.pub.pem -signature report.ci.sig report.txt\n'
+openssl dgst -sha256 -verify ci.pub.pem -signature report.ci.sig report.txt
+(umask 077; run keyset pin "CI signing" --pin-file ci.password > ci.derived.pin)
+echo "(the derived token PIN, for pkcs11-tool and other tools, is in ci.derived.pin, mode 600)"
 
 if true; then
     step "Alice: send Bob a signed and encrypted message"
