@@ -192,6 +192,12 @@ fn reply_corpus() {
         "reply",
     )
     .expect("the seed reply opens");
+    let (_, bundle) = corpus("reply")
+        .into_iter()
+        .find(|(p, _)| p.ends_with("authority-cert.pem"))
+        .expect("authority-cert.pem seed");
+    keyward::enroll::client::AuthorityCerts::parse(text(&bundle))
+        .expect("the seed authority bundle parses");
 }
 
 #[test]

@@ -317,13 +317,15 @@ fn pin(ctx: &mut Context, name: &str, no_check: bool) -> Result<(), Error> {
         )));
     }
     let password = ctx.password(&record.name)?;
-    if !no_check {
+    let pin = if no_check {
+        keyset::token_pin(&record, &password)?
+    } else {
         // A mistyped password derives a PIN that looks as good as the right one: log in with
         // it once (the same login every other command makes) so a wrong one is said as such.
         let policy = ctx.login_policy();
-        KeysetSession::open(ctx.module()?, &record, &password, policy, false)?;
-    }
-    let pin = keyset::token_pin(&record, &password)?;
+        let session = KeysetSession::open(ctx.module()?, &record, &password, policy, false)?;
+        session.token_pin().clone()
+    };
     outln!("{}", pin.expose_secret());
     Ok(())
 }

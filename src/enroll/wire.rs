@@ -237,12 +237,12 @@ pub fn read(path: &Path, what: &'static str) -> Result<String, WireError> {
         reason: e.to_string(),
     };
     let file = std::fs::File::open(path).map_err(failed)?;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     // One byte more than the limit tells an over-long file (or a growing one) apart.
     file.take(MAX_FILE_BYTES + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(failed)?;
-    let size = text.len() as u64;
+    let size = bytes.len() as u64;
     if size > MAX_FILE_BYTES {
         let size = std::fs::metadata(path).map_or(size, |m| m.len().max(size));
         return Err(WireError::TooLarge {
@@ -251,6 +251,13 @@ pub fn read(path: &Path, what: &'static str) -> Result<String, WireError> {
             size,
         });
     }
+    let text = String::from_utf8(bytes).map_err(|e| WireError::Read {
+        path: path.to_path_buf(),
+        reason: format!(
+            "not UTF-8 text (byte {}); is it a keyward {what}?",
+            e.utf8_error().valid_up_to()
+        ),
+    })?;
     Ok(text)
 }
 
@@ -368,9 +375,16 @@ mod tests {
         std::fs::write(&edge, vec![b'#'; MAX_FILE_BYTES as usize]).unwrap();
         assert_eq!(read(&edge, "reply").unwrap().len() as u64, MAX_FILE_BYTES);
         let binary = dir.path().join("binary.toml");
-        std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
+        std::fs::write(&binary, [b'a', 0xff, 0xfe, 0x00]).unwrap();
         let e = read(&binary, "reply").unwrap_err().to_string();
-        assert!(e.starts_with("cannot read "), "{e}");
+        assert!(
+            e.contains("not UTF-8 text (byte 1); is it a keyward reply?"),
+            "{e}"
+        );
+        // Too large wins over not UTF-8.
+        std::fs::write(&binary, vec![0xff; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let e = read(&binary, "reply").unwrap_err().to_string();
+        assert!(e.contains("too large"), "{e}");
         let e = read(&dir.path().join("missing.toml"), "reply").unwrap_err();
         assert!(e.to_string().starts_with("cannot read "), "{e}");
     }

@@ -75,18 +75,21 @@ pub fn create_locked(
         key_type: req.key_type,
         security: req.security,
     };
-    generate_signing_pair(&session, &key)?;
-    let finished = read_signing_public(&session, &key).and_then(|public| {
-        let record = key.record(req.name.as_str(), KeysetState::Local, req.token, &public)?;
-        finish(
-            module,
-            &mut session,
-            &req,
-            record,
-            hardening,
-            derived.as_ref(),
-        )
-    });
+    // A card can fail C_GenerateKeyPair after writing one half: from here on a failure
+    // removes whatever carries the (fresh, so ours alone) id.
+    let finished = generate_signing_pair(&session, &key)
+        .and_then(|()| read_signing_public(&session, &key))
+        .and_then(|public| {
+            let record = key.record(req.name.as_str(), KeysetState::Local, req.token, &public)?;
+            finish(
+                module,
+                &mut session,
+                &req,
+                record,
+                hardening,
+                derived.as_ref(),
+            )
+        });
     // `finish` switches the PIN last: the PIN is the derived one exactly when it succeeded.
     // (Switching it back when the switch failed would spend a PIN try on a wrong old PIN.)
     let switched = derived.as_ref().filter(|_| finished.is_ok());

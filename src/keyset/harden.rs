@@ -43,6 +43,10 @@ pub enum HardenError {
     /// The system RNG failed.
     #[error("the system random generator failed: {0}")]
     Random(String),
+    /// A derivation this keyward does not know (written by a newer one): deriving anyway
+    /// would give a wrong PIN and spend a PIN try.
+    #[error("the keyset's password hardening uses {0}, which this keyward does not know; upgrade keyward (nothing was tried on the token)")]
+    Unknown(String),
 }
 
 impl Hardening {
@@ -56,7 +60,7 @@ impl Hardening {
         } else {
             ("base32", 26)
         };
-        let pin_len = want.max(min_pin).min(max);
+        let pin_len = want.max(min_pin).min(max).min(64);
         Ok(Hardening {
             algorithm: "argon2id".to_string(),
             salt: crate::token::keys::hex(&salt),
@@ -71,6 +75,7 @@ impl Hardening {
 
     /// The token PIN for `password`.
     pub fn derive(&self, password: &SecretString) -> Result<SecretString, HardenError> {
+        self.check_known()?;
         let params = Params::new(self.m_kib, self.t, self.p, Some(64))
             .map_err(|e| HardenError::Argon(e.to_string()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
@@ -84,6 +89,7 @@ impl Hardening {
         } else {
             ALPHABET
         };
+        debug_assert!(self.pin_len <= out.len());
         let pin: Zeroizing<String> = Zeroizing::new(
             out.iter()
                 .take(self.pin_len)
@@ -91,6 +97,39 @@ impl Hardening {
                 .collect(),
         );
         Ok(SecretString::from(pin.as_str().to_string()))
+    }
+}
+
+impl Hardening {
+    /// Refuses what this keyward cannot derive exactly as the keyward that wrote it: another
+    /// algorithm or alphabet, a PIN longer than the 64 derived bytes, or fields it does not know.
+    fn check_known(&self) -> Result<(), HardenError> {
+        if self.algorithm != "argon2id" {
+            return Err(HardenError::Unknown(format!(
+                "algorithm {:?}",
+                self.algorithm
+            )));
+        }
+        if !matches!(self.alphabet.as_str(), "base32" | "digits") {
+            return Err(HardenError::Unknown(format!(
+                "alphabet {:?}",
+                self.alphabet
+            )));
+        }
+        if self.pin_len == 0 || self.pin_len > 64 {
+            return Err(HardenError::Argon(format!(
+                "a {}-character PIN cannot be derived (1 to 64)",
+                self.pin_len
+            )));
+        }
+        if !self.extra.is_empty() {
+            let fields: Vec<&str> = self.extra.keys().map(String::as_str).collect();
+            return Err(HardenError::Unknown(format!(
+                "the field(s) {}",
+                fields.join(", ")
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -122,6 +161,29 @@ mod tests {
             a.expose_secret()
         );
         assert!(h.m_kib >= 19 * 1024 && h.t >= 2);
+    }
+
+    #[test]
+    fn a_derivation_from_a_newer_keyward_is_refused_not_guessed() {
+        let pw = SecretString::from("pw".to_string());
+        let good = Hardening::new(4, 255).unwrap();
+        let mut h = good.clone();
+        h.algorithm = "argon2id-v2".into();
+        assert!(h
+            .derive(&pw)
+            .unwrap_err()
+            .to_string()
+            .contains("upgrade keyward"));
+        let mut h = good.clone();
+        h.alphabet = "0123456789".into();
+        assert!(h.derive(&pw).unwrap_err().to_string().contains("alphabet"));
+        let mut h = good.clone();
+        h.extra.insert("pepper".into(), toml::Value::from("x"));
+        let e = h.derive(&pw).unwrap_err().to_string();
+        assert!(e.contains("pepper") && e.contains("upgrade keyward"), "{e}");
+        let mut h = good;
+        h.pin_len = 65;
+        assert!(h.derive(&pw).is_err());
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl KeysetSession {
         Ok(KeysetSession { session, pin })
     }
 
+    /// The token PIN this session logged in with (derived, for a hardened keyset).
+    pub fn token_pin(&self) -> &SecretString {
+        &self.pin
+    }
+
     /// Wraps a session that is already logged in with `pin`.
     pub fn from_session(session: TokenSession, pin: SecretString) -> KeysetSession {
         KeysetSession { session, pin }

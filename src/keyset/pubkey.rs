@@ -14,6 +14,10 @@ use crate::token::RawPublicKey;
 pub const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 /// `ecdsa-with-SHA256`.
 pub const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+/// `rsaEncryption` (an RSA SubjectPublicKeyInfo).
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+/// `id-ecPublicKey`.
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 
 /// Errors with keys and signatures.
 #[derive(Debug, thiserror::Error)]
@@ -57,22 +61,33 @@ impl PublicKey {
 
     /// From SubjectPublicKeyInfo PEM.
     pub fn from_pem(pem: &str) -> Result<PublicKey, KeyError> {
-        if let Ok(k) = rsa::RsaPublicKey::from_public_key_pem(pem) {
-            return Ok(PublicKey::Rsa(k));
+        let (label, der) = der::pem::decode_vec(pem.trim().as_bytes())
+            .map_err(|e| KeyError::Decode(format!("not PEM: {e}")))?;
+        if label != "PUBLIC KEY" {
+            return Err(KeyError::Decode(format!(
+                "a {label:?} PEM block, not \"PUBLIC KEY\""
+            )));
         }
-        p256::ecdsa::VerifyingKey::from_public_key_pem(pem)
-            .map(PublicKey::P256)
-            .map_err(|e| KeyError::Decode(e.to_string()))
+        PublicKey::from_spki_der(&der)
     }
 
-    /// From SubjectPublicKeyInfo DER.
+    /// From SubjectPublicKeyInfo DER, parsed as what its algorithm says it is.
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, KeyError> {
-        if let Ok(k) = rsa::RsaPublicKey::from_public_key_der(der) {
-            return Ok(PublicKey::Rsa(k));
+        use der::Decode;
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(der)
+            .map_err(|e| KeyError::Decode(e.to_string()))?;
+        let decode = |e: &dyn std::fmt::Display| KeyError::Decode(e.to_string());
+        match spki.algorithm.oid {
+            RSA_ENCRYPTION => rsa::RsaPublicKey::from_public_key_der(der)
+                .map(PublicKey::Rsa)
+                .map_err(|e| decode(&e)),
+            EC_PUBLIC_KEY => p256::ecdsa::VerifyingKey::from_public_key_der(der)
+                .map(PublicKey::P256)
+                .map_err(|_| KeyError::Decode("an EC key, but not on P-256".into())),
+            other => Err(KeyError::Decode(format!(
+                "key algorithm {other} is neither RSA nor EC"
+            ))),
         }
-        p256::ecdsa::VerifyingKey::from_public_key_der(der)
-            .map(PublicKey::P256)
-            .map_err(|e| KeyError::Decode(e.to_string()))
     }
 
     /// RSA modulus and public exponent, big-endian (`None` for EC keys).
@@ -117,11 +132,14 @@ impl PublicKey {
         }
     }
 
-    /// Whether `signature` has the form this key's signatures have (PKCS#1 v1.5 of the
-    /// modulus' length, or a DER ECDSA signature), before checking it.
+    /// Whether `signature` has the form this key's signatures have (PKCS#1 v1.5: exactly the
+    /// modulus' length; ECDSA: DER), before checking it.
     pub fn is_signature_well_formed(&self, signature: &[u8]) -> bool {
         match self {
-            PublicKey::Rsa(_) => pkcs1v15::Signature::try_from(signature).is_ok(),
+            PublicKey::Rsa(k) => {
+                use rsa::traits::PublicKeyParts;
+                signature.len() == k.size() && pkcs1v15::Signature::try_from(signature).is_ok()
+            }
             PublicKey::P256(_) => p256::ecdsa::Signature::from_der(signature).is_ok(),
         }
     }

@@ -1573,6 +1573,23 @@ pub(crate) mod test_pki {
             .unwrap()
         }
 
+        /// An empty CRL from the CA, current from `this_update` to `next_update`.
+        pub fn crl(
+            &mut self,
+            this_update: SystemTime,
+            next_update: SystemTime,
+        ) -> x509_cert::crl::CertificateList {
+            x509::crl(
+                &self.ca,
+                &[],
+                1,
+                this_update,
+                next_update,
+                &mut self.ca_signer,
+            )
+            .unwrap()
+        }
+
         pub fn user(&self, name: &str) -> &User {
             self.users.iter().find(|u| u.name == name).unwrap()
         }

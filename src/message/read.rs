@@ -142,10 +142,33 @@ fn check_signer(
                 "cannot be checked: the CRL is not from the CA ({e})"
             ))
         })?;
+        check_crl_current(crl, now).map_err(untrusted)?;
         let serial = signer.tbs_certificate.serial_number.as_bytes();
         if x509::is_revoked(crl, serial) {
             return Err(untrusted(
                 "has a REVOKED certificate (it is on the CRL)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A CRL is evidence only while current: issued (thisUpdate) no later than now, plus the
+/// clock skew, and not past its nextUpdate — a stale one would miss later revocations.
+fn check_crl_current(crl: &CertificateList, now: SystemTime) -> Result<(), String> {
+    let tbs = &crl.tbs_cert_list;
+    let this_update = tbs.this_update.to_system_time();
+    if this_update > now + CLOCK_SKEW {
+        return Err(format!(
+            "cannot be checked: the CRL says it was issued at {}, in the future",
+            humantime::format_rfc3339_seconds(this_update)
+        ));
+    }
+    if let Some(next) = tbs.next_update.map(|t| t.to_system_time()) {
+        if next < now {
+            return Err(format!(
+                "cannot be checked: the CRL is out of date (its next update was due {}); get a current one (`keyward authority crl`)",
+                humantime::format_rfc3339_seconds(next)
             ));
         }
     }
@@ -184,5 +207,24 @@ mod tests {
             .to_string();
         assert!(e.contains("had no valid certificate when signing"), "{e}");
         assert_eq!(expired_since(signer), None);
+    }
+
+    #[test]
+    fn a_crl_counts_only_while_it_is_current() {
+        let mut pki = Pki::new();
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let signer = pki.user("alice").sign_cert.clone();
+        let ca = pki.ca.clone();
+        let check = |crl: &CertificateList| check_signer(&signer, &ca, Some(crl), Some(now));
+        check(&pki.crl(now - hour, now + hour)).expect("a current CRL");
+        let stale = check(&pki.crl(now - 3 * hour, now - hour))
+            .unwrap_err()
+            .to_string();
+        assert!(stale.contains("the CRL is out of date"), "{stale}");
+        let future = check(&pki.crl(now + 2 * hour, now + 3 * hour))
+            .unwrap_err()
+            .to_string();
+        assert!(future.contains("in the future"), "{future}");
     }
 }

@@ -171,36 +171,100 @@ pub(crate) fn secret_key(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
+    use cryptoki::object::AttributeType;
+
     use super::*;
 
-    fn flag(t: &[Attribute], want: &Attribute) -> bool {
-        t.iter().any(|a| a == want)
+    /// Each attribute type once (a conflicting duplicate is CKR_TEMPLATE_INCONSISTENT on many
+    /// HSMs; SoftHSM silently keeps the last), and exactly `want`.
+    fn assert_template(t: &[Attribute], want: &[Attribute]) {
+        let types: Vec<AttributeType> = t.iter().map(Attribute::attribute_type).collect();
+        let unique: HashSet<AttributeType> = types.iter().copied().collect();
+        assert_eq!(unique.len(), types.len(), "a type twice in {t:?}");
+        assert_eq!(t.len(), want.len(), "{t:?}\nwanted {want:?}");
+        for w in want {
+            assert!(t.contains(w), "{w:?} missing from {t:?}");
+        }
     }
 
     #[test]
-    fn every_usage_is_explicit_and_only_the_asked_ones_are_true() {
+    fn a_signing_private_key_signs_only_and_never_leaves() {
         let t = private_key(
             KeyType::RSA,
             Storage::on_token(b"\x01", "k"),
             Usage::SIGN,
+            Protection {
+                extractable: false,
+                always_authenticate: true,
+            },
+        );
+        assert_template(
+            &t,
+            &[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Token(true),
+                Attribute::Id(vec![1]),
+                Attribute::Label(b"k".to_vec()),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+                Attribute::Decrypt(false),
+                Attribute::Unwrap(false),
+                Attribute::Derive(false),
+                Attribute::AlwaysAuthenticate(true),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_session_public_key_has_no_name_and_only_its_usages() {
+        let t = public_key(KeyType::RSA, Storage::session_only(), Usage::ENCRYPT_WRAP);
+        assert_template(
+            &t,
+            &[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Token(false),
+                Attribute::Private(false),
+                Attribute::Verify(false),
+                Attribute::Encrypt(true),
+                Attribute::Wrap(true),
+                Attribute::Derive(false),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_archive_key_wraps_and_unwraps_only_and_never_leaves() {
+        let t = secret_key(
+            KeyType::AES,
+            Storage::on_token(b"\x02", "archive"),
+            Usage::WRAP_UNWRAP,
             Protection::default(),
         );
-        for (a, v) in [
-            (Attribute::Sign(true), true),
-            (Attribute::Decrypt(false), true),
-            (Attribute::Unwrap(false), true),
-            (Attribute::Derive(false), true),
-            (Attribute::Sensitive(true), true),
-            (Attribute::Extractable(false), true),
-            (Attribute::Private(true), true),
-            (Attribute::Token(true), true),
-        ] {
-            assert_eq!(flag(&t, &a), v, "{a:?} in {t:?}");
-        }
-        let p = public_key(KeyType::RSA, Storage::session_only(), Usage::ENCRYPT_WRAP);
-        assert!(flag(&p, &Attribute::Verify(false)) && flag(&p, &Attribute::Wrap(true)));
-        assert!(!p
-            .iter()
-            .any(|a| matches!(a, Attribute::Id(_) | Attribute::Label(_))));
+        assert_template(
+            &t,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(true),
+                Attribute::Id(vec![2]),
+                Attribute::Label(b"archive".to_vec()),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+                Attribute::Derive(false),
+            ],
+        );
     }
 }
