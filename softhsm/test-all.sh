@@ -14,16 +14,30 @@ threads=${KEYWARD_TEST_THREADS:-4}
 passes=${KEYWARD_TEST_PASSES:-direct shim}
 # --workspace: the PKCS#11 shim (shim/, a cdylib) is built next to keyward for the tests.
 cargo build --locked --workspace --all-targets
+# tests/fault_sweep.rs appends one line per command here; printed after each pass.
+summary=${CARGO_TARGET_DIR:-target}/tmp/fault-sweep.txt
+sweep_summary() {
+    if [[ -s $summary ]]; then
+        echo "== fault sweep, $1: injection points per command"
+        sort "$summary"
+        awk '{ for (i = 1; i < NF; i++) { if ($(i + 1) == "injection") t += $i; if ($(i + 1) == "survived" || $(i + 1) == "survived;") s += $i } }
+            END { printf "   total: %d injection points tried, %d survived\n", t, s }' "$summary"
+    fi
+    rm -f "$summary"
+}
+rm -f "$summary"
 for pass in $passes; do
     case $pass in
     direct)
         echo "== pass 1: keyward → SoftHSM2"
         cargo test --locked --workspace --no-fail-fast -- --test-threads "$threads"
+        sweep_summary "pass 1"
         ;;
     shim)
         echo "== pass 2: keyward → PKCS#11 shim (no faults) → SoftHSM2, every integration test"
         KEYWARD_TEST_VIA_SHIM=1 cargo test --locked --workspace --no-fail-fast --test '*' -- \
             --test-threads "$threads"
+        sweep_summary "pass 2"
         ;;
     *)
         echo "test-all.sh: unknown pass $pass (direct, shim)" >&2

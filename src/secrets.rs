@@ -58,7 +58,7 @@ pub enum SecretError {
         reason: String,
     },
     /// The two entries of a new secret differ.
-    #[error("the two entries of the new {what} differ; nothing was changed")]
+    #[error("the two entries of the {what} differ; nothing was changed")]
     Mismatch {
         /// What secret.
         what: String,
@@ -134,14 +134,23 @@ impl SecretSource {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| SecretError::File {
             what: self.what.clone(),
             path: path.to_path_buf(),
-            reason: e.kind().to_string(),
+            reason: e.to_string(),
         })?);
         let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::NotUtf8 {
             what: self.what.clone(),
             source_name: path.display().to_string(),
         })?;
-        let line = text.strip_suffix('\n').unwrap_or(text);
-        let line = line.strip_suffix('\r').unwrap_or(line);
+        // The secret is the file's one line; trailing line ends (an editor's extra blank line)
+        // are not part of it, but a second line is a mistake, not something to send.
+        let line = text.trim_end_matches(['\n', '\r']);
+        if line.contains('\n') {
+            return Err(SecretError::File {
+                what: self.what.clone(),
+                path: path.to_path_buf(),
+                reason: "it has more than one line; put the secret alone on the first line"
+                    .to_string(),
+            });
+        }
         self.nonempty(line, &path.display().to_string())
     }
 
@@ -183,5 +192,31 @@ fn capitalize(s: &str) -> String {
     match chars.next() {
         Some(c) => c.to_uppercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_file(text: &str) -> Result<String, SecretError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pin");
+        std::fs::write(&path, text).unwrap();
+        SecretSource::new("PIN", "--pin-file", Some(path), "KEYWARD_TEST_NO_SUCH_VAR")
+            .read()
+            .map(|s| s.expose_secret().to_string())
+    }
+
+    #[test]
+    fn a_secret_file_holds_one_line_and_its_line_ends_are_not_part_of_it() {
+        assert_eq!(from_file("2222").unwrap(), "2222");
+        assert_eq!(from_file("2222\n").unwrap(), "2222");
+        assert_eq!(from_file("2222\r\n").unwrap(), "2222");
+        assert_eq!(from_file("2222\n\n").unwrap(), "2222");
+        assert_eq!(from_file(" spaced pin \n").unwrap(), " spaced pin ");
+        let e = from_file("2222\n3333\n").unwrap_err().to_string();
+        assert!(e.contains("more than one line"), "{e}");
+        assert!(matches!(from_file("\n"), Err(SecretError::Empty { .. })));
     }
 }

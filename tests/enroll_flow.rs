@@ -498,6 +498,14 @@ fn the_whole_story_enroll_forget_the_password_recover_reenroll_revoke() {
     bed.authority("crl", &["-o", &crl, "--valid-for", "soon"])
         .fails(2, "7d");
     assert!(!Path::new(&crl).exists());
+    // The authority's PIN: --pin-file / KEYWARD_PIN, or the names `enroll --authority` uses.
+    let crl_args = ["authority", "crl", "--dir", &bed.dir, "-o", &crl];
+    bed.bed
+        .run_env(&crl_args, &[])
+        .fails(1, "no authority token PIN given");
+    bed.bed
+        .run_env(&crl_args, &[("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN)])
+        .ok();
     bed.authority("crl", &["-o", &crl, "--valid-for", "36h"])
         .ok();
     let dates = openssl(
@@ -572,7 +580,7 @@ fn the_whole_story_enroll_forget_the_password_recover_reenroll_revoke() {
     assert_eq!(count("process", "refused"), 1, "{actions:?}");
     assert_eq!(count("recover", "ok"), 1, "{actions:?}");
     assert_eq!(count("revoke", "ok"), 1, "{actions:?}");
-    assert_eq!(count("crl", "ok"), 1, "{actions:?}");
+    assert_eq!(count("crl", "ok"), 2, "{actions:?}");
     let keys = [alice_key.as_str(), bob_key.as_str(), bob_key2.as_str()];
     let log = String::from_utf8(bed.state_file("audit.log")).unwrap();
     assert_no_key_in(&log, &keys, "the audit log");

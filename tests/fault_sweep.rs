@@ -968,6 +968,22 @@ fn shape_diff(now: &State, after: &Shape) -> String {
     )
 }
 
+/// Appends a sweep's summary line to `target/tmp/fault-sweep.txt`, which
+/// `softhsm/test-all.sh` prints after the tests (cargo test shows a passing test's output only
+/// with --nocapture). One short O_APPEND write per line: parallel sweeps do not interleave.
+fn record_summary(line: &str) {
+    use std::io::Write;
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-sweep.txt");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = written {
+        eprintln!("cannot record the summary in {}: {e}", path.display());
+    }
+}
+
 /// Prints the report and fails the test unless every injection point survived.
 fn finish(report: Report) {
     let mut besides: BTreeMap<String, usize> = BTreeMap::new();
@@ -978,7 +994,7 @@ fn finish(report: Report) {
                 .or_default() += 1;
         }
     }
-    println!(
+    let line = format!(
         "fault sweep: {:<18} {:>4} PKCS#11 calls, {:>4} injection points tried, {:>4} survived{}",
         report.name,
         report.calls,
@@ -992,6 +1008,8 @@ fn finish(report: Report) {
             format!("; not a clean failure: {besides:?}")
         }
     );
+    println!("{line}");
+    record_summary(&line);
     assert!(
         report.failures.is_empty(),
         "{}: {} of {} injection points did not survive:\n\n{}",

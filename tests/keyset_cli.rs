@@ -850,6 +850,10 @@ fn harden_derives_the_token_pin_and_passwd_changes_the_salt() {
     let data = bed.file("data.txt", b"hardened\n");
     let sig = sig_path(&bed, "data.sig");
     sign(&bed, "Hardened", &data, &sig, PW).ok();
+    // -o onto the file being signed would destroy it: refused, the file untouched.
+    let before = std::fs::read(&data).unwrap();
+    sign(&bed, "Hardened", &data, &data, PW).fails(2, "is the input file itself");
+    assert_eq!(std::fs::read(&data).unwrap(), before);
     verify(&bed, "Hardened", &data, &sig).ok();
     sign(&bed, "Hardened", &data, &sig, USER_PIN).fails(1, "wrong user PIN");
     sign(&bed, "Hardened", &data, &sig, &pin).fails(1, "wrong user PIN");
@@ -1003,8 +1007,12 @@ fn remove_keeps_keys_unless_destroying_is_confirmed() {
     let keep = signing_id(&bed, "Keep keys");
     let destroy = signing_id(&bed, "Destroy keys");
 
-    // Registry only: the keys stay.
-    let run = bed.run(&["keyset", "remove", "Keep keys"]).ok();
+    // Registry only: asks for confirmation (none without a terminal and --yes), keys stay.
+    let registry = bed.registry_text();
+    bed.run(&["keyset", "remove", "Keep keys"])
+        .fails(2, "pass --yes");
+    assert_eq!(bed.registry_text(), registry);
+    let run = bed.run(&["keyset", "remove", "keep KEYS", "--yes"]).ok();
     assert!(run.stdout.contains("stay on token"), "{}", run.stdout);
     assert_eq!(listed_names(&bed), ["Destroy keys"]);
     assert_eq!(objects_with_id(&bed, &keep).len(), 2);

@@ -562,6 +562,22 @@ fn after_recovery_and_re_enrollment_the_old_message_opens_with_an_archived_key()
     assert_eq!(j["archived_key"], true, "{j}");
     assert_eq!(j["opened_with"], old_serial.as_str(), "{j}");
 
+    // The retired keyset still reads old mail (above), but gets no new mail and sends none;
+    // the refusal names the keyset that replaced it.
+    let nowhere = p(&bed, "to-retired.p7m");
+    for args in [
+        [
+            "send", "--keyset", ALICE, "--to", BOB, &input, "-o", &nowhere,
+        ],
+        [
+            "send", "--keyset", BOB, "--to", ALICE, &input, "-o", &nowhere,
+        ],
+    ] {
+        let run = kw(&bed, &args, USER_PIN).fails(1, "is retired");
+        assert!(run.stderr.contains(recovered), "{}", run.stderr);
+        assert!(!Path::new(&nowhere).exists());
+    }
+
     // A new message to the new keyset: the current key.
     let new_msg = p(&bed, "new.p7m");
     send(&bed, ALICE, &[recovered], &input, &new_msg, &[]);

@@ -26,7 +26,7 @@ pub enum AuthorityError {
     #[error(transparent)]
     Token(#[from] TokenError),
     /// A state file does not parse.
-    #[error("authority state {0} (the file was not changed)")]
+    #[error("authority state {0}")]
     Parse(#[from] ConfigError),
     /// Certificates and CRLs.
     #[error(transparent)]
@@ -78,14 +78,14 @@ pub enum AuthorityError {
     Encode(String),
     /// No such user.
     #[error(
-        "no user {user:?} at this authority; add one with `keyward authority add-user {user}`"
+        "no user {user:?} at this authority; add one with `keyward authority add-user --dir DIR {user}`"
     )]
     UnknownUser {
         /// The user.
         user: String,
     },
     /// The user exists.
-    #[error("user {user:?} already exists; use `keyward authority recover {user}` to issue a new temporary key")]
+    #[error("user {user:?} already exists; use `keyward authority recover --dir DIR {user}` to issue a new temporary key")]
     UserExists {
         /// The user.
         user: String,
@@ -109,13 +109,13 @@ pub enum AuthorityError {
         tries_left: u32,
     },
     /// Too many wrong temporary keys.
-    #[error("the temporary key of user {user:?} is locked after too many wrong tries; the authority must issue a new one (`keyward authority recover {user}`)")]
+    #[error("the temporary key of user {user:?} is locked after too many wrong tries; the authority must issue a new one (`keyward authority recover --dir DIR {user}`)")]
     TempKeyLocked {
         /// The user.
         user: String,
     },
     /// The temporary key expired.
-    #[error("the temporary key of user {user:?} expired at {at}; the authority must issue a new one (`keyward authority recover {user}`)")]
+    #[error("the temporary key of user {user:?} expired at {at}; the authority must issue a new one (`keyward authority recover --dir DIR {user}`)")]
     TempKeyExpired {
         /// The user.
         user: String,

@@ -235,7 +235,7 @@ fn check_temp_key(
         UserState::Active => {
             return Err(state_error(
                 user,
-                "already enrolled; if they lost access, run `keyward authority recover` first",
+                "already enrolled; if they lost access, run `keyward authority recover --dir DIR USER` first",
             ))
         }
         UserState::Revoked => return Err(state_error(user, "revoked users cannot enroll")),

@@ -372,9 +372,18 @@ impl AuthorityDir {
 
 /// Who is acting: the operating-system user running keyward, as `operator:NAME`.
 fn operator(role: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_string());
+        .ok()
+        .filter(|u| !u.is_empty())
+        // No login name (a service or container): the process's user id still says who.
+        .or_else(|| {
+            std::fs::metadata("/proc/self")
+                .ok()
+                .map(|m| format!("uid{}", m.uid()))
+        })
+        .unwrap_or_else(|| "unknown".to_string());
     format!("{role}:{user}")
 }
 

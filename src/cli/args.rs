@@ -231,7 +231,8 @@ pub struct CrlArgs {
 
 /// `--valid-for`: a humantime duration between an hour and a year and a day.
 fn crl_lifetime(s: &str) -> Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 7d or 36h)"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 7d or 36h"))?;
     let (min, max) = (3600, 366 * 24 * 3600);
     if !(min..=max).contains(&d.as_secs()) {
         return Err(format!(
@@ -403,7 +404,7 @@ pub struct RemoveArgs {
     /// Also destroy its keys on the token (asks for the password)
     #[arg(long)]
     pub destroy_keys: bool,
-    /// Do not ask for confirmation
+    /// Do not ask for confirmation (needed without a terminal)
     #[arg(long)]
     pub yes: bool,
 }

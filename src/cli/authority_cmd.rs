@@ -35,7 +35,7 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
 
 fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
     let token = ctx.token(&a.token)?;
-    let pin = ctx.pin()?;
+    let pin = ctx.authority_command_pin()?;
     let policy = ctx.login_policy();
     let config = authority::init::init(
         ctx.module()?,
@@ -127,7 +127,7 @@ fn add_user(ctx: &mut Context, a: AddUserArgs) -> Result<(), Error> {
 }
 
 fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
-    let pin = ctx.pin()?;
+    let pin = ctx.authority_command_pin()?;
     let policy = ctx.login_policy();
     let done =
         authority::process::process(ctx.module()?, &a.dir, &a.request, &a.output, &pin, policy)?;
@@ -179,13 +179,13 @@ fn revoke(_ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
 }
 
 fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
-    let pin = ctx.pin()?;
+    let pin = ctx.authority_command_pin()?;
     let policy = ctx.login_policy();
     let n = authority::crl::publish(ctx.module()?, &a.dir, &a.output, a.valid_for, &pin, policy)?;
     outln!(
         "wrote a CRL listing {n} revoked certificates to {}; publish the next one within {}",
         a.output.display(),
-        humantime::format_duration(a.valid_for)
+        short_duration(a.valid_for)
     );
     Ok(())
 }
@@ -285,4 +285,14 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// A whole number of days or hours (`7d`, `36h`), as `--valid-for` is written; else humantime.
+fn short_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match (s % 86_400, s % 3600) {
+        (0, _) => format!("{}d", s / 86_400),
+        (_, 0) => format!("{}h", s / 3600),
+        _ => humantime::format_duration(d).to_string(),
+    }
 }

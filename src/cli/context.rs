@@ -115,6 +115,24 @@ impl Context {
         .read()?)
     }
 
+    /// The authority token's PIN for `authority` commands: `--authority-pin-file` or
+    /// `KEYWARD_AUTHORITY_PIN` when given (as for `enroll --authority`), else `--pin-file` /
+    /// `KEYWARD_PIN` / the prompt, named as the authority's.
+    pub fn authority_command_pin(&self) -> Result<SecretString, Error> {
+        if self.args.authority_pin_file.is_some()
+            || std::env::var_os("KEYWARD_AUTHORITY_PIN").is_some()
+        {
+            return self.authority_pin();
+        }
+        Ok(SecretSource::new(
+            "authority token PIN",
+            "--pin-file",
+            self.args.pin_file.clone(),
+            "KEYWARD_PIN",
+        )
+        .read()?)
+    }
+
     /// A new password only when one was given by file or environment (never prompted).
     pub fn new_password_if_given(&self, keyset: &str) -> Result<Option<SecretString>, Error> {
         if self.args.new_pin_file.is_some() || std::env::var_os("KEYWARD_NEW_PIN").is_some() {

@@ -1,6 +1,6 @@
 //! `keyward keyset …`: a user's own keys.
 
-use super::output::{out, outln};
+use super::output::{out, outln, refuse_same_file};
 use std::io::IsTerminal;
 
 use secrecy::ExposeSecret;
@@ -256,6 +256,7 @@ fn make_csr(ctx: &mut Context, a: CsrArgs) -> Result<(), Error> {
 
 fn sign(ctx: &mut Context, a: SignArgs) -> Result<(), Error> {
     let record = record(ctx, &a.name)?;
+    refuse_same_file(&a.file, &a.output)?;
     let mut file = std::fs::File::open(&a.file).map_err(|e| io("read", &a.file, &e))?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
@@ -290,9 +291,9 @@ fn verify(ctx: &mut Context, a: VerifyArgs) -> Result<(), Error> {
 fn cert(ctx: &mut Context, name: &str, encryption: bool) -> Result<(), Error> {
     let record = record(ctx, name)?;
     let not_enrolled = || {
-        Error::Usage(format!(
+        Error::from(keyset::KeysetError::Unsupported(format!(
             "keyset {name:?} has no certificates; enroll it with `keyward enroll` first"
-        ))
+        )))
     };
     let e = record.enrollment.as_ref().ok_or_else(not_enrolled)?;
     let pem = if encryption {
@@ -355,15 +356,21 @@ fn remove(ctx: &mut Context, a: RemoveArgs) -> Result<(), Error> {
     let home = ctx.home()?;
     let record = record(ctx, &a.name)?;
     if !a.destroy_keys {
+        let what = if record.enrollment.is_some() {
+            "forgets keyset {name} and its certificates (no command brings the entry back; the keys stay on the token)"
+        } else {
+            "forgets keyset {name} (no command brings the entry back; the keys stay on the token)"
+        };
+        confirm(&a, what)?;
         keyset::remove(None, &home, &a.name, None)?;
         outln!(
             "removed keyset {:?} from the registry; its keys stay on token {:?}",
-            a.name,
+            record.name,
             record.token_label
         );
         return Ok(());
     }
-    confirm_destroy(&a)?;
+    confirm(&a, "destroys the keys of keyset {name} for good")?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
     let n = keyset::remove(
@@ -374,26 +381,25 @@ fn remove(ctx: &mut Context, a: RemoveArgs) -> Result<(), Error> {
     )?;
     outln!(
         "removed keyset {:?} and destroyed {n} objects on token {:?}",
-        a.name,
+        record.name,
         record.token_label
     );
     Ok(())
 }
 
-fn confirm_destroy(a: &RemoveArgs) -> Result<(), Error> {
+/// Asks to type the keyset's name unless `--yes`; `what` says what removing does (`{name}`
+/// stands for the quoted name).
+fn confirm(a: &RemoveArgs, what: &str) -> Result<(), Error> {
     if a.yes {
         return Ok(());
     }
+    let what = what.replace("{name}", &format!("{:?}", a.name));
     if !std::io::stdin().is_terminal() {
-        return Err(Error::Usage(
-            "destroying keys needs confirmation: pass --yes (there is no terminal to ask on)"
-                .into(),
-        ));
+        return Err(Error::Usage(format!(
+            "this {what}: pass --yes to confirm (there is no terminal to ask on); nothing was changed"
+        )));
     }
-    eprint!(
-        "This destroys the keys of keyset {:?} for good. Type its name to confirm: ",
-        a.name
-    );
+    eprint!("This {what}. Type the keyset's name to confirm: ");
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)

@@ -4,11 +4,11 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::args::{ReadArgs, SendArgs};
-use super::output::print_json;
+use super::output::{print_json, refuse_same_file};
 use super::Context;
 use crate::authority::x509;
 use crate::error::Error;
-use crate::keyset::registry::write_atomic;
+use crate::keyset::registry::{write_atomic, KeysetState};
 use crate::keyset::{KeysetError, KeysetRecord, Registry};
 use crate::message::cms::KeyTransport;
 use crate::message::send::current_encryption_cert;
@@ -51,6 +51,32 @@ fn enrolled(registry: &Registry, name: &str) -> Result<KeysetRecord, Error> {
     Ok(registry.get(name).map_err(KeysetError::from)?.clone())
 }
 
+/// A retired keyset's certificates were revoked when its user was recovered and re-enrolled:
+/// it still reads old mail, but nothing new is signed with it or encrypted to it.
+fn refuse_retired(registry: &Registry, r: &KeysetRecord, verb: &str) -> Result<(), Error> {
+    if r.state != KeysetState::Retired {
+        return Ok(());
+    }
+    let user = r.enrollment.as_ref().map(|e| e.user.as_str());
+    let successors: Vec<String> = registry
+        .keysets()
+        .iter()
+        .filter(|k| {
+            k.state == KeysetState::Active && k.enrollment.as_ref().map(|e| e.user.as_str()) == user
+        })
+        .map(|k| format!("{:?}", k.name))
+        .collect();
+    let instead = match successors.as_slice() {
+        [] => String::new(),
+        names => format!("; use {} instead", names.join(" or ")),
+    };
+    Err(KeysetError::Unsupported(format!(
+        "keyset {:?} is retired (its certificates were revoked when it was replaced); it can still read old mail, but keyward will not {verb} it{instead}",
+        r.name
+    ))
+    .into())
+}
+
 /// A recipient: a certificate file, else a keyset known here.
 fn recipient(registry: &Registry, spec: &str) -> Result<(String, x509_cert::Certificate), Error> {
     let path = Path::new(spec);
@@ -71,7 +97,10 @@ fn recipient(registry: &Registry, spec: &str) -> Result<(String, x509_cert::Cert
         return Ok((spec.to_string(), cert));
     }
     match registry.get(spec) {
-        Ok(r) => Ok((spec.to_string(), current_encryption_cert(r)?)),
+        Ok(r) => {
+            refuse_retired(registry, r, "encrypt to")?;
+            Ok((spec.to_string(), current_encryption_cert(r)?))
+        }
         Err(_) => Err(Error::Usage(format!(
             "recipient {spec:?} is neither a certificate file nor a keyset known here"
         ))),
@@ -82,10 +111,14 @@ fn recipient(registry: &Registry, spec: &str) -> Result<(String, x509_cert::Cert
 pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
     let registry = Registry::load(&ctx.home()?).map_err(KeysetError::from)?;
     let record = enrolled(&registry, &a.keyset)?;
+    refuse_retired(&registry, &record, "send with")?;
     let recipients =
         a.to.iter()
             .map(|spec| recipient(&registry, spec))
             .collect::<Result<Vec<_>, _>>()?;
+    if let (Some(i), Some(o)) = (&a.input, &a.output) {
+        refuse_same_file(i, o)?;
+    }
     let content = read_input(a.input.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
@@ -148,6 +181,9 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
         return Err(Error::Usage(
             "with --json, pass -o OUTPUT for the content (standard output carries the JSON)".into(),
         ));
+    }
+    if let (Some(i), Some(o)) = (&a.input, &a.output) {
+        refuse_same_file(i, o)?;
     }
     let input = read_input(a.input.as_deref())?;
     let password = ctx.password(&record.name)?;

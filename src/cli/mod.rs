@@ -22,7 +22,21 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            use clap::error::ErrorKind;
+            let help = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if help {
+                let _ = e.print();
+            } else {
+                eprintln!(
+                    "keyward: error: {}",
+                    one_line_usage_error(&e.render().to_string())
+                );
+            }
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
@@ -38,6 +52,25 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// clap's usage error (`error: …`, indented details, `Usage: …`, a `--help` hint) as the one
+/// line every keyward error is: the message and its details, then the usage.
+fn one_line_usage_error(rendered: &str) -> String {
+    let mut message = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if !line.starts_with("For more information") {
+            message.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let mut out = message.join(" ");
+    if let Some(u) = usage {
+        out.push_str(&format!(" (usage: {u}; see --help)"));
+    }
+    out
 }
 
 fn run(ctx: &mut Context, command: Command) -> Result<(), Error> {

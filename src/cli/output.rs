@@ -30,6 +30,7 @@ pub(crate) use {out, outln};
 
 use serde::Serialize;
 
+use crate::error::Error;
 use crate::token::{PinState, SlotEntry, TokenSummary};
 
 /// Prints a JSON value on one line.
@@ -151,4 +152,20 @@ fn pin_state(p: &PinState, initialized: bool) -> String {
         s.push("to be changed");
     }
     s.join(", ")
+}
+
+/// Refuses an output path that names the input file (`-o` onto the file being signed or read
+/// would destroy it): the same file by device and inode, so links and `./x` vs `x` count.
+pub fn refuse_same_file(input: &std::path::Path, output: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(i), Ok(o)) = (std::fs::metadata(input), std::fs::metadata(output)) else {
+        return Ok(()); // the output does not exist yet (or the input will fail to open)
+    };
+    if (i.dev(), i.ino()) == (o.dev(), o.ino()) {
+        return Err(Error::Usage(format!(
+            "-o {} is the input file itself; writing there would destroy it: choose another output",
+            output.display()
+        )));
+    }
+    Ok(())
 }

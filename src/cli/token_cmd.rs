@@ -46,6 +46,18 @@ fn init(ctx: &mut Context, args: InitArgs) -> Result<(), Error> {
             }
         }
     };
+    // Two tokens with one label make every `--token LABEL` ambiguous afterwards.
+    if let Some(other) = token::list_tokens(ctx.module()?)?.into_iter().find(|t| {
+        t.summary().initialized && t.label() == args.label && t.serial() != target.serial()
+    }) {
+        return Err(Error::Usage(format!(
+            "token {:?} (serial {}) already has the label {:?}: choose another label, or every `--token {}` would be ambiguous; nothing was changed",
+            other.label(),
+            other.serial(),
+            args.label,
+            args.label
+        )));
+    }
     if target.summary().initialized && !args.force {
         return Err(token::TokenError::AlreadyInitialized {
             label: target.label().to_string(),

@@ -636,7 +636,7 @@ fn registry_keysets_of(registry: &Registry, user: &str, ca: &str, except: &str) 
         .keysets()
         .iter()
         .filter(|k| {
-            k.name != except
+            k.name.to_lowercase() != except.to_lowercase()
                 && k.state == KeysetState::Active
                 && k.enrollment
                     .as_ref()

@@ -306,23 +306,25 @@ impl Registry {
         &self.file.keysets
     }
 
-    /// The keyset called `name`.
+    /// The keyset called `name` (compared ignoring case, as names are unique that way).
     pub fn get(&self, name: &str) -> Result<&KeysetRecord, RegistryError> {
-        self.file
-            .keysets
-            .iter()
-            .find(|k| k.name == name)
-            .ok_or_else(|| self.not_found(name))
+        let i = self.position(name).ok_or_else(|| self.not_found(name))?;
+        Ok(&self.file.keysets[i])
     }
 
     /// The keyset called `name`, for changing it.
     pub fn get_mut(&mut self, name: &str) -> Result<&mut KeysetRecord, RegistryError> {
-        let err = self.not_found(name);
-        self.file
-            .keysets
-            .iter_mut()
-            .find(|k| k.name == name)
-            .ok_or(err)
+        let i = self.position(name).ok_or_else(|| self.not_found(name))?;
+        Ok(&mut self.file.keysets[i])
+    }
+
+    /// Where the keyset called `name` is: the exact name, else the one equal ignoring case.
+    fn position(&self, name: &str) -> Option<usize> {
+        let keysets = &self.file.keysets;
+        keysets.iter().position(|k| k.name == name).or_else(|| {
+            let wanted = name.to_lowercase();
+            keysets.iter().position(|k| k.name.to_lowercase() == wanted)
+        })
     }
 
     /// Fails when a keyset with this name (ignoring case) or this derived label exists.
@@ -349,12 +351,7 @@ impl Registry {
 
     /// Removes a keyset and returns it.
     pub fn remove(&mut self, name: &str) -> Result<KeysetRecord, RegistryError> {
-        let pos = self
-            .file
-            .keysets
-            .iter()
-            .position(|k| k.name == name)
-            .ok_or_else(|| self.not_found(name))?;
+        let pos = self.position(name).ok_or_else(|| self.not_found(name))?;
         Ok(self.file.keysets.remove(pos))
     }
 
@@ -364,7 +361,9 @@ impl Registry {
             .keysets
             .iter()
             .filter(|k| {
-                k.token_serial == serial && k.name != except && k.state != KeysetState::Retired
+                k.token_serial == serial
+                    && k.name.to_lowercase() != except.to_lowercase()
+                    && k.state != KeysetState::Retired
             })
             .collect()
     }
@@ -536,6 +535,8 @@ mod tests {
     fn names_are_unique_ignoring_case() {
         let mut reg = Registry::load(tempfile::tempdir().unwrap().path()).unwrap();
         reg.add(record("Alice")).unwrap();
+        assert_eq!(reg.get("ALICE").unwrap().name, "Alice");
+        assert_eq!(reg.get_mut("alice").unwrap().name, "Alice");
         assert!(matches!(
             reg.add(record("alice")),
             Err(RegistryError::Exists { .. })
