@@ -285,12 +285,16 @@ fn temporary_keys_expire_lock_after_five_wrong_tries_and_work_only_once() {
     assert!(!bed.path("erin.reply").exists());
     assert_eq!(bed.state_file("users.toml"), users);
     let log = log_grew(&bed, &log, 1);
-    let erin_key2 = bed
-        .authority("recover", &["erin"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let recovered = bed.authority("recover", &["erin"]).ok();
+    // The operator is told the first key (never used) is void now.
+    assert!(
+        recovered
+            .stderr
+            .contains("replaces the unused temporary key issued"),
+        "{}",
+        recovered.stderr
+    );
+    let erin_key2 = recovered.stdout.trim().to_string();
     assert_eq!(bed.user("erin")["state"], "pending");
     bed.process("erin.req", "erin.reply")
         .fails(1, "wrong temporary key");

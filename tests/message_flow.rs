@@ -526,13 +526,22 @@ fn after_recovery_and_re_enrollment_the_old_message_opens_with_an_archived_key()
     // Bob forgets his password: recovery, his card re-initialised, a new keyset name.
     let temp_key = bed.authority("recover", &["bob"]).ok().stdout;
     let new_pin = "bob-new-pin-2";
-    bed.run_env(
-        &[
-            "token", "init", "--token", BOB_CARD, "--label", BOB_CARD, "--force",
-        ],
-        &[("KEYWARD_SO_PIN", SO_PIN), ("KEYWARD_NEW_PIN", new_pin)],
-    )
-    .ok();
+    let wiped = bed
+        .run_env(
+            &[
+                "token", "init", "--token", BOB_CARD, "--label", BOB_CARD, "--force",
+            ],
+            &[("KEYWARD_SO_PIN", SO_PIN), ("KEYWARD_NEW_PIN", new_pin)],
+        )
+        .ok();
+    // The admin is told which registered keysets lost their keys.
+    assert!(
+        wiped
+            .stderr
+            .contains(&format!("keyset(s) \"{BOB}\" were on this token")),
+        "{}",
+        wiped.stderr
+    );
     let recovered = "Bob 2026 (recovered)";
     let new_pin_env = [("KEYWARD_PIN", new_pin)];
     bed.enroll_local(

@@ -113,19 +113,28 @@ pub fn recover(
         )?;
         return Ok(key);
     }
+    let replaced = unused_key_issued(user);
     let revoked = revoke_certs(user, reason);
     let key = TempKey::generate()?;
     user.temp_key = Some(TempKeyRecord::new(&key, SystemTime::now(), lifetime)?);
     user.state = UserState::Recovering;
     a.save_users()?;
-    a.audit(
-        "operator",
-        "recover",
-        name,
-        "ok",
-        &format!("{revoked} certificates revoked ({reason}); new temporary key issued"),
-    )?;
+    let mut detail = format!("{revoked} certificates revoked ({reason}); new temporary key issued");
+    if let Some(issued) = replaced {
+        detail.push_str(&format!(
+            "; it replaces the unused one issued {issued}, which no longer works"
+        ));
+    }
+    a.audit("operator", "recover", name, "ok", &detail)?;
     Ok(key)
+}
+
+/// When the user holds a temporary key not used yet, when it was issued.
+pub fn unused_key_issued(user: &super::state::UserRecord) -> Option<String> {
+    user.temp_key
+        .as_ref()
+        .filter(|t| !t.spent)
+        .map(|t| t.issued.clone())
 }
 
 /// Revokes the user and all their current certificates; any temporary key is cancelled.

@@ -149,6 +149,11 @@ fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
 
 fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
     let life = lifetime(&a.expires)?;
+    let replaced = AuthorityDir::open_read(&a.dir).ok().and_then(|d| {
+        d.user(&a.user)
+            .ok()
+            .and_then(authority::users::unused_key_issued)
+    });
     let key = authority::users::recover(&a.dir, &a.user, reason(&a.reason)?, life)?;
     let pending = AuthorityDir::open_read(&a.dir)
         .ok()
@@ -166,6 +171,11 @@ fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
         )
     };
     print_temp_key(ctx, &a.user, &key, life, &what);
+    if let Some(issued) = replaced {
+        eprintln!(
+            "note: this replaces the unused temporary key issued {issued}; that one no longer works"
+        );
+    }
     Ok(())
 }
 

@@ -89,7 +89,33 @@ fn init(ctx: &mut Context, args: InitArgs) -> Result<(), Error> {
         fresh.summary(),
         ctx.json(),
     );
+    if target.summary().initialized {
+        warn_about_wiped_keysets(ctx, target.serial());
+    }
     Ok(())
+}
+
+/// After a token was wiped: names the registered keysets whose keys were on it (their entries
+/// stay, for the archive and to read old mail once re-enrolled; local ones are now useless).
+fn warn_about_wiped_keysets(ctx: &Context, serial: &str) {
+    let Some(registry) = ctx
+        .home()
+        .ok()
+        .and_then(|h| crate::keyset::Registry::load(&h).ok())
+    else {
+        return; // no readable registry here: nothing to say
+    };
+    let wiped: Vec<String> = registry
+        .sharing_token(serial, "")
+        .iter()
+        .map(|k| format!("{:?}", k.name))
+        .collect();
+    if !wiped.is_empty() {
+        eprintln!(
+            "note: the keys of keyset(s) {} were on this token and are gone; re-enroll (after `keyward authority recover`), or `keyward keyset remove` the ones you no longer need",
+            wiped.join(", ")
+        );
+    }
 }
 
 fn change_pin(ctx: &mut Context, arg: &str) -> Result<(), Error> {
