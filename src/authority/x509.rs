@@ -653,8 +653,9 @@ fn fmt_system_time(t: SystemTime) -> String {
     }
 }
 
-/// UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5), whole seconds.
-fn to_time(t: SystemTime) -> Result<Time, X509Error> {
+/// UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5, and RFC 5652 11.3 for
+/// CMS signingTime), whole seconds.
+pub fn to_time(t: SystemTime) -> Result<Time, X509Error> {
     let invalid = || X509Error::InvalidTime(fmt_system_time(t));
     let d = t.duration_since(UNIX_EPOCH).map_err(|_| invalid())?;
     let dt =

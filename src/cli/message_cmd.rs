@@ -22,7 +22,11 @@ fn io(action: &'static str, path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-fn read_input(input: Option<&Path>) -> Result<Vec<u8>, Error> {
+/// Reads the input file (or standard input), refusing an output that is the input itself.
+fn read_input(input: Option<&Path>, output: Option<&Path>) -> Result<Vec<u8>, Error> {
+    if let (Some(i), Some(o)) = (input, output) {
+        refuse_same_file(i, o)?;
+    }
     match input {
         Some(p) => std::fs::read(p).map_err(|e| io("read", p, e)),
         None => {
@@ -116,10 +120,7 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
         a.to.iter()
             .map(|spec| recipient(&registry, spec))
             .collect::<Result<Vec<_>, _>>()?;
-    if let (Some(i), Some(o)) = (&a.input, &a.output) {
-        refuse_same_file(i, o)?;
-    }
-    let content = read_input(a.input.as_deref())?;
+    let content = read_input(a.input.as_deref(), a.output.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
     let msg = message::send(
@@ -182,10 +183,7 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
             "with --json, pass -o OUTPUT for the content (standard output carries the JSON)".into(),
         ));
     }
-    if let (Some(i), Some(o)) = (&a.input, &a.output) {
-        refuse_same_file(i, o)?;
-    }
-    let input = read_input(a.input.as_deref())?;
+    let input = read_input(a.input.as_deref(), a.output.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
     let done = message::read(

@@ -24,7 +24,7 @@
 //! -stream` writes); output is DER.
 
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockCipher, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
@@ -37,9 +37,9 @@ use cms::enveloped_data::{
 use cms::signed_data::{
     CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
 };
-use der::asn1::{GeneralizedTime, ObjectIdentifier, OctetString, SetOfVec, UtcTime};
+use der::asn1::{ObjectIdentifier, OctetString, SetOfVec};
 use der::oid::db::{rfc5911, rfc5912};
-use der::{Any, DateTime, Decode, Encode, Tag, Tagged};
+use der::{Any, Decode, Encode, Tag, Tagged};
 use sha2::{Digest, Sha256};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::attr::{Attribute, Attributes};
@@ -994,19 +994,9 @@ fn content_info<T: Encode>(
     .map_err(enc(what))
 }
 
-/// UTCTime through 2049, GeneralizedTime from 2050 (RFC 5652 11.3), whole seconds.
+/// The signingTime as X.509 writes times (UTCTime through 2049, GeneralizedTime after).
 fn to_time(t: SystemTime) -> Result<Time, CmsError> {
-    let invalid = || CmsError::InvalidTime(format!("{t:?}"));
-    let d = t.duration_since(UNIX_EPOCH).map_err(|_| invalid())?;
-    let dt =
-        DateTime::from_unix_duration(Duration::from_secs(d.as_secs())).map_err(|_| invalid())?;
-    if dt.year() <= UtcTime::MAX_YEAR {
-        Ok(Time::UtcTime(
-            UtcTime::from_date_time(dt).map_err(|_| invalid())?,
-        ))
-    } else {
-        Ok(Time::GeneralTime(GeneralizedTime::from_date_time(dt)))
-    }
+    crate::authority::x509::to_time(t).map_err(|_| CmsError::InvalidTime(format!("{t:?}")))
 }
 
 fn strip_zeros(bytes: &[u8]) -> &[u8] {
@@ -1383,6 +1373,7 @@ pub(crate) mod test_pki {
     use std::process::{Command, Stdio};
     use std::str::FromStr;
     use std::sync::OnceLock;
+    use std::time::Duration;
     use x509_cert::name::Name;
 
     /// User names; user 0 (alice) signs, the others receive.
@@ -1667,6 +1658,7 @@ mod tests {
     use crate::message::smime;
     use rsa::pkcs8::EncodePublicKey;
     use std::time::Instant;
+    use std::time::{Duration, UNIX_EPOCH};
 
     const MSG: &[u8] = b"Hello Bob,\nthe meeting moved to 10:00.\n\x00\xff binary tail\r\nend";
 

@@ -65,3 +65,13 @@ pub fn describe(cert: &x509_cert::Certificate) -> String {
         None => cn,
     }
 }
+
+/// A keyset's enrollment, which sending and reading need (its certificates and keys).
+pub(crate) fn enrollment_of(
+    record: &crate::keyset::KeysetRecord,
+) -> Result<&crate::keyset::registry::Enrollment, MessageError> {
+    record
+        .enrollment
+        .as_ref()
+        .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))
+}

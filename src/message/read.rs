@@ -9,7 +9,7 @@ use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
 use super::cms::{self, KeyTransport};
-use super::{describe, smime, MessageError};
+use super::{describe, enrollment_of, smime, MessageError};
 use crate::authority::x509;
 use crate::keyset::ops::unhex_id;
 use crate::keyset::{KeysetRecord, KeysetSession};
@@ -56,10 +56,7 @@ pub fn read(
     o: ReadOptions<'_>,
 ) -> Result<ReadOutcome, MessageError> {
     let record = o.keyset;
-    let enrollment = record
-        .enrollment
-        .as_ref()
-        .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
+    let enrollment = enrollment_of(record)?;
     let der = smime::read_any(input)?;
     let slots = cms::recipients(&der)?;
     let mut certs = Vec::new();

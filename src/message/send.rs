@@ -8,7 +8,7 @@ use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
 use super::cms::{self, ContentSigner, InnerType, KeyTransport, Recipient};
-use super::{describe, smime, MessageError};
+use super::{describe, enrollment_of, smime, MessageError};
 use crate::authority::x509;
 use crate::keyset::{KeysetRecord, KeysetSession, PublicKey};
 use crate::token::{LoginPolicy, Module};
@@ -55,10 +55,7 @@ impl ContentSigner for TokenSigner<'_> {
 
 /// The keyset's current encryption certificate.
 pub fn current_encryption_cert(record: &KeysetRecord) -> Result<Certificate, MessageError> {
-    let e = record
-        .enrollment
-        .as_ref()
-        .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
+    let e = enrollment_of(record)?;
     let key = e
         .encryption_keys
         .iter()
@@ -107,10 +104,7 @@ pub fn check_recipient(who: &str, cert: &Certificate) -> Result<(), MessageError
 /// Signs `content` on the sender's token and encrypts it to the recipients and the sender.
 pub fn send(module: &Module, content: &[u8], o: SendOptions<'_>) -> Result<Vec<u8>, MessageError> {
     let record = o.keyset;
-    let enrollment = record
-        .enrollment
-        .as_ref()
-        .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
+    let enrollment = enrollment_of(record)?;
     let signing_pem = enrollment
         .signing_certificate
         .as_deref()

@@ -145,18 +145,8 @@ impl TokenSession {
         exponent: &[u8],
     ) -> Result<ObjectRef, TokenError> {
         let label = format!("{private_label} (public)");
-        let mut template = template::public_key(
-            KeyType::RSA,
-            Storage::on_token(id, &label),
-            Usage::ENCRYPT_WRAP,
-        );
-        template.extend([
-            Attribute::Modulus(modulus.to_vec()),
-            Attribute::PublicExponent(exponent.to_vec()),
-        ]);
-        self.session
-            .create_object(&template)
-            .map(ObjectRef)
+        let storage = Storage::on_token(id, &label);
+        self.create_rsa_public(storage, Usage::ENCRYPT_WRAP, modulus, exponent)
             .map_err(|e| self.op_error(e, "putting back a public key"))
     }
 
@@ -231,15 +221,8 @@ impl TokenSession {
         modulus: &[u8],
         exponent: &[u8],
     ) -> Result<ObjectRef, TokenError> {
-        let mut template =
-            template::public_key(KeyType::RSA, Storage::session_only(), Usage::ENCRYPT_WRAP);
-        template.extend([
-            Attribute::Modulus(modulus.to_vec()),
-            Attribute::PublicExponent(exponent.to_vec()),
-        ]);
-        self.session
-            .create_object(&template)
-            .map(ObjectRef)
+        let storage = Storage::session_only();
+        self.create_rsa_public(storage, Usage::ENCRYPT_WRAP, modulus, exponent)
             .map_err(|e| self.op_error(e, "importing a public key"))
     }
 
@@ -251,22 +234,28 @@ impl TokenSession {
         modulus: &[u8],
         exponent: &[u8],
     ) -> Result<ObjectRef, TokenError> {
-        let mut template = template::public_key(
-            KeyType::RSA,
-            Storage::on_token(id, label),
-            Usage {
-                encrypt: true,
-                ..Usage::default()
-            },
-        );
+        let encrypt = Usage {
+            encrypt: true,
+            ..Usage::default()
+        };
+        self.create_rsa_public(Storage::on_token(id, label), encrypt, modulus, exponent)
+            .map_err(|e| self.op_error(e, "storing a public key"))
+    }
+
+    /// Creates an RSA public-key object from its modulus and exponent.
+    fn create_rsa_public(
+        &self,
+        storage: Storage<'_>,
+        usage: Usage,
+        modulus: &[u8],
+        exponent: &[u8],
+    ) -> Result<ObjectRef, cryptoki::error::Error> {
+        let mut template = template::public_key(KeyType::RSA, storage, usage);
         template.extend([
             Attribute::Modulus(modulus.to_vec()),
             Attribute::PublicExponent(exponent.to_vec()),
         ]);
-        self.session
-            .create_object(&template)
-            .map(ObjectRef)
-            .map_err(|e| self.op_error(e, "storing a public key"))
+        self.session.create_object(&template).map(ObjectRef)
     }
 
     /// Stores an X.509 certificate with the `CKA_ID` of its key.
