@@ -22,7 +22,7 @@ use secrecy::SecretString;
 
 use keyward::token::{
     free_token, init_token, InitSecrets, KeyRef, KeySpec, KeyTemplate, LoginPolicy, Module,
-    PinRole, SignInput, Token, TokenSession,
+    PinRole, Token, TokenSession,
 };
 
 const LABEL: &str = "keyward-bench";
@@ -325,7 +325,7 @@ fn adapter_sign(module: &Module, s: &mut (TokenSession, KeyRef), pin: &SecretStr
     let mut reader: &[u8] = MESSAGE;
     let (session, key) = s;
     session
-        .sign(module, key, SignInput::Message(&mut reader), pin)
+        .sign(module, key, &mut reader, pin)
         .expect("adapter sign")
 }
 

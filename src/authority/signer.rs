@@ -5,7 +5,7 @@ use spki::AlgorithmIdentifierOwned;
 
 use super::x509::TbsSigner;
 use crate::keyset::pubkey::SHA256_WITH_RSA;
-use crate::token::{KeyRef, Module, SignInput, TokenSession};
+use crate::token::{KeyRef, Module, TokenSession};
 
 /// The CA key on a logged-in session, as an X.509 signer (RSA PKCS#1 v1.5 with SHA-256).
 pub struct CaSigner<'a> {
@@ -30,12 +30,7 @@ impl TbsSigner for CaSigner<'_> {
     fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, String> {
         let mut reader = tbs_der;
         self.session
-            .sign(
-                self.module,
-                &self.key,
-                SignInput::Message(&mut reader),
-                self.pin,
-            )
+            .sign(self.module, &self.key, &mut reader, self.pin)
             .map_err(|e| e.to_string())
     }
 }

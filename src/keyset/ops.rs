@@ -10,9 +10,7 @@ use super::pubkey::ecdsa_raw_to_der;
 use super::registry::{KeyAlgorithm, KeysetRecord, Registry};
 use super::{Hardening, KeysetError};
 use crate::token::keys::hex;
-use crate::token::{
-    list_tokens, KeyRef, LoginPolicy, Module, PinRole, SignInput, Token, TokenSession,
-};
+use crate::token::{list_tokens, KeyRef, LoginPolicy, Module, PinRole, Token, TokenSession};
 
 /// The keyset's token, checked by label and serial (a swapped card is refused).
 pub fn keyset_token(module: &Module, record: &KeysetRecord) -> Result<Token, KeysetError> {
@@ -110,9 +108,7 @@ impl KeysetSession {
     ) -> Result<Vec<u8>, KeysetError> {
         let key = self.signing_key(record)?;
         let pin = self.pin.clone();
-        let raw = self
-            .session
-            .sign(module, &key, SignInput::Message(data), &pin)?;
+        let raw = self.session.sign(module, &key, data, &pin)?;
         match record.key_type {
             KeyAlgorithm::P256 => Ok(ecdsa_raw_to_der(&raw)?),
             _ => Ok(raw),

@@ -283,11 +283,11 @@ impl TokenSession {
         &mut self,
         module: &Module,
         key: &KeyRef,
-        input: SignInput<'_>,
+        data: &mut dyn Read,
         pin: &SecretString,
     ) -> Result<Vec<u8>, TokenError> {
-        let digest = input.sha256()?;
-        let (mechanism, data) = match key.key_type {
+        let digest = sha256_of(data)?;
+        let (mechanism, to_sign) = match key.key_type {
             KeyKind::Rsa => (Mechanism::RsaPkcs, sha256_digest_info(&digest)),
             KeyKind::Ec => (Mechanism::Ecdsa, digest.to_vec()),
         };
@@ -297,12 +297,12 @@ impl TokenSession {
                 SinglePart::Sign,
                 &mechanism,
                 key,
-                &data,
+                &to_sign,
                 pin,
             );
         }
         self.session
-            .sign(&mechanism, key.handle, &data)
+            .sign(&mechanism, key.handle, &to_sign)
             .map_err(|e| self.op_error(e, "signing"))
     }
 
@@ -385,32 +385,14 @@ impl TokenSession {
     }
 }
 
-/// What [`TokenSession::sign`] signs.
-pub enum SignInput<'a> {
-    /// The whole message (hashed with SHA-256 here, streamed).
-    Message(&'a mut dyn Read),
-    /// A SHA-256 digest computed by the caller.
-    Digest(&'a [u8]),
-}
-
-impl SignInput<'_> {
-    /// The SHA-256 digest to sign.
-    fn sha256(self) -> Result<[u8; 32], TokenError> {
-        match self {
-            SignInput::Message(reader) => {
-                let mut hasher = Sha256::new();
-                std::io::copy(reader, &mut hasher).map_err(|e| TokenError::Wrapper {
-                    what: "reading the data to sign".to_string(),
-                    reason: e.to_string(),
-                })?;
-                Ok(hasher.finalize().into())
-            }
-            SignInput::Digest(d) => d.try_into().map_err(|_| TokenError::Wrapper {
-                what: "signing".to_string(),
-                reason: format!("internal: a SHA-256 digest has 32 bytes, not {}", d.len()),
-            }),
-        }
-    }
+/// The SHA-256 digest of everything `data` yields, read in pieces.
+fn sha256_of(data: &mut dyn Read) -> Result<[u8; 32], TokenError> {
+    let mut hasher = Sha256::new();
+    std::io::copy(data, &mut hasher).map_err(|e| TokenError::Wrapper {
+        what: "reading the data to sign".to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(hasher.finalize().into())
 }
 
 /// The DER prefix of a PKCS#1 v1.5 DigestInfo for SHA-256 (RFC 8017 §9.2, note 1).

@@ -16,7 +16,7 @@ pub use error::{CallFailure, PinRole, TokenError, TriesLeft};
 pub use info::{
     find_token, list_slots, list_tokens, token_in_slot, PinState, SlotEntry, Token, TokenSummary,
 };
-pub use keys::{KeyAttributes, KeyKind, KeyRef, KeySpec, KeyTemplate, RawPublicKey, SignInput};
+pub use keys::{KeyAttributes, KeyKind, KeyRef, KeySpec, KeyTemplate, RawPublicKey};
 pub use module::{Module, DEFAULT_MODULE_PATHS};
 pub use session::{LoginPolicy, TokenSession};
 pub use uri::{ObjectKind, Pkcs11Uri, UriError};
