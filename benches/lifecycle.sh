@@ -4,13 +4,13 @@
 # and `authority process` per request. Prints one line per measurement (median of N runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash softhsm/setup.sh
+bash testbeds/setup.sh
 cargo build --quiet --release --locked --bin keyward
 K=$PWD/target/release/keyward
 N=${N:-7}
 work=$(mktemp -d -t keyward-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-eval "$(bash softhsm/testbed.sh "$work")"
+eval "$(bash testbeds/testbed.sh "$work")"
 export SOFTHSM2_CONF KEYWARD_HOME KEYWARD_SO_PIN=so-pin-1 KEYWARD_PIN=user-pin-1 KEYWARD_AUTHORITY_PIN=user-pin-1
 cd "$work"
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }

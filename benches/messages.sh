@@ -15,7 +15,7 @@
 #   bash benches/messages.sh            # RUNS=20 WARMUP=3 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KEYWARD_EXTRA_PACKAGES="hyperfine ${KEYWARD_EXTRA_PACKAGES:-}" bash softhsm/setup.sh
+KEYWARD_EXTRA_PACKAGES="hyperfine ${KEYWARD_EXTRA_PACKAGES:-}" bash testbeds/setup.sh
 cargo build --quiet --release --locked --bin keyward
 kw=$PWD/target/release/keyward
 RUNS=${RUNS:-20}
@@ -30,7 +30,7 @@ done
 
 work=$(mktemp -d -t keyward-bench-messages.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-eval "$(bash softhsm/testbed.sh "$work")"
+eval "$(bash testbeds/testbed.sh "$work")"
 export SOFTHSM2_CONF KEYWARD_HOME PKCS11_MODULE_PATH=$module
 export KEYWARD_SO_PIN=bench-so-pin KEYWARD_PIN=bench-user-pin KEYWARD_AUTHORITY_PIN=bench-user-pin
 cd "$work"

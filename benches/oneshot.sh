@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-KEYWARD_EXTRA_PACKAGES="hyperfine python3 ${KEYWARD_EXTRA_PACKAGES:-}" bash softhsm/setup.sh
+KEYWARD_EXTRA_PACKAGES="hyperfine python3 ${KEYWARD_EXTRA_PACKAGES:-}" bash testbeds/setup.sh
 cargo build --release --locked --bin keyward --example oneshot_raw
 kw=$root/target/release/keyward
 raw=$root/target/release/examples/oneshot_raw
@@ -39,7 +39,7 @@ fi
 
 dir=$(mktemp -d -t keyward-oneshot.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-eval "$(bash softhsm/testbed.sh "$dir")"
+eval "$(bash testbeds/testbed.sh "$dir")"
 export KEYWARD_PIN=12345678 KEYWARD_NEW_PIN=12345678 KEYWARD_SO_PIN=87654321
 label=oneshot
 name="oneshot bench"
@@ -171,5 +171,5 @@ echo
 cat "$results"
 if [[ -n ${ONESHOT_KEEP:-} ]]; then
     trap - EXIT
-    echo "token kept in $dir: eval \"\$(bash softhsm/testbed.sh $dir)\"" >&2
+    echo "token kept in $dir: eval \"\$(bash testbeds/testbed.sh $dir)\"" >&2
 fi

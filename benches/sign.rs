@@ -43,7 +43,7 @@ fn main() -> Result<(), Fail> {
     let tokens = dir.path().join("tokens");
     std::fs::create_dir_all(&tokens)?;
     let template = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("softhsm/softhsm2.conf.in"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testbeds/softhsm2.conf.in"),
     )?;
     let conf = dir.path().join("softhsm2.conf");
     std::fs::write(

@@ -969,7 +969,7 @@ fn shape_diff(now: &State, after: &Shape) -> String {
 }
 
 /// Appends a sweep's summary line to `target/tmp/fault-sweep.txt`, which
-/// `softhsm/test-all.sh` prints after the tests (cargo test shows a passing test's output only
+/// `testbeds/test-all.sh` prints after the tests (cargo test shows a passing test's output only
 /// with --nocapture). One short O_APPEND write per line: parallel sweeps do not interleave.
 fn record_summary(line: &str) {
     use std::io::Write;

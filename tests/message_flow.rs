@@ -221,7 +221,7 @@ fn openssl_engine(bed: &TestBed, cmd: &str) -> Run {
         .any(|arch| Path::new(&format!("/usr/lib/{arch}/engines-3/pkcs11.so")).exists());
     assert!(
         found,
-        "OpenSSL's PKCS#11 engine is missing: run `bash softhsm/setup.sh` (apt-get install libengine-pkcs11-openssl)"
+        "OpenSSL's PKCS#11 engine is missing: run `bash testbeds/setup.sh` (apt-get install libengine-pkcs11-openssl)"
     );
     let out = bed
         .tool("openssl", "openssl")

@@ -29,7 +29,7 @@ pub fn module() -> PathBuf {
             return PathBuf::from(p);
         }
     }
-    panic!("SoftHSM2 is not installed: run `bash softhsm/setup.sh` (apt-get install softhsm2)");
+    panic!("SoftHSM2 is not installed: run `bash testbeds/setup.sh` (apt-get install softhsm2)");
 }
 
 /// Whether this run sends keyward through the shim (`KEYWARD_TEST_VIA_SHIM=1`).
@@ -53,7 +53,7 @@ pub fn require_tool(program: &str, package: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "{program} is not installed: run `bash softhsm/setup.sh` (apt-get install {package})"
+        "{program} is not installed: run `bash testbeds/setup.sh` (apt-get install {package})"
     );
 }
 
@@ -129,7 +129,7 @@ impl TestBed {
         let home = dir.path().join("home");
         std::fs::create_dir_all(&tokens).expect("tokens dir");
         std::fs::create_dir_all(&home).expect("home dir");
-        let template = include_str!("../../softhsm/softhsm2.conf.in");
+        let template = include_str!("../../testbeds/softhsm2.conf.in");
         let conf = dir.path().join("softhsm2.conf");
         std::fs::write(
             &conf,
@@ -166,7 +166,7 @@ impl TestBed {
     /// A `keyward` command with this bed's SoftHSM and home, and no inherited KEYWARD_* variables.
     ///
     /// With `KEYWARD_TEST_VIA_SHIM=1` in the test's environment (the second pass of
-    /// `softhsm/test-all.sh`), keyward reaches SoftHSM through the PKCS#11 shim with no fault
+    /// `testbeds/test-all.sh`), keyward reaches SoftHSM through the PKCS#11 shim with no fault
     /// configured (`KEYWARD_MODULE`; a test's own `--module` or `KEYWARD_MODULE` still wins):
     /// the whole suite then proves the shim forwards faithfully.
     pub fn keyward(&self) -> Command {
@@ -686,7 +686,7 @@ pub fn shim_module() -> PathBuf {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     ));
-    let how = "run `cargo build --workspace` (softhsm/test-all.sh does) before `cargo test`";
+    let how = "run `cargo build --workspace` (testbeds/test-all.sh does) before `cargo test`";
     assert!(
         so.is_file(),
         "the PKCS#11 shim {} is not built: {how}",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a throw-away SoftHSM2 token directory and prints the exports that use it:
-#   eval "$(bash softhsm/testbed.sh /tmp/some-dir)"
+#   eval "$(bash testbeds/testbed.sh /tmp/some-dir)"
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${1:-$(mktemp -d -t keyward-softhsm.XXXXXX)}

@@ -8,7 +8,7 @@
 # KEYWARD_TEST_PASSES=direct or =shim runs one of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash softhsm/setup.sh
+bash testbeds/setup.sh
 export CARGO_TERM_COLOR=never
 threads=${KEYWARD_TEST_THREADS:-4}
 passes=${KEYWARD_TEST_PASSES:-direct shim}

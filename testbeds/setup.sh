@@ -11,7 +11,7 @@ for pkg in softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-c
 done
 
 if ((${#need[@]})); then
-    echo "softhsm/setup.sh: installing ${need[*]}" >&2
+    echo "testbeds/setup.sh: installing ${need[*]}" >&2
     if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
@@ -19,6 +19,6 @@ if ((${#need[@]})); then
 fi
 
 if ! command -v cargo >/dev/null; then
-    echo "softhsm/setup.sh: cargo is missing; install Rust (https://rustup.rs) and run again" >&2
+    echo "testbeds/setup.sh: cargo is missing; install Rust (https://rustup.rs) and run again" >&2
     exit 1
 fi

@@ -7,13 +7,13 @@
 # reads Alice's old message again. Every command is printed before it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash softhsm/setup.sh
+bash testbeds/setup.sh
 cargo build --quiet --locked --bin keyward
 KW=$PWD/target/debug/keyward
 
 work=$(mktemp -d -t keyward-main-job.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-eval "$(bash softhsm/testbed.sh "$work")"
+eval "$(bash testbeds/testbed.sh "$work")"
 export SOFTHSM2_CONF KEYWARD_HOME
 AUTH="$work/authority"
 cd "$work"
