@@ -129,7 +129,7 @@ fn softhsm_process_lock(path: &Path) -> Option<std::fs::File> {
     }
     let conf = std::env::var_os("SOFTHSM2_CONF")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/etc/testbeds/softhsm2.conf"));
+        .unwrap_or_else(|| PathBuf::from("/etc/softhsm/softhsm2.conf"));
     let file = std::fs::File::open(&conf).ok()?;
     match file.lock() {
         Ok(()) => Some(file),
@@ -151,7 +151,7 @@ fn init_error(path: &Path, err: CkError) -> TokenError {
                 "check that SOFTHSM2_CONF={} is a readable SoftHSM2 config whose directories.tokendir exists and is writable",
                 Path::new(&conf).display()
             ),
-            None => "check /etc/testbeds/softhsm2.conf and that its directories.tokendir exists and is writable (or set SOFTHSM2_CONF)".to_string(),
+            None => "check /etc/softhsm/softhsm2.conf and that its directories.tokendir exists and is writable (or set SOFTHSM2_CONF)".to_string(),
         }
     } else {
         "check the module's own configuration".to_string()
