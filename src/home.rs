@@ -58,6 +58,9 @@ pub fn resolve_home(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
 pub struct Config {
     /// The PKCS#11 module to load.
     pub module: Option<PathBuf>,
+    /// The module's `C_Initialize` argument string (`pReserved`), used when the module is not
+    /// named by `--module` / `KEYWARD_MODULE` (the arguments belong to the configured module).
+    pub module_args: Option<String>,
 }
 
 impl Config {
@@ -121,6 +124,16 @@ mod tests {
     fn unknown_keys_are_ignored() {
         let c: Config = parse_toml(Path::new("c"), "module = \"/m.so\"\nfuture = 1\n").unwrap();
         assert_eq!(c.module.as_deref(), Some(Path::new("/m.so")));
+    }
+
+    #[test]
+    fn module_args_are_read() {
+        let c: Config = parse_toml(
+            Path::new("c"),
+            "module = \"/m.so\"\nmodule_args = \"configdir='sql:/d' flags=\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.module_args.as_deref(), Some("configdir='sql:/d' flags="));
     }
 
     #[test]

@@ -19,9 +19,17 @@ pub struct Cli {
 /// Options every command takes, before or after the subcommand.
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
-    /// PKCS#11 module to load (else KEYWARD_MODULE, config.toml, the usual SoftHSM2 paths)
+    /// PKCS#11 module to load (else KEYWARD_MODULE, config.toml, the usual SoftHSM2 paths, p11-kit's modules)
     #[arg(long, global = true, value_name = "PATH", env = "KEYWARD_MODULE")]
     pub module: Option<PathBuf>,
+    /// The module's C_Initialize argument string (pReserved), e.g. NSS softokn's "configdir='sql:DIR' …"
+    #[arg(
+        long,
+        global = true,
+        value_name = "STRING",
+        env = "KEYWARD_MODULE_ARGS"
+    )]
+    pub module_args: Option<String>,
     /// keyward's state directory (else KEYWARD_HOME, else $XDG_CONFIG_HOME/keyward)
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,

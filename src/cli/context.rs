@@ -40,16 +40,32 @@ impl Context {
     }
 
     /// The module, loaded and initialised on first use.
+    ///
+    /// The module: `--module` / `KEYWARD_MODULE`, else `module` in config.toml, else discovery.
+    /// Its arguments: `--module-args` / `KEYWARD_MODULE_ARGS` (an empty string: none), else
+    /// `module_args` in config.toml unless the module came from the flag (the configured
+    /// arguments belong to the configured module), else a p11-kit registration's own.
     pub fn module(&mut self) -> Result<&Module, Error> {
         if self.module.is_none() {
-            let explicit = match &self.args.module {
-                Some(path) => Some(path.clone()),
-                None => Config::load(&self.home()?)?.module,
-            };
-            let path = Module::locate(explicit.as_deref())?;
-            self.module = Some(Module::load(&path)?);
+            let (path, args) = self.module_choice()?;
+            self.module = Some(Module::load_with_args(&path, args.as_deref())?);
         }
         Ok(self.module.as_ref().expect("module was just loaded"))
+    }
+
+    fn module_choice(&self) -> Result<(PathBuf, Option<String>), Error> {
+        let flag_args = self.args.module_args.clone();
+        if let Some(path) = &self.args.module {
+            return Ok((path.clone(), flag_args));
+        }
+        let config = Config::load(&self.home()?)?;
+        let args = flag_args.or(config.module_args);
+        if let Some(path) = config.module {
+            return Ok((path, args));
+        }
+        let found = Module::discover()?;
+        log::debug!("module {} ({})", found.path.display(), found.how);
+        Ok((found.path, args.or(found.init_args)))
     }
 
     /// The token `--token` names (URI or bare label).

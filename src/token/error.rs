@@ -66,10 +66,16 @@ impl fmt::Display for PinRole {
 #[non_exhaustive]
 pub enum TokenError {
     /// No module path was given and none of the usual places has one.
-    #[error("no PKCS#11 module found (tried {}); install softhsm2 (apt-get install softhsm2) or pass --module PATH", list_paths(.tried))]
+    #[error("no PKCS#11 module found (looked at {}); pass --module PATH (or set KEYWARD_MODULE, or module = \"PATH\" in config.toml), register the module with p11-kit, or install softhsm2 (apt-get install softhsm2)", list_paths(.tried))]
     ModuleNotFound {
-        /// Every path that was tried.
+        /// Every place that was looked at: SoftHSM2 paths, p11-kit registrations, p11-kit's proxy.
         tried: Vec<PathBuf>,
+    },
+    /// Several modules are registered with p11-kit and its proxy is not installed.
+    #[error("several PKCS#11 modules are registered with p11-kit ({}) and p11-kit-proxy.so is not installed; pass --module PATH to pick one (or install p11-kit-modules for the proxy)", list_paths(.registered))]
+    ModuleChoice {
+        /// The registered modules.
+        registered: Vec<PathBuf>,
     },
     /// The module file could not be loaded as a PKCS#11 library.
     #[error("cannot load PKCS#11 module {}: {reason}; check the path or pass another --module", .path.display())]

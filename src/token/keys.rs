@@ -307,7 +307,7 @@ impl TokenSession {
     }
 
     /// A single-part operation on a key with `CKA_ALWAYS_AUTHENTICATE`: init, context-specific
-    /// login, then the call (cryptoki cannot put the login in between; see `raw.rs`).
+    /// login, then the call (see `raw.rs`).
     pub(crate) fn single_part_with_login(
         &mut self,
         module: &Module,
@@ -317,13 +317,12 @@ impl TokenSession {
         data: &[u8],
         pin: &SecretString,
     ) -> Result<Vec<u8>, TokenError> {
-        let raw = module.raw_functions()?;
         log::debug!(
             "{op:?} with context-specific login on token {:?}",
             self.token.label()
         );
-        raw.with_context_login(op, &self.session, mechanism, key.handle, pin, data)
-            .map_err(|e| {
+        super::raw::with_context_login(op, &self.session, mechanism, key.handle, pin, data).map_err(
+            |e| {
                 let wrong_pin = matches!(
                     &e,
                     cryptoki::error::Error::Pkcs11(_, cryptoki::context::Function::Login)
@@ -338,7 +337,8 @@ impl TokenSession {
                 } else {
                     self.op_error(e, "using a high-security key")
                 }
-            })
+            },
+        )
     }
 
     /// Destroys every object (keys, certificates) with `CKA_ID` = `id`; returns how many.

@@ -1,6 +1,7 @@
 //! The PKCS#11 adapter: the only layer that touches `cryptoki`.
 
 pub mod admin;
+pub mod discover;
 pub mod error;
 pub mod info;
 pub mod keys;
@@ -12,12 +13,13 @@ pub mod uri;
 pub mod wrap;
 
 pub use admin::{change_pin, check_label, free_token, init_token, unblock, InitSecrets};
+pub use discover::{FoundModule, SearchPlaces};
 pub use error::{CallFailure, PinRole, TokenError, TriesLeft};
 pub use info::{
     find_token, list_slots, list_tokens, token_in_slot, PinState, SlotEntry, Token, TokenSummary,
 };
 pub use keys::{KeyAttributes, KeyKind, KeyRef, KeySpec, KeyTemplate, RawPublicKey};
-pub use module::{Module, DEFAULT_MODULE_PATHS};
+pub use module::{LibraryInfo, Module, DEFAULT_MODULE_PATHS};
 pub use session::{LoginPolicy, TokenSession};
 pub use uri::{ObjectKind, Pkcs11Uri, UriError};
 pub use wrap::{
