@@ -203,7 +203,12 @@ pub fn open_authority_token(
 ) -> Result<TokenSession, AuthorityError> {
     let token = crate::token::list_tokens(module)?
         .into_iter()
-        .find(|t| t.serial() == config.token_serial && t.summary().initialized)
+        .find(|t| {
+            // Label and serial together: NSS and tpm2-pkcs11 give every token one serial.
+            t.serial() == config.token_serial
+                && t.label() == config.token_label
+                && t.summary().initialized
+        })
         .ok_or_else(|| AuthorityError::TokenMissing {
             label: config.token_label.clone(),
             serial: config.token_serial.clone(),

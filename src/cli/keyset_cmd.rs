@@ -115,14 +115,7 @@ impl<'a> Shown<'a> {
 }
 
 fn object_uri(r: &KeysetRecord, kind: ObjectKind) -> String {
-    Pkcs11Uri {
-        token: Some(r.token_label.clone()),
-        serial: Some(r.token_serial.clone()),
-        id: unhex_id(&r.signing_id).ok(),
-        kind: Some(kind),
-        ..Default::default()
-    }
-    .to_string()
+    object_uri_for(r, &r.signing_id, kind)
 }
 
 fn authority_name(pem: &str) -> String {
@@ -134,11 +127,9 @@ fn authority_name(pem: &str) -> String {
 
 fn object_uri_for(r: &KeysetRecord, id_hex: &str, kind: ObjectKind) -> String {
     Pkcs11Uri {
-        token: Some(r.token_label.clone()),
-        serial: Some(r.token_serial.clone()),
         id: unhex_id(id_hex).ok(),
         kind: Some(kind),
-        ..Default::default()
+        ..r.token().uri()
     }
     .to_string()
 }

@@ -31,7 +31,7 @@ pub(crate) use {out, outln};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::token::{PinState, SlotEntry, TokenSummary};
+use crate::token::{LibraryInfo, PinState, SlotEntry, TokenSummary};
 
 /// Prints a JSON value on one line.
 pub fn print_json<T: Serialize>(value: &T) {
@@ -44,23 +44,37 @@ pub fn print_json<T: Serialize>(value: &T) {
 #[derive(Serialize)]
 struct SlotList<'a> {
     module: &'a Path,
+    library: &'a LibraryInfo,
     slots: &'a [SlotEntry],
 }
 
 /// `token list`.
-pub fn slots(module: &Path, slots: &[SlotEntry], json: bool) {
+pub fn slots(module: &Path, library: &LibraryInfo, slots: &[SlotEntry], json: bool) {
     if json {
-        print_json(&SlotList { module, slots });
+        print_json(&SlotList {
+            module,
+            library,
+            slots,
+        });
         return;
     }
-    outln!("Module: {}", module.display());
+    outln!(
+        "Module: {} ({} {}, version {})",
+        module.display(),
+        library.manufacturer,
+        library.description,
+        library.version
+    );
     if slots.is_empty() {
         outln!("No slots.");
     }
     for slot in slots {
         outln!();
         match &slot.token {
-            None => outln!("Slot {} ({}): no token", slot.slot_id, slot.description),
+            None => match &slot.unreadable {
+                Some(why) => outln!("Slot {} ({}): {why}", slot.slot_id, slot.description),
+                None => outln!("Slot {} ({}): no token", slot.slot_id, slot.description),
+            },
             Some(t) if !t.initialized => {
                 outln!(
                     "Slot {} ({}): uninitialised token",

@@ -21,7 +21,7 @@ fn list(ctx: &mut Context) -> Result<(), Error> {
     let json = ctx.json();
     let module = ctx.module()?;
     let slots = token::list_slots(module)?;
-    output::slots(module.path(), &slots, json);
+    output::slots(module.path(), module.library(), &slots, json);
     Ok(())
 }
 
@@ -90,14 +90,14 @@ fn init(ctx: &mut Context, args: InitArgs) -> Result<(), Error> {
         ctx.json(),
     );
     if target.summary().initialized {
-        warn_about_wiped_keysets(ctx, target.serial());
+        warn_about_wiped_keysets(ctx, &token::TokenIdentity::of(&target));
     }
     Ok(())
 }
 
 /// After a token was wiped: names the registered keysets whose keys were on it (their entries
 /// stay, for the archive and to read old mail once re-enrolled; local ones are now useless).
-fn warn_about_wiped_keysets(ctx: &Context, serial: &str) {
+fn warn_about_wiped_keysets(ctx: &Context, wiped_token: &token::TokenIdentity) {
     let Some(registry) = ctx
         .home()
         .ok()
@@ -106,7 +106,7 @@ fn warn_about_wiped_keysets(ctx: &Context, serial: &str) {
         return; // no readable registry here: nothing to say
     };
     let wiped: Vec<String> = registry
-        .sharing_token(serial, "")
+        .sharing_token(wiped_token, "")
         .iter()
         .map(|k| format!("{:?}", k.name))
         .collect();

@@ -108,7 +108,10 @@ pub fn create_locked(
 /// its token (and PIN) with another keyset: hardening would silently change the other keyset's
 /// password, or a second hardening would lock the first one out.
 fn check_pin_sharing(registry: &Registry, req: &CreateRequest<'_>) -> Result<(), KeysetError> {
-    let others = registry.sharing_token(req.token.serial(), req.name.as_str());
+    let others = registry.sharing_token(
+        &crate::token::TokenIdentity::of(req.token),
+        req.name.as_str(),
+    );
     if let Some(hardened) = others.iter().find(|k| k.hardening.is_some()) {
         return Err(KeysetError::Unsupported(format!(
             "token {:?} holds hardened keyset {:?}, whose token PIN is derived from its own password; put keyset {:?} on another token",
@@ -164,14 +167,17 @@ impl SigningKey<'_> {
         token: &Token,
         public: &PublicKey,
     ) -> Result<KeysetRecord, KeysetError> {
+        let identity = crate::token::TokenIdentity::of(token);
         Ok(KeysetRecord {
             name: name.to_string(),
             label: self.label.to_string(),
             state,
             security: self.security,
             key_type: self.key_type,
-            token_label: token.label().to_string(),
-            token_serial: token.serial().to_string(),
+            token_label: identity.label,
+            token_serial: identity.serial,
+            token_manufacturer: identity.manufacturer,
+            token_model: identity.model,
             signing_id: hex(self.id),
             signing_public_key: public.to_pem()?,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),

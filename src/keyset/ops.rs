@@ -10,30 +10,25 @@ use super::pubkey::ecdsa_raw_to_der;
 use super::registry::{KeyAlgorithm, KeysetRecord, Registry};
 use super::{Hardening, KeysetError};
 use crate::token::keys::hex;
-use crate::token::{list_tokens, KeyRef, LoginPolicy, Module, PinRole, Token, TokenSession};
+use crate::token::{IdentityLookup, KeyRef, LoginPolicy, Module, PinRole, Token, TokenSession};
 
-/// The keyset's token, checked by label and serial (a swapped card is refused).
+/// The keyset's token, checked by label, serial, and manufacturer and model when recorded
+/// (a swapped card is refused; two alike tokens are ambiguous).
 pub fn keyset_token(module: &Module, record: &KeysetRecord) -> Result<Token, KeysetError> {
-    let tokens = list_tokens(module)?;
-    if let Some(t) = tokens
-        .iter()
-        .find(|t| t.serial() == record.token_serial && t.summary().initialized)
-    {
-        return Ok(t.clone());
-    }
-    if let Some(t) = tokens.iter().find(|t| t.label() == record.token_label) {
-        return Err(KeysetError::CardSwapped {
+    match record.token().lookup(module)? {
+        IdentityLookup::Found(t) => Ok(t),
+        IdentityLookup::Replaced { found_serial } => Err(KeysetError::CardSwapped {
             keyset: record.name.clone(),
             label: record.token_label.clone(),
             expected: record.token_serial.clone(),
-            found: t.serial().to_string(),
-        });
+            found: found_serial,
+        }),
+        IdentityLookup::Missing => Err(KeysetError::TokenMissing {
+            keyset: record.name.clone(),
+            label: record.token_label.clone(),
+            serial: record.token_serial.clone(),
+        }),
     }
-    Err(KeysetError::TokenMissing {
-        keyset: record.name.clone(),
-        label: record.token_label.clone(),
-        serial: record.token_serial.clone(),
-    })
 }
 
 /// The token PIN for a keyset: the password itself, or derived from it when hardened.
@@ -203,7 +198,7 @@ pub fn change_password(
         }
     }
     Ok(registry
-        .sharing_token(&record.token_serial, name)
+        .sharing_token(&record.token(), name)
         .into_iter()
         .map(|k| k.name.clone())
         .collect())

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::harden::Hardening;
 use crate::home::{parse_toml, ConfigError};
+use crate::token::TokenIdentity;
 
 /// The registry schema this keyward writes.
 pub const SCHEMA: u32 = 1;
@@ -125,6 +126,12 @@ pub struct KeysetRecord {
     pub token_label: String,
     /// The token's serial number.
     pub token_serial: String,
+    /// The token's manufacturer (not in records written before keyward recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_manufacturer: Option<String>,
+    /// The token's model (not in records written before keyward recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_model: Option<String>,
     /// `CKA_ID` of the signing key pair, hex.
     pub signing_id: String,
     /// The signing public key, SubjectPublicKeyInfo PEM.
@@ -140,6 +147,27 @@ pub struct KeysetRecord {
     /// Fields written by a newer keyward, kept as they are.
     #[serde(flatten)]
     pub extra: toml::Table,
+}
+
+impl KeysetRecord {
+    /// The token this keyset's keys are on: label, serial, and manufacturer and model when
+    /// recorded (RFC 7512's token attributes together; serials alone repeat across tokens).
+    pub fn token(&self) -> TokenIdentity {
+        TokenIdentity {
+            label: self.token_label.clone(),
+            serial: self.token_serial.clone(),
+            manufacturer: self.token_manufacturer.clone(),
+            model: self.token_model.clone(),
+        }
+    }
+
+    /// Records `token` as this keyset's token.
+    pub fn set_token(&mut self, token: &TokenIdentity) {
+        self.token_label = token.label.clone();
+        self.token_serial = token.serial.clone();
+        self.token_manufacturer = token.manufacturer.clone();
+        self.token_model = token.model.clone();
+    }
 }
 
 /// A keyset's enrollment with an authority.
@@ -355,13 +383,13 @@ impl Registry {
         Ok(self.file.keysets.remove(pos))
     }
 
-    /// The other keysets on the token with this serial.
-    pub fn sharing_token(&self, serial: &str, except: &str) -> Vec<&KeysetRecord> {
+    /// The other keysets on this token.
+    pub fn sharing_token(&self, token: &TokenIdentity, except: &str) -> Vec<&KeysetRecord> {
         self.file
             .keysets
             .iter()
             .filter(|k| {
-                k.token_serial == serial
+                k.token().same_token(token)
                     && k.name.to_lowercase() != except.to_lowercase()
                     && k.state != KeysetState::Retired
             })
@@ -461,6 +489,8 @@ mod tests {
             key_type: KeyAlgorithm::Rsa2048,
             token_label: "t".into(),
             token_serial: "s".into(),
+            token_manufacturer: None,
+            token_model: None,
             signing_id: "01".into(),
             signing_public_key: "PEM".into(),
             created: "2026-01-01T00:00:00Z".into(),
@@ -529,6 +559,40 @@ mod tests {
             e.encryption_keys[0].extra["future_key"]["x"].as_integer(),
             Some(1)
         );
+    }
+
+    #[test]
+    fn token_identity_is_recorded_and_old_entries_still_load() {
+        let home = tempfile::tempdir().unwrap();
+        let (lock, mut reg) = Registry::lock(home.path()).unwrap();
+        let mut nss = record("Nss");
+        nss.set_token(&TokenIdentity {
+            label: "NSS Certificate DB".into(),
+            serial: "0000000000000000".into(),
+            manufacturer: Some("Mozilla Foundation".into()),
+            model: Some("NSS 3".into()),
+        });
+        reg.add(nss).unwrap();
+        reg.add(record("Old")).unwrap();
+        reg.save(&lock).unwrap();
+        drop(lock);
+        let text = std::fs::read_to_string(Registry::file_in(home.path())).unwrap();
+        assert!(
+            text.contains("token_manufacturer = \"Mozilla Foundation\""),
+            "{text}"
+        );
+        assert_eq!(text.matches("token_model").count(), 1, "{text}");
+        let reg = Registry::load(home.path()).unwrap();
+        assert_eq!(reg.get("Old").unwrap().token().manufacturer, None);
+        let generic = TokenIdentity {
+            label: "NSS Generic Crypto Services".into(),
+            serial: "0000000000000000".into(),
+            manufacturer: Some("Mozilla Foundation".into()),
+            model: Some("NSS 3".into()),
+        };
+        assert!(reg.sharing_token(&generic, "").is_empty());
+        let db = reg.get("Nss").unwrap().token();
+        assert_eq!(reg.sharing_token(&db, "").len(), 1);
     }
 
     #[test]

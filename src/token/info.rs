@@ -68,6 +68,10 @@ pub struct SlotEntry {
     pub description: String,
     /// The token in the slot, if any.
     pub token: Option<TokenSummary>,
+    /// A token is present but the module cannot read it (an unrecognised card, one removed
+    /// while listing): what the module said. Then `token` is `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 /// A token found on the module: its slot and what it reported.
@@ -109,7 +113,9 @@ impl Token {
     }
 }
 
-/// Lists every slot the module has, with its token when one is present.
+/// Lists every slot the module has, with its token when one is present. A slot whose token
+/// cannot be read (`CKR_TOKEN_NOT_RECOGNIZED`, removed meanwhile, …) is listed as such and the
+/// listing goes on.
 pub fn list_slots(module: &Module) -> Result<Vec<SlotEntry>, TokenError> {
     let slots = module
         .ctx()
@@ -117,44 +123,82 @@ pub fn list_slots(module: &Module) -> Result<Vec<SlotEntry>, TokenError> {
         .map_err(|e| map_error(e, ErrCtx::op("listing slots", "")))?;
     let mut out = Vec::with_capacity(slots.len());
     for slot in slots {
-        let info = module
-            .ctx()
-            .get_slot_info(slot)
-            .map_err(|e| map_error(e, ErrCtx::op("reading slot info", "")))?;
-        let token = if info.token_present() {
-            Some(summarize(module, slot)?)
+        let info = match module.ctx().get_slot_info(slot) {
+            Ok(info) => info,
+            Err(e) => {
+                out.push(SlotEntry {
+                    slot_id: slot.id(),
+                    description: String::new(),
+                    token: None,
+                    unreadable: Some(unreadable_reason(e)),
+                });
+                continue;
+            }
+        };
+        let (token, unreadable) = if info.token_present() {
+            match summarize(module, slot) {
+                Ok(t) => (Some(t), None),
+                Err(e) => (None, Some(unreadable_reason(e))),
+            }
         } else {
-            None
+            (None, None)
         };
         out.push(SlotEntry {
             slot_id: slot.id(),
             description: info.slot_description().trim_end().to_string(),
             token,
+            unreadable,
         });
     }
     Ok(out)
 }
 
-/// Every present token.
+/// Every present token that can be read; the others are skipped (see [`list_slots`]).
 pub fn list_tokens(module: &Module) -> Result<Vec<Token>, TokenError> {
+    Ok(scan_tokens(module)?.0)
+}
+
+/// The tokens that can be read, and a note for each slot whose token cannot.
+fn scan_tokens(module: &Module) -> Result<(Vec<Token>, Vec<String>), TokenError> {
     let slots = module
         .ctx()
         .get_slots_with_token()
         .map_err(|e| map_error(e, ErrCtx::op("listing tokens", "")))?;
-    slots
-        .into_iter()
-        .map(|slot| {
-            Ok(Token {
-                slot,
-                summary: summarize(module, slot)?,
-            })
-        })
-        .collect()
+    let mut tokens = Vec::with_capacity(slots.len());
+    let mut unreadable = Vec::new();
+    for slot in slots {
+        match summarize(module, slot) {
+            Ok(summary) => tokens.push(Token { slot, summary }),
+            Err(e) => {
+                let why = unreadable_reason(e);
+                log::debug!("slot {}: {why}", slot.id());
+                unreadable.push(format!("slot {}: {why}", slot.id()));
+            }
+        }
+    }
+    Ok((tokens, unreadable))
+}
+
+/// Why a present token cannot be listed, as a phrase.
+fn unreadable_reason(err: cryptoki::error::Error) -> String {
+    use cryptoki::error::{Error as CkError, RvError};
+    match &err {
+        CkError::Pkcs11(RvError::TokenNotRecognized, f) => {
+            format!(
+                "token not recognised by the module (C_{f:?} returned CKR_TOKEN_NOT_RECOGNIZED)"
+            )
+        }
+        CkError::Pkcs11(RvError::TokenNotPresent | RvError::DeviceRemoved, f) => {
+            format!("token removed while listing (C_{f:?})")
+        }
+        CkError::Pkcs11(rv, f) => format!("token unreadable (C_{f:?} returned CKR {rv:?})"),
+        other => format!("token unreadable ({other})"),
+    }
 }
 
 /// The one token the URI names: zero matches is "not found", several is "ambiguous".
 pub fn find_token(module: &Module, uri: &Pkcs11Uri) -> Result<Token, TokenError> {
-    let tokens = list_tokens(module)?;
+    let (tokens, unreadable) = scan_tokens(module)?;
     let wanted = describe_wanted(uri);
     let (matching, others): (Vec<Token>, Vec<Token>) = tokens
         .into_iter()
@@ -167,13 +211,19 @@ pub fn find_token(module: &Module, uri: &Pkcs11Uri) -> Result<Token, TokenError>
                 .iter()
                 .filter(|t| t.summary.initialized)
                 .map(|t| format!("{:?} (serial {})", t.summary.label, t.summary.serial))
+                .chain(unreadable)
                 .collect(),
         }),
         _ => Err(TokenError::TokenAmbiguous {
             wanted,
             candidates: matching
                 .iter()
-                .map(|t| format!("{:?}: {}", t.summary.label, t.summary.uri))
+                .map(|t| {
+                    format!(
+                        "{:?}: {} (slot {})",
+                        t.summary.label, t.summary.uri, t.summary.slot_id
+                    )
+                })
                 .collect(),
         }),
     }
@@ -213,15 +263,9 @@ fn facts(s: &TokenSummary) -> TokenFacts<'_> {
     }
 }
 
-fn summarize(module: &Module, slot: Slot) -> Result<TokenSummary, TokenError> {
-    let info = module
-        .ctx()
-        .get_token_info(slot)
-        .map_err(|e| map_error(e, ErrCtx::op("reading token info", "")))?;
-    let slot_info = module
-        .ctx()
-        .get_slot_info(slot)
-        .map_err(|e| map_error(e, ErrCtx::op("reading slot info", "")))?;
+fn summarize(module: &Module, slot: Slot) -> Result<TokenSummary, cryptoki::error::Error> {
+    let info = module.ctx().get_token_info(slot)?;
+    let slot_info = module.ctx().get_slot_info(slot)?;
     Ok(summary_from(
         slot,
         &info,

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod discover;
 pub mod error;
+pub mod identity;
 pub mod info;
 pub mod keys;
 pub mod module;
@@ -15,6 +16,7 @@ pub mod wrap;
 pub use admin::{change_pin, check_label, free_token, init_token, unblock, InitSecrets};
 pub use discover::{FoundModule, SearchPlaces};
 pub use error::{CallFailure, PinRole, TokenError, TriesLeft};
+pub use identity::{IdentityLookup, TokenIdentity};
 pub use info::{
     find_token, list_slots, list_tokens, token_in_slot, PinState, SlotEntry, Token, TokenSummary,
 };

@@ -1,0 +1,118 @@
+//! Module configuration (issue 10, item 3) and tolerance of what modules report (item 7), on
+//! SoftHSM2 and through the shim: initialisation arguments reach `C_Initialize` (SoftHSM2
+//! refuses any, which shows they arrive), where they come from, and a token the module cannot
+//! read is listed as such while the others are listed too.
+
+mod util;
+
+use util::{TestBed, USER_PIN};
+
+fn softhsm() -> String {
+    util::module().to_string_lossy().into_owned()
+}
+
+#[test]
+fn module_args_reach_c_initialize() {
+    let bed = TestBed::new().native();
+    let module = softhsm();
+    // SoftHSM2 answers CKR_ARGUMENTS_BAD to any pReserved: the string reached it.
+    bed.run(&["--module", &module, "--module-args", "x=1", "token", "list"])
+        .fails(1, "refused the initialisation arguments given");
+    bed.run_env(
+        &["--module", &module, "token", "list"],
+        &[("KEYWARD_MODULE_ARGS", "x=1")],
+    )
+    .fails(1, "CKR ArgumentsBad");
+    // An empty string passes none.
+    let run = bed
+        .run(&["--module", &module, "--module-args", "", "token", "list"])
+        .ok();
+    assert!(run.stdout.contains("Module: "), "{}", run.stdout);
+}
+
+#[test]
+fn configured_module_args_go_with_the_configured_module_only() {
+    let bed = TestBed::new().native();
+    let module = softhsm();
+    bed.write_config(&format!("module = {module:?}\nmodule_args = \"x=1\"\n"));
+    bed.run(&["token", "list"])
+        .fails(1, "refused the initialisation arguments given");
+    // The flag's empty string overrides the file.
+    bed.run(&["--module-args", "", "token", "list"]).ok();
+    // A module named on the command line does not get the configured module's arguments.
+    bed.run(&["--module", &module, "token", "list"]).ok();
+}
+
+#[test]
+fn the_library_is_named_in_token_list() {
+    let bed = TestBed::new();
+    let list = bed.run(&["--json", "token", "list"]).ok().json();
+    assert_eq!(list["library"]["manufacturer"], "SoftHSM", "{list}");
+    let human = bed.run(&["token", "list"]).ok();
+    assert!(human.stdout.contains("(SoftHSM "), "{}", human.stdout);
+}
+
+#[test]
+fn a_token_the_module_does_not_recognise_is_listed_as_such_and_the_rest_too() {
+    let bed = TestBed::new().native();
+    let first = bed.init_token("first", USER_PIN);
+    let second = bed.init_token("second", USER_PIN);
+    let shim = util::shim_module();
+    let shim = shim.to_string_lossy();
+    let env = [
+        ("KEYWARD_SHIM_MODULE", softhsm()),
+        (
+            "KEYWARD_SHIM_FAULT",
+            "TOKEN_NOT_RECOGNIZED@C_GetTokenInfo:1".to_string(),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let list = bed
+        .run_env(&["--module", &shim, "--json", "token", "list"], &env)
+        .ok()
+        .json();
+    let slots = list["slots"].as_array().expect("slots");
+    let unreadable: Vec<&serde_json::Value> = slots
+        .iter()
+        .filter(|s| s.get("unreadable").is_some())
+        .collect();
+    assert_eq!(unreadable.len(), 1, "{list}");
+    let why = unreadable[0]["unreadable"].as_str().unwrap();
+    assert!(why.contains("not recognised"), "{why}");
+    assert!(unreadable[0]["token"].is_null(), "{list}");
+    let listed: Vec<&str> = slots
+        .iter()
+        .filter_map(|s| s["token"]["serial"].as_str())
+        .collect();
+    // Every other slot is listed: one of the two tokens and SoftHSM's free slot.
+    assert_eq!(slots.len(), 3, "{list}");
+    assert_eq!(listed.len(), 2, "{list}");
+    assert!(
+        listed.contains(&first.as_str()) ^ listed.contains(&second.as_str()),
+        "{list}"
+    );
+    let human = bed
+        .run_env(&["--module", &shim, "token", "list"], &env)
+        .ok();
+    assert!(
+        human.stdout.contains("token not recognised by the module"),
+        "{}",
+        human.stdout
+    );
+    // A command on another token goes on past the unreadable one.
+    let other = if listed.contains(&first.as_str()) {
+        "first"
+    } else {
+        "second"
+    };
+    let info = bed
+        .run_env(
+            &[
+                "--module", &shim, "--json", "token", "info", "--token", other,
+            ],
+            &env,
+        )
+        .ok()
+        .json();
+    assert_eq!(info["label"], other);
+}
