@@ -116,3 +116,62 @@ fn a_token_the_module_does_not_recognise_is_listed_as_such_and_the_rest_too() {
         .json();
     assert_eq!(info["label"], other);
 }
+
+/// p11-kit's proxy, or a panic saying how to install it.
+fn p11kit_proxy() -> String {
+    for p in [
+        "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
+        "/usr/lib/aarch64-linux-gnu/p11-kit-proxy.so",
+        "/usr/lib64/p11-kit-proxy.so",
+    ] {
+        if std::path::Path::new(p).exists() {
+            return p.to_string();
+        }
+    }
+    panic!("p11-kit-proxy.so is not installed: apt-get install p11-kit-modules");
+}
+
+/// Through p11-kit's proxy, each `C_GetFunctionList` gives a new, uninitialised instance: the
+/// context-specific login of a high-security key must use the one keyward initialised
+/// (before, it failed with `CKR_CRYPTOKI_NOT_INITIALIZED`). The proxy finds this bed's SoftHSM
+/// through Debian's p11-kit registration of SoftHSM2 and `SOFTHSM2_CONF`.
+#[test]
+fn a_high_security_signature_works_through_the_p11_kit_proxy() {
+    let bed = TestBed::new().native();
+    assert!(
+        std::path::Path::new("/usr/share/p11-kit/modules/softhsm2.module").exists(),
+        "SoftHSM2's p11-kit registration is missing: apt-get install softhsm2"
+    );
+    bed.init_token("proxied", USER_PIN);
+    let proxy = p11kit_proxy();
+    let env = [("KEYWARD_PIN", USER_PIN)];
+    bed.run_env(
+        &[
+            "--module",
+            &proxy,
+            "keyset",
+            "create",
+            "high",
+            "--token",
+            "proxied",
+            "--security",
+            "high",
+        ],
+        &env,
+    )
+    .ok();
+    let data = bed.file("data.txt", b"through the proxy\n");
+    let sig = bed.path("data.sig").to_string_lossy().into_owned();
+    bed.run_env(
+        &[
+            "--module", &proxy, "keyset", "sign", "high", &data, "-o", &sig,
+        ],
+        &env,
+    )
+    .ok();
+    bed.run_env(
+        &["--module", &proxy, "keyset", "verify", "high", &data, &sig],
+        &env,
+    )
+    .ok();
+}

@@ -62,17 +62,7 @@ pub fn init_token(
     module
         .ctx()
         .init_token(token.slot, secrets.so_pin, label)
-        .map_err(|e| {
-            map_error(
-                e,
-                ErrCtx {
-                    what: "initialising the token",
-                    label: token.label(),
-                    role: Some(PinRole::So),
-                    tries: super::error::TriesLeft::Unknown,
-                },
-            )
-        })?;
+        .map_err(|e| init_refused(module, token, e))?;
     let unfinished = |e: TokenError| TokenError::InitUnfinished {
         label: label.to_string(),
         source: Box::new(e),
@@ -93,6 +83,74 @@ pub fn init_token(
     Ok(fresh)
 }
 
+/// Why `C_InitToken` failed. A module that cannot initialise this token through PKCS#11 —
+/// `CKR_FUNCTION_NOT_SUPPORTED` (smart cards), or any refusal other than a PIN's or the token's
+/// state on a token that is already initialised (tpm2-pkcs11 initialises a token once,
+/// answering `CKR_ARGUMENTS_BAD` after) — gets the tool that can; nothing was changed.
+fn init_refused(module: &Module, token: &Token, err: cryptoki::error::Error) -> TokenError {
+    use cryptoki::error::{Error as CkError, RvError};
+    let reinit = token.summary().initialized;
+    let not_pkcs11 = match &err {
+        CkError::Pkcs11(RvError::FunctionNotSupported, _) => true,
+        CkError::Pkcs11(
+            RvError::PinIncorrect
+            | RvError::PinLocked
+            | RvError::PinLenRange
+            | RvError::PinInvalid
+            | RvError::SessionExists
+            | RvError::TokenWriteProtected
+            | RvError::TokenNotPresent
+            | RvError::DeviceRemoved
+            | RvError::DeviceError
+            | RvError::DeviceMemory
+            | RvError::HostMemory
+            | RvError::SlotIdInvalid,
+            _,
+        ) => false,
+        CkError::Pkcs11(_, _) => reinit,
+        _ => false,
+    };
+    if let (true, CkError::Pkcs11(rv, function)) = (not_pkcs11, &err) {
+        return TokenError::InitUnsupported {
+            label: token.label().to_string(),
+            reinit,
+            tool: init_tool(module, token),
+            call: super::error::CallFailure::of(*function, rv),
+        };
+    }
+    map_error(
+        err,
+        ErrCtx {
+            what: "initialising the token",
+            label: token.label(),
+            role: Some(PinRole::So),
+            tries: super::error::TriesLeft::Unknown,
+        },
+    )
+}
+
+/// The module's own tool for (re-)initialising a token. Named from what the module says about
+/// itself (`C_GetInfo`): a hint, not a decision — whether `C_InitToken` works was decided by its
+/// answer.
+fn init_tool(module: &Module, token: &Token) -> String {
+    let lib = module.library();
+    let who = format!("{} {}", lib.manufacturer, lib.description).to_lowercase();
+    let slot = token.slot.id();
+    let label = token.label();
+    if who.contains("tpm2") {
+        format!("tpm2-pkcs11's own tool: `tpm2_ptool rmtoken --label {label:?}` (its keys are lost), then `keyward token init --free`, or `tpm2_ptool addtoken` for a new token")
+    } else if who.contains("meta pkcs11") || who.contains("opencryptoki") {
+        format!("opencryptoki's own tool: `pkcsconf -c {slot} -I` (SO PIN), then `pkcsconf -c {slot} -u` for the user PIN")
+    } else if who.contains("opensc") {
+        "the card's own tool (OpenSC's `pkcs15-init --erase-card` or `piv-tool`, or the card vendor's); a card provisioned that way is used with `keyward keyset adopt`".to_string()
+    } else {
+        format!(
+            "the administration tool that comes with the module ({} {})",
+            lib.manufacturer, lib.description
+        )
+    }
+}
+
 /// Changes the user PIN (`C_SetPIN`), refusing on a final try unless the policy allows it.
 pub fn change_pin(
     module: &Module,
@@ -107,11 +165,7 @@ pub fn change_pin(
     token.check_pin_length(PinRole::User, old)?;
     token.check_pin_length(PinRole::User, new)?;
     let mut session = token.open_rw(module)?;
-    log::debug!("C_SetPIN on token {:?}", token.label());
-    session
-        .session
-        .set_pin(old, new)
-        .map_err(|e| session.pin_error(module, e, "changing the PIN", PinRole::User))
+    session.set_user_pin(module, old, new)
 }
 
 /// Sets a new user PIN with the SO PIN (`C_Login(SO)` + `C_InitPIN`), which also unlocks it.

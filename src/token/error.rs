@@ -22,6 +22,11 @@ impl fmt::Display for CallFailure {
 }
 
 impl CallFailure {
+    /// The failure of `function` with `rv`.
+    pub(crate) fn of(function: Function, rv: &RvError) -> Self {
+        Self::new(function, rv)
+    }
+
     fn new(function: Function, rv: &RvError) -> Self {
         CallFailure {
             function: format!("C_{function:?}"),
@@ -223,6 +228,28 @@ pub enum TokenError {
         /// The failing call.
         call: CallFailure,
     },
+    /// The module cannot (re-)initialise this token through PKCS#11; nothing was changed.
+    #[error("the module cannot {} token {label:?} through PKCS#11 ({call}); nothing was changed; use {tool}", if *.reinit { "re-initialise" } else { "initialise" })]
+    InitUnsupported {
+        /// The token label (empty when it has none yet).
+        label: String,
+        /// The token was initialised already.
+        reinit: bool,
+        /// What to use instead.
+        tool: String,
+        /// The failing call.
+        call: CallFailure,
+    },
+    /// A new key came out without a security attribute keyward asked for; it was destroyed.
+    #[error("token {label:?} did not keep {attribute} on the new {what}, so keyward destroyed it and stopped; use a token that honours the key's security attributes")]
+    AttributeDropped {
+        /// The token label.
+        label: String,
+        /// What was generated ("a key pair").
+        what: String,
+        /// The attribute, as asked for (`CKA_SENSITIVE`, `CKA_EXTRACTABLE=false`, …).
+        attribute: &'static str,
+    },
     /// A label longer than the 32 bytes PKCS#11 allows (or an empty one).
     #[error("{}", label_problem(.label, *.len))]
     LabelTooLong {
@@ -259,6 +286,7 @@ impl TokenError {
             | TokenError::PinRejected { call, .. }
             | TokenError::TokenGone { call, .. }
             | TokenError::WriteProtected { call, .. }
+            | TokenError::InitUnsupported { call, .. }
             | TokenError::Call { call, .. } => Some(call),
             _ => None,
         }

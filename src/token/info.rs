@@ -145,7 +145,7 @@ pub fn list_slots(module: &Module) -> Result<Vec<SlotEntry>, TokenError> {
         };
         out.push(SlotEntry {
             slot_id: slot.id(),
-            description: info.slot_description().trim_end().to_string(),
+            description: padded(info.slot_description()),
             token,
             unreadable,
         });
@@ -274,11 +274,17 @@ fn summarize(module: &Module, slot: Slot) -> Result<TokenSummary, cryptoki::erro
     ))
 }
 
+/// A fixed-length PKCS#11 string without its padding: blanks, as the standard says, or NULs,
+/// as some modules write (opencryptoki's slot description).
+fn padded(s: &str) -> String {
+    s.trim_end_matches([' ', '\0']).to_string()
+}
+
 fn summary_from(slot: Slot, info: &TokenInfo, slot_desc: &str, slot_manuf: &str) -> TokenSummary {
-    let label = info.label().trim_end().to_string();
-    let manufacturer = info.manufacturer_id().trim_end().to_string();
-    let model = info.model().trim_end().to_string();
-    let serial = info.serial_number().trim_end().to_string();
+    let label = padded(info.label());
+    let manufacturer = padded(info.manufacturer_id());
+    let model = padded(info.model());
+    let serial = padded(info.serial_number());
     // An uninitialised token has no label or serial to name it by (SoftHSM's free slot has
     // neither): name its slot instead, which `token init --token` takes.
     let uri = if info.token_initialized() {
@@ -289,8 +295,8 @@ fn summary_from(slot: Slot, info: &TokenInfo, slot_desc: &str, slot_manuf: &str)
     .to_string();
     TokenSummary {
         slot_id: slot.id(),
-        slot_description: slot_desc.trim_end().to_string(),
-        slot_manufacturer: slot_manuf.trim_end().to_string(),
+        slot_description: padded(slot_desc),
+        slot_manufacturer: padded(slot_manuf),
         label,
         manufacturer,
         model,

@@ -9,9 +9,10 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use super::error::{PinRole, TokenError};
+use super::keygen::{MustKeep, PairTemplates};
 use super::module::Module;
 use super::raw::SinglePart;
-use super::session::TokenSession;
+use super::session::{LoginPolicy, TokenSession};
 use super::template::{self, Protection, Storage, Usage};
 
 /// The DER of the P-256 curve's OID (1.2.840.10045.3.1.7), as `CKA_EC_PARAMS`.
@@ -98,9 +99,10 @@ pub struct KeyAttributes {
 
 impl TokenSession {
     /// Generates a signing key pair on the token. The private key is sensitive, never
-    /// extractable, private, and can only sign.
+    /// extractable, private, and can only sign; a token that does not keep that gets the pair
+    /// destroyed and the generation refused (see `keygen.rs`).
     pub fn generate_signing_pair(&self, t: &KeyTemplate<'_>) -> Result<(), TokenError> {
-        let (mechanism, mut public, key_type) = match t.spec {
+        let (mechanism, params, key_type) = match t.spec {
             KeySpec::Rsa(bits) => (
                 Mechanism::RsaPkcsKeyPairGen,
                 vec![
@@ -115,29 +117,45 @@ impl TokenSession {
                 KeyType::EC,
             ),
         };
-        public.extend(template::public_key(
-            key_type,
-            Storage::on_token(t.id, t.public_label),
-            Usage::VERIFY,
-        ));
-        let private = template::private_key(
-            key_type,
-            Storage::on_token(t.id, t.private_label),
-            Usage::SIGN,
-            Protection {
-                extractable: false,
-                always_authenticate: t.always_authenticate,
-            },
-        );
+        let with_params = |mut public: Vec<Attribute>| {
+            public.extend(params.iter().cloned());
+            public
+        };
+        let storage = Storage::on_token(t.id, t.public_label);
+        let templates = PairTemplates {
+            public: with_params(template::public_key_generated(
+                key_type,
+                storage,
+                Usage::VERIFY,
+            )),
+            public_bare: with_params(template::public_key_bare(key_type, storage)),
+            private: template::private_key(
+                key_type,
+                Storage::on_token(t.id, t.private_label),
+                Usage::SIGN,
+                Protection {
+                    extractable: false,
+                    always_authenticate: t.always_authenticate,
+                },
+            ),
+        };
         log::debug!(
             "C_GenerateKeyPair {:?} on token {:?}",
             t.spec,
             self.token.label()
         );
-        self.session
-            .generate_key_pair(&mechanism, &public, &private)
-            .map(|_| ())
-            .map_err(|e| self.op_error(e, "generating a key pair"))
+        self.generate_pair_checked(
+            &mechanism,
+            &templates,
+            t.id,
+            MustKeep {
+                persistent: true,
+                extractable: false,
+                always_authenticate: t.always_authenticate,
+            },
+            "signing key pair",
+        )
+        .map(|_| ())
     }
 
     /// The one object of `class` with `CKA_ID` = `id`: none is `Ok(None)`, several is an error.
@@ -363,18 +381,32 @@ impl TokenSession {
             .map_err(|e| self.op_error(e, "finding objects"))
     }
 
-    /// Changes the user PIN in this session (`C_SetPIN`).
+    /// Changes the user PIN in this (read-write) session (`C_SetPIN`). Both PINs are checked
+    /// against the token's length limits first. A module that changes PINs only in a logged-in
+    /// session (tpm2-pkcs11 answers `CKR_USER_NOT_LOGGED_IN`, which checks no PIN) gets a login
+    /// with the old PIN first, then the change, then a logout.
     pub fn set_user_pin(
         &mut self,
         module: &Module,
         old: &SecretString,
         new: &SecretString,
     ) -> Result<(), TokenError> {
+        self.token.check_pin_length(PinRole::User, old)?;
         self.token.check_pin_length(PinRole::User, new)?;
         log::debug!("C_SetPIN on token {:?}", self.token.label());
-        self.session
+        match self.session.set_pin(old, new) {
+            Ok(()) => return Ok(()),
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserNotLoggedIn, _)) => {}
+            Err(e) => return Err(self.pin_error(module, e, "changing the PIN", PinRole::User)),
+        }
+        log::debug!("the module wants a login before C_SetPIN");
+        self.login(module, PinRole::User, old, LoginPolicy::default())?;
+        let result = self
+            .session
             .set_pin(old, new)
-            .map_err(|e| self.pin_error(module, e, "changing the PIN", PinRole::User))
+            .map_err(|e| self.pin_error(module, e, "changing the PIN", PinRole::User));
+        self.logout();
+        result
     }
 
     /// Random bytes from the token's generator.

@@ -5,6 +5,7 @@ pub mod discover;
 pub mod error;
 pub mod identity;
 pub mod info;
+mod keygen;
 pub mod keys;
 pub mod module;
 mod raw;

@@ -176,8 +176,14 @@ fn initialize_args(init_args: Option<&CString>) -> CInitializeArgs {
 fn library_info(pkcs11: &Pkcs11) -> LibraryInfo {
     match pkcs11.get_library_info() {
         Ok(info) => LibraryInfo {
-            manufacturer: info.manufacturer_id().trim_end().to_string(),
-            description: info.library_description().trim_end().to_string(),
+            manufacturer: info
+                .manufacturer_id()
+                .trim_end_matches([' ', '\0'])
+                .to_string(),
+            description: info
+                .library_description()
+                .trim_end_matches([' ', '\0'])
+                .to_string(),
             version: info.library_version().to_string(),
             cryptoki_version: info.cryptoki_version().to_string(),
         },

@@ -125,6 +125,32 @@ pub(crate) fn public_key(key_type: KeyType, storage: Storage<'_>, usage: Usage) 
     t
 }
 
+/// A public key made by key-pair generation: `CKA_WRAP` and `CKA_DERIVE` explicit (a public key
+/// that may wrap lets the token export secret keys to it), `CKA_VERIFY` and `CKA_ENCRYPT` left to
+/// the token, which may derive them from the key (tpm2-pkcs11 refuses the generation when a
+/// template disagrees with it). They grant nothing: what the key pair may do is decided by its
+/// private half.
+pub(crate) fn public_key_generated(
+    key_type: KeyType,
+    storage: Storage<'_>,
+    usage: Usage,
+) -> Vec<Attribute> {
+    let mut t = storage.attributes(ObjectClass::PUBLIC_KEY, key_type);
+    t.extend([
+        Attribute::Private(false),
+        Attribute::Wrap(usage.wrap),
+        Attribute::Derive(false),
+    ]);
+    t
+}
+
+/// A public key without usage flags, for tokens that decide them all (see `keygen.rs`).
+pub(crate) fn public_key_bare(key_type: KeyType, storage: Storage<'_>) -> Vec<Attribute> {
+    let mut t = storage.attributes(ObjectClass::PUBLIC_KEY, key_type);
+    t.push(Attribute::Private(false));
+    t
+}
+
 /// A private key: private, sensitive, the usages a private key can have.
 pub(crate) fn private_key(
     key_type: KeyType,
@@ -233,6 +259,28 @@ mod tests {
                 Attribute::Verify(false),
                 Attribute::Encrypt(true),
                 Attribute::Wrap(true),
+                Attribute::Derive(false),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_generated_public_key_leaves_verify_and_encrypt_to_the_token() {
+        let t = public_key_generated(
+            KeyType::EC,
+            Storage::on_token(b"\x03", "k (public)"),
+            Usage::VERIFY,
+        );
+        assert_template(
+            &t,
+            &[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(KeyType::EC),
+                Attribute::Token(true),
+                Attribute::Id(vec![3]),
+                Attribute::Label(b"k (public)".to_vec()),
+                Attribute::Private(false),
+                Attribute::Wrap(false),
                 Attribute::Derive(false),
             ],
         );

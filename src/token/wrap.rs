@@ -107,30 +107,51 @@ impl TokenSession {
             id: Some(p.id),
             label: Some(label),
         };
-        let mut public =
-            template::public_key(KeyType::RSA, storage(&public_label), Usage::ENCRYPT_WRAP);
-        public.extend([
+        let params = [
             Attribute::ModulusBits(u64::from(p.bits).into()),
             Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-        ]);
-        let private = template::private_key(
-            KeyType::RSA,
-            storage(p.label),
-            Usage::DECRYPT_UNWRAP,
-            Protection {
-                extractable: p.extractable,
-                always_authenticate: p.always_authenticate,
-            },
-        );
+        ];
+        let with_params = |mut public: Vec<Attribute>| {
+            public.extend(params.iter().cloned());
+            public
+        };
+        let templates = super::keygen::PairTemplates {
+            public: with_params(template::public_key_generated(
+                KeyType::RSA,
+                storage(&public_label),
+                Usage::ENCRYPT_WRAP,
+            )),
+            public_bare: with_params(template::public_key_bare(
+                KeyType::RSA,
+                storage(&public_label),
+            )),
+            private: template::private_key(
+                KeyType::RSA,
+                storage(p.label),
+                Usage::DECRYPT_UNWRAP,
+                Protection {
+                    extractable: p.extractable,
+                    always_authenticate: p.always_authenticate,
+                },
+            ),
+        };
         log::debug!(
             "C_GenerateKeyPair RSA-{} (decryption) on token {:?}",
             p.bits,
             self.token.label()
         );
-        self.session
-            .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
-            .map(|(a, b)| (ObjectRef(a), ObjectRef(b)))
-            .map_err(|e| self.op_error(e, "generating a decryption key pair"))
+        self.generate_pair_checked(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &templates,
+            p.id,
+            super::keygen::MustKeep {
+                persistent: p.persistent,
+                extractable: p.extractable,
+                always_authenticate: p.always_authenticate,
+            },
+            "decryption key pair",
+        )
+        .map(|(a, b)| (ObjectRef(a), ObjectRef(b)))
     }
 
     /// Puts back the public half of a pair made by [`TokenSession::generate_decryption_pair`]

@@ -1,0 +1,152 @@
+//! Key-pair generation that every token takes, and that keeps what keyward asked for.
+//!
+//! keyward writes every attribute that matters explicitly (no token default is trusted), but
+//! leaves a generated public key's `CKA_VERIFY` and `CKA_ENCRYPT` to the token: tpm2-pkcs11
+//! derives them from the TPM object and fails the generation (`CKR_GENERAL_ERROR`, "attr
+//! mismatch: 0x10a") when a template disagrees. A token that refuses the template anyway gets
+//! it once more with no public usage flag at all — the public half holds no secret, and what a
+//! key may do is decided by its private half, whose template never changes. (Not a cure for
+//! tpm2-pkcs11, whose failed generation leaks a TPM object: the second try finds the TPM full.)
+//! Then the
+//! private key's security attributes are read back: a token that silently dropped one (not
+//! sensitive, extractable, not private, no `CKA_ALWAYS_AUTHENTICATE`) gets its new pair
+//! destroyed and the command refused.
+
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+
+use super::error::TokenError;
+use super::session::TokenSession;
+
+/// The templates of one key pair: the public key with and without its usage flags.
+pub(crate) struct PairTemplates {
+    /// The public key's template (see `template::public_key_generated`).
+    pub public: Vec<Attribute>,
+    /// The same without any usage flag.
+    pub public_bare: Vec<Attribute>,
+    /// The private key's template.
+    pub private: Vec<Attribute>,
+}
+
+/// The security attributes the private key must have after generation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MustKeep {
+    /// `CKA_TOKEN`.
+    pub persistent: bool,
+    /// `CKA_EXTRACTABLE`.
+    pub extractable: bool,
+    /// `CKA_ALWAYS_AUTHENTICATE` was asked for.
+    pub always_authenticate: bool,
+}
+
+/// Does this error say the token refused the template (rather than the device, the login or
+/// the mechanism failing)? tpm2-pkcs11 says `CKR_GENERAL_ERROR`.
+fn template_refused(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::TemplateInconsistent
+                | RvError::TemplateIncomplete
+                | RvError::AttributeValueInvalid
+                | RvError::AttributeTypeInvalid
+                | RvError::AttributeReadOnly
+                | RvError::GeneralError,
+            _
+        )
+    )
+}
+
+impl TokenSession {
+    /// Generates a key pair with `id` (see the module comment), checks the private key kept
+    /// `keep`, and returns (public, private). `what` names the pair in messages.
+    pub(crate) fn generate_pair_checked(
+        &self,
+        mechanism: &Mechanism<'_>,
+        t: &PairTemplates,
+        id: &[u8],
+        keep: MustKeep,
+        what: &str,
+    ) -> Result<(ObjectHandle, ObjectHandle), TokenError> {
+        let pair = match self
+            .session
+            .generate_key_pair(mechanism, &t.public, &t.private)
+        {
+            Ok(pair) => pair,
+            Err(e) if template_refused(&e) => {
+                log::debug!(
+                    "token {:?} refused the {what} template ({e}); again with the public key's usage left to the token",
+                    self.token.label()
+                );
+                // A module that failed half-way may have left an object with the new id.
+                if let Err(e) = self.destroy_by_id(id) {
+                    log::debug!("clearing after the refused template: {e}");
+                }
+                self.session
+                    .generate_key_pair(mechanism, &t.public_bare, &t.private)
+                    .map_err(|e| self.op_error(e, &format!("generating a {what}")))?
+            }
+            Err(e) => return Err(self.op_error(e, &format!("generating a {what}"))),
+        };
+        if let Err(dropped) = self.check_kept(pair.1, keep) {
+            let destroyed = self.destroy_by_id(id);
+            log::debug!("destroyed the new {what}: {destroyed:?}");
+            return Err(TokenError::AttributeDropped {
+                label: self.token.label().to_string(),
+                what: what.to_string(),
+                attribute: dropped,
+            });
+        }
+        Ok(pair)
+    }
+
+    /// The first security attribute the private key does not have as asked, if any.
+    fn check_kept(&self, private: ObjectHandle, keep: MustKeep) -> Result<(), &'static str> {
+        let attrs = self
+            .session
+            .get_attributes(
+                private,
+                &[
+                    AttributeType::Token,
+                    AttributeType::Private,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysAuthenticate,
+                ],
+            )
+            .map_err(|e| {
+                log::debug!("reading the new key's attributes: {e}");
+                "readable security attributes"
+            })?;
+        let get = |want: AttributeType| {
+            attrs.iter().find_map(|a| match (a, want) {
+                (Attribute::Token(v), AttributeType::Token)
+                | (Attribute::Private(v), AttributeType::Private)
+                | (Attribute::Sensitive(v), AttributeType::Sensitive)
+                | (Attribute::Extractable(v), AttributeType::Extractable)
+                | (Attribute::AlwaysAuthenticate(v), AttributeType::AlwaysAuthenticate) => Some(*v),
+                _ => None,
+            })
+        };
+        if get(AttributeType::Token) != Some(keep.persistent) {
+            return Err("CKA_TOKEN");
+        }
+        if get(AttributeType::Private) != Some(true) {
+            return Err("CKA_PRIVATE");
+        }
+        if get(AttributeType::Sensitive) != Some(true) {
+            return Err("CKA_SENSITIVE");
+        }
+        if get(AttributeType::Extractable) != Some(keep.extractable) {
+            return Err(if keep.extractable {
+                "CKA_EXTRACTABLE=true"
+            } else {
+                "CKA_EXTRACTABLE=false"
+            });
+        }
+        if keep.always_authenticate && get(AttributeType::AlwaysAuthenticate) != Some(true) {
+            return Err("CKA_ALWAYS_AUTHENTICATE");
+        }
+        Ok(())
+    }
+}
