@@ -175,3 +175,85 @@ fn a_high_security_signature_works_through_the_p11_kit_proxy() {
     )
     .ok();
 }
+
+/// Runs keyward through the shim (wrapping SoftHSM2) with `fault` injected.
+fn via_shim_with(bed: &TestBed, args: &[&str], fault: &str, env: &[(&str, &str)]) -> util::Run {
+    let shim = util::shim_module();
+    let shim = shim.to_string_lossy();
+    let softhsm = softhsm();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("KEYWARD_SHIM_MODULE", softhsm.as_str()),
+        ("KEYWARD_SHIM_FAULT", fault),
+    ];
+    all.extend_from_slice(env);
+    let mut argv = vec!["--module", &shim];
+    argv.extend_from_slice(args);
+    bed.run_env(&argv, &all)
+}
+
+/// A module that changes PINs only in a logged-in session (tpm2-pkcs11) answers `C_SetPIN`
+/// with `CKR_USER_NOT_LOGGED_IN` (0x101): keyward logs in with the old PIN and changes it then.
+#[test]
+fn change_pin_logs_in_first_when_the_module_wants_it() {
+    let bed = TestBed::new().native();
+    bed.init_token("cp", USER_PIN);
+    via_shim_with(
+        &bed,
+        &["token", "change-pin", "--token", "cp"],
+        "0x101@C_SetPIN:1",
+        &[
+            ("KEYWARD_PIN", USER_PIN),
+            ("KEYWARD_NEW_PIN", "user-secret-7"),
+        ],
+    )
+    .ok();
+    bed.pkcs11_tool_login("cp", "user-secret-7").ok();
+    bed.pkcs11_tool_login("cp", USER_PIN)
+        .refused("CKR_PIN_INCORRECT");
+}
+
+/// `C_InitToken` answering `CKR_FUNCTION_NOT_SUPPORTED` (a smart card), or refusing to
+/// re-initialise (tpm2-pkcs11 answers `CKR_ARGUMENTS_BAD`): one sentence naming the module's own
+/// tool, and the token unchanged.
+#[test]
+fn init_on_a_module_that_cannot_says_what_to_use() {
+    let bed = TestBed::new().native();
+    let env = [
+        ("KEYWARD_SO_PIN", util::SO_PIN),
+        ("KEYWARD_NEW_PIN", USER_PIN),
+    ];
+    let before = bed.token_snapshot();
+    via_shim_with(
+        &bed,
+        &["token", "init", "--free", "--label", "card"],
+        "0x54@C_InitToken:1",
+        &env,
+    )
+    .fails(1, "cannot initialise token")
+    .fails(1, "administration tool that comes with the module (SoftHSM");
+    assert_eq!(bed.token_snapshot(), before, "the token changed");
+
+    bed.init_token("card", USER_PIN);
+    let before = bed.token_snapshot();
+    via_shim_with(
+        &bed,
+        &[
+            "token", "init", "--token", "card", "--label", "card2", "--force",
+        ],
+        "0x7@C_InitToken:1",
+        &env,
+    )
+    .fails(1, "cannot re-initialise token \"card\" through PKCS#11")
+    .fails(1, "nothing was changed");
+    assert_eq!(bed.token_snapshot(), before, "the token changed");
+    // A wrong SO PIN is still a wrong SO PIN, not an unsupported re-initialisation.
+    via_shim_with(
+        &bed,
+        &[
+            "token", "init", "--token", "card", "--label", "card2", "--force",
+        ],
+        "0xa0@C_InitToken:1",
+        &env,
+    )
+    .fails(1, "wrong SO PIN");
+}
