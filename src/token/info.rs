@@ -123,22 +123,14 @@ pub fn list_slots(module: &Module) -> Result<Vec<SlotEntry>, TokenError> {
         .map_err(|e| map_error(e, ErrCtx::op("listing slots", "")))?;
     let mut out = Vec::with_capacity(slots.len());
     for slot in slots {
-        let info = match module.ctx().get_slot_info(slot) {
-            Ok(info) => info,
-            Err(e) => {
-                out.push(SlotEntry {
-                    slot_id: slot.id(),
-                    description: String::new(),
-                    token: None,
-                    unreadable: Some(unreadable_reason(e)),
-                });
-                continue;
-            }
-        };
+        let info = module
+            .ctx()
+            .get_slot_info(slot)
+            .map_err(|e| map_error(e, ErrCtx::op("reading slot info", "")))?;
         let (token, unreadable) = if info.token_present() {
             match summarize(module, slot) {
                 Ok(t) => (Some(t), None),
-                Err(e) => (None, Some(unreadable_reason(e))),
+                Err(e) => (None, Some(unreadable_reason(e)?)),
             }
         } else {
             (None, None)
@@ -170,7 +162,7 @@ fn scan_tokens(module: &Module) -> Result<(Vec<Token>, Vec<String>), TokenError>
         match summarize(module, slot) {
             Ok(summary) => tokens.push(Token { slot, summary }),
             Err(e) => {
-                let why = unreadable_reason(e);
+                let why = unreadable_reason(e)?;
                 log::debug!("slot {}: {why}", slot.id());
                 unreadable.push(format!("slot {}: {why}", slot.id()));
             }
@@ -179,20 +171,20 @@ fn scan_tokens(module: &Module) -> Result<(Vec<Token>, Vec<String>), TokenError>
     Ok((tokens, unreadable))
 }
 
-/// Why a present token cannot be listed, as a phrase.
-fn unreadable_reason(err: cryptoki::error::Error) -> String {
+/// Why a present token cannot be listed, as a phrase, when the module says it does not know
+/// the token or it went away (`CKR_TOKEN_NOT_RECOGNIZED`, `CKR_TOKEN_NOT_PRESENT`,
+/// `CKR_DEVICE_REMOVED`): the slot is listed as such and the listing goes on. Any other failure
+/// (a device error) is an error.
+fn unreadable_reason(err: cryptoki::error::Error) -> Result<String, TokenError> {
     use cryptoki::error::{Error as CkError, RvError};
     match &err {
-        CkError::Pkcs11(RvError::TokenNotRecognized, f) => {
-            format!(
-                "token not recognised by the module (C_{f:?} returned CKR_TOKEN_NOT_RECOGNIZED)"
-            )
-        }
+        CkError::Pkcs11(RvError::TokenNotRecognized, f) => Ok(format!(
+            "token not recognised by the module (C_{f:?} returned CKR_TOKEN_NOT_RECOGNIZED)"
+        )),
         CkError::Pkcs11(RvError::TokenNotPresent | RvError::DeviceRemoved, f) => {
-            format!("token removed while listing (C_{f:?})")
+            Ok(format!("token removed while listing (C_{f:?})"))
         }
-        CkError::Pkcs11(rv, f) => format!("token unreadable (C_{f:?} returned CKR {rv:?})"),
-        other => format!("token unreadable ({other})"),
+        _ => Err(map_error(err, ErrCtx::op("reading token info", ""))),
     }
 }
 

@@ -88,36 +88,36 @@ impl TokenSession {
             }
             Err(e) => return Err(self.op_error(e, &format!("generating a {what}"))),
         };
-        if let Err(dropped) = self.check_kept(pair.1, keep) {
-            let destroyed = self.destroy_by_id(id);
-            log::debug!("destroyed the new {what}: {destroyed:?}");
-            return Err(TokenError::AttributeDropped {
+        let failure = match self.check_kept(pair.1, keep) {
+            Ok(None) => return Ok(pair),
+            Ok(Some(dropped)) => TokenError::AttributeDropped {
                 label: self.token.label().to_string(),
                 what: what.to_string(),
                 attribute: dropped,
-            });
-        }
-        Ok(pair)
+            },
+            Err(e) => self.op_error(e, &format!("checking the new {what}")),
+        };
+        let destroyed = self.destroy_by_id(id);
+        log::debug!("destroyed the new {what}: {destroyed:?}");
+        Err(failure)
     }
 
     /// The first security attribute the private key does not have as asked, if any.
-    fn check_kept(&self, private: ObjectHandle, keep: MustKeep) -> Result<(), &'static str> {
-        let attrs = self
-            .session
-            .get_attributes(
-                private,
-                &[
-                    AttributeType::Token,
-                    AttributeType::Private,
-                    AttributeType::Sensitive,
-                    AttributeType::Extractable,
-                    AttributeType::AlwaysAuthenticate,
-                ],
-            )
-            .map_err(|e| {
-                log::debug!("reading the new key's attributes: {e}");
-                "readable security attributes"
-            })?;
+    fn check_kept(
+        &self,
+        private: ObjectHandle,
+        keep: MustKeep,
+    ) -> Result<Option<&'static str>, CkError> {
+        let attrs = self.session.get_attributes(
+            private,
+            &[
+                AttributeType::Token,
+                AttributeType::Private,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::AlwaysAuthenticate,
+            ],
+        )?;
         let get = |want: AttributeType| {
             attrs.iter().find_map(|a| match (a, want) {
                 (Attribute::Token(v), AttributeType::Token)
@@ -128,25 +128,23 @@ impl TokenSession {
                 _ => None,
             })
         };
-        if get(AttributeType::Token) != Some(keep.persistent) {
-            return Err("CKA_TOKEN");
-        }
-        if get(AttributeType::Private) != Some(true) {
-            return Err("CKA_PRIVATE");
-        }
-        if get(AttributeType::Sensitive) != Some(true) {
-            return Err("CKA_SENSITIVE");
-        }
-        if get(AttributeType::Extractable) != Some(keep.extractable) {
-            return Err(if keep.extractable {
+        let dropped = if get(AttributeType::Token) != Some(keep.persistent) {
+            Some("CKA_TOKEN")
+        } else if get(AttributeType::Private) != Some(true) {
+            Some("CKA_PRIVATE")
+        } else if get(AttributeType::Sensitive) != Some(true) {
+            Some("CKA_SENSITIVE")
+        } else if get(AttributeType::Extractable) != Some(keep.extractable) {
+            Some(if keep.extractable {
                 "CKA_EXTRACTABLE=true"
             } else {
                 "CKA_EXTRACTABLE=false"
-            });
-        }
-        if keep.always_authenticate && get(AttributeType::AlwaysAuthenticate) != Some(true) {
-            return Err("CKA_ALWAYS_AUTHENTICATE");
-        }
-        Ok(())
+            })
+        } else if keep.always_authenticate && get(AttributeType::AlwaysAuthenticate) != Some(true) {
+            Some("CKA_ALWAYS_AUTHENTICATE")
+        } else {
+            None
+        };
+        Ok(dropped)
     }
 }
