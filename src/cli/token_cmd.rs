@@ -48,7 +48,9 @@ fn init(ctx: &mut Context, args: InitArgs) -> Result<(), Error> {
     };
     // Two tokens with one label make every `--token LABEL` ambiguous afterwards.
     if let Some(other) = token::list_tokens(ctx.module()?)?.into_iter().find(|t| {
-        t.summary().initialized && t.label() == args.label && t.serial() != target.serial()
+        t.summary().initialized
+            && t.label() == args.label
+            && t.summary().slot_id != target.summary().slot_id
     }) {
         return Err(Error::Usage(format!(
             "token {:?} (serial {}) already has the label {:?}: choose another label, or every `--token {}` would be ambiguous; nothing was changed",
