@@ -1,16 +1,16 @@
 //! Key-pair generation that every token takes, and that keeps what keyward asked for.
 //!
 //! keyward writes every attribute that matters explicitly (no token default is trusted), but
-//! leaves a generated public key's `CKA_VERIFY` and `CKA_ENCRYPT` to the token: tpm2-pkcs11
-//! derives them from the TPM object and fails the generation (`CKR_GENERAL_ERROR`, "attr
-//! mismatch: 0x10a") when a template disagrees. A token that refuses the template anyway gets
-//! it once more with no public usage flag at all — the public half holds no secret, and what a
-//! key may do is decided by its private half, whose template never changes. (Not a cure for
-//! tpm2-pkcs11, whose failed generation leaks a TPM object: the second try finds the TPM full.)
-//! Then the
-//! private key's security attributes are read back: a token that silently dropped one (not
-//! sensitive, extractable, not private, no `CKA_ALWAYS_AUTHENTICATE`) gets its new pair
-//! destroyed and the command refused.
+//! leaves a generated public key's `CKA_VERIFY` and `CKA_ENCRYPT` out of the template:
+//! tpm2-pkcs11 derives them from the TPM object and fails the generation (`CKR_GENERAL_ERROR`,
+//! "attr mismatch: 0x10a") when a template disagrees. They are set afterwards where the token
+//! lets them be changed (SoftHSM2 would make every public key encrypt). A token that refuses the
+//! template anyway gets it once more with no public usage flag at all — the public half holds
+//! no secret, and what a key may do is decided by its private half, whose template never
+//! changes. (Not a cure for tpm2-pkcs11, whose failed generation leaks a TPM object: the second
+//! try finds the TPM full.) Then the private key's security attributes are read back: a token
+//! that silently dropped one (not sensitive, extractable, not private, no
+//! `CKA_ALWAYS_AUTHENTICATE`) gets its new pair destroyed and the command refused.
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
@@ -25,6 +25,10 @@ pub(crate) struct PairTemplates {
     pub public: Vec<Attribute>,
     /// The same without any usage flag.
     pub public_bare: Vec<Attribute>,
+    /// The public key's `CKA_VERIFY` and `CKA_ENCRYPT` as keyward wants them: set after the
+    /// generation where the token took its own default and lets them be changed (SoftHSM2
+    /// makes every public key encrypt); kept as the token has them where it does not.
+    pub public_usage: Vec<Attribute>,
     /// The private key's template.
     pub private: Vec<Attribute>,
 }
@@ -89,7 +93,10 @@ impl TokenSession {
             Err(e) => return Err(self.op_error(e, &format!("generating a {what}"))),
         };
         let failure = match self.check_kept(pair.1, keep) {
-            Ok(None) => return Ok(pair),
+            Ok(None) => {
+                self.settle_public_usage(pair.0, &t.public_usage);
+                return Ok(pair);
+            }
             Ok(Some(dropped)) => TokenError::AttributeDropped {
                 label: self.token.label().to_string(),
                 what: what.to_string(),
@@ -100,6 +107,31 @@ impl TokenSession {
         let destroyed = self.destroy_by_id(id);
         log::debug!("destroyed the new {what}: {destroyed:?}");
         Err(failure)
+    }
+
+    /// Sets the public key's usage flags that differ from `wanted`, where the token allows it.
+    /// A public key's usage grants nothing (the private half decides), so a refusal is only
+    /// logged.
+    fn settle_public_usage(&self, public: ObjectHandle, wanted: &[Attribute]) {
+        let types: Vec<AttributeType> = wanted.iter().map(Attribute::attribute_type).collect();
+        let have = match self.session.get_attributes(public, &types) {
+            Ok(have) => have,
+            Err(e) => {
+                log::debug!("reading the new public key's usage: {e}");
+                return;
+            }
+        };
+        let differ: Vec<Attribute> = wanted
+            .iter()
+            .filter(|w| !have.contains(w))
+            .cloned()
+            .collect();
+        if differ.is_empty() {
+            return;
+        }
+        if let Err(e) = self.session.update_attributes(public, &differ) {
+            log::debug!("token keeps its own public key usage ({e}); it grants nothing");
+        }
     }
 
     /// The first security attribute the private key does not have as asked, if any.

@@ -129,6 +129,7 @@ impl TokenSession {
                 Usage::VERIFY,
             )),
             public_bare: with_params(template::public_key_bare(key_type, storage)),
+            public_usage: template::public_usage(Usage::VERIFY),
             private: template::private_key(
                 key_type,
                 Storage::on_token(t.id, t.private_label),

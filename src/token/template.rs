@@ -144,6 +144,14 @@ pub(crate) fn public_key_generated(
     t
 }
 
+/// The usage flags [`public_key_generated`] leaves out, as `usage` wants them.
+pub(crate) fn public_usage(usage: Usage) -> Vec<Attribute> {
+    vec![
+        Attribute::Verify(usage.verify),
+        Attribute::Encrypt(usage.encrypt),
+    ]
+}
+
 /// A public key without usage flags, for tokens that decide them all (see `keygen.rs`).
 pub(crate) fn public_key_bare(key_type: KeyType, storage: Storage<'_>) -> Vec<Attribute> {
     let mut t = storage.attributes(ObjectClass::PUBLIC_KEY, key_type);

@@ -125,6 +125,7 @@ impl TokenSession {
                 KeyType::RSA,
                 storage(&public_label),
             )),
+            public_usage: template::public_usage(Usage::ENCRYPT_WRAP),
             private: template::private_key(
                 KeyType::RSA,
                 storage(p.label),
