@@ -9,6 +9,8 @@
 #                                             "none": the bed made the one token there is
 #                          KEYWARD_BED_TOKEN  that token's label (with KEYWARD_BED_INIT=none)
 #                          KEYWARD_BED_PIN, KEYWARD_BED_SO_PIN  the user and SO PINs to use
+#                          KEYWARD_BED_SETTLE=1  run `<module>.sh settle DIR` (with these
+#                                             variables) after each command (tpm2.sh says why)
 #   <module>.sh down DIR   stops what `up DIR` started (by the PIDs it wrote in DIR); safe to repeat
 # PINs are exactly 8 characters: every module here accepts them (opencryptoki 4-8, kryoptic >= 8).
 set -euo pipefail

@@ -24,7 +24,9 @@ up() {
     emit KEYWARD_BED_INIT none
     emit KEYWARD_BED_TOKEN "NSS Certificate DB"
     emit KEYWARD_BED_PIN "$BED_PIN"
-    emit KEYWARD_BED_SO_PIN ""
+    # No SO exists; an SO PIN is given anyway so that `token init` is refused for what the
+    # token lacks, not for a missing secret.
+    emit KEYWARD_BED_SO_PIN "$BED_SO_PIN"
 }
 
 case ${1:-} in

@@ -4,6 +4,12 @@
 # swtpm listens on 127.0.0.1 (a free port and the next one, for its control channel) with its
 # state in DIR; the tpm2-pkcs11 store is DIR/store. keyward initialises tokens in the free slot
 # (tpm2-pkcs11 offers a new empty one after each initialisation).
+#   testbeds/tpm2.sh settle DIR   (with the bed's variables) flushes what the last command left
+#                                 loaded in the TPM. swtpm over TCP has no resource manager; on a
+#                                 real system the kernel's /dev/tpmrm0 (or tpm2-abrmd) does this
+#                                 when a process exits. Without it one failed command leaves
+#                                 objects loaded and every later one fails with "out of memory
+#                                 for object contexts". The bed says so with KEYWARD_BED_SETTLE=1.
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 
@@ -40,8 +46,15 @@ up() {
     emit TPM2_PKCS11_LOG_LEVEL 0
     emit KEYWARD_HOME "$dir/home"
     emit KEYWARD_BED_INIT free
+    emit KEYWARD_BED_SETTLE 1
     emit KEYWARD_BED_PIN "$BED_PIN"
     emit KEYWARD_BED_SO_PIN "$BED_SO_PIN"
+}
+
+settle() {
+    [[ -n ${TPM2TOOLS_TCTI:-} ]] || die "settle needs the bed's variables (TPM2TOOLS_TCTI)"
+    tpm2_flushcontext -t >&2
+    tpm2_flushcontext -s >&2
 }
 
 down() {
@@ -52,5 +65,6 @@ down() {
 case ${1:-} in
 up) up "${2:?usage: tpm2.sh up DIR}" ;;
 down) down "${2:?usage: tpm2.sh down DIR}" ;;
-*) die "usage: tpm2.sh up DIR | down DIR" ;;
+settle) settle ;;
+*) die "usage: tpm2.sh up DIR | down DIR | settle DIR" ;;
 esac

@@ -3,7 +3,7 @@
 //! tpm2), each on a throw-away bed made by `testbeds/<module>.sh`.
 //!
 //! Each module runs the story once (the first of its tests to start runs it; the others wait),
-//! and every (module, step) is its own test: `cargo test --test module_matrix kryoptic::` runs
+//! and every (module, step) is its own test: `cargo test --test module_matrix matrix::kryoptic::` runs
 //! one module, and each failure is reported alone. A step either works, or is refused up front
 //! (one `keyward: error:` line naming what is missing; the keyset registry and the authority's
 //! directory unchanged), or is not run because a step it needs did not work. The expected
@@ -169,6 +169,8 @@ enum Expect {
     Works,
     /// Refused up front: exit 1, one `keyward: error:` line containing this text, the keyset
     /// registry and the authority's directory unchanged.
+    // No module refuses a step up front yet: the adapter work of issue 10 brings the refusals.
+    #[allow(dead_code)]
     Refused(&'static str),
     /// CURRENT BEHAVIOUR, NOT THE GOAL: the step fails in the middle today with an error
     /// containing this text. To be replaced by `Works` or `Refused(…)` when the adapter work of
@@ -181,7 +183,27 @@ enum Expect {
 use Expect::*;
 
 /// THE EXPECTATION TABLE: step → outcome, per module. Every module lists every step.
+///
+/// `FailsToday(…)` marks current behaviour, not the goal: it is what keyward does before the
+/// adapter work of issue 10 lands (module arguments, token identity, capability probing, key
+/// delivery by capability). Each is to become `Works` or `Refused("…")`, and the `NotRun`
+/// steps behind it then run and get their own entry.
 fn expected(module: Module) -> &'static [(Step, Expect)] {
+    /// kryoptic offers CKM_AES_KEY_WRAP_KWP (RFC 5649) and not SoftHSM's 0x210A: key delivery
+    /// fails at the authority's C_WrapKey (goal: Works, by KWP).
+    const KRYOPTIC_WRAP: Expect =
+        FailsToday("does not support the mechanism requested by C_WrapKey");
+    /// keyward does not pass KEYWARD_MODULE_ARGS to C_Initialize yet (goal: the module loads;
+    /// one token, no SO: `token init` refused, the rest works as far as one token allows).
+    const NSS_ARGS: Expect = FailsToday("failed to initialise (CKR ArgumentsBad)");
+    /// cryptoki 0.12.1 rejects opencryptoki's non-numeric utcTime (goal: token admin and RSA
+    /// keysets work; p256, high security and key delivery refused up front: no EC, no
+    /// context-specific login, no AES key wrap).
+    const OCK_UTCTIME: Expect =
+        FailsToday("reading token info failed: Error parsing string as integer");
+    /// tpm2-pkcs11 rejects keyward's explicit CKA_VERIFY template (`attr mismatch: 0x10a`)
+    /// (goal: keysets work; enrollment refused up front: no wrap, unwrap or private-key import).
+    const TPM2_KEYGEN: Expect = FailsToday("C_GenerateKeyPair returned CKR GeneralError");
     match module {
         Module::Softhsm => &[
             (TokenList, Works),
@@ -223,90 +245,94 @@ fn expected(module: Module) -> &'static [(Step, Expect)] {
             (SignHigh, Works),
             (Csr, Works),
             (AuthorityInit, Works),
-            (EnrollLocal, Works),
-            (EnrollFile, Works),
-            (Send, Works),
-            (Read, Works),
-            (Recover, Works),
-            (Reenroll, Works),
-            (ReadOld, Works),
+            (EnrollLocal, KRYOPTIC_WRAP),
+            (EnrollFile, KRYOPTIC_WRAP),
+            (Send, NotRun),     // current: behind EnrollFile
+            (Read, NotRun),     // current: behind EnrollFile
+            (Recover, NotRun),  // current: behind EnrollFile
+            (Reenroll, NotRun), // current: behind EnrollFile
+            (ReadOld, NotRun),  // current: behind EnrollFile
             (Audit, Works),
             (TokenReinit, Works),
         ],
         Module::Nss => &[
-            (TokenList, Works),
-            (TokenInit, Works),
-            (TokenInfo, Works),
-            (ChangePin, Works),
-            (KeysetRsa2048, Works),
-            (KeysetRsa3072, Works),
-            (KeysetP256, Works),
-            (KeysetHigh, Works),
-            (SignRsa2048, Works),
-            (SignRsa3072, Works),
-            (SignP256, Works),
-            (SignHigh, Works),
-            (Csr, Works),
-            (AuthorityInit, Works),
-            (EnrollLocal, Works),
-            (EnrollFile, Works),
-            (Send, Works),
-            (Read, Works),
-            (Recover, Works),
-            (Reenroll, Works),
-            (ReadOld, Works),
-            (Audit, Works),
-            (TokenReinit, Works),
+            (TokenList, NSS_ARGS),
+            (TokenInit, NSS_ARGS),
+            (TokenInfo, NSS_ARGS),
+            (ChangePin, NSS_ARGS),
+            (KeysetRsa2048, NSS_ARGS),
+            (KeysetRsa3072, NSS_ARGS),
+            (KeysetP256, NSS_ARGS),
+            (KeysetHigh, NSS_ARGS),
+            (SignRsa2048, NotRun), // current: behind the keysets
+            (SignRsa3072, NotRun), // current
+            (SignP256, NotRun),    // current
+            (SignHigh, NotRun),    // current
+            (Csr, NotRun),         // current
+            (AuthorityInit, NSS_ARGS),
+            (EnrollLocal, NotRun), // current: behind AuthorityInit
+            (EnrollFile, NSS_ARGS),
+            (Send, NotRun),     // current: behind EnrollFile
+            (Read, NotRun),     // current
+            (Recover, NotRun),  // current
+            (Reenroll, NotRun), // current
+            (ReadOld, NotRun),  // current
+            (Audit, Works),     // the SoftHSM2 authority beside it
+            (TokenReinit, NSS_ARGS),
         ],
         Module::Opencryptoki => &[
-            (TokenList, Works),
-            (TokenInit, Works),
-            (TokenInfo, Works),
-            (ChangePin, Works),
-            (KeysetRsa2048, Works),
-            (KeysetRsa3072, Works),
-            (KeysetP256, Works),
-            (KeysetHigh, Works),
-            (SignRsa2048, Works),
-            (SignRsa3072, Works),
-            (SignP256, Works),
-            (SignHigh, Works),
-            (Csr, Works),
-            (AuthorityInit, Works),
-            (EnrollLocal, Works),
-            (EnrollFile, Works),
-            (Send, Works),
-            (Read, Works),
-            (Recover, Works),
-            (Reenroll, Works),
-            (ReadOld, Works),
-            (Audit, Works),
-            (TokenReinit, Works),
+            (TokenList, OCK_UTCTIME),
+            (TokenInit, OCK_UTCTIME),
+            (TokenInfo, OCK_UTCTIME),
+            (ChangePin, OCK_UTCTIME),
+            (KeysetRsa2048, OCK_UTCTIME),
+            (KeysetRsa3072, OCK_UTCTIME),
+            (KeysetP256, OCK_UTCTIME),
+            (KeysetHigh, OCK_UTCTIME),
+            (SignRsa2048, NotRun), // current: behind the keysets
+            (SignRsa3072, NotRun), // current
+            (SignP256, NotRun),    // current
+            (SignHigh, NotRun),    // current
+            (Csr, NotRun),         // current
+            (AuthorityInit, OCK_UTCTIME),
+            (EnrollLocal, NotRun), // current: behind AuthorityInit
+            (EnrollFile, OCK_UTCTIME),
+            (Send, NotRun),     // current: behind EnrollFile
+            (Read, NotRun),     // current
+            (Recover, NotRun),  // current
+            (Reenroll, NotRun), // current
+            (ReadOld, NotRun),  // current
+            (Audit, Works),     // the SoftHSM2 authority beside it
+            (TokenReinit, OCK_UTCTIME),
         ],
         Module::Tpm2 => &[
             (TokenList, Works),
             (TokenInit, Works),
             (TokenInfo, Works),
             (ChangePin, Works),
-            (KeysetRsa2048, Works),
-            (KeysetRsa3072, Works),
-            (KeysetP256, Works),
-            (KeysetHigh, Works),
-            (SignRsa2048, Works),
-            (SignRsa3072, Works),
-            (SignP256, Works),
-            (SignHigh, Works),
-            (Csr, Works),
-            (AuthorityInit, Works),
-            (EnrollLocal, Works),
-            (EnrollFile, Works),
-            (Send, Works),
-            (Read, Works),
-            (Recover, Works),
-            (Reenroll, Works),
-            (ReadOld, Works),
-            (Audit, Works),
-            (TokenReinit, Works),
+            (KeysetRsa2048, TPM2_KEYGEN),
+            (KeysetRsa3072, TPM2_KEYGEN),
+            (KeysetP256, TPM2_KEYGEN),
+            (KeysetHigh, TPM2_KEYGEN),
+            (SignRsa2048, NotRun), // current: behind the keysets
+            (SignRsa3072, NotRun), // current
+            (SignP256, NotRun),    // current
+            (SignHigh, NotRun),    // current
+            (Csr, NotRun),         // current
+            (AuthorityInit, TPM2_KEYGEN),
+            (EnrollLocal, NotRun), // current: behind AuthorityInit
+            (EnrollFile, TPM2_KEYGEN),
+            (Send, NotRun),     // current: behind EnrollFile
+            (Read, NotRun),     // current
+            (Recover, NotRun),  // current
+            (Reenroll, NotRun), // current
+            (ReadOld, NotRun),  // current
+            (Audit, Works),     // the SoftHSM2 authority beside it
+            // tpm2-pkcs11 initialises a token once; goal: refused up front, naming tpm2_ptool.
+            (
+                TokenReinit,
+                FailsToday("C_InitToken returned CKR ArgumentsBad"),
+            ),
         ],
     }
 }
@@ -369,7 +395,10 @@ impl Outcome {
                 if *code != 1 {
                     Err(format!("a refusal exits 1, this exited {code}"))
                 } else if lines.len() != 1 {
-                    Err(format!("a refusal is one error line, this has {}", lines.len()))
+                    Err(format!(
+                        "a refusal is one error line, this has {}",
+                        lines.len()
+                    ))
                 } else if !lines[0].contains(text) {
                     Err(format!("the refusal does not say {text:?}"))
                 } else if *changed {
@@ -589,7 +618,13 @@ impl Ctx<'_> {
         let pem = self.file(&format!("{keyset}.pub.pem"));
         std::fs::write(&pem, pubkey.stdout).expect("write public key");
         let openssl = openssl(&[
-            "dgst", "-sha256", "-verify", &pem, "-signature", &sig, &data,
+            "dgst",
+            "-sha256",
+            "-verify",
+            &pem,
+            "-signature",
+            &sig,
+            &data,
         ]);
         if openssl.code != 0 {
             return Err(self.fail("openssl dgst -verify (of keyward's signature)", openssl));
@@ -599,7 +634,9 @@ impl Ctx<'_> {
 
     fn authority(&self, local: bool) -> &Authority<'_> {
         let which = if local { &self.here } else { &self.file };
-        which.as_ref().expect("an authority (checked by Step::needs)")
+        which
+            .as_ref()
+            .expect("an authority (checked by Step::needs)")
     }
 
     /// `authority SUB --dir DIR ARGS…` with the authority token's PIN.
@@ -631,7 +668,10 @@ impl Ctx<'_> {
                 "-o",
                 &request,
             ],
-            &[("KEYWARD_PIN", &self.bed.pin), ("KEYWARD_TEMP_KEY", temp_key)],
+            &[
+                ("KEYWARD_PIN", &self.bed.pin),
+                ("KEYWARD_TEMP_KEY", temp_key),
+            ],
         )?;
         self.on_authority(false, "process", &[&request, "-o", &reply])?;
         self.kw(&["enroll", "--complete", &reply]).map(drop)
@@ -640,7 +680,14 @@ impl Ctx<'_> {
     /// `read --keyset KEYSET` of the message; the content must come back.
     fn read(&self, keyset: &str) -> StepResult {
         let out = self.file(&format!("{keyset}.read.txt"));
-        self.kw(&["read", "--keyset", keyset, &self.file("letter.p7m"), "-o", &out])?;
+        self.kw(&[
+            "read",
+            "--keyset",
+            keyset,
+            &self.file("letter.p7m"),
+            "-o",
+            &out,
+        ])?;
         let got = std::fs::read_to_string(&out).unwrap_or_default();
         if got != MESSAGE {
             return Err(self.fail(
@@ -673,7 +720,10 @@ fn openssl(args: &[&str]) -> Run {
 fn state_of(ctx: &Ctx<'_>) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let registry = ctx.bed.home.join("keysets.toml");
-    out.push((registry.clone(), std::fs::read(&registry).unwrap_or_default()));
+    out.push((
+        registry.clone(),
+        std::fs::read(&registry).unwrap_or_default(),
+    ));
     for a in ctx.here.iter().chain(ctx.file.iter()) {
         let dir = Path::new(&a.dir);
         for name in util::files_under(dir) {
@@ -688,7 +738,11 @@ fn state_of(ctx: &Ctx<'_>) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Makes an authority on `role`'s token of `bed` in `dir`: `authority init` and `authority cert`.
-fn make_authority<'a>(bed: &'a ModuleBed, token: &str, dir: &Path) -> Result<Authority<'a>, Failure> {
+fn make_authority<'a>(
+    bed: &'a ModuleBed,
+    token: &str,
+    dir: &Path,
+) -> Result<Authority<'a>, Failure> {
     let dir = dir.to_string_lossy().into_owned();
     let args = [
         "authority",
@@ -719,7 +773,10 @@ fn make_authority<'a>(bed: &'a ModuleBed, token: &str, dir: &Path) -> Result<Aut
         .expect("authority dir parent")
         .join(format!(
             "{}-authority-cert.pem",
-            Path::new(&dir).file_name().unwrap_or_default().to_string_lossy()
+            Path::new(&dir)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
         ));
     std::fs::write(&bundle, cert.stdout).expect("write authority cert");
     Ok(Authority {
@@ -814,27 +871,43 @@ fn run_step(ctx: &mut Ctx<'_>, step: Step) -> StepResult {
             match &bed.tokens {
                 BedTokens::Free => {
                     for role in [Role::Authority, Role::Alice, Role::Bob, Role::BobNew] {
-                        ctx.on(bed, &["token", "init", "--free", "--label", role.label()], &so)?;
+                        ctx.on(
+                            bed,
+                            &["token", "init", "--free", "--label", role.label()],
+                            &so,
+                        )?;
                     }
                 }
                 BedTokens::One(label) => {
                     let uri = ctx.token(Role::Alice);
                     ctx.on(
                         bed,
-                        &["token", "init", "--token", &uri, "--label", label, "--force"],
+                        &[
+                            "token", "init", "--token", &uri, "--label", label, "--force",
+                        ],
                         &so,
                     )?;
                 }
             }
             Ok(())
         }
-        TokenInfo => ctx.kw(&["token", "info", "--token", &ctx.token(Role::Alice)]).map(drop),
+        TokenInfo => ctx
+            .kw(&["token", "info", "--token", &ctx.token(Role::Alice)])
+            .map(drop),
         ChangePin => {
             let token = ctx.token(Role::Alice);
             let args = ["token", "change-pin", "--token", &token];
-            ctx.on(bed, &args, &[("KEYWARD_PIN", &bed.pin), ("KEYWARD_NEW_PIN", NEW_PIN)])?;
-            ctx.on(bed, &args, &[("KEYWARD_PIN", NEW_PIN), ("KEYWARD_NEW_PIN", &bed.pin)])
-                .map(drop)
+            ctx.on(
+                bed,
+                &args,
+                &[("KEYWARD_PIN", &bed.pin), ("KEYWARD_NEW_PIN", NEW_PIN)],
+            )?;
+            ctx.on(
+                bed,
+                &args,
+                &[("KEYWARD_PIN", NEW_PIN), ("KEYWARD_NEW_PIN", &bed.pin)],
+            )
+            .map(drop)
         }
         KeysetRsa2048 => ctx.create_keyset("ks-rsa2048", &["--key-type", "rsa2048"]),
         KeysetRsa3072 => ctx.create_keyset("ks-rsa3072", &["--key-type", "rsa3072"]),
@@ -909,8 +982,10 @@ fn run_step(ctx: &mut Ctx<'_>, step: Step) -> StepResult {
             let data = ctx.file("letter.txt");
             std::fs::write(&data, MESSAGE).expect("write letter");
             let out = ctx.file("letter.p7m");
-            ctx.kw(&["send", "--keyset", "bob-1", "--to", "bob-1", &data, "-o", &out])
-                .map(drop)
+            ctx.kw(&[
+                "send", "--keyset", "bob-1", "--to", "bob-1", &data, "-o", &out,
+            ])
+            .map(drop)
         }
         Read => ctx.read("bob-1"),
         Recover => {
@@ -942,7 +1017,9 @@ fn run_step(ctx: &mut Ctx<'_>, step: Step) -> StepResult {
             };
             ctx.on(
                 bed,
-                &["token", "init", "--token", &uri, "--label", &label, "--force"],
+                &[
+                    "token", "init", "--token", &uri, "--label", &label, "--force",
+                ],
                 &[
                     ("KEYWARD_SO_PIN", &bed.so_pin),
                     ("KEYWARD_NEW_PIN", &bed.pin),
@@ -970,7 +1047,11 @@ fn write_matrix(module: Module, story: &Story) {
     let mut tsv = format!("seconds\t{:.0}\n", story.seconds);
     for step in STEPS {
         let cell = story.outcomes[&step].cell(expectation(module, step));
-        tsv.push_str(&format!("{:?}\t{}\n", step, cell.replace(['\t', '\n'], " ")));
+        tsv.push_str(&format!(
+            "{:?}\t{}\n",
+            step,
+            cell.replace(['\t', '\n'], " ")
+        ));
     }
     std::fs::write(columns.join(format!("{}.tsv", module.name())), tsv).expect("write column");
 
@@ -997,14 +1078,20 @@ fn write_matrix(module: Module, story: &Story) {
     for step in STEPS {
         md.push_str(&format!("| {} |", step.name()));
         for (_, map) in &cols {
-            let cell = map.get(&format!("{step:?}")).map(String::as_str).unwrap_or("?");
+            let cell = map
+                .get(&format!("{step:?}"))
+                .map(String::as_str)
+                .unwrap_or("?");
             md.push_str(&format!(" {cell} |"));
         }
         md.push('\n');
     }
     md.push_str("| seconds (story) |");
     for (_, map) in &cols {
-        md.push_str(&format!(" {} |", map.get("seconds").map(String::as_str).unwrap_or("?")));
+        md.push_str(&format!(
+            " {} |",
+            map.get("seconds").map(String::as_str).unwrap_or("?")
+        ));
     }
     md.push('\n');
     std::fs::write(target.join("module-matrix.md"), md).expect("write module-matrix.md");
@@ -1017,7 +1104,13 @@ fn write_matrix(module: Module, story: &Story) {
 fn expectation_table_is_complete() {
     for module in Module::ALL {
         let table = expected(module);
-        assert_eq!(table.len(), STEPS.len(), "{} lists {} steps", module.name(), table.len());
+        assert_eq!(
+            table.len(),
+            STEPS.len(),
+            "{} lists {} steps",
+            module.name(),
+            table.len()
+        );
         for step in STEPS {
             expectation(module, step);
         }
@@ -1055,10 +1148,16 @@ macro_rules! module_tests {
     )*};
 }
 
-module_tests! {
-    softhsm => Module::Softhsm;
-    kryoptic => Module::Kryoptic;
-    nss => Module::Nss;
-    opencryptoki => Module::Opencryptoki;
-    tpm2 => Module::Tpm2;
+/// `matrix::<module>::tNN_<step>`: `cargo test --test module_matrix matrix::kryoptic::` runs
+/// one module; `--skip matrix::` leaves the matrix out (testbeds/test-all.sh runs it as its own
+/// pass, one module at a time).
+mod matrix {
+    use super::*;
+    module_tests! {
+        softhsm => Module::Softhsm;
+        kryoptic => Module::Kryoptic;
+        nss => Module::Nss;
+        opencryptoki => Module::Opencryptoki;
+        tpm2 => Module::Tpm2;
+    }
 }

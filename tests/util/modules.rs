@@ -219,7 +219,28 @@ impl ModuleBed {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        run_with_timeout(cmd, timeout)
+        let run = run_with_timeout(cmd, timeout);
+        self.settle();
+        run
+    }
+
+    /// `testbeds/<module>.sh settle DIR` when the bed asks for it (`KEYWARD_BED_SETTLE=1`):
+    /// what a resource manager would do between two processes (tpm2.sh says why).
+    pub fn settle(&self) {
+        if self.var("KEYWARD_BED_SETTLE") != Some("1") {
+            return;
+        }
+        let script = testbeds_dir().join(format!("{}.sh", self.module.name()));
+        let mut cmd = self.tool("bash");
+        cmd.arg(&script).arg("settle").arg(self.dir.path());
+        let run = run_with_timeout(cmd, Duration::from_secs(60));
+        assert_eq!(
+            run.code,
+            0,
+            "`{} settle` failed:\n{}",
+            script.display(),
+            run.stderr
+        );
     }
 }
 
