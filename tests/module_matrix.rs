@@ -8,7 +8,8 @@
 //! (one `keyward: error:` line naming what is missing; the keyset registry and the authority's
 //! directory unchanged), or is not run because a step it needs did not work. The expected
 //! outcome of every step on every module is in [`expected`] below: the one place to update.
-//! The observed matrix is written to `target/module-matrix.md` (for the README).
+//! The observed matrix is written to `target/module-matrix.md` (for the README), and each
+//! module's observed outcomes as table entries to `target/module-matrix/<module>.expect.rs`.
 
 mod util;
 
@@ -169,8 +170,6 @@ enum Expect {
     Works,
     /// Refused up front: exit 1, one `keyward: error:` line containing this text, the keyset
     /// registry and the authority's directory unchanged.
-    // No module refuses a step up front yet: the adapter work of issue 10 brings the refusals.
-    #[allow(dead_code)]
     Refused(&'static str),
     /// CURRENT BEHAVIOUR, NOT THE GOAL: the step fails in the middle today with an error
     /// containing this text. To be replaced by `Works` or `Refused(…)` when the adapter work of
@@ -367,7 +366,7 @@ enum Outcome {
         code: i32,
         stdout: String,
         stderr: String,
-        /// The keyset registry or an authority's directory changed during the step.
+        /// The failing command changed the keyset registry or an authority's directory.
         changed: bool,
     },
     /// A step it needs did not work.
@@ -428,7 +427,7 @@ impl Outcome {
                     .unwrap_or_else(|| stderr.lines().last().unwrap_or("").to_string());
                 let kind = match (expect, self.check(expect)) {
                     (Refused(_), Ok(())) => "refused",
-                    _ => "fails in the middle",
+                    _ => "fails",
                 };
                 format!("{kind}: {}", line.replace('|', "\\|"))
             }
@@ -538,10 +537,12 @@ impl Role {
     }
 }
 
-/// Why a step stopped: the failing command and what it said.
+/// Why a step stopped: the failing command, what it said, and whether it changed the keyset
+/// registry or an authority's directory.
 struct Failure {
     command: String,
     run: Run,
+    changed: bool,
 }
 
 type StepResult = Result<(), Failure>;
@@ -576,6 +577,7 @@ impl Ctx<'_> {
 
     /// Runs keyward on `bed`; a non-zero exit is the step's failure.
     fn on(&self, bed: &ModuleBed, args: &[&str], env: &[(&str, &str)]) -> Result<Run, Failure> {
+        let before = state_of(self);
         let run = bed.run_env_timeout(args, env, COMMAND_TIMEOUT);
         if run.code == 0 {
             Ok(run)
@@ -583,6 +585,7 @@ impl Ctx<'_> {
             Err(Failure {
                 command: format!("keyward {}", args.join(" ")),
                 run,
+                changed: state_of(self) != before,
             })
         }
     }
@@ -597,6 +600,7 @@ impl Ctx<'_> {
         Failure {
             command: what.to_string(),
             run,
+            changed: false,
         }
     }
 
@@ -759,6 +763,8 @@ fn make_authority<'a>(
         return Err(Failure {
             command: format!("keyward {}", args.join(" ")),
             run,
+            // A refused `authority init` leaves no directory behind.
+            changed: Path::new(&dir).exists(),
         });
     }
     let cert = bed.run_env_timeout(&["authority", "cert", "--dir", &dir], &[], COMMAND_TIMEOUT);
@@ -766,6 +772,7 @@ fn make_authority<'a>(
         return Err(Failure {
             command: format!("keyward authority cert --dir {dir}"),
             run: cert,
+            changed: false,
         });
     }
     let bundle = Path::new(&dir)
@@ -832,16 +839,14 @@ fn run_story(module: Module) -> BTreeMap<Step, Outcome> {
             outcomes.insert(step, Outcome::NotRun(*blocked));
             continue;
         }
-        let before = state_of(&ctx);
-        let result = run_step(&mut ctx, step);
-        let outcome = match result {
+        let outcome = match run_step(&mut ctx, step) {
             Ok(()) => Outcome::Works,
             Err(f) => Outcome::Failed {
                 command: f.command,
                 code: f.run.code,
                 stdout: f.run.stdout,
                 stderr: f.run.stderr,
-                changed: state_of(&ctx) != before,
+                changed: f.changed,
             },
         };
         outcomes.insert(step, outcome);
@@ -1054,6 +1059,11 @@ fn write_matrix(module: Module, story: &Story) {
         ));
     }
     std::fs::write(columns.join(format!("{}.tsv", module.name())), tsv).expect("write column");
+    std::fs::write(
+        columns.join(format!("{}.expect.rs", module.name())),
+        observed_table(module, story),
+    )
+    .expect("write observed table");
 
     let mut cols: Vec<(Module, BTreeMap<String, String>)> = Vec::new();
     for m in Module::ALL {
@@ -1097,6 +1107,42 @@ fn write_matrix(module: Module, story: &Story) {
     std::fs::write(target.join("module-matrix.md"), md).expect("write module-matrix.md");
 }
 
+/// What this run saw, written as entries of [`expected`] for the lead to review and paste:
+/// a one-line exit-1 failure that changed nothing is a candidate `Refused` (whether it came up
+/// front, before the token was touched, is for a person to judge); other failures are
+/// `FailsToday`.
+fn observed_table(module: Module, story: &Story) -> String {
+    let mut out = format!("        Module::{module:?} => &[\n");
+    for step in STEPS {
+        let outcome = &story.outcomes[&step];
+        let entry = match outcome {
+            Outcome::Works => "Works".to_string(),
+            Outcome::NotRun(_) => "NotRun".to_string(),
+            Outcome::Failed {
+                code,
+                stderr,
+                changed,
+                ..
+            } => {
+                let lines = outcome.error_lines();
+                let text = lines
+                    .first()
+                    .map(|l| l.trim_start_matches("keyward: error:").trim())
+                    .unwrap_or_else(|| stderr.lines().last().unwrap_or(""));
+                let kind = if *code == 1 && lines.len() == 1 && !changed {
+                    "Refused"
+                } else {
+                    "FailsToday"
+                };
+                format!("{kind}({text:?})")
+            }
+        };
+        out.push_str(&format!("            ({step:?}, {entry}),\n"));
+    }
+    out.push_str("        ],\n");
+    out
+}
+
 // ---- one test per (module, step) -------------------------------------------------------------
 
 /// The expectation table lists every step once for every module.
@@ -1115,6 +1161,55 @@ fn expectation_table_is_complete() {
             expectation(module, step);
         }
     }
+}
+
+/// The rules that tell a refusal from a failure in the middle.
+#[test]
+fn outcome_rules() {
+    let failed = |code: i32, stderr: &str, changed: bool| Outcome::Failed {
+        command: "keyward x".into(),
+        code,
+        stdout: String::new(),
+        stderr: stderr.into(),
+        changed,
+    };
+    let one_line = "keyward: error: token \"t\" has no AES key wrap; use another token\n";
+    let refused = Refused("no AES key wrap");
+    assert!(failed(1, one_line, false).check(refused).is_ok());
+    assert!(
+        failed(1, one_line, true).check(refused).is_err(),
+        "it changed something"
+    );
+    assert!(failed(2, one_line, false).check(refused).is_err(), "exit 2");
+    let two = format!("{one_line}{one_line}");
+    assert!(
+        failed(1, &two, false).check(refused).is_err(),
+        "two error lines"
+    );
+    let other = "keyward: error: C_WrapKey failed\n";
+    assert!(
+        failed(1, other, false).check(refused).is_err(),
+        "another sentence"
+    );
+    assert!(failed(1, other, true)
+        .check(FailsToday("C_WrapKey"))
+        .is_ok());
+    assert!(failed(1, other, false)
+        .check(FailsToday("C_UnwrapKey"))
+        .is_err());
+    assert!(failed(1, other, false).check(Works).is_err());
+    assert!(Outcome::Works.check(refused).is_err());
+    assert!(Outcome::Works.check(FailsToday("C_WrapKey")).is_err());
+    assert!(Outcome::NotRun(KeysetRsa2048).check(Works).is_err());
+    assert!(Outcome::NotRun(KeysetRsa2048).check(NotRun).is_ok());
+    assert!(Outcome::Works.check(NotRun).is_err());
+    assert_eq!(
+        failed(1, one_line, false).cell(refused),
+        "refused: token \"t\" has no AES key wrap; use another token"
+    );
+    assert!(failed(1, other, false)
+        .cell(FailsToday("C_WrapKey"))
+        .starts_with("fails: "));
 }
 
 macro_rules! module_tests {
