@@ -1104,9 +1104,10 @@ fn write_matrix(module: Module, story: &Story) {
     std::fs::write(target.join("module-matrix.md"), md).expect("write module-matrix.md");
 }
 
-/// What this run saw, written as entries of [`expected`] for the lead to review and paste:
-/// a one-line exit-1 failure that changed nothing is a candidate `Refused` (whether it came up
-/// front, before the token was touched, is for a person to judge); other failures are
+/// What this run saw, written as entries of [`expected`] for a person to review and paste:
+/// a one-line exit-1 failure that changed nothing and does not report a PKCS#11 call's return
+/// code is a candidate `Refused` (whether it came before the token was touched is for a person
+/// to judge; trim the text to the part that names what is missing); other failures are
 /// `FailsToday`.
 fn observed_table(module: Module, story: &Story) -> String {
     let mut out = format!("        Module::{module:?} => &[\n");
@@ -1126,11 +1127,11 @@ fn observed_table(module: Module, story: &Story) -> String {
                     .first()
                     .map(|l| l.trim_start_matches("keyward: error:").trim())
                     .unwrap_or_else(|| stderr.lines().last().unwrap_or(""));
-                let kind = if *code == 1 && lines.len() == 1 && !changed {
-                    "Refused"
-                } else {
-                    "FailsToday"
-                };
+                // A line that reports a PKCS#11 call's return code is that call failing, not a
+                // refusal before the token was asked.
+                let refusal =
+                    *code == 1 && lines.len() == 1 && !changed && !text.contains(" returned CKR");
+                let kind = if refusal { "Refused" } else { "FailsToday" };
                 format!("{kind}({text:?})")
             }
         };
