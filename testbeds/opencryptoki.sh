@@ -32,6 +32,8 @@ take_lock() {
 up() {
     local dir module running
     dir=$(cd "$1" 2>/dev/null && pwd) || { mkdir -p "$1" && dir=$(cd "$1" && pwd); }
+    [[ $(id -u) -eq 0 ]] ||
+        die "needs root: it starts pkcsslotd and resets the machine's soft token store; run as root, or leave opencryptoki out of KEYWARD_TEST_MODULES"
     need pkcsslotd opencryptoki opencryptoki
     need pkcsconf opencryptoki opencryptoki
     module=$(first_file /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so \
@@ -42,7 +44,7 @@ up() {
     running=$(pgrep -x pkcsslotd || true)
     if [[ -n $running ]]; then
         rm -rf "$lock"
-        die "pkcsslotd already runs (PID $running) and was not started by a test bed; stop it first"
+        die "pkcsslotd already runs (PID $running), not started by a test bed: another user of opencryptoki on this machine; stop it (or wait for it) and run again"
     fi
     mkdir -p "$dir/home"
     # Keep the machine's soft token; start from an empty one.
