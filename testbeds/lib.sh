@@ -13,9 +13,11 @@
 #                                             variables) after each command (tpm2.sh says why)
 #   <module>.sh down DIR   stops what `up DIR` started (by the PIDs it wrote in DIR); safe to repeat
 # PINs are exactly 8 characters: every module here accepts them (opencryptoki 4-8, kryoptic >= 8).
+# The user PIN is not 12345678: opencryptoki takes that for its default user PIN and refuses to
+# set it with C_SetPIN (so a PIN changed away from it could not be changed back).
 set -euo pipefail
 
-BED_PIN=12345678
+BED_PIN=24681357
 BED_SO_PIN=87654321
 
 # emit NAME VALUE: one export line, quoted for bash.

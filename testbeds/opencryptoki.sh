@@ -5,7 +5,7 @@
 # /var/lib/opencryptoki/swtok. So `up` takes a machine-wide lock (a second bed waits for the
 # first one's `down`), refuses to run beside a pkcsslotd it did not start, saves the soft token
 # store in DIR and starts from an empty one; `down` stops pkcsslotd and puts the store back.
-# The token: label "ock-card", SO PIN 87654321, user PIN 12345678 (opencryptoki: 4-8 characters).
+# The token: label "ock-card", SO PIN 87654321 (a fresh soft token's), user PIN from lib.sh.
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 
