@@ -69,7 +69,8 @@ matrix() {
     done
     echo "== module matrix: time each module adds"
     printf '   %s\n' "${times[@]}"
-    echo "   the matrix: ${CARGO_TARGET_DIR:-target}/module-matrix.md"
+    echo "== module matrix (${CARGO_TARGET_DIR:-target}/module-matrix.md)"
+    cat "${CARGO_TARGET_DIR:-target}/module-matrix.md" 2>/dev/null || echo "   (not written: a bed broke)"
     return "$failed"
 }
 
