@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
-# Installs what keyward's main job, tests and interop checks need, when it is missing:
-# SoftHSM2 and the real PKCS#11 peers (OpenSC pkcs11-tool, GnuTLS p11tool, OpenSSL's
-# PKCS#11 engine, ssh-keygen). Safe to run again: it installs nothing that is present.
+# Installs, in one apt-get step, what keyward's main job, tests and interop checks need, when it
+# is missing: SoftHSM2 and the real PKCS#11 peers (OpenSC pkcs11-tool, GnuTLS p11tool, OpenSSL's
+# PKCS#11 engine, ssh-keygen), and what each module of the module matrix needs
+# (tests/module_matrix.rs; the beds are testbeds/<module>.sh). KEYWARD_TEST_MODULES (comma- or
+# space-separated; default: all of softhsm,kryoptic,nss,opencryptoki,tpm2) limits the modules.
+# Safe to run again: it installs nothing that is present.
 set -euo pipefail
+
+modules=${KEYWARD_TEST_MODULES:-softhsm,kryoptic,nss,opencryptoki,tpm2}
+wanted=(softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client python3 ${KEYWARD_EXTRA_PACKAGES:-})
+for module in ${modules//,/ }; do
+    case $module in
+    softhsm) ;;
+    kryoptic) wanted+=(libssl-dev clang libclang-dev pkg-config) ;;
+    nss) wanted+=(libnss3 libnss3-tools) ;;
+    opencryptoki) wanted+=(opencryptoki) ;;
+    tpm2) wanted+=(libtpm2-pkcs11-1 libtpm2-pkcs11-tools swtpm swtpm-tools tpm2-tools) ;;
+    *)
+        echo "testbeds/setup.sh: unknown module $module in KEYWARD_TEST_MODULES (softhsm, kryoptic, nss, opencryptoki, tpm2)" >&2
+        exit 2
+        ;;
+    esac
+done
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client ${KEYWARD_EXTRA_PACKAGES:-}; do
+for pkg in "${wanted[@]}"; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 

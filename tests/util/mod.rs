@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod modules;
+
 pub const SO_PIN: &str = "so-secret-1";
 pub const USER_PIN: &str = "user-secret-1";
 
