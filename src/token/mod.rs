@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod error;
 pub mod info;
+pub mod inventory;
 pub mod keys;
 pub mod module;
 mod raw;
@@ -16,6 +17,7 @@ pub use error::{CallFailure, PinRole, TokenError, TriesLeft};
 pub use info::{
     find_token, list_slots, list_tokens, token_in_slot, PinState, SlotEntry, Token, TokenSummary,
 };
+pub use inventory::{CertificateEntry, KeyIntake, PrivateKeyEntry};
 pub use keys::{KeyAttributes, KeyKind, KeyRef, KeySpec, KeyTemplate, RawPublicKey};
 pub use module::{Module, DEFAULT_MODULE_PATHS};
 pub use session::{LoginPolicy, TokenSession};
