@@ -6,6 +6,7 @@
 #   testbeds/piv.sh up DIR     build the card, start pcscd and the card (logs and PIDs in DIR),
 #                              provision keys and certificates in 9A 9C 9D 9E, print `export` lines
 #   testbeds/piv.sh down DIR   stop both, by the PIDs in DIR
+#   testbeds/piv.sh build      only build the card (what `up` does first)
 #
 # Provisioning goes through the card's own interface, as a card issuer would (keys cannot be
 # generated through PKCS#11 on a PIV card): mutual authentication with the default 3DES
@@ -194,12 +195,16 @@ down() {
 }
 
 case ${1:-} in
+build)
+    command -v cargo >/dev/null || die "cargo is missing; install Rust (https://rustup.rs)"
+    build_card
+    ;;
 up | down)
     [[ -n ${2:-} ]] || die "usage: $0 up|down DIR"
     DIR=$2
     "$1"
     ;;
 *)
-    die "usage: $0 up|down DIR"
+    die "usage: $0 up|down DIR, or $0 build"
     ;;
 esac
