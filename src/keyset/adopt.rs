@@ -87,12 +87,18 @@ pub fn adopt(
     let certs = session.certificates()?;
     session.logout();
 
+    // The signing and decryption keys are two keys: a key named for one role is no candidate
+    // for the other.
+    let named_decryption = match &req.decryption_key {
+        Some(uri) => pick(&keys, Role::Decryption, Some(uri), req.token, can_decrypt)?,
+        None => None,
+    };
     let signing = pick(
         &keys,
         Role::Signing,
         req.signing_key.as_ref(),
         req.token,
-        |k| k.sign,
+        |k| k.sign && named_decryption.is_none_or(|d| d.id != k.id),
     )?
     .ok_or_else(|| {
         KeysetError::Unsupported(format!(
@@ -100,13 +106,12 @@ pub fn adopt(
             req.token.label()
         ))
     })?;
-    let decryption = pick(
-        &keys,
-        Role::Decryption,
-        req.decryption_key.as_ref(),
-        req.token,
-        |k| k.decrypt && k.kind == Some(KeyKind::Rsa),
-    )?;
+    let decryption = match named_decryption {
+        Some(key) => Some(key),
+        None => pick(&keys, Role::Decryption, None, req.token, |k| {
+            can_decrypt(k) && k.id != signing.id
+        })?,
+    };
 
     let signing_cert = certificate_for(&certs, &signing.id, req.token)?;
     let public = signing_public_key(&session, signing, signing_cert, req.token)?;
@@ -145,6 +150,11 @@ pub fn adopt(
     registry.add(record.clone())?;
     registry.save(&lock)?;
     Ok(record)
+}
+
+/// Mail is read with RSA keys (key transport), so a decryption key is an RSA key that decrypts.
+fn can_decrypt(k: &PrivateKeyEntry) -> bool {
+    k.decrypt && k.kind == Some(KeyKind::Rsa)
 }
 
 /// A key URI must name an object (by `id` or `object`) on this token, and a private key.

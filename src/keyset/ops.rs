@@ -219,6 +219,12 @@ pub fn remove(
 ) -> Result<usize, KeysetError> {
     let (lock, mut registry) = Registry::lock(home)?;
     let record = registry.get(name)?.clone();
+    if record.adopted.is_some() && destroy.is_some() {
+        return Err(KeysetError::Unsupported(format!(
+            "keyset {name:?} was adopted: its keys were put on token {:?} by other tools and stay there; remove the keyset without --destroy-keys (and clear the card with its own tools if that is the aim)",
+            record.token_label
+        )));
+    }
     let mut destroyed = 0;
     if let (Some(module), Some((password, policy))) = (module, destroy) {
         let s = KeysetSession::open(module, &record, password, policy, true)?;
