@@ -391,6 +391,59 @@ fn read_mail_encrypted_to_the_key_management_certificate(bed: &TestBed, card: &C
         );
         assert_eq!(std::fs::read(&out).unwrap(), content, "{name}");
     }
+    // keyward sends from the card (signed with 9C, encrypted to the sender and to the card's
+    // own 9D certificate) and reads its own copy back on the card.
+    let from_card = bed.path("from-card.p7m").to_string_lossy().into_owned();
+    on_card(
+        bed,
+        card,
+        &[
+            "send", "--keyset", "Card", "--to", &cert, &note, "-o", &from_card,
+        ],
+        &[("KEYWARD_PIN", PIN)],
+    )
+    .ok();
+    let out = bed.path("from-card.txt").to_string_lossy().into_owned();
+    let run = on_card(
+        bed,
+        card,
+        &[
+            "read",
+            "--keyset",
+            "Card",
+            "--ca",
+            &card.file("ca.pem"),
+            &from_card,
+            "-o",
+            &out,
+        ],
+        &[("KEYWARD_PIN", PIN)],
+    )
+    .ok();
+    assert!(
+        run.stderr
+            .contains("good signature from keyward PIV signature"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), content);
+    // The sender opens it with OpenSSL and checks the card's signature against the test CA.
+    let decrypted = bed.path("from-card.signed").to_string_lossy().into_owned();
+    openssl(&[
+        "cms", "-decrypt", "-in", &from_card, "-inform", "DER", "-recip", &cert, "-inkey", &key,
+        "-out", &decrypted,
+    ]);
+    openssl(&[
+        "cms",
+        "-verify",
+        "-in",
+        &decrypted,
+        "-CAfile",
+        &card.file("ca.pem"),
+        "-out",
+        "/dev/null",
+    ]);
+
     // An adopted keyset has no authority: the CA must be named.
     let msg = bed.path("pkcs1.p7m").to_string_lossy().into_owned();
     on_card(

@@ -75,9 +75,7 @@ impl<T: piv_authenticator::Client> Card<T> {
                 Some(first) => first
                     .extend_from_command_view(command)
                     .map_err(|_| Status::WrongLength)?,
-                None => {
-                    self.chained = Some(command.to_owned().map_err(|_| Status::WrongLength)?)
-                }
+                None => self.chained = Some(command.to_owned().map_err(|_| Status::WrongLength)?),
             }
             return Ok(status_word(Status::Success).to_vec());
         }
