@@ -164,6 +164,7 @@ fn a_piv_card_through_opensc_pcscd_and_vpcd() {
     adopt_the_signature_and_key_management_keys(bed, &card);
     sign_and_verify_with_the_always_authenticate_key(bed, &card);
     read_mail_encrypted_to_the_key_management_certificate(bed, &card);
+    an_ec_signing_key_and_an_always_authenticate_decryption_key(bed, &card);
     enrollment_and_key_generation_are_refused_up_front(&authority, &card);
     change_the_pin(bed, &card);
     lockout_on_the_cards_own_counter(bed, &card);
@@ -453,6 +454,103 @@ fn read_mail_encrypted_to_the_key_management_certificate(bed: &TestBed, card: &C
         &[("KEYWARD_PIN", PIN)],
     )
     .fails(1, "pass --ca FILE");
+}
+
+/// 9E (P-256, no PIN at all on a PIV card) signs; 9C decrypts — an always-authenticate key, so
+/// the card demands the PIN at the decryption itself, and the keyset is security high.
+fn an_ec_signing_key_and_an_always_authenticate_decryption_key(bed: &TestBed, card: &Card) {
+    let run = on_card(
+        bed,
+        card,
+        &[
+            "keyset",
+            "adopt",
+            "EC",
+            "--token",
+            card.token(),
+            "--signing-key",
+            "pkcs11:id=%04",
+            "--decryption-key",
+            "pkcs11:id=%02",
+        ],
+        &[("KEYWARD_PIN", PIN)],
+    )
+    .ok();
+    assert!(
+        run.stdout.contains("p256 signing key, security high"),
+        "{}",
+        run.stdout
+    );
+    let data = bed.file("ec.txt", b"signed by 9E\n");
+    let sig = bed.path("ec.sig").to_string_lossy().into_owned();
+    on_card(
+        bed,
+        card,
+        &["keyset", "sign", "EC", &data, "-o", &sig],
+        &[("KEYWARD_PIN", PIN)],
+    )
+    .ok();
+    on_card(bed, card, &["keyset", "verify", "EC", &data, &sig], &[]).ok();
+    bed.run_tool(
+        "openssl",
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &card.file("9E.pub"),
+            "-signature",
+            &sig,
+            &data,
+        ],
+    )
+    .ok();
+    // Mail to 9C's certificate (the signed note of the read step).
+    let signed = bed.path("note.signed").to_string_lossy().into_owned();
+    let msg = bed.path("to-9c.p7m").to_string_lossy().into_owned();
+    bed.run_tool(
+        "openssl",
+        "openssl",
+        &[
+            "cms",
+            "-encrypt",
+            "-binary",
+            "-aes256",
+            "-in",
+            &signed,
+            "-inform",
+            "DER",
+            "-outform",
+            "DER",
+            "-out",
+            &msg,
+            "-recip",
+            &card.file("9C.pem"),
+        ],
+    )
+    .ok();
+    let out = bed.path("to-9c.txt").to_string_lossy().into_owned();
+    on_card(
+        bed,
+        card,
+        &[
+            "read",
+            "--keyset",
+            "EC",
+            "--ca",
+            &card.file("ca.pem"),
+            &msg,
+            "-o",
+            &out,
+        ],
+        &[("KEYWARD_PIN", PIN)],
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"for the card holder only\n",
+        "decrypted with 9C"
+    );
 }
 
 fn enrollment_and_key_generation_are_refused_up_front(authority: &AuthorityBed, card: &Card) {

@@ -25,6 +25,10 @@ pub(crate) struct RawFunctions {
     list: CK_FUNCTION_LIST,
 }
 
+/// Output room for one single-part call: an RSA-8192 signature, or a decryption (whose output
+/// is never longer than its input, which is at least this long when it is not).
+const MAX_SINGLE_PART_OUTPUT: usize = 1024;
+
 /// Which single-part operation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum SinglePart {
@@ -104,28 +108,34 @@ impl RawFunctions {
                 ),
                 Function::Login,
             )?;
-            let mut out_len: CK_ULONG = 0;
-            check(
-                call(
-                    h,
-                    data.as_ptr() as *mut u8,
-                    data_len,
-                    ptr::null_mut(),
-                    &mut out_len,
-                ),
-                call_fn,
-            )?;
-            let mut out = vec![0u8; usize::try_from(out_len)?];
-            check(
-                call(
-                    h,
-                    data.as_ptr() as *mut u8,
-                    data_len,
-                    out.as_mut_ptr(),
-                    &mut out_len,
-                ),
-                call_fn,
-            )?;
+            // One call with a buffer large enough, not a length query first: on a card the
+            // query may already run the operation and spend the context-specific login
+            // (OpenSC's PIV decryption does), leaving the real call CKR_USER_NOT_LOGGED_IN.
+            // Only when the buffer is too small (the operation stays active) ask again.
+            let mut out = vec![0u8; data.len().max(MAX_SINGLE_PART_OUTPUT)];
+            let mut out_len = CK_ULONG::try_from(out.len())?;
+            let rv = call(
+                h,
+                data.as_ptr() as *mut u8,
+                data_len,
+                out.as_mut_ptr(),
+                &mut out_len,
+            );
+            if rv == cryptoki_sys::CKR_BUFFER_TOO_SMALL {
+                out = vec![0u8; usize::try_from(out_len)?];
+                check(
+                    call(
+                        h,
+                        data.as_ptr() as *mut u8,
+                        data_len,
+                        out.as_mut_ptr(),
+                        &mut out_len,
+                    ),
+                    call_fn,
+                )?;
+            } else {
+                check(rv, call_fn)?;
+            }
             out.truncate(usize::try_from(out_len)?);
             Ok(out)
         }
