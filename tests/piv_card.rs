@@ -596,6 +596,15 @@ fn enrollment_and_key_generation_are_refused_up_front(authority: &AuthorityBed, 
 }
 
 fn change_the_pin(bed: &TestBed, card: &Card) {
+    // A wrong old PIN is said as such (it costs a try; the next good PIN gives it back).
+    on_card(
+        bed,
+        card,
+        &["keyset", "passwd", "Card"],
+        &[("KEYWARD_PIN", "99999999"), ("KEYWARD_NEW_PIN", NEW_PIN)],
+    )
+    .fails(1, "wrong user PIN");
+    sign(bed, card, PIN, &[]).ok();
     on_card(
         bed,
         card,

@@ -192,7 +192,11 @@ pub fn change_password(
         None => new_password.clone(),
     };
     token.check_pin_length(PinRole::User, &old_pin)?;
+    token.check_pin_length(PinRole::User, &new_pin)?;
     let mut session = token.open_rw(module)?;
+    // Log in with the old PIN first: a wrong one is then reported as such, with the tries
+    // left (OpenSC's PIV driver answers a wrong old PIN in C_SetPIN with CKR_GENERAL_ERROR).
+    session.login(module, PinRole::User, &old_pin, policy)?;
     session.set_user_pin(module, &old_pin, &new_pin)?;
     if new_hardening.is_some() {
         registry.get_mut(name)?.hardening = new_hardening;
