@@ -299,6 +299,8 @@ pub struct EnrollArgs {
 pub enum KeysetCommand {
     /// Create a keyset: a signing key pair generated on the token (asks for the PIN)
     Create(CreateArgs),
+    /// Adopt keys and certificates already on a token (a smart card provisioned by its own tools) as a keyset (asks for the PIN)
+    Adopt(AdoptArgs),
     /// List keysets
     List,
     /// Show one keyset, its token and its keys' pkcs11: URIs
@@ -356,6 +358,22 @@ pub struct CreateArgs {
     /// Derive the token PIN from the keyset password with Argon2id (software tokens)
     #[arg(long)]
     pub harden: bool,
+}
+
+/// `keyset adopt`
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The keyset's name
+    pub name: String,
+    /// The token holding the keys: a PKCS#11 URI or a bare label
+    #[arg(long, value_name = "URI")]
+    pub token: String,
+    /// The signing key, when several keys can sign: a PKCS#11 object URI, e.g. "pkcs11:id=%02;type=private"
+    #[arg(long, value_name = "URI")]
+    pub signing_key: Option<String>,
+    /// The decryption key, when several keys can decrypt: a PKCS#11 object URI
+    #[arg(long, value_name = "URI")]
+    pub decryption_key: Option<String>,
 }
 
 /// `keyset cert`

@@ -44,6 +44,7 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
         .and_then(|r| r.check_free(name.as_str(), &name.label()))
         .map_err(KeysetError::from)?;
     let token = ctx.token(token)?;
+    client::check_can_enroll(ctx.module()?, &token)?;
     let temp_key = TempKey::parse(secrecy::ExposeSecret::expose_secret(&ctx.temp_key()?))
         .map_err(crate::authority::AuthorityError::from)?;
     let pin = ctx.pin()?;

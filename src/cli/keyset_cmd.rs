@@ -6,7 +6,9 @@ use std::io::IsTerminal;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use super::args::{CreateArgs, CsrArgs, KeysetCommand, RemoveArgs, SignArgs, VerifyArgs};
+use super::args::{
+    AdoptArgs, CreateArgs, CsrArgs, KeysetCommand, RemoveArgs, SignArgs, VerifyArgs,
+};
 use super::output::print_json;
 use super::Context;
 use crate::error::Error;
@@ -19,6 +21,7 @@ use crate::token::{ObjectKind, Pkcs11Uri};
 pub fn run(ctx: &mut Context, cmd: KeysetCommand) -> Result<(), Error> {
     match cmd {
         KeysetCommand::Create(a) => create(ctx, a),
+        KeysetCommand::Adopt(a) => adopt(ctx, a),
         KeysetCommand::List => list(ctx),
         KeysetCommand::Show(a) => show(ctx, &a.name),
         KeysetCommand::Pubkey(a) => pubkey(ctx, &a.name),
@@ -95,6 +98,67 @@ fn create(ctx: &mut Context, a: CreateArgs) -> Result<(), Error> {
     Ok(())
 }
 
+fn adopt(ctx: &mut Context, a: AdoptArgs) -> Result<(), Error> {
+    let name = KeysetName::parse(&a.name).map_err(keyset::KeysetError::from)?;
+    let parse_uri = |arg: &Option<String>| -> Result<Option<Pkcs11Uri>, Error> {
+        Ok(match arg {
+            Some(s) => Some(s.parse::<Pkcs11Uri>()?),
+            None => None,
+        })
+    };
+    let signing_key = parse_uri(&a.signing_key)?;
+    let decryption_key = parse_uri(&a.decryption_key)?;
+    let home = ctx.home()?;
+    Registry::load(&home)
+        .and_then(|r| r.check_free(name.as_str(), &name.label()))
+        .map_err(keyset::KeysetError::from)?;
+    let pin = ctx.pin()?;
+    let token = ctx.token(&a.token)?;
+    let policy = ctx.login_policy();
+    let record = keyset::adopt(
+        ctx.module()?,
+        &home,
+        keyset::AdoptRequest {
+            name,
+            token: &token,
+            pin: &pin,
+            signing_key,
+            decryption_key,
+            policy,
+        },
+    )?;
+    if ctx.json() {
+        print_json(&Shown::of(&record));
+        return Ok(());
+    }
+    outln!(
+        "adopted keyset {:?} on token {:?} (serial {}): {} signing key, security {}",
+        record.name,
+        record.token_label,
+        record.token_serial,
+        record.key_type,
+        record.security
+    );
+    outln!(
+        "signing key:    {}",
+        object_uri(&record, ObjectKind::Private)
+    );
+    if let Some(k) = record
+        .adopted
+        .as_ref()
+        .and_then(|a| a.decryption_key.as_ref())
+    {
+        outln!(
+            "decryption key: {} (certificate {})",
+            object_uri_for(&record, &k.id, ObjectKind::Private),
+            k.cert_serial
+        );
+    } else {
+        outln!("decryption key: none on the token (the keyset can sign, not read mail)");
+    }
+    Ok(())
+}
+
 /// A keyset as `show`, `list` and `create --json` print it.
 #[derive(Serialize)]
 struct Shown<'a> {
@@ -149,7 +213,7 @@ fn list(ctx: &mut Context) -> Result<(), Error> {
         outln!(
             "{:<28} {:<8} {:<8} {:<8} token {:?} (serial {})",
             format!("{:?}", r.name),
-            r.state.to_string(),
+            state_text(r),
             r.security.to_string(),
             r.key_type.to_string(),
             r.token_label,
@@ -179,7 +243,7 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
         return Ok(());
     }
     outln!("Keyset {:?}", record.name);
-    outln!("  state:       {}", record.state);
+    outln!("  state:       {}", state_text(&record));
     outln!("  security:    {}", record.security);
     outln!("  key type:    {}", record.key_type);
     outln!(
@@ -187,7 +251,9 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
         record.token_label,
         record.token_serial
     );
-    outln!("  key label:   {} signing key", record.label);
+    if record.adopted.is_none() {
+        outln!("  key label:   {} signing key", record.label);
+    }
     outln!(
         "  signing key: {}",
         object_uri(&record, ObjectKind::Private)
@@ -201,6 +267,17 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
             h.t,
             h.p,
             h.pin_len
+        );
+    }
+    if let Some(k) = record
+        .adopted
+        .as_ref()
+        .and_then(|a| a.decryption_key.as_ref())
+    {
+        outln!(
+            "  decryption:  certificate {} — {}",
+            k.cert_serial,
+            object_uri_for(&record, &k.id, ObjectKind::Private)
         );
     }
     if let Some(e) = &record.enrollment {
@@ -224,6 +301,14 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
     }
     outln!("  created:     {}", record.created);
     Ok(())
+}
+
+/// The state as `list` and `show` print it: adopted keysets say so.
+fn state_text(r: &KeysetRecord) -> String {
+    match &r.adopted {
+        Some(_) => "adopted".to_string(),
+        None => r.state.to_string(),
+    }
 }
 
 fn pubkey(ctx: &mut Context, name: &str) -> Result<(), Error> {
@@ -286,6 +371,20 @@ fn cert(ctx: &mut Context, name: &str, encryption: bool) -> Result<(), Error> {
             "keyset {name:?} has no certificates; enroll it with `keyward enroll` first"
         )))
     };
+    if let Some(a) = &record.adopted {
+        let pem = if encryption {
+            a.decryption_key.as_ref().map(|k| k.certificate.clone())
+        } else {
+            a.signing_certificate.clone()
+        };
+        let pem = pem.ok_or_else(|| {
+            Error::from(keyset::KeysetError::Unsupported(format!(
+                "keyset {name:?} was adopted from a token that had no such certificate; load it with the card's tools, remove the keyset and adopt it again"
+            )))
+        })?;
+        out!("{pem}");
+        return Ok(());
+    }
     let e = record.enrollment.as_ref().ok_or_else(not_enrolled)?;
     let pem = if encryption {
         e.encryption_keys

@@ -103,6 +103,7 @@ pub fn make_request(
     home: &Path,
     p: &RequestParams<'_>,
 ) -> Result<Vec<u8>, EnrollError> {
+    check_can_enroll(module, p.token)?;
     let label = p.keyset.label();
     let (lock, mut registry) = Registry::lock(home)?;
     registry.check_free(p.keyset.as_str(), &label)?;
@@ -128,6 +129,21 @@ pub fn make_request(
         }
     }
     result
+}
+
+/// An enrollment generates the signing key and a transport key on the token, and the escrowed
+/// encryption key arrives wrapped for it: a token that cannot generate a key pair through
+/// PKCS#11 (a smart card provisioned by its own tools) is refused before anything changes.
+pub fn check_can_enroll(module: &Module, token: &crate::token::Token) -> Result<(), EnrollError> {
+    let intake = token.key_intake(module)?;
+    if intake.generate_key_pair {
+        return Ok(());
+    }
+    Err(EnrollError::Keyset(crate::keyset::KeysetError::Unsupported(format!(
+        "token {:?} cannot be enrolled with an escrowed key: through PKCS#11 it cannot generate a key pair (no mechanism offers CKF_GENERATE_KEY_PAIR){}, so neither the signing key nor the authority's encryption key can be put on it; nothing was changed. Its keys come from the card's own tools: adopt them with `keyward keyset adopt NAME --token URI`",
+        token.label(),
+        if intake.unwrap { "" } else { " nor unwrap a key into itself (none offers CKF_UNWRAP)" }
+    ))))
 }
 
 fn generate_and_sign(

@@ -51,6 +51,12 @@ pub fn create_locked(
     let label = req.name.label();
     registry.check_free(req.name.as_str(), &label)?;
     check_pin_sharing(&registry, &req)?;
+    if !req.token.key_intake(module)?.generate_key_pair {
+        return Err(KeysetError::Unsupported(format!(
+            "token {:?} cannot generate a key pair through PKCS#11 (no mechanism offers CKF_GENERATE_KEY_PAIR): its keys come from the card's own tools; adopt them with `keyward keyset adopt NAME --token URI`",
+            req.token.label()
+        )));
+    }
     let hardening = match req.harden_password {
         Some(_) => Some(Hardening::new(
             req.token.summary().min_pin_len,
@@ -183,6 +189,7 @@ impl SigningKey<'_> {
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             hardening: None,
             enrollment: None,
+            adopted: None,
             extra: toml::Table::new(),
         })
     }

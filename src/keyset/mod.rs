@@ -1,5 +1,6 @@
 //! Keysets: named sets of keys on one token, recorded in the keyset registry.
 
+pub mod adopt;
 pub mod create;
 pub mod csr;
 pub mod harden;
@@ -8,6 +9,7 @@ pub mod ops;
 pub mod pubkey;
 pub mod registry;
 
+pub use adopt::{adopt, AdoptRequest};
 pub use create::{create, CreateRequest};
 pub use harden::Hardening;
 pub use name::{KeysetName, NameError};

@@ -187,7 +187,11 @@ pub fn change_password(
         None => new_password.clone(),
     };
     token.check_pin_length(PinRole::User, &old_pin)?;
+    token.check_pin_length(PinRole::User, &new_pin)?;
     let mut session = token.open_rw(module)?;
+    // Log in with the old PIN first: a wrong one is then reported as such, with the tries
+    // left (OpenSC's PIV driver answers a wrong old PIN in C_SetPIN with CKR_GENERAL_ERROR).
+    session.login(module, PinRole::User, &old_pin, policy)?;
     session.set_user_pin(module, &old_pin, &new_pin)?;
     if new_hardening.is_some() {
         registry.get_mut(name)?.hardening = new_hardening;
@@ -214,6 +218,12 @@ pub fn remove(
 ) -> Result<usize, KeysetError> {
     let (lock, mut registry) = Registry::lock(home)?;
     let record = registry.get(name)?.clone();
+    if record.adopted.is_some() && destroy.is_some() {
+        return Err(KeysetError::Unsupported(format!(
+            "keyset {name:?} was adopted: its keys were put on token {:?} by other tools and stay there; remove the keyset without --destroy-keys (and clear the card with its own tools if that is the aim)",
+            record.token_label
+        )));
+    }
     let mut destroyed = 0;
     if let (Some(module), Some((password, policy))) = (module, destroy) {
         let s = KeysetSession::open(module, &record, password, policy, true)?;

@@ -144,6 +144,26 @@ pub struct KeysetRecord {
     /// Enrollment with an authority, once requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrollment: Option<Enrollment>,
+    /// Set when the keyset was adopted from keys already on the token (`keyset adopt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Adoption>,
+    /// Fields written by a newer keyward, kept as they are.
+    #[serde(flatten)]
+    pub extra: toml::Table,
+}
+
+/// A keyset made from keys and certificates that were already on the token (provisioned by
+/// the card's own tools): keyward made none of them and destroys none of them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Adoption {
+    /// When it was adopted, RFC 3339.
+    pub adopted: String,
+    /// The signing key's certificate on the token, PEM, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_certificate: Option<String>,
+    /// The decryption key and its certificate, if the token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption_key: Option<EncryptionKey>,
     /// Fields written by a newer keyward, kept as they are.
     #[serde(flatten)]
     pub extra: toml::Table,
@@ -496,6 +516,7 @@ mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             hardening: None,
             enrollment: None,
+            adopted: None,
             extra: toml::Table::new(),
         }
     }

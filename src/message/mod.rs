@@ -66,6 +66,25 @@ pub fn describe(cert: &x509_cert::Certificate) -> String {
     }
 }
 
+/// The keys a keyset reads mail with and the CA its senders are checked against by default:
+/// an enrolled keyset's encryption keys and authority, or an adopted keyset's decryption key
+/// (no authority: the reader names the CA).
+pub(crate) fn decryption_keys_of(
+    record: &crate::keyset::KeysetRecord,
+) -> Result<(&[crate::keyset::registry::EncryptionKey], Option<&str>), MessageError> {
+    if let Some(adopted) = &record.adopted {
+        let key = adopted.decryption_key.as_ref().ok_or_else(|| {
+            MessageError::Keyset(crate::keyset::KeysetError::Unsupported(format!(
+                "keyset {:?} was adopted from a token without a decryption key, so it cannot read mail",
+                record.name
+            )))
+        })?;
+        return Ok((std::slice::from_ref(key), None));
+    }
+    let e = enrollment_of(record)?;
+    Ok((&e.encryption_keys, Some(&e.authority_ca)))
+}
+
 /// A keyset's enrollment, which sending and reading need (its certificates and keys).
 pub(crate) fn enrollment_of(
     record: &crate::keyset::KeysetRecord,

@@ -9,7 +9,7 @@ use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
 use super::cms::{self, KeyTransport};
-use super::{describe, enrollment_of, smime, MessageError};
+use super::{decryption_keys_of, describe, smime, MessageError};
 use crate::authority::x509;
 use crate::keyset::ops::unhex_id;
 use crate::keyset::{KeysetRecord, KeysetSession};
@@ -56,11 +56,11 @@ pub fn read(
     o: ReadOptions<'_>,
 ) -> Result<ReadOutcome, MessageError> {
     let record = o.keyset;
-    let enrollment = enrollment_of(record)?;
+    let (keys, authority_ca) = decryption_keys_of(record)?;
     let der = smime::read_any(input)?;
     let slots = cms::recipients(&der)?;
     let mut certs = Vec::new();
-    for k in &enrollment.encryption_keys {
+    for k in keys {
         certs.push(
             x509::certs_from_pem(&k.certificate)?
                 .into_iter()
@@ -69,7 +69,7 @@ pub fn read(
         );
     }
     let (slot, index) = cms::match_recipient(&slots, &certs)?;
-    let key = &enrollment.encryption_keys[index];
+    let key = &keys[index];
     let scheme = match slot.transport {
         Some(KeyTransport::RsaPkcs1v15) => KeyTransportScheme::RsaPkcs1v15,
         Some(KeyTransport::RsaOaepSha1) => KeyTransportScheme::RsaOaep(OaepHash::Sha1),
@@ -84,10 +84,19 @@ pub fn read(
     let verified = smime::verify_any(&inner)?;
     let ca = match o.ca {
         Some(c) => c,
-        None => x509::certs_from_pem(&enrollment.authority_ca)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?,
+        None => {
+            let pem = authority_ca.ok_or_else(|| MessageError::Untrusted {
+                signer: describe(&verified.signer),
+                why: format!(
+                    "cannot be checked: keyset {:?} was adopted and has no authority; pass --ca FILE, the CA certificate that issued the sender's certificate",
+                    record.name
+                ),
+            })?;
+            x509::certs_from_pem(pem)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?
+        }
     };
     check_signer(&verified.signer, &ca, o.crl.as_ref(), verified.signing_time)?;
     Ok(ReadOutcome {

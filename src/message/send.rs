@@ -8,7 +8,7 @@ use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
 use super::cms::{self, ContentSigner, InnerType, KeyTransport, Recipient};
-use super::{describe, enrollment_of, smime, MessageError};
+use super::{decryption_keys_of, describe, enrollment_of, smime, MessageError};
 use crate::authority::x509;
 use crate::keyset::{KeysetRecord, KeysetSession, PublicKey};
 use crate::token::{LoginPolicy, Module};
@@ -55,15 +55,38 @@ impl ContentSigner for TokenSigner<'_> {
 
 /// The keyset's current encryption certificate.
 pub fn current_encryption_cert(record: &KeysetRecord) -> Result<Certificate, MessageError> {
-    let e = enrollment_of(record)?;
-    let key = e
-        .encryption_keys
+    let (keys, _) = decryption_keys_of(record)?;
+    let key = keys
         .iter()
         .rev()
         .find(|k| k.current)
-        .or_else(|| e.encryption_keys.last())
+        .or_else(|| keys.last())
         .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
     first_cert(&key.certificate)
+}
+
+/// The signer's certificate and the chain sent with it: an enrolled keyset's certificate and
+/// its authority's CA; an adopted keyset's certificate from the card (its issuer is not
+/// known to keyward, so none goes along).
+fn signer_certs(record: &KeysetRecord) -> Result<(Certificate, Vec<Certificate>), MessageError> {
+    if let Some(adopted) = &record.adopted {
+        let pem = adopted.signing_certificate.as_deref().ok_or_else(|| {
+            MessageError::Keyset(crate::keyset::KeysetError::Unsupported(format!(
+                "keyset {:?} was adopted from a token without a certificate for its signing key, and a message carries the signer's certificate; load one with the card's tools and adopt again",
+                record.name
+            )))
+        })?;
+        return Ok((first_cert(pem)?, Vec::new()));
+    }
+    let enrollment = enrollment_of(record)?;
+    let signing_pem = enrollment
+        .signing_certificate
+        .as_deref()
+        .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
+    Ok((
+        first_cert(signing_pem)?,
+        vec![first_cert(&enrollment.authority_ca)?],
+    ))
 }
 
 fn first_cert(pem: &str) -> Result<Certificate, MessageError> {
@@ -104,13 +127,7 @@ pub fn check_recipient(who: &str, cert: &Certificate) -> Result<(), MessageError
 /// Signs `content` on the sender's token and encrypts it to the recipients and the sender.
 pub fn send(module: &Module, content: &[u8], o: SendOptions<'_>) -> Result<Vec<u8>, MessageError> {
     let record = o.keyset;
-    let enrollment = enrollment_of(record)?;
-    let signing_pem = enrollment
-        .signing_certificate
-        .as_deref()
-        .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
-    let signing_cert = first_cert(signing_pem)?;
-    let ca = first_cert(&enrollment.authority_ca)?;
+    let (signing_cert, chain) = signer_certs(record)?;
     let own = current_encryption_cert(record)?;
     for (who, cert) in o.recipients {
         check_recipient(who, cert)?;
@@ -141,7 +158,7 @@ pub fn send(module: &Module, content: &[u8], o: SendOptions<'_>) -> Result<Vec<u
         algorithm,
     };
     log::info!("signing as {}", describe(&signer.cert));
-    let signed = cms::sign(content, &mut signer, &[ca], SystemTime::now())?;
+    let signed = cms::sign(content, &mut signer, &chain, SystemTime::now())?;
     let entity = smime::wrap_signed(&signed);
     let enveloped = cms::encrypt(&entity, InnerType::Data, &all)?;
     Ok(if o.smime {

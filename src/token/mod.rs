@@ -6,6 +6,7 @@ pub mod error;
 pub mod identity;
 pub mod info;
 mod keygen;
+pub mod inventory;
 pub mod keys;
 pub mod module;
 mod raw;
@@ -21,6 +22,7 @@ pub use identity::{IdentityLookup, TokenIdentity};
 pub use info::{
     find_token, list_slots, list_tokens, token_in_slot, PinState, SlotEntry, Token, TokenSummary,
 };
+pub use inventory::{CertificateEntry, KeyIntake, PrivateKeyEntry};
 pub use keys::{KeyAttributes, KeyKind, KeyRef, KeySpec, KeyTemplate, RawPublicKey};
 pub use module::{LibraryInfo, Module, DEFAULT_MODULE_PATHS};
 pub use session::{LoginPolicy, TokenSession};

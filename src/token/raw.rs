@@ -10,6 +10,10 @@ use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, UserType};
 use secrecy::SecretString;
 
+/// Output room for one single-part call: an RSA-8192 signature, or a decryption (whose output
+/// is never longer than its input, which is at least this long when it is not).
+const MAX_SINGLE_PART_OUTPUT: usize = 1024;
+
 /// Which single-part operation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum SinglePart {
@@ -33,8 +37,12 @@ pub(crate) fn with_context_login(
         SinglePart::Sign => session.sign_init(mechanism, key)?,
     }
     session.login(UserType::ContextSpecific, Some(pin))?;
+    // One call with room for the output, not a length query first: on a card the query may
+    // already run the operation and spend the context-specific login (OpenSC's PIV decryption
+    // does), leaving the real call CKR_USER_NOT_LOGGED_IN.
+    let capacity = data.len().max(MAX_SINGLE_PART_OUTPUT);
     match op {
-        SinglePart::Decrypt => session.decrypt_single(data),
-        SinglePart::Sign => session.sign_single(data),
+        SinglePart::Decrypt => session.decrypt_single_with_capacity(data, capacity),
+        SinglePart::Sign => session.sign_single_with_capacity(data, capacity),
     }
 }

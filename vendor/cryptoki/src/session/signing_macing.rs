@@ -17,6 +17,41 @@ impl Session {
         self.sign_single(data)
     }
 
+    /// Like [`Session::sign_single`], but with one call into a buffer of `capacity` bytes
+    /// instead of a length query first (asking again only on `CKR_BUFFER_TOO_SMALL`). A smart
+    /// card may run the operation on the length query and spend a context-specific login with
+    /// it (OpenSC's PIV driver does). (keyward patch.)
+    pub fn sign_single_with_capacity(&self, input: &[u8], capacity: usize) -> Result<Vec<u8>> {
+        let mut out = vec![0; capacity];
+        let mut out_len: CK_ULONG = capacity.try_into()?;
+        let rv = unsafe {
+            Rv::from(get_pkcs11!(self.client(), C_Sign)(
+                self.handle(),
+                input.as_ptr() as *mut u8,
+                input.len().try_into()?,
+                out.as_mut_ptr(),
+                &mut out_len,
+            ))
+        };
+        if let Rv::Error(crate::error::RvError::BufferTooSmall) = rv {
+            out = vec![0; out_len.try_into()?];
+            unsafe {
+                Rv::from(get_pkcs11!(self.client(), C_Sign)(
+                    self.handle(),
+                    input.as_ptr() as *mut u8,
+                    input.len().try_into()?,
+                    out.as_mut_ptr(),
+                    &mut out_len,
+                ))
+                .into_result(Function::Sign)?;
+            }
+        } else {
+            rv.into_result(Function::Sign)?;
+        }
+        out.truncate(out_len.try_into()?);
+        Ok(out)
+    }
+
     /// Single-part signature of an operation already started with [`Session::sign_init`]
     /// (`C_Sign` alone): for a context-specific login between the two calls.
     /// (keyward: backport of upstream rust-cryptoki commit d1b283e.)
