@@ -1,6 +1,7 @@
 //! The PKCS#11 adapter: the only layer that touches `cryptoki`.
 
 pub mod admin;
+pub mod caps;
 pub mod error;
 pub mod info;
 pub mod keys;
@@ -12,6 +13,7 @@ pub mod uri;
 pub mod wrap;
 
 pub use admin::{change_pin, check_label, free_token, init_token, unblock, InitSecrets};
+pub use caps::{Capabilities, Probe, Rfc5649Mechanism};
 pub use error::{CallFailure, PinRole, TokenError, TriesLeft};
 pub use info::{
     find_token, list_slots, list_tokens, token_in_slot, PinState, SlotEntry, Token, TokenSummary,
