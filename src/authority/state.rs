@@ -35,6 +35,10 @@ pub struct AuthorityConfig {
     pub archive_key_id: String,
     /// RSA-OAEP hash the authority's token decrypts with.
     pub exchange_oaep: OaepHash,
+    /// `authority init --allow-import`: keys may be delivered by import (`C_CreateObject`) to
+    /// user tokens that cannot unwrap them. Absent: no.
+    #[serde(default)]
+    pub allow_import: bool,
     /// The last CRL number issued.
     #[serde(default)]
     pub crl_number: u64,

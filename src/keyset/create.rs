@@ -8,7 +8,9 @@ use super::pubkey::PublicKey;
 use super::registry::{KeyAlgorithm, KeysetRecord, KeysetState, Registry, RegistryLock, Security};
 use super::KeysetError;
 use crate::token::keys::hex;
-use crate::token::{KeySpec, KeyTemplate, LoginPolicy, Module, PinRole, Token, TokenSession};
+use crate::token::{
+    Capabilities, KeySpec, KeyTemplate, LoginPolicy, Module, PinRole, Token, TokenSession,
+};
 
 /// What `keyset create` needs, validated by the caller.
 pub struct CreateRequest<'a> {
@@ -68,6 +70,8 @@ pub fn create_locked(
 
     let mut session = req.token.open_rw(module)?;
     session.login(module, PinRole::User, req.pin, req.policy)?;
+    let caps = session.capabilities(module, Some(req.pin))?;
+    check_token_supports(&caps, req.token, req.key_type, req.security)?;
     let id = fresh_id(&session)?;
     let key = SigningKey {
         label: &label,
@@ -244,6 +248,36 @@ fn fresh_id(session: &TokenSession) -> Result<Vec<u8>, KeysetError> {
             return Ok(id);
         }
     }
+}
+
+/// Refuses, before anything is generated, a key type or security level the token cannot do
+/// (from its probed capabilities), in one sentence naming what it lacks.
+pub fn check_token_supports(
+    caps: &Capabilities,
+    token: &Token,
+    key_type: KeyAlgorithm,
+    security: Security,
+) -> Result<(), KeysetError> {
+    if let Err(why) = caps.check_generate(spec(key_type)) {
+        let name = match key_type {
+            KeyAlgorithm::Rsa2048 => "rsa2048",
+            KeyAlgorithm::Rsa3072 => "rsa3072",
+            KeyAlgorithm::P256 => "p256",
+        };
+        return Err(KeysetError::Unsupported(format!(
+            "token {:?} cannot generate {name} keys: {why}; choose another --key-type or another token; nothing was changed",
+            token.label()
+        )));
+    }
+    if security == Security::High {
+        if let Err(why) = caps.check_context_login() {
+            return Err(KeysetError::Unsupported(format!(
+                "token {:?} cannot hold --security high keys: {why}; use --security standard or another token; nothing was changed",
+                token.label()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn spec(k: KeyAlgorithm) -> KeySpec {

@@ -854,6 +854,95 @@ impl TokenSession {
     }
 }
 
+impl TokenSession {
+    /// Wraps `key` under an AES key with RFC 5649, by this token's mechanism for it.
+    pub fn wrap_rfc5649(
+        &self,
+        mech: Rfc5649Mechanism,
+        wrapping: ObjectRef,
+        key: ObjectRef,
+    ) -> Result<Vec<u8>, TokenError> {
+        self.session
+            .wrap_key(&mech.mechanism(), wrapping.0, key.0)
+            .map_err(|e| self.op_error(e, &format!("wrapping a key ({})", mech.name())))
+    }
+
+    /// Unwraps an RFC 5649-wrapped RSA private key into this token (decrypt and unwrap only,
+    /// always sensitive), by this token's mechanism for RFC 5649.
+    pub fn unwrap_private_rfc5649(
+        &self,
+        mech: Rfc5649Mechanism,
+        unwrapping: ObjectRef,
+        wrapped: &[u8],
+        t: &super::wrap::UnwrapTemplate<'_>,
+    ) -> Result<ObjectRef, TokenError> {
+        let template = template::private_key(
+            KeyType::RSA,
+            Storage {
+                persistent: t.persistent,
+                id: Some(t.id),
+                label: Some(t.label),
+            },
+            Usage::DECRYPT_UNWRAP,
+            Protection {
+                extractable: t.extractable,
+                always_authenticate: t.always_authenticate,
+            },
+        );
+        self.session
+            .unwrap_key(&mech.mechanism(), unwrapping.0, wrapped, &template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, &format!("unwrapping a private key ({})", mech.name())))
+    }
+
+    /// Creates an RSA private key (PKCS#8 DER) on the token with `C_CreateObject`: decrypt
+    /// and unwrap only, sensitive. Its parts are zeroized after the call.
+    pub fn import_private_key(
+        &self,
+        pkcs8: &[u8],
+        t: &super::wrap::UnwrapTemplate<'_>,
+    ) -> Result<ObjectRef, TokenError> {
+        self.create_rsa_private(pkcs8, t).map_err(|f| match f {
+            ImportFailure::Token(e) => self.op_error(e, "importing a private key (C_CreateObject)"),
+            ImportFailure::Key(reason) => TokenError::Wrapper {
+                what: "importing a private key".into(),
+                reason,
+            },
+        })
+    }
+}
+
+/// Unwraps an RFC 5649 blob with a 256-bit AES key in this process's memory, for an import:
+/// the PKCS#8 key, cut to its DER length (SoftHSM 2.6 pads with zeros before wrapping), in
+/// memory that is zeroized when dropped.
+pub fn unwrap_rfc5649_in_memory(kek: &[u8], blob: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let mut plain = reference::rfc5649_unwrap(kek, blob)?;
+    let len = der_length(&plain)?;
+    if len > plain.len() || plain[len..].iter().any(|b| *b != 0) {
+        return None;
+    }
+    zeroize::Zeroize::zeroize(&mut plain[len..]);
+    plain.truncate(len);
+    Some(plain)
+}
+
+/// The length of the DER element at the start of `b` (tag, length and contents).
+fn der_length(b: &[u8]) -> Option<usize> {
+    let first = *b.get(1)?;
+    if first < 0x80 {
+        return Some(2 + usize::from(first));
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let mut len = 0usize;
+    for i in 0..n {
+        len = (len << 8) | usize::from(*b.get(2 + i)?);
+    }
+    Some(2 + n + len)
+}
+
 /// A failure of the device or session, not a "this token cannot": never read as a "no".
 pub(crate) fn device_failure(e: &CkError) -> bool {
     matches!(
