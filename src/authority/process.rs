@@ -193,8 +193,8 @@ pub fn prepare(
     let chosen = crate::enroll::delivery::authority_wrap(&session, module)
         .map_err(AuthorityError::from)
         .and_then(|mech| {
-            let can_wrap = true;
-            crate::enroll::delivery::choose(&req.body.receives, a.config.allow_import, can_wrap)
+            // `authority_wrap` found the token's RFC 5649 mechanism: it can wrap.
+            crate::enroll::delivery::choose(&req.body.receives, a.config.allow_import, true)
                 .map(|d| (d, mech))
                 .map_err(AuthorityError::BadRequest)
         });
