@@ -15,13 +15,22 @@ const PAD: &str = "0x210A";
 /// Environment that sends keyward through the shim with `hidden` mechanisms hidden.
 fn hiding(hidden: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("KEYWARD_MODULE", shim_module().to_string_lossy().into_owned()),
-        ("KEYWARD_SHIM_MODULE", module().to_string_lossy().into_owned()),
+        (
+            "KEYWARD_MODULE",
+            shim_module().to_string_lossy().into_owned(),
+        ),
+        (
+            "KEYWARD_SHIM_MODULE",
+            module().to_string_lossy().into_owned(),
+        ),
         ("KEYWARD_SHIM_HIDE_MECHANISMS", hidden.to_string()),
     ]
 }
 
-fn env_refs<'a>(v: &'a [(&'static str, String)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+fn env_refs<'a>(
+    v: &'a [(&'static str, String)],
+    more: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
     let mut out: Vec<(&str, &str)> = v.iter().map(|(k, v)| (*k, v.as_str())).collect();
     out.extend_from_slice(more);
     out
@@ -86,7 +95,8 @@ fn token_info_shows_the_probed_capabilities_and_softhsms_pad_by_known_answer() {
     // Text output names the flavours.
     let text = bed.run(&["token", "info", "--token", "caps"]).ok();
     assert!(
-        text.stdout.contains("AES key wrap PAD (0x210A):        RFC 5649 to unwrap"),
+        text.stdout
+            .contains("AES key wrap PAD (0x210A):        RFC 5649 to unwrap"),
         "{}",
         text.stdout
     );
@@ -98,10 +108,21 @@ fn a_key_type_the_token_lacks_is_refused_before_anything_is_generated() {
     bed.init_token("no-ec", USER_PIN);
     let env = hiding("0x1040"); // CKM_EC_KEY_PAIR_GEN
     bed.run_env(
-        &["keyset", "create", "ec", "--token", "no-ec", "--key-type", "p256"],
+        &[
+            "keyset",
+            "create",
+            "ec",
+            "--token",
+            "no-ec",
+            "--key-type",
+            "p256",
+        ],
         &env_refs(&env, &[("KEYWARD_PIN", USER_PIN)]),
     )
-    .fails(1, "token \"no-ec\" cannot generate p256 keys: it cannot generate EC P-256 key pairs");
+    .fails(
+        1,
+        "token \"no-ec\" cannot generate p256 keys: it cannot generate EC P-256 key pairs",
+    );
     assert!(bed.token_objects("no-ec", USER_PIN).is_empty());
     assert!(bed.registry_text().is_none_or(|t| !t.contains("\"ec\"")));
 }
@@ -112,7 +133,10 @@ fn a_key_type_the_token_lacks_is_refused_before_anything_is_generated() {
 fn deliveries_are_chosen_by_capability_and_refused_before_any_key_is_generated() {
     let a = AuthorityBed::new(&["card"], "CN=Delivery Test");
     let bundle = std::fs::read_to_string(&a.bundle).unwrap();
-    assert!(bundle.contains("# keyward-deliveries: rfc5649\n"), "{bundle}");
+    assert!(
+        bundle.contains("# keyward-deliveries: rfc5649\n"),
+        "{bundle}"
+    );
     let no_pad = hiding(PAD);
     let card_before = p11_object_set(&a.token_objects("card", USER_PIN));
     let auth_before = p11_object_set(&a.token_objects(AUTHORITY_TOKEN, AUTHORITY_PIN));
@@ -139,10 +163,19 @@ fn deliveries_are_chosen_by_capability_and_refused_before_any_key_is_generated()
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     a.run_env(
         &args,
-        &env_refs(&no_pad, &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", &tk)]),
+        &env_refs(
+            &no_pad,
+            &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", &tk)],
+        ),
     )
-    .fails(1, "token \"card\" cannot receive the encryption key: it has no RFC 5649 AES key wrap");
-    assert_eq!(p11_object_set(&a.token_objects("card", USER_PIN)), card_before);
+    .fails(
+        1,
+        "token \"card\" cannot receive the encryption key: it has no RFC 5649 AES key wrap",
+    );
+    assert_eq!(
+        p11_object_set(&a.token_objects("card", USER_PIN)),
+        card_before
+    );
     assert!(a.registry_text().is_none_or(|t| !t.contains("Ann 1")));
 
     // 2. The same token with a bundle that (wrongly) says the authority imports: the request
@@ -150,14 +183,20 @@ fn deliveries_are_chosen_by_capability_and_refused_before_any_key_is_generated()
     let forged = a.file(
         "bundle-import.pem",
         bundle
-            .replace("# keyward-deliveries: rfc5649", "# keyward-deliveries: rfc5649, import")
+            .replace(
+                "# keyward-deliveries: rfc5649",
+                "# keyward-deliveries: rfc5649, import",
+            )
             .as_bytes(),
     );
     let args = req_args(&forged, "req1.toml");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     a.run_env(
         &args,
-        &env_refs(&no_pad, &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", &tk)]),
+        &env_refs(
+            &no_pad,
+            &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", &tk)],
+        ),
     )
     .ok();
     let req = std::fs::read_to_string(a.path("req1.toml")).unwrap();
@@ -173,13 +212,20 @@ fn deliveries_are_chosen_by_capability_and_refused_before_any_key_is_generated()
     let log = a.authority("log", &[]).ok().stdout;
     assert!(log.contains("does not allow import"), "{log}");
     // (Abandon that pending keyset.)
-    a.run_env(&["keyset", "remove", "Ann 1", "--destroy-keys", "--yes"], &[("KEYWARD_PIN", USER_PIN)])
-        .ok();
+    a.run_env(
+        &["keyset", "remove", "Ann 1", "--destroy-keys", "--yes"],
+        &[("KEYWARD_PIN", USER_PIN)],
+    )
+    .ok();
 
     // 3. A token that can unwrap: the request offers both, the reply says rfc5649 …
     a.request("ann", "Ann 2", "card", &tk, "req2.toml").ok();
     let req = std::fs::read_to_string(a.path("req2.toml")).unwrap();
-    assert!(req.contains("receives = [\n    \"rfc5649\",\n    \"import\",\n]") || req.contains("receives = [\"rfc5649\", \"import\"]"), "{req}");
+    assert!(
+        req.contains("receives = [\n    \"rfc5649\",\n    \"import\",\n]")
+            || req.contains("receives = [\"rfc5649\", \"import\"]"),
+        "{req}"
+    );
     a.process("req2.toml", "reply2.toml").ok();
     let reply = std::fs::read_to_string(a.path("reply2.toml")).unwrap();
     assert!(reply.contains("delivery = \"rfc5649\""), "{reply}");
@@ -191,8 +237,15 @@ fn deliveries_are_chosen_by_capability_and_refused_before_any_key_is_generated()
     assert_eq!(a.keyset_json("Ann 2")["state"], "pending");
     // … and where it can, it completes, recording the delivery.
     let done = a.complete_env("reply2.toml", USER_PIN, &[]).ok();
-    assert!(done.stdout.contains("unwrapped inside the token"), "{}", done.stdout);
-    assert!(a.registry_text().unwrap().contains("delivery = \"rfc5649\""));
+    assert!(
+        done.stdout.contains("unwrapped inside the token"),
+        "{}",
+        done.stdout
+    );
+    assert!(a
+        .registry_text()
+        .unwrap()
+        .contains("delivery = \"rfc5649\""));
 }
 
 #[test]
@@ -203,16 +256,36 @@ fn with_allow_import_a_token_that_cannot_unwrap_gets_its_keys_by_import() {
     let dir = bed.path("auth").to_string_lossy().into_owned();
     let init = bed
         .run_env(
-            &["authority", "init", "--dir", &dir, "--token", AUTHORITY_TOKEN, "--allow-import"],
+            &[
+                "authority",
+                "init",
+                "--dir",
+                &dir,
+                "--token",
+                AUTHORITY_TOKEN,
+                "--allow-import",
+            ],
             &[("KEYWARD_PIN", AUTHORITY_PIN)],
         )
         .ok();
-    assert!(init.stdout.contains("by import (C_CreateObject)"), "{}", init.stdout);
+    assert!(
+        init.stdout.contains("by import (C_CreateObject)"),
+        "{}",
+        init.stdout
+    );
     let cert = bed.run(&["authority", "cert", "--dir", &dir]).ok();
-    assert!(cert.stdout.contains("# keyward-deliveries: rfc5649, import"), "{}", cert.stdout);
+    assert!(
+        cert.stdout
+            .contains("# keyward-deliveries: rfc5649, import"),
+        "{}",
+        cert.stdout
+    );
     let bundle = bed.file("bundle.pem", cert.stdout.as_bytes());
     let tk = bed
-        .run_env(&["authority", "add-user", "--dir", &dir, "bob"], &[("KEYWARD_PIN", AUTHORITY_PIN)])
+        .run_env(
+            &["authority", "add-user", "--dir", &dir, "bob"],
+            &[("KEYWARD_PIN", AUTHORITY_PIN)],
+        )
         .ok()
         .stdout
         .trim()
@@ -222,10 +295,22 @@ fn with_allow_import_a_token_that_cannot_unwrap_gets_its_keys_by_import() {
     let reply = bed.path("reply.toml").to_string_lossy().into_owned();
     bed.run_env(
         &[
-            "enroll", "--user", "bob", "--keyset", "Bob 1", "--token", "card",
-            "--authority-cert", &bundle, "-o", &req,
+            "enroll",
+            "--user",
+            "bob",
+            "--keyset",
+            "Bob 1",
+            "--token",
+            "card",
+            "--authority-cert",
+            &bundle,
+            "-o",
+            &req,
         ],
-        &env_refs(&no_pad, &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", &tk)]),
+        &env_refs(
+            &no_pad,
+            &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", &tk)],
+        ),
     )
     .ok();
     let processed = bed
@@ -234,13 +319,29 @@ fn with_allow_import_a_token_that_cannot_unwrap_gets_its_keys_by_import() {
             &[("KEYWARD_PIN", AUTHORITY_PIN)],
         )
         .ok();
-    assert!(processed.stdout.contains("delivery import"), "{}", processed.stdout);
-    assert!(std::fs::read_to_string(&reply).unwrap().contains("delivery = \"import\""));
+    assert!(
+        processed.stdout.contains("delivery import"),
+        "{}",
+        processed.stdout
+    );
+    assert!(std::fs::read_to_string(&reply)
+        .unwrap()
+        .contains("delivery = \"import\""));
     let done = bed
-        .run_env(&["enroll", "--complete", &reply], &env_refs(&no_pad, &[("KEYWARD_PIN", USER_PIN)]))
+        .run_env(
+            &["enroll", "--complete", &reply],
+            &env_refs(&no_pad, &[("KEYWARD_PIN", USER_PIN)]),
+        )
         .ok();
-    assert!(done.stdout.contains("imported with C_CreateObject"), "{}", done.stdout);
-    assert!(bed.registry_text().unwrap().contains("delivery = \"import\""));
+    assert!(
+        done.stdout.contains("imported with C_CreateObject"),
+        "{}",
+        done.stdout
+    );
+    assert!(bed
+        .registry_text()
+        .unwrap()
+        .contains("delivery = \"import\""));
     let log = bed.run(&["authority", "log", "--dir", &dir]).ok().stdout;
     assert!(log.contains("delivery import"), "{log}");
     // The imported key is sensitive and decrypts: mail to the keyset opens.
@@ -249,12 +350,17 @@ fn with_allow_import_a_token_that_cannot_unwrap_gets_its_keys_by_import() {
     let msg = bed.file("msg.txt", b"by import\n");
     let sealed = bed.path("msg.p7m").to_string_lossy().into_owned();
     bed.run_env(
-        &["send", "--keyset", "Bob 1", "--to", &enc, &msg, "-o", &sealed],
+        &[
+            "send", "--keyset", "Bob 1", "--to", &enc, &msg, "-o", &sealed,
+        ],
         &env_refs(&no_pad, &[("KEYWARD_PIN", USER_PIN)]),
     )
     .ok();
     let read = bed
-        .run_env(&["read", "--keyset", "Bob 1", &sealed], &env_refs(&no_pad, &[("KEYWARD_PIN", USER_PIN)]))
+        .run_env(
+            &["read", "--keyset", "Bob 1", &sealed],
+            &env_refs(&no_pad, &[("KEYWARD_PIN", USER_PIN)]),
+        )
         .ok();
     assert!(read.stdout.contains("by import"), "{}", read.stdout);
     let keys = bed.token_objects("card", USER_PIN);
