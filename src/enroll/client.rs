@@ -115,7 +115,13 @@ pub fn make_request(
     session.login(module, PinRole::User, p.pin, p.policy)?;
     // What the token cannot do is refused here, before any key is generated.
     let caps = session.capabilities(module, Some(p.pin))?;
-    create::check_token_supports(&caps, p.token, p.key_type, p.security)?;
+    create::check_token_supports(
+        &caps.key_generation,
+        &caps.context_specific_login,
+        p.token,
+        p.key_type,
+        p.security,
+    )?;
     let receives = delivery::usable(&caps, &p.authority.deliveries).map_err(|why| {
         EnrollError::CannotReceive {
             token: p.token.label().to_string(),

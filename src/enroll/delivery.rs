@@ -194,8 +194,7 @@ pub fn authority_wrap(
     session: &TokenSession,
     module: &Module,
 ) -> Result<Rfc5649Mechanism, TokenError> {
-    let caps = session.capabilities(module, None)?;
-    caps.rfc5649.ok_or_else(|| TokenError::MechanismUnsupported {
+    session.rfc5649_mechanism(module)?.ok_or_else(|| TokenError::MechanismUnsupported {
         label: session.token().label().to_string(),
         mechanism: "RFC 5649 AES key wrap (CKM_AES_KEY_WRAP_KWP, or a CKM_AES_KEY_WRAP_PAD that passes RFC 5649's test vectors), which the authority's key archive and deliveries need".into(),
     })

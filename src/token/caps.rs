@@ -180,6 +180,30 @@ pub struct KeyGenCaps {
     pub ec_p256: bool,
 }
 
+impl KeyGenCaps {
+    /// Refuses a key type the token cannot generate, in a sentence naming what is missing.
+    pub fn check(&self, spec: KeySpec) -> Result<(), String> {
+        match spec {
+            KeySpec::Rsa(bits) => match self.rsa_bits {
+                None => {
+                    Err("it cannot generate RSA key pairs (no CKM_RSA_PKCS_KEY_PAIR_GEN)".into())
+                }
+                Some((min, max)) if u64::from(bits) < min || (max > 0 && u64::from(bits) > max) => {
+                    Err(format!(
+                        "it generates RSA keys of {min}–{max} bits only, not {bits}"
+                    ))
+                }
+                Some(_) => Ok(()),
+            },
+            KeySpec::EcP256 if !self.ec_p256 => Err(
+                "it cannot generate EC P-256 key pairs (no CKM_EC_KEY_PAIR_GEN for 256 bits)"
+                    .into(),
+            ),
+            KeySpec::EcP256 => Ok(()),
+        }
+    }
+}
+
 /// Unwrapping an RSA private key into the token, per flavour (with the PIN only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnwrapCaps {
@@ -224,37 +248,25 @@ impl Capabilities {
 
     /// Refuses a key type the token cannot generate, in a sentence naming what is missing.
     pub fn check_generate(&self, spec: KeySpec) -> Result<(), String> {
-        match spec {
-            KeySpec::Rsa(bits) => match self.key_generation.rsa_bits {
-                None => {
-                    Err("it cannot generate RSA key pairs (no CKM_RSA_PKCS_KEY_PAIR_GEN)".into())
-                }
-                Some((min, max)) if u64::from(bits) < min || (max > 0 && u64::from(bits) > max) => {
-                    Err(format!(
-                        "it generates RSA keys of {min}–{max} bits only, not {bits}"
-                    ))
-                }
-                Some(_) => Ok(()),
-            },
-            KeySpec::EcP256 if !self.key_generation.ec_p256 => Err(
-                "it cannot generate EC P-256 key pairs (no CKM_EC_KEY_PAIR_GEN for 256 bits)"
-                    .into(),
-            ),
-            KeySpec::EcP256 => Ok(()),
-        }
+        self.key_generation.check(spec)
     }
 
     /// Refuses `--security high` on a token without the context-specific login.
     pub fn check_context_login(&self) -> Result<(), String> {
-        match &self.context_specific_login {
-            Probe::Yes => Ok(()),
-            Probe::No(why) => Err(format!(
-                "it does not support the context-specific login that --security high needs ({why})"
-            )),
-            Probe::NotProbed(why) => Err(format!(
-                "its context-specific login (needed by --security high) could not be checked ({why})"
-            )),
-        }
+        check_context_login(&self.context_specific_login)
+    }
+}
+
+/// Refuses `--security high` when the context-specific login probe did not say yes.
+pub fn check_context_login(probe: &Probe) -> Result<(), String> {
+    match probe {
+        Probe::Yes => Ok(()),
+        Probe::No(why) => Err(format!(
+            "it does not support the context-specific login that --security high needs ({why})"
+        )),
+        Probe::NotProbed(why) => Err(format!(
+            "its context-specific login (needed by --security high) could not be checked ({why})"
+        )),
     }
 }
 
@@ -355,15 +367,7 @@ impl TokenSession {
         } else {
             Vec::new()
         };
-        let rsa_bits = mechanisms
-            .iter()
-            .find(|m| m.name == "CKM_RSA_PKCS_KEY_PAIR_GEN" && m.has("generate-key-pair"))
-            .map(|m| (m.min_key_size, m.max_key_size));
-        let ec_p256 = mechanisms.iter().any(|m| {
-            m.name == "CKM_EC_KEY_PAIR_GEN"
-                && m.has("generate-key-pair")
-                && (m.max_key_size == 0 || (m.min_key_size <= 256 && m.max_key_size >= 256))
-        });
+        let key_generation = key_generation_of(&mechanisms);
         let needs_pin = || Probe::NotProbed("needs the user PIN: add --login".into());
         Ok(Capabilities {
             pin_min: summary.min_pin_len,
@@ -379,7 +383,7 @@ impl TokenSession {
             },
             rfc5649,
             oaep,
-            key_generation: KeyGenCaps { rsa_bits, ec_p256 },
+            key_generation,
             unwrap_private_key: UnwrapCaps {
                 rfc5649: needs_pin(),
                 aes_cbc_pad: needs_pin(),
@@ -390,9 +394,72 @@ impl TokenSession {
         })
     }
 
+    /// The key pairs the token generates (two `C_GetMechanismInfo` calls).
+    pub fn key_generation(&self, module: &Module) -> Result<KeyGenCaps, TokenError> {
+        let m = self.mechanism_infos_of(
+            module,
+            &["CKM_RSA_PKCS_KEY_PAIR_GEN", "CKM_EC_KEY_PAIR_GEN"],
+        )?;
+        Ok(key_generation_of(&m))
+    }
+
+    /// The mechanism this token does RFC 5649 with — KWP when RFC 5649's test vectors pass with
+    /// it, else PAD when they do (as on SoftHSM) — probed without the rest of
+    /// [`TokenSession::capabilities`] (for the authority's token).
+    pub fn rfc5649_mechanism(
+        &self,
+        module: &Module,
+    ) -> Result<Option<Rfc5649Mechanism>, TokenError> {
+        let key = cache_key(self);
+        let cached = CACHE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, c)| c.rfc5649);
+        if let Some(m) = cached {
+            return Ok(m);
+        }
+        let m =
+            self.mechanism_infos_of(module, &["CKM_AES_KEY_WRAP_KWP", "CKM_AES_KEY_WRAP_PAD"])?;
+        let wraps = |name: &str| {
+            m.iter()
+                .any(|x| x.name == name && x.has("wrap") && x.has("unwrap"))
+        };
+        if wraps("CKM_AES_KEY_WRAP_KWP")
+            && self.kat_rfc5649(Rfc5649Mechanism::Kwp)? == PadMeaning::Rfc5649
+        {
+            return Ok(Some(Rfc5649Mechanism::Kwp));
+        }
+        if wraps("CKM_AES_KEY_WRAP_PAD")
+            && matches!(
+                self.kat_rfc5649(Rfc5649Mechanism::Pad)?,
+                PadMeaning::Rfc5649 | PadMeaning::Rfc5649ZeroPadded
+            )
+        {
+            return Ok(Some(Rfc5649Mechanism::Pad));
+        }
+        Ok(None)
+    }
+
+    /// Whether the context-specific login works (one `C_Login`, with the PIN this session
+    /// logged in with).
+    pub fn context_login(&self, pin: &SecretString) -> Result<Probe, TokenError> {
+        self.probe_context_login(pin)
+    }
+
     fn mechanism_infos(&self, module: &Module) -> Result<Vec<MechanismCaps>, TokenError> {
+        let all: Vec<&str> = MECHANISMS.iter().map(|(n, _)| *n).collect();
+        self.mechanism_infos_of(module, &all)
+    }
+
+    fn mechanism_infos_of(
+        &self,
+        module: &Module,
+        names: &[&str],
+    ) -> Result<Vec<MechanismCaps>, TokenError> {
         let mut out = Vec::new();
-        for (name, code) in MECHANISMS {
+        for (name, code) in MECHANISMS.iter().filter(|(n, _)| names.contains(n)) {
             match module
                 .ctx()
                 .get_mechanism_info(self.token.slot, mechanism_type(*code))
@@ -762,6 +829,19 @@ impl TokenSession {
             }
         }
     }
+}
+
+fn key_generation_of(mechanisms: &[MechanismCaps]) -> KeyGenCaps {
+    let rsa_bits = mechanisms
+        .iter()
+        .find(|m| m.name == "CKM_RSA_PKCS_KEY_PAIR_GEN" && m.has("generate-key-pair"))
+        .map(|m| (m.min_key_size, m.max_key_size));
+    let ec_p256 = mechanisms.iter().any(|m| {
+        m.name == "CKM_EC_KEY_PAIR_GEN"
+            && m.has("generate-key-pair")
+            && (m.max_key_size == 0 || (m.min_key_size <= 256 && m.max_key_size >= 256))
+    });
+    KeyGenCaps { rsa_bits, ec_p256 }
 }
 
 #[derive(Clone, Copy)]
