@@ -127,6 +127,58 @@ fn a_key_type_the_token_lacks_is_refused_before_anything_is_generated() {
     assert!(bed.registry_text().is_none_or(|t| !t.contains("\"ec\"")));
 }
 
+#[test]
+fn security_high_on_a_token_without_the_context_specific_login_is_refused_up_front() {
+    let a = AuthorityBed::new(&["plain"], "CN=High Test");
+    let mut env = hiding("");
+    env.push(("KEYWARD_SHIM_NO_CONTEXT_LOGIN", "1".to_string()));
+    let refusal = "token \"plain\" cannot hold --security high keys: it does not support the context-specific login";
+    a.run_env(
+        &[
+            "keyset",
+            "create",
+            "hi",
+            "--token",
+            "plain",
+            "--security",
+            "high",
+        ],
+        &env_refs(&env, &[("KEYWARD_PIN", USER_PIN)]),
+    )
+    .fails(1, refusal);
+    let tk = a.add_user("hal", &[]);
+    a.run_env(
+        &[
+            "enroll",
+            "--user",
+            "hal",
+            "--keyset",
+            "Hal 1",
+            "--token",
+            "plain",
+            "--security",
+            "high",
+            "--authority-cert",
+            &a.bundle,
+            "-o",
+            &a.path("hal.toml").to_string_lossy(),
+        ],
+        &env_refs(
+            &env,
+            &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", &tk)],
+        ),
+    )
+    .fails(1, refusal);
+    assert!(a.token_objects("plain", USER_PIN).is_empty());
+    assert!(a.registry_text().is_none_or(|t| !t.contains("[[keyset]]")));
+    // Standard security on the same token is fine.
+    a.run_env(
+        &["keyset", "create", "std", "--token", "plain"],
+        &env_refs(&env, &[("KEYWARD_PIN", USER_PIN)]),
+    )
+    .ok();
+}
+
 /// Request, process and complete as separate steps, with the user's token able to unwrap
 /// (native SoftHSM) or not (PAD hidden), against an authority without `--allow-import`.
 #[test]

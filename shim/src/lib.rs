@@ -239,6 +239,9 @@ struct Config {
     count_file: Option<PathBuf>,
     /// `KEYWARD_SHIM_HIDE_MECHANISMS`: mechanisms the token seems not to have.
     hidden: Vec<CK_MECHANISM_TYPE>,
+    /// `KEYWARD_SHIM_NO_CONTEXT_LOGIN=1`: `C_Login(CKU_CONTEXT_SPECIFIC)` answers
+    /// `CKR_USER_TYPE_INVALID`, as opencryptoki's soft token does.
+    no_context_login: bool,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -264,6 +267,7 @@ impl Config {
             faults: parse_faults(&env("KEYWARD_SHIM_FAULT").unwrap_or_default())?,
             count_file: env("KEYWARD_SHIM_COUNT_FILE").map(PathBuf::from),
             hidden: parse_mechanisms(&env("KEYWARD_SHIM_HIDE_MECHANISMS").unwrap_or_default())?,
+            no_context_login: env("KEYWARD_SHIM_NO_CONTEXT_LOGIN").is_some_and(|v| v.trim() == "1"),
         })
     }
 }
@@ -292,6 +296,7 @@ impl State {
                 faults: Vec::new(),
                 count_file: None,
                 hidden: Vec::new(),
+                no_context_login: false,
             },
             total: 0,
             per_function: BTreeMap::new(),
@@ -686,6 +691,9 @@ unsafe extern "C" fn C_Login(
 ) -> CK_RV {
     if let Some(rv) = enter("C_Login") {
         return rv;
+    }
+    if user == CKU_CONTEXT_SPECIFIC && state().config.no_context_login {
+        return CKR_USER_TYPE_INVALID;
     }
     let counted = match user {
         CKU_USER | CKU_CONTEXT_SPECIFIC => user_pin_token(h),

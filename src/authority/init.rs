@@ -57,6 +57,7 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         archive_key_id: String::new(),
         exchange_oaep: OaepHash::Sha1,
         allow_import: req.allow_import,
+        wraps_cbc_pad: false,
         crl_number: 0,
         log_seq: 0,
         log_hash: String::new(),
@@ -68,6 +69,7 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     session.login(module, PinRole::User, req.pin, req.policy)?;
     // The archive and every delivery wrap with RFC 5649: refused before any key is made.
     crate::enroll::delivery::authority_wrap(&session, module)?;
+    dir.config.wraps_cbc_pad = session.cbc_pad_wraps(module)?;
     let ids = KeyIds {
         ca: session.random(16)?,
         exchange: session.random(16)?,

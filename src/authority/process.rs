@@ -193,8 +193,10 @@ pub fn prepare(
     let chosen = crate::enroll::delivery::authority_wrap(&session, module)
         .map_err(AuthorityError::from)
         .and_then(|mech| {
-            // `authority_wrap` found the token's RFC 5649 mechanism: it can wrap.
-            crate::enroll::delivery::choose(&req.body.receives, a.config.allow_import, true)
+            // CKM_AES_CBC_PAD is probed only for a request that asks for it.
+            let cbc_pad = req.body.receives.contains(&Delivery::AesCbcPad)
+                && session.cbc_pad_wraps(module)?;
+            crate::enroll::delivery::choose(&req.body.receives, a.config.allow_import, cbc_pad)
                 .map(|d| (d, mech))
                 .map_err(AuthorityError::BadRequest)
         });
@@ -382,7 +384,7 @@ fn issue_everything(
         keys.push(rewrap_archived(
             a,
             session,
-            mech,
+            (delivery, mech),
             archive_key,
             aes,
             &body.user,
@@ -390,7 +392,7 @@ fn issue_everything(
         )?);
     }
     let history = keys.len();
-    let new_wrapped = session.wrap_rfc5649(mech, aes, enc_private)?;
+    let new_wrapped = wrap_for(session, delivery, mech, aes, enc_private)?;
     session.destroy(enc_private)?;
 
     let ca_id =
@@ -485,10 +487,24 @@ fn wrap_to_transport(
     })
 }
 
+/// Wraps a private key under the reply's AES key as `delivery` needs.
+fn wrap_for(
+    session: &TokenSession,
+    delivery: Delivery,
+    mech: Rfc5649Mechanism,
+    aes: ObjectRef,
+    key: ObjectRef,
+) -> Result<Vec<u8>, AuthorityError> {
+    Ok(match delivery {
+        Delivery::Rfc5649 | Delivery::Import => session.wrap_rfc5649(mech, aes, key)?,
+        Delivery::AesCbcPad => session.wrap_cbc_pad(aes, key)?,
+    })
+}
+
 fn rewrap_archived(
     a: &AuthorityDir,
     session: &TokenSession,
-    mech: Rfc5649Mechanism,
+    (delivery, mech): (Delivery, Rfc5649Mechanism),
     archive_key: ObjectRef,
     aes: ObjectRef,
     user: &str,
@@ -509,7 +525,7 @@ fn rewrap_archived(
             always_authenticate: false,
         },
     )?;
-    let wrapped = session.wrap_rfc5649(mech, aes, key);
+    let wrapped = wrap_for(session, delivery, mech, aes, key);
     session.destroy(key)?;
     Ok(ReplyKey {
         certificate: String::from_utf8_lossy(&cert).into_owned(),

@@ -39,6 +39,10 @@ pub struct AuthorityConfig {
     /// user tokens that cannot unwrap them. Absent: no.
     #[serde(default)]
     pub allow_import: bool,
+    /// The authority's token wraps with `CKM_AES_CBC_PAD` (probed at init): it can deliver to
+    /// tokens that unwrap only that way. Absent: no.
+    #[serde(default)]
+    pub wraps_cbc_pad: bool,
     /// The last CRL number issued.
     #[serde(default)]
     pub crl_number: u64,

@@ -84,7 +84,7 @@ pub fn bundle(dir: &std::path::Path) -> Result<String, AuthorityError> {
     };
     Ok(format!(
         "{pem}{OAEP_MARKER} {hash}\n{}",
-        crate::enroll::delivery::marker_line(a.config.allow_import)
+        crate::enroll::delivery::marker_line(a.config.allow_import, a.config.wraps_cbc_pad)
     ))
 }
 

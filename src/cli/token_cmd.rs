@@ -35,7 +35,12 @@ fn info(ctx: &mut Context, arg: &str, login: bool) -> Result<(), Error> {
     };
     let policy = ctx.login_policy();
     let module = ctx.module()?;
-    let mut session = token.open_rw(module)?;
+    // Probes make session objects only, which a read-only session may make too (for a
+    // write-protected token).
+    let mut session = match token.open_rw(module) {
+        Ok(s) => s,
+        Err(_) => token.open_ro(module)?,
+    };
     if let Some(pin) = &pin {
         session.login(module, token::PinRole::User, pin, policy)?;
     }

@@ -588,6 +588,8 @@ fn verify_reply(
 enum Receive {
     /// `C_UnwrapKey` with this RFC 5649 mechanism.
     Unwrap(Rfc5649Mechanism),
+    /// `C_UnwrapKey` with `CKM_AES_CBC_PAD`.
+    CbcPad,
     /// Unwrapped in keyward's memory, then `C_CreateObject`.
     Import,
 }
@@ -600,6 +602,8 @@ fn receive_method(caps: &Capabilities, delivery: Delivery) -> Result<Receive, St
             Some(m) if can.contains(&Delivery::Rfc5649) => Ok(Receive::Unwrap(m)),
             _ => Err(delivery::lacks(caps, &[Delivery::Rfc5649])),
         },
+        Delivery::AesCbcPad if can.contains(&Delivery::AesCbcPad) => Ok(Receive::CbcPad),
+        Delivery::AesCbcPad => Err(delivery::lacks(caps, &[Delivery::AesCbcPad])),
         Delivery::Import if can.contains(&Delivery::Import) => Ok(Receive::Import),
         Delivery::Import => Err(delivery::lacks(caps, &[Delivery::Import])),
     }
@@ -635,7 +639,7 @@ fn store_everything(
     // Unwrap: the AES key stays in the token. Import: it is decrypted into keyward's memory
     // (zeroized when dropped), and so is each private key, for its one C_CreateObject.
     let (aes, aes_plain) = match how {
-        Receive::Unwrap(_) => (
+        Receive::Unwrap(_) | Receive::CbcPad => (
             Some(
                 session
                     .unwrap_aes_rsa_oaep(transport, &wrapped_aes, reply.oaep)
@@ -682,6 +686,9 @@ fn store_everything(
         match (how, aes, aes_plain.as_ref()) {
             (Receive::Unwrap(m), Some(aes), _) => {
                 session.unwrap_private_rfc5649(m, aes, &wrapped, &template)?;
+            }
+            (Receive::CbcPad, Some(aes), _) => {
+                session.unwrap_private_cbc_pad(aes, &wrapped, &template)?;
             }
             (Receive::Import, _, Some(kek)) => {
                 let pkcs8 = crate::token::caps::unwrap_rfc5649_in_memory(kek, &wrapped)

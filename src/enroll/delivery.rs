@@ -28,6 +28,9 @@ use crate::token::{Capabilities, Module, Probe, Rfc5649Mechanism, TokenError, To
 pub enum Delivery {
     /// Unwrapped inside the token from RFC 5649 blobs.
     Rfc5649,
+    /// Unwrapped inside the token from AES-CBC blobs with PKCS#7 padding (`CKM_AES_CBC_PAD`),
+    /// each the IV followed by the wrapped key.
+    AesCbcPad,
     /// Unwrapped by keyward and created on the token with `C_CreateObject`.
     Import,
 }
@@ -37,6 +40,7 @@ impl Delivery {
     pub fn name(self) -> &'static str {
         match self {
             Delivery::Rfc5649 => "rfc5649",
+            Delivery::AesCbcPad => "aes-cbc-pad",
             Delivery::Import => "import",
         }
     }
@@ -45,6 +49,7 @@ impl Delivery {
     pub fn describe(self) -> &'static str {
         match self {
             Delivery::Rfc5649 => "unwrapped inside the token (AES key wrap with padding, RFC 5649)",
+            Delivery::AesCbcPad => "unwrapped inside the token (AES-CBC with PKCS#7 padding)",
             Delivery::Import => {
                 "imported with C_CreateObject (the key passes through keyward's memory for that one call)"
             }
@@ -62,9 +67,13 @@ impl std::fmt::Display for Delivery {
 /// makes. A bundle without it comes from an authority that makes `rfc5649` only.
 pub const DELIVERIES_MARKER: &str = "# keyward-deliveries:";
 
-/// The deliveries an authority with this policy offers, best first.
-pub fn offered(allow_import: bool) -> Vec<Delivery> {
+/// The deliveries an authority offers, best first: `rfc5649` always, `aes-cbc-pad` when its
+/// token wraps with `CKM_AES_CBC_PAD`, `import` when its policy allows it.
+pub fn offered(allow_import: bool, cbc_pad: bool) -> Vec<Delivery> {
     let mut v = vec![Delivery::Rfc5649];
+    if cbc_pad {
+        v.push(Delivery::AesCbcPad);
+    }
     if allow_import {
         v.push(Delivery::Import);
     }
@@ -72,8 +81,11 @@ pub fn offered(allow_import: bool) -> Vec<Delivery> {
 }
 
 /// The marker line for a bundle.
-pub fn marker_line(allow_import: bool) -> String {
-    let names: Vec<&str> = offered(allow_import).iter().map(|d| d.name()).collect();
+pub fn marker_line(allow_import: bool, cbc_pad: bool) -> String {
+    let names: Vec<&str> = offered(allow_import, cbc_pad)
+        .iter()
+        .map(|d| d.name())
+        .collect();
     format!("{DELIVERIES_MARKER} {}\n", names.join(", "))
 }
 
@@ -88,6 +100,7 @@ pub fn parse_marker(bundle: &str) -> Vec<Delivery> {
     line.split(',')
         .filter_map(|n| match n.trim() {
             "rfc5649" => Some(Delivery::Rfc5649),
+            "aes-cbc-pad" => Some(Delivery::AesCbcPad),
             "import" => Some(Delivery::Import),
             _ => None,
         })
@@ -99,6 +112,9 @@ pub fn receivable(caps: &Capabilities) -> Vec<Delivery> {
     let mut v = Vec::new();
     if caps.rfc5649.is_some() && caps.unwrap_private_key.rfc5649.yes() && !caps.oaep.is_empty() {
         v.push(Delivery::Rfc5649);
+    }
+    if caps.unwrap_private_key.aes_cbc_pad.yes() && !caps.oaep.is_empty() {
+        v.push(Delivery::AesCbcPad);
     }
     if caps.import_private_key.yes() && !caps.oaep.is_empty() {
         v.push(Delivery::Import);
@@ -118,6 +134,10 @@ pub fn lacks(caps: &Capabilities, wanted: &[Delivery]) -> String {
                 (None, _) => "it has no RFC 5649 AES key wrap (neither CKM_AES_KEY_WRAP_KWP nor a CKM_AES_KEY_WRAP_PAD that passes RFC 5649's test vectors)".to_string(),
                 (Some(_), p) => format!("it cannot unwrap an RSA private key into the token: {}", probe_text(p)),
             }),
+            Delivery::AesCbcPad => why.push(format!(
+                "it cannot unwrap an RSA private key with CKM_AES_CBC_PAD: {}",
+                probe_text(&caps.unwrap_private_key.aes_cbc_pad)
+            )),
             Delivery::Import => why.push(format!(
                 "it does not accept a private key by C_CreateObject: {}",
                 probe_text(&caps.import_private_key)
@@ -159,31 +179,36 @@ pub fn usable(caps: &Capabilities, offered: &[Delivery]) -> Result<Vec<Delivery>
 }
 
 /// The authority's choice: the first delivery of the request's list (best first) that this
-/// authority makes. `allow_import` is its policy; `can_wrap` whether its own token does RFC 5649.
-/// Requests written before deliveries were recorded (an empty list) mean `rfc5649`.
+/// authority makes. `allow_import` is its policy; `cbc_pad` whether its token wraps with
+/// `CKM_AES_CBC_PAD`. Requests written before deliveries were recorded (an empty list) mean
+/// `rfc5649`.
 pub fn choose(
     requested: &[Delivery],
     allow_import: bool,
-    can_wrap: bool,
+    cbc_pad: bool,
 ) -> Result<Delivery, String> {
-    if !can_wrap {
-        return Err("the authority's token has no RFC 5649 AES key wrap (CKM_AES_KEY_WRAP_KWP, or a CKM_AES_KEY_WRAP_PAD that passes RFC 5649's test vectors) to wrap keys with".into());
-    }
     let requested = if requested.is_empty() {
         &[Delivery::Rfc5649][..]
     } else {
         requested
     };
-    let ours = offered(allow_import);
+    let ours = offered(allow_import, cbc_pad);
     requested
         .iter()
         .copied()
         .find(|d| ours.contains(d))
         .ok_or_else(|| {
             let names: Vec<&str> = requested.iter().map(|d| d.name()).collect();
+            let ours: Vec<&str> = ours.iter().map(|d| d.name()).collect();
+            let import = if allow_import {
+                ""
+            } else {
+                " (this authority does not allow import: it was created without --allow-import)"
+            };
             format!(
-                "the user's token can receive its encryption key only by {}, and this authority does not allow import (it was created without --allow-import); the user must enroll with a token that can unwrap keys (see `keyward token info --token URI --login`)",
-                names.join(", ")
+                "the user's token can receive its encryption key only by {}, and this authority makes {}{import}; the user must enroll with a token that can unwrap keys (see `keyward token info --token URI --login`)",
+                names.join(", "),
+                ours.join(", ")
             )
         })
 }
@@ -207,10 +232,13 @@ mod tests {
     #[test]
     fn the_marker_round_trips_and_its_absence_means_rfc5649() {
         assert_eq!(
-            parse_marker(&marker_line(true)),
-            vec![Delivery::Rfc5649, Delivery::Import]
+            parse_marker(&marker_line(true, true)),
+            vec![Delivery::Rfc5649, Delivery::AesCbcPad, Delivery::Import]
         );
-        assert_eq!(parse_marker(&marker_line(false)), vec![Delivery::Rfc5649]);
+        assert_eq!(
+            parse_marker(&marker_line(false, false)),
+            vec![Delivery::Rfc5649]
+        );
         assert_eq!(
             parse_marker("-----BEGIN CERTIFICATE-----\n"),
             vec![Delivery::Rfc5649]
@@ -218,16 +246,19 @@ mod tests {
     }
 
     #[test]
-    fn the_authority_takes_the_users_first_choice_it_allows() {
+    fn the_authority_takes_the_users_first_choice_it_makes() {
         let both = [Delivery::Rfc5649, Delivery::Import];
-        assert_eq!(choose(&both, false, true), Ok(Delivery::Rfc5649));
+        assert_eq!(choose(&both, false, false), Ok(Delivery::Rfc5649));
         assert_eq!(
-            choose(&[Delivery::Import], true, true),
+            choose(&[Delivery::Import], true, false),
             Ok(Delivery::Import)
         );
         let e = choose(&[Delivery::Import], false, true).unwrap_err();
         assert!(e.contains("does not allow import"), "{e}");
-        assert_eq!(choose(&[], false, true), Ok(Delivery::Rfc5649));
-        assert!(choose(&both, true, false).is_err());
+        assert_eq!(choose(&[], false, false), Ok(Delivery::Rfc5649));
+        let cbc = [Delivery::AesCbcPad, Delivery::Import];
+        assert_eq!(choose(&cbc, true, true), Ok(Delivery::AesCbcPad));
+        assert_eq!(choose(&cbc, true, false), Ok(Delivery::Import));
+        assert!(choose(&cbc, false, false).is_err());
     }
 }

@@ -170,7 +170,8 @@ pub struct RequestBody {
 pub struct ReplyKey {
     /// Its certificate, PEM.
     pub certificate: String,
-    /// The private key (PKCS#8) wrapped under the reply's AES key with RFC 5649, base64.
+    /// The private key (PKCS#8) wrapped under the reply's AES key, base64: RFC 5649, or for
+    /// the `aes-cbc-pad` delivery the 16-byte IV followed by the `CKM_AES_CBC_PAD` ciphertext.
     pub wrapped_key: String,
     /// The newest key (the one others encrypt to from now on).
     pub current: bool,

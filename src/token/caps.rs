@@ -442,6 +442,74 @@ impl TokenSession {
         Ok(None)
     }
 
+    /// Whether `CKM_AES_CBC_PAD` wraps here, by its known answer (for the authority's token).
+    pub fn cbc_pad_wraps(&self, module: &Module) -> Result<bool, TokenError> {
+        let m = self.mechanism_infos_of(module, &["CKM_AES_CBC_PAD"])?;
+        if !m.iter().any(|x| x.has("wrap")) {
+            return Ok(false);
+        }
+        Ok(self.kat_cbc_pad()?.yes())
+    }
+
+    /// Wraps `key` under an AES key with `CKM_AES_CBC_PAD` and a fresh random IV: the IV
+    /// (16 bytes) followed by the wrapped key.
+    pub fn wrap_cbc_pad(&self, wrapping: ObjectRef, key: ObjectRef) -> Result<Vec<u8>, TokenError> {
+        let iv: [u8; 16] = self
+            .random(16)?
+            .try_into()
+            .map_err(|_| TokenError::Wrapper {
+                what: "making an IV".into(),
+                reason: "the token returned another number of random bytes".into(),
+            })?;
+        let wrapped = self
+            .session
+            .wrap_key(&Mechanism::AesCbcPad(iv), wrapping.0, key.0)
+            .map_err(|e| self.op_error(e, "wrapping a key (CKM_AES_CBC_PAD)"))?;
+        let mut out = iv.to_vec();
+        out.extend_from_slice(&wrapped);
+        Ok(out)
+    }
+
+    /// Unwraps an RSA private key made by [`TokenSession::wrap_cbc_pad`] (IV, then the wrapped
+    /// key) into this token: decrypt and unwrap only, always sensitive.
+    pub fn unwrap_private_cbc_pad(
+        &self,
+        unwrapping: ObjectRef,
+        blob: &[u8],
+        t: &super::wrap::UnwrapTemplate<'_>,
+    ) -> Result<ObjectRef, TokenError> {
+        let (Some(iv), Some(wrapped)) = (blob.get(..16), blob.get(16..)) else {
+            return Err(TokenError::Wrapper {
+                what: "unwrapping a private key (CKM_AES_CBC_PAD)".into(),
+                reason: "the wrapped key is shorter than its IV".into(),
+            });
+        };
+        let mut iv16 = [0u8; 16];
+        iv16.copy_from_slice(iv);
+        let template = template::private_key(
+            KeyType::RSA,
+            Storage {
+                persistent: t.persistent,
+                id: Some(t.id),
+                label: Some(t.label),
+            },
+            Usage::DECRYPT_UNWRAP,
+            Protection {
+                extractable: t.extractable,
+                always_authenticate: t.always_authenticate,
+            },
+        );
+        self.session
+            .unwrap_key(
+                &Mechanism::AesCbcPad(iv16),
+                unwrapping.0,
+                wrapped,
+                &template,
+            )
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "unwrapping a private key (CKM_AES_CBC_PAD)"))
+    }
+
     /// Whether the context-specific login works (one `C_Login`, with the PIN this session
     /// logged in with).
     pub fn context_login(&self, pin: &SecretString) -> Result<Probe, TokenError> {
