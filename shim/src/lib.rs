@@ -885,6 +885,19 @@ mod tests {
     }
 
     #[test]
+    fn hidden_mechanisms_parse() {
+        assert_eq!(
+            parse_mechanisms(" 0x210A, 8459 ,").unwrap(),
+            vec![0x210A, 0x210B]
+        );
+        assert_eq!(
+            parse_mechanisms("").unwrap(),
+            Vec::<CK_MECHANISM_TYPE>::new()
+        );
+        assert!(parse_mechanisms("PAD").is_err());
+    }
+
+    #[test]
     fn faults_hit_the_right_call() {
         let once = &parse_faults("DEVICE_ERROR@C_Sign:2").unwrap()[0];
         assert!(!once.hits("C_Sign", 5, 1));

@@ -649,11 +649,11 @@ fn store_everything(
         ),
         Receive::Import => (
             None,
-            Some(
+            Some(crate::token::transfer::LockedSecret::new(
                 session
                     .decrypt_rsa_oaep(transport, &wrapped_aes, reply.oaep)
                     .map_err(bad_transport)?,
-            ),
+            )),
         ),
     };
     let signing_id = unhex_id(&record.signing_id)?;
@@ -691,7 +691,7 @@ fn store_everything(
                 session.unwrap_private_cbc_pad(aes, &wrapped, &template)?;
             }
             (Receive::Import, _, Some(kek)) => {
-                let pkcs8 = crate::token::caps::unwrap_rfc5649_in_memory(kek, &wrapped)
+                let pkcs8 = crate::token::transfer::unwrap_rfc5649_in_memory(kek, &wrapped)
                     .ok_or_else(|| {
                         EnrollError::BadReply(
                             "an encryption key does not unwrap with the reply's AES key".into(),

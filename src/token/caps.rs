@@ -30,7 +30,7 @@ use super::keys::KeySpec;
 use super::module::Module;
 use super::session::TokenSession;
 use super::template::{self, Protection, Storage, Usage};
-use super::wrap::{OaepHash, ObjectRef};
+use super::wrap::OaepHash;
 
 /// `CKM_AES_KEY_WRAP_KWP` (RFC 5649 in PKCS#11 3.x); cryptoki 0.12 has no name for it.
 pub(crate) const CKM_AES_KEY_WRAP_KWP: CK_MECHANISM_TYPE = 0x210B;
@@ -327,7 +327,7 @@ impl TokenSession {
             |name: &str, flag: &str| mechanisms.iter().any(|m| m.name == name && m.has(flag));
         let wraps = |name: &str| offered(name, "wrap");
         let kw = if wraps("CKM_AES_KEY_WRAP") {
-            self.kat(&kat::RFC3394, Mechanism::AesKeyWrap)?
+            self.kat(&super::reference::kat::RFC3394, Mechanism::AesKeyWrap)?
         } else {
             Probe::No("not offered".into())
         };
@@ -451,65 +451,6 @@ impl TokenSession {
         Ok(self.kat_cbc_pad()?.yes())
     }
 
-    /// Wraps `key` under an AES key with `CKM_AES_CBC_PAD` and a fresh random IV: the IV
-    /// (16 bytes) followed by the wrapped key.
-    pub fn wrap_cbc_pad(&self, wrapping: ObjectRef, key: ObjectRef) -> Result<Vec<u8>, TokenError> {
-        let iv: [u8; 16] = self
-            .random(16)?
-            .try_into()
-            .map_err(|_| TokenError::Wrapper {
-                what: "making an IV".into(),
-                reason: "the token returned another number of random bytes".into(),
-            })?;
-        let wrapped = self
-            .session
-            .wrap_key(&Mechanism::AesCbcPad(iv), wrapping.0, key.0)
-            .map_err(|e| self.op_error(e, "wrapping a key (CKM_AES_CBC_PAD)"))?;
-        let mut out = iv.to_vec();
-        out.extend_from_slice(&wrapped);
-        Ok(out)
-    }
-
-    /// Unwraps an RSA private key made by [`TokenSession::wrap_cbc_pad`] (IV, then the wrapped
-    /// key) into this token: decrypt and unwrap only, always sensitive.
-    pub fn unwrap_private_cbc_pad(
-        &self,
-        unwrapping: ObjectRef,
-        blob: &[u8],
-        t: &super::wrap::UnwrapTemplate<'_>,
-    ) -> Result<ObjectRef, TokenError> {
-        let (Some(iv), Some(wrapped)) = (blob.get(..16), blob.get(16..)) else {
-            return Err(TokenError::Wrapper {
-                what: "unwrapping a private key (CKM_AES_CBC_PAD)".into(),
-                reason: "the wrapped key is shorter than its IV".into(),
-            });
-        };
-        let mut iv16 = [0u8; 16];
-        iv16.copy_from_slice(iv);
-        let template = template::private_key(
-            KeyType::RSA,
-            Storage {
-                persistent: t.persistent,
-                id: Some(t.id),
-                label: Some(t.label),
-            },
-            Usage::DECRYPT_UNWRAP,
-            Protection {
-                extractable: t.extractable,
-                always_authenticate: t.always_authenticate,
-            },
-        );
-        self.session
-            .unwrap_key(
-                &Mechanism::AesCbcPad(iv16),
-                unwrapping.0,
-                wrapped,
-                &template,
-            )
-            .map(ObjectRef)
-            .map_err(|e| self.op_error(e, "unwrapping a private key (CKM_AES_CBC_PAD)"))
-    }
-
     /// Whether the context-specific login works (one `C_Login`, with the PIN this session
     /// logged in with).
     pub fn context_login(&self, pin: &SecretString) -> Result<Probe, TokenError> {
@@ -570,7 +511,10 @@ impl TokenSession {
     /// zeros to a multiple of 8 bytes (its unwrap is RFC 5649 all the same).
     fn kat_rfc5649(&self, mech: Rfc5649Mechanism) -> Result<PadMeaning, TokenError> {
         let mut zero_padded = false;
-        for v in [&kat::RFC5649_20, &kat::RFC5649_7] {
+        for v in [
+            &super::reference::kat::RFC5649_20,
+            &super::reference::kat::RFC5649_7,
+        ] {
             match self.kat_unwrap(v, mech.mechanism())? {
                 Probe::Yes => {}
                 Probe::No(why) => {
@@ -584,7 +528,7 @@ impl TokenSession {
             }
             let mut padded = v.key.to_vec();
             padded.resize(v.key.len().div_ceil(8) * 8, 0);
-            let quirk = reference::rfc5649(v.kek, &padded).unwrap_or_default();
+            let quirk = super::reference::rfc5649(v.kek, &padded).unwrap_or_default();
             match self.kat_wrap(v, mech.mechanism())? {
                 Ok(w) if w == v.wrapped => {}
                 Ok(w) if w == quirk => zero_padded = true,
@@ -610,7 +554,11 @@ impl TokenSession {
     }
 
     /// Wraps the vector's key under its KEK (both session objects) and compares the answer.
-    fn kat(&self, v: &kat::Vector, mech: Mechanism<'_>) -> Result<Probe, TokenError> {
+    fn kat(
+        &self,
+        v: &super::reference::kat::Vector,
+        mech: Mechanism<'_>,
+    ) -> Result<Probe, TokenError> {
         Ok(match self.kat_wrap(v, mech)? {
             Ok(w) if w == v.wrapped => Probe::Yes,
             Ok(_) => Probe::No("wrong answer to the known-answer test".into()),
@@ -621,7 +569,7 @@ impl TokenSession {
     /// Wraps the vector's key under its KEK: the wrapped bytes, or why not.
     fn kat_wrap(
         &self,
-        v: &kat::Vector,
+        v: &super::reference::kat::Vector,
         mech: Mechanism<'_>,
     ) -> Result<Result<Vec<u8>, Probe>, TokenError> {
         let (kek, key) = match self.kat_objects(v.kek, Some(v.key)) {
@@ -644,7 +592,11 @@ impl TokenSession {
 
     /// Unwraps the vector's answer under its KEK into a readable session secret and compares
     /// its value with the vector's key.
-    fn kat_unwrap(&self, v: &kat::Vector, mech: Mechanism<'_>) -> Result<Probe, TokenError> {
+    fn kat_unwrap(
+        &self,
+        v: &super::reference::kat::Vector,
+        mech: Mechanism<'_>,
+    ) -> Result<Probe, TokenError> {
         let kek = match self.kat_objects(v.kek, None) {
             Ok((kek, _)) => kek,
             Err(e) if device_failure(&e) => return Err(self.op_error(e, "an unwrap probe")),
@@ -687,16 +639,18 @@ impl TokenSession {
 
     /// `CKM_AES_CBC_PAD` against the same cipher in software.
     fn kat_cbc_pad(&self) -> Result<Probe, TokenError> {
-        let v = &kat::RFC5649_20;
-        let expected = reference::cbc_pad(v.kek, &kat::CBC_IV, v.key);
+        let v = &super::reference::kat::RFC5649_20;
+        let expected = super::reference::cbc_pad(v.kek, &super::reference::kat::CBC_IV, v.key);
         let (kek, key) = match self.kat_objects(v.kek, Some(v.key)) {
             Ok((kek, key)) => (kek, key.unwrap_or(kek)),
             Err(e) if device_failure(&e) => return Err(self.op_error(e, "a wrap probe")),
             Err(e) => return Ok(Probe::NotProbed(format!("cannot make the test keys: {e}"))),
         };
-        let result = self
-            .session
-            .wrap_key(&Mechanism::AesCbcPad(kat::CBC_IV), kek, key);
+        let result = self.session.wrap_key(
+            &Mechanism::AesCbcPad(super::reference::kat::CBC_IV),
+            kek,
+            key,
+        );
         self.destroy_quietly(&[kek, key]);
         match (result, expected) {
             (Ok(w), Some(exp)) if w == exp => Ok(Probe::Yes),
@@ -747,7 +701,7 @@ impl TokenSession {
 
     /// The RSA-OAEP hashes that encrypt to a session copy of the probe key's public half.
     fn probe_oaep(&self) -> Result<Vec<OaepHash>, TokenError> {
-        let Some(key) = probe_key() else {
+        let Some(key) = super::reference::probe_key() else {
             return Ok(Vec::new());
         };
         let (n, e) = (key.n.to_vec(), key.e.to_vec());
@@ -798,7 +752,7 @@ impl TokenSession {
 
     /// `C_CreateObject` of the probe key as a sensitive session private key.
     fn probe_import(&self) -> Result<Probe, TokenError> {
-        let Some(pkcs8) = probe_pkcs8() else {
+        let Some(pkcs8) = super::reference::probe_pkcs8() else {
             return Ok(Probe::NotProbed("the probe key does not decode".into()));
         };
         let t = super::wrap::UnwrapTemplate {
@@ -813,25 +767,25 @@ impl TokenSession {
                 let _ = self.destroy(obj);
                 Ok(Probe::Yes)
             }
-            Err(ImportFailure::Token(e)) if device_failure(&e) => {
+            Err(super::transfer::ImportFailure::Token(e)) if device_failure(&e) => {
                 Err(self.op_error(e, "an import probe"))
             }
-            Err(ImportFailure::Token(e)) => Ok(Probe::No(short(&e))),
-            Err(ImportFailure::Key(why)) => Ok(Probe::NotProbed(why)),
+            Err(super::transfer::ImportFailure::Token(e)) => Ok(Probe::No(short(&e))),
+            Err(super::transfer::ImportFailure::Key(why)) => Ok(Probe::NotProbed(why)),
         }
     }
 
     /// Wraps the probe key in software, then `C_UnwrapKey` into a session private key.
     fn probe_unwrap(&self, flavour: UnwrapFlavour) -> Result<Probe, TokenError> {
-        let (Some(pkcs8), Ok(kek)) = (probe_pkcs8(), self.random(32)) else {
+        let (Some(pkcs8), Ok(kek)) = (super::reference::probe_pkcs8(), self.random(32)) else {
             return Ok(Probe::NotProbed("no probe key or random bytes".into()));
         };
         let kek = Zeroizing::new(kek);
-        let iv = kat::CBC_IV;
+        let iv = super::reference::kat::CBC_IV;
         let (blob, mech) = match flavour {
-            UnwrapFlavour::Rfc5649(m) => (reference::rfc5649(&kek, &pkcs8), m.mechanism()),
+            UnwrapFlavour::Rfc5649(m) => (super::reference::rfc5649(&kek, &pkcs8), m.mechanism()),
             UnwrapFlavour::CbcPad => (
-                reference::cbc_pad(&kek, &iv, &pkcs8),
+                super::reference::cbc_pad(&kek, &iv, &pkcs8),
                 Mechanism::AesCbcPad(iv),
             ),
         };
@@ -929,168 +883,6 @@ fn template_kek(kek: &[u8]) -> Vec<Attribute> {
     t
 }
 
-/// Why importing a private key failed.
-pub(crate) enum ImportFailure {
-    /// The token refused.
-    Token(CkError),
-    /// The key itself does not decode.
-    Key(String),
-}
-
-impl TokenSession {
-    /// `C_CreateObject` of an RSA private key given as PKCS#8 DER: sensitive, decrypt/unwrap
-    /// only. The key's parts exist in this process only for the call and are zeroized after.
-    pub(crate) fn create_rsa_private(
-        &self,
-        pkcs8: &[u8],
-        t: &super::wrap::UnwrapTemplate<'_>,
-    ) -> Result<ObjectRef, ImportFailure> {
-        use rsa::pkcs8::DecodePrivateKey;
-        use rsa::traits::{PrivateKeyParts, PublicKeyParts};
-        use zeroize::Zeroize;
-        let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
-            .map_err(|e| ImportFailure::Key(format!("the private key does not decode: {e}")))?;
-        let primes = key.primes();
-        let (Some(p), Some(q), Some(dp), Some(dq), Some(qinv)) = (
-            primes.first(),
-            primes.get(1),
-            key.dp(),
-            key.dq(),
-            key.crt_coefficient(),
-        ) else {
-            return Err(ImportFailure::Key(
-                "the private key lacks its CRT parts".into(),
-            ));
-        };
-        let mut template = template::private_key(
-            KeyType::RSA,
-            Storage {
-                persistent: t.persistent,
-                id: Some(t.id),
-                label: Some(t.label),
-            },
-            Usage::DECRYPT_UNWRAP,
-            Protection {
-                extractable: t.extractable,
-                always_authenticate: t.always_authenticate,
-            },
-        );
-        template.extend([
-            Attribute::Modulus(key.n().to_bytes_be()),
-            Attribute::PublicExponent(key.e().to_bytes_be()),
-            Attribute::PrivateExponent(key.d().to_bytes_be()),
-            Attribute::Prime1(p.to_bytes_be()),
-            Attribute::Prime2(q.to_bytes_be()),
-            Attribute::Exponent1(dp.to_bytes_be()),
-            Attribute::Exponent2(dq.to_bytes_be()),
-            Attribute::Coefficient(qinv.to_bytes_be()),
-        ]);
-        drop(key);
-        let result = self.session.create_object(&template);
-        for a in &mut template {
-            match a {
-                Attribute::PrivateExponent(v)
-                | Attribute::Prime1(v)
-                | Attribute::Prime2(v)
-                | Attribute::Exponent1(v)
-                | Attribute::Exponent2(v)
-                | Attribute::Coefficient(v) => v.zeroize(),
-                _ => {}
-            }
-        }
-        result.map(ObjectRef).map_err(ImportFailure::Token)
-    }
-}
-
-impl TokenSession {
-    /// Wraps `key` under an AES key with RFC 5649, by this token's mechanism for it.
-    pub fn wrap_rfc5649(
-        &self,
-        mech: Rfc5649Mechanism,
-        wrapping: ObjectRef,
-        key: ObjectRef,
-    ) -> Result<Vec<u8>, TokenError> {
-        self.session
-            .wrap_key(&mech.mechanism(), wrapping.0, key.0)
-            .map_err(|e| self.op_error(e, &format!("wrapping a key ({})", mech.name())))
-    }
-
-    /// Unwraps an RFC 5649-wrapped RSA private key into this token (decrypt and unwrap only,
-    /// always sensitive), by this token's mechanism for RFC 5649.
-    pub fn unwrap_private_rfc5649(
-        &self,
-        mech: Rfc5649Mechanism,
-        unwrapping: ObjectRef,
-        wrapped: &[u8],
-        t: &super::wrap::UnwrapTemplate<'_>,
-    ) -> Result<ObjectRef, TokenError> {
-        let template = template::private_key(
-            KeyType::RSA,
-            Storage {
-                persistent: t.persistent,
-                id: Some(t.id),
-                label: Some(t.label),
-            },
-            Usage::DECRYPT_UNWRAP,
-            Protection {
-                extractable: t.extractable,
-                always_authenticate: t.always_authenticate,
-            },
-        );
-        self.session
-            .unwrap_key(&mech.mechanism(), unwrapping.0, wrapped, &template)
-            .map(ObjectRef)
-            .map_err(|e| self.op_error(e, &format!("unwrapping a private key ({})", mech.name())))
-    }
-
-    /// Creates an RSA private key (PKCS#8 DER) on the token with `C_CreateObject`: decrypt
-    /// and unwrap only, sensitive. Its parts are zeroized after the call.
-    pub fn import_private_key(
-        &self,
-        pkcs8: &[u8],
-        t: &super::wrap::UnwrapTemplate<'_>,
-    ) -> Result<ObjectRef, TokenError> {
-        self.create_rsa_private(pkcs8, t).map_err(|f| match f {
-            ImportFailure::Token(e) => self.op_error(e, "importing a private key (C_CreateObject)"),
-            ImportFailure::Key(reason) => TokenError::Wrapper {
-                what: "importing a private key".into(),
-                reason,
-            },
-        })
-    }
-}
-
-/// Unwraps an RFC 5649 blob with a 256-bit AES key in this process's memory, for an import:
-/// the PKCS#8 key, cut to its DER length (SoftHSM 2.6 pads with zeros before wrapping), in
-/// memory that is zeroized when dropped.
-pub fn unwrap_rfc5649_in_memory(kek: &[u8], blob: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    let mut plain = reference::rfc5649_unwrap(kek, blob)?;
-    let len = der_length(&plain)?;
-    if len > plain.len() || plain[len..].iter().any(|b| *b != 0) {
-        return None;
-    }
-    zeroize::Zeroize::zeroize(&mut plain[len..]);
-    plain.truncate(len);
-    Some(plain)
-}
-
-/// The length of the DER element at the start of `b` (tag, length and contents).
-fn der_length(b: &[u8]) -> Option<usize> {
-    let first = *b.get(1)?;
-    if first < 0x80 {
-        return Some(2 + usize::from(first));
-    }
-    let n = usize::from(first & 0x7f);
-    if n == 0 || n > 4 {
-        return None;
-    }
-    let mut len = 0usize;
-    for i in 0..n {
-        len = (len << 8) | usize::from(*b.get(2 + i)?);
-    }
-    Some(2 + n + len)
-}
-
 /// A failure of the device or session, not a "this token cannot": never read as a "no".
 pub(crate) fn device_failure(e: &CkError) -> bool {
     matches!(
@@ -1134,177 +926,4 @@ pub(crate) fn raw_mechanism(code: CK_MECHANISM_TYPE) -> Mechanism<'static> {
         mechanism_type(code),
         None,
     ))
-}
-
-fn probe_pkcs8() -> Option<Zeroizing<Vec<u8>>> {
-    use base64ct::{Base64, Encoding};
-    Base64::decode_vec(PROBE_KEY_PKCS8).ok().map(Zeroizing::new)
-}
-
-struct ProbePublic {
-    n: Vec<u8>,
-    e: Vec<u8>,
-}
-
-fn probe_key() -> Option<ProbePublic> {
-    use rsa::pkcs8::DecodePrivateKey;
-    use rsa::traits::PublicKeyParts;
-    let key = rsa::RsaPrivateKey::from_pkcs8_der(&probe_pkcs8()?).ok()?;
-    Some(ProbePublic {
-        n: key.n().to_bytes_be(),
-        e: key.e().to_bytes_be(),
-    })
-}
-
-/// The same wrappings in software, to check a token's answers and make blobs for it.
-pub(crate) mod reference {
-    use aes::cipher::{BlockEncryptMut, KeyIvInit};
-
-    /// RFC 5649 (AES key wrap with padding), for a 128-, 192- or 256-bit KEK.
-    pub fn rfc5649(kek: &[u8], data: &[u8]) -> Option<Vec<u8>> {
-        match kek.len() {
-            16 => aes_kw::KekAes128::try_from(kek)
-                .ok()?
-                .wrap_with_padding_vec(data)
-                .ok(),
-            24 => aes_kw::KekAes192::try_from(kek)
-                .ok()?
-                .wrap_with_padding_vec(data)
-                .ok(),
-            32 => aes_kw::KekAes256::try_from(kek)
-                .ok()?
-                .wrap_with_padding_vec(data)
-                .ok(),
-            _ => None,
-        }
-    }
-
-    /// RFC 5649 unwrapping with a 256-bit KEK.
-    pub fn rfc5649_unwrap(kek: &[u8], blob: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-        aes_kw::KekAes256::try_from(kek)
-            .ok()?
-            .unwrap_with_padding_vec(blob)
-            .ok()
-            .map(zeroize::Zeroizing::new)
-    }
-
-    /// AES-CBC with PKCS#7 padding (`CKM_AES_CBC_PAD`).
-    pub fn cbc_pad(kek: &[u8], iv: &[u8; 16], data: &[u8]) -> Option<Vec<u8>> {
-        use aes::cipher::block_padding::Pkcs7;
-        match kek.len() {
-            16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(kek, iv)
-                .ok()
-                .map(|c| c.encrypt_padded_vec_mut::<Pkcs7>(data)),
-            24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(kek, iv)
-                .ok()
-                .map(|c| c.encrypt_padded_vec_mut::<Pkcs7>(data)),
-            32 => cbc::Encryptor::<aes::Aes256>::new_from_slices(kek, iv)
-                .ok()
-                .map(|c| c.encrypt_padded_vec_mut::<Pkcs7>(data)),
-            _ => None,
-        }
-    }
-}
-
-/// Known-answer vectors.
-mod kat {
-    /// A KEK, a key, and the key wrapped under the KEK.
-    pub struct Vector {
-        pub kek: &'static [u8],
-        pub key: &'static [u8],
-        pub wrapped: &'static [u8],
-    }
-
-    /// RFC 3394 section 4.6: 256 bits of key data with a 256-bit KEK.
-    pub const RFC3394: Vector = Vector {
-        kek: &[
-            0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d,
-            0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b,
-            0x1c, 0x1d, 0x1e, 0x1f,
-        ],
-        key: &[
-            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
-            0xee, 0xff, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b,
-            0x0c, 0x0d, 0x0e, 0x0f,
-        ],
-        wrapped: &[
-            0x28, 0xc9, 0xf4, 0x04, 0xc4, 0xb8, 0x10, 0xf4, 0xcb, 0xcc, 0xb3, 0x5c, 0xfb, 0x87,
-            0xf8, 0x26, 0x3f, 0x57, 0x86, 0xe2, 0xd8, 0x0e, 0xd3, 0x26, 0xcb, 0xc7, 0xf0, 0xe7,
-            0x1a, 0x99, 0xf4, 0x3b, 0xfb, 0x98, 0x8b, 0x9b, 0x7a, 0x02, 0xdd, 0x21,
-        ],
-    };
-
-    /// RFC 5649 section 6, first vector: a 20-byte key under a 192-bit KEK.
-    pub const RFC5649_20: Vector = Vector {
-        kek: &[
-            0x58, 0x40, 0xdf, 0x6e, 0x29, 0xb0, 0x2a, 0xf1, 0xab, 0x49, 0x3b, 0x70, 0x5b, 0xf1,
-            0x6e, 0xa1, 0xae, 0x83, 0x38, 0xf4, 0xdc, 0xc1, 0x76, 0xa8,
-        ],
-        key: &[
-            0xc3, 0x7b, 0x7e, 0x64, 0x92, 0x58, 0x43, 0x40, 0xbe, 0xd1, 0x22, 0x07, 0x80, 0x89,
-            0x41, 0x15, 0x50, 0x68, 0xf7, 0x38,
-        ],
-        wrapped: &[
-            0x13, 0x8b, 0xde, 0xaa, 0x9b, 0x8f, 0xa7, 0xfc, 0x61, 0xf9, 0x77, 0x42, 0xe7, 0x22,
-            0x48, 0xee, 0x5a, 0xe6, 0xae, 0x53, 0x60, 0xd1, 0xae, 0x6a, 0x5f, 0x54, 0xf3, 0x73,
-            0xfa, 0x54, 0x3b, 0x6a,
-        ],
-    };
-
-    /// RFC 5649 section 6, second vector: a 7-byte key under the same KEK.
-    pub const RFC5649_7: Vector = Vector {
-        kek: &[
-            0x58, 0x40, 0xdf, 0x6e, 0x29, 0xb0, 0x2a, 0xf1, 0xab, 0x49, 0x3b, 0x70, 0x5b, 0xf1,
-            0x6e, 0xa1, 0xae, 0x83, 0x38, 0xf4, 0xdc, 0xc1, 0x76, 0xa8,
-        ],
-        key: &[0x46, 0x6f, 0x72, 0x50, 0x61, 0x73, 0x69],
-        wrapped: &[
-            0xaf, 0xbe, 0xb0, 0xf0, 0x7d, 0xfb, 0xf5, 0x41, 0x92, 0x00, 0xf2, 0xcc, 0xb5, 0x0b,
-            0xb2, 0x4f,
-        ],
-    };
-
-    /// The IV of the CBC-PAD known-answer test.
-    pub const CBC_IV: [u8; 16] = *b"keyward-cbc-iv-1";
-}
-
-/// A throw-away RSA-2048 key (PKCS#8, base64) used only by the probes: imported or unwrapped as
-/// a session object and destroyed at once. It protects nothing; it is public on purpose.
-const PROBE_KEY_PKCS8: &str = concat!(
-    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCeDx3aO3+Aw1gu/i0S5NtYIz3gbDC8ISx/v67JYX",
-    "hf/sP8zXAuNo1TV8jOa5QGpVfciNyRnNohuNRgGlZMJw7K8kqq3wYlKMv1N2i7PvGAr35P7wofiO9d7sqMhm/5X9rQ",
-    "vTSITzOFoqxeWhTFr2x0LnmbCVHDo6R32B32Ds4wwqC0YmWXIKizxme2osjZYb4lkWrLsRBQIhAez1wtI0aIYlWCIp",
-    "+glYgX2rjaDzRtmKIGk8j+eLjanyRPPZJn3lCEsGPFbch6LY9B8Nl2pKfyHwJwY0R+OLqiB6K3fX1OVM5Nm+d6Yfo/",
-    "pMtQrsXYzN49JRIAed+GIr1f6zWPho4nAgMBAAECggEAEUc4GAlQBLHrW7u9Dqcw6Sofvf7ltvMYwQr3CZxGQ0F/iD",
-    "em+eOhwF4aHU06Rx21BJkmJM7U3kHXtCe846Hou+Zk+Nfc0pwVQQRNG8b43HySs3Hp6ozsFG8hpN9KB084sCqMFGiK",
-    "tSLqx9JTb1F1asqX0DW3wp9gFRptcAlUoJTCEMxrIi8XPHOgNE12ifGrtH7lh4qX10zlRyMtb/LnRbQ7So2qH31tAB",
-    "a7y5TwWao/GJBbqY34+4lb4TZ27if7vXgMVuOaZWNp5ALXxRN6urIaK6nyTQv2Tic+IeSqMN51S3mjMm+m50/FWXOR",
-    "fd5pbBgi2rVDj1gsWckMqXC/wQKBgQDRk+pL5Wjg36LoeevnMPtIY0AjCUUcKdKzXSm/+hsBjA3fM5Hi5wrbu9hBb0",
-    "QGq4b3hBN+D000qHZuJZpI5V6IdcQFP2gudaRuNPHpXna9PVy2eo1tAmAwABPuNk6QcPwA2HoQ5p8S5q9A/PEu1s6O",
-    "JBKqP2HPLqegex0Qyd615wKBgQDBEdY+D6o18Ior3iVbYAJAlPHCEjXBnVFNEXudYs031Pm0l4jYggcy1GGRsBQMKj",
-    "v+rjwIqfGRQZPkE9cPSi+38z/ZazrXFJe77Y3U5fWGSftQat6y7DxhReaqAxNS+8fL6t095c3+JAggu6HmBcRIikRq",
-    "f9i3gS9zzIKWVtHdwQKBgDNr54DXuPPz6zS/NXJ0QjNwprvx+lL+sAPyR9wisZ2fj4fET3cs2S0w2c60TiyUyXjRnz",
-    "a+6mKRMv2znDdmj9tLidz/wcAkfUPNGc34r4mfFLBxQWINwywD2OAJ0xz9m9dZRhn/e+hXUYjQhxzG98dIcovzITyE",
-    "ZfyqOGd2IH7hAoGAH5YteOXTMRPzZw3nCrYAaFR14Qxdoxl7zaIImU0qyfGcEMGh79oGF3jLpawq+3qFajtTMw+qp9",
-    "sUuQHN84Btoii3z3hNnhaOZH6O77/XlWrRJOz3Fkqz7i4jeLkcFj1/CIuaOqA4PVXjxocsC5fx7vRAETRtXkhSXR2e",
-    "V75Ig4ECgYEAqUHjeFVOMVscGvce1I3ZQfkw5Xd4BmKNwMyQ21klF8tQP6P3Me6o3NLENXugcrplIKT6TwF/ToSrxK",
-    "IElJA+HdiZazsCYuWScbP4OqBE0/GICQShCzx4v1j5Ha31H5KBptJPXawzDwkKsLFfX6CHnm1r582cKBlnv5qmAdR3",
-    "iz8=",
-);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_reference_wrap_gives_rfc5649s_own_answers() {
-        for v in [&kat::RFC5649_20, &kat::RFC5649_7] {
-            assert_eq!(reference::rfc5649(v.kek, v.key).unwrap(), v.wrapped);
-        }
-    }
-
-    #[test]
-    fn the_probe_key_decodes() {
-        assert_eq!(probe_key().unwrap().n.len(), 256);
-    }
 }

@@ -7,8 +7,10 @@ pub mod info;
 pub mod keys;
 pub mod module;
 mod raw;
+pub(crate) mod reference;
 pub mod session;
 mod template;
+pub mod transfer;
 pub mod uri;
 pub mod wrap;
 
