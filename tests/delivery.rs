@@ -321,7 +321,8 @@ fn with_allow_import_a_token_that_cannot_unwrap_gets_its_keys_by_import() {
         )
         .ok();
     assert!(
-        init.stdout.contains("by import (C_CreateObject)"),
+        init.stdout
+            .contains("key delivery: rfc5649, import (import with C_CreateObject"),
         "{}",
         init.stdout
     );

@@ -58,12 +58,18 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
             config.token_label,
             config.token_serial
         );
+        let made: Vec<&str> =
+            crate::enroll::delivery::offered(config.allow_import, config.wraps_cbc_pad)
+                .iter()
+                .map(|d| d.name())
+                .collect();
         outln!(
-            "key delivery: unwrapped inside the user's token{}",
+            "key delivery: {}{}",
+            made.join(", "),
             if config.allow_import {
-                "; by import (C_CreateObject) to tokens that cannot unwrap: allowed (--allow-import)"
+                " (import with C_CreateObject to tokens that cannot unwrap is allowed: --allow-import)"
             } else {
-                " only; tokens that cannot unwrap are refused (create the authority with --allow-import to deliver by import)"
+                "; tokens that can only import keys are refused (create the authority with --allow-import to deliver by import)"
             }
         );
         outln!(
