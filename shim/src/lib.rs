@@ -185,6 +185,27 @@ fn parse_faults(spec: &str) -> Result<Vec<Fault>, String> {
     Ok(out)
 }
 
+/// Parses `KEYWARD_SHIM_HIDE_MECHANISMS`: mechanism numbers (`0x210A`, `8458`), comma-separated.
+fn parse_mechanisms(spec: &str) -> Result<Vec<CK_MECHANISM_TYPE>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|m| {
+            let upper = m.to_ascii_uppercase();
+            match upper.strip_prefix("0X") {
+                Some(hex) => CK_MECHANISM_TYPE::from_str_radix(hex, 16),
+                None => upper.parse::<CK_MECHANISM_TYPE>(),
+            }
+            .map_err(|_| format!("KEYWARD_SHIM_HIDE_MECHANISMS item {m:?}: want a number (0x210A)"))
+        })
+        .collect()
+}
+
+/// Is this mechanism hidden from the application?
+fn hidden(mechanism: CK_MECHANISM_TYPE) -> bool {
+    state().config.hidden.contains(&mechanism)
+}
+
 /// A `CKR_*` name (with or without the prefix), or a number (`0x32`, `50`).
 fn parse_rv(code: &str) -> Result<CK_RV, String> {
     let upper = code.to_ascii_uppercase();
@@ -216,6 +237,11 @@ struct Config {
     faults: Vec<Fault>,
     /// `KEYWARD_SHIM_COUNT_FILE`.
     count_file: Option<PathBuf>,
+    /// `KEYWARD_SHIM_HIDE_MECHANISMS`: mechanisms the token seems not to have.
+    hidden: Vec<CK_MECHANISM_TYPE>,
+    /// `KEYWARD_SHIM_NO_CONTEXT_LOGIN=1`: `C_Login(CKU_CONTEXT_SPECIFIC)` answers
+    /// `CKR_USER_TYPE_INVALID`, as opencryptoki's soft token does.
+    no_context_login: bool,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -240,6 +266,8 @@ impl Config {
             state_file: env("KEYWARD_SHIM_STATE").map(PathBuf::from),
             faults: parse_faults(&env("KEYWARD_SHIM_FAULT").unwrap_or_default())?,
             count_file: env("KEYWARD_SHIM_COUNT_FILE").map(PathBuf::from),
+            hidden: parse_mechanisms(&env("KEYWARD_SHIM_HIDE_MECHANISMS").unwrap_or_default())?,
+            no_context_login: env("KEYWARD_SHIM_NO_CONTEXT_LOGIN").is_some_and(|v| v.trim() == "1"),
         })
     }
 }
@@ -267,6 +295,8 @@ impl State {
                 state_file: None,
                 faults: Vec::new(),
                 count_file: None,
+                hidden: Vec::new(),
+                no_context_login: false,
             },
             total: 0,
             per_function: BTreeMap::new(),
@@ -492,6 +522,25 @@ macro_rules! forwarders {
     };
 }
 
+/// Functions whose second argument is the mechanism: refused with `CKR_MECHANISM_INVALID`
+/// when it is hidden, else as [`forwarders`].
+macro_rules! mech_forwarders {
+    ($($name:ident(a1: $t1:ty, a2: *mut CK_MECHANISM $(, $arg:ident: $ty:ty)*);)*) => {
+        $(
+            unsafe extern "C" fn $name(a1: $t1, a2: *mut CK_MECHANISM $(, $arg: $ty)*) -> CK_RV {
+                if let Some(rv) = enter(stringify!($name)) {
+                    return rv;
+                }
+                // SAFETY: a non-null mechanism pointer points to the caller's CK_MECHANISM.
+                if !a2.is_null() && hidden(unsafe { (*a2).mechanism }) {
+                    return CKR_MECHANISM_INVALID;
+                }
+                real_call!($name(a1, a2 $(, $arg)*))
+            }
+        )*
+    };
+}
+
 /// The shim's function list (version 2.40) and the names of its functions.
 macro_rules! function_list {
     ($($name:ident),* $(,)?) => {
@@ -579,6 +628,61 @@ unsafe extern "C" fn C_GetTokenInfo(slot: CK_SLOT_ID, info: *mut CK_TOKEN_INFO) 
     rv
 }
 
+unsafe extern "C" fn C_GetMechanismList(
+    slot: CK_SLOT_ID,
+    list: *mut CK_MECHANISM_TYPE,
+    count: *mut CK_ULONG,
+) -> CK_RV {
+    if let Some(rv) = enter("C_GetMechanismList") {
+        return rv;
+    }
+    let hidden_ones = state().config.hidden.clone();
+    if hidden_ones.is_empty() || count.is_null() {
+        return real_call!(C_GetMechanismList(slot, list, count));
+    }
+    // Ask for the whole list, drop the hidden ones, then answer as PKCS#11 says (size query
+    // with a null list, CKR_BUFFER_TOO_SMALL for a short buffer).
+    let mut n: CK_ULONG = 0;
+    let rv = real_call!(C_GetMechanismList(slot, std::ptr::null_mut(), &mut n));
+    if rv != CKR_OK {
+        return rv;
+    }
+    let mut all: Vec<CK_MECHANISM_TYPE> = vec![0; n as usize];
+    let rv = real_call!(C_GetMechanismList(slot, all.as_mut_ptr(), &mut n));
+    if rv != CKR_OK {
+        return rv;
+    }
+    all.truncate(n as usize);
+    all.retain(|m| !hidden_ones.contains(m));
+    // SAFETY: `count` is non-null and the caller's.
+    let room = unsafe { *count } as usize;
+    // SAFETY: as above.
+    unsafe { *count = all.len() as CK_ULONG };
+    if list.is_null() {
+        return CKR_OK;
+    }
+    if room < all.len() {
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: `list` has room for `room` >= all.len() entries (the caller's contract).
+    unsafe { std::ptr::copy_nonoverlapping(all.as_ptr(), list, all.len()) };
+    CKR_OK
+}
+
+unsafe extern "C" fn C_GetMechanismInfo(
+    slot: CK_SLOT_ID,
+    mechanism: CK_MECHANISM_TYPE,
+    info: *mut CK_MECHANISM_INFO,
+) -> CK_RV {
+    if let Some(rv) = enter("C_GetMechanismInfo") {
+        return rv;
+    }
+    if hidden(mechanism) {
+        return CKR_MECHANISM_INVALID;
+    }
+    real_call!(C_GetMechanismInfo(slot, mechanism, info))
+}
+
 unsafe extern "C" fn C_Login(
     h: CK_SESSION_HANDLE,
     user: CK_USER_TYPE,
@@ -587,6 +691,9 @@ unsafe extern "C" fn C_Login(
 ) -> CK_RV {
     if let Some(rv) = enter("C_Login") {
         return rv;
+    }
+    if user == CKU_CONTEXT_SPECIFIC && state().config.no_context_login {
+        return CKR_USER_TYPE_INVALID;
     }
     let counted = match user {
         CKU_USER | CKU_CONTEXT_SPECIFIC => user_pin_token(h),
@@ -661,8 +768,6 @@ forwarders! {
     C_GetInfo(a1: *mut CK_INFO);
     C_GetSlotList(a1: CK_BBOOL, a2: *mut CK_SLOT_ID, a3: *mut CK_ULONG);
     C_GetSlotInfo(a1: CK_SLOT_ID, a2: *mut CK_SLOT_INFO);
-    C_GetMechanismList(a1: CK_SLOT_ID, a2: *mut CK_MECHANISM_TYPE, a3: *mut CK_ULONG);
-    C_GetMechanismInfo(a1: CK_SLOT_ID, a2: CK_MECHANISM_TYPE, a3: *mut CK_MECHANISM_INFO);
     C_OpenSession(a1: CK_SLOT_ID, a2: CK_FLAGS, a3: *mut c_void, a4: CK_NOTIFY, a5: *mut CK_SESSION_HANDLE);
     C_CloseSession(a1: CK_SESSION_HANDLE);
     C_CloseAllSessions(a1: CK_SLOT_ID);
@@ -679,45 +784,48 @@ forwarders! {
     C_FindObjectsInit(a1: CK_SESSION_HANDLE, a2: *mut CK_ATTRIBUTE, a3: CK_ULONG);
     C_FindObjects(a1: CK_SESSION_HANDLE, a2: *mut CK_OBJECT_HANDLE, a3: CK_ULONG, a4: *mut CK_ULONG);
     C_FindObjectsFinal(a1: CK_SESSION_HANDLE);
-    C_EncryptInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
     C_Encrypt(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_EncryptUpdate(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_EncryptFinal(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: *mut CK_ULONG);
-    C_DecryptInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
     C_Decrypt(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_DecryptUpdate(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_DecryptFinal(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: *mut CK_ULONG);
-    C_DigestInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM);
     C_Digest(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_DigestUpdate(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG);
     C_DigestKey(a1: CK_SESSION_HANDLE, a2: CK_OBJECT_HANDLE);
     C_DigestFinal(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: *mut CK_ULONG);
-    C_SignInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
     C_Sign(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_SignUpdate(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG);
     C_SignFinal(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: *mut CK_ULONG);
-    C_SignRecoverInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
     C_SignRecover(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
-    C_VerifyInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
     C_Verify(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: CK_ULONG);
     C_VerifyUpdate(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG);
     C_VerifyFinal(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG);
-    C_VerifyRecoverInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
     C_VerifyRecover(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_DigestEncryptUpdate(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_DecryptDigestUpdate(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_SignEncryptUpdate(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
     C_DecryptVerifyUpdate(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: *mut CK_BYTE, a5: *mut CK_ULONG);
-    C_GenerateKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: *mut CK_ATTRIBUTE, a4: CK_ULONG, a5: *mut CK_OBJECT_HANDLE);
-    C_GenerateKeyPair(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: *mut CK_ATTRIBUTE, a4: CK_ULONG, a5: *mut CK_ATTRIBUTE, a6: CK_ULONG, a7: *mut CK_OBJECT_HANDLE, a8: *mut CK_OBJECT_HANDLE);
-    C_WrapKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE, a4: CK_OBJECT_HANDLE, a5: *mut CK_BYTE, a6: *mut CK_ULONG);
-    C_UnwrapKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE, a4: *mut CK_BYTE, a5: CK_ULONG, a6: *mut CK_ATTRIBUTE, a7: CK_ULONG, a8: *mut CK_OBJECT_HANDLE);
-    C_DeriveKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE, a4: *mut CK_ATTRIBUTE, a5: CK_ULONG, a6: *mut CK_OBJECT_HANDLE);
     C_SeedRandom(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG);
     C_GenerateRandom(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG);
     C_GetFunctionStatus(a1: CK_SESSION_HANDLE);
     C_CancelFunction(a1: CK_SESSION_HANDLE);
     C_WaitForSlotEvent(a1: CK_FLAGS, a2: *mut CK_SLOT_ID, a3: *mut c_void);
+}
+
+mech_forwarders! {
+    C_EncryptInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
+    C_DecryptInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
+    C_DigestInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM);
+    C_SignInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
+    C_SignRecoverInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
+    C_VerifyInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
+    C_VerifyRecoverInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
+    C_GenerateKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: *mut CK_ATTRIBUTE, a4: CK_ULONG, a5: *mut CK_OBJECT_HANDLE);
+    C_GenerateKeyPair(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: *mut CK_ATTRIBUTE, a4: CK_ULONG, a5: *mut CK_ATTRIBUTE, a6: CK_ULONG, a7: *mut CK_OBJECT_HANDLE, a8: *mut CK_OBJECT_HANDLE);
+    C_WrapKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE, a4: CK_OBJECT_HANDLE, a5: *mut CK_BYTE, a6: *mut CK_ULONG);
+    C_UnwrapKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE, a4: *mut CK_BYTE, a5: CK_ULONG, a6: *mut CK_ATTRIBUTE, a7: CK_ULONG, a8: *mut CK_OBJECT_HANDLE);
+    C_DeriveKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE, a4: *mut CK_ATTRIBUTE, a5: CK_ULONG, a6: *mut CK_OBJECT_HANDLE);
 }
 
 function_list! {
@@ -774,6 +882,19 @@ mod tests {
         ] {
             assert!(parse_faults(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hidden_mechanisms_parse() {
+        assert_eq!(
+            parse_mechanisms(" 0x210A, 8459 ,").unwrap(),
+            vec![0x210A, 0x210B]
+        );
+        assert_eq!(
+            parse_mechanisms("").unwrap(),
+            Vec::<CK_MECHANISM_TYPE>::new()
+        );
+        assert!(parse_mechanisms("PAD").is_err());
     }
 
     #[test]

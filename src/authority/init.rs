@@ -33,6 +33,8 @@ pub struct InitRequest<'a> {
     pub pin: &'a SecretString,
     /// `--final-try`.
     pub policy: LoginPolicy,
+    /// `--allow-import`: deliver keys by import to tokens that cannot unwrap them.
+    pub allow_import: bool,
 }
 
 /// The three key ids of a new authority.
@@ -54,6 +56,8 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         exchange_key_id: String::new(),
         archive_key_id: String::new(),
         exchange_oaep: OaepHash::Sha1,
+        allow_import: req.allow_import,
+        wraps_cbc_pad: false,
         crl_number: 0,
         log_seq: 0,
         log_hash: String::new(),
@@ -63,6 +67,9 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     let mut dir = AuthorityDir::create_locked(req.dir, placeholder)?;
     let mut session = req.token.open_rw(module)?;
     session.login(module, PinRole::User, req.pin, req.policy)?;
+    // The archive and every delivery wrap with RFC 5649: refused before any key is made.
+    crate::enroll::delivery::authority_wrap(&session, module)?;
+    dir.config.wraps_cbc_pad = session.cbc_pad_wraps(module)?;
     let ids = KeyIds {
         ca: session.random(16)?,
         exchange: session.random(16)?,
@@ -175,8 +182,15 @@ fn make_everything(
     dir.save_users()?;
     dir.save_config()?;
     let detail = format!(
-        "token {:?} serial {}; exchange OAEP {:?}",
-        dir.config.token_label, dir.config.token_serial, oaep
+        "token {:?} serial {}; exchange OAEP {:?}; delivery by import {}",
+        dir.config.token_label,
+        dir.config.token_serial,
+        oaep,
+        if dir.config.allow_import {
+            "allowed"
+        } else {
+            "not allowed"
+        }
     );
     let name = dir.config.name.clone();
     dir.audit("operator", "init", &name, "ok", &detail)?;

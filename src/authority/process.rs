@@ -15,12 +15,13 @@ use super::tempkey::{TempKey, TempKeyCheck};
 use super::users::state_error;
 use super::x509::{self, CertParams, CertProfile, TbsSigner};
 use super::AuthorityError;
+use crate::enroll::delivery::Delivery;
 use crate::enroll::wire::{self, ReplyBody, ReplyKey, RequestBody, Signed};
 use crate::keyset::ops::unhex_id;
 use crate::keyset::PublicKey;
 use crate::token::{
-    DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter, ObjectRef, TokenSession,
-    UnwrapTemplate,
+    DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter, ObjectRef, Rfc5649Mechanism,
+    TokenSession, UnwrapTemplate,
 };
 
 /// How long user certificates are valid.
@@ -39,6 +40,8 @@ pub struct Processed {
     pub encryption_serial: String,
     /// How many archived keys the reply carries besides the new one.
     pub history: usize,
+    /// How the keys are delivered (`rfc5649` or `import`).
+    pub delivery: Delivery,
     /// The reply file.
     pub reply: PathBuf,
 }
@@ -185,6 +188,25 @@ pub fn prepare(
             return Err(e);
         }
     };
+    // The delivery is chosen before the temporary key is checked and before any key is made:
+    // a request the authority cannot serve is refused with nothing changed.
+    let chosen = crate::enroll::delivery::authority_wrap(&session, module)
+        .map_err(AuthorityError::from)
+        .and_then(|mech| {
+            // CKM_AES_CBC_PAD is probed only for a request that asks for it.
+            let cbc_pad = req.body.receives.contains(&Delivery::AesCbcPad)
+                && session.cbc_pad_wraps(module)?;
+            crate::enroll::delivery::choose(&req.body.receives, a.config.allow_import, cbc_pad)
+                .map(|d| (d, mech))
+                .map_err(AuthorityError::BadRequest)
+        });
+    let (delivery, mech) = match chosen {
+        Ok(c) => c,
+        Err(e) => {
+            audit_failure(&mut a, &req.body.user, "refused", &e);
+            return Err(e);
+        }
+    };
     let result = check_temp_key(&mut a, &mut session, &req);
     match result {
         Ok(()) => {}
@@ -205,7 +227,7 @@ pub fn prepare(
             return Err(e);
         }
     }
-    let made = match issue_everything(module, &a, &mut session, &req, pin) {
+    let made = match issue_everything(module, &a, &mut session, &req, pin, (delivery, mech)) {
         Ok(made) => made,
         Err(e) => {
             audit_failure(&mut a, &req.body.user, "failed", &e);
@@ -315,6 +337,7 @@ struct Made {
     signing_cert: x509_cert::Certificate,
     encryption_cert: x509_cert::Certificate,
     history: usize,
+    delivery: Delivery,
 }
 
 fn issue_everything(
@@ -323,6 +346,7 @@ fn issue_everything(
     session: &mut TokenSession,
     req: &VerifiedRequest,
     pin: &SecretString,
+    (delivery, mech): (Delivery, Rfc5649Mechanism),
 ) -> Result<Made, AuthorityError> {
     let body = &req.body;
     let user = a.user(&body.user)?;
@@ -346,7 +370,7 @@ fn issue_everything(
         extractable: true,
         always_authenticate: false,
     })?;
-    let archive_blob = session.wrap_aes_kwp(archive_key, enc_private)?;
+    let archive_blob = session.wrap_rfc5649(mech, archive_key, enc_private)?;
     let enc_spki = PublicKey::from_raw(&session.rsa_public_key(enc_public)?)?.to_der()?;
 
     // Transport: an AES key wrapped to the request's transport key.
@@ -360,6 +384,7 @@ fn issue_everything(
         keys.push(rewrap_archived(
             a,
             session,
+            (delivery, mech),
             archive_key,
             aes,
             &body.user,
@@ -367,7 +392,7 @@ fn issue_everything(
         )?);
     }
     let history = keys.len();
-    let new_wrapped = session.wrap_aes_kwp(aes, enc_private)?;
+    let new_wrapped = wrap_for(session, delivery, mech, aes, enc_private)?;
     session.destroy(enc_private)?;
 
     let ca_id =
@@ -417,6 +442,7 @@ fn issue_everything(
         signing_certificate: x509::cert_to_pem(&signing_cert)?,
         oaep,
         wrapped_aes_key: wire::to_b64(&wrapped_aes),
+        delivery: Some(delivery),
         encryption_keys: keys,
     };
     let reply_bytes = wire::seal(
@@ -431,6 +457,7 @@ fn issue_everything(
         signing_cert,
         encryption_cert,
         history,
+        delivery,
     })
 }
 
@@ -460,9 +487,24 @@ fn wrap_to_transport(
     })
 }
 
+/// Wraps a private key under the reply's AES key as `delivery` needs.
+fn wrap_for(
+    session: &TokenSession,
+    delivery: Delivery,
+    mech: Rfc5649Mechanism,
+    aes: ObjectRef,
+    key: ObjectRef,
+) -> Result<Vec<u8>, AuthorityError> {
+    Ok(match delivery {
+        Delivery::Rfc5649 | Delivery::Import => session.wrap_rfc5649(mech, aes, key)?,
+        Delivery::AesCbcPad => session.wrap_cbc_pad(aes, key)?,
+    })
+}
+
 fn rewrap_archived(
     a: &AuthorityDir,
     session: &TokenSession,
+    (delivery, mech): (Delivery, Rfc5649Mechanism),
     archive_key: ObjectRef,
     aes: ObjectRef,
     user: &str,
@@ -471,7 +513,8 @@ fn rewrap_archived(
     let blob = a.read_file(&archive_file(user, &old.cert_serial))?;
     let cert = a.read_file(&issued_file(&old.cert_serial))?;
     let id = session.random(16)?;
-    let key = session.unwrap_private_aes_kwp(
+    let key = session.unwrap_private_rfc5649(
+        mech,
         archive_key,
         &blob,
         &UnwrapTemplate {
@@ -482,7 +525,7 @@ fn rewrap_archived(
             always_authenticate: false,
         },
     )?;
-    let wrapped = session.wrap_aes_kwp(aes, key);
+    let wrapped = wrap_for(session, delivery, mech, aes, key);
     session.destroy(key)?;
     Ok(ReplyKey {
         certificate: String::from_utf8_lossy(&cert).into_owned(),
@@ -558,8 +601,15 @@ fn commit(
         &body.user,
         "ok",
         &format!(
-            "keyset {:?}: signing cert {sig_serial}, encryption cert {enc_serial}, {} archived keys returned",
-            body.keyset, made.history
+            "keyset {:?}: signing cert {sig_serial}, encryption cert {enc_serial}, {} archived keys returned, delivery {}{}",
+            body.keyset,
+            made.history,
+            made.delivery,
+            if made.delivery == Delivery::Import {
+                " (the user's keyward imports the keys with C_CreateObject; allowed by --allow-import)"
+            } else {
+                ""
+            }
         ),
     )?;
     Ok(Processed {
@@ -568,6 +618,7 @@ fn commit(
         signing_serial: sig_serial,
         encryption_serial: enc_serial,
         history: made.history,
+        delivery: made.delivery,
         reply: reply.to_path_buf(),
     })
 }

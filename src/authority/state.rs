@@ -35,6 +35,14 @@ pub struct AuthorityConfig {
     pub archive_key_id: String,
     /// RSA-OAEP hash the authority's token decrypts with.
     pub exchange_oaep: OaepHash,
+    /// `authority init --allow-import`: keys may be delivered by import (`C_CreateObject`) to
+    /// user tokens that cannot unwrap them. Absent: no.
+    #[serde(default)]
+    pub allow_import: bool,
+    /// The authority's token wraps with `CKM_AES_CBC_PAD` (probed at init): it can deliver to
+    /// tokens that unwrap only that way. Absent: no.
+    #[serde(default)]
+    pub wraps_cbc_pad: bool,
     /// The last CRL number issued.
     #[serde(default)]
     pub crl_number: u64,

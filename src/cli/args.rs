@@ -163,6 +163,10 @@ pub struct AuthorityInitArgs {
     /// The CA's name
     #[arg(long, default_value = "CN=keyward authority")]
     pub name: String,
+    /// Allow key delivery by import (`C_CreateObject`) to user tokens that cannot unwrap: the
+    /// user's encryption key then passes through the user's keyward in the clear, for one call
+    #[arg(long)]
+    pub allow_import: bool,
 }
 
 /// `authority add-user`
@@ -440,8 +444,8 @@ pub struct RemoveArgs {
 pub enum TokenCommand {
     /// List slots and tokens with their flags and PIN state
     List,
-    /// Show one token
-    Info(TokenArg),
+    /// Show one token and what it can do (its probed capabilities)
+    Info(InfoArgs),
     /// Initialise a token: label, SO PIN and first user PIN
     Init(InitArgs),
     /// Change the user PIN (asks for the PIN and the new PIN)
@@ -456,6 +460,18 @@ pub struct TokenArg {
     /// The token: a PKCS#11 URI (pkcs11:token=alice-card) or a bare label
     #[arg(long, value_name = "URI")]
     pub token: String,
+}
+
+/// `token info`
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The token: a PKCS#11 URI (pkcs11:token=alice-card) or a bare label
+    #[arg(long, value_name = "URI")]
+    pub token: String,
+    /// Log in (user PIN) to probe what needs a login too: unwrapping and importing private
+    /// keys, and the context-specific login
+    #[arg(long)]
+    pub login: bool,
 }
 
 /// `token init`

@@ -45,6 +45,7 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
             name: &a.name,
             pin: &pin,
             policy,
+            allow_import: a.allow_import,
         },
     )?;
     if ctx.json() {
@@ -56,6 +57,20 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
             a.dir.display(),
             config.token_label,
             config.token_serial
+        );
+        let made: Vec<&str> =
+            crate::enroll::delivery::offered(config.allow_import, config.wraps_cbc_pad)
+                .iter()
+                .map(|d| d.name())
+                .collect();
+        outln!(
+            "key delivery: {}{}",
+            made.join(", "),
+            if config.allow_import {
+                " (import with C_CreateObject to tokens that cannot unwrap is allowed: --allow-import)"
+            } else {
+                "; tokens that can only import keys are refused (create the authority with --allow-import to deliver by import)"
+            }
         );
         outln!(
             "give users its certificates: keyward authority cert --dir {}",
@@ -73,7 +88,10 @@ pub fn bundle(dir: &std::path::Path) -> Result<String, AuthorityError> {
         OaepHash::Sha1 => "sha1",
         OaepHash::Sha256 => "sha256",
     };
-    Ok(format!("{pem}{OAEP_MARKER} {hash}\n"))
+    Ok(format!(
+        "{pem}{OAEP_MARKER} {hash}\n{}",
+        crate::enroll::delivery::marker_line(a.config.allow_import, a.config.wraps_cbc_pad)
+    ))
 }
 
 fn cert(dir: &std::path::Path) -> Result<(), Error> {
@@ -135,12 +153,13 @@ fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
         print_json(&done);
     } else {
         outln!(
-            "enrolled user {:?}, keyset {:?}: signing certificate {}, encryption certificate {} (+{} archived keys); reply written to {}",
+            "enrolled user {:?}, keyset {:?}: signing certificate {}, encryption certificate {} (+{} archived keys), delivery {}; reply written to {}",
             done.user,
             done.keyset,
             done.signing_serial,
             done.encryption_serial,
             done.history,
+            done.delivery,
             done.reply.display()
         );
     }

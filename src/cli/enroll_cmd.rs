@@ -179,8 +179,11 @@ fn report(ctx: &Context, done: &client::Completed) {
         return;
     }
     outln!(
-        "enrolled keyset {:?} for user {:?}: signing certificate and {} encryption key(s) stored on the token",
-        done.keyset, done.user, done.encryption_keys
+        "enrolled keyset {:?} for user {:?}: signing certificate and {} encryption key(s) stored on the token, {}",
+        done.keyset,
+        done.user,
+        done.encryption_keys,
+        done.delivery.describe()
     );
     for r in &done.retired {
         outln!("keyset {r:?} is now retired (its keys stay on its token for old mail)");

@@ -31,7 +31,8 @@ pub(crate) use {out, outln};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::token::{LibraryInfo, PinState, SlotEntry, TokenSummary};
+use crate::token::caps::PadMeaning;
+use crate::token::{Capabilities, LibraryInfo, PinState, SlotEntry, TokenSummary};
 
 /// Prints a JSON value on one line.
 pub fn print_json<T: Serialize>(value: &T) {
@@ -90,13 +91,111 @@ pub fn slots(module: &Path, library: &LibraryInfo, slots: &[SlotEntry], json: bo
     }
 }
 
-/// `token info`.
-pub fn token(t: &TokenSummary, json: bool) {
+/// `token info`: the token and its probed capabilities.
+pub fn token_with_caps(t: &TokenSummary, caps: &Capabilities, json: bool) {
     if json {
-        print_json(t);
-    } else {
-        outln!("Slot {} ({})", t.slot_id, t.slot_description);
-        token_lines(t, "  ");
+        #[derive(Serialize)]
+        struct Info<'a> {
+            #[serde(flatten)]
+            token: &'a TokenSummary,
+            capabilities: &'a Capabilities,
+        }
+        print_json(&Info {
+            token: t,
+            capabilities: caps,
+        });
+        return;
+    }
+    outln!("Slot {} ({})", t.slot_id, t.slot_description);
+    token_lines(t, "  ");
+    capability_lines(caps, "  ");
+}
+
+fn capability_lines(c: &Capabilities, indent: &str) {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    outln!("{indent}capabilities:");
+    let i = format!("{indent}  ");
+    let w = &c.aes_wrap;
+    outln!("{i}AES key wrap (RFC 3394):          {}", w.kw);
+    outln!("{i}AES key wrap KWP (RFC 5649):      {}", w.kwp);
+    outln!(
+        "{i}AES key wrap PAD (0x210A):        {}",
+        match w.pad {
+            PadMeaning::Rfc5649 => "RFC 5649 (known-answer test)",
+            PadMeaning::Rfc5649ZeroPadded =>
+                "RFC 5649 to unwrap; wraps the key zero-padded to 8 bytes (known-answer test)",
+            PadMeaning::NotRfc5649 => "not RFC 5649 (PKCS#7 + RFC 3394, as in PKCS#11 3.x)",
+            PadMeaning::Absent => "not offered",
+            PadMeaning::Unknown => "unknown (the known-answer test could not run)",
+        }
+    );
+    outln!("{i}AES-CBC-PAD wrap:                 {}", w.cbc_pad);
+    outln!(
+        "{i}RSA-AES key wrap:                 {}",
+        if w.rsa_aes_key_wrap {
+            "offered (not tried)"
+        } else {
+            "no"
+        }
+    );
+    outln!(
+        "{i}RFC 5649 by:                      {}",
+        c.rfc5649.map_or("none", |m| m.name())
+    );
+    let oaep: Vec<String> = c
+        .oaep
+        .iter()
+        .map(|h| format!("{h:?}").to_uppercase())
+        .collect();
+    outln!(
+        "{i}RSA-OAEP hashes:                  {}",
+        if oaep.is_empty() {
+            "none".to_string()
+        } else {
+            oaep.join(", ")
+        }
+    );
+    let kg = &c.key_generation;
+    outln!(
+        "{i}generates:                        {}{}",
+        kg.rsa_bits
+            .map_or("no RSA".to_string(), |(a, b)| format!("RSA {a}–{b} bits")),
+        if kg.ec_p256 {
+            ", EC P-256"
+        } else {
+            ", no EC P-256"
+        }
+    );
+    outln!(
+        "{i}unwrap private key (RFC 5649):    {}",
+        c.unwrap_private_key.rfc5649
+    );
+    outln!(
+        "{i}unwrap private key (AES-CBC-PAD): {}",
+        c.unwrap_private_key.aes_cbc_pad
+    );
+    outln!(
+        "{i}import private key:               {}",
+        c.import_private_key
+    );
+    outln!(
+        "{i}context-specific login:           {}",
+        c.context_specific_login
+    );
+    outln!(
+        "{i}PIN pad:                          {}",
+        yes_no(c.protected_auth_path)
+    );
+    outln!("{i}mechanisms:");
+    for m in &c.mechanisms {
+        outln!(
+            "{i}  {} ({}): {} [{}..{}]",
+            m.name,
+            m.code,
+            m.flags.join(" "),
+            m.min_key_size,
+            m.max_key_size
+        );
     }
 }
 

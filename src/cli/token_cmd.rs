@@ -10,7 +10,7 @@ use crate::token::{self, InitSecrets, Pkcs11Uri};
 pub fn run(ctx: &mut Context, cmd: TokenCommand) -> Result<(), Error> {
     match cmd {
         TokenCommand::List => list(ctx),
-        TokenCommand::Info(a) => info(ctx, &a.token),
+        TokenCommand::Info(a) => info(ctx, &a.token, a.login),
         TokenCommand::Init(a) => init(ctx, a),
         TokenCommand::ChangePin(a) => change_pin(ctx, &a.token),
         TokenCommand::Unblock(a) => unblock(ctx, &a.token),
@@ -25,9 +25,28 @@ fn list(ctx: &mut Context) -> Result<(), Error> {
     Ok(())
 }
 
-fn info(ctx: &mut Context, arg: &str) -> Result<(), Error> {
+fn info(ctx: &mut Context, arg: &str, login: bool) -> Result<(), Error> {
     let token = ctx.token(arg)?;
-    output::token(token.summary(), ctx.json());
+    let pin = if login {
+        token.check_pin_state(token::PinRole::User, ctx.login_policy())?;
+        Some(ctx.pin()?)
+    } else {
+        None
+    };
+    let policy = ctx.login_policy();
+    let module = ctx.module()?;
+    // Probes make session objects only, which a read-only session may make too (for a
+    // write-protected token).
+    let mut session = match token.open_rw(module) {
+        Ok(s) => s,
+        Err(_) => token.open_ro(module)?,
+    };
+    if let Some(pin) = &pin {
+        session.login(module, token::PinRole::User, pin, policy)?;
+    }
+    let caps = session.capabilities(module, pin.as_ref())?;
+    drop(session);
+    output::token_with_caps(token.summary(), &caps, ctx.json());
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use rsa::Oaep;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+use super::delivery::{self, Delivery};
 use super::wire::{self, ReplyBody, RequestBody, Signed};
 use super::EnrollError;
 use crate::authority::tempkey::TempKey;
@@ -22,8 +23,8 @@ use crate::keyset::registry::{
 use crate::keyset::{KeysetName, KeysetSession, PublicKey};
 use crate::token::keys::hex;
 use crate::token::{
-    CertObject, DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter, PinRole, Token,
-    TokenSession, UnwrapTemplate,
+    Capabilities, CertObject, DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter,
+    PinRole, Rfc5649Mechanism, Token, TokenSession, UnwrapTemplate,
 };
 
 /// The marker `authority cert` writes after the certificates to say which RSA-OAEP hash its
@@ -40,6 +41,9 @@ pub struct AuthorityCerts {
     pub oaep: OaepHash,
     /// The CA certificate, PEM.
     pub ca_pem: String,
+    /// The deliveries the authority makes (its `# keyward-deliveries:` line; `rfc5649` alone
+    /// without one).
+    pub deliveries: Vec<Delivery>,
 }
 
 impl AuthorityCerts {
@@ -70,6 +74,7 @@ impl AuthorityCerts {
             exchange,
             oaep,
             ca_pem,
+            deliveries: delivery::parse_marker(text),
         })
     }
 }
@@ -109,12 +114,34 @@ pub fn make_request(
     registry.check_free(p.keyset.as_str(), &label)?;
     let mut session = p.token.open_rw(module)?;
     session.login(module, PinRole::User, p.pin, p.policy)?;
+    // What the token cannot do is refused here, before any key is generated.
+    let caps = session.capabilities(module, Some(p.pin))?;
+    create::check_token_supports(
+        &caps.key_generation,
+        &caps.context_specific_login,
+        p.token,
+        p.key_type,
+        p.security,
+    )?;
+    let receives = delivery::usable(&caps, &p.authority.deliveries).map_err(|why| {
+        EnrollError::CannotReceive {
+            token: p.token.label().to_string(),
+            why,
+        }
+    })?;
     let signing_id = session.random(16)?;
     let transport_id = session.random(16)?;
     let mut ks = KeysetSession::from_session(session, p.pin.clone());
     let result = (|| {
-        let (record, request) =
-            generate_and_sign(module, &mut ks, p, &label, &signing_id, &transport_id)?;
+        let (record, request) = generate_and_sign(
+            module,
+            &mut ks,
+            p,
+            &label,
+            &signing_id,
+            &transport_id,
+            receives,
+        )?;
         registry.add(record)?;
         registry.save(&lock)?;
         Ok(request)
@@ -153,6 +180,7 @@ fn generate_and_sign(
     label: &str,
     signing_id: &[u8],
     transport_id: &[u8],
+    receives: Vec<Delivery>,
 ) -> Result<(KeysetRecord, Vec<u8>), EnrollError> {
     let session = &mut ks.session;
     let key = SigningKey {
@@ -199,6 +227,7 @@ fn generate_and_sign(
         transport_oaep,
         temp_key_oaep: p.authority.oaep,
         encrypted_temp_key: wire::to_b64(&encrypt_temp_key(p, &nonce)?),
+        receives,
     };
     let algorithm = match signing {
         PublicKey::Rsa(_) => "sha256WithRSAEncryption",
@@ -221,6 +250,7 @@ fn generate_and_sign(
         transport_id: Some(hex(transport_id)),
         signing_certificate: None,
         encryption_keys: Vec::new(),
+        delivery: None,
         extra: toml::Table::new(),
     });
     Ok((record, request))
@@ -266,6 +296,8 @@ pub struct Completed {
     pub encryption_keys: usize,
     /// Keysets of the same user marked retired.
     pub retired: Vec<String>,
+    /// How the keys reached the token (`rfc5649`: unwrapped inside it; `import`).
+    pub delivery: Delivery,
 }
 
 /// Completes an enrollment: verifies the reply against the authority trusted at request time,
@@ -357,10 +389,22 @@ pub fn prepare_completion(
         // A new password the token cannot take is refused before anything is stored.
         ks.session.token().check_pin_length(PinRole::User, new)?;
     }
+    // The delivery the reply used must be one this token can do now (its capabilities may
+    // have changed since the request): refused here, before anything is stored.
+    let delivery = signed.body.delivery.unwrap_or(Delivery::Rfc5649);
+    let caps = ks.session.capabilities(module, Some(ks.token_pin()))?;
+    let how = receive_method(&caps, delivery).map_err(|why| EnrollError::CannotReceive {
+        token: ks.session.token().label().to_string(),
+        why: format!(
+            "the reply delivers its keys by {delivery} ({}), but {why}",
+            delivery.describe()
+        ),
+    })?;
     let mut created: Vec<Vec<u8>> = Vec::new();
     let mut transport = None;
     let result = store_everything(
         &mut ks.session,
+        how,
         &record,
         &enrollment,
         &signed.body,
@@ -384,6 +428,7 @@ pub fn prepare_completion(
             r.state = KeysetState::Active;
             if let Some(e) = r.enrollment.as_mut() {
                 e.transport_id = None;
+                e.delivery = Some(delivery.name().to_string());
                 e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
                 e.encryption_keys = keys;
             }
@@ -408,6 +453,7 @@ pub fn prepare_completion(
             user: enrollment.user.clone(),
             encryption_keys: n,
             retired,
+            delivery,
         },
         ks,
         record,
@@ -553,8 +599,36 @@ fn verify_reply(
     Ok(trusted)
 }
 
+/// How this token takes the keys of a reply.
+#[derive(Clone, Copy)]
+enum Receive {
+    /// `C_UnwrapKey` with this RFC 5649 mechanism.
+    Unwrap(Rfc5649Mechanism),
+    /// `C_UnwrapKey` with `CKM_AES_CBC_PAD`.
+    CbcPad,
+    /// Unwrapped in keyward's memory, then `C_CreateObject`.
+    Import,
+}
+
+/// The way this token can take a reply's `delivery`, or what it lacks.
+fn receive_method(caps: &Capabilities, delivery: Delivery) -> Result<Receive, String> {
+    let can = delivery::receivable(caps);
+    match delivery {
+        Delivery::Rfc5649 => match caps.rfc5649 {
+            Some(m) if can.contains(&Delivery::Rfc5649) => Ok(Receive::Unwrap(m)),
+            _ => Err(delivery::lacks(caps, &[Delivery::Rfc5649])),
+        },
+        Delivery::AesCbcPad if can.contains(&Delivery::AesCbcPad) => Ok(Receive::CbcPad),
+        Delivery::AesCbcPad => Err(delivery::lacks(caps, &[Delivery::AesCbcPad])),
+        Delivery::Import if can.contains(&Delivery::Import) => Ok(Receive::Import),
+        Delivery::Import => Err(delivery::lacks(caps, &[Delivery::Import])),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn store_everything(
     session: &mut TokenSession,
+    how: Receive,
     record: &KeysetRecord,
     enrollment: &Enrollment,
     reply: &ReplyBody,
@@ -573,13 +647,31 @@ fn store_everything(
         "wrapped_aes_key",
         &reply.wrapped_aes_key,
     )?;
-    let aes = session
-        .unwrap_aes_rsa_oaep(transport, &wrapped_aes, reply.oaep)
-        .map_err(|e| {
-            EnrollError::BadReply(format!(
-                "its transport key does not unwrap on this token ({e})"
-            ))
-        })?;
+    let bad_transport = |e: crate::token::TokenError| {
+        EnrollError::BadReply(format!(
+            "its transport key does not unwrap on this token ({e})"
+        ))
+    };
+    // Unwrap: the AES key stays in the token. Import: it is decrypted into keyward's memory
+    // (zeroized when dropped), and so is each private key, for its one C_CreateObject.
+    let (aes, aes_plain) = match how {
+        Receive::Unwrap(_) | Receive::CbcPad => (
+            Some(
+                session
+                    .unwrap_aes_rsa_oaep(transport, &wrapped_aes, reply.oaep)
+                    .map_err(bad_transport)?,
+            ),
+            None,
+        ),
+        Receive::Import => (
+            None,
+            Some(crate::token::transfer::LockedSecret::new(
+                session
+                    .decrypt_rsa_oaep(transport, &wrapped_aes, reply.oaep)
+                    .map_err(bad_transport)?,
+            )),
+        ),
+    };
     let signing_id = unhex_id(&record.signing_id)?;
     store_cert(
         session,
@@ -600,17 +692,31 @@ fn store_everything(
         created.push(id.clone());
         let label = format!("{} encryption key {}", record.label, i + 1);
         let wrapped = wire::b64(Path::new("reply"), "wrapped_key", &k.wrapped_key)?;
-        session.unwrap_private_aes_kwp(
-            aes,
-            &wrapped,
-            &UnwrapTemplate {
-                persistent: true,
-                id: &id,
-                label: &label,
-                extractable: false,
-                always_authenticate: record.security == Security::High,
-            },
-        )?;
+        let template = UnwrapTemplate {
+            persistent: true,
+            id: &id,
+            label: &label,
+            extractable: false,
+            always_authenticate: record.security == Security::High,
+        };
+        match (how, aes, aes_plain.as_ref()) {
+            (Receive::Unwrap(m), Some(aes), _) => {
+                session.unwrap_private_rfc5649(m, aes, &wrapped, &template)?;
+            }
+            (Receive::CbcPad, Some(aes), _) => {
+                session.unwrap_private_cbc_pad(aes, &wrapped, &template)?;
+            }
+            (Receive::Import, _, Some(kek)) => {
+                let pkcs8 = crate::token::transfer::unwrap_rfc5649_in_memory(kek, &wrapped)
+                    .ok_or_else(|| {
+                        EnrollError::BadReply(
+                            "an encryption key does not unwrap with the reply's AES key".into(),
+                        )
+                    })?;
+                session.import_private_key(&pkcs8, &template)?;
+            }
+            _ => return Err(EnrollError::BadReply("no transport key".into())),
+        }
         let public = PublicKey::from_spki_der(&x509::spki_der_of(&cert))?;
         if let Some((n, e)) = public.rsa_parts() {
             session.store_rsa_public(&id, &format!("{label} (public)"), &n, &e)?;

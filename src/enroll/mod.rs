@@ -2,6 +2,7 @@
 //! client side that makes one and completes the other.
 
 pub mod client;
+pub mod delivery;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -43,6 +44,15 @@ pub enum EnrollError {
     WrongToken {
         /// The keyset.
         keyset: String,
+    },
+    /// The token cannot receive keys in any way the authority makes (checked before any key
+    /// is generated), or cannot do what a reply's delivery needs (nothing changed).
+    #[error("token {token:?} cannot receive the encryption key: {why}; nothing was changed")]
+    CannotReceive {
+        /// The token's label.
+        token: String,
+        /// What it lacks, and what to do.
+        why: String,
     },
     /// Reading or writing a file.
     #[error("cannot {action} {}: {reason}", .path.display())]

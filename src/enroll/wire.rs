@@ -18,6 +18,7 @@ use base64ct::{Base64, Encoding};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::delivery::Delivery;
 use crate::home::{parse_toml, ConfigError};
 use crate::keyset::{KeyAlgorithm, Security};
 use crate::token::OaepHash;
@@ -158,6 +159,10 @@ pub struct RequestBody {
     pub temp_key_oaep: OaepHash,
     /// `user NUL nonce NUL temporary-key`, RSA-OAEP-encrypted to the authority's exchange key, base64.
     pub encrypted_temp_key: String,
+    /// How the user's token can receive its encryption keys, best first (probed). Absent in
+    /// requests from before deliveries were recorded: `["rfc5649"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receives: Vec<Delivery>,
 }
 
 /// One encryption key in a reply.
@@ -165,7 +170,8 @@ pub struct RequestBody {
 pub struct ReplyKey {
     /// Its certificate, PEM.
     pub certificate: String,
-    /// The private key (PKCS#8) wrapped under the reply's AES key with RFC 5649, base64.
+    /// The private key (PKCS#8) wrapped under the reply's AES key, base64: RFC 5649, or for
+    /// the `aes-cbc-pad` delivery the 16-byte IV followed by the `CKM_AES_CBC_PAD` ciphertext.
     pub wrapped_key: String,
     /// The newest key (the one others encrypt to from now on).
     pub current: bool,
@@ -194,6 +200,10 @@ pub struct ReplyBody {
     pub oaep: OaepHash,
     /// The AES-256 key wrapped to the request's transport key, base64.
     pub wrapped_aes_key: String,
+    /// How the keys are delivered. Absent in replies from before deliveries were recorded:
+    /// `rfc5649`, unwrapped in the token (by SoftHSM's `CKM_AES_KEY_WRAP_PAD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
     /// Every encryption key: the archived history and the new one.
     #[serde(rename = "encryption_key")]
     pub encryption_keys: Vec<ReplyKey>,

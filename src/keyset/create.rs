@@ -7,8 +7,11 @@ use super::name::KeysetName;
 use super::pubkey::PublicKey;
 use super::registry::{KeyAlgorithm, KeysetRecord, KeysetState, Registry, RegistryLock, Security};
 use super::KeysetError;
+use crate::token::caps::{check_context_login, KeyGenCaps};
 use crate::token::keys::hex;
-use crate::token::{KeySpec, KeyTemplate, LoginPolicy, Module, PinRole, Token, TokenSession};
+use crate::token::{
+    KeySpec, KeyTemplate, LoginPolicy, Module, PinRole, Probe, Token, TokenSession,
+};
 
 /// What `keyset create` needs, validated by the caller.
 pub struct CreateRequest<'a> {
@@ -74,6 +77,20 @@ pub fn create_locked(
 
     let mut session = req.token.open_rw(module)?;
     session.login(module, PinRole::User, req.pin, req.policy)?;
+    // What the token cannot do is refused here, before any key is generated: its key types
+    // (two C_GetMechanismInfo calls) and, for --security high, the context-specific login.
+    let keygen = session.key_generation(module)?;
+    let context_login = match req.security {
+        Security::High => session.context_login(req.pin)?,
+        Security::Standard => Probe::NotProbed("not needed".into()),
+    };
+    check_token_supports(
+        &keygen,
+        &context_login,
+        req.token,
+        req.key_type,
+        req.security,
+    )?;
     let id = fresh_id(&session)?;
     let key = SigningKey {
         label: &label,
@@ -257,6 +274,37 @@ fn fresh_id(session: &TokenSession) -> Result<Vec<u8>, KeysetError> {
             return Ok(id);
         }
     }
+}
+
+/// Refuses, before anything is generated, a key type or security level the token cannot do
+/// (from its probed capabilities), in one sentence naming what it lacks.
+pub fn check_token_supports(
+    keygen: &KeyGenCaps,
+    context_login: &Probe,
+    token: &Token,
+    key_type: KeyAlgorithm,
+    security: Security,
+) -> Result<(), KeysetError> {
+    if let Err(why) = keygen.check(spec(key_type)) {
+        let name = match key_type {
+            KeyAlgorithm::Rsa2048 => "rsa2048",
+            KeyAlgorithm::Rsa3072 => "rsa3072",
+            KeyAlgorithm::P256 => "p256",
+        };
+        return Err(KeysetError::Unsupported(format!(
+            "token {:?} cannot generate {name} keys: {why}; choose another --key-type or another token; nothing was changed",
+            token.label()
+        )));
+    }
+    if security == Security::High {
+        if let Err(why) = check_context_login(context_login) {
+            return Err(KeysetError::Unsupported(format!(
+                "token {:?} cannot hold --security high keys: {why}; use --security standard or another token; nothing was changed",
+                token.label()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn spec(k: KeyAlgorithm) -> KeySpec {

@@ -212,6 +212,10 @@ pub struct Enrollment {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub encryption_keys: Vec<EncryptionKey>,
+    /// How the encryption keys reached the token (`rfc5649`: unwrapped inside it; `import`:
+    /// created with `C_CreateObject`), once enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
     /// Fields written by a newer keyward, kept as they are.
     #[serde(flatten)]
     pub extra: toml::Table,

@@ -1,6 +1,7 @@
 //! The PKCS#11 adapter: the only layer that touches `cryptoki`.
 
 pub mod admin;
+pub mod caps;
 pub mod discover;
 pub mod error;
 pub mod identity;
@@ -10,12 +11,15 @@ pub mod inventory;
 pub mod keys;
 pub mod module;
 mod raw;
+pub(crate) mod reference;
 pub mod session;
 mod template;
+pub mod transfer;
 pub mod uri;
 pub mod wrap;
 
 pub use admin::{change_pin, check_label, free_token, init_token, unblock, InitSecrets};
+pub use caps::{Capabilities, Probe, Rfc5649Mechanism};
 pub use discover::{FoundModule, SearchPlaces};
 pub use error::{CallFailure, PinRole, TokenError, TriesLeft};
 pub use identity::{IdentityLookup, TokenIdentity};

@@ -15,7 +15,7 @@ use super::template::{self, Protection, Storage, Usage};
 
 /// A token object found or made in this session (opaque to the layers above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ObjectRef(ObjectHandle);
+pub struct ObjectRef(pub(crate) ObjectHandle);
 
 /// The hash of RSA-OAEP (with MGF1 of the same hash).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -40,6 +40,12 @@ pub struct MechanismType {
 }
 
 impl MechanismType {
+    /// Any mechanism number, as the module will be given it, without the lookup (and the error
+    /// log for unknown numbers) of `TryFrom`. (keyward patch.)
+    pub const fn from_raw(val: CK_MECHANISM_TYPE) -> MechanismType {
+        MechanismType { val }
+    }
+
     // AES
     /// AES key generation mechanism
     pub const AES_KEY_GEN: MechanismType = MechanismType {
