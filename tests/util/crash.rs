@@ -583,6 +583,22 @@ fn mask_line(line: &str) -> String {
             }
             continue;
         }
+        if chars[i] == '%' {
+            // A percent-encoded ID in a PKCS#11 URI (`id=%3F%E6…`).
+            let mut end = i;
+            while end + 2 < chars.len()
+                && chars[end] == '%'
+                && chars[end + 1].is_ascii_hexdigit()
+                && chars[end + 2].is_ascii_hexdigit()
+            {
+                end += 3;
+            }
+            if end - i >= 12 {
+                out.push_str("<R>");
+                i = end;
+                continue;
+            }
+        }
         let token = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=';
         if token(chars[i]) {
             let end = chars[i..]
@@ -727,10 +743,55 @@ fn parts_differ(now: &View, reference: &View) -> Option<String> {
     for (name, want) in &reference.parts {
         let got = now.parts.get(name).map(String::as_str).unwrap_or("<none>");
         if got != want {
-            return Some(format!("{name}: {}", text_diff(got, want)));
+            let why = named_json_diff(got, want).unwrap_or_else(|| text_diff(got, want));
+            return Some(format!("{name}: {why}"));
         }
     }
     None
+}
+
+/// For two JSON arrays of objects with a `name` (users, keysets): which are new, gone, or
+/// differ, and in which fields.
+fn named_json_diff(now: &str, want: &str) -> Option<String> {
+    use serde_json::Value;
+    let by_name = |text: &str| -> Option<BTreeMap<String, Value>> {
+        let Value::Array(items) = serde_json::from_str::<Value>(text).ok()? else {
+            return None;
+        };
+        items
+            .into_iter()
+            .map(|v| Some((v.get("name")?.as_str()?.to_string(), v)))
+            .collect()
+    };
+    let (n, w) = (by_name(now)?, by_name(want)?);
+    let mut out = Vec::new();
+    for name in n.keys().filter(|k| !w.contains_key(*k)) {
+        out.push(format!("{name:?} is there and should not be"));
+    }
+    for name in w.keys().filter(|k| !n.contains_key(*k)) {
+        out.push(format!("{name:?} is missing"));
+    }
+    for (name, wv) in &w {
+        let Some(nv) = n.get(name) else { continue };
+        if nv == wv {
+            continue;
+        }
+        let (Value::Object(no), Value::Object(wo)) = (nv, wv) else {
+            out.push(format!("{name:?} differs"));
+            continue;
+        };
+        let keys: std::collections::BTreeSet<&String> = no.keys().chain(wo.keys()).collect();
+        for k in keys {
+            if no.get(k) != wo.get(k) {
+                out.push(format!(
+                    "{name:?}.{k} is {} but should be {}",
+                    no.get(k).map_or("absent".into(), |v| v.to_string()),
+                    wo.get(k).map_or("absent".into(), |v| v.to_string())
+                ));
+            }
+        }
+    }
+    Some(out.join("; "))
 }
 
 /// The first differing line of two texts, with a little context.
