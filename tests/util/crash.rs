@@ -342,8 +342,7 @@ pub fn inject(
             let call = run
                 .trace
                 .lines()
-                .filter(|l| split_line(l).is_some())
-                .last()
+                .rfind(|l| split_line(l).is_some())
                 .map(|l| describe(l, &bed_dir))
                 .unwrap_or_default();
             (killed, call)
@@ -640,12 +639,7 @@ pub fn file_names(bed: &TestBed) -> Vec<String> {
     let mut out: Vec<String> = files_under(bed.dir.path())
         .into_iter()
         .filter(|p| !(p.starts_with("tokens/") || p == "softhsm2.conf" || p.ends_with(".lock")))
-        .map(|p| {
-            p.split('/')
-                .map(|c| mask_line(c))
-                .collect::<Vec<_>>()
-                .join("/")
-        })
+        .map(|p| p.split('/').map(mask_line).collect::<Vec<_>>().join("/"))
         .collect();
     out.sort();
     out
