@@ -2,7 +2,7 @@
 # Installs, in one apt-get step, what keyward's main job, tests and interop checks need, when it
 # is missing: SoftHSM2 and the real PKCS#11 peers (OpenSC pkcs11-tool, GnuTLS p11tool, OpenSSL's
 # PKCS#11 engine, ssh-keygen), pcscd + vsmartcard-vpcd for the virtual PIV card
-# (testbeds/piv.sh), and what each module of the module matrix needs
+# (testbeds/piv.sh), strace for the crash sweep (tests/crash_sweep.rs), and what each module of the module matrix needs
 # (tests/module_matrix.rs; the beds are testbeds/<module>.sh). KEYWARD_TEST_MODULES (comma- or
 # space-separated; default: all of softhsm,kryoptic,nss,opencryptoki,tpm2) limits the modules.
 # Safe to run again: it installs nothing that is present.

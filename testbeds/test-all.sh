@@ -27,6 +27,8 @@ cargo build --locked --workspace --all-targets
 bash testbeds/piv.sh build
 # tests/fault_sweep.rs appends one line per command here; printed after each pass.
 summary=${CARGO_TARGET_DIR:-target}/tmp/fault-sweep.txt
+# tests/crash_sweep.rs does the same for the syscall crash sweep.
+crash_summary=${CARGO_TARGET_DIR:-target}/tmp/crash-sweep.txt
 sweep_summary() {
     if [[ -s $summary ]]; then
         echo "== fault sweep, $1: injection points per command"
@@ -34,9 +36,15 @@ sweep_summary() {
         awk '{ for (i = 1; i < NF; i++) { if ($(i + 1) == "injection") t += $i; if ($(i + 1) == "survived" || $(i + 1) == "survived;") s += $i } }
             END { printf "   total: %d injection points tried, %d survived\n", t, s }' "$summary"
     fi
-    rm -f "$summary"
+    if [[ -s $crash_summary ]]; then
+        echo "== crash sweep, $1: SIGKILL/ENOSPC/EIO points per command"
+        sort "$crash_summary"
+        awk '{ for (i = 1; i < NF - 1; i++) { if ($(i + 1) == "points" && $(i + 2) == "tried") t += $i; if ($(i + 1) == "consistent") s += $i } }
+            END { printf "   total: %d crash points tried, %d consistent\n", t, s }' "$crash_summary"
+    fi
+    rm -f "$summary" "$crash_summary"
 }
-rm -f "$summary"
+rm -f "$summary" "$crash_summary"
 
 # The module matrix's beds live here, so that whatever a killed test left running is stopped.
 beds=$(mktemp -d -t keyward-beds.XXXXXX)

@@ -1,0 +1,916 @@
+//! The syscall crash sweep (issue 11, item 6a): every state-changing command killed with
+//! SIGKILL at the file-system calls it makes, and those calls failed with ENOSPC and with EIO
+//! (`strace -e inject=SYSCALL:signal=KILL|error=E:when=N`; see `tests/util/crash.rs` for which
+//! calls are points and how the state is read).
+//!
+//! For each command: set up its starting state, run it once under `strace -f -y` to list its
+//! calls on keyward's files, learn the state after a clean run (and check that a second clean
+//! run looks the same through the masks). Then for each point, on a fresh copy of the start:
+//!
+//! * inject the fault; strace must show it was injected (the run took the same path);
+//! * for ENOSPC/EIO: the command exits 0 only if it reached the after-state, else it exits
+//!   non-zero with exactly one `keyward: error:` line and no panic;
+//! * the state, through keyward's command line (`authority users`, `authority log`,
+//!   `keyset list`, the tokens' objects, the output files), is exactly as before (the audit
+//!   log may have grown by entries that are not `ok`) or exactly as after;
+//!   `authority log --verify` passes;
+//! * the command is retried: from "before" it must succeed; from "after" it may succeed or
+//!   say in one line that it was done. One more way to finish is allowed: an authority that
+//!   committed an enrollment whose reply was never written (nothing else differs from after)
+//!   may name `keyward authority reply` (or `keyward enroll --complete PATH`) in the retry's
+//!   error; the sweep runs it;
+//! * after the retry the state is exactly the after-state, `log --verify` passes, and the
+//!   bed holds exactly the files of a clean run (the same names, masked, as a multiset): no
+//!   temp file, orphan or copy is left behind, in `TMPDIR` either.
+//!
+//! Every point is swept for the authority's commands but `authority init` (its key generation
+//! makes it the slowest); for it and the client commands (`keyset create`, `enroll
+//! --complete`, local `enroll --authority`) every second point; in the shim pass of
+//! `testbeds/test-all.sh` a quarter of those (each summary line says which).
+//! `KEYWARD_CRASH_STRIDE=1` sweeps every point of every command; a larger number thins them
+//! all. Summaries go to `target/tmp/crash-sweep.txt` (printed by
+//! `testbeds/test-all.sh`); run with `-- --nocapture` to see them here.
+
+mod util;
+
+#[path = "util/crash.rs"]
+mod crash;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crash::{Event, Fault, Probe, View};
+use util::*;
+
+// ---- the world the commands start from -------------------------------------------------------
+
+struct World {
+    /// Alice, Bob and Erin enrolled (P-256 signing keys), Erin revoked; Carol's request made
+    /// (`carol.req`), not processed; Dave added, his card empty; the token "spare" initialised
+    /// with no authority on it; the token "maker" empty.
+    requested: PathBuf,
+    /// `requested` with Carol's request processed (`carol.reply`), not completed.
+    processed: PathBuf,
+    /// Dave's temporary key.
+    dave_key: String,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        crash::require_strace();
+        let root = crash::states_root();
+        let _ = std::fs::remove_dir_all(&root);
+        let bed = AuthorityBed::new(
+            &[
+                "alice-card",
+                "bob-card",
+                "carol-card",
+                "dave-card",
+                "erin-card",
+                "maker",
+            ],
+            "CN=Crash Sweep Authority",
+        );
+        bed.init_token("spare", AUTHORITY_PIN);
+        for (user, keyset, card) in [
+            ("alice", "Alice", "alice-card"),
+            ("bob", "Bob", "bob-card"),
+            ("erin", "Erin", "erin-card"),
+        ] {
+            let key = bed.add_user(user, &["--email", &format!("{user}@example.org")]);
+            bed.enroll_local(user, keyset, card, &key, &["--key-type", "p256"], &[])
+                .ok();
+        }
+        bed.authority("revoke", &["erin"]).ok();
+        let carol_key = bed.add_user("carol", &[]);
+        bed.request("carol", "Carol", "carol-card", &carol_key, "carol.req")
+            .ok();
+        let dave_key = bed.add_user("dave", &[]);
+        let requested = root.join("requested");
+        crash::save_state(&bed, &requested);
+        bed.process("carol.req", "carol.reply").ok();
+        let processed = root.join("processed");
+        crash::save_state(&bed, &processed);
+        World {
+            requested,
+            processed,
+            dave_key,
+        }
+    })
+}
+
+// ---- one command's sweep --------------------------------------------------------------------
+
+/// Work beds per command (each with its own copy of the start), so a sweep uses both cores.
+const WORKERS: usize = 2;
+
+/// Every how-manieth point the client commands sweep by default.
+const CLIENT_STRIDE: usize = 2;
+
+/// Every how-manieth point `authority init` sweeps by default: each run generates its three
+/// RSA keys on SoftHSM (twice with the retry), which makes it the slowest command by far.
+const INIT_STRIDE: usize = 2;
+
+struct Case {
+    name: &'static str,
+    start: PathBuf,
+    /// keyward's arguments and environment; `{dir}` is the work bed's directory.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    probe: Probe,
+    /// Every how-manieth point is swept (1: all).
+    stride: usize,
+    /// For an enrollment: the user whose reply `keyward authority reply` writes again, where
+    /// to, and whether it must then be completed (local enroll).
+    reply: Option<(&'static str, String, bool)>,
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// How many points to step: `KEYWARD_CRASH_STRIDE` when set, else the case's default — times
+/// [`SHIM_PASS_STRIDE`] in the shim pass of `testbeds/test-all.sh`, whose point is that the
+/// shim forwards faithfully, not a second full sweep.
+fn stride(default: usize) -> usize {
+    match std::env::var("KEYWARD_CRASH_STRIDE") {
+        Ok(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .unwrap_or_else(|| panic!("KEYWARD_CRASH_STRIDE={s:?}: want a whole number ≥ 1")),
+        Err(_) if via_shim() => default * SHIM_PASS_STRIDE,
+        Err(_) => default,
+    }
+}
+
+/// The shim pass sweeps every this-many-th of the points the direct pass sweeps.
+const SHIM_PASS_STRIDE: usize = 4;
+
+impl Case {
+    fn new(
+        name: &'static str,
+        start: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        probe: Probe,
+        default_stride: usize,
+    ) -> Case {
+        Case {
+            name,
+            start: start.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: owned(env),
+            probe,
+            stride: stride(default_stride),
+            reply: None,
+        }
+    }
+
+    fn with_reply(mut self, user: &'static str, out: &str, complete: bool) -> Case {
+        self.reply = Some((user, out.to_string(), complete));
+        self
+    }
+}
+
+/// How a point ended when it was consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    /// The state stayed as before; the retry did the work.
+    Before,
+    /// The work was done; the retry succeeded or said so.
+    After,
+    /// The enrollment was committed without its reply; the retry named `authority reply`
+    /// (or `enroll --complete`), which finished it.
+    Resumed,
+}
+
+struct Point {
+    fault: Fault,
+    event: Event,
+}
+
+/// What the faulted runs are compared with.
+struct Reference {
+    before: View,
+    after: View,
+    /// The names of the bed's files after a clean run.
+    after_files: Vec<String>,
+    /// The state after the command ran twice (None: the second run refuses, as `add-user`
+    /// of the same user does).
+    twice: Option<(View, Vec<String>)>,
+}
+
+impl Point {
+    fn label(&self, case: &str) -> String {
+        format!(
+            "{case}: {} at {} #{} ({} class) `{}`",
+            self.fault.name(),
+            self.event.syscall,
+            self.event.n,
+            crash::class_of(&self.event.syscall),
+            self.event.what
+        )
+    }
+}
+
+struct Worker<'a> {
+    case: &'a Case,
+    bed: TestBed,
+    traces: tempfile::TempDir,
+}
+
+impl<'a> Worker<'a> {
+    fn new(case: &'a Case) -> Worker<'a> {
+        Worker {
+            case,
+            bed: TestBed::new(),
+            traces: tempfile::tempdir().expect("trace dir"),
+        }
+    }
+
+    fn here(&self, text: &str) -> String {
+        text.replace("{dir}", &self.bed.dir.path().to_string_lossy())
+    }
+
+    /// `text` with this bed's directory shown as `{dir}`.
+    fn unhere(&self, text: &str) -> String {
+        text.replace(&*self.bed.dir.path().to_string_lossy(), "{dir}")
+    }
+
+    fn args(&self) -> Vec<String> {
+        self.case.args.iter().map(|a| self.here(a)).collect()
+    }
+
+    /// The case's environment with `TMPDIR` in the bed.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .case
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), self.here(v)))
+            .collect();
+        env.push(self.tmpdir());
+        env
+    }
+
+    fn tmpdir(&self) -> (String, String) {
+        (
+            "TMPDIR".to_string(),
+            self.bed.path("tmp").to_string_lossy().into_owned(),
+        )
+    }
+
+    /// The environment of the commands that read the state.
+    fn view_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("KEYWARD_PIN".to_string(), AUTHORITY_PIN.to_string()),
+            self.tmpdir(),
+        ]
+    }
+
+    fn view(&self) -> View {
+        crash::view(&self.bed, &self.case.probe, &self.view_env())
+    }
+
+    /// Runs keyward with `args` and `env` (plus `TMPDIR`).
+    fn keyward(&self, args: &[String], env: &[(String, String)]) -> Run {
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let tmp = self.tmpdir();
+        env.push((&tmp.0, &tmp.1));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.bed.run_env(&args, &env)
+    }
+
+    /// Runs the case's command without a fault.
+    fn clean(&self) -> Run {
+        self.keyward(&self.args(), &self.env())
+    }
+
+    fn tmp_left(&self) -> Vec<String> {
+        std::fs::read_dir(self.bed.path("tmp"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn check(&self, point: &Point, r: &Reference) -> Result<Outcome, String> {
+        let (before, after, after_files) = (&r.before, &r.after, &r.after_files[..]);
+        crash::restore_state(&self.bed, &self.case.start);
+        let trace = self.traces.path().join("inject.trace");
+        let injected = crash::inject(
+            &self.bed,
+            &self.args(),
+            &self.env(),
+            &point.event.syscall,
+            point.event.n,
+            point.fault,
+            &trace,
+        );
+        let run = &injected.run;
+        if !injected.hit {
+            return Err(format!(
+                "the fault was not injected (the run took another path); exit {:?}\nstderr: {}",
+                run.status.code(),
+                run.stderr.trim()
+            ));
+        }
+        let mut problems = Vec::new();
+        let error_lines = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("keyward: error:"))
+            .count();
+        if point.fault != Fault::Kill && !run.status.success() {
+            if run.stderr.contains("panicked") || run.status.code() != Some(1) {
+                problems.push(format!(
+                    "exit {:?} with a panic or an unexpected status: {}",
+                    run.status.code(),
+                    run.stderr.trim()
+                ));
+            } else if error_lines != 1 {
+                problems.push(format!(
+                    "{error_lines} `keyward: error:` lines, want 1: {}",
+                    run.stderr.trim()
+                ));
+            }
+        }
+        let now = self.view();
+        let why_not_before = crash::differs_from_before(&now, before);
+        let why_not_after = crash::differs_from_after(&now, after);
+        let committed_no_output =
+            why_not_after.is_some() && crash::only_outputs_differ(&now, after);
+        let state = match (&why_not_before, &why_not_after) {
+            (None, _) => "as before".to_string(),
+            (_, None) => "as after".to_string(),
+            _ if committed_no_output => "committed, output not written".to_string(),
+            (Some(b), Some(a)) => format!("IN BETWEEN — not before ({b}); not after ({a})"),
+        };
+        if point.fault != Fault::Kill && run.status.success() && why_not_after.is_some() {
+            problems.push("exit 0, but the work is not done".to_string());
+        }
+        // `log --verify` must pass, unless there was no authority before and still is none.
+        let no_authority_yet = matches!(before.verify, Some(Err(_))) && why_not_before.is_none();
+        if let (Some(Err(e)), false) = (&now.verify, no_authority_yet) {
+            problems.push(format!("authority log --verify fails: {e}"));
+        }
+        if why_not_before.is_some() && why_not_after.is_some() && !committed_no_output {
+            problems.push("the state is neither as before nor as after".to_string());
+        }
+
+        // The retry (no fault).
+        let retry = self.clean();
+        let mut retry_note = format!(
+            "retry: exit {}{}",
+            retry.code,
+            if retry.code == 0 {
+                String::new()
+            } else {
+                format!(", {}", crash::error_line(&self.bed, &retry.stderr))
+            }
+        );
+        let mut resumed = false;
+        if retry.code != 0 {
+            let one_line = retry.code == 1
+                && !retry.stderr.contains("panicked")
+                && retry
+                    .stderr
+                    .lines()
+                    .filter(|l| l.starts_with("keyward: error:"))
+                    .count()
+                    == 1;
+            if let Some(how) = self.resume(&retry.stderr)? {
+                resumed = true;
+                retry_note.push_str(&format!("; then {how}"));
+            } else if why_not_before.is_none() {
+                problems.push("the retry from the before-state fails".to_string());
+            } else if !one_line {
+                problems.push("the retry fails without one clear error line".to_string());
+            }
+        }
+        if committed_no_output && !resumed {
+            problems.push(format!(
+                "state {state}, and the retry does not name `keyward authority reply`"
+            ));
+        }
+        // The retry of a command that was done may do it again (a second recover, a second
+        // CRL): then the state is that of two clean runs.
+        let again = self.view();
+        let files = crash::file_names(&self.bed);
+        let (want, want_files, which) = match &r.twice {
+            Some((twice, twice_files)) if retry.code == 0 && why_not_before.is_some() => {
+                (twice, &twice_files[..], "the state after two clean runs")
+            }
+            _ => (after, after_files, "the after-state"),
+        };
+        if let Some(why) = crash::differs_from_after(&again, want) {
+            problems.push(format!("after the retry, not {which}: {why}"));
+        }
+        if let Some(Err(e)) = &again.verify {
+            problems.push(format!(
+                "after the retry, authority log --verify fails: {e}"
+            ));
+        }
+        let (extra, missing) = crash::names_diff(&files, want_files);
+        if !extra.is_empty() || !missing.is_empty() {
+            problems.push(format!(
+                "after the retry, files left behind {extra:?}, missing {missing:?}"
+            ));
+        }
+        let left = self.tmp_left();
+        if !left.is_empty() {
+            problems.push(format!("after the retry, left in TMPDIR: {left:?}"));
+        }
+        if !problems.is_empty() {
+            return Err(format!(
+                "{}\n    state after the fault: {state}\n    exit {:?}; stderr: {}\n    {retry_note}",
+                problems.join("\n    "),
+                run.status.code(),
+                one_line(&self.unhere(&run.stderr)),
+            ));
+        }
+        Ok(if resumed {
+            Outcome::Resumed
+        } else if why_not_before.is_none() {
+            Outcome::Before
+        } else {
+            Outcome::After
+        })
+    }
+
+    /// When the retry's error names the command that finishes an enrollment
+    /// (`keyward authority reply …` or `keyward enroll --complete PATH`), runs it; returns
+    /// what was run, or why it failed.
+    fn resume(&self, stderr: &str) -> Result<Option<String>, String> {
+        let user_env = owned(&[("KEYWARD_PIN", USER_PIN)]);
+        if stderr.contains("keyward authority reply") {
+            let Some((user, out, complete)) = &self.case.reply else {
+                return Ok(None);
+            };
+            let out = self.here(out);
+            let dir = self.here(self.case.probe.authority.as_deref().unwrap_or("{dir}/auth"));
+            let args: Vec<String> = ["authority", "reply", "--dir", &dir, user, "-o", &out]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let r = self.keyward(&args, &self.view_env());
+            if r.code != 0 {
+                return Err(format!(
+                    "the retry names `keyward authority reply`, which fails: {}",
+                    r.stderr.trim()
+                ));
+            }
+            if *complete {
+                let args = vec!["enroll".into(), "--complete".into(), out.clone()];
+                let r = self.keyward(&args, &user_env);
+                if r.code != 0 {
+                    return Err(format!(
+                        "`keyward enroll --complete` of the reply `authority reply` wrote fails: {}",
+                        r.stderr.trim()
+                    ));
+                }
+                return Ok(Some("`authority reply` and `enroll --complete`".into()));
+            }
+            return Ok(Some("`authority reply`".into()));
+        }
+        if let Some(at) = stderr.find("keyward enroll --complete ") {
+            let rest = &stderr[at + "keyward enroll --complete ".len()..];
+            let path: String = rest
+                .trim_start_matches(['"', '\''])
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !matches!(c, '`' | '"' | '\''))
+                .collect();
+            let args = vec!["enroll".into(), "--complete".into(), path.clone()];
+            let r = self.keyward(&args, &user_env);
+            if r.code != 0 {
+                return Err(format!(
+                    "the retry names `keyward enroll --complete {path}`, which fails: {}",
+                    r.stderr.trim()
+                ));
+            }
+            return Ok(Some(format!("`enroll --complete {path}`")));
+        }
+        Ok(None)
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let t = text.trim().replace('\n', " | ");
+    let mut s: String = t.chars().take(400).collect();
+    if s.len() < t.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// Keeps every `stride`-th of `items` (and the last one).
+fn thin<T>(items: Vec<T>, stride: usize) -> Vec<T> {
+    let last = items.len().saturating_sub(1);
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % stride == 0 || *i == last)
+        .map(|(_, t)| t)
+        .collect()
+}
+
+fn sweep(case: Case) {
+    crash::require_strace();
+    let started = std::time::Instant::now();
+    let first = Worker::new(&case);
+    crash::restore_state(&first.bed, &case.start);
+    let before = first.view();
+    let (counted, trace) = crash::count(
+        &first.bed,
+        &first.args(),
+        &first.env(),
+        &first.traces.path().join("count.trace"),
+    );
+    assert!(
+        counted.status.success(),
+        "{}: the clean run under strace failed: {:?}\n{}",
+        case.name,
+        counted.status,
+        counted.stderr
+    );
+    assert_eq!(
+        trace.other_pids, 0,
+        "{}: the command ran more than one thread or process; strace counts `when=N` per \
+         thread, so the points would be ambiguous",
+        case.name
+    );
+    assert!(
+        !trace.events.is_empty(),
+        "{}: strace shows no call on keyward's files (is the trace parsed right?)\n{}",
+        case.name,
+        counted
+            .trace
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let after = first.view();
+    let after_files = crash::file_names(&first.bed);
+    assert!(
+        crash::differs_from_before(&after, &before).is_some(),
+        "{}: a clean run changed nothing",
+        case.name
+    );
+    if let Some(Err(e)) = &after.verify {
+        panic!(
+            "{}: after a clean run, authority log --verify fails: {e}",
+            case.name
+        );
+    }
+    assert!(
+        first.tmp_left().is_empty(),
+        "{}: a clean run leaves {:?} in TMPDIR",
+        case.name,
+        first.tmp_left()
+    );
+    // A second clean run must look the same: the masks hide only what varies anyway.
+    crash::restore_state(&first.bed, &case.start);
+    first.clean().ok();
+    let second = first.view();
+    if let Some(why) = crash::differs_from_after(&second, &after) {
+        panic!("{}: two clean runs differ: {why}", case.name);
+    }
+    assert_eq!(
+        crash::file_names(&first.bed),
+        after_files,
+        "{}: two clean runs leave different files",
+        case.name
+    );
+    // And once more on top: what a retry of a command that was done may reach.
+    let twice = (first.clean().code == 0).then(|| (first.view(), crash::file_names(&first.bed)));
+    let reference = Reference {
+        before,
+        after,
+        after_files,
+        twice,
+    };
+
+    let mut points = Vec::new();
+    for fault in Fault::ALL {
+        let eligible: Vec<Event> = trace
+            .events
+            .iter()
+            .filter(|e| fault == Fault::Kill || !e.stdout)
+            .cloned()
+            .collect();
+        for event in thin(eligible, case.stride) {
+            points.push(Point { fault, event });
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    let work = |worker: &Worker| loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let Some(point) = points.get(i) else {
+            break;
+        };
+        let result = worker.check(point, &reference);
+        results.lock().expect("results").push((i, result));
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..WORKERS.min(points.len().max(1)) {
+            scope.spawn(|| work(&Worker::new(&case)));
+        }
+        work(&first);
+    });
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|(i, _)| *i);
+    report(&case, &trace, &points, results, started.elapsed());
+}
+
+fn report(
+    case: &Case,
+    trace: &crash::Trace,
+    points: &[Point],
+    results: Vec<(usize, Result<Outcome, String>)>,
+    took: std::time::Duration,
+) {
+    let mut per_fault: BTreeMap<Fault, (usize, usize)> = BTreeMap::new();
+    let mut outcomes: BTreeMap<Outcome, usize> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (i, result) in &results {
+        let p = &points[*i];
+        let slot = per_fault.entry(p.fault).or_default();
+        slot.0 += 1;
+        match result {
+            Ok(o) => {
+                slot.1 += 1;
+                *outcomes.entry(*o).or_default() += 1;
+            }
+            Err(why) => failures.push(format!("{}\n    {why}", p.label(case.name))),
+        }
+    }
+    let mut per_class: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &trace.events {
+        *per_class.entry(crash::class_of(&e.syscall)).or_default() += 1;
+    }
+    let consistent = points.len() - failures.len();
+    let line = format!(
+        "crash sweep: {:<20} {:>3} calls on its files ({}); {:>3} points tried ({}{}), {:>3} consistent ({}) in {}s",
+        case.name,
+        trace.events.len(),
+        per_class
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        points.len(),
+        per_fault
+            .iter()
+            .map(|(f, (t, ok))| format!("{} {ok}/{t}", f.name()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        match case.stride {
+            1 => "; every point".to_string(),
+            2 => "; every 2nd point".to_string(),
+            3 => "; every 3rd point".to_string(),
+            n => format!("; every {n}th point"),
+        } + if via_shim() { ", through the shim" } else { "" },
+        consistent,
+        outcomes
+            .iter()
+            .map(|(o, n)| format!("{o:?} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        took.as_secs()
+    );
+    println!("{line}");
+    crash::record_summary(&line);
+    assert!(
+        failures.is_empty(),
+        "{}: {} of {} crash points left an inconsistent state or a bad failure:\n\n{}",
+        case.name,
+        failures.len(),
+        points.len(),
+        failures.join("\n\n")
+    );
+}
+
+// ---- the commands ---------------------------------------------------------------------------
+
+fn authority_probe(outputs: &[&str]) -> Probe {
+    Probe {
+        authority: Some("{dir}/auth".into()),
+        keysets: false,
+        tokens: Vec::new(),
+        outputs: outputs.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn authority_env() -> [(&'static str, &'static str); 1] {
+    [("KEYWARD_PIN", AUTHORITY_PIN)]
+}
+
+#[test]
+fn crash_authority_init() {
+    let w = world();
+    sweep(Case::new(
+        "authority init",
+        &w.requested,
+        &[
+            "authority",
+            "init",
+            "--dir",
+            "{dir}/auth2",
+            "--token",
+            "spare",
+            "--name",
+            "CN=Second Authority",
+        ],
+        &authority_env(),
+        Probe {
+            authority: Some("{dir}/auth2".into()),
+            keysets: false,
+            tokens: vec![("spare".into(), AUTHORITY_PIN.into())],
+            outputs: Vec::new(),
+        },
+        INIT_STRIDE,
+    ));
+}
+
+#[test]
+fn crash_authority_add_user() {
+    let w = world();
+    sweep(Case::new(
+        "authority add-user",
+        &w.requested,
+        &[
+            "authority",
+            "add-user",
+            "--dir",
+            "{dir}/auth",
+            "frank",
+            "--email",
+            "frank@example.org",
+        ],
+        &authority_env(),
+        authority_probe(&[]),
+        1,
+    ));
+}
+
+#[test]
+fn crash_authority_recover() {
+    let w = world();
+    sweep(Case::new(
+        "authority recover",
+        &w.requested,
+        &["authority", "recover", "--dir", "{dir}/auth", "bob"],
+        &authority_env(),
+        authority_probe(&[]),
+        1,
+    ));
+}
+
+#[test]
+fn crash_authority_revoke() {
+    let w = world();
+    sweep(Case::new(
+        "authority revoke",
+        &w.requested,
+        &["authority", "revoke", "--dir", "{dir}/auth", "alice"],
+        &authority_env(),
+        authority_probe(&[]),
+        1,
+    ));
+}
+
+#[test]
+fn crash_authority_crl() {
+    let w = world();
+    sweep(Case::new(
+        "authority crl",
+        &w.requested,
+        &[
+            "authority",
+            "crl",
+            "--dir",
+            "{dir}/auth",
+            "-o",
+            "{dir}/ca.crl",
+        ],
+        &authority_env(),
+        authority_probe(&["{dir}/ca.crl"]),
+        1,
+    ));
+}
+
+#[test]
+fn crash_authority_process() {
+    let w = world();
+    sweep(
+        Case::new(
+            "authority process",
+            &w.requested,
+            &[
+                "authority",
+                "process",
+                "--dir",
+                "{dir}/auth",
+                "{dir}/carol.req",
+                "-o",
+                "{dir}/carol.reply",
+            ],
+            &authority_env(),
+            authority_probe(&["{dir}/carol.reply"]),
+            1,
+        )
+        .with_reply("carol", "{dir}/carol.reply", false),
+    );
+}
+
+#[test]
+fn crash_enroll_complete() {
+    let w = world();
+    sweep(Case::new(
+        "enroll --complete",
+        &w.processed,
+        &["enroll", "--complete", "{dir}/carol.reply"],
+        &[("KEYWARD_PIN", USER_PIN)],
+        Probe {
+            authority: None,
+            keysets: true,
+            tokens: vec![("carol-card".into(), USER_PIN.into())],
+            outputs: Vec::new(),
+        },
+        CLIENT_STRIDE,
+    ));
+}
+
+#[test]
+fn crash_enroll_local() {
+    let w = world();
+    sweep(
+        Case::new(
+            "enroll --authority",
+            &w.requested,
+            &[
+                "enroll",
+                "--user",
+                "dave",
+                "--keyset",
+                "Dave",
+                "--token",
+                "dave-card",
+                "--authority",
+                "{dir}/auth",
+                "--key-type",
+                "p256",
+            ],
+            &[
+                ("KEYWARD_PIN", USER_PIN),
+                ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+                ("KEYWARD_TEMP_KEY", &w.dave_key),
+            ],
+            Probe {
+                authority: Some("{dir}/auth".into()),
+                keysets: true,
+                tokens: vec![("dave-card".into(), USER_PIN.into())],
+                outputs: Vec::new(),
+            },
+            CLIENT_STRIDE,
+        )
+        .with_reply("dave", "{dir}/dave.reply", true),
+    );
+}
+
+#[test]
+fn crash_keyset_create() {
+    let w = world();
+    sweep(Case::new(
+        "keyset create",
+        &w.requested,
+        &[
+            "keyset",
+            "create",
+            "Made",
+            "--token",
+            "maker",
+            "--key-type",
+            "p256",
+        ],
+        &[("KEYWARD_PIN", USER_PIN)],
+        Probe {
+            authority: None,
+            keysets: true,
+            tokens: vec![("maker".into(), USER_PIN.into())],
+            outputs: Vec::new(),
+        },
+        CLIENT_STRIDE,
+    ));
+}
