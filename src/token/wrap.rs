@@ -300,40 +300,6 @@ impl TokenSession {
             .map_err(|e| self.op_error(e, "storing a certificate"))
     }
 
-    /// Wraps `key` under an AES key with `CKM_AES_KEY_WRAP_PAD` (RFC 5649).
-    pub fn wrap_aes_kwp(&self, wrapping: ObjectRef, key: ObjectRef) -> Result<Vec<u8>, TokenError> {
-        self.session
-            .wrap_key(&Mechanism::AesKeyWrapPad, wrapping.0, key.0)
-            .map_err(|e| self.op_error(e, "wrapping a key (AES key wrap with padding)"))
-    }
-
-    /// Unwraps an RSA private key wrapped with `CKM_AES_KEY_WRAP_PAD` into this token; it can
-    /// decrypt and unwrap, never sign, and is always sensitive.
-    pub fn unwrap_private_aes_kwp(
-        &self,
-        unwrapping: ObjectRef,
-        wrapped: &[u8],
-        t: &UnwrapTemplate<'_>,
-    ) -> Result<ObjectRef, TokenError> {
-        let template = template::private_key(
-            KeyType::RSA,
-            Storage {
-                persistent: t.persistent,
-                id: Some(t.id),
-                label: Some(t.label),
-            },
-            Usage::DECRYPT_UNWRAP,
-            Protection {
-                extractable: t.extractable,
-                always_authenticate: t.always_authenticate,
-            },
-        );
-        self.session
-            .unwrap_key(&Mechanism::AesKeyWrapPad, unwrapping.0, wrapped, &template)
-            .map(ObjectRef)
-            .map_err(|e| self.op_error(e, "unwrapping a private key (AES key wrap with padding)"))
-    }
-
     /// Wraps a secret key to an RSA public key with RSA-OAEP.
     pub fn wrap_rsa_oaep(
         &self,
