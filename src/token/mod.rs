@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod error;
 pub mod info;
+pub mod integrity;
 pub mod keys;
 pub mod module;
 mod raw;
