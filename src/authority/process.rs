@@ -569,7 +569,16 @@ fn commit(
             body.keyset, made.history
         ),
     );
-    a.commit(module, session, pin)?;
+    if let Err(e) = a.commit(module, session, pin) {
+        // Nothing was recorded: say so in the log (a fresh transaction) and report `e`.
+        if !matches!(e, AuthorityError::Tampered { .. }) && a.discard_changes().is_ok() {
+            a.audit("operator", "process", user_name, "failed", &e.to_string());
+            if let Err(log_err) = a.commit(module, session, pin) {
+                log::error!("could not record the failed request in the audit log: {log_err}");
+            }
+        }
+        return Err(e);
+    }
     // Only now, with the enrollment recorded, does the reply leave the authority.
     write_reply(a.dir(), user_name, reply, &made.reply_bytes)?;
     Ok(Processed {

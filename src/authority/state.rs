@@ -605,12 +605,33 @@ impl AuthorityDir {
         let head = head_value(seq, &prev, &root);
         let (label, pending_label) = head_labels(&self.config);
         session.write_data_object(&pending_label, head.as_bytes())?;
+        // Fault points on either side of the commit: the token's pending head is ahead of
+        // the database (before) or the database ahead of the token's head (after).
+        self.fault("db-commit")?;
         self.store.commit()?;
+        self.fault("head-promote")?;
         session.write_data_object(&label, head.as_bytes())?;
         self.last = last_row;
         self.dirty_rows.clear();
         self.config_dirty = false;
         self.store.begin()?;
+        Ok(())
+    }
+
+    /// Drops every change not committed (records, users, audit entries) and starts afresh
+    /// from what the store holds, so that a failure can still be recorded after a failed
+    /// commit.
+    pub fn discard_changes(&mut self) -> Result<(), AuthorityError> {
+        self.store.rollback()?;
+        self.buckets.clear();
+        self.users.clear();
+        self.dirty_users.clear();
+        self.dirty_rows.clear();
+        self.entries.clear();
+        self.config_dirty = false;
+        self.store.begin()?;
+        self.last = self.store.audit_last()?;
+        self.digests = self.store.digests()?;
         Ok(())
     }
 
@@ -775,12 +796,13 @@ fn changed_records(rows: &[Row]) -> AuthorityError {
         return tampered("records were deleted outside keyward");
     }
     tampered(&format!(
-        "a record was changed outside keyward; it is one of: {}",
+        "these records do not match the digest that vouches for them: {}",
         names.join(", ")
     ))
 }
 
-fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
+/// Refuses a directory that holds no authority (before any PIN is asked for).
+pub fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
     if dir.join(DB_FILE).exists() {
         return Ok(());
     }

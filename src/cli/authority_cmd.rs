@@ -39,6 +39,23 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
 /// that changes the authority logs in to its token first).
 fn with_change<T>(
     ctx: &mut Context,
+    dir: &std::path::Path,
+    f: impl FnOnce(&authority::init::Change<'_>) -> Result<T, AuthorityError>,
+) -> Result<T, Error> {
+    authority::state::check_is_authority(dir)?;
+    let pin = ctx.authority_command_pin()?;
+    let policy = ctx.login_policy();
+    let module = ctx.module()?;
+    Ok(f(&authority::init::Change {
+        module,
+        pin: &pin,
+        policy,
+    })?)
+}
+
+/// [`with_change`] without the directory check (`migrate` reads the old format).
+fn with_change_raw<T>(
+    ctx: &mut Context,
     f: impl FnOnce(&authority::init::Change<'_>) -> Result<T, AuthorityError>,
 ) -> Result<T, Error> {
     let pin = ctx.authority_command_pin()?;
@@ -52,7 +69,7 @@ fn with_change<T>(
 }
 
 fn migrate(ctx: &mut Context, a: DirArg) -> Result<(), Error> {
-    let done = with_change(ctx, |ch| authority::migrate::migrate(ch, &a.dir))?;
+    let done = with_change_raw(ctx, |ch| authority::migrate::migrate(ch, &a.dir))?;
     if ctx.json() {
         print_json(&done);
     } else {
@@ -162,7 +179,7 @@ fn print_temp_key(ctx: &Context, user: &str, key: &TempKey, life: Duration, what
 
 fn add_user(ctx: &mut Context, a: AddUserArgs) -> Result<(), Error> {
     let life = lifetime(&a.expires)?;
-    let key = with_change(ctx, |ch| {
+    let key = with_change(ctx, &a.dir, |ch| {
         authority::users::add_user(ch, &a.dir, &a.user, a.email.as_deref(), life)
     })?;
     print_temp_key(
@@ -176,7 +193,7 @@ fn add_user(ctx: &mut Context, a: AddUserArgs) -> Result<(), Error> {
 }
 
 fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
-    let done = with_change(ctx, |ch| {
+    let done = with_change(ctx, &a.dir, |ch| {
         authority::process::process(ch, &a.dir, &a.request, &a.output)
     })?;
     if ctx.json() {
@@ -198,7 +215,7 @@ fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
 fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
     let life = lifetime(&a.expires)?;
     let why = reason(&a.reason)?;
-    let done = with_change(ctx, |ch| {
+    let done = with_change(ctx, &a.dir, |ch| {
         authority::users::recover(ch, &a.dir, &a.user, why, life)
     })?;
     let what = if done.pending {
@@ -223,7 +240,7 @@ fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
 
 fn revoke(ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
     let why = reason(&a.reason)?;
-    let n = with_change(ctx, |ch| authority::users::revoke(ch, &a.dir, &a.user, why))?;
+    let n = with_change(ctx, &a.dir, |ch| authority::users::revoke(ch, &a.dir, &a.user, why))?;
     outln!(
         "revoked user {:?} and {n} certificates; publish a new CRL with `keyward authority crl`",
         a.user
@@ -232,7 +249,7 @@ fn revoke(ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
 }
 
 fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
-    let n = with_change(ctx, |ch| {
+    let n = with_change(ctx, &a.dir, |ch| {
         authority::crl::publish(ch, &a.dir, &a.output, a.valid_for)
     })?;
     outln!(

@@ -156,7 +156,8 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         key: r.get(1)?,
         owner: r.get(2)?,
         bucket: r.get(3)?,
-        body: r.get(4)?,
+        // TEXT or BLOB alike: an edit made with another tool may change the column's type.
+        body: r.get_ref(4)?.as_bytes_or_null()?.unwrap_or_default().to_vec(),
     })
 }
 
