@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what keyward's main job, tests and interop checks need, when it is missing:
 # SoftHSM2 and the real PKCS#11 peers (OpenSC pkcs11-tool, GnuTLS p11tool, OpenSSL's
-# PKCS#11 engine, ssh-keygen). Safe to run again: it installs nothing that is present.
+# PKCS#11 engine, ssh-keygen; sqlite3 for copying the authority database). Safe to run again: it installs nothing that is present.
 set -euo pipefail
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client ${KEYWARD_EXTRA_PACKAGES:-}; do
+for pkg in softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client sqlite3 ${KEYWARD_EXTRA_PACKAGES:-}; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 

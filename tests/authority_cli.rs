@@ -476,9 +476,14 @@ fn a_process_failing_midway_spends_nothing_and_leaves_no_half_record() {
         .fails(1, "authority reply --dir DIR hal -o REPLY");
     assert!(!bed.path("hal.reply").exists());
     assert_eq!(bed.user("hal")["state"], "active");
-    bed.process("hal.req", "hal.reply2")
-        .fails(1, "already enrolled");
-    log = log_grew(&bed, &log, 2);
+    // Processing the same request again gives the recorded reply (nothing new recorded)...
+    bed.process("hal.req", "hal.reply2").ok();
+    assert_eq!(
+        std::fs::read(bed.path("hal.reply2")).unwrap().len() > 0,
+        true
+    );
+    log = log_grew(&bed, &log, 1);
+    // ... and so does `authority reply`, read-only, without the PIN.
     let reply = bed.path("hal.reply").to_string_lossy().into_owned();
     bed.bed
         .run(&["authority", "reply", "--dir", &bed.dir, "hal", "-o", &reply])
@@ -599,41 +604,53 @@ fn operator_mistakes_are_refused_and_an_edited_audit_log_is_caught() {
         }
         std::fs::copy(&original, &db).unwrap();
     };
-    for (what, sql, needle) in [
+    // Changing commands check the last checkpoint against the token (constant work); the
+    // whole chain is `log --verify`'s job.
+    for (what, sql, needle, last) in [
         (
             "edited",
             "UPDATE audit SET subject = 'mallory' WHERE seq = 2",
             "audit entry 2 fails verification: its contents do not match its hash",
+            false,
         ),
         (
             "deleted",
             "DELETE FROM audit WHERE seq = 3",
             "audit entry 3 fails verification",
+            false,
         ),
         (
             "reordered",
             "UPDATE audit SET seq = 100 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 4;
              UPDATE audit SET seq = 4 WHERE seq = 100",
             "audit entry 3 fails verification",
+            false,
         ),
         (
             "last entry deleted",
             "DELETE FROM audit WHERE seq = 5",
             "changed outside keyward",
+            true,
         ),
         (
             "last entry edited",
             "UPDATE audit SET subject = 'kip' WHERE seq = 5",
             "audit entry 5 fails verification",
+            true,
         ),
     ] {
         bed.tamper_sql(sql);
         bed.authority("log", &["--verify"]).fails(3, needle);
-        for (sub, args) in [
-            ("add-user", vec!["zed"]),
-            ("revoke", vec!["jane"]),
-            ("recover", vec!["kim"]),
-        ] {
+        let changing = if last {
+            vec![
+                ("add-user", vec!["zed"]),
+                ("revoke", vec!["jane"]),
+                ("recover", vec!["kim"]),
+            ]
+        } else {
+            vec![]
+        };
+        for (sub, args) in changing {
             bed.authority(sub, &args).fails(3, "changed outside keyward");
             assert_eq!(bed.state_file("users.toml"), users, "{what}: {sub} acted");
         }

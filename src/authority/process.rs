@@ -108,14 +108,82 @@ pub fn parse_request(path: &Path, text: &str) -> Result<VerifiedRequest, Authori
     })
 }
 
-/// Processes a request file into a reply file.
+/// Processes a request file into a reply file. A request whose enrollment is already recorded
+/// (the command was stopped after recording it, before or while writing the reply) gets that
+/// reply again: no crash loses or duplicates an enrollment.
 pub fn process(
     ch: &Change<'_>,
     dir: &Path,
     request: &Path,
     reply: &Path,
 ) -> Result<Processed, AuthorityError> {
+    if let Some(done) = already_processed(dir, request, reply)? {
+        return Ok(done);
+    }
     prepare(ch, dir, request)?.commit(ch.module, ch.pin, reply)
+}
+
+/// The last reply recorded for a user, with the request it answers (the `reply` record).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct StoredReply {
+    /// The request's nonce.
+    nonce: String,
+    /// The keyset.
+    keyset: String,
+    /// The reply file, base64.
+    reply: String,
+}
+
+fn stored_reply(a: &mut AuthorityDir, user: &str) -> Result<Option<StoredReply>, AuthorityError> {
+    let Some(row) = a.get(kind::REPLY, user, user)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&row.body)
+        .map(Some)
+        .map_err(|e| tampered(&format!("the reply record of user {user:?} does not parse: {e}")))
+}
+
+/// When `request` was processed already (its nonce is the user's last recorded reply's),
+/// writes that reply to `reply` again.
+fn already_processed(
+    dir: &Path,
+    request: &Path,
+    reply: &Path,
+) -> Result<Option<Processed>, AuthorityError> {
+    let Ok(req) = read_request(request) else {
+        return Ok(None);
+    };
+    let mut a = AuthorityDir::open_read(dir)?;
+    let user = req.body.user.as_str();
+    if a.user(user).is_err() {
+        return Ok(None);
+    }
+    let Some(stored) = stored_reply(&mut a, user)? else {
+        return Ok(None);
+    };
+    if stored.nonce != req.body.nonce {
+        return Ok(None);
+    }
+    let bytes = wire::b64(Path::new("reply record"), "reply", &stored.reply)?;
+    write_reply(dir, user, reply, &bytes)?;
+    let record = a.user(user)?;
+    let serial = |k: CertKind| {
+        record
+            .certs
+            .iter()
+            .rev()
+            .find(|c| c.kind == k && c.keyset == stored.keyset)
+            .map(|c| c.serial.clone())
+            .unwrap_or_default()
+    };
+    Ok(Some(Processed {
+        user: user.to_string(),
+        keyset: stored.keyset.clone(),
+        signing_serial: serial(CertKind::Signing),
+        encryption_serial: serial(CertKind::Encryption),
+        history: record.archive.len().saturating_sub(1),
+        reply: reply.to_path_buf(),
+    }))
 }
 
 /// A request checked and answered on the token, with nothing recorded yet: the authority stays
@@ -535,7 +603,17 @@ fn commit(
             x509::cert_to_pem(cert)?.into_bytes(),
         )?;
     }
-    a.put(kind::REPLY, user_name, user_name, made.reply_bytes.clone())?;
+    let stored = StoredReply {
+        nonce: body.nonce.clone(),
+        keyset: body.keyset.clone(),
+        reply: wire::to_b64(&made.reply_bytes),
+    };
+    a.put(
+        kind::REPLY,
+        user_name,
+        user_name,
+        serde_json::to_vec(&stored).map_err(|e| AuthorityError::Encode(e.to_string()))?,
+    )?;
     let user = a.user_mut(user_name)?;
     if let Some(t) = user.temp_key.as_mut() {
         t.mark_spent();
@@ -614,15 +692,12 @@ pub fn write_reply(
 pub fn reply_again(dir: &Path, user: &str, reply: &Path) -> Result<(), AuthorityError> {
     let mut a = AuthorityDir::open_read(dir)?;
     a.user(user)?;
-    let bytes = a
-        .get(kind::REPLY, user, user)?
-        .ok_or_else(|| {
-            AuthorityError::BadRequest(format!(
-                "user {user:?} has no committed enrollment to reply to; process their request with `keyward authority process`"
-            ))
-        })?
-        .body
-        .clone();
+    let stored = stored_reply(&mut a, user)?.ok_or_else(|| {
+        AuthorityError::BadRequest(format!(
+            "user {user:?} has no committed enrollment to reply to; process their request with `keyward authority process`"
+        ))
+    })?;
+    let bytes = wire::b64(Path::new("reply record"), "reply", &stored.reply)?;
     write_reply(dir, user, reply, &bytes)
 }
 

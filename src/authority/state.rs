@@ -677,9 +677,13 @@ impl AuthorityDir {
     }
 }
 
-/// Test hook: `KEYWARD_FAULT=<point>` makes the named step fail.
+/// Test hook: `KEYWARD_FAULT=<point>` makes the named step fail, once per process (so that
+/// the failure itself can still be recorded).
 pub fn fault(dir: &Path, point: &str) -> Result<(), AuthorityError> {
-    if std::env::var("KEYWARD_FAULT").is_ok_and(|v| v == point) {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if std::env::var("KEYWARD_FAULT").is_ok_and(|v| v == point)
+        && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
         return Err(AuthorityError::Io {
             action: "write",
             path: dir.to_path_buf(),
