@@ -356,30 +356,27 @@ impl AuthorityDir {
         Ok(())
     }
 
-    /// Recomputes every bucket from its records (linear): refuses naming the records of the
-    /// first bucket that does not match its digest.
+    /// Recomputes every bucket from its records (linear, one bucket in memory at a time):
+    /// refuses naming the records of the first bucket that does not match its digest.
     pub fn verify_all(&mut self) -> Result<usize, AuthorityError> {
         if self.digests.is_empty() {
             self.digests = self.store.digests()?;
         }
-        let rows = self.store.all_rows()?;
-        let mut by_bucket: BTreeMap<u16, Vec<Row>> = BTreeMap::new();
-        let n = rows.len();
-        for r in rows {
-            if bucket_of(&r.owner) != r.bucket {
-                return Err(changed_records(std::slice::from_ref(&r)));
+        let mut n = 0;
+        for (b, d) in self.digests.clone().iter().enumerate() {
+            let b = u16::try_from(b).unwrap_or(u16::MAX);
+            let rows = self.store.bucket_rows(b)?;
+            if let Some(stray) = rows.iter().find(|r| bucket_of(&r.owner) != r.bucket) {
+                return Err(changed_records(std::slice::from_ref(stray)));
             }
-            by_bucket.entry(r.bucket).or_default().push(r);
+            if bucket_digest(&rows) != *d {
+                return Err(changed_records(&rows));
+            }
+            n += rows.len();
         }
-        for (b, d) in self.digests.iter().enumerate() {
-            let rows = u16::try_from(b)
-                .ok()
-                .and_then(|b| by_bucket.get(&b))
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            if bucket_digest(rows) != *d {
-                return Err(changed_records(rows));
-            }
+        // Records filed under no bucket at all.
+        if self.store.count_rows()? != n {
+            return Err(tampered("records were filed outside their buckets"));
         }
         Ok(n)
     }

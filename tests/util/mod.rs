@@ -366,13 +366,23 @@ impl P11Object {
 /// Parses `pkcs11-tool -O` output.
 pub fn parse_pkcs11_tool_objects(stdout: &str) -> Vec<P11Object> {
     let mut out: Vec<P11Object> = Vec::new();
+    let mut in_data = false;
     for line in stdout.lines() {
+        // Data objects (the authority's state head) are not keys: skipped whole, so their
+        // fields are not taken for the key listed before them.
+        if line.starts_with("Data object") {
+            in_data = true;
+            continue;
+        }
         if line.contains(" Object;") && !line.starts_with(' ') {
+            in_data = false;
             out.push(P11Object {
                 header: line.trim().to_string(),
                 fields: Default::default(),
             });
-        } else if let (Some(obj), Some((k, v))) = (out.last_mut(), line.split_once(':')) {
+        } else if let (false, Some(obj), Some((k, v))) =
+            (in_data, out.last_mut(), line.split_once(':'))
+        {
             if line.starts_with(' ') {
                 obj.fields
                     .insert(k.trim().to_string(), v.trim().to_string());

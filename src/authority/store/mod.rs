@@ -62,8 +62,8 @@ pub trait Store {
     fn bucket_rows(&self, bucket: u16) -> Result<Vec<Row>, StoreError>;
     /// Every record of one kind, ordered by key (listing, CRL: linear by design).
     fn rows_of_kind(&self, kind: &str) -> Result<Vec<Row>, StoreError>;
-    /// Every record (full verification).
-    fn all_rows(&self) -> Result<Vec<Row>, StoreError>;
+    /// How many records there are.
+    fn count_rows(&self) -> Result<usize, StoreError>;
     /// Inserts or replaces a record.
     fn put_row(&mut self, row: &Row) -> Result<(), StoreError>;
     /// Every bucket digest, in bucket order.

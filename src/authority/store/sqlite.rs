@@ -235,15 +235,11 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(self.e("read"))
     }
 
-    fn all_rows(&self) -> Result<Vec<Row>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {ROW_COLS} FROM records ORDER BY bucket, kind, key"
-            ))
-            .map_err(self.e("read"))?;
-        let rows = stmt.query_map([], row_of).map_err(self.e("read"))?;
-        rows.collect::<Result<_, _>>().map_err(self.e("read"))
+    fn count_rows(&self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .map_err(self.e("read"))
     }
 
     fn put_row(&mut self, row: &Row) -> Result<(), StoreError> {
