@@ -168,10 +168,15 @@ fn local(
     }
     let done = completion
         .commit(ctx.module()?, pin, new.as_ref())
-        .map_err(|e| Error::Usage(format!(
-            "the authority recorded the enrollment, but it could not be completed on your token: {e}; finish it with `keyward enroll --complete {}`",
-            reply_path.display()
-        )))?;
+        .map_err(|e| Error::Io {
+            action: "complete the enrollment on your token",
+            path: reply_path.clone(),
+            reason: format!(
+                "{e}; the authority recorded it, and the authority's reply is kept in {}; finish with `keyward enroll --complete {}`",
+                reply_path.display(),
+                reply_path.display()
+            ),
+        })?;
     for f in [&req_path, &reply_path] {
         let _ = std::fs::remove_file(f);
     }
