@@ -10,7 +10,7 @@ mod util;
 
 use keyward::authority::state::{bucket_digest, root_of, BUCKETS};
 use keyward::authority::store::Row;
-use util::{AuthorityBed, AUTHORITY_PIN, USER_PIN};
+use util::{AuthorityBed, USER_PIN};
 
 /// Exit status of "checked and found bad".
 const TAMPERED: i32 = 3;
@@ -166,7 +166,7 @@ fn an_unrevoked_user_is_caught_by_crl_recover_and_listing() {
 #[test]
 fn a_reset_attempt_counter_is_caught() {
     let bed = AuthorityBed::new(&["carl-card"], "CN=Counter CA");
-    let key = bed.add_user("carl", &[]);
+    bed.add_user("carl", &[]);
     let wrong = bed.add_user("someone-else", &[]);
     bed.request("carl", "carl 1", "carl-card", &wrong, "wrong.req")
         .ok();
@@ -182,7 +182,6 @@ fn a_reset_attempt_counter_is_caught() {
         .fails(TAMPERED, "user \"carl\"");
     bed.authority("recover", &["carl"])
         .fails(TAMPERED, "user \"carl\"");
-    let _ = key;
 }
 
 #[test]
@@ -326,5 +325,4 @@ fn an_auditor_verifies_a_copy_with_the_ca_certificate_alone() {
     bed.bed
         .run(&["authority", "log", "--dir", &copy_s, "--verify", "--ca", &other.ca])
         .fails(TAMPERED, "does not verify with the CA key");
-    let _ = AUTHORITY_PIN;
 }

@@ -57,7 +57,7 @@ pub mod kind {
 /// The bucket of a record owned by `owner`.
 pub fn bucket_of(owner: &str) -> u16 {
     let h = Sha256::digest(owner.as_bytes());
-    (u16::from_be_bytes([h[0], h[1]])) % BUCKETS
+    u16::from_be_bytes([h[0], h[1]]) % BUCKETS
 }
 
 fn leaf(row: &Row) -> [u8; 32] {
@@ -288,11 +288,11 @@ impl AuthorityDir {
         let (label, pending_label) = head_labels(&self.config);
         let current = read_head(session, &label)?;
         let pending = read_head(session, &pending_label)?;
-        if current.as_deref() == Some(expected.as_str()) {
-        } else if pending.as_deref() == Some(expected.as_str()) {
+        let is_expected = |head: &Option<String>| head.as_deref() == Some(expected.as_str());
+        if !is_expected(&current) && is_expected(&pending) {
             // A command committed and was stopped before it could promote its head.
             session.write_data_object(&label, expected.as_bytes())?;
-        } else {
+        } else if !is_expected(&current) {
             return Err(match current {
                 None => tampered(
                     "the authority's token holds no state head for this authority: the state was not made on this token, or its head was removed",
