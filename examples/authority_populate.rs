@@ -20,7 +20,10 @@ use secrecy::SecretString;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or("usage: authority_populate DIR COUNT")?);
-    let count: usize = args.next().ok_or("usage: authority_populate DIR COUNT")?.parse()?;
+    let count: usize = args
+        .next()
+        .ok_or("usage: authority_populate DIR COUNT")?
+        .parse()?;
     let pin = SecretString::from(std::env::var("KEYWARD_PIN")?);
     let path = std::env::var("KEYWARD_MODULE")
         .map(PathBuf::from)

@@ -650,7 +650,8 @@ fn operator_mistakes_are_refused_and_an_edited_audit_log_is_caught() {
             vec![]
         };
         for (sub, args) in changing {
-            bed.authority(sub, &args).fails(3, "changed outside keyward");
+            bed.authority(sub, &args)
+                .fails(3, "changed outside keyward");
             assert_eq!(bed.state_file("users.toml"), users, "{what}: {sub} acted");
         }
         restore();

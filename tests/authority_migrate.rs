@@ -29,7 +29,13 @@ fn make_legacy(bed: &AuthorityBed) {
     log.append("operator:test", "init", "CN=Old CA", "ok", "made by hand")
         .unwrap();
     let (seq, hash) = log
-        .append("operator:test", "add-user", "pat", "ok", "temporary key valid for 72h")
+        .append(
+            "operator:test",
+            "add-user",
+            "pat",
+            "ok",
+            "temporary key valid for 72h",
+        )
         .unwrap();
     let mut cfg = config.as_object().unwrap().clone();
     cfg.remove("ca_pem");
@@ -67,8 +73,14 @@ fn a_toml_authority_is_migrated_once_and_then_works() {
 
     let run = bed.authority("migrate", &[]).ok();
     assert!(run.stdout.contains("1 users"), "{}", run.stdout);
-    assert!(run.stdout.contains("old audit log of 2 entries"), "{}", run.stdout);
-    assert!(Path::new(&bed.dir).join("pre-migration/users.toml").exists());
+    assert!(
+        run.stdout.contains("old audit log of 2 entries"),
+        "{}",
+        run.stdout
+    );
+    assert!(Path::new(&bed.dir)
+        .join("pre-migration/users.toml")
+        .exists());
     bed.authority("migrate", &[]).fails(1, "migrated already");
     assert_eq!(bed.user("pat")["state"], "pending");
     let verified = bed.authority("log", &["--verify"]).ok();

@@ -324,8 +324,9 @@ fn capture(bed: &TestBed, what: &Inspect) -> State {
 /// after" compare records, not SQLite pages.
 fn database_files(db: &Path, rel: &str, out: &mut BTreeMap<String, Vec<u8>>) {
     let dir = rel.trim_end_matches("authority.db");
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open authority.db");
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open authority.db");
     let mut rows = conn
         .prepare("SELECT kind, key, owner, body FROM records ORDER BY kind, key")
         .expect("the authority's schema");

@@ -118,8 +118,14 @@ fn a_forged_temporary_key_is_refused_and_releases_no_archived_key() {
     alice["state"] = "recovering".into();
     alice["temp_key"] = evil_alice["temp_key"].clone();
     set_user_record(&bed, "alice", &alice);
-    bed.request("alice", "alice 2", "mallory-card", &forged_key, "forged.req")
-        .ok();
+    bed.request(
+        "alice",
+        "alice 2",
+        "mallory-card",
+        &forged_key,
+        "forged.req",
+    )
+    .ok();
 
     // The PIN holder processes it: refused, naming alice, and no reply.
     bed.process("forged.req", "forged.reply")
@@ -138,7 +144,8 @@ fn a_forged_temporary_key_is_refused_and_releases_no_archived_key() {
 fn an_unrevoked_user_is_caught_by_crl_recover_and_listing() {
     let bed = AuthorityBed::new(&["bob-card"], "CN=Revoke CA");
     let key = bed.add_user("bob", &[]);
-    bed.enroll_local("bob", "bob 1", "bob-card", &key, &[], &[]).ok();
+    bed.enroll_local("bob", "bob 1", "bob-card", &key, &[], &[])
+        .ok();
     let before_revoke = user_record(&bed, "bob");
     bed.authority("revoke", &["bob", "--reason", "keyCompromise"])
         .ok();
@@ -195,13 +202,22 @@ fn a_rewritten_audit_log_and_head_are_caught() {
     // chain's head and the last root: everything but the signatures.
     let db = bed.db().unwrap();
     let mut stmt = db
-        .prepare("SELECT seq, time, actor, action, subject, outcome, detail FROM audit ORDER BY seq")
+        .prepare(
+            "SELECT seq, time, actor, action, subject, outcome, detail FROM audit ORDER BY seq",
+        )
         .unwrap();
     let rows: Vec<(u64, [String; 6])> = stmt
         .query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)? as u64,
-                [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
+                [
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ],
             ))
         })
         .unwrap()
@@ -317,12 +333,28 @@ fn an_auditor_verifies_a_copy_with_the_ca_certificate_alone() {
     let copy_s = copy.to_string_lossy().into_owned();
     let ok = bed
         .bed
-        .run(&["authority", "log", "--dir", &copy_s, "--verify", "--ca", &bed.ca])
+        .run(&[
+            "authority",
+            "log",
+            "--dir",
+            &copy_s,
+            "--verify",
+            "--ca",
+            &bed.ca,
+        ])
         .ok();
     assert!(ok.stdout.contains("3 entries"), "{}", ok.stdout);
     // Against another authority's CA, the same copy fails.
     let other = AuthorityBed::new(&[], "CN=Other CA");
     bed.bed
-        .run(&["authority", "log", "--dir", &copy_s, "--verify", "--ca", &other.ca])
+        .run(&[
+            "authority",
+            "log",
+            "--dir",
+            &copy_s,
+            "--verify",
+            "--ca",
+            &other.ca,
+        ])
         .fails(TAMPERED, "does not verify with the CA key");
 }

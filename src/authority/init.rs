@@ -128,7 +128,12 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
                 }
             }
         }
-        for f in ["ca.pem", DB_INIT, "authority.db.init-wal", "authority.db.init-shm"] {
+        for f in [
+            "ca.pem",
+            DB_INIT,
+            "authority.db.init-wal",
+            "authority.db.init-shm",
+        ] {
             let _ = std::fs::remove_file(req.dir.join(f));
         }
     }

@@ -45,8 +45,8 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
     }
     let old = legacy::read(dir)?;
     let log = super::audit::AuditLog::open(&dir.join("audit.log"));
-    let head = (old.config.log_seq > 0)
-        .then_some((old.config.log_seq, old.config.log_hash.as_str()));
+    let head =
+        (old.config.log_seq > 0).then_some((old.config.log_seq, old.config.log_hash.as_str()));
     let log_entries = log.verify(head)?;
     let mut session = open_authority_token(ch.module, &old.config, ch.pin, ch.policy)?;
 
@@ -70,7 +70,10 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
             done.certificates += 1;
         }
         for arch in &user.archive {
-            let blob = read(dir, &format!("archive/{}/{}.kwp", user.name, arch.cert_serial))?;
+            let blob = read(
+                dir,
+                &format!("archive/{}/{}.kwp", user.name, arch.cert_serial),
+            )?;
             a.put(kind::ARCHIVE, &arch.cert_serial, &user.name, blob)?;
             done.archived_keys += 1;
         }
@@ -95,7 +98,13 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
     // The store is in place and is all keyward reads now; the old files move aside.
     let aside = dir.join("pre-migration");
     std::fs::create_dir_all(&aside).map_err(|e| state::io("create", &aside, &e))?;
-    for name in ["authority.toml", "users.toml", "audit.log", "issued", "archive"] {
+    for name in [
+        "authority.toml",
+        "users.toml",
+        "audit.log",
+        "issued",
+        "archive",
+    ] {
         let from = dir.join(name);
         if from.exists() {
             std::fs::rename(&from, aside.join(name)).map_err(|e| state::io("move", &from, &e))?;

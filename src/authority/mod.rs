@@ -18,8 +18,8 @@ pub mod x509;
 
 use std::path::PathBuf;
 
-pub use state::{AuthorityDir, UserState};
 pub use records::UserRecord;
+pub use state::{AuthorityDir, UserState};
 
 use crate::home::ConfigError;
 use crate::token::TokenError;

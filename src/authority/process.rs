@@ -21,8 +21,7 @@ use crate::enroll::wire::{self, ReplyBody, ReplyKey, RequestBody, Signed};
 use crate::keyset::ops::unhex_id;
 use crate::keyset::PublicKey;
 use crate::token::{
-    DecryptionPair, Module, OaepHash, ObjectKindFilter, ObjectRef, TokenSession,
-    UnwrapTemplate,
+    DecryptionPair, Module, OaepHash, ObjectKindFilter, ObjectRef, TokenSession, UnwrapTemplate,
 };
 
 /// How long user certificates are valid.
@@ -138,9 +137,11 @@ fn stored_reply(a: &mut AuthorityDir, user: &str) -> Result<Option<StoredReply>,
     let Some(row) = a.get(kind::REPLY, user, user)? else {
         return Ok(None);
     };
-    serde_json::from_slice(&row.body)
-        .map(Some)
-        .map_err(|e| tampered(&format!("the reply record of user {user:?} does not parse: {e}")))
+    serde_json::from_slice(&row.body).map(Some).map_err(|e| {
+        tampered(&format!(
+            "the reply record of user {user:?} does not parse: {e}"
+        ))
+    })
 }
 
 /// When `request` was processed already (its nonce is the user's last recorded reply's),
@@ -223,8 +224,13 @@ impl Prepared {
     /// Leaves the authority as it was, logging why the reply was not used.
     pub fn abandon(mut self, module: &Module, pin: &SecretString, why: &str) {
         let detail = format!("reply made but not used, nothing recorded: {why}");
-        self.a
-            .audit("operator", "process", &self.req.body.user, "failed", &detail);
+        self.a.audit(
+            "operator",
+            "process",
+            &self.req.body.user,
+            "failed",
+            &detail,
+        );
         if let Err(e) = self.a.commit(module, &mut self.session, pin) {
             log::error!("could not record the abandoned request in the audit log: {e}");
         }
@@ -244,7 +250,14 @@ pub fn prepare(ch: &Change<'_>, dir: &Path, request: &Path) -> Result<Prepared, 
                 || request.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
             );
-            record_failure(ch, &mut a, &mut session, &format!("request {name}"), "refused", &e);
+            record_failure(
+                ch,
+                &mut a,
+                &mut session,
+                &format!("request {name}"),
+                "refused",
+                &e,
+            );
             return Err(e);
         }
     };
@@ -591,7 +604,12 @@ fn commit(
     let now = now_rfc3339();
     let not_after =
         humantime::format_rfc3339_seconds(SystemTime::now() + USER_CERT_LIFETIME).to_string();
-    a.put(kind::ARCHIVE, &enc_serial, user_name, made.archive_blob.clone())?;
+    a.put(
+        kind::ARCHIVE,
+        &enc_serial,
+        user_name,
+        made.archive_blob.clone(),
+    )?;
     for (serial, cert) in [
         (&sig_serial, &made.signing_cert),
         (&enc_serial, &made.encryption_cert),
@@ -700,4 +718,3 @@ pub fn reply_again(dir: &Path, user: &str, reply: &Path) -> Result<(), Authority
     let bytes = wire::b64(Path::new("reply record"), "reply", &stored.reply)?;
     write_reply(dir, user, reply, &bytes)
 }
-

@@ -135,4 +135,3 @@ pub struct UserRecord {
     #[serde(flatten)]
     pub extra: toml::Table,
 }
-

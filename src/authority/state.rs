@@ -63,7 +63,11 @@ pub fn bucket_of(owner: &str) -> u16 {
 fn leaf(row: &Row) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"keyward-record-v1\0");
-    for part in [row.kind.as_bytes(), row.key.as_bytes(), row.owner.as_bytes()] {
+    for part in [
+        row.kind.as_bytes(),
+        row.key.as_bytes(),
+        row.owner.as_bytes(),
+    ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -413,7 +417,12 @@ impl AuthorityDir {
     }
 
     /// A record, checked.
-    pub fn get(&mut self, kind: &str, key: &str, owner: &str) -> Result<Option<&Row>, AuthorityError> {
+    pub fn get(
+        &mut self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+    ) -> Result<Option<&Row>, AuthorityError> {
         let b = bucket_of(owner);
         self.load_bucket(b)?;
         Ok(self
@@ -528,7 +537,9 @@ impl AuthorityDir {
         pin: &secrecy::SecretString,
     ) -> Result<(), AuthorityError> {
         if !self.vouched || !self.writable {
-            return Err(tampered("the state was not checked against the token before a change"));
+            return Err(tampered(
+                "the state was not checked against the token before a change",
+            ));
         }
         if self.entries.is_empty() {
             self.store.rollback()?;
@@ -563,12 +574,9 @@ impl AuthorityDir {
         }
         let root = hex(&root_of(&self.digests));
         // Audit entries, chained; the last one is the checkpoint.
-        let (mut seq, mut prev) = self
-            .last
-            .as_ref()
-            .map_or((0, GENESIS.to_string()), |l| {
-                (l.entry.seq, l.entry.hash.clone())
-            });
+        let (mut seq, mut prev) = self.last.as_ref().map_or((0, GENESIS.to_string()), |l| {
+            (l.entry.seq, l.entry.hash.clone())
+        });
         let entries = std::mem::take(&mut self.entries);
         let count = entries.len();
         let mut last_row = None;
@@ -594,7 +602,8 @@ impl AuthorityDir {
             };
             if i + 1 == count {
                 row.root = Some(root.clone());
-                row.signature = Some(self.sign_checkpoint(module, session, pin, seq, &prev, &root)?);
+                row.signature =
+                    Some(self.sign_checkpoint(module, session, pin, seq, &prev, &root)?);
             }
             self.store.audit_append(&row)?;
             last_row = Some(row);
@@ -702,7 +711,10 @@ pub fn verify_chain(rows: &[AuditRow], ca: &PublicKey) -> Result<(u64, String), 
             return Err(log_broken(want, "entries are missing or out of order"));
         }
         if e.prev != prev {
-            return Err(log_broken(e.seq, "it does not chain to the entry before it"));
+            return Err(log_broken(
+                e.seq,
+                "it does not chain to the entry before it",
+            ));
         }
         if e.compute_hash()? != e.hash {
             return Err(log_broken(e.seq, "its contents do not match its hash"));
@@ -762,7 +774,10 @@ pub fn ca_key_of(pem: &str) -> Result<PublicKey, AuthorityError> {
 
 fn parse_user(row: &Row) -> Result<UserRecord, AuthorityError> {
     serde_json::from_slice(&row.body).map_err(|e| {
-        tampered(&format!("the record of user {:?} does not parse: {e}", row.key))
+        tampered(&format!(
+            "the record of user {:?} does not parse: {e}",
+            row.key
+        ))
     })
 }
 
@@ -827,7 +842,10 @@ pub fn clean_temp_files(dir: &Path) {
         let name = name.to_string_lossy();
         if name.starts_with(".keyward-") || name.ends_with(".db.init") {
             if let Err(err) = std::fs::remove_file(e.path()) {
-                log::warn!("could not remove the leftover {}: {err}", e.path().display());
+                log::warn!(
+                    "could not remove the leftover {}: {err}",
+                    e.path().display()
+                );
             }
         }
     }

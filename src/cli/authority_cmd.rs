@@ -240,7 +240,9 @@ fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
 
 fn revoke(ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
     let why = reason(&a.reason)?;
-    let n = with_change(ctx, &a.dir, |ch| authority::users::revoke(ch, &a.dir, &a.user, why))?;
+    let n = with_change(ctx, &a.dir, |ch| {
+        authority::users::revoke(ch, &a.dir, &a.user, why)
+    })?;
     outln!(
         "revoked user {:?} and {n} certificates; publish a new CRL with `keyward authority crl`",
         a.user

@@ -106,7 +106,13 @@ fn local(
     let stem: String = name
         .as_str()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let req_path = replies.join(format!("{stem}.request"));
     let reply_path = replies.join(format!("{stem}.reply"));

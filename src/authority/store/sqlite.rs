@@ -157,7 +157,11 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         owner: r.get(2)?,
         bucket: r.get(3)?,
         // TEXT or BLOB alike: an edit made with another tool may change the column's type.
-        body: r.get_ref(4)?.as_bytes_or_null()?.unwrap_or_default().to_vec(),
+        body: r
+            .get_ref(4)?
+            .as_bytes_or_null()?
+            .unwrap_or_default()
+            .to_vec(),
     })
 }
 
@@ -320,11 +324,9 @@ impl Store for SqliteStore {
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(self.e("read"))
     }
