@@ -37,13 +37,28 @@ for size in small large; do
         KEYWARD_TEMP_KEY="$(cat "$size-p$i.key")" "$K" enroll --user "$size-p$i" --keyset "$size-p$i" \
             --token user --authority-cert "$size.pem" -o "$size-p$i.req" >/dev/null 2>&1
     done
-    result[$size,add-user]=$(for i in $(seq "$N"); do us "$K" authority add-user --dir "$size" "$size-a$i"; done | median)
-    result[$size,process]=$(for i in $(seq "$N"); do us "$K" authority process --dir "$size" "$size-p$i.req" -o "$size-p$i.reply"; done | median)
-    result[$size,revoke]=$(for i in $(seq "$N"); do us "$K" authority revoke --dir "$size" "$size-p$i"; done | median)
-    result[$size,users]=$(for i in 1 2 3; do us "$K" authority users --dir "$size"; done | median)
-    result[$size,crl]=$(for i in 1 2 3; do us "$K" authority crl --dir "$size" -o "$size.crl"; done | median)
-    "$K" authority log --dir "$size" --verify >/dev/null
 done
+sync
+# Small and large alternate run by run, so that other load on the machine falls on both alike.
+time_both() { # NAME RUNS COMMAND (@S: the size, @I: the run)
+    local name=$1 runs=$2 tmpl=$3 i size
+    for i in $(seq "$runs"); do
+        for size in small large; do
+            local cmd=${tmpl//@S/$size}; cmd=${cmd//@I/$i}
+            # shellcheck disable=SC2086
+            echo "$size $(us $cmd)"
+        done
+    done > "times-$name"
+    for size in small large; do
+        result[$size,$name]=$(awk -v s="$size" '$1 == s {print $2}' "times-$name" | median)
+    done
+}
+time_both add-user "$N" "$K authority add-user --dir @S @S-a@I"
+time_both process "$N" "$K authority process --dir @S @S-p@I.req -o @S-p@I.reply"
+time_both revoke "$N" "$K authority revoke --dir @S @S-p@I"
+time_both users 3 "$K authority users --dir @S"
+time_both crl 3 "$K authority crl --dir @S -o @S.crl"
+for size in small large; do "$K" authority log --dir "$size" --verify >/dev/null; done
 printf '%-22s %14s %14s %8s\n' command "$SMALL users" "$LARGE users" ratio
 for c in add-user process revoke users crl; do
     a=${result[small,$c]}; b=${result[large,$c]}

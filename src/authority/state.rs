@@ -206,6 +206,15 @@ impl AuthorityDir {
         Ok(a)
     }
 
+    /// Opens the state read-only without checking it: only to show the audit log of a state
+    /// that fails its checks, so that it can be investigated.
+    pub fn open_unchecked(dir: &Path) -> Result<AuthorityDir, AuthorityError> {
+        check_is_authority(dir)?;
+        let mut store = SqliteStore::open(&dir.join(DB_FILE), false)?;
+        store.begin_read()?;
+        Self::from_store(dir, Box::new(store), false)
+    }
+
     /// A new authority's state in `store` (already created, empty), to be committed once.
     pub fn create(
         dir: &Path,
