@@ -624,8 +624,17 @@ impl AuthorityDir {
         // the database (before) or the database ahead of the token's head (after).
         self.fault("db-commit")?;
         self.store.commit()?;
-        self.fault("head-promote")?;
-        session.write_data_object(&label, head.as_bytes())?;
+        // Recorded. Promoting the head can fail now without harm: the token's pending head is
+        // this state, and the next command promotes it. So the command still succeeds (and
+        // shows what it made, such as a temporary key).
+        let promoted = self.fault("head-promote").and_then(|()| {
+            session
+                .write_data_object(&label, head.as_bytes())
+                .map_err(AuthorityError::from)
+        });
+        if let Err(e) = promoted {
+            log::warn!("the change is recorded; the token's head will be updated by the next command ({e})");
+        }
         self.last = last_row;
         self.dirty_rows.clear();
         self.config_dirty = false;
