@@ -62,10 +62,11 @@ impl Error {
         }
     }
 
-    /// The process exit status for this error: 2 for usage errors, 1 otherwise.
+    /// The process exit status for this error: 2 for usage errors, 3 for a tampered authority state, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
+            Error::Authority(crate::authority::AuthorityError::Tampered { .. }) => 3,
             _ => 1,
         }
     }

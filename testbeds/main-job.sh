@@ -43,8 +43,8 @@ run authority cert --dir "$AUTH" > authority-certs.pem
 echo "(authority-certs.pem is what users enroll against)"
 
 step "Authority: add Alice and Bob; each gets a one-time temporary key"
-run authority add-user --dir "$AUTH" alice --email alice@example.org > alice.tempkey
-run authority add-user --dir "$AUTH" bob --email bob@example.org > bob.tempkey
+run authority add-user --dir "$AUTH" alice --email alice@example.org --pin-file authority.pin > alice.tempkey
+run authority add-user --dir "$AUTH" bob --email bob@example.org --pin-file authority.pin > bob.tempkey
 echo "alice's temporary key: $(cat alice.tempkey)   bob's: $(cat bob.tempkey)"
 
 step "Alice: enroll with a local authority in one command (keyset 'Alice 2026', security high)"
@@ -93,7 +93,7 @@ secret wrong.pin 'is-it-this-one'
 run keyset sign "Bob 2026" report.txt -o bob.sig --pin-file wrong.pin || true
 
 step "Authority: recover Bob — his certificates are revoked, he gets a new temporary key"
-run authority recover --dir "$AUTH" bob > bob-recover.tempkey
+run authority recover --dir "$AUTH" bob --pin-file authority.pin > bob-recover.tempkey
 run authority crl --dir "$AUTH" -o authority.crl --pin-file authority.pin
 
 step "Admin: re-initialise Bob's token (new user PIN)"
@@ -109,8 +109,11 @@ if true; then
     run read --keyset "Bob 2026 (recovered)" letter.p7m --pin-file bob-new.pin
 fi
 
-step "Authority: the audit log, and its hash chain checked"
+step "Authority: the audit log, and its signed chain checked (and by an auditor: a copy and the CA certificate, no PIN)"
 run authority log --dir "$AUTH"
 run authority log --dir "$AUTH" --verify
+mkdir audit-copy && sqlite3 "$AUTH/authority.db" ".backup audit-copy/authority.db"
+run authority cert --dir "$AUTH" > ca-bundle.pem
+run authority log --dir audit-copy --verify --ca ca-bundle.pem
 
 printf '\nmain job done: every step ran against real SoftHSM2 tokens in %s (now removed).\n' "$work"

@@ -657,8 +657,8 @@ impl OpensslCa {
 
     /// The authority of `bed`: its CA certificate, its CA key on the authority token.
     fn ours(bed: &AuthorityBed, dir: &str) -> OpensslCa {
-        let state = String::from_utf8(bed.state_file("authority.toml")).unwrap();
-        let state: toml::Table = toml::from_str(&state).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_slice(&bed.state_file("authority.toml")).unwrap();
         let id = pct(state["ca_key_id"].as_str().unwrap());
         let uri = format!(
             "pkcs11:token={AUTHORITY_TOKEN};id={id};type=private;pin-value={AUTHORITY_PIN}"

@@ -1,5 +1,6 @@
 //! The TOML loaders of keyward's own files: the keyset registry (`keysets.toml`), the
-//! configuration (`config.toml`) and the authority's `authority.toml` and `users.toml`. A file
+//! configuration (`config.toml`) and the old-format authority's `authority.toml` and `users.toml`
+//! (what `authority migrate` reads). A file
 //! that does not parse must be an error with a line and column, never a panic; a registry that
 //! parses must be written back (`Registry::render`) as text that parses to the same keysets and
 //! renders the same again, or a save would lose or change records.
@@ -9,7 +10,8 @@
 
 use std::path::Path;
 
-use keyward::authority::state::{AuthorityConfig, UsersFile};
+use keyward::authority::legacy::UsersFile;
+use keyward::authority::state::AuthorityConfig;
 use keyward::home::{parse_toml, ConfigError};
 use keyward::keyset::Registry;
 use keyward::Config;

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use secrecy::SecretString;
 
 use super::signer::CaSigner;
-use super::state::{now_rfc3339, AuthorityConfig, AuthorityDir, SCHEMA};
+use super::state::{self, head_labels, now_rfc3339, AuthorityConfig, AuthorityDir, SCHEMA};
+use super::store::sqlite::{SqliteStore, DB_FILE};
 use super::x509::{self, CertParams, CertProfile};
 use super::AuthorityError;
 use crate::keyset::csr::parse_subject;
@@ -44,9 +45,49 @@ struct KeyIds {
     archive: Vec<u8>,
 }
 
+/// What every change to an authority needs: the module, the authority token's PIN and the
+/// login policy. Every command that changes the state logs in to the token first.
+pub struct Change<'a> {
+    /// The module.
+    pub module: &'a Module,
+    /// The authority token's user PIN.
+    pub pin: &'a SecretString,
+    /// `--final-try`.
+    pub policy: LoginPolicy,
+}
+
+/// Opens the authority for a change: its lock and transaction, a login to its token, and the
+/// state checked against what the token vouches for.
+pub fn open_vouched(
+    ch: &Change<'_>,
+    dir: &Path,
+) -> Result<(AuthorityDir, TokenSession), AuthorityError> {
+    let mut a = AuthorityDir::open_locked(dir)?;
+    let session = open_authority_token(ch.module, &a.config, ch.pin, ch.policy)?;
+    a.vouch(&session)?;
+    Ok((a, session))
+}
+
+/// The database of an authority being created, renamed to [`DB_FILE`] once committed.
+const DB_INIT: &str = "authority.db.init";
+
 /// Creates the authority. On failure, keys made on the token are destroyed and no state is written.
 pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, AuthorityError> {
     let subject = parse_subject(req.name).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let exists = |d: &Path| d.join(DB_FILE).exists() || d.join("authority.toml").exists();
+    if exists(req.dir) {
+        return Err(AuthorityError::AlreadyExists {
+            dir: req.dir.to_path_buf(),
+        });
+    }
+    std::fs::create_dir_all(req.dir).map_err(|e| state::io("create", req.dir, &e))?;
+    let _lock = state::lock_dir(req.dir)?;
+    if exists(req.dir) {
+        return Err(AuthorityError::AlreadyExists {
+            dir: req.dir.to_path_buf(),
+        });
+    }
+    state::clean_temp_files(req.dir);
     let placeholder = AuthorityConfig {
         schema: SCHEMA,
         name: req.name.to_string(),
@@ -62,20 +103,22 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         log_seq: 0,
         log_hash: String::new(),
         created: now_rfc3339(),
+        ca_pem: String::new(),
         extra: toml::Table::new(),
     };
-    let mut dir = AuthorityDir::create_locked(req.dir, placeholder)?;
+    let mut config = placeholder;
     let mut session = req.token.open_rw(module)?;
     session.login(module, PinRole::User, req.pin, req.policy)?;
     // The archive and every delivery wrap with RFC 5649: refused before any key is made.
     crate::enroll::delivery::authority_wrap(&session, module)?;
-    dir.config.wraps_cbc_pad = session.cbc_pad_wraps(module)?;
+    config.wraps_cbc_pad = session.cbc_pad_wraps(module)?;
     let ids = KeyIds {
         ca: session.random(16)?,
         exchange: session.random(16)?,
         archive: session.random(16)?,
     };
-    let result = make_everything(module, &mut session, &mut dir, &ids, &subject, req.pin);
+    let result = make_everything(module, &mut session, &mut config, &ids, &subject, req.pin)
+        .and_then(|()| write_state(module, &mut session, req.dir, &config, req.pin));
     if result.is_err() {
         let mut fresh = session.for_cleanup(module);
         let session = fresh.as_mut().unwrap_or(&mut session);
@@ -84,17 +127,66 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
                 log::error!("could not remove key {} after a failed init: {e}", hex(id));
             }
         }
-        for f in ["ca.pem", "users.toml", "audit.log", "authority.toml"] {
-            let _ = std::fs::remove_file(dir.path(f));
+        if !config.ca_key_id.is_empty() {
+            let (head, pending) = head_labels(&config);
+            for label in [head, pending] {
+                if let Err(e) = session.destroy_data_object(&label) {
+                    log::error!("could not remove {label:?} after a failed init: {e}");
+                }
+            }
+        }
+        for f in [
+            "ca.pem",
+            DB_INIT,
+            "authority.db.init-wal",
+            "authority.db.init-shm",
+        ] {
+            let _ = std::fs::remove_file(req.dir.join(f));
         }
     }
-    result.map(|()| dir.config.clone())
+    result.map(|()| config)
+}
+
+/// Writes the new authority's database (configuration and the `init` entry, committed with
+/// its first checkpoint and token head) under a temporary name, then puts it in place.
+fn write_state(
+    module: &Module,
+    session: &mut TokenSession,
+    dir: &Path,
+    config: &AuthorityConfig,
+    pin: &SecretString,
+) -> Result<(), AuthorityError> {
+    let tmp = dir.join(DB_INIT);
+    let _ = std::fs::remove_file(&tmp);
+    let store = SqliteStore::create(&tmp, state::BUCKETS)?;
+    let mut a = AuthorityDir::create(dir, Box::new(store), config.clone(), None)?;
+    let detail = format!(
+        "token {:?} serial {}; exchange OAEP {:?}; delivery by import {}",
+        config.token_label,
+        config.token_serial,
+        config.exchange_oaep,
+        if config.allow_import {
+            "allowed"
+        } else {
+            "not allowed"
+        }
+    );
+    a.audit("operator", "init", &config.name, "ok", &detail);
+    a.commit(module, session, pin)?;
+    drop(a);
+    std::fs::rename(&tmp, dir.join(DB_FILE)).map_err(|e| state::io("create", &tmp, &e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| state::io("sync", dir, &e))?;
+    // A copy for people and tools; keyward itself reads the one in the database.
+    crate::keyset::registry::write_atomic(&dir.join("ca.pem"), config.ca_pem.as_bytes())
+        .map_err(|e| state::io("write", &dir.join("ca.pem"), &e))
 }
 
 fn make_everything(
     module: &Module,
     session: &mut TokenSession,
-    dir: &mut AuthorityDir,
+    config: &mut AuthorityConfig,
     ids: &KeyIds,
     subject: &x509_cert::name::Name,
     pin: &SecretString,
@@ -174,26 +266,11 @@ fn make_everything(
         x509::cert_to_pem(&exchange)?
     );
 
-    dir.config.ca_key_id = hex(&ids.ca);
-    dir.config.exchange_key_id = hex(&ids.exchange);
-    dir.config.archive_key_id = hex(&ids.archive);
-    dir.config.exchange_oaep = oaep;
-    dir.write_file("ca.pem", bundle.as_bytes())?;
-    dir.save_users()?;
-    dir.save_config()?;
-    let detail = format!(
-        "token {:?} serial {}; exchange OAEP {:?}; delivery by import {}",
-        dir.config.token_label,
-        dir.config.token_serial,
-        oaep,
-        if dir.config.allow_import {
-            "allowed"
-        } else {
-            "not allowed"
-        }
-    );
-    let name = dir.config.name.clone();
-    dir.audit("operator", "init", &name, "ok", &detail)?;
+    config.ca_key_id = hex(&ids.ca);
+    config.exchange_key_id = hex(&ids.exchange);
+    config.archive_key_id = hex(&ids.archive);
+    config.exchange_oaep = oaep;
+    config.ca_pem = bundle;
     Ok(())
 }
 

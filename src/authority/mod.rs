@@ -1,19 +1,25 @@
 //! The enrollment authority: users, temporary keys, certificates, key archive and recovery,
-//! revocation, CRL and audit log. State lives in a directory; keys on the authority's token.
+//! revocation, CRL and audit log. State lives in a [`store::Store`] (SQLite in the authority's
+//! directory), vouched for by the authority's token; keys live on that token.
 
 pub mod audit;
 pub mod crl;
 pub mod init;
+pub mod legacy;
+pub mod migrate;
 pub mod process;
+pub mod records;
 pub mod signer;
 pub mod state;
+pub mod store;
 pub mod tempkey;
 pub mod users;
 pub mod x509;
 
 use std::path::PathBuf;
 
-pub use state::{AuthorityDir, UserRecord, UserState};
+pub use records::UserRecord;
+pub use state::{AuthorityDir, UserState};
 
 use crate::home::ConfigError;
 use crate::token::TokenError;
@@ -44,11 +50,42 @@ pub enum AuthorityError {
     #[error(transparent)]
     Key(#[from] crate::keyset::pubkey::KeyError),
     /// The directory holds no authority.
-    #[error("{} is not an authority directory (no authority.toml); create one with `keyward authority init --dir DIR --token URI`", .dir.display())]
+    #[error("{} is not an authority directory (no authority.db); create one with `keyward authority init --dir DIR --token URI`", .dir.display())]
     NotAnAuthority {
         /// The directory.
         dir: PathBuf,
     },
+    /// A schema-1 (TOML) authority directory.
+    #[error("{} holds an authority in the old TOML format; convert it once with `keyward authority migrate --dir {}`", .dir.display(), .dir.display())]
+    NeedsMigration {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// `authority migrate` a second time.
+    #[error("{} was migrated already (it holds authority.db); there is nothing to convert", .dir.display())]
+    AlreadyMigrated {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The state or the audit log was changed outside keyward.
+    #[error("the authority's state was changed outside keyward: {what}; nothing was done — keep a copy of the directory, investigate, and restore it from a trusted backup")]
+    Tampered {
+        /// What does not verify.
+        what: String,
+    },
+    /// A committed enrollment whose reply file could not be written.
+    #[error("the enrollment of user {user:?} is recorded, but its reply could not be written to {}: {reason}; write it again with `keyward authority reply --dir DIR {user} -o REPLY`", .reply.display())]
+    ReplyNotWritten {
+        /// The user.
+        user: String,
+        /// Where it was to go.
+        reply: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// `authority init` on an existing authority.
     #[error("{} already holds an authority; choose another --dir", .dir.display())]
     AlreadyExists {

@@ -8,9 +8,11 @@ use der::{DecodePem, Encode};
 use secrecy::SecretString;
 use x509_cert::request::CertReq;
 
-use super::init::open_authority_token;
+use super::init::{open_vouched, Change};
 use super::signer::{CaSigner, REPLY_SIGNATURE_ALGORITHM};
-use super::state::{now_rfc3339, ArchivedKey, AuthorityDir, CertKind, IssuedCert, UserState};
+use super::state::{
+    kind, now_rfc3339, tampered, ArchivedKey, AuthorityDir, CertKind, IssuedCert, UserState,
+};
 use super::tempkey::{TempKey, TempKeyCheck};
 use super::users::state_error;
 use super::x509::{self, CertParams, CertProfile, TbsSigner};
@@ -20,8 +22,8 @@ use crate::enroll::wire::{self, ReplyBody, ReplyKey, RequestBody, Signed};
 use crate::keyset::ops::unhex_id;
 use crate::keyset::PublicKey;
 use crate::token::{
-    DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter, ObjectRef, Rfc5649Mechanism,
-    TokenSession, UnwrapTemplate,
+    DecryptionPair, Module, OaepHash, ObjectKindFilter, ObjectRef, Rfc5649Mechanism, TokenSession,
+    UnwrapTemplate,
 };
 
 /// How long user certificates are valid.
@@ -109,24 +111,101 @@ pub fn parse_request(path: &Path, text: &str) -> Result<VerifiedRequest, Authori
     })
 }
 
-/// Processes a request file into a reply file.
+/// Processes a request file into a reply file. A request whose enrollment is already recorded
+/// (the command was stopped after recording it, before or while writing the reply) gets that
+/// reply again: no crash loses or duplicates an enrollment.
 pub fn process(
-    module: &Module,
+    ch: &Change<'_>,
     dir: &Path,
     request: &Path,
     reply: &Path,
-    pin: &SecretString,
-    policy: LoginPolicy,
 ) -> Result<Processed, AuthorityError> {
-    prepare(module, dir, request, pin, policy)?.commit(reply)
+    if let Some(done) = already_processed(dir, request, reply)? {
+        return Ok(done);
+    }
+    prepare(ch, dir, request)?.commit(ch.module, ch.pin, reply)
 }
 
-/// A request checked and answered on the token, with nothing written yet: the authority's
-/// directory stays locked until [`Prepared::commit`] writes the reply, the issued certificates
-/// and the archive and spends the temporary key (files only, no token), or
-/// [`Prepared::abandon`] records that it was not.
+/// The last reply recorded for a user, with the request it answers (the `reply` record).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct StoredReply {
+    /// The request's nonce.
+    nonce: String,
+    /// The keyset.
+    keyset: String,
+    /// The reply file, base64.
+    reply: String,
+    /// How the reply delivers the keys (absent in records made before deliveries: RFC 5649).
+    #[serde(default = "rfc5649")]
+    delivery: Delivery,
+}
+
+fn rfc5649() -> Delivery {
+    Delivery::Rfc5649
+}
+
+fn stored_reply(a: &mut AuthorityDir, user: &str) -> Result<Option<StoredReply>, AuthorityError> {
+    let Some(row) = a.get(kind::REPLY, user, user)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&row.body).map(Some).map_err(|e| {
+        tampered(&format!(
+            "the reply record of user {user:?} does not parse: {e}"
+        ))
+    })
+}
+
+/// When `request` was processed already (its nonce is the user's last recorded reply's),
+/// writes that reply to `reply` again.
+fn already_processed(
+    dir: &Path,
+    request: &Path,
+    reply: &Path,
+) -> Result<Option<Processed>, AuthorityError> {
+    let Ok(req) = read_request(request) else {
+        return Ok(None);
+    };
+    let mut a = AuthorityDir::open_read(dir)?;
+    let user = req.body.user.as_str();
+    if a.user(user).is_err() {
+        return Ok(None);
+    }
+    let Some(stored) = stored_reply(&mut a, user)? else {
+        return Ok(None);
+    };
+    if stored.nonce != req.body.nonce {
+        return Ok(None);
+    }
+    let bytes = wire::b64(Path::new("reply record"), "reply", &stored.reply)?;
+    write_reply(dir, user, reply, &bytes)?;
+    let record = a.user(user)?;
+    let serial = |k: CertKind| {
+        record
+            .certs
+            .iter()
+            .rev()
+            .find(|c| c.kind == k && c.keyset == stored.keyset)
+            .map(|c| c.serial.clone())
+            .unwrap_or_default()
+    };
+    Ok(Some(Processed {
+        user: user.to_string(),
+        keyset: stored.keyset.clone(),
+        signing_serial: serial(CertKind::Signing),
+        encryption_serial: serial(CertKind::Encryption),
+        history: record.archive.len().saturating_sub(1),
+        reply: reply.to_path_buf(),
+        delivery: stored.delivery,
+    }))
+}
+
+/// A request checked and answered on the token, with nothing recorded yet: the authority stays
+/// locked until [`Prepared::commit`] records the enrollment (issued certificates, archive,
+/// reply, spent temporary key, audit entry: one transaction) and then writes the reply file,
+/// or [`Prepared::abandon`] records that it was not used.
 pub struct Prepared {
     a: AuthorityDir,
+    session: TokenSession,
     req: VerifiedRequest,
     made: Made,
 }
@@ -137,37 +216,43 @@ impl Prepared {
         &self.made.reply_bytes
     }
 
-    /// Writes everything and spends the temporary key; on failure, removes what it wrote.
-    pub fn commit(self, reply: &Path) -> Result<Processed, AuthorityError> {
-        let Prepared { mut a, req, made } = self;
-        commit(&mut a, &req, made, reply)
+    /// Records the enrollment, then writes the reply file. When the reply cannot be written,
+    /// the enrollment stands and `authority reply` writes it again.
+    pub fn commit(
+        self,
+        module: &Module,
+        pin: &SecretString,
+        reply: &Path,
+    ) -> Result<Processed, AuthorityError> {
+        let Prepared {
+            mut a,
+            mut session,
+            req,
+            made,
+        } = self;
+        commit(&mut a, module, &mut session, pin, &req, made, reply)
     }
 
     /// Leaves the authority as it was, logging why the reply was not used.
-    pub fn abandon(mut self, why: &str) {
+    pub fn abandon(mut self, module: &Module, pin: &SecretString, why: &str) {
         let detail = format!("reply made but not used, nothing recorded: {why}");
-        if let Err(e) = self.a.audit(
+        self.a.audit(
             "operator",
             "process",
             &self.req.body.user,
             "failed",
             &detail,
-        ) {
+        );
+        if let Err(e) = self.a.commit(module, &mut self.session, pin) {
             log::error!("could not record the abandoned request in the audit log: {e}");
         }
     }
 }
 
-/// [`process`] up to the writing: checks the request and the temporary key and makes the reply
-/// on the token.
-pub fn prepare(
-    module: &Module,
-    dir: &Path,
-    request: &Path,
-    pin: &SecretString,
-    policy: LoginPolicy,
-) -> Result<Prepared, AuthorityError> {
-    let mut a = AuthorityDir::open_locked(dir)?;
+/// [`process`] up to the recording: checks the request and the temporary key and makes the
+/// reply on the token. Refusals (a wrong temporary key counts) are recorded and committed.
+pub fn prepare(ch: &Change<'_>, dir: &Path, request: &Path) -> Result<Prepared, AuthorityError> {
+    let (mut a, mut session) = open_vouched(ch, dir)?;
     let req = match read_request(request) {
         Ok(req) => req,
         Err(e) => {
@@ -177,25 +262,25 @@ pub fn prepare(
                 || request.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
             );
-            audit_failure(&mut a, &format!("request {name}"), "refused", &e);
-            return Err(e);
-        }
-    };
-    let mut session = match open_authority_token(module, &a.config, pin, policy) {
-        Ok(s) => s,
-        Err(e) => {
-            audit_failure(&mut a, &req.body.user, "failed", &e);
+            record_failure(
+                ch,
+                &mut a,
+                &mut session,
+                &format!("request {name}"),
+                "refused",
+                &e,
+            );
             return Err(e);
         }
     };
     // The delivery is chosen before the temporary key is checked and before any key is made:
     // a request the authority cannot serve is refused with nothing changed.
-    let chosen = crate::enroll::delivery::authority_wrap(&session, module)
+    let chosen = crate::enroll::delivery::authority_wrap(&session, ch.module)
         .map_err(AuthorityError::from)
         .and_then(|mech| {
             // CKM_AES_CBC_PAD is probed only for a request that asks for it.
             let cbc_pad = req.body.receives.contains(&Delivery::AesCbcPad)
-                && session.cbc_pad_wraps(module)?;
+                && session.cbc_pad_wraps(ch.module)?;
             crate::enroll::delivery::choose(&req.body.receives, a.config.allow_import, cbc_pad)
                 .map(|d| (d, mech))
                 .map_err(AuthorityError::BadRequest)
@@ -203,43 +288,47 @@ pub fn prepare(
     let (delivery, mech) = match chosen {
         Ok(c) => c,
         Err(e) => {
-            audit_failure(&mut a, &req.body.user, "refused", &e);
+            record_failure(ch, &mut a, &mut session, &req.body.user, "refused", &e);
             return Err(e);
         }
     };
-    let result = check_temp_key(&mut a, &mut session, &req);
-    match result {
-        Ok(()) => {}
-        Err(e) => {
-            if matches!(
-                e,
-                AuthorityError::WrongTempKey { .. } | AuthorityError::TempKeyLocked { .. }
-            ) {
-                a.save_users()?;
-            }
-            a.audit(
-                "operator",
-                "process",
-                &req.body.user,
-                "refused",
-                &e.to_string(),
-            )?;
+    if let Err(e) = check_temp_key(&mut a, &mut session, &req) {
+        if matches!(e, AuthorityError::Tampered { .. }) {
             return Err(e);
         }
+        record_failure(ch, &mut a, &mut session, &req.body.user, "refused", &e);
+        return Err(e);
     }
-    let made = match issue_everything(module, &a, &mut session, &req, pin, (delivery, mech)) {
+    let made = match issue_everything(ch.module, &mut a, &mut session, &req, ch.pin, (delivery, mech)) {
         Ok(made) => made,
         Err(e) => {
-            audit_failure(&mut a, &req.body.user, "failed", &e);
+            if matches!(e, AuthorityError::Tampered { .. }) {
+                return Err(e);
+            }
+            record_failure(ch, &mut a, &mut session, &req.body.user, "failed", &e);
             return Err(e);
         }
     };
-    Ok(Prepared { a, req, made })
+    Ok(Prepared {
+        a,
+        session,
+        req,
+        made,
+    })
 }
 
-/// Logs a process that did not complete; a failure to log is reported but does not hide `e`.
-fn audit_failure(a: &mut AuthorityDir, subject: &str, outcome: &str, e: &AuthorityError) {
-    if let Err(log_err) = a.audit("operator", "process", subject, outcome, &e.to_string()) {
+/// Records a process that did not complete (with whatever it changed, such as a counted wrong
+/// temporary key); a failure to record is reported but does not hide `e`.
+fn record_failure(
+    ch: &Change<'_>,
+    a: &mut AuthorityDir,
+    session: &mut TokenSession,
+    subject: &str,
+    outcome: &str,
+    e: &AuthorityError,
+) {
+    a.audit("operator", "process", subject, outcome, &e.to_string());
+    if let Err(log_err) = a.commit(ch.module, session, ch.pin) {
         log::error!("could not record the {outcome} request in the audit log: {log_err}");
     }
 }
@@ -251,7 +340,8 @@ fn check_temp_key(
     req: &VerifiedRequest,
 ) -> Result<(), AuthorityError> {
     let body = &req.body;
-    let user = a.user(&body.user)?;
+    let user = a.user(&body.user)?.clone();
+    let user = &user;
     match user.state {
         UserState::Pending | UserState::Recovering => {}
         UserState::Active => {
@@ -342,14 +432,14 @@ struct Made {
 
 fn issue_everything(
     module: &Module,
-    a: &AuthorityDir,
+    a: &mut AuthorityDir,
     session: &mut TokenSession,
     req: &VerifiedRequest,
     pin: &SecretString,
     (delivery, mech): (Delivery, Rfc5649Mechanism),
 ) -> Result<Made, AuthorityError> {
     let body = &req.body;
-    let user = a.user(&body.user)?;
+    let user = a.user(&body.user)?.clone();
     let archive_id = unhex_id(&a.config.archive_key_id)
         .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
     let archive_key = session
@@ -400,7 +490,7 @@ fn issue_everything(
     let ca_key = session.find_private_key(&ca_id)?.ok_or_else(|| {
         AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
     })?;
-    let ca_cert = ca_certificate(a)?;
+    let ca_cert = a.ca_certificate()?;
     let subject = crate::keyset::csr::parse_subject(&format!("CN={}", body.user))
         .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
     let now = SystemTime::now();
@@ -502,7 +592,7 @@ fn wrap_for(
 }
 
 fn rewrap_archived(
-    a: &AuthorityDir,
+    a: &mut AuthorityDir,
     session: &TokenSession,
     (delivery, mech): (Delivery, Rfc5649Mechanism),
     archive_key: ObjectRef,
@@ -510,8 +600,22 @@ fn rewrap_archived(
     user: &str,
     old: &ArchivedKey,
 ) -> Result<ReplyKey, AuthorityError> {
-    let blob = a.read_file(&archive_file(user, &old.cert_serial))?;
-    let cert = a.read_file(&issued_file(&old.cert_serial))?;
+    let missing = |what: &str| {
+        tampered(&format!(
+            "the {what} of user {user:?}'s certificate {} is missing",
+            old.cert_serial
+        ))
+    };
+    let blob = a
+        .get(kind::ARCHIVE, &old.cert_serial, user)?
+        .ok_or_else(|| missing("archived key"))?
+        .body
+        .clone();
+    let cert = a
+        .get(kind::ISSUED, &old.cert_serial, user)?
+        .ok_or_else(|| missing("issued certificate"))?
+        .body
+        .clone();
     let id = session.random(16)?;
     let key = session.unwrap_private_rfc5649(
         mech,
@@ -534,71 +638,80 @@ fn rewrap_archived(
     })
 }
 
-/// Writes the archive entry, the issued certificates and the reply, then spends the temporary
-/// key. Anything written before a failure is removed again.
+/// Records the archive entry, the issued certificates, the reply and the spent temporary key
+/// with the audit entry in one transaction; then writes the reply file.
 fn commit(
     a: &mut AuthorityDir,
+    module: &Module,
+    session: &mut TokenSession,
+    pin: &SecretString,
     req: &VerifiedRequest,
     made: Made,
     reply: &Path,
 ) -> Result<Processed, AuthorityError> {
     let body = &req.body;
+    let user_name = body.user.as_str();
     let sig_serial = x509::serial_hex(&made.signing_cert);
     let enc_serial = x509::serial_hex(&made.encryption_cert);
-    let mut written: Vec<PathBuf> = Vec::new();
-    let result = (|| -> Result<(), AuthorityError> {
-        written.push(a.write_file(&archive_file(&body.user, &enc_serial), &made.archive_blob)?);
-        written.push(a.write_file(
-            &issued_file(&sig_serial),
-            x509::cert_to_pem(&made.signing_cert)?.as_bytes(),
-        )?);
-        written.push(a.write_file(
-            &issued_file(&enc_serial),
-            x509::cert_to_pem(&made.encryption_cert)?.as_bytes(),
-        )?);
-        a.fault("reply-write")?;
-        crate::keyset::registry::write_atomic(reply, &made.reply_bytes)
-            .map_err(|e| super::state::io("write", reply, &e))?;
-        written.push(reply.to_path_buf());
-        let now = now_rfc3339();
-        let not_after =
-            humantime::format_rfc3339_seconds(SystemTime::now() + USER_CERT_LIFETIME).to_string();
-        let user = a.user_mut(&body.user)?;
-        if let Some(t) = user.temp_key.as_mut() {
-            t.mark_spent();
-        }
-        user.state = UserState::Active;
-        user.keysets.push(body.keyset.clone());
-        for (serial, kind) in [
-            (&sig_serial, CertKind::Signing),
-            (&enc_serial, CertKind::Encryption),
-        ] {
-            user.certs.push(IssuedCert {
-                serial: serial.clone(),
-                kind,
-                keyset: body.keyset.clone(),
-                issued: now.clone(),
-                not_after: not_after.clone(),
-                revoked: None,
-            });
-        }
-        user.archive.push(ArchivedKey {
-            cert_serial: enc_serial.clone(),
-            archived: now,
-        });
-        a.save_users()
-    })();
-    if let Err(e) = result {
-        for p in &written {
-            let _ = std::fs::remove_file(p);
-        }
-        audit_failure(a, &body.user, "failed", &e);
-        return Err(e);
+    let now = now_rfc3339();
+    let not_after =
+        humantime::format_rfc3339_seconds(SystemTime::now() + USER_CERT_LIFETIME).to_string();
+    a.put(
+        kind::ARCHIVE,
+        &enc_serial,
+        user_name,
+        made.archive_blob.clone(),
+    )?;
+    for (serial, cert) in [
+        (&sig_serial, &made.signing_cert),
+        (&enc_serial, &made.encryption_cert),
+    ] {
+        a.put(
+            kind::ISSUED,
+            serial,
+            user_name,
+            x509::cert_to_pem(cert)?.into_bytes(),
+        )?;
     }
+    let stored = StoredReply {
+        nonce: body.nonce.clone(),
+        keyset: body.keyset.clone(),
+        reply: wire::to_b64(&made.reply_bytes),
+        delivery: made.delivery,
+    };
+    a.put(
+        kind::REPLY,
+        user_name,
+        user_name,
+        serde_json::to_vec(&stored).map_err(|e| AuthorityError::Encode(e.to_string()))?,
+    )?;
+    let user = a.user_mut(user_name)?;
+    if let Some(t) = user.temp_key.as_mut() {
+        t.mark_spent();
+    }
+    user.state = UserState::Active;
+    user.keysets.push(body.keyset.clone());
+    for (serial, kind) in [
+        (&sig_serial, CertKind::Signing),
+        (&enc_serial, CertKind::Encryption),
+    ] {
+        user.certs.push(IssuedCert {
+            serial: serial.clone(),
+            kind,
+            keyset: body.keyset.clone(),
+            issued: now.clone(),
+            not_after: not_after.clone(),
+            revoked: None,
+        });
+    }
+    user.archive.push(ArchivedKey {
+        cert_serial: enc_serial.clone(),
+        archived: now,
+    });
     a.audit(
         "operator",
         "process",
-        &body.user,
+        user_name,
         "ok",
         &format!(
             "keyset {:?}: signing cert {sig_serial}, encryption cert {enc_serial}, {} archived keys returned, delivery {}{}",
@@ -611,7 +724,19 @@ fn commit(
                 ""
             }
         ),
-    )?;
+    );
+    if let Err(e) = a.commit(module, session, pin) {
+        // Nothing was recorded: say so in the log (a fresh transaction) and report `e`.
+        if !matches!(e, AuthorityError::Tampered { .. }) && a.discard_changes().is_ok() {
+            a.audit("operator", "process", user_name, "failed", &e.to_string());
+            if let Err(log_err) = a.commit(module, session, pin) {
+                log::error!("could not record the failed request in the audit log: {log_err}");
+            }
+        }
+        return Err(e);
+    }
+    // Only now, with the enrollment recorded, does the reply leave the authority.
+    write_reply(a.dir(), user_name, reply, &made.reply_bytes)?;
     Ok(Processed {
         user: body.user.clone(),
         keyset: body.keyset.clone(),
@@ -623,19 +748,34 @@ fn commit(
     })
 }
 
-/// The CA certificate (first in `ca.pem`).
-pub fn ca_certificate(a: &AuthorityDir) -> Result<x509_cert::Certificate, AuthorityError> {
-    let pem = a.read_file("ca.pem")?;
-    x509::certs_from_pem(&String::from_utf8_lossy(&pem))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| AuthorityError::BadRequest("ca.pem holds no certificate".into()))
+/// Writes a committed enrollment's reply; on failure says how to get it again.
+pub fn write_reply(
+    dir: &Path,
+    user: &str,
+    reply: &Path,
+    bytes: &[u8],
+) -> Result<(), AuthorityError> {
+    let written = super::state::fault(dir, "reply-write").and_then(|()| {
+        crate::keyset::registry::write_atomic(reply, bytes)
+            .map_err(|e| super::state::io("write", reply, &e))
+    });
+    written.map_err(|e| AuthorityError::ReplyNotWritten {
+        user: user.to_string(),
+        reply: reply.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
-fn archive_file(user: &str, serial: &str) -> String {
-    format!("archive/{user}/{serial}.kwp")
-}
-
-fn issued_file(serial: &str) -> String {
-    format!("issued/{serial}.pem")
+/// `authority reply USER -o REPLY`: writes the last committed enrollment's reply again (reads
+/// only; the reply is checked like every record).
+pub fn reply_again(dir: &Path, user: &str, reply: &Path) -> Result<(), AuthorityError> {
+    let mut a = AuthorityDir::open_read(dir)?;
+    a.user(user)?;
+    let stored = stored_reply(&mut a, user)?.ok_or_else(|| {
+        AuthorityError::BadRequest(format!(
+            "user {user:?} has no committed enrollment to reply to; process their request with `keyward authority process`"
+        ))
+    })?;
+    let bytes = wire::b64(Path::new("reply record"), "reply", &stored.reply)?;
+    write_reply(dir, user, reply, &bytes)
 }

@@ -1,282 +1,486 @@
-//! The authority's state directory: `authority.toml`, `users.toml`, `ca.pem`, `archive/`,
-//! `issued/`, `audit.log`, all written atomically under `authority.lock`.
+//! The authority's state, vouched for by its token.
+//!
+//! Records live in a [`Store`] (SQLite by default). Each record falls in one of [`BUCKETS`]
+//! buckets, chosen by the user who owns it, so one user's records are read and checked
+//! together. A bucket's digest is the SHA-256 of its records' leaf hashes; the *state root* is
+//! the SHA-256 of all bucket digests. Every command ends with one *checkpoint*: its audit
+//! entries are chained (each `prev` is the hash of the one before), and the last carries the
+//! new root and a signature made with the CA key on the authority's token over
+//! `(seq, entry hash, root)`. The token also keeps that head in a private data object, written
+//! as *pending* before the database commits and promoted after, so a copy of an older state
+//! (or a head rewritten outside keyward) no longer matches.
+//!
+//! What a command reads is checked: opening checks the head against the token and the root
+//! against the bucket digests (a constant amount of work), and every bucket read is recomputed
+//! from its records. A record changed outside keyward is refused, named by its owner.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use super::audit::AuditLog;
-use super::tempkey::TempKeyRecord;
+use super::audit::AuditEntry;
+use super::store::sqlite::{SqliteStore, DB_FILE};
+use super::store::{AuditRow, Row, Store};
 use super::AuthorityError;
-use crate::home::parse_toml;
-use crate::keyset::registry::write_atomic;
-use crate::token::OaepHash;
+use crate::keyset::ops::unhex_id;
+use crate::keyset::PublicKey;
+use crate::token::keys::hex;
+use crate::token::{Module, TokenSession};
 
-/// The state schema this keyward writes.
-pub const SCHEMA: u32 = 1;
+pub use super::records::{
+    ArchivedKey, AuthorityConfig, CertKind, IssuedCert, Revocation, UserRecord, UserState, SCHEMA,
+};
 
-/// `authority.toml`: who the authority is and where its keys are.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AuthorityConfig {
-    /// [`SCHEMA`].
-    pub schema: u32,
-    /// The CA's subject, as given to `authority init --name`.
-    pub name: String,
-    /// The authority token's label.
-    pub token_label: String,
-    /// The authority token's serial.
-    pub token_serial: String,
-    /// `CKA_ID` of the CA signing key, hex.
-    pub ca_key_id: String,
-    /// `CKA_ID` of the exchange key (decrypts temporary keys), hex.
-    pub exchange_key_id: String,
-    /// `CKA_ID` of the AES archive key, hex.
-    pub archive_key_id: String,
-    /// RSA-OAEP hash the authority's token decrypts with.
-    pub exchange_oaep: OaepHash,
-    /// `authority init --allow-import`: keys may be delivered by import (`C_CreateObject`) to
-    /// user tokens that cannot unwrap them. Absent: no.
-    #[serde(default)]
-    pub allow_import: bool,
-    /// The authority's token wraps with `CKM_AES_CBC_PAD` (probed at init): it can deliver to
-    /// tokens that unwrap only that way. Absent: no.
-    #[serde(default)]
-    pub wraps_cbc_pad: bool,
-    /// The last CRL number issued.
-    #[serde(default)]
-    pub crl_number: u64,
-    /// Audit log head: sequence number.
-    #[serde(default)]
-    pub log_seq: u64,
-    /// Audit log head: hash.
-    #[serde(default)]
-    pub log_hash: String,
-    /// When created, RFC 3339.
-    pub created: String,
-    /// Fields from a newer keyward, kept.
-    #[serde(flatten)]
-    pub extra: toml::Table,
+/// How many buckets the state is split into.
+pub const BUCKETS: u16 = 4096;
+/// The `prev` of the first audit entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Record kinds.
+pub mod kind {
+    /// The authority's configuration (one record, owner "").
+    pub const CONFIG: &str = "config";
+    /// A user ([`super::UserRecord`] as JSON).
+    pub const USER: &str = "user";
+    /// An issued certificate, PEM, keyed by serial.
+    pub const ISSUED: &str = "issued";
+    /// An archived encryption key wrapped under the archive key, keyed by certificate serial.
+    pub const ARCHIVE: &str = "archive";
+    /// The last reply made for a user, keyed by user.
+    pub const REPLY: &str = "reply";
+    /// Files of a migrated schema-1 directory, kept as they were.
+    pub const LEGACY: &str = "legacy";
 }
 
-/// Where a user is in the enrollment life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UserState {
-    /// Added; has a temporary key; not enrolled yet.
-    Pending,
-    /// Enrolled, certificates valid.
-    Active,
-    /// Recovered: old certificates revoked, a new temporary key issued.
-    Recovering,
-    /// Revoked: no enrollment possible.
-    Revoked,
+/// The bucket of a record owned by `owner`.
+pub fn bucket_of(owner: &str) -> u16 {
+    let h = Sha256::digest(owner.as_bytes());
+    u16::from_be_bytes([h[0], h[1]]) % BUCKETS
 }
 
-/// What an issued certificate is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CertKind {
-    /// The user's signing certificate.
-    Signing,
-    /// The user's encryption certificate.
-    Encryption,
+fn leaf(row: &Row) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"keyward-record-v1\0");
+    for part in [
+        row.kind.as_bytes(),
+        row.key.as_bytes(),
+        row.owner.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.update((row.body.len() as u64).to_be_bytes());
+    h.update(&row.body);
+    h.finalize().into()
 }
 
-/// A revocation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Revocation {
-    /// When, RFC 3339.
-    pub at: String,
-    /// RFC 5280 reason name.
-    pub reason: String,
+/// The digest of a bucket holding `rows` (all zeros when empty).
+pub fn bucket_digest<'a>(rows: impl IntoIterator<Item = &'a Row>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut any = false;
+    for r in rows {
+        any = true;
+        h.update(leaf(r));
+    }
+    if any {
+        h.finalize().into()
+    } else {
+        [0; 32]
+    }
 }
 
-/// A certificate the authority issued.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct IssuedCert {
-    /// Serial number, hex.
-    pub serial: String,
-    /// Signing or encryption.
-    pub kind: CertKind,
-    /// The keyset it was issued for.
-    pub keyset: String,
-    /// Issued at, RFC 3339.
-    pub issued: String,
-    /// Expires at, RFC 3339.
-    pub not_after: String,
-    /// Set once revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked: Option<Revocation>,
+/// The state root over every bucket digest.
+pub fn root_of(digests: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"keyward-state-v1\0");
+    for d in digests {
+        h.update(d);
+    }
+    h.finalize().into()
 }
 
-/// An archived encryption key: wrapped under the archive key in `archive/USER/SERIAL.kwp`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ArchivedKey {
-    /// Serial of the encryption certificate, hex.
-    pub cert_serial: String,
-    /// Archived at, RFC 3339.
-    pub archived: String,
+/// The bytes a checkpoint signature covers.
+pub fn checkpoint_bytes(seq: u64, hash: &str, root: &str) -> Vec<u8> {
+    format!("keyward-checkpoint-v1\n{seq}\n{hash}\n{root}\n").into_bytes()
 }
 
-/// One user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UserRecord {
-    /// The user name.
-    pub name: String,
-    /// E-mail address, put in certificates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// Life-cycle state.
-    pub state: UserState,
-    /// Added at, RFC 3339.
-    pub created: String,
-    /// The outstanding temporary key, if any (hash only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temp_key: Option<TempKeyRecord>,
-    /// Keysets enrolled, oldest first.
-    #[serde(default)]
-    pub keysets: Vec<String>,
-    /// Certificates issued, oldest first.
-    #[serde(default)]
-    pub certs: Vec<IssuedCert>,
-    /// Archived encryption keys, oldest first.
-    #[serde(default)]
-    pub archive: Vec<ArchivedKey>,
-    /// Fields from a newer keyward, kept.
-    #[serde(flatten)]
-    pub extra: toml::Table,
+/// The head the token keeps: the last entry's seq and hash and the root.
+fn head_value(seq: u64, hash: &str, root: &str) -> String {
+    format!("{seq} {hash} {root}")
 }
 
-/// `users.toml`: the schema and the users (public so the fuzz target parses what the
-/// authority parses).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct UsersFile {
-    schema: u32,
-    #[serde(default, rename = "user")]
-    users: Vec<UserRecord>,
-    #[serde(flatten)]
-    extra: toml::Table,
+/// Labels of the two data objects on the authority's token: the head and the pending head.
+pub fn head_labels(config: &AuthorityConfig) -> (String, String) {
+    let id: String = config.ca_key_id.chars().take(16).collect();
+    (
+        format!("keyward head {id}"),
+        format!("keyward head {id} pending"),
+    )
 }
 
-/// An authority directory, opened under its lock (or read-only).
-#[derive(Debug)]
+/// One audit entry waiting for the command's commit.
+#[derive(Debug, Clone)]
+struct PendingEntry {
+    actor: String,
+    action: String,
+    subject: String,
+    outcome: String,
+    detail: String,
+}
+
+/// An authority directory with its state open: read-write under its lock (every change then
+/// commits with [`AuthorityDir::commit`]) or read-only.
 pub struct AuthorityDir {
     dir: PathBuf,
-    /// `authority.toml`.
+    /// The configuration.
     pub config: AuthorityConfig,
-    users: UsersFile,
+    store: Box<dyn Store>,
+    last: Option<AuditRow>,
+    digests: Vec<[u8; 32]>,
+    buckets: HashMap<u16, BTreeMap<(String, String), Row>>,
+    users: BTreeMap<String, UserRecord>,
+    dirty_users: BTreeSet<String>,
+    dirty_rows: BTreeSet<(String, String)>,
+    entries: Vec<PendingEntry>,
+    config_dirty: bool,
+    vouched: bool,
+    writable: bool,
     _lock: Option<File>,
 }
 
-impl AuthorityDir {
-    /// Path of a file in the directory.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+impl std::fmt::Debug for AuthorityDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorityDir")
+            .field("dir", &self.dir)
+            .finish()
     }
+}
 
+impl Drop for AuthorityDir {
+    fn drop(&mut self) {
+        if self.writable {
+            let _ = self.store.rollback();
+        }
+    }
+}
+
+impl AuthorityDir {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Takes the exclusive lock (waiting for other keyward processes) and reads the state.
+    /// Path of a file in the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Opens the state for a change: takes the lock (waiting for other keyward processes),
+    /// removes temporary files a killed command left, starts the transaction and reads the
+    /// configuration. Nothing read is trusted until [`AuthorityDir::vouch`].
     pub fn open_locked(dir: &Path) -> Result<AuthorityDir, AuthorityError> {
-        // Not an authority: say so, and leave no lock file in someone else's directory.
-        if !dir.join("authority.toml").exists() {
-            return Err(AuthorityError::NotAnAuthority {
-                dir: dir.to_path_buf(),
-            });
-        }
+        check_is_authority(dir)?;
         let lock = lock_dir(dir)?;
-        let mut a = Self::open_read(dir)?;
-        // Every change is logged: refuse before acting if the log cannot take an entry.
-        a.log().check_appendable()?;
+        clean_temp_files(dir);
+        let mut store = SqliteStore::open(&dir.join(DB_FILE), true)?;
+        store.begin()?;
+        let mut a = Self::from_store(dir, Box::new(store), true)?;
         a._lock = Some(lock);
         Ok(a)
     }
 
-    /// Reads the state without the lock (writers replace files atomically).
+    /// Opens the state read-only (listing, log, cert): checks the root and the last
+    /// checkpoint's signature against the CA key the state names; no token, no PIN.
     pub fn open_read(dir: &Path) -> Result<AuthorityDir, AuthorityError> {
-        let cfg_path = dir.join("authority.toml");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                AuthorityError::NotAnAuthority {
-                    dir: dir.to_path_buf(),
-                }
-            } else {
-                io("read", &cfg_path, &e)
-            }
-        })?;
-        let config: AuthorityConfig = parse_toml(&cfg_path, &text)?;
-        if config.schema > SCHEMA {
-            return Err(AuthorityError::NewerSchema {
-                path: cfg_path,
-                found: config.schema,
-            });
-        }
-        let users_path = dir.join("users.toml");
-        let users: UsersFile = match std::fs::read_to_string(&users_path) {
-            Ok(t) => parse_toml(&users_path, &t)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UsersFile {
-                schema: SCHEMA,
-                ..Default::default()
-            },
-            Err(e) => return Err(io("read", &users_path, &e)),
+        check_is_authority(dir)?;
+        let mut store = SqliteStore::open(&dir.join(DB_FILE), false)?;
+        store.begin_read()?;
+        let mut a = Self::from_store(dir, Box::new(store), false)?;
+        a.check_root()?;
+        a.load_config()?;
+        let ca = a.ca_public_key()?;
+        a.check_last_signature(&ca)?;
+        a.vouched = true;
+        Ok(a)
+    }
+
+    /// Opens the state read-only without checking it: only to show the audit log of a state
+    /// that fails its checks, so that it can be investigated.
+    pub fn open_unchecked(dir: &Path) -> Result<AuthorityDir, AuthorityError> {
+        check_is_authority(dir)?;
+        let mut store = SqliteStore::open(&dir.join(DB_FILE), false)?;
+        store.begin_read()?;
+        Self::from_store(dir, Box::new(store), false)
+    }
+
+    /// A new authority's state in `store` (already created, empty), to be committed once.
+    pub fn create(
+        dir: &Path,
+        store: Box<dyn Store>,
+        config: AuthorityConfig,
+        lock: Option<File>,
+    ) -> Result<AuthorityDir, AuthorityError> {
+        let mut a = AuthorityDir {
+            dir: dir.to_path_buf(),
+            config,
+            store,
+            last: None,
+            digests: vec![[0; 32]; usize::from(BUCKETS)],
+            buckets: HashMap::new(),
+            users: BTreeMap::new(),
+            dirty_users: BTreeSet::new(),
+            dirty_rows: BTreeSet::new(),
+            entries: Vec::new(),
+            config_dirty: true,
+            vouched: true,
+            writable: true,
+            _lock: lock,
         };
-        if users.schema > SCHEMA {
+        a.store.begin()?;
+        a.buckets.insert(bucket_of(""), BTreeMap::new());
+        Ok(a)
+    }
+
+    fn from_store(
+        dir: &Path,
+        store: Box<dyn Store>,
+        writable: bool,
+    ) -> Result<AuthorityDir, AuthorityError> {
+        let schema = store.meta("schema")?;
+        let found: u32 = schema.as_deref().unwrap_or("0").parse().unwrap_or(u32::MAX);
+        if found > super::store::sqlite::SCHEMA_VERSION {
             return Err(AuthorityError::NewerSchema {
-                path: users_path,
-                found: users.schema,
+                path: dir.join(DB_FILE),
+                found,
             });
         }
+        let last = store.audit_last()?;
+        // The configuration, unchecked: it names the token that will vouch for it.
+        let row = store
+            .bucket_rows(bucket_of(""))?
+            .into_iter()
+            .find(|r| r.kind == kind::CONFIG)
+            .ok_or_else(|| tampered("the authority's configuration record is missing"))?;
+        let config: AuthorityConfig = serde_json::from_slice(&row.body)
+            .map_err(|e| tampered(&format!("the configuration record does not parse: {e}")))?;
         Ok(AuthorityDir {
             dir: dir.to_path_buf(),
             config,
-            users,
+            store,
+            last,
+            digests: Vec::new(),
+            buckets: HashMap::new(),
+            users: BTreeMap::new(),
+            dirty_users: BTreeSet::new(),
+            dirty_rows: BTreeSet::new(),
+            entries: Vec::new(),
+            config_dirty: false,
+            vouched: false,
+            writable,
             _lock: None,
         })
     }
 
-    /// A new, empty authority directory under its lock (nothing written yet).
-    pub fn create_locked(
-        dir: &Path,
-        config: AuthorityConfig,
-    ) -> Result<AuthorityDir, AuthorityError> {
-        if dir.join("authority.toml").exists() {
-            return Err(AuthorityError::AlreadyExists {
-                dir: dir.to_path_buf(),
+    /// Checks the state against the authority's token (logged in): the head the token keeps
+    /// must be the state's last checkpoint (or the pending one a crash left, which is then
+    /// promoted), and the bucket digests must give that checkpoint's root.
+    pub fn vouch(&mut self, session: &TokenSession) -> Result<(), AuthorityError> {
+        let last = self
+            .last
+            .clone()
+            .ok_or_else(|| tampered("the audit log is empty: the state has no checkpoint"))?;
+        let root = last.root.clone().ok_or_else(|| {
+            tampered(&format!(
+                "audit entry {} is the last but carries no checkpoint",
+                last.entry.seq
+            ))
+        })?;
+        let expected = head_value(last.entry.seq, &last.entry.hash, &root);
+        let (label, pending_label) = head_labels(&self.config);
+        let current = read_head(session, &label)?;
+        let pending = read_head(session, &pending_label)?;
+        let is_expected = |head: &Option<String>| head.as_deref() == Some(expected.as_str());
+        if !is_expected(&current) && is_expected(&pending) {
+            // A command committed and was stopped before it could promote its head.
+            session.write_data_object(&label, expected.as_bytes())?;
+        } else if !is_expected(&current) {
+            return Err(match current {
+                None => tampered(
+                    "the authority's token holds no state head for this authority: the state was not made on this token, or its head was removed",
+                ),
+                Some(token_head) => {
+                    let token_seq: u64 = token_head
+                        .split(' ')
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    if last.entry.seq < token_seq {
+                        tampered(&format!(
+                            "the state was rolled back: it ends at audit entry {}, but the authority's token vouches for entry {token_seq}",
+                            last.entry.seq
+                        ))
+                    } else {
+                        tampered(&format!(
+                            "the state's last checkpoint (audit entry {}) is not the one the authority's token vouches for (entry {token_seq}): the audit log or the state was rewritten",
+                            last.entry.seq
+                        ))
+                    }
+                }
             });
         }
-        std::fs::create_dir_all(dir).map_err(|e| io("create", dir, &e))?;
-        let lock = lock_dir(dir)?;
-        if dir.join("authority.toml").exists() {
-            return Err(AuthorityError::AlreadyExists {
-                dir: dir.to_path_buf(),
-            });
+        check_entry_hash(&last.entry)?;
+        self.check_root()?;
+        self.load_config()?;
+        self.vouched = true;
+        Ok(())
+    }
+
+    /// Reads the bucket digests and checks they give the last checkpoint's root; when not,
+    /// finds which records or digests were changed.
+    fn check_root(&mut self) -> Result<(), AuthorityError> {
+        self.digests = self.store.digests()?;
+        if self.digests.len() != usize::from(BUCKETS) {
+            return Err(tampered("the bucket digests were changed outside keyward"));
         }
-        Ok(AuthorityDir {
-            dir: dir.to_path_buf(),
-            config,
-            users: UsersFile {
-                schema: SCHEMA,
-                ..Default::default()
+        let root = hex(&root_of(&self.digests));
+        let (seq, last_root) = self
+            .last
+            .as_ref()
+            .map(|l| (l.entry.seq, l.root.clone()))
+            .ok_or_else(|| tampered("the audit log is empty: the state has no checkpoint"))?;
+        if last_root.as_deref() == Some(root.as_str()) {
+            return Ok(());
+        }
+        // Slow path, only when something is wrong: name the records.
+        self.verify_all()?;
+        Err(tampered(&format!(
+            "the bucket digests do not give the root of the last checkpoint (audit entry {seq}): they were changed outside keyward"
+        )))
+    }
+
+    fn load_config(&mut self) -> Result<(), AuthorityError> {
+        let row = self
+            .get(kind::CONFIG, "authority", "")?
+            .ok_or_else(|| tampered("the authority's configuration record is missing"))?;
+        self.config = serde_json::from_slice(&row.body)
+            .map_err(|e| tampered(&format!("the configuration record does not parse: {e}")))?;
+        Ok(())
+    }
+
+    /// Recomputes every bucket from its records (linear, one bucket in memory at a time):
+    /// refuses naming the records of the first bucket that does not match its digest.
+    pub fn verify_all(&mut self) -> Result<usize, AuthorityError> {
+        if self.digests.is_empty() {
+            self.digests = self.store.digests()?;
+        }
+        let mut n = 0;
+        for (b, d) in self.digests.clone().iter().enumerate() {
+            let b = u16::try_from(b).unwrap_or(u16::MAX);
+            let rows = self.store.bucket_rows(b)?;
+            if let Some(stray) = rows.iter().find(|r| bucket_of(&r.owner) != r.bucket) {
+                return Err(changed_records(std::slice::from_ref(stray)));
+            }
+            if bucket_digest(&rows) != *d {
+                return Err(changed_records(&rows));
+            }
+            n += rows.len();
+        }
+        // Records filed under no bucket at all.
+        if self.store.count_rows()? != n {
+            return Err(tampered("records were filed outside their buckets"));
+        }
+        Ok(n)
+    }
+
+    fn ca_public_key(&self) -> Result<PublicKey, AuthorityError> {
+        ca_key_of(&self.config.ca_pem)
+    }
+
+    /// Checks the last checkpoint's signature with `ca`.
+    fn check_last_signature(&self, ca: &PublicKey) -> Result<(), AuthorityError> {
+        let last = self
+            .last
+            .as_ref()
+            .ok_or_else(|| tampered("the audit log is empty: the state has no checkpoint"))?;
+        check_entry_hash(&last.entry)?;
+        check_checkpoint(ca, last)
+    }
+
+    fn load_bucket(&mut self, b: u16) -> Result<(), AuthorityError> {
+        if self.buckets.contains_key(&b) {
+            return Ok(());
+        }
+        let rows = self.store.bucket_rows(b)?;
+        let digest = bucket_digest(&rows);
+        if self.digests.get(usize::from(b)) != Some(&digest) {
+            return Err(changed_records(&rows));
+        }
+        let map = rows
+            .into_iter()
+            .map(|r| ((r.kind.clone(), r.key.clone()), r))
+            .collect();
+        self.buckets.insert(b, map);
+        Ok(())
+    }
+
+    /// A record, checked.
+    pub fn get(
+        &mut self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+    ) -> Result<Option<&Row>, AuthorityError> {
+        let b = bucket_of(owner);
+        self.load_bucket(b)?;
+        Ok(self
+            .buckets
+            .get(&b)
+            .and_then(|m| m.get(&(kind.to_string(), key.to_string())))
+            .filter(|r| r.owner == owner))
+    }
+
+    /// Adds or replaces a record (written at [`AuthorityDir::commit`]).
+    pub fn put(
+        &mut self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+        body: Vec<u8>,
+    ) -> Result<(), AuthorityError> {
+        let b = bucket_of(owner);
+        self.load_bucket(b)?;
+        let k = (kind.to_string(), key.to_string());
+        self.buckets.entry(b).or_default().insert(
+            k.clone(),
+            Row {
+                kind: kind.to_string(),
+                key: key.to_string(),
+                owner: owner.to_string(),
+                bucket: b,
+                body,
             },
-            _lock: Some(lock),
-        })
+        );
+        self.dirty_rows.insert(k);
+        Ok(())
     }
 
-    /// Every user.
-    pub fn users(&self) -> &[UserRecord] {
-        &self.users.users
+    /// Every user, checked (linear: every bucket is recomputed).
+    pub fn all_users(&mut self) -> Result<Vec<UserRecord>, AuthorityError> {
+        self.verify_all()?;
+        let mut out = Vec::new();
+        for r in self.store.rows_of_kind(kind::USER)? {
+            out.push(parse_user(&r)?);
+        }
+        Ok(out)
     }
 
-    /// One user.
-    pub fn user(&self, name: &str) -> Result<&UserRecord, AuthorityError> {
+    /// One user, checked.
+    pub fn user(&mut self, name: &str) -> Result<&UserRecord, AuthorityError> {
+        self.load_user(name)?;
         self.users
-            .users
-            .iter()
-            .find(|u| u.name == name)
+            .get(name)
             .ok_or_else(|| AuthorityError::UnknownUser {
                 user: name.to_string(),
             })
@@ -284,97 +488,384 @@ impl AuthorityDir {
 
     /// One user, to change.
     pub fn user_mut(&mut self, name: &str) -> Result<&mut UserRecord, AuthorityError> {
+        self.load_user(name)?;
+        self.dirty_users.insert(name.to_string());
         self.users
-            .users
-            .iter_mut()
-            .find(|u| u.name == name)
+            .get_mut(name)
             .ok_or_else(|| AuthorityError::UnknownUser {
                 user: name.to_string(),
             })
     }
 
-    /// Adds a user (the name must be new).
-    pub fn add_user(&mut self, user: UserRecord) -> Result<(), AuthorityError> {
-        if self.users.users.iter().any(|u| u.name == user.name) {
-            return Err(AuthorityError::UserExists { user: user.name });
+    fn load_user(&mut self, name: &str) -> Result<(), AuthorityError> {
+        if self.users.contains_key(name) {
+            return Ok(());
         }
-        self.users.users.push(user);
+        if let Some(row) = self.get(kind::USER, name, name)? {
+            let user = parse_user(row)?;
+            self.users.insert(name.to_string(), user);
+        }
         Ok(())
     }
 
-    /// Writes `users.toml` atomically.
-    pub fn save_users(&self) -> Result<(), AuthorityError> {
-        self.fault("users-save")?;
-        let mut file = self.users.clone();
-        file.schema = SCHEMA;
-        let body =
-            toml::to_string_pretty(&file).map_err(|e| AuthorityError::Encode(e.to_string()))?;
-        let path = self.path("users.toml");
-        write_atomic(
-            &path,
-            format!("# keyward authority users (schema {SCHEMA})\n{body}").as_bytes(),
-        )
-        .map_err(|e| io("write", &path, &e))
+    /// Adds a user (the name must be new).
+    pub fn add_user(&mut self, user: UserRecord) -> Result<(), AuthorityError> {
+        self.load_user(&user.name)?;
+        if self.users.contains_key(&user.name) {
+            return Err(AuthorityError::UserExists { user: user.name });
+        }
+        self.dirty_users.insert(user.name.clone());
+        self.users.insert(user.name.clone(), user);
+        Ok(())
     }
 
-    /// Writes `authority.toml` atomically.
-    pub fn save_config(&self) -> Result<(), AuthorityError> {
-        let mut cfg = self.config.clone();
-        cfg.schema = SCHEMA;
-        let body =
-            toml::to_string_pretty(&cfg).map_err(|e| AuthorityError::Encode(e.to_string()))?;
-        let path = self.path("authority.toml");
-        write_atomic(
-            &path,
-            format!("# keyward authority (schema {SCHEMA})\n{body}").as_bytes(),
-        )
-        .map_err(|e| io("write", &path, &e))
+    /// Marks the configuration changed (the CRL number).
+    pub fn config_changed(&mut self) {
+        self.config_dirty = true;
     }
 
-    /// Writes a file in the directory atomically.
-    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, AuthorityError> {
-        let path = self.path(name);
-        write_atomic(&path, bytes).map_err(|e| io("write", &path, &e))?;
-        Ok(path)
+    /// Records an audit entry, written with the command's commit (never a secret).
+    pub fn audit(&mut self, actor: &str, action: &str, subject: &str, outcome: &str, detail: &str) {
+        self.entries.push(PendingEntry {
+            actor: operator(actor),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            outcome: outcome.to_string(),
+            detail: detail.to_string(),
+        });
     }
 
-    /// Reads a file of the directory.
-    pub fn read_file(&self, name: &str) -> Result<Vec<u8>, AuthorityError> {
-        let path = self.path(name);
-        std::fs::read(&path).map_err(|e| io("read", &path, &e))
-    }
-
-    /// The audit log.
-    pub fn log(&self) -> AuditLog {
-        AuditLog::open(&self.path("audit.log"))
-    }
-
-    /// Appends an audit entry (never a secret) and records the new head in `authority.toml`.
-    pub fn audit(
+    /// Commits the command: writes the changed records and bucket digests, appends the audit
+    /// entries with a checkpoint signed by the CA key on `session`, sets the token's pending
+    /// head, commits the database, then promotes the head. All or nothing: a failure before
+    /// the database commit leaves the state as it was.
+    pub fn commit(
         &mut self,
-        actor: &str,
-        action: &str,
-        subject: &str,
-        outcome: &str,
-        detail: &str,
+        module: &Module,
+        session: &mut TokenSession,
+        pin: &secrecy::SecretString,
     ) -> Result<(), AuthorityError> {
-        let who = operator(actor);
-        let (seq, hash) = self.log().append(&who, action, subject, outcome, detail)?;
-        self.config.log_seq = seq;
-        self.config.log_hash = hash;
-        self.save_config()
+        if !self.vouched || !self.writable {
+            return Err(tampered(
+                "the state was not checked against the token before a change",
+            ));
+        }
+        if self.entries.is_empty() {
+            self.store.rollback()?;
+            return Ok(());
+        }
+        self.fault("users-save")?;
+        // Users and configuration into their records.
+        for name in std::mem::take(&mut self.dirty_users) {
+            let body = serde_json::to_vec(&self.users[&name])
+                .map_err(|e| AuthorityError::Encode(e.to_string()))?;
+            self.put(kind::USER, &name, &name, body)?;
+        }
+        if self.config_dirty {
+            let body = serde_json::to_vec(&self.config)
+                .map_err(|e| AuthorityError::Encode(e.to_string()))?;
+            self.put(kind::CONFIG, "authority", "", body)?;
+        }
+        // Changed rows and their buckets' digests.
+        let mut touched = BTreeSet::new();
+        for (b, rows) in &self.buckets {
+            for (k, row) in rows {
+                if self.dirty_rows.contains(k) {
+                    self.store.put_row(row)?;
+                    touched.insert(*b);
+                }
+            }
+        }
+        for b in touched {
+            let d = bucket_digest(self.buckets[&b].values());
+            self.store.put_digest(b, &d)?;
+            self.digests[usize::from(b)] = d;
+        }
+        let root = hex(&root_of(&self.digests));
+        // Audit entries, chained; the last one is the checkpoint.
+        let (mut seq, mut prev) = self.last.as_ref().map_or((0, GENESIS.to_string()), |l| {
+            (l.entry.seq, l.entry.hash.clone())
+        });
+        let entries = std::mem::take(&mut self.entries);
+        let count = entries.len();
+        let mut last_row = None;
+        for (i, p) in entries.into_iter().enumerate() {
+            seq += 1;
+            let mut entry = AuditEntry {
+                seq,
+                time: now_rfc3339(),
+                actor: p.actor,
+                action: p.action,
+                subject: p.subject,
+                outcome: p.outcome,
+                detail: p.detail,
+                prev: prev.clone(),
+                hash: String::new(),
+            };
+            entry.hash = entry.compute_hash()?;
+            prev = entry.hash.clone();
+            let mut row = AuditRow {
+                entry,
+                root: None,
+                signature: None,
+            };
+            if i + 1 == count {
+                row.root = Some(root.clone());
+                row.signature =
+                    Some(self.sign_checkpoint(module, session, pin, seq, &prev, &root)?);
+            }
+            self.store.audit_append(&row)?;
+            last_row = Some(row);
+        }
+        let head = head_value(seq, &prev, &root);
+        let (label, pending_label) = head_labels(&self.config);
+        session.write_data_object(&pending_label, head.as_bytes())?;
+        // Fault points on either side of the commit: the token's pending head is ahead of
+        // the database (before) or the database ahead of the token's head (after).
+        self.fault("db-commit")?;
+        self.store.commit()?;
+        // Recorded. Promoting the head can fail now without harm: the token's pending head is
+        // this state, and the next command promotes it. So the command still succeeds (and
+        // shows what it made, such as a temporary key).
+        let promoted = self.fault("head-promote").and_then(|()| {
+            session
+                .write_data_object(&label, head.as_bytes())
+                .map_err(AuthorityError::from)
+        });
+        if let Err(e) = promoted {
+            log::warn!("the change is recorded; the token's head will be updated by the next command ({e})");
+        }
+        self.last = last_row;
+        self.dirty_rows.clear();
+        self.config_dirty = false;
+        self.store.begin()?;
+        Ok(())
+    }
+
+    /// Drops every change not committed (records, users, audit entries) and starts afresh
+    /// from what the store holds, so that a failure can still be recorded after a failed
+    /// commit.
+    pub fn discard_changes(&mut self) -> Result<(), AuthorityError> {
+        self.store.rollback()?;
+        self.buckets.clear();
+        self.users.clear();
+        self.dirty_users.clear();
+        self.dirty_rows.clear();
+        self.entries.clear();
+        self.config_dirty = false;
+        self.store.begin()?;
+        self.last = self.store.audit_last()?;
+        self.digests = self.store.digests()?;
+        Ok(())
+    }
+
+    fn sign_checkpoint(
+        &self,
+        module: &Module,
+        session: &mut TokenSession,
+        pin: &secrecy::SecretString,
+        seq: u64,
+        hash: &str,
+        root: &str,
+    ) -> Result<Vec<u8>, AuthorityError> {
+        let id = unhex_id(&self.config.ca_key_id)
+            .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+        let key = session.find_private_key(&id)?.ok_or_else(|| {
+            AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
+        })?;
+        let bytes = checkpoint_bytes(seq, hash, root);
+        Ok(session.sign(module, &key, &mut bytes.as_slice(), pin)?)
+    }
+
+    /// Every audit entry, oldest first.
+    pub fn audit_rows(&self) -> Result<Vec<AuditRow>, AuthorityError> {
+        Ok(self.store.audit_all()?)
+    }
+
+    /// The number of the last audit entry.
+    pub fn last_seq(&self) -> u64 {
+        self.last.as_ref().map_or(0, |l| l.entry.seq)
+    }
+
+    /// The CA certificate (first of the configuration's bundle).
+    pub fn ca_certificate(&self) -> Result<x509_cert::Certificate, AuthorityError> {
+        super::x509::certs_from_pem(&self.config.ca_pem)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| tampered("the configuration holds no CA certificate"))
     }
 
     /// Test hook: `KEYWARD_FAULT=<point>` makes the named step fail (used by the fault tests).
     pub fn fault(&self, point: &str) -> Result<(), AuthorityError> {
-        if std::env::var("KEYWARD_FAULT").is_ok_and(|v| v == point) {
-            return Err(AuthorityError::Io {
-                action: "write",
-                path: self.dir.clone(),
-                reason: format!("injected fault (KEYWARD_FAULT={point})"),
-            });
+        fault(&self.dir, point)
+    }
+}
+
+/// Test hook: `KEYWARD_FAULT=<point>` makes the named step fail, once per process (so that
+/// the failure itself can still be recorded).
+pub fn fault(dir: &Path, point: &str) -> Result<(), AuthorityError> {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if std::env::var("KEYWARD_FAULT").is_ok_and(|v| v == point)
+        && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(AuthorityError::Io {
+            action: "write",
+            path: dir.to_path_buf(),
+            reason: format!("injected fault (KEYWARD_FAULT={point})"),
+        });
+    }
+    Ok(())
+}
+
+/// Verifies the whole audit chain of `rows` and every checkpoint's signature with `ca`;
+/// returns the number of entries and the last checkpoint's root.
+pub fn verify_chain(rows: &[AuditRow], ca: &PublicKey) -> Result<(u64, String), AuthorityError> {
+    let mut prev = GENESIS.to_string();
+    let mut root = None;
+    for (i, row) in rows.iter().enumerate() {
+        let e = &row.entry;
+        let want = i as u64 + 1;
+        if e.seq != want {
+            return Err(log_broken(want, "entries are missing or out of order"));
         }
-        Ok(())
+        if e.prev != prev {
+            return Err(log_broken(
+                e.seq,
+                "it does not chain to the entry before it",
+            ));
+        }
+        if e.compute_hash()? != e.hash {
+            return Err(log_broken(e.seq, "its contents do not match its hash"));
+        }
+        if row.root.is_some() || row.signature.is_some() {
+            check_checkpoint(ca, row)?;
+            root = row.root.clone();
+        }
+        prev = e.hash.clone();
+    }
+    let last = rows
+        .last()
+        .ok_or_else(|| tampered("the audit log is empty: the state has no checkpoint"))?;
+    if last.signature.is_none() {
+        return Err(log_broken(
+            last.entry.seq,
+            "the last entry carries no signed checkpoint: entries were appended outside keyward",
+        ));
+    }
+    Ok((last.entry.seq, root.unwrap_or_default()))
+}
+
+fn check_checkpoint(ca: &PublicKey, row: &AuditRow) -> Result<(), AuthorityError> {
+    let (Some(root), Some(sig)) = (&row.root, &row.signature) else {
+        return Err(log_broken(row.entry.seq, "its checkpoint is incomplete"));
+    };
+    let bytes = checkpoint_bytes(row.entry.seq, &row.entry.hash, root);
+    ca.verify(&bytes, sig).map_err(|_| {
+        log_broken(
+            row.entry.seq,
+            "its checkpoint signature does not verify with the CA key: the log was rewritten outside keyward",
+        )
+    })
+}
+
+fn check_entry_hash(e: &AuditEntry) -> Result<(), AuthorityError> {
+    if e.compute_hash()? != e.hash {
+        return Err(log_broken(e.seq, "its contents do not match its hash"));
+    }
+    Ok(())
+}
+
+/// The CA's public key from a PEM bundle whose first certificate is the CA's.
+pub fn ca_key_of(pem: &str) -> Result<PublicKey, AuthorityError> {
+    use der::Encode;
+    let ca = super::x509::certs_from_pem(pem)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| AuthorityError::BadRequest("no CA certificate in the bundle".into()))?;
+    let spki = ca
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| AuthorityError::BadRequest(format!("the CA key does not encode: {e}")))?;
+    Ok(PublicKey::from_spki_der(&spki)?)
+}
+
+fn parse_user(row: &Row) -> Result<UserRecord, AuthorityError> {
+    serde_json::from_slice(&row.body).map_err(|e| {
+        tampered(&format!(
+            "the record of user {:?} does not parse: {e}",
+            row.key
+        ))
+    })
+}
+
+fn read_head(session: &TokenSession, label: &str) -> Result<Option<String>, AuthorityError> {
+    Ok(session
+        .read_data_object(label)?
+        .and_then(|v| String::from_utf8(v).ok()))
+}
+
+/// A record or the log changed outside keyward.
+pub fn tampered(what: &str) -> AuthorityError {
+    AuthorityError::Tampered {
+        what: what.to_string(),
+    }
+}
+
+fn log_broken(seq: u64, why: &str) -> AuthorityError {
+    tampered(&format!("audit entry {seq} fails verification: {why}"))
+}
+
+fn changed_records(rows: &[Row]) -> AuthorityError {
+    let mut names: Vec<String> = rows
+        .iter()
+        .map(|r| match r.kind.as_str() {
+            kind::USER => format!("user {:?}", r.key),
+            kind::CONFIG => "the authority's configuration".to_string(),
+            k => format!("{k} record {} of {:?}", r.key, r.owner),
+        })
+        .collect();
+    names.truncate(6);
+    if names.is_empty() {
+        return tampered("records were deleted outside keyward");
+    }
+    tampered(&format!(
+        "these records do not match the digest that vouches for them: {}",
+        names.join(", ")
+    ))
+}
+
+/// Refuses a directory that holds no authority (before any PIN is asked for).
+pub fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
+    if dir.join(DB_FILE).exists() {
+        return Ok(());
+    }
+    if dir.join("authority.toml").exists() {
+        return Err(AuthorityError::NeedsMigration {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Err(AuthorityError::NotAnAuthority {
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Removes `.keyward-*` temporary files a killed command left in `dir`.
+pub fn clean_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".keyward-") || name.ends_with(".db.init") {
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                log::warn!(
+                    "could not remove the leftover {}: {err}",
+                    e.path().display()
+                );
+            }
+        }
     }
 }
 
@@ -395,7 +886,8 @@ fn operator(role: &str) -> String {
     format!("{role}:{user}")
 }
 
-fn lock_dir(dir: &Path) -> Result<File, AuthorityError> {
+/// Takes the directory's lock file (serialises commands, token heads included).
+pub fn lock_dir(dir: &Path) -> Result<File, AuthorityError> {
     let path = dir.join("authority.lock");
     let file = OpenOptions::new()
         .create(true)

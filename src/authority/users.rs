@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::state::{now_rfc3339, AuthorityDir, Revocation, UserRecord, UserState};
+use super::init::{open_vouched, Change};
+use super::state::{now_rfc3339, Revocation, UserRecord, UserState};
 use super::tempkey::{TempKey, TempKeyRecord};
 use super::x509::CrlReason;
 use super::AuthorityError;
@@ -41,6 +42,7 @@ fn check_email(email: &str) -> Result<(), AuthorityError> {
 
 /// Adds a user and returns the temporary key (shown once; only its hash is kept).
 pub fn add_user(
+    ch: &Change<'_>,
     dir: &Path,
     name: &str,
     email: Option<&str>,
@@ -50,7 +52,7 @@ pub fn add_user(
     if let Some(e) = email {
         check_email(e)?;
     }
-    let mut a = AuthorityDir::open_locked(dir)?;
+    let (mut a, mut session) = open_vouched(ch, dir)?;
     if a.user(name).is_ok() {
         return Err(AuthorityError::UserExists {
             user: name.to_string(),
@@ -68,7 +70,6 @@ pub fn add_user(
         archive: Vec::new(),
         extra: toml::Table::new(),
     })?;
-    a.save_users()?;
     a.audit(
         "operator",
         "add-user",
@@ -78,19 +79,21 @@ pub fn add_user(
             "temporary key valid for {}",
             super::tempkey::format_lifetime(lifetime)
         ),
-    )?;
+    );
+    a.commit(ch.module, &mut session, ch.pin)?;
     Ok(key)
 }
 
 /// Revokes the user's current certificates and issues a new temporary key (forgotten password).
 /// For a user who has not enrolled yet (pending), only replaces the temporary key.
 pub fn recover(
+    ch: &Change<'_>,
     dir: &Path,
     name: &str,
     reason: CrlReason,
     lifetime: Duration,
-) -> Result<TempKey, AuthorityError> {
-    let mut a = AuthorityDir::open_locked(dir)?;
+) -> Result<Recovered, AuthorityError> {
+    let (mut a, mut session) = open_vouched(ch, dir)?;
     let user = a.user_mut(name)?;
     if user.state == UserState::Revoked {
         return Err(state_error(
@@ -102,31 +105,50 @@ pub fn recover(
         // Not enrolled yet, but the key expired, locked or was lost: the error messages for
         // those send the operator here, so replace the key (nothing to revoke).
         let key = TempKey::generate()?;
+        let replaced = unused_key_issued(user);
         user.temp_key = Some(TempKeyRecord::new(&key, SystemTime::now(), lifetime)?);
-        a.save_users()?;
         a.audit(
             "operator",
             "recover",
             name,
             "ok",
             "not enrolled yet: new temporary key issued, the old one no longer works",
-        )?;
-        return Ok(key);
+        );
+        a.commit(ch.module, &mut session, ch.pin)?;
+        return Ok(Recovered {
+            key,
+            pending: true,
+            replaced,
+        });
     }
     let replaced = unused_key_issued(user);
     let revoked = revoke_certs(user, reason);
     let key = TempKey::generate()?;
     user.temp_key = Some(TempKeyRecord::new(&key, SystemTime::now(), lifetime)?);
     user.state = UserState::Recovering;
-    a.save_users()?;
     let mut detail = format!("{revoked} certificates revoked ({reason}); new temporary key issued");
-    if let Some(issued) = replaced {
+    if let Some(issued) = &replaced {
         detail.push_str(&format!(
             "; it replaces the unused one issued {issued}, which no longer works"
         ));
     }
-    a.audit("operator", "recover", name, "ok", &detail)?;
-    Ok(key)
+    a.audit("operator", "recover", name, "ok", &detail);
+    a.commit(ch.module, &mut session, ch.pin)?;
+    Ok(Recovered {
+        key,
+        pending: false,
+        replaced,
+    })
+}
+
+/// What `recover` did.
+pub struct Recovered {
+    /// The new temporary key.
+    pub key: TempKey,
+    /// The user had not enrolled yet: only the key was replaced.
+    pub pending: bool,
+    /// When the unused key it replaces was issued.
+    pub replaced: Option<String>,
 }
 
 /// When the user holds a temporary key not used yet, when it was issued.
@@ -138,8 +160,13 @@ pub fn unused_key_issued(user: &super::state::UserRecord) -> Option<String> {
 }
 
 /// Revokes the user and all their current certificates; any temporary key is cancelled.
-pub fn revoke(dir: &Path, name: &str, reason: CrlReason) -> Result<usize, AuthorityError> {
-    let mut a = AuthorityDir::open_locked(dir)?;
+pub fn revoke(
+    ch: &Change<'_>,
+    dir: &Path,
+    name: &str,
+    reason: CrlReason,
+) -> Result<usize, AuthorityError> {
+    let (mut a, mut session) = open_vouched(ch, dir)?;
     let user = a.user_mut(name)?;
     if user.state == UserState::Revoked {
         return Err(state_error(user, "already revoked"));
@@ -147,14 +174,14 @@ pub fn revoke(dir: &Path, name: &str, reason: CrlReason) -> Result<usize, Author
     let revoked = revoke_certs(user, reason);
     user.temp_key = None;
     user.state = UserState::Revoked;
-    a.save_users()?;
     a.audit(
         "operator",
         "revoke",
         name,
         "ok",
         &format!("{revoked} certificates revoked ({reason})"),
-    )?;
+    );
+    a.commit(ch.module, &mut session, ch.pin)?;
     Ok(revoked)
 }
 

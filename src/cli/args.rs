@@ -127,20 +127,37 @@ pub enum AuthorityCommand {
     Init(AuthorityInitArgs),
     /// Print the authority's certificates (CA and exchange), PEM: what users enroll against
     Cert(DirArg),
-    /// Add a user and print their one-time temporary key
+    /// Add a user and print their one-time temporary key (asks for the PIN)
     AddUser(AddUserArgs),
     /// Process an enrollment request into a reply (asks for the PIN)
     Process(ProcessArgs),
-    /// A user forgot their password: revoke their certificates and print a new temporary key
+    /// A user forgot their password: revoke their certificates and print a new temporary key (asks for the PIN)
     Recover(RecoverArgs),
-    /// Revoke a user and all their certificates
+    /// Revoke a user and all their certificates (asks for the PIN)
     Revoke(RevokeArgs),
     /// Write a CRL signed on the authority's token (asks for the PIN)
     Crl(CrlArgs),
     /// List users with their state, keysets and certificates
     Users(DirArg),
-    /// Show the audit log (or check its hash chain with --verify)
+    /// Show the audit log (or check its chain and signed checkpoints with --verify)
     Log(LogArgs),
+    /// Convert an authority directory of the TOML format into the store, once (asks for the PIN)
+    Migrate(DirArg),
+    /// Write a committed enrollment's reply again (when the first could not be written)
+    Reply(ReplyArgs),
+}
+
+/// `authority reply`
+#[derive(Debug, Args)]
+pub struct ReplyArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The user whose last enrollment reply to write
+    pub user: String,
+    /// Where to write the reply
+    #[arg(short, long, value_name = "REPLY")]
+    pub output: PathBuf,
 }
 
 /// `--dir DIR`
@@ -260,9 +277,14 @@ pub struct LogArgs {
     /// The authority's state directory
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// Check the hash chain and the recorded head instead of printing
+    /// Check the hash chain, every checkpoint's signature and the state against the last
+    /// checkpoint instead of printing
     #[arg(long)]
     pub verify: bool,
+    /// With --verify: the CA certificate (PEM) to check the signatures with, instead of the one
+    /// the directory holds (an auditor checking a copy)
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `keyward enroll`

@@ -89,7 +89,10 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     }
 }
 
-/// Request → process → complete, with the authority in a local directory.
+/// Request → process → complete, with the authority in a local directory. The request and
+/// reply are kept under `KEYWARD_HOME/replies/` (not a temporary folder): once the authority has
+/// recorded the enrollment, the reply is the user's way to finish it, and they are told where
+/// it is when this command cannot finish.
 fn local(
     ctx: &mut Context,
     dir: &Path,
@@ -98,39 +101,50 @@ fn local(
     pin: &secrecy::SecretString,
     new: Option<secrecy::SecretString>,
 ) -> Result<(), Error> {
-    let work = tempfile::tempdir().map_err(|e| Error::Io {
-        action: "create",
-        path: std::env::temp_dir(),
-        reason: e.to_string(),
-    })?;
-    let req_path = work.path().join("request.toml");
-    let reply_path = work.path().join("reply.toml");
-    write_atomic(&req_path, request).map_err(|e| Error::Io {
-        action: "write",
-        path: req_path.clone(),
-        reason: e.to_string(),
-    })?;
     let home = ctx.home()?;
+    let replies = home.join("replies");
+    crate::authority::state::clean_temp_files(&replies);
+    let stem: String = name
+        .as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let req_path = replies.join(format!("{stem}.request"));
+    let reply_path = replies.join(format!("{stem}.reply"));
+    let io_err = |path: &Path, e: std::io::Error| Error::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    write_atomic(&req_path, request).map_err(|e| io_err(&req_path, e))?;
     let policy = ctx.login_policy();
     // The authority answers, but records nothing (the temporary key stays unspent) until the
     // user's token holds everything: a failure on either token leaves both as they were.
     let prepared = ctx.authority_pin().and_then(|apin| {
-        crate::authority::process::prepare(ctx.module()?, dir, &req_path, &apin, policy)
-            .map_err(Error::from)
+        let ch = crate::authority::init::Change {
+            module: ctx.module()?,
+            pin: &apin,
+            policy,
+        };
+        let p = crate::authority::process::prepare(&ch, dir, &req_path).map_err(Error::from)?;
+        Ok((p, apin))
     });
-    let prepared = match prepared {
+    let (prepared, apin) = match prepared {
         Ok(p) => p,
         Err(e) => {
+            let _ = std::fs::remove_file(&req_path);
             abandon_request(ctx, &home, name, pin);
             return Err(e);
         }
     };
     let completion = write_atomic(&reply_path, prepared.reply_bytes())
-        .map_err(|e| Error::Io {
-            action: "write",
-            path: reply_path.clone(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| io_err(&reply_path, e))
         .and_then(|()| {
             client::prepare_completion(ctx.module()?, &home, &reply_path, pin, new.as_ref(), policy)
                 .map_err(Error::from)
@@ -138,17 +152,41 @@ fn local(
     let completion = match completion {
         Ok(c) => c,
         Err(e) => {
-            prepared.abandon(&e.to_string());
+            prepared.abandon(ctx.module()?, &apin, &e.to_string());
+            for f in [&req_path, &reply_path] {
+                let _ = std::fs::remove_file(f);
+            }
             abandon_request(ctx, &home, name, pin);
             return Err(e);
         }
     };
-    if let Err(e) = prepared.commit(&reply_path) {
-        completion.undo(ctx.module()?);
-        abandon_request(ctx, &home, name, pin);
-        return Err(e.into());
+    match prepared.commit(ctx.module()?, &apin, &reply_path) {
+        Ok(_) => {}
+        // Recorded; the reply is on disk already from above: finish with it.
+        Err(crate::authority::AuthorityError::ReplyNotWritten { .. }) => {}
+        Err(e) => {
+            completion.undo(ctx.module()?);
+            for f in [&req_path, &reply_path] {
+                let _ = std::fs::remove_file(f);
+            }
+            abandon_request(ctx, &home, name, pin);
+            return Err(e.into());
+        }
     }
-    let done = completion.commit(ctx.module()?, pin, new.as_ref())?;
+    let done = completion
+        .commit(ctx.module()?, pin, new.as_ref())
+        .map_err(|e| Error::Io {
+            action: "complete the enrollment on your token",
+            path: reply_path.clone(),
+            reason: format!(
+                "{e}; the authority recorded it, and the authority's reply is kept in {}; finish with `keyward enroll --complete {}`",
+                reply_path.display(),
+                reply_path.display()
+            ),
+        })?;
+    for f in [&req_path, &reply_path] {
+        let _ = std::fs::remove_file(f);
+    }
     report(ctx, &done);
     Ok(())
 }

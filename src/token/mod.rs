@@ -7,6 +7,7 @@ pub mod error;
 pub mod identity;
 pub mod info;
 mod keygen;
+pub mod integrity;
 pub mod inventory;
 pub mod keys;
 pub mod module;

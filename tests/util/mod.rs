@@ -368,13 +368,23 @@ impl P11Object {
 /// Parses `pkcs11-tool -O` output.
 pub fn parse_pkcs11_tool_objects(stdout: &str) -> Vec<P11Object> {
     let mut out: Vec<P11Object> = Vec::new();
+    let mut in_data = false;
     for line in stdout.lines() {
+        // Data objects (the authority's state head) are not keys: skipped whole, so their
+        // fields are not taken for the key listed before them.
+        if line.starts_with("Data object") {
+            in_data = true;
+            continue;
+        }
         if line.contains(" Object;") && !line.starts_with(' ') {
+            in_data = false;
             out.push(P11Object {
                 header: line.trim().to_string(),
                 fields: Default::default(),
             });
-        } else if let (Some(obj), Some((k, v))) = (out.last_mut(), line.split_once(':')) {
+        } else if let (false, Some(obj), Some((k, v))) =
+            (in_data, out.last_mut(), line.split_once(':'))
+        {
             if line.starts_with(' ') {
                 obj.fields
                     .insert(k.trim().to_string(), v.trim().to_string());
@@ -650,14 +660,94 @@ impl AuthorityBed {
             .clone()
     }
 
-    /// The bytes of a file of the authority's directory (empty when it does not exist).
+    /// A view of the authority's state by the names of the old TOML directory, read from its
+    /// database: `users.toml` is every user record (one JSON line each, by name), `audit.log`
+    /// every audit entry (one line each, by seq: a log that only grew starts with the old
+    /// one), `authority.toml` the configuration record; other names are files. Empty when
+    /// absent.
     pub fn state_file(&self, name: &str) -> Vec<u8> {
-        std::fs::read(Path::new(&self.dir).join(name)).unwrap_or_default()
+        let lines = |sql: &str| -> Vec<u8> {
+            let Some(db) = self.db() else {
+                return Vec::new();
+            };
+            let mut stmt = db.prepare(sql).expect("the authority's schema");
+            let rows = stmt
+                .query_map([], |r| {
+                    let v = r.get_ref(0)?;
+                    Ok(match v {
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            t.to_vec()
+                        }
+                        other => format!("{other:?}").into_bytes(),
+                    })
+                })
+                .expect("query");
+            let mut out = Vec::new();
+            for r in rows {
+                out.extend(r.expect("row"));
+                out.push(b'\n');
+            }
+            out
+        };
+        match name {
+            "users.toml" => lines("SELECT body FROM records WHERE kind = 'user' ORDER BY key"),
+            "authority.toml" => lines("SELECT body FROM records WHERE kind = 'config'"),
+            "audit.log" => lines(
+                "SELECT json_object('seq', seq, 'time', time, 'actor', actor, 'action', action,
+                 'subject', subject, 'outcome', outcome, 'detail', detail, 'prev', prev,
+                 'hash', hash) FROM audit ORDER BY seq",
+            ),
+            _ => std::fs::read(Path::new(&self.dir).join(name)).unwrap_or_default(),
+        }
     }
 
-    /// Every file of the authority's directory (relative paths).
+    /// The authority's database, opened directly (as someone with write access to the
+    /// directory would), or `None` before `authority init`.
+    pub fn db(&self) -> Option<rusqlite::Connection> {
+        let path = Path::new(&self.dir).join("authority.db");
+        path.exists()
+            .then(|| rusqlite::Connection::open(&path).expect("open authority.db"))
+    }
+
+    /// Runs SQL on the authority's database outside keyward (a tampering test's edit).
+    pub fn tamper_sql(&self, sql: &str) {
+        self.db()
+            .expect("an authority database")
+            .execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Every file of the authority's directory (relative paths; SQLite's `-wal`/`-shm`
+    /// companions left out), with the records the old directory kept as files named as
+    /// they were: `issued/SERIAL.pem` and `archive/USER/SERIAL.kwp`.
     pub fn state_files(&self) -> std::collections::BTreeSet<String> {
-        files_under(Path::new(&self.dir))
+        let mut files: std::collections::BTreeSet<String> = files_under(Path::new(&self.dir))
+            .into_iter()
+            .filter(|f| !f.ends_with("-wal") && !f.ends_with("-shm"))
+            .collect();
+        if let Some(db) = self.db() {
+            let mut stmt = db
+                .prepare("SELECT kind, key, owner FROM records WHERE kind IN ('issued', 'archive')")
+                .expect("the authority's schema");
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .expect("query");
+            for r in rows {
+                let (kind, key, owner) = r.expect("row");
+                files.insert(if kind == "issued" {
+                    format!("issued/{key}.pem")
+                } else {
+                    format!("archive/{owner}/{key}.kwp")
+                });
+            }
+        }
+        files
     }
 
     /// `keyward --json keyset list` as (name, state) pairs.

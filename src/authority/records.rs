@@ -1,0 +1,145 @@
+//! The records the authority keeps: its configuration, its users with their temporary keys,
+//! certificates, revocations and archive entries (stored as JSON bodies, see `docs/formats.md`).
+
+use serde::{Deserialize, Serialize};
+
+use super::tempkey::TempKeyRecord;
+use crate::token::OaepHash;
+
+/// The state schema this keyward writes.
+pub const SCHEMA: u32 = 2;
+
+/// `authority.toml`: who the authority is and where its keys are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorityConfig {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// The CA's subject, as given to `authority init --name`.
+    pub name: String,
+    /// The authority token's label.
+    pub token_label: String,
+    /// The authority token's serial.
+    pub token_serial: String,
+    /// `CKA_ID` of the CA signing key, hex.
+    pub ca_key_id: String,
+    /// `CKA_ID` of the exchange key (decrypts temporary keys), hex.
+    pub exchange_key_id: String,
+    /// `CKA_ID` of the AES archive key, hex.
+    pub archive_key_id: String,
+    /// RSA-OAEP hash the authority's token decrypts with.
+    pub exchange_oaep: OaepHash,
+    /// `authority init --allow-import`: keys may be delivered by import (`C_CreateObject`) to
+    /// user tokens that cannot unwrap them. Absent: no.
+    #[serde(default)]
+    pub allow_import: bool,
+    /// The authority's token wraps with `CKM_AES_CBC_PAD` (probed at init): it can deliver to
+    /// tokens that unwrap only that way. Absent: no.
+    #[serde(default)]
+    pub wraps_cbc_pad: bool,
+    /// The last CRL number issued.
+    #[serde(default)]
+    pub crl_number: u64,
+    /// Audit log head: sequence number.
+    #[serde(default)]
+    pub log_seq: u64,
+    /// Audit log head: hash.
+    #[serde(default)]
+    pub log_hash: String,
+    /// When created, RFC 3339.
+    pub created: String,
+    /// The CA certificate and the exchange certificate, PEM (what `authority cert` prints).
+    #[serde(default)]
+    pub ca_pem: String,
+    /// Fields from a newer keyward, kept.
+    #[serde(flatten)]
+    pub extra: toml::Table,
+}
+
+/// Where a user is in the enrollment life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserState {
+    /// Added; has a temporary key; not enrolled yet.
+    Pending,
+    /// Enrolled, certificates valid.
+    Active,
+    /// Recovered: old certificates revoked, a new temporary key issued.
+    Recovering,
+    /// Revoked: no enrollment possible.
+    Revoked,
+}
+
+/// What an issued certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertKind {
+    /// The user's signing certificate.
+    Signing,
+    /// The user's encryption certificate.
+    Encryption,
+}
+
+/// A revocation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Revocation {
+    /// When, RFC 3339.
+    pub at: String,
+    /// RFC 5280 reason name.
+    pub reason: String,
+}
+
+/// A certificate the authority issued.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IssuedCert {
+    /// Serial number, hex.
+    pub serial: String,
+    /// Signing or encryption.
+    pub kind: CertKind,
+    /// The keyset it was issued for.
+    pub keyset: String,
+    /// Issued at, RFC 3339.
+    pub issued: String,
+    /// Expires at, RFC 3339.
+    pub not_after: String,
+    /// Set once revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+}
+
+/// An archived encryption key: wrapped under the archive key in `archive/USER/SERIAL.kwp`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArchivedKey {
+    /// Serial of the encryption certificate, hex.
+    pub cert_serial: String,
+    /// Archived at, RFC 3339.
+    pub archived: String,
+}
+
+/// One user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The user name.
+    pub name: String,
+    /// E-mail address, put in certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Life-cycle state.
+    pub state: UserState,
+    /// Added at, RFC 3339.
+    pub created: String,
+    /// The outstanding temporary key, if any (hash only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_key: Option<TempKeyRecord>,
+    /// Keysets enrolled, oldest first.
+    #[serde(default)]
+    pub keysets: Vec<String>,
+    /// Certificates issued, oldest first.
+    #[serde(default)]
+    pub certs: Vec<IssuedCert>,
+    /// Archived encryption keys, oldest first.
+    #[serde(default)]
+    pub archive: Vec<ArchivedKey>,
+    /// Fields from a newer keyward, kept.
+    #[serde(flatten)]
+    pub extra: toml::Table,
+}

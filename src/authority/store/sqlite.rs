@@ -1,0 +1,333 @@
+//! The embedded store: one SQLite file, `authority.db`, in the authority's directory.
+//!
+//! WAL journal, `synchronous=FULL` (a committed command survives a power cut), one
+//! `BEGIN IMMEDIATE` transaction per command (SQLite's write lock: a second writer waits).
+//! The schema is in `docs/formats.md`; [`SCHEMA_SQL`] creates it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::{AuditRow, Row, Store, StoreError};
+use crate::authority::audit::AuditEntry;
+
+/// The database's file name in the authority's directory.
+pub const DB_FILE: &str = "authority.db";
+
+/// The schema version [`SCHEMA_SQL`] creates.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The tables (also what `docs/formats.md` documents).
+pub const SCHEMA_SQL: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE records (
+    kind   TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    owner  TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    body   BLOB NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX records_bucket ON records (bucket);
+CREATE TABLE buckets (bucket INTEGER PRIMARY KEY, digest BLOB NOT NULL);
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY,
+    time      TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    outcome   TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    prev      TEXT NOT NULL,
+    hash      TEXT NOT NULL,
+    root      TEXT,
+    signature BLOB
+);
+";
+
+/// The SQLite store.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens an existing database (read-write, or read-only for the listing commands).
+    pub fn open(path: &Path, writable: bool) -> Result<SqliteStore, StoreError> {
+        let flags = if writable {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| err(path, "open", &e))?;
+        let s = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        };
+        s.configure()?;
+        Ok(s)
+    }
+
+    /// Creates a new database with the schema, `bucket_count` empty buckets and `schema`
+    /// recorded; nothing else.
+    pub fn create(path: &Path, bucket_count: u16) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| err(path, "create", &e))?;
+        let mut s = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        };
+        s.configure()?;
+        s.begin()?;
+        s.conn
+            .execute_batch(SCHEMA_SQL)
+            .map_err(|e| err(path, "create the schema in", &e))?;
+        s.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                params![SCHEMA_VERSION.to_string()],
+            )
+            .map_err(|e| err(path, "write", &e))?;
+        {
+            let mut stmt = s
+                .conn
+                .prepare("INSERT INTO buckets (bucket, digest) VALUES (?1, ?2)")
+                .map_err(|e| err(path, "write", &e))?;
+            for b in 0..bucket_count {
+                stmt.execute(params![b, [0u8; 32].as_slice()])
+                    .map_err(|e| err(path, "write", &e))?;
+            }
+        }
+        s.commit()?;
+        Ok(s)
+    }
+
+    fn configure(&self) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(Duration::from_secs(600))
+            .map_err(|e| err(&self.path, "configure", &e))?;
+        // WAL: readers never block the writer; FULL: a commit is on disk when it returns.
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .or_else(|e| {
+                // A read-only connection cannot switch modes; the file is WAL already.
+                if self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| err(&self.path, "configure", &e))?;
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| err(&self.path, "configure", &e))
+    }
+
+    fn e(&self, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |e| err(&self.path, action, &e)
+    }
+}
+
+fn err(path: &Path, action: &'static str, e: &rusqlite::Error) -> StoreError {
+    StoreError {
+        location: path.display().to_string(),
+        action,
+        reason: e.to_string(),
+    }
+}
+
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        kind: r.get(0)?,
+        key: r.get(1)?,
+        owner: r.get(2)?,
+        bucket: r.get(3)?,
+        // TEXT or BLOB alike: an edit made with another tool may change the column's type.
+        body: r
+            .get_ref(4)?
+            .as_bytes_or_null()?
+            .unwrap_or_default()
+            .to_vec(),
+    })
+}
+
+fn audit_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        entry: AuditEntry {
+            seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+            time: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            subject: r.get(4)?,
+            outcome: r.get(5)?,
+            detail: r.get(6)?,
+            prev: r.get(7)?,
+            hash: r.get(8)?,
+        },
+        root: r.get(9)?,
+        signature: r.get(10)?,
+    })
+}
+
+const ROW_COLS: &str = "kind, key, owner, bucket, body";
+const AUDIT_COLS: &str =
+    "seq, time, actor, action, subject, outcome, detail, prev, hash, root, signature";
+
+impl Store for SqliteStore {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(self.e("lock"))
+    }
+
+    fn begin_read(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(self.e("read"))
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT").map_err(self.e("commit"))
+    }
+
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn
+            .execute_batch("ROLLBACK")
+            .map_err(self.e("roll back"))
+    }
+
+    fn bucket_rows(&self, bucket: u16) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLS} FROM records WHERE bucket = ?1 ORDER BY kind, key"
+            ))
+            .map_err(self.e("read"))?;
+        let rows = stmt
+            .query_map(params![bucket], row_of)
+            .map_err(self.e("read"))?;
+        rows.collect::<Result<_, _>>().map_err(self.e("read"))
+    }
+
+    fn rows_of_kind(&self, kind: &str) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLS} FROM records WHERE kind = ?1 ORDER BY key"
+            ))
+            .map_err(self.e("read"))?;
+        let rows = stmt
+            .query_map(params![kind], row_of)
+            .map_err(self.e("read"))?;
+        rows.collect::<Result<_, _>>().map_err(self.e("read"))
+    }
+
+    fn count_rows(&self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .map_err(self.e("read"))
+    }
+
+    fn put_row(&mut self, row: &Row) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO records (kind, key, owner, bucket, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![row.kind, row.key, row.owner, row.bucket, row.body])
+            })
+            .map(|_| ())
+            .map_err(self.e("write"))
+    }
+
+    fn digests(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT digest FROM buckets ORDER BY bucket")
+            .map_err(self.e("read"))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(self.e("read"))?;
+        let mut out = Vec::new();
+        for d in rows {
+            let d = d.map_err(self.e("read"))?;
+            // A digest of the wrong length cannot match anything: keep it visible as zeros
+            // with a flipped first byte, so the root check names the state as changed.
+            out.push(<[u8; 32]>::try_from(d.as_slice()).unwrap_or([0xff; 32]));
+        }
+        Ok(out)
+    }
+
+    fn put_digest(&mut self, bucket: u16, digest: &[u8; 32]) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE buckets SET digest = ?2 WHERE bucket = ?1")
+            .and_then(|mut s| s.execute(params![bucket, digest.as_slice()]))
+            .map(|_| ())
+            .map_err(self.e("write"))
+    }
+
+    fn audit_append(&mut self, row: &AuditRow) -> Result<(), StoreError> {
+        let e = &row.entry;
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO audit ({AUDIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    i64::try_from(e.seq).unwrap_or(i64::MAX), e.time, e.actor, e.action, e.subject, e.outcome, e.detail, e.prev,
+                    e.hash, row.root, row.signature
+                ])
+            })
+            .map(|_| ())
+            .map_err(self.e("append to the audit log in"))
+    }
+
+    fn audit_last(&self) -> Result<Option<AuditRow>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1"
+            ))
+            .and_then(|mut s| s.query_row([], audit_of).optional())
+            .map_err(self.e("read the audit log in"))
+    }
+
+    fn audit_all(&self) -> Result<Vec<AuditRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq"))
+            .map_err(self.e("read the audit log in"))?;
+        let rows = stmt
+            .query_map([], audit_of)
+            .map_err(self.e("read the audit log in"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.e("read the audit log in"))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.e("read"))
+    }
+}

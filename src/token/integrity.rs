@@ -1,0 +1,85 @@
+//! What the authority's store needs from its token to be vouched for: small private data
+//! objects (`CKO_DATA`) that keep the newest state head on the token itself.
+//!
+//! A data object is private (`CKA_PRIVATE`: read and written only after a login), a token
+//! object, and found by its label; keyward never keeps two with one label.
+
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+
+use super::error::TokenError;
+use super::session::TokenSession;
+
+/// `CKA_APPLICATION` of keyward's data objects.
+const APPLICATION: &[u8] = b"keyward";
+
+impl TokenSession {
+    fn find_data(&self, label: &str) -> Result<Option<ObjectHandle>, TokenError> {
+        let found = self
+            .session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(|e| self.op_error(e, "finding a data object"))?;
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.first().copied()),
+            n => Err(TokenError::Wrapper {
+                what: format!("finding the data object {label:?}"),
+                reason: format!(
+                    "{n} objects share that label on token {:?}; remove the duplicates",
+                    self.token.label()
+                ),
+            }),
+        }
+    }
+
+    /// The value of the private data object labelled `label` (needs a login), or `None`.
+    pub fn read_data_object(&self, label: &str) -> Result<Option<Vec<u8>>, TokenError> {
+        let Some(handle) = self.find_data(label)? else {
+            return Ok(None);
+        };
+        let attrs = self
+            .session
+            .get_attributes(handle, &[AttributeType::Value])
+            .map_err(|e| self.op_error(e, "reading a data object"))?;
+        Ok(attrs.into_iter().find_map(|a| match a {
+            Attribute::Value(v) => Some(v),
+            _ => None,
+        }))
+    }
+
+    /// Sets the value of the private data object labelled `label`: removes the old object and
+    /// creates the new one (many tokens, SoftHSM among them, make `CKA_VALUE` of a data object
+    /// read-only once created). Between the two calls the object is absent; callers keep a
+    /// second object (a pending copy) so that a crash there loses nothing.
+    pub fn write_data_object(&self, label: &str, value: &[u8]) -> Result<(), TokenError> {
+        if let Some(handle) = self.find_data(label)? {
+            self.session
+                .destroy_object(handle)
+                .map_err(|e| self.op_error(e, "replacing a data object"))?;
+        }
+        self.session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Modifiable(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Application(APPLICATION.to_vec()),
+                Attribute::Value(value.to_vec()),
+            ])
+            .map(|_| ())
+            .map_err(|e| self.op_error(e, "creating a data object"))
+    }
+
+    /// Removes the data object labelled `label`, if any (a failed `authority init` cleans up).
+    pub fn destroy_data_object(&self, label: &str) -> Result<(), TokenError> {
+        if let Some(handle) = self.find_data(label)? {
+            self.session
+                .destroy_object(handle)
+                .map_err(|e| self.op_error(e, "removing a data object"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! `keyward authority migrate`: a directory of the TOML format (schema 1: `authority.toml`,
+//! `users.toml`, `ca.pem`, `audit.log`) becomes the store once; it refuses a second time, and
+//! refuses an old audit log that does not verify. The old directory is written here the way
+//! keyward before the store wrote it, around keys made on a real SoftHSM token.
+
+mod util;
+
+use std::path::Path;
+
+use keyward::authority::audit::AuditLog;
+use util::AuthorityBed;
+
+/// Turns the bed's authority (made by `authority init` + `add-user pat`) into a schema-1
+/// directory: the configuration and user records as TOML, the log as the old hash chain.
+fn make_legacy(bed: &AuthorityBed) {
+    let dir = Path::new(&bed.dir);
+    let config: serde_json::Value =
+        serde_json::from_slice(&bed.state_file("authority.toml")).unwrap();
+    let users: Vec<serde_json::Value> = String::from_utf8(bed.state_file("users.toml"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for f in ["authority.db", "authority.db-wal", "authority.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    std::fs::write(dir.join("ca.pem"), config["ca_pem"].as_str().unwrap()).unwrap();
+    let log = AuditLog::open(&dir.join("audit.log"));
+    log.append("operator:test", "init", "CN=Old CA", "ok", "made by hand")
+        .unwrap();
+    let (seq, hash) = log
+        .append(
+            "operator:test",
+            "add-user",
+            "pat",
+            "ok",
+            "temporary key valid for 72h",
+        )
+        .unwrap();
+    let mut cfg = config.as_object().unwrap().clone();
+    cfg.remove("ca_pem");
+    cfg.insert("schema".into(), 1.into());
+    cfg.insert("log_seq".into(), seq.into());
+    cfg.insert("log_hash".into(), hash.into());
+    std::fs::write(
+        dir.join("authority.toml"),
+        toml::to_string(&serde_json::Value::Object(cfg)).unwrap(),
+    )
+    .unwrap();
+    let users = serde_json::json!({ "schema": 1, "user": users });
+    std::fs::write(dir.join("users.toml"), toml::to_string(&users).unwrap()).unwrap();
+}
+
+#[test]
+fn a_toml_authority_is_migrated_once_and_then_works() {
+    let bed = AuthorityBed::new(&["pat-card"], "CN=Old CA");
+    let key = bed.add_user("pat", &[]);
+    make_legacy(&bed);
+    // Not usable before the migration: every command says what to do.
+    bed.bed
+        .run(&["authority", "users", "--dir", &bed.dir])
+        .fails(1, "authority migrate --dir");
+    bed.authority("add-user", &["quinn"])
+        .fails(1, "authority migrate --dir");
+
+    // An old log that does not verify is not migrated.
+    let log = Path::new(&bed.dir).join("audit.log");
+    let good = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, good.replace("made by hand", "made by someone")).unwrap();
+    bed.authority("migrate", &[]).fails(1, "fails verification");
+    assert!(!Path::new(&bed.dir).join("authority.db").exists());
+    std::fs::write(&log, &good).unwrap();
+
+    let run = bed.authority("migrate", &[]).ok();
+    assert!(run.stdout.contains("1 users"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("old audit log of 2 entries"),
+        "{}",
+        run.stdout
+    );
+    assert!(Path::new(&bed.dir)
+        .join("pre-migration/users.toml")
+        .exists());
+    bed.authority("migrate", &[]).fails(1, "migrated already");
+    assert_eq!(bed.user("pat")["state"], "pending");
+    let verified = bed.authority("log", &["--verify"]).ok();
+    assert!(verified.stdout.contains("1 entries"), "{}", verified.stdout);
+
+    // The migrated authority works: pat enrolls with the key issued before the migration.
+    bed.enroll_local("pat", "Pat 1", "pat-card", &key, &[], &[])
+        .ok();
+    assert_eq!(bed.user("pat")["state"], "active");
+    bed.authority("log", &["--verify"]).ok();
+}
