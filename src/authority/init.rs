@@ -64,12 +64,14 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         created: now_rfc3339(),
         extra: toml::Table::new(),
     };
-    let mut dir = AuthorityDir::create_locked(req.dir, placeholder)?;
     let mut session = req.token.open_rw(module)?;
     session.login(module, PinRole::User, req.pin, req.policy)?;
-    // The archive and every delivery wrap with RFC 5649: refused before any key is made.
+    // The archive and every delivery wrap with RFC 5649: refused before any key is made and
+    // before the directory exists.
     crate::enroll::delivery::authority_wrap(&session, module)?;
-    dir.config.wraps_cbc_pad = session.cbc_pad_wraps(module)?;
+    let wraps_cbc_pad = session.cbc_pad_wraps(module)?;
+    let mut dir = AuthorityDir::create_locked(req.dir, placeholder)?;
+    dir.config.wraps_cbc_pad = wraps_cbc_pad;
     let ids = KeyIds {
         ca: session.random(16)?,
         exchange: session.random(16)?,
