@@ -329,8 +329,9 @@ impl TokenSession {
             // runs it as a raw RSA decryption): a token that says it signs with
             // CKM_SHA256_RSA_PKCS gets the input itself, hashed on the token — the same
             // PKCS#1 v1.5 signature.
-            Err(e @ (TokenError::Call { .. } | TokenError::MechanismUnsupported { .. }))
-                if self.signs_with(module, MechanismType::SHA256_RSA_PKCS) =>
+            Err(e)
+                if refused_by_token(&e)
+                    && self.signs_with(module, MechanismType::SHA256_RSA_PKCS) =>
             {
                 log::debug!("CKM_RSA_PKCS signing failed ({e}); signing with CKM_SHA256_RSA_PKCS");
                 self.sign_with(module, key, &Mechanism::Sha256RsaPkcs, &input, pin)
@@ -466,6 +467,24 @@ impl TokenSession {
 }
 
 /// The SHA-256 digest of everything `data` yields, read in pieces.
+/// A token's "no" to an operation (worth trying another mechanism for), not a PIN's, the
+/// device's or the session's failure.
+fn refused_by_token(e: &TokenError) -> bool {
+    match e {
+        TokenError::MechanismUnsupported { .. } => true,
+        TokenError::Call { call, .. } => !matches!(
+            call.code.as_str(),
+            "DeviceError"
+                | "DeviceMemory"
+                | "HostMemory"
+                | "SessionHandleInvalid"
+                | "SessionClosed"
+                | "CryptokiNotInitialized"
+        ),
+        _ => false,
+    }
+}
+
 fn sha256_of(data: &mut dyn Read) -> Result<[u8; 32], TokenError> {
     let mut hasher = Sha256::new();
     std::io::copy(data, &mut hasher).map_err(|e| TokenError::Wrapper {

@@ -296,6 +296,9 @@ impl TokenSession {
         ];
         match self.session.create_object(&template) {
             Ok(handle) => Ok(ObjectRef(handle)),
+            Err(e) if super::caps::device_failure(&e) => {
+                Err(self.op_error(e, "storing a certificate"))
+            }
             Err(e) => {
                 // A token that keeps one object per certificate (NSS softokn: by issuer and
                 // serial) refuses the same certificate again — an archived key's certificate
