@@ -466,7 +466,6 @@ impl TokenSession {
     }
 }
 
-/// The SHA-256 digest of everything `data` yields, read in pieces.
 /// A token's "no" to an operation (worth trying another mechanism for), not a PIN's, the
 /// device's or the session's failure.
 fn refused_by_token(e: &TokenError) -> bool {
@@ -485,6 +484,7 @@ fn refused_by_token(e: &TokenError) -> bool {
     }
 }
 
+/// The SHA-256 digest of everything `data` yields, read in pieces.
 fn sha256_of(data: &mut dyn Read) -> Result<[u8; 32], TokenError> {
     let mut hasher = Sha256::new();
     std::io::copy(data, &mut hasher).map_err(|e| TokenError::Wrapper {
