@@ -157,7 +157,8 @@ impl Step {
 
 /// Whether enrollment by files (and recovery, re-enrollment, audit) uses the authority on this
 /// module; otherwise it uses an authority on a SoftHSM2 token beside it, so the user's side of
-/// key delivery is tested on this module whatever the module can do as an authority.
+/// key delivery is tested on this module whatever the module can do as an authority (that
+/// authority allows import: a token that cannot unwrap receives its keys by import).
 fn file_authority_here(module: Module) -> bool {
     matches!(module, Module::Softhsm | Module::Kryoptic)
 }
@@ -172,9 +173,9 @@ enum Expect {
     /// Refused up front: exit 1, one `keyward: error:` line containing this text, the keyset
     /// registry and the authority's directory unchanged.
     Refused(&'static str),
-    /// CURRENT BEHAVIOUR, NOT THE GOAL: the step fails in the middle today with an error
-    /// containing this text. To be replaced by `Works` or `Refused(…)` when the adapter work of
-    /// issue 10 lands; asserted exactly so that a change is noticed.
+    /// NOT THE GOAL: the step fails in the middle with an error containing this text. Only with
+    /// a comment saying why it is left so (no entry uses it now); asserted exactly so that a
+    /// change is noticed.
     FailsToday(&'static str),
     /// A step it needs (see [`Step::needs`]) does not work on this module.
     NotRun,
@@ -184,26 +185,18 @@ use Expect::*;
 
 /// THE EXPECTATION TABLE: step → outcome, per module. Every module lists every step.
 ///
-/// `FailsToday(…)` marks current behaviour, not the goal: it is what keyward does before the
-/// adapter work of issue 10 lands (module arguments, token identity, capability probing, key
-/// delivery by capability). Each is to become `Works` or `Refused("…")`, and the `NotRun`
-/// steps behind it then run and get their own entry.
+/// Every step works or is refused up front (`Refused`: one sentence naming what the token
+/// lacks, nothing changed); `FailsToday` marks a step that still fails in the middle, each with
+/// the reason it is left so.
 fn expected(module: Module) -> &'static [(Step, Expect)] {
-    /// kryoptic offers CKM_AES_KEY_WRAP_KWP (RFC 5649) and not SoftHSM's 0x210A: key delivery
-    /// fails at the authority's C_WrapKey (goal: Works, by KWP).
-    const KRYOPTIC_WRAP: Expect =
-        FailsToday("does not support the mechanism requested by C_WrapKey");
-    /// keyward does not pass KEYWARD_MODULE_ARGS to C_Initialize yet (goal: the module loads;
-    /// one token, no SO: `token init` refused, the rest works as far as one token allows).
-    const NSS_ARGS: Expect = FailsToday("failed to initialise (CKR ArgumentsBad)");
-    /// cryptoki 0.12.1 rejects opencryptoki's non-numeric utcTime (goal: token admin and RSA
-    /// keysets work; p256, high security and key delivery refused up front: no EC, no
-    /// context-specific login, no AES key wrap).
-    const OCK_UTCTIME: Expect =
-        FailsToday("reading token info failed: Error parsing string as integer");
-    /// tpm2-pkcs11 rejects keyward's explicit CKA_VERIFY template (`attr mismatch: 0x10a`)
-    /// (goal: keysets work; enrollment refused up front: no wrap, unwrap or private-key import).
-    const TPM2_KEYGEN: Expect = FailsToday("C_GenerateKeyPair returned CKR GeneralError");
+    /// On a bed with one token made by its module's own tool there is no free slot.
+    const NO_FREE_SLOT: Expect = Refused("no free (uninitialised) token slot");
+    /// No C_Login(CKU_CONTEXT_SPECIFIC): probed at `keyset create`, before any key exists.
+    const NO_CONTEXT_LOGIN: Expect =
+        Refused("cannot hold --security high keys: it does not support the context-specific login");
+    /// The authority's archive and deliveries need RFC 5649 AES key wrap on its own token:
+    /// probed (mechanism list + known-answer test) before the authority directory is made.
+    const NO_RFC5649: Expect = Refused("does not support RFC 5649 AES key wrap");
     match module {
         Module::Softhsm => &[
             (TokenList, Works),
@@ -245,93 +238,101 @@ fn expected(module: Module) -> &'static [(Step, Expect)] {
             (SignHigh, Works),
             (Csr, Works),
             (AuthorityInit, Works),
-            (EnrollLocal, KRYOPTIC_WRAP),
-            (EnrollFile, KRYOPTIC_WRAP),
-            (Send, NotRun),     // current: behind EnrollFile
-            (Read, NotRun),     // current: behind EnrollFile
-            (Recover, NotRun),  // current: behind EnrollFile
-            (Reenroll, NotRun), // current: behind EnrollFile
-            (ReadOld, NotRun),  // current: behind EnrollFile
+            (EnrollLocal, Works),
+            (EnrollFile, Works),
+            (Send, Works),
+            (Read, Works),
+            (Recover, Works),
+            (Reenroll, Works),
+            (ReadOld, Works),
             (Audit, Works),
             (TokenReinit, Works),
         ],
+        // The file authority is the SoftHSM2 one beside it, made with --allow-import: NSS's
+        // token has no RFC 5649 wrap, so bob's encryption key is delivered by import.
         Module::Nss => &[
-            (TokenList, NSS_ARGS),
-            (TokenInit, NSS_ARGS),
-            (TokenInfo, NSS_ARGS),
-            (ChangePin, NSS_ARGS),
-            (KeysetRsa2048, NSS_ARGS),
-            (KeysetRsa3072, NSS_ARGS),
-            (KeysetP256, NSS_ARGS),
-            (KeysetHigh, NSS_ARGS),
-            (SignRsa2048, NotRun), // current: behind the keysets
-            (SignRsa3072, NotRun), // current
-            (SignP256, NotRun),    // current
-            (SignHigh, NotRun),    // current
-            (Csr, NotRun),         // current
-            (AuthorityInit, NSS_ARGS),
-            (EnrollLocal, NotRun), // current: behind AuthorityInit
-            (EnrollFile, NSS_ARGS),
-            (Send, NotRun),     // current: behind EnrollFile
-            (Read, NotRun),     // current
-            (Recover, NotRun),  // current
-            (Reenroll, NotRun), // current
-            (ReadOld, NotRun),  // current
-            (Audit, Works),     // the SoftHSM2 authority beside it
-            (TokenReinit, NSS_ARGS),
+            (TokenList, Works),
+            (TokenInit, NO_FREE_SLOT),
+            (TokenInfo, Works),
+            (ChangePin, Works),
+            (KeysetRsa2048, Works),
+            (KeysetRsa3072, Works),
+            (KeysetP256, Works),
+            (KeysetHigh, NO_CONTEXT_LOGIN),
+            (SignRsa2048, Works),
+            (SignRsa3072, Works),
+            (SignP256, Works),
+            (SignHigh, NotRun),
+            (Csr, Works),
+            (AuthorityInit, NO_RFC5649),
+            (EnrollLocal, NotRun),
+            (EnrollFile, Works),
+            (Send, Works),
+            (Read, Works),
+            (Recover, Works),
+            (Reenroll, Works),
+            (ReadOld, Works),
+            (Audit, Works),
+            (
+                TokenReinit,
+                Refused("cannot re-initialise token \"NSS Certificate DB\" through PKCS#11"),
+            ),
         ],
+        // As NSS: no EC, no context-specific login, no AES key wrap; keys delivered by import.
         Module::Opencryptoki => &[
-            (TokenList, OCK_UTCTIME),
-            (TokenInit, OCK_UTCTIME),
-            (TokenInfo, OCK_UTCTIME),
-            (ChangePin, OCK_UTCTIME),
-            (KeysetRsa2048, OCK_UTCTIME),
-            (KeysetRsa3072, OCK_UTCTIME),
-            (KeysetP256, OCK_UTCTIME),
-            (KeysetHigh, OCK_UTCTIME),
-            (SignRsa2048, NotRun), // current: behind the keysets
-            (SignRsa3072, NotRun), // current
-            (SignP256, NotRun),    // current
-            (SignHigh, NotRun),    // current
-            (Csr, NotRun),         // current
-            (AuthorityInit, OCK_UTCTIME),
-            (EnrollLocal, NotRun), // current: behind AuthorityInit
-            (EnrollFile, OCK_UTCTIME),
-            (Send, NotRun),     // current: behind EnrollFile
-            (Read, NotRun),     // current
-            (Recover, NotRun),  // current
-            (Reenroll, NotRun), // current
-            (ReadOld, NotRun),  // current
-            (Audit, Works),     // the SoftHSM2 authority beside it
-            (TokenReinit, OCK_UTCTIME),
+            (TokenList, Works),
+            (TokenInit, NO_FREE_SLOT),
+            (TokenInfo, Works),
+            (ChangePin, Works),
+            (KeysetRsa2048, Works),
+            (KeysetRsa3072, Works),
+            (KeysetP256, Refused("cannot generate EC P-256 key pairs")),
+            (KeysetHigh, NO_CONTEXT_LOGIN),
+            (SignRsa2048, Works),
+            (SignRsa3072, Works),
+            (SignP256, NotRun),
+            (SignHigh, NotRun),
+            (Csr, Works),
+            (AuthorityInit, NO_RFC5649),
+            (EnrollLocal, NotRun),
+            (EnrollFile, Works),
+            (Send, Works),
+            (Read, Works),
+            (Recover, Works),
+            (Reenroll, Works),
+            (ReadOld, Works),
+            (Audit, Works),
+            (TokenReinit, Works),
         ],
         Module::Tpm2 => &[
             (TokenList, Works),
             (TokenInit, Works),
             (TokenInfo, Works),
             (ChangePin, Works),
-            (KeysetRsa2048, TPM2_KEYGEN),
-            (KeysetRsa3072, TPM2_KEYGEN),
-            (KeysetP256, TPM2_KEYGEN),
-            (KeysetHigh, TPM2_KEYGEN),
-            (SignRsa2048, NotRun), // current: behind the keysets
-            (SignRsa3072, NotRun), // current
-            (SignP256, NotRun),    // current
-            (SignHigh, NotRun),    // current
-            (Csr, NotRun),         // current
-            (AuthorityInit, TPM2_KEYGEN),
-            (EnrollLocal, NotRun), // current: behind AuthorityInit
-            (EnrollFile, TPM2_KEYGEN),
-            (Send, NotRun),     // current: behind EnrollFile
-            (Read, NotRun),     // current
-            (Recover, NotRun),  // current
-            (Reenroll, NotRun), // current
-            (ReadOld, NotRun),  // current
-            (Audit, Works),     // the SoftHSM2 authority beside it
-            // tpm2-pkcs11 initialises a token once; goal: refused up front, naming tpm2_ptool.
+            (KeysetRsa2048, Works),
+            (KeysetRsa3072, Works),
+            (KeysetP256, Works),
+            (KeysetHigh, Works),
+            (SignRsa2048, Works),
+            (SignRsa3072, Works),
+            (SignP256, Works),
+            (SignHigh, Works),
+            (Csr, Works),
+            (AuthorityInit, NO_RFC5649),
+            (EnrollLocal, NotRun),
+            (
+                EnrollFile,
+                Refused("cannot receive the encryption key: it has no RFC 5649 AES key wrap"),
+            ),
+            (Send, NotRun),
+            (Read, NotRun),
+            (Recover, NotRun),
+            (Reenroll, NotRun),
+            (ReadOld, NotRun),
+            (Audit, Works),
             (
                 TokenReinit,
-                FailsToday("C_InitToken returned CKR ArgumentsBad"),
+                Refused("cannot re-initialise token \"bob-card\" through PKCS#11"),
             ),
         ],
     }
@@ -743,13 +744,17 @@ fn state_of(ctx: &Ctx<'_>) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Makes an authority on `role`'s token of `bed` in `dir`: `authority init` and `authority cert`.
+/// `allow_import`: `authority init --allow-import` (the SoftHSM2 authority beside a module
+/// whose tokens cannot unwrap: their users' keys are then delivered by import where the token
+/// takes one).
 fn make_authority<'a>(
     bed: &'a ModuleBed,
     token: &str,
     dir: &Path,
+    allow_import: bool,
 ) -> Result<Authority<'a>, Failure> {
     let dir = dir.to_string_lossy().into_owned();
-    let args = [
+    let mut args = vec![
         "authority",
         "init",
         "--dir",
@@ -759,6 +764,9 @@ fn make_authority<'a>(
         "--name",
         "CN=Matrix Authority",
     ];
+    if allow_import {
+        args.push("--allow-import");
+    }
     let run = bed.run_env_timeout(&args, &[("KEYWARD_PIN", &bed.pin)], COMMAND_TIMEOUT);
     if run.code != 0 {
         return Err(Failure {
@@ -817,8 +825,13 @@ fn run_story(module: Module) -> BTreeMap<Step, Outcome> {
         files,
     };
     if let Some(s) = &softhsm {
-        let a = make_authority(s, "pkcs11:token=authority", &s.path("softhsm-authority"))
-            .unwrap_or_else(|f| panic!("SoftHSM2 authority: {}: {}", f.command, f.run.stderr));
+        let a = make_authority(
+            s,
+            "pkcs11:token=authority",
+            &s.path("softhsm-authority"),
+            true,
+        )
+        .unwrap_or_else(|f| panic!("SoftHSM2 authority: {}: {}", f.command, f.run.stderr));
         ctx.file = Some(a);
     }
 
@@ -938,7 +951,7 @@ fn run_step(ctx: &mut Ctx<'_>, step: Step) -> StepResult {
         }
         AuthorityInit => {
             let token = ctx.token(Role::Authority);
-            let a = make_authority(bed, &token, &bed.path("authority"))?;
+            let a = make_authority(bed, &token, &bed.path("authority"), false)?;
             if file_authority_here(bed.module) {
                 let again = Authority {
                     bed: a.bed,
@@ -1128,9 +1141,12 @@ fn observed_table(module: Module, story: &Story) -> String {
                     .map(|l| l.trim_start_matches("keyward: error:").trim())
                     .unwrap_or_else(|| stderr.lines().last().unwrap_or(""));
                 // A line that reports a PKCS#11 call's return code is that call failing, not a
-                // refusal before the token was asked.
-                let refusal =
-                    *code == 1 && lines.len() == 1 && !changed && !text.contains(" returned CKR");
+                // refusal before the token was asked — unless it says nothing was changed (a
+                // probe's answer given as the reason for a refusal).
+                let refusal = *code == 1
+                    && lines.len() == 1
+                    && !changed
+                    && (!text.contains(" returned CKR") || text.contains("nothing was changed"));
                 let kind = if refusal { "Refused" } else { "FailsToday" };
                 format!("{kind}({text:?})")
             }

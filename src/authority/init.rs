@@ -80,6 +80,12 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
             dir: req.dir.to_path_buf(),
         });
     }
+    let mut session = req.token.open_rw(module)?;
+    session.login(module, PinRole::User, req.pin, req.policy)?;
+    // The archive and every delivery wrap with RFC 5649: refused before any key is made and
+    // before the directory exists.
+    crate::enroll::delivery::authority_wrap(&session, module)?;
+    let wraps_cbc_pad = session.cbc_pad_wraps(module)?;
     std::fs::create_dir_all(req.dir).map_err(|e| state::io("create", req.dir, &e))?;
     let _lock = state::lock_dir(req.dir)?;
     if exists(req.dir) {
@@ -107,11 +113,7 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         extra: toml::Table::new(),
     };
     let mut config = placeholder;
-    let mut session = req.token.open_rw(module)?;
-    session.login(module, PinRole::User, req.pin, req.policy)?;
-    // The archive and every delivery wrap with RFC 5649: refused before any key is made.
-    crate::enroll::delivery::authority_wrap(&session, module)?;
-    config.wraps_cbc_pad = session.cbc_pad_wraps(module)?;
+    config.wraps_cbc_pad = wraps_cbc_pad;
     let ids = KeyIds {
         ca: session.random(16)?,
         exchange: session.random(16)?,

@@ -54,6 +54,9 @@ pub fn init_token(
     }
     token.check_pin_length(PinRole::So, secrets.so_pin)?;
     token.check_pin_length(PinRole::User, secrets.user_pin)?;
+    if token.summary().initialized {
+        check_so_login(module, token, secrets.so_pin)?;
+    }
     let before: Vec<String> = initialized_serials(module)?;
     log::debug!(
         "C_InitToken on slot {} with label {label:?}",
@@ -81,6 +84,42 @@ pub fn init_token(
     let mut fresh = fresh;
     fresh.refresh(module)?;
     Ok(fresh)
+}
+
+/// Before re-initialising, one SO login with the current SO PIN: a wrong one is refused with
+/// the tries left, and a token whose SO cannot log in (NSS softokn has no SO once its database
+/// has a password: `CKR_USER_TYPE_INVALID`) cannot finish an init either (the first user PIN is
+/// set as SO), so it is refused with its own tool named, before `C_InitToken` wipes anything.
+fn check_so_login(module: &Module, token: &Token, so_pin: &SecretString) -> Result<(), TokenError> {
+    use cryptoki::error::{Error as CkError, RvError};
+    let mut session = token.open_rw(module)?;
+    log::debug!(
+        "C_Login as SO on token {:?} before C_InitToken",
+        token.label()
+    );
+    let result = match session
+        .session
+        .login(cryptoki::session::UserType::So, Some(so_pin))
+    {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+            session.logout();
+            Ok(())
+        }
+        Err(e @ CkError::Pkcs11(RvError::UserTypeInvalid | RvError::FunctionNotSupported, _)) => {
+            let CkError::Pkcs11(rv, function) = &e else {
+                unreachable!("matched above")
+            };
+            Err(TokenError::InitUnsupported {
+                label: token.label().to_string(),
+                reinit: true,
+                tool: init_tool(module, token),
+                call: super::error::CallFailure::of(*function, rv),
+            })
+        }
+        Err(e) => Err(session.pin_error(module, e, "checking the SO PIN", PinRole::So)),
+    };
+    drop(session);
+    result
 }
 
 /// Why `C_InitToken` failed. A module that cannot initialise this token through PKCS#11 —
@@ -141,6 +180,8 @@ fn init_tool(module: &Module, token: &Token) -> String {
         format!("tpm2-pkcs11's own tool: `tpm2_ptool rmtoken --label {label:?}` (its keys are lost), then `keyward token init --free`, or `tpm2_ptool addtoken` for a new token")
     } else if who.contains("meta pkcs11") || who.contains("opencryptoki") {
         format!("opencryptoki's own tool: `pkcsconf -c {slot} -I` (SO PIN), then `pkcsconf -c {slot} -u` for the user PIN")
+    } else if who.contains("nss") {
+        "NSS's own tool: make its database again with `certutil -N -d sql:DIR` (in a new or emptied directory; its keys are lost); its password is the user PIN".to_string()
     } else if who.contains("opensc") {
         "the card's own tool (OpenSC's `pkcs15-init --erase-card` or `piv-tool`, or the card vendor's); a card provisioned that way is used with `keyward keyset adopt`".to_string()
     } else {

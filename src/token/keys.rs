@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
@@ -305,24 +305,72 @@ impl TokenSession {
         data: &mut dyn Read,
         pin: &SecretString,
     ) -> Result<Vec<u8>, TokenError> {
-        let digest = sha256_of(data)?;
-        let (mechanism, to_sign) = match key.key_type {
-            KeyKind::Rsa => (Mechanism::RsaPkcs, sha256_digest_info(&digest)),
-            KeyKind::Ec => (Mechanism::Ecdsa, digest.to_vec()),
-        };
+        if key.key_type == KeyKind::Ec {
+            let digest = sha256_of(data)?;
+            return self.sign_with(module, key, &Mechanism::Ecdsa, &digest, pin);
+        }
+        // RSA: the input is kept, in case the token signs only with its own hashing.
+        let mut input = Vec::new();
+        data.read_to_end(&mut input)
+            .map_err(|e| TokenError::Wrapper {
+                what: "reading the data to sign".to_string(),
+                reason: e.to_string(),
+            })?;
+        let digest: [u8; 32] = Sha256::digest(&input).into();
+        let raw = self.sign_with(
+            module,
+            key,
+            &Mechanism::RsaPkcs,
+            &sha256_digest_info(&digest),
+            pin,
+        );
+        match raw {
+            // Some tokens offer CKM_RSA_PKCS only for keys that may also decrypt (tpm2-pkcs11
+            // runs it as a raw RSA decryption): a token that says it signs with
+            // CKM_SHA256_RSA_PKCS gets the input itself, hashed on the token — the same
+            // PKCS#1 v1.5 signature.
+            Err(e)
+                if refused_by_token(&e)
+                    && self.signs_with(module, MechanismType::SHA256_RSA_PKCS) =>
+            {
+                log::debug!("CKM_RSA_PKCS signing failed ({e}); signing with CKM_SHA256_RSA_PKCS");
+                self.sign_with(module, key, &Mechanism::Sha256RsaPkcs, &input, pin)
+            }
+            other => other,
+        }
+    }
+
+    /// One single-part signature (with the context-specific login for a high-security key).
+    fn sign_with(
+        &mut self,
+        module: &Module,
+        key: &KeyRef,
+        mechanism: &Mechanism<'_>,
+        to_sign: &[u8],
+        pin: &SecretString,
+    ) -> Result<Vec<u8>, TokenError> {
         if key.always_authenticate {
             return self.single_part_with_login(
                 module,
                 SinglePart::Sign,
-                &mechanism,
+                mechanism,
                 key,
-                &to_sign,
+                to_sign,
                 pin,
             );
         }
         self.session
-            .sign(&mechanism, key.handle, &to_sign)
+            .sign(mechanism, key.handle, to_sign)
             .map_err(|e| self.op_error(e, "signing"))
+    }
+
+    /// Whether the token says it signs with `mechanism` (`C_GetMechanismInfo`, `CKF_SIGN`).
+    fn signs_with(&self, module: &Module, mechanism: MechanismType) -> bool {
+        module
+            .ctx()
+            .get_mechanism_info(self.token.slot, mechanism)
+            .map(|info| info.sign())
+            .unwrap_or(false)
     }
 
     /// A single-part operation on a key with `CKA_ALWAYS_AUTHENTICATE`: init, context-specific
@@ -415,6 +463,24 @@ impl TokenSession {
         self.session
             .generate_random_vec(len)
             .map_err(|e| self.op_error(e, "generating random bytes"))
+    }
+}
+
+/// A token's "no" to an operation (worth trying another mechanism for), not a PIN's, the
+/// device's or the session's failure.
+fn refused_by_token(e: &TokenError) -> bool {
+    match e {
+        TokenError::MechanismUnsupported { .. } => true,
+        TokenError::Call { call, .. } => !matches!(
+            call.code.as_str(),
+            "DeviceError"
+                | "DeviceMemory"
+                | "HostMemory"
+                | "SessionHandleInvalid"
+                | "SessionClosed"
+                | "CryptokiNotInitialized"
+        ),
+        _ => false,
     }
 }
 

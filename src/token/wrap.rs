@@ -294,10 +294,30 @@ impl TokenSession {
             Attribute::Issuer(c.issuer.to_vec()),
             Attribute::SerialNumber(c.serial.to_vec()),
         ];
-        self.session
-            .create_object(&template)
-            .map(ObjectRef)
-            .map_err(|e| self.op_error(e, "storing a certificate"))
+        match self.session.create_object(&template) {
+            Ok(handle) => Ok(ObjectRef(handle)),
+            Err(e) if super::caps::device_failure(&e) => {
+                Err(self.op_error(e, "storing a certificate"))
+            }
+            Err(e) => {
+                // A token that keeps one object per certificate (NSS softokn: by issuer and
+                // serial) refuses the same certificate again — an archived key's certificate
+                // that an older keyset on this token stored already. It is on the token: done.
+                let same = self.session.find_objects(&[
+                    Attribute::Class(ObjectClass::CERTIFICATE),
+                    Attribute::Value(c.der.to_vec()),
+                ]);
+                match same.as_deref() {
+                    Ok([existing, ..]) => {
+                        log::debug!(
+                            "storing a certificate failed ({e}); the same certificate is on the token already"
+                        );
+                        Ok(ObjectRef(*existing))
+                    }
+                    _ => Err(self.op_error(e, "storing a certificate")),
+                }
+            }
+        }
     }
 
     /// Wraps a secret key to an RSA public key with RSA-OAEP.
