@@ -39,8 +39,8 @@ sweep_summary() {
     if [[ -s $crash_summary ]]; then
         echo "== crash sweep, $1: SIGKILL/ENOSPC/EIO points per command"
         sort "$crash_summary"
-        awk '{ for (i = 1; i < NF - 1; i++) { if ($(i + 1) == "points" && $(i + 2) == "tried") t += $i; if ($(i + 1) == "consistent") s += $i } }
-            END { printf "   total: %d crash points tried, %d consistent\n", t, s }' "$crash_summary"
+        awk '{ for (i = 1; i < NF - 1; i++) { if ($(i + 1) == "points" && $(i + 2) == "tried") t += $i; if ($(i + 1) == "consistent") s += $i; if ($(i + 1) == "known-failing,") k += $i } }
+            END { printf "   total: %d crash points tried, %d consistent, %d known-failing (KNOWN_FAILURES in tests/crash_sweep.rs)\n", t, s, k }' "$crash_summary"
     fi
     rm -f "$summary" "$crash_summary"
 }

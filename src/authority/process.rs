@@ -299,7 +299,14 @@ pub fn prepare(ch: &Change<'_>, dir: &Path, request: &Path) -> Result<Prepared, 
         record_failure(ch, &mut a, &mut session, &req.body.user, "refused", &e);
         return Err(e);
     }
-    let made = match issue_everything(ch.module, &mut a, &mut session, &req, ch.pin, (delivery, mech)) {
+    let made = match issue_everything(
+        ch.module,
+        &mut a,
+        &mut session,
+        &req,
+        ch.pin,
+        (delivery, mech),
+    ) {
         Ok(made) => made,
         Err(e) => {
             if matches!(e, AuthorityError::Tampered { .. }) {

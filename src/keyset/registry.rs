@@ -462,15 +462,40 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 /// `bytes` in a synced temporary file in `path`'s directory.
+/// Its name starts with `.keyward-NAME.` (NAME: `path`'s file name); such files a killed
+/// earlier write of the same path left are removed first, so a retry leaves none behind.
 fn write_beside(path: &Path, bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".keyward-")
-        .tempfile_in(dir)?;
+    let prefix = format!(
+        ".keyward-{}.",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    remove_leftovers(dir, &prefix);
+    let mut tmp = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     Ok(tmp)
+}
+
+/// Removes the files in `dir` whose names start with `prefix` (temporary files of an earlier
+/// write that was killed before its rename).
+fn remove_leftovers(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(prefix) {
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                log::warn!(
+                    "could not remove the leftover {}: {err}",
+                    e.path().display()
+                );
+            }
+        }
+    }
 }
 
 /// Renames `tmp` to `path` and syncs the directory.
