@@ -76,18 +76,9 @@ fn create(ctx: &mut Context, a: CreateArgs) -> Result<(), Error> {
             policy,
         },
     )?;
-    if ctx.json() {
-        print_json(&Shown::of(&record));
+    if report_made(ctx, "created", &record) {
         return Ok(());
     }
-    outln!(
-        "created keyset {:?} on token {:?} (serial {}): {} signing key, security {}",
-        record.name,
-        record.token_label,
-        record.token_serial,
-        record.key_type,
-        record.security
-    );
     if let Some(label) = label_note {
         outln!("the name is longer than a 32-byte token label; its keys are labelled {label:?}");
     }
@@ -127,18 +118,9 @@ fn adopt(ctx: &mut Context, a: AdoptArgs) -> Result<(), Error> {
             policy,
         },
     )?;
-    if ctx.json() {
-        print_json(&Shown::of(&record));
+    if report_made(ctx, "adopted", &record) {
         return Ok(());
     }
-    outln!(
-        "adopted keyset {:?} on token {:?} (serial {}): {} signing key, security {}",
-        record.name,
-        record.token_label,
-        record.token_serial,
-        record.key_type,
-        record.security
-    );
     outln!(
         "signing key:    {}",
         object_uri(&record, ObjectKind::Private)
@@ -516,4 +498,21 @@ fn io(action: &'static str, path: &std::path::Path, e: &std::io::Error) -> Error
         path: path.to_path_buf(),
         reason: e.to_string(),
     }
+}
+
+/// Prints the keyset a command made: JSON (then true: nothing more to say) or its first line.
+fn report_made(ctx: &Context, verb: &str, record: &KeysetRecord) -> bool {
+    if ctx.json() {
+        print_json(&Shown::of(record));
+        return true;
+    }
+    outln!(
+        "{verb} keyset {:?} on token {:?} (serial {}): {} signing key, security {}",
+        record.name,
+        record.token_label,
+        record.token_serial,
+        record.key_type,
+        record.security
+    );
+    false
 }

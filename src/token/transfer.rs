@@ -49,19 +49,7 @@ impl TokenSession {
         };
         let mut iv16 = [0u8; 16];
         iv16.copy_from_slice(iv);
-        let template = template::private_key(
-            KeyType::RSA,
-            Storage {
-                persistent: t.persistent,
-                id: Some(t.id),
-                label: Some(t.label),
-            },
-            Usage::DECRYPT_UNWRAP,
-            Protection {
-                extractable: t.extractable,
-                always_authenticate: t.always_authenticate,
-            },
-        );
+        let template = received_key_template(t);
         self.session
             .unwrap_key(
                 &Mechanism::AesCbcPad(iv16),
@@ -107,19 +95,7 @@ impl TokenSession {
                 "the private key lacks its CRT parts".into(),
             ));
         };
-        let mut template = template::private_key(
-            KeyType::RSA,
-            Storage {
-                persistent: t.persistent,
-                id: Some(t.id),
-                label: Some(t.label),
-            },
-            Usage::DECRYPT_UNWRAP,
-            Protection {
-                extractable: t.extractable,
-                always_authenticate: t.always_authenticate,
-            },
-        );
+        let mut template = received_key_template(t);
         template.extend([
             Attribute::Modulus(key.n().to_bytes_be()),
             Attribute::PublicExponent(key.e().to_bytes_be()),
@@ -169,19 +145,7 @@ impl TokenSession {
         wrapped: &[u8],
         t: &UnwrapTemplate<'_>,
     ) -> Result<ObjectRef, TokenError> {
-        let template = template::private_key(
-            KeyType::RSA,
-            Storage {
-                persistent: t.persistent,
-                id: Some(t.id),
-                label: Some(t.label),
-            },
-            Usage::DECRYPT_UNWRAP,
-            Protection {
-                extractable: t.extractable,
-                always_authenticate: t.always_authenticate,
-            },
-        );
+        let template = received_key_template(t);
         self.session
             .unwrap_key(&mech.mechanism(), unwrapping.0, wrapped, &template)
             .map(ObjectRef)
@@ -267,4 +231,21 @@ fn der_length(b: &[u8]) -> Option<usize> {
         len = (len << 8) | usize::from(*b.get(2 + i)?);
     }
     Some(2 + n + len)
+}
+
+/// The template of an RSA decryption key received into the token (unwrapped or imported).
+fn received_key_template(t: &UnwrapTemplate<'_>) -> Vec<Attribute> {
+    template::private_key(
+        KeyType::RSA,
+        Storage {
+            persistent: t.persistent,
+            id: Some(t.id),
+            label: Some(t.label),
+        },
+        Usage::DECRYPT_UNWRAP,
+        Protection {
+            extractable: t.extractable,
+            always_authenticate: t.always_authenticate,
+        },
+    )
 }
