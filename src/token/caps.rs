@@ -273,6 +273,16 @@ pub fn check_context_login(probe: &Probe) -> Result<(), String> {
 /// The capabilities found so far in this process, by token.
 static CACHE: Mutex<Vec<(String, Arc<Capabilities>)>> = Mutex::new(Vec::new());
 
+/// This process's probe of the token `key` names, if any.
+fn cached(key: &str) -> Option<Arc<Capabilities>> {
+    CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, c)| c.clone())
+}
+
 fn cache_key(session: &TokenSession) -> String {
     let s = session.token.summary();
     format!("{}|{}", s.slot_id, s.uri)
@@ -288,12 +298,7 @@ impl TokenSession {
         pin: Option<&SecretString>,
     ) -> Result<Arc<Capabilities>, TokenError> {
         let key = cache_key(self);
-        let cached = CACHE
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, c)| c.clone());
+        let cached = cached(&key);
         let caps = match (cached, pin) {
             (Some(c), None) => return Ok(c),
             (Some(c), Some(_)) if !matches!(c.import_private_key, Probe::NotProbed(_)) => {
@@ -410,13 +415,7 @@ impl TokenSession {
         &self,
         module: &Module,
     ) -> Result<Option<Rfc5649Mechanism>, TokenError> {
-        let key = cache_key(self);
-        let cached = CACHE
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, c)| c.rfc5649);
+        let cached = cached(&cache_key(self)).map(|c| c.rfc5649);
         if let Some(m) = cached {
             return Ok(m);
         }
