@@ -29,6 +29,9 @@ pub enum Error {
     /// Sending and reading messages.
     #[error(transparent)]
     Message(#[from] crate::message::MessageError),
+    /// Keeping or checking against CRLs.
+    #[error(transparent)]
+    Revocation(#[from] crate::revocation::RevocationError),
     /// A malformed PKCS#11 URI.
     #[error(transparent)]
     Uri(#[from] UriError),
@@ -62,11 +65,13 @@ impl Error {
         }
     }
 
-    /// The process exit status for this error: 2 for usage errors, 3 for a tampered authority state, 1 otherwise.
+    /// The process exit status for this error: 2 for usage errors, 3 for a tampered authority state, an untrusted signer, a forged CRL or a revoked certificate, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
             Error::Authority(crate::authority::AuthorityError::Tampered { .. }) => 3,
+            Error::Revocation(e) if e.found_bad() => 3,
+            Error::Message(crate::message::MessageError::Untrusted { .. }) => 3,
             _ => 1,
         }
     }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod home;
 pub mod keyset;
 pub mod message;
+pub mod revocation;
 pub mod secrets;
 pub mod token;
 

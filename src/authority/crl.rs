@@ -47,10 +47,22 @@ pub fn publish(
         "ok",
         &format!("{} revoked certificates", revoked.len()),
     );
+    let cdp = cdp_file(&a.config);
     a.commit(module, &mut session, pin)?;
-    crate::keyset::registry::write_atomic(out, pem.as_bytes())
-        .map_err(|e| super::state::io("write", out, &e))?;
+    for path in std::iter::once(out.to_path_buf()).chain(cdp.filter(|c| c != out)) {
+        crate::keyset::registry::write_atomic(&path, pem.as_bytes())
+            .map_err(|e| super::state::io("write", &path, &e))?;
+    }
     Ok(revoked.len())
+}
+
+/// The file the authority's CRL distribution point names, when it is a `file:` URL.
+pub fn cdp_file(config: &super::records::AuthorityConfig) -> Option<std::path::PathBuf> {
+    config
+        .issuing
+        .crl_url
+        .as_deref()
+        .and_then(crate::revocation::file_url_path)
 }
 
 fn revoked_entries(a: &mut AuthorityDir) -> Result<Vec<RevokedEntry>, AuthorityError> {

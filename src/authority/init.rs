@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::SecretString;
 
 use super::signer::CaSigner;
+use super::records::IssuingOptions;
 use super::state::{self, head_labels, now_rfc3339, AuthorityConfig, AuthorityDir, SCHEMA};
 use super::store::sqlite::{SqliteStore, DB_FILE};
 use super::x509::{self, CertParams, CertProfile};
@@ -36,6 +37,8 @@ pub struct InitRequest<'a> {
     pub policy: LoginPolicy,
     /// `--allow-import`: deliver keys by import to tokens that cannot unwrap them.
     pub allow_import: bool,
+    /// `--policy-oid`, `--crl-url`, `--aia-url`: put in every certificate issued after.
+    pub issuing: IssuingOptions,
 }
 
 /// The three key ids of a new authority.
@@ -74,6 +77,7 @@ const DB_INIT: &str = "authority.db.init";
 /// Creates the authority. On failure, keys made on the token are destroyed and no state is written.
 pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, AuthorityError> {
     let subject = parse_subject(req.name).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let policy = req.issuing.policy()?;
     let exists = |d: &Path| d.join(DB_FILE).exists() || d.join("authority.toml").exists();
     if exists(req.dir) {
         return Err(AuthorityError::AlreadyExists {
@@ -110,6 +114,7 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         log_hash: String::new(),
         created: now_rfc3339(),
         ca_pem: String::new(),
+        issuing: req.issuing.clone(),
         extra: toml::Table::new(),
     };
     let mut config = placeholder;
@@ -119,7 +124,14 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         exchange: session.random(16)?,
         archive: session.random(16)?,
     };
-    let result = make_everything(module, &mut session, &mut config, &ids, &subject, req.pin)
+    let result = make_everything(
+        module,
+        &mut session,
+        &mut config,
+        &ids,
+        (&subject, &policy),
+        req.pin,
+    )
         .and_then(|()| write_state(module, &mut session, req.dir, &config, req.pin));
     if result.is_err() {
         let mut fresh = session.for_cleanup(module);
@@ -190,7 +202,7 @@ fn make_everything(
     session: &mut TokenSession,
     config: &mut AuthorityConfig,
     ids: &KeyIds,
-    subject: &x509_cert::name::Name,
+    (subject, policy): (&x509_cert::name::Name, &x509::IssuingPolicy),
     pin: &SecretString,
 ) -> Result<(), AuthorityError> {
     session.generate_signing_pair(&KeyTemplate {
@@ -249,7 +261,7 @@ fn make_everything(
         sanitize(&x509::common_name(&ca).unwrap_or_else(|| "keyward authority".into()))
     ))
     .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-    let exchange = x509::issue(
+    let exchange = x509::issue_with_policy(
         &ca,
         &CertParams {
             subject: &exchange_subject,
@@ -260,6 +272,7 @@ fn make_everything(
             profile: CertProfile::AuthorityExchange,
             email: None,
         },
+        policy,
         &mut signer,
     )?;
     let bundle = format!(

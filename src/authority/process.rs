@@ -27,7 +27,9 @@ use crate::token::{
 };
 
 /// How long user certificates are valid.
+/// Two years: within the S/MIME BR's 825 days ([`x509::SMIME_MAX_VALIDITY`]).
 const USER_CERT_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+const _: () = assert!(USER_CERT_LIFETIME.as_secs() <= x509::SMIME_MAX_VALIDITY.as_secs());
 
 /// What `authority process` did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -498,8 +500,8 @@ fn issue_everything(
         AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
     })?;
     let ca_cert = a.ca_certificate()?;
-    let subject = crate::keyset::csr::parse_subject(&format!("CN={}", body.user))
-        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let subject = x509::user_subject(&body.user, user.email.as_deref())?;
+    let policy = a.config.issuing.policy()?;
     let now = SystemTime::now();
     let mut signer = CaSigner {
         module,
@@ -516,12 +518,12 @@ fn issue_everything(
         profile: CertProfile::UserSigning,
         email: user.email.as_deref(),
     };
-    let signing_cert = x509::issue(&ca_cert, &params, &mut signer)?;
+    let signing_cert = x509::issue_with_policy(&ca_cert, &params, &policy, &mut signer)?;
     let enc_serial = x509::random_serial()?;
     params.spki_der = &enc_spki;
     params.serial = &enc_serial;
     params.profile = CertProfile::UserEncryption;
-    let encryption_cert = x509::issue(&ca_cert, &params, &mut signer)?;
+    let encryption_cert = x509::issue_with_policy(&ca_cert, &params, &policy, &mut signer)?;
     keys.push(ReplyKey {
         certificate: x509::cert_to_pem(&encryption_cert)?,
         wrapped_key: wire::to_b64(&new_wrapped),

@@ -50,9 +50,44 @@ pub struct AuthorityConfig {
     /// The CA certificate and the exchange certificate, PEM (what `authority cert` prints).
     #[serde(default)]
     pub ca_pem: String,
+    /// `authority init --policy-oid/--crl-url/--aia-url`: what goes into every certificate
+    /// issued after. Absent: none of these.
+    #[serde(default, skip_serializing_if = "IssuingOptions::is_empty")]
+    pub issuing: IssuingOptions,
     /// Fields from a newer keyward, kept.
     #[serde(flatten)]
     pub extra: toml::Table,
+}
+
+/// The authority's own policy OID and publication URLs, as given to `authority init`
+/// (checked there; see [`crate::authority::x509::IssuingPolicy`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssuingOptions {
+    /// The organisation's certificate policy OID, dotted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_oid: Option<String>,
+    /// Where the CRL is published: the cRLDistributionPoints URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_url: Option<String>,
+    /// Where the CA certificate is published: the AIA caIssuers URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aia_url: Option<String>,
+}
+
+impl IssuingOptions {
+    /// Nothing configured (an authority made before these options, or without them).
+    pub fn is_empty(&self) -> bool {
+        *self == IssuingOptions::default()
+    }
+
+    /// The options as the X.509 layer takes them.
+    pub fn policy(&self) -> Result<super::x509::IssuingPolicy, super::x509::X509Error> {
+        super::x509::IssuingPolicy::new(
+            self.policy_oid.as_deref(),
+            self.crl_url.as_deref(),
+            self.aia_url.as_deref(),
+        )
+    }
 }
 
 /// Where a user is in the enrollment life cycle.

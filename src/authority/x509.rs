@@ -25,8 +25,12 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::certificate::{TbsCertificate, Version};
 use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
 use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::certpolicy::PolicyInformation;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::name::DistributionPointName;
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, CrlNumber, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
+    CertificatePolicies, CrlDistributionPoints, CrlNumber, ExtendedKeyUsage, KeyUsage, KeyUsages,
     SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::ext::{Extension, Extensions};
@@ -152,22 +156,96 @@ pub enum X509Error {
         /// The time checked.
         at: String,
     },
+    /// An `authority init` policy option is not usable.
+    #[error("{0}")]
+    InvalidPolicy(String),
     /// A revocation reason name is unknown.
     #[error("unknown revocation reason {0:?}; use one of unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation")]
     UnknownReason(String),
 }
 
 /// What a certificate is for; decides basicConstraints, keyUsage and extendedKeyUsage.
+///
+/// The user profiles follow the CA/Browser Forum S/MIME Baseline Requirements, mailbox-validated
+/// **strict** generation (SMBR 7.1.2.3): emailProtection only, no dataEncipherment, the
+/// reserved policy OID [`SMIME_MAILBOX_STRICT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertProfile {
     /// The authority's CA: CA:true, keyCertSign + cRLSign.
     Ca,
     /// The authority's key that decrypts temporary keys: CA:false, keyEncipherment.
+    ///
+    /// No extendedKeyUsage and no subjectAltName, on purpose: it is not a mailbox certificate
+    /// (no mailbox stands behind it, it is never sent to mail clients), and an
+    /// emailProtection EKU would make S/MIME clients take it for one. It is linted as an
+    /// RFC 5280 end-entity certificate, not against the S/MIME BR.
     AuthorityExchange,
-    /// A user's signing key: digitalSignature + nonRepudiation, emailProtection + clientAuth.
+    /// A user's signing key: digitalSignature + nonRepudiation, emailProtection.
     UserSigning,
-    /// A user's encryption key: keyEncipherment + dataEncipherment, emailProtection.
+    /// A user's encryption key: keyEncipherment, emailProtection.
     UserEncryption,
+}
+
+/// The CA/B Forum reserved policy OID of a mailbox-validated strict S/MIME certificate.
+pub const SMIME_MAILBOX_STRICT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.140.1.5.1.3");
+
+/// The longest validity of a mailbox-validated strict S/MIME certificate (SMBR 6.3.2: 825 days).
+pub const SMIME_MAX_VALIDITY: Duration = Duration::from_secs(825 * 86_400);
+
+/// What an authority puts in every certificate it issues besides the key usages: its own
+/// policy OID (`authority init --policy-oid`), where its CRL is published
+/// (`--crl-url`, cRLDistributionPoints) and where its CA certificate is
+/// (`--aia-url`, authorityInformationAccess caIssuers). The default adds none of these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssuingPolicy {
+    /// The organisation's certificate policy, next to the BR's reserved one.
+    pub policy_oid: Option<ObjectIdentifier>,
+    /// The CRL's URL (`http:` for relying parties; `file:` for a local directory).
+    pub crl_url: Option<String>,
+    /// The CA certificate's URL.
+    pub aia_url: Option<String>,
+}
+
+impl IssuingPolicy {
+    /// Checks and collects the `authority init` options; the error names the bad one.
+    pub fn new(
+        policy_oid: Option<&str>,
+        crl_url: Option<&str>,
+        aia_url: Option<&str>,
+    ) -> Result<Self, X509Error> {
+        let policy_oid = policy_oid
+            .map(|s| {
+                ObjectIdentifier::new(s).map_err(|_| X509Error::InvalidPolicy(format!(
+                    "{s:?} is not an object identifier; write it in dotted form, e.g. 1.3.6.1.4.1.99999.1"
+                )))
+            })
+            .transpose()?;
+        if policy_oid == Some(SMIME_MAILBOX_STRICT) {
+            return Err(X509Error::InvalidPolicy(
+                "2.23.140.1.5.1.3 is the CA/B Forum's reserved OID, which keyward adds itself; give your organisation's own OID".into(),
+            ));
+        }
+        for (what, url) in [("--crl-url", crl_url), ("--aia-url", aia_url)] {
+            if let Some(u) = url {
+                check_url(what, u)?;
+            }
+        }
+        Ok(IssuingPolicy {
+            policy_oid,
+            crl_url: crl_url.map(str::to_owned),
+            aia_url: aia_url.map(str::to_owned),
+        })
+    }
+}
+
+fn check_url(what: &str, u: &str) -> Result<(), X509Error> {
+    let scheme_ok = ["http://", "file:/"].iter().any(|p| u.starts_with(p));
+    if !scheme_ok || !u.is_ascii() || u.chars().any(|c| c.is_ascii_whitespace() || c.is_ascii_control()) {
+        return Err(X509Error::InvalidPolicy(format!(
+            "{what} {u:?} is not an http:// or file:/ URL without spaces; write e.g. http://pki.example.org/ca.crl"
+        )));
+    }
+    Ok(())
 }
 
 /// What goes into a new certificate besides the issuer.
@@ -332,14 +410,33 @@ pub fn self_signed_ca(
     }
     let spki = parse_spki(p.spki_der)?;
     let ski = key_identifier(&spki);
-    let tbs = build_tbs(p, spki.clone(), p.subject.clone(), &ski, signer.algorithm())?;
+    let tbs = build_tbs(
+        p,
+        spki.clone(),
+        p.subject.clone(),
+        &ski,
+        signer.algorithm(),
+        &IssuingPolicy::default(),
+    )?;
     sign_certificate(tbs, &spki, signer)
 }
 
-/// Builds a certificate for `p` issued by `issuer` and signs it with the issuer's key through `signer`.
+/// Builds a certificate for `p` issued by `issuer` and signs it with the issuer's key
+/// through `signer`, with no authority policy (see [`issue_with_policy`]).
 pub fn issue(
     issuer: &Certificate,
     p: &CertParams,
+    signer: &mut dyn TbsSigner,
+) -> Result<Certificate, X509Error> {
+    issue_with_policy(issuer, p, &IssuingPolicy::default(), signer)
+}
+
+/// Builds a certificate for `p` issued by `issuer`, with the authority's `policy` (policy
+/// OID, CRL distribution point, AIA), and signs it through `signer`.
+pub fn issue_with_policy(
+    issuer: &Certificate,
+    p: &CertParams,
+    policy: &IssuingPolicy,
     signer: &mut dyn TbsSigner,
 ) -> Result<Certificate, X509Error> {
     require_ca(issuer, KeyUsages::KeyCertSign)?;
@@ -351,6 +448,7 @@ pub fn issue(
         issuer.tbs_certificate.subject.clone(),
         &issuer_key_identifier(issuer),
         signer.algorithm(),
+        policy,
     )?;
     sign_certificate(tbs, issuer_spki, signer)
 }
@@ -860,6 +958,7 @@ fn build_tbs(
     issuer: Name,
     issuer_key_id: &[u8],
     algorithm: AlgorithmIdentifierOwned,
+    policy: &IssuingPolicy,
 ) -> Result<TbsCertificate, X509Error> {
     check_period(p.not_before, p.not_after)?;
     let email = match p.email {
@@ -881,20 +980,7 @@ fn build_tbs(
         return Err(X509Error::EmptySubject);
     }
 
-    let (ca, usages, eku): (bool, FlagSet<KeyUsages>, &[ObjectIdentifier]) = match p.profile {
-        CertProfile::Ca => (true, KeyUsages::KeyCertSign | KeyUsages::CRLSign, &[]),
-        CertProfile::AuthorityExchange => (false, KeyUsages::KeyEncipherment.into(), &[]),
-        CertProfile::UserSigning => (
-            false,
-            KeyUsages::DigitalSignature | KeyUsages::NonRepudiation,
-            &[rfc5280::ID_KP_EMAIL_PROTECTION, rfc5280::ID_KP_CLIENT_AUTH],
-        ),
-        CertProfile::UserEncryption => (
-            false,
-            KeyUsages::KeyEncipherment | KeyUsages::DataEncipherment,
-            &[rfc5280::ID_KP_EMAIL_PROTECTION],
-        ),
-    };
+    let (ca, usages, eku) = profile_usages(p.profile);
 
     let mut extensions: Extensions = vec![
         extension(
@@ -927,6 +1013,7 @@ fn build_tbs(
             p.subject.is_empty(),
         )?);
     }
+    extensions.extend(policy_extensions(p.profile, policy)?);
 
     Ok(TbsCertificate {
         version: Version::V3,
@@ -943,6 +1030,136 @@ fn build_tbs(
         subject_unique_id: None,
         extensions: Some(extensions),
     })
+}
+
+/// basicConstraints cA, keyUsage and extendedKeyUsage of a profile (SMBR 7.1.2.3 strict for
+/// the user profiles: emailProtection only; signing without keyEncipherment, encryption
+/// with keyEncipherment only).
+fn profile_usages(profile: CertProfile) -> (bool, FlagSet<KeyUsages>, &'static [ObjectIdentifier]) {
+    match profile {
+        CertProfile::Ca => (true, KeyUsages::KeyCertSign | KeyUsages::CRLSign, &[]),
+        CertProfile::AuthorityExchange => (false, KeyUsages::KeyEncipherment.into(), &[]),
+        CertProfile::UserSigning => (
+            false,
+            KeyUsages::DigitalSignature | KeyUsages::NonRepudiation,
+            &[rfc5280::ID_KP_EMAIL_PROTECTION],
+        ),
+        CertProfile::UserEncryption => (
+            false,
+            KeyUsages::KeyEncipherment.into(),
+            &[rfc5280::ID_KP_EMAIL_PROTECTION],
+        ),
+    }
+}
+
+/// certificatePolicies, cRLDistributionPoints and authorityInformationAccess of an issued
+/// (not self-signed) certificate. The user profiles always carry the BR's reserved OID.
+fn policy_extensions(
+    profile: CertProfile,
+    policy: &IssuingPolicy,
+) -> Result<Vec<Extension>, X509Error> {
+    let mut out = Vec::new();
+    let mut oids = Vec::new();
+    if matches!(profile, CertProfile::UserSigning | CertProfile::UserEncryption) {
+        oids.push(SMIME_MAILBOX_STRICT);
+    }
+    if profile != CertProfile::Ca {
+        oids.extend(policy.policy_oid);
+    }
+    if !oids.is_empty() {
+        let policies = oids
+            .into_iter()
+            .map(|policy_identifier| PolicyInformation {
+                policy_identifier,
+                policy_qualifiers: None,
+            })
+            .collect();
+        out.push(extension(&CertificatePolicies(policies), false)?);
+    }
+    if profile == CertProfile::Ca {
+        return Ok(out);
+    }
+    if let Some(url) = &policy.crl_url {
+        let point = DistributionPoint {
+            distribution_point: Some(DistributionPointName::FullName(vec![uri(url)?])),
+            reasons: None,
+            crl_issuer: None,
+        };
+        out.push(extension(&CrlDistributionPoints(vec![point]), false)?);
+    }
+    if let Some(url) = &policy.aia_url {
+        let access = AccessDescription {
+            access_method: rfc5280::ID_AD_CA_ISSUERS,
+            access_location: uri(url)?,
+        };
+        out.push(extension(&AuthorityInfoAccessSyntax(vec![access]), false)?);
+    }
+    Ok(out)
+}
+
+fn uri(url: &str) -> Result<GeneralName, X509Error> {
+    Ia5String::new(url)
+        .map(GeneralName::UniformResourceIdentifier)
+        .map_err(|_| X509Error::InvalidPolicy(format!("{url:?} is not an ASCII URL")))
+}
+
+/// The subject of a user certificate (SMBR 7.1.4.2, mailbox-validated): commonName = the
+/// mailbox address, an allowed source; empty (the subjectAltName then critical) when the
+/// address is longer than the 64 characters a commonName may hold. Without an address the
+/// user name is the commonName, which no S/MIME profile allows: give users an e-mail address.
+pub fn user_subject(user: &str, email: Option<&str>) -> Result<Name, X509Error> {
+    use der::asn1::{SetOfVec, Utf8StringRef};
+    use x509_cert::attr::AttributeTypeAndValue;
+    use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
+    let cn = match email {
+        Some(e) if e.chars().count() > 64 => return Ok(RdnSequence(Vec::new())),
+        Some(e) => e,
+        None => user,
+    };
+    let value = Any::encode_from(&Utf8StringRef::new(cn).map_err(encode_err("subject"))?)
+        .map_err(encode_err("subject"))?;
+    let atv = AttributeTypeAndValue {
+        oid: rfc4519::CN,
+        value,
+    };
+    let rdn = SetOfVec::try_from(vec![atv]).map_err(encode_err("subject"))?;
+    Ok(RdnSequence(vec![RelativeDistinguishedName(rdn)]))
+}
+
+/// The URLs of a certificate's cRLDistributionPoints (fullName URIs), first first.
+pub fn crl_urls_of(cert: &Certificate) -> Vec<String> {
+    let Ok(Some((_, points))) = cert.tbs_certificate.get::<CrlDistributionPoints>() else {
+        return Vec::new();
+    };
+    points
+        .0
+        .into_iter()
+        .filter_map(|p| match p.distribution_point {
+            Some(DistributionPointName::FullName(names)) => Some(names),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|n| match n {
+            GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The CRL's number (its cRLNumber extension), when it has one that fits in 64 bits.
+pub fn crl_number_of(crl: &CertificateList) -> Option<u64> {
+    let ext = crl
+        .tbs_cert_list
+        .crl_extensions
+        .as_deref()?
+        .iter()
+        .find(|e| e.extn_id == CrlNumber::OID)?;
+    let n = CrlNumber::from_der(ext.extn_value.as_bytes()).ok()?;
+    let bytes = strip_zeros(n.0.as_bytes());
+    if bytes.len() > 8 {
+        return None;
+    }
+    Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
 /// Base64 bodies of every `-----BEGIN {label}-----` block, decoded.

@@ -77,6 +77,42 @@ pub enum Command {
     Send(SendArgs),
     /// Decrypt a message with your keyset's current or archived keys and verify its signer
     Read(ReadArgs),
+    /// CRLs kept here (newest per authority) that send and read check certificates against
+    #[command(subcommand)]
+    Crl(CrlCommand),
+}
+
+/// `keyward crl …`
+#[derive(Debug, Subcommand)]
+pub enum CrlCommand {
+    /// Keep a CRL (PEM or DER) when its authority signed it and it is newer than the one kept
+    Import(CrlImportArgs),
+    /// Fetch and keep the CRL at the distribution point (file: or http://) of a keyset's
+    /// certificates or of certificate files
+    Fetch(CrlFetchArgs),
+}
+
+/// `keyward crl import`
+#[derive(Debug, Args)]
+pub struct CrlImportArgs {
+    /// The CRL file (PEM or DER)
+    pub file: PathBuf,
+    /// The CA certificate that issued it (default: the authorities your keysets are enrolled with)
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+/// `keyward crl fetch`
+#[derive(Debug, Args)]
+pub struct CrlFetchArgs {
+    /// Fetch for this keyset's certificates
+    #[arg(long, value_name = "KEYSET")]
+    pub keyset: Option<String>,
+    /// Certificate files (PEM or DER) whose distribution points to fetch
+    pub certs: Vec<PathBuf>,
+    /// The CA certificate that issued the CRLs (default: the authorities your keysets are enrolled with)
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `keyward send`
@@ -184,6 +220,18 @@ pub struct AuthorityInitArgs {
     /// user's encryption key then passes through the user's keyward in the clear, for one call
     #[arg(long)]
     pub allow_import: bool,
+    /// Your organisation's certificate policy OID (dotted), put in every certificate issued,
+    /// next to the CA/B Forum S/MIME mailbox-strict OID
+    #[arg(long, value_name = "OID")]
+    pub policy_oid: Option<String>,
+    /// Where the CRL will be published (http:// or file:/ URL): the CRL distribution point of
+    /// every certificate issued; `authority crl` writes there itself when it is a file: URL
+    #[arg(long, value_name = "URL")]
+    pub crl_url: Option<String>,
+    /// Where the CA certificate is published (http:// or file:/ URL): the AIA caIssuers of
+    /// every certificate issued
+    #[arg(long, value_name = "URL")]
+    pub aia_url: Option<String>,
 }
 
 /// `authority add-user`
@@ -250,9 +298,10 @@ pub struct CrlArgs {
     /// The authority's state directory
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// Where to write the CRL (PEM)
+    /// Where to write the CRL (PEM); it is also written to the distribution point when that
+    /// is a file: URL (authority init --crl-url), which makes -o optional
     #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// How long the CRL is current (its nextUpdate), e.g. 7d, 36h; 1h to 366d
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crl_lifetime)]
     pub valid_for: std::time::Duration,

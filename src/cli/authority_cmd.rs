@@ -110,6 +110,11 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
             pin: &pin,
             policy,
             allow_import: a.allow_import,
+            issuing: authority::records::IssuingOptions {
+                policy_oid: a.policy_oid.clone(),
+                crl_url: a.crl_url.clone(),
+                aia_url: a.aia_url.clone(),
+            },
         },
     )?;
     if ctx.json() {
@@ -270,12 +275,26 @@ fn revoke(ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
 }
 
 fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
+    let cdp = authority::crl::cdp_file(&AuthorityDir::open_read(&a.dir)?.config);
+    let output = match (&a.output, &cdp) {
+        (Some(o), _) => o.clone(),
+        (None, Some(c)) => c.clone(),
+        (None, None) => {
+            return Err(Error::Usage(
+                "the authority publishes its CRL at no file: URL (authority init --crl-url); give -o FILE".into(),
+            ))
+        }
+    };
     let n = with_change(ctx, &a.dir, |ch| {
-        authority::crl::publish(ch, &a.dir, &a.output, a.valid_for)
+        authority::crl::publish(ch, &a.dir, &output, a.valid_for)
     })?;
+    let also = match cdp.filter(|c| *c != output) {
+        Some(c) => format!(" and to its distribution point {}", c.display()),
+        None => String::new(),
+    };
     outln!(
-        "wrote a CRL listing {n} revoked certificates to {}; publish the next one within {}",
-        a.output.display(),
+        "wrote a CRL listing {n} revoked certificates to {}{also}; publish the next one within {}",
+        output.display(),
         short_duration(a.valid_for)
     );
     Ok(())

@@ -111,6 +111,60 @@ fn recipient(registry: &Registry, spec: &str) -> Result<(String, x509_cert::Cert
     }
 }
 
+/// Refuses an expired recipient, or one on its authority's kept CRL (`keyward crl import`);
+/// warns in one line for each recipient whose revocation could not be checked.
+fn check_recipients(
+    home: &Path,
+    registry: &Registry,
+    recipients: &[(String, x509_cert::Certificate)],
+) -> Result<(), Error> {
+    let store = crate::revocation::CrlStore::new(home);
+    let cas = crate::revocation::enrolled_cas(registry);
+    for (who, cert) in recipients {
+        let who = format!("recipient {who}");
+        if let Some(w) = crate::revocation::check_recipient(&store, &cas, &who, cert)? {
+            eprintln!("{w}");
+        }
+    }
+    Ok(())
+}
+
+/// The authority CA an enrolled keyset checks signers against.
+fn authority_ca_of(record: &KeysetRecord) -> Option<x509_cert::Certificate> {
+    let pem = &record.enrollment.as_ref()?.authority_ca;
+    x509::certs_from_pem(pem).ok()?.into_iter().next()
+}
+
+/// Without `--crl`: refuses a signer on the CRL kept for its authority, before the content is
+/// written; a one-line warning when no current CRL is kept.
+fn check_signer_kept_crl(
+    home: &Path,
+    ca: &x509_cert::Certificate,
+    signer: &str,
+    serial_hex: &str,
+) -> Result<(), Error> {
+    let serial = crate::keyset::ops::unhex_id(serial_hex).map_err(|e| Error::Usage(e.to_string()))?;
+    let store = crate::revocation::CrlStore::new(home);
+    let who = format!("the signer {signer}");
+    match store.check(ca, &serial, &who, std::time::SystemTime::now()) {
+        Ok(crate::revocation::Checked::Good) => Ok(()),
+        Ok(crate::revocation::Checked::Unchecked(w)) => {
+            eprintln!("{w}");
+            Ok(())
+        }
+        Err(crate::revocation::RevocationError::Revoked { at, this_update, .. }) => {
+            Err(MessageError::Untrusted {
+                signer: signer.to_string(),
+                why: format!(
+                    "has a REVOKED certificate (revoked at {at}, on the CRL kept here issued {this_update})"
+                ),
+            }
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `keyward send`.
 pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
     let registry = Registry::load(&ctx.home()?).map_err(KeysetError::from)?;
@@ -120,6 +174,7 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
         a.to.iter()
             .map(|spec| recipient(&registry, spec))
             .collect::<Result<Vec<_>, _>>()?;
+    check_recipients(&ctx.home()?, &registry, &recipients)?;
     let content = read_input(a.input.as_deref(), a.output.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
@@ -186,6 +241,11 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
     let input = read_input(a.input.as_deref(), a.output.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
+    let kept_crl_ca = match (&crl, &ca) {
+        (Some(_), _) => None,
+        (None, Some(c)) => Some(c.clone()),
+        (None, None) => authority_ca_of(&record),
+    };
     let done = message::read(
         ctx.module()?,
         &input,
@@ -197,6 +257,9 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
             policy,
         },
     )?;
+    if let Some(ca) = kept_crl_ca {
+        check_signer_kept_crl(&ctx.home()?, &ca, &done.signer, &done.signer_serial)?;
+    }
     let when = done
         .signed_at
         .map(|t| humantime::format_rfc3339_seconds(t).to_string())

@@ -3,6 +3,7 @@
 pub mod args;
 mod authority_cmd;
 mod context;
+mod crl_cmd;
 mod enroll_cmd;
 mod keyset_cmd;
 mod message_cmd;
@@ -81,6 +82,7 @@ fn run(ctx: &mut Context, command: Command) -> Result<(), Error> {
         Command::Enroll(args) => enroll_cmd::run(ctx, args),
         Command::Send(args) => message_cmd::send(ctx, args),
         Command::Read(args) => message_cmd::read(ctx, args),
+        Command::Crl(cmd) => crl_cmd::run(ctx, cmd),
     }
 }
 
