@@ -112,21 +112,21 @@ fn recipient(registry: &Registry, spec: &str) -> Result<(String, x509_cert::Cert
 }
 
 /// Refuses an expired recipient, or one on its authority's kept CRL (`keyward crl import`);
-/// warns in one line for each recipient whose revocation could not be checked.
+/// returns a one-line warning for each recipient whose revocation could not be checked
+/// (printed once the message is written).
 fn check_recipients(
     home: &Path,
     registry: &Registry,
     recipients: &[(String, x509_cert::Certificate)],
-) -> Result<(), Error> {
+) -> Result<Vec<String>, Error> {
     let store = crate::revocation::CrlStore::new(home);
     let cas = crate::revocation::enrolled_cas(registry);
+    let mut warnings = Vec::new();
     for (who, cert) in recipients {
         let who = format!("recipient {who}");
-        if let Some(w) = crate::revocation::check_recipient(&store, &cas, &who, cert)? {
-            eprintln!("{w}");
-        }
+        warnings.extend(crate::revocation::check_recipient(&store, &cas, &who, cert)?);
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// The authority CA an enrolled keyset checks signers against.
@@ -174,7 +174,7 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
         a.to.iter()
             .map(|spec| recipient(&registry, spec))
             .collect::<Result<Vec<_>, _>>()?;
-    check_recipients(&ctx.home()?, &registry, &recipients)?;
+    let warnings = check_recipients(&ctx.home()?, &registry, &recipients)?;
     let content = read_input(a.input.as_deref(), a.output.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
@@ -201,6 +201,9 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
         recipients.len(),
         msg.len()
     );
+    for w in warnings {
+        eprintln!("{w}");
+    }
     Ok(())
 }
 

@@ -61,6 +61,8 @@ impl From<crate::token::TokenError> for MessageError {
 pub fn describe(cert: &x509_cert::Certificate) -> String {
     let cn = crate::authority::x509::common_name(cert).unwrap_or_else(|| "(no name)".into());
     match crate::authority::x509::email_of(cert) {
+        // A mailbox certificate's commonName is the address itself.
+        Some(e) if e == cn => e,
         Some(e) => format!("{cn} <{e}>"),
         None => cn,
     }
