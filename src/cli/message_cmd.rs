@@ -135,13 +135,14 @@ fn authority_ca_of(record: &KeysetRecord) -> Option<x509_cert::Certificate> {
     x509::certs_from_pem(pem).ok()?.into_iter().next()
 }
 
-/// Without `--crl`: refuses a signer on the CRL kept for its authority, before the content is
-/// written; a one-line warning when no current CRL is kept.
+/// Refuses a signer on the CRL kept for its authority, before the content is written; with
+/// `warn`, a one-line warning when no current CRL is kept.
 fn check_signer_kept_crl(
     home: &Path,
     ca: &x509_cert::Certificate,
     signer: &str,
     serial_hex: &str,
+    warn: bool,
 ) -> Result<(), Error> {
     let serial = crate::keyset::ops::unhex_id(serial_hex).map_err(|e| Error::Usage(e.to_string()))?;
     let store = crate::revocation::CrlStore::new(home);
@@ -149,7 +150,9 @@ fn check_signer_kept_crl(
     match store.check(ca, &serial, &who, std::time::SystemTime::now()) {
         Ok(crate::revocation::Checked::Good) => Ok(()),
         Ok(crate::revocation::Checked::Unchecked(w)) => {
-            eprintln!("{w}");
+            if warn {
+                eprintln!("{w}");
+            }
             Ok(())
         }
         Err(crate::revocation::RevocationError::Revoked { at, this_update, .. }) => {
@@ -244,11 +247,10 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
     let input = read_input(a.input.as_deref(), a.output.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
-    let kept_crl_ca = match (&crl, &ca) {
-        (Some(_), _) => None,
-        (None, Some(c)) => Some(c.clone()),
-        (None, None) => authority_ca_of(&record),
-    };
+    // The CRL kept here counts too (a revocation it lists is not undone by an older --crl);
+    // its warnings only without --crl.
+    let warn = crl.is_none();
+    let kept_crl_ca = ca.clone().or_else(|| authority_ca_of(&record));
     let done = message::read(
         ctx.module()?,
         &input,
@@ -261,7 +263,7 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
         },
     )?;
     if let Some(ca) = kept_crl_ca {
-        check_signer_kept_crl(&ctx.home()?, &ca, &done.signer, &done.signer_serial)?;
+        check_signer_kept_crl(&ctx.home()?, &ca, &done.signer, &done.signer_serial, warn)?;
     }
     let when = done
         .signed_at

@@ -1,0 +1,339 @@
+//! Revocation seen by default, end to end on SoftHSM2 with the real binary: `authority crl`
+//! writes to its `file:` distribution point, `keyward crl fetch` / `crl import` keep the newest
+//! CRL per authority under KEYWARD_HOME, `read` refuses a revoked signer and `send` a revoked
+//! or expired recipient without `--crl`; a missing or stale CRL is a one-line warning; an
+//! older, forged or foreign CRL is refused and changes nothing.
+
+mod util;
+
+use std::path::Path;
+
+use util::{pem_blocks, AuthorityBed, Run, TestBed, AUTHORITY_PIN, AUTHORITY_TOKEN, USER_PIN};
+
+const CA_NAME: &str = "CN=Revocation Authority,O=Example";
+
+fn p(bed: &TestBed, name: &str) -> String {
+    bed.path(name).to_string_lossy().into_owned()
+}
+
+fn openssl(bed: &TestBed, args: &[&str]) -> Run {
+    bed.run_tool("openssl", "openssl", args)
+}
+
+/// `openssl ARGS -engine pkcs11` against the bed's SoftHSM.
+fn openssl_engine(bed: &TestBed, args: &[&str]) -> Run {
+    let found = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .any(|arch| Path::new(&format!("/usr/lib/{arch}/engines-3/pkcs11.so")).exists());
+    assert!(
+        found,
+        "OpenSSL's PKCS#11 engine is missing: run `bash testbeds/setup.sh` (apt-get install libengine-pkcs11-openssl)"
+    );
+    let out = bed
+        .tool("openssl", "openssl")
+        .args(args)
+        .args(["-engine", "pkcs11"])
+        .env("PKCS11_MODULE_PATH", util::module())
+        .output()
+        .expect("run openssl");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An authority (CRL distribution point `file://BED/pub/ca.crl`) with `users` (user, keyset,
+/// card) enrolled locally, each with the address `user@example.org`.
+fn authority(users: &[(&str, &str, &str)]) -> AuthorityBed {
+    let bed = TestBed::new();
+    bed.init_token(AUTHORITY_TOKEN, AUTHORITY_PIN);
+    for (_, _, card) in users {
+        bed.init_token(card, USER_PIN);
+    }
+    std::fs::create_dir_all(bed.path("pub")).unwrap();
+    let cdp = format!("file://{}", p(&bed, "pub/ca.crl"));
+    let dir = p(&bed, "auth");
+    bed.run_env(
+        &[
+            "authority", "init", "--dir", &dir, "--token", AUTHORITY_TOKEN, "--name", CA_NAME,
+            "--crl-url", &cdp,
+        ],
+        &[("KEYWARD_PIN", AUTHORITY_PIN)],
+    )
+    .ok();
+    let cert = bed.run(&["authority", "cert", "--dir", &dir]).ok();
+    let bundle = bed.file("authority-cert.pem", cert.stdout.as_bytes());
+    let ca = bed.file("ca-only.pem", pem_blocks(&cert.stdout)[0].as_bytes());
+    let a = AuthorityBed {
+        bed,
+        dir,
+        bundle,
+        ca,
+    };
+    for (user, keyset, card) in users {
+        let key = a.add_user(user, &["--email", &format!("{user}@example.org")]);
+        a.enroll_local(user, keyset, card, &key, &[], &[]).ok();
+    }
+    a
+}
+
+fn kw(bed: &TestBed, args: &[&str]) -> Run {
+    bed.run_env(args, &[("KEYWARD_PIN", USER_PIN)])
+}
+
+/// Every file of the CRL store with its bytes.
+fn store(bed: &TestBed) -> Vec<(String, Vec<u8>)> {
+    let dir = bed.home.join("crls");
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// A refusal with exit `code`, one error line naming `needle`, and nothing at `out`.
+#[track_caller]
+fn refused(run: Run, code: i32, needle: &str, out: &str) {
+    assert_eq!(run.code, code, "expected exit {code}\n{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one line:\n{}", run.stderr);
+    assert!(lines[0].starts_with("keyward: error: "), "{}", run.stderr);
+    assert!(lines[0].contains(needle), "lacks {needle:?}: {}", lines[0]);
+    assert!(!Path::new(out).exists(), "{out} written despite the refusal");
+}
+
+/// The one warning line of a successful run, if any.
+fn warnings(run: &Run) -> Vec<String> {
+    run.stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `openssl ca` with the authority's CA key on its token (through the PKCS#11 engine).
+struct OurCa {
+    config: String,
+    cert: String,
+    key_uri: String,
+}
+
+impl OurCa {
+    fn new(a: &AuthorityBed) -> OurCa {
+        let state: serde_json::Value =
+            serde_json::from_slice(&a.state_file("authority.toml")).unwrap();
+        let hex = state["ca_key_id"].as_str().unwrap();
+        let id: String = (0..hex.len())
+            .step_by(2)
+            .map(|i| format!("%{}", &hex[i..i + 2]))
+            .collect();
+        let d = p(a, "ossl");
+        std::fs::create_dir_all(&d).unwrap();
+        a.file("ossl/index.txt", b"");
+        a.file("ossl/serial", b"5EED01\n");
+        a.file("ossl/crlnumber", b"00\n");
+        let text = format!(
+            "[ca]\ndefault_ca = this\n[this]\ndatabase = {d}/index.txt\nnew_certs_dir = {d}\n\
+             serial = {d}/serial\ncrlnumber = {d}/crlnumber\ndefault_md = sha256\n\
+             default_crl_days = 7\npolicy = any\nunique_subject = no\ncopy_extensions = copy\n\
+             x509_extensions = user\n[any]\ncommonName = supplied\n\
+             [user]\nbasicConstraints = critical,CA:FALSE\n\
+             keyUsage = critical,keyEncipherment\nextendedKeyUsage = emailProtection\n"
+        );
+        OurCa {
+            config: a.file("ossl/ca.cnf", text.as_bytes()),
+            cert: a.ca.clone(),
+            key_uri: format!(
+                "pkcs11:token={AUTHORITY_TOKEN};id={id};type=private;pin-value={AUTHORITY_PIN}"
+            ),
+        }
+    }
+
+    fn run(&self, bed: &TestBed, args: &[&str]) -> Run {
+        let mut all = vec![
+            "ca", "-batch", "-config", &self.config, "-cert", &self.cert, "-keyform", "engine",
+            "-keyfile", &self.key_uri,
+        ];
+        all.extend_from_slice(args);
+        openssl_engine(bed, &all)
+    }
+}
+
+#[test]
+fn revocation_is_seen_by_default_once_a_crl_is_kept() {
+    let a = authority(&[("alice", "Alice", "alice-card"), ("bob", "Bob", "bob-card")]);
+    let content = a.file("letter.txt", b"Bob, meet me at noon.\n");
+    let msg = p(&a, "letter.p7m");
+    let out = p(&a, "letter.out");
+
+    // No CRL known: send and read work, each with a one-line warning.
+    let run = kw(&a, &["send", "--keyset", "Alice", "--to", "Bob", &content, "-o", &msg]).ok();
+    let w = warnings(&run);
+    assert!(w.len() == 1 && w[0].contains("no CRL of"), "{}", run.stderr);
+    let run = kw(&a, &["read", "--keyset", "Bob", &msg, "-o", &out]).ok();
+    let w = warnings(&run);
+    assert!(w.len() == 1 && w[0].contains("no CRL of"), "{}", run.stderr);
+    std::fs::remove_file(&out).unwrap();
+
+    // A stale CRL (next update due in 2020), signed by our CA key: kept, and read warns.
+    let ours = OurCa::new(&a);
+    let stale = p(&a, "stale.crl");
+    ours.run(
+        &a,
+        &[
+            "-gencrl", "-crl_lastupdate", "20200101000000Z", "-crl_nextupdate",
+            "20200108000000Z", "-out", &stale,
+        ],
+    )
+    .ok();
+    kw(&a, &["crl", "import", &stale]).ok();
+    let run = kw(&a, &["read", "--keyset", "Bob", &msg, "-o", &out]).ok();
+    let w = warnings(&run);
+    assert!(w.len() == 1 && w[0].contains("stale"), "{}", run.stderr);
+    std::fs::remove_file(&out).unwrap();
+
+    // `authority crl` without -o writes to the file: distribution point; `crl fetch` keeps
+    // it from there (the certificates name it); read is then checked and silent.
+    let cdp = p(&a, "pub/ca.crl");
+    let run = a.authority("crl", &[]).ok();
+    assert!(run.stdout.contains(&cdp), "{}", run.stdout);
+    let crl1 = std::fs::read(&cdp).expect("the CRL at the distribution point");
+    let run = kw(&a, &["crl", "fetch", "--keyset", "Bob"]).ok();
+    assert!(run.stdout.contains("kept the CRL"), "{}", run.stdout);
+    let run = kw(&a, &["read", "--keyset", "Bob", &msg, "-o", &out]).ok();
+    assert!(warnings(&run).is_empty(), "{}", run.stderr);
+    std::fs::remove_file(&out).unwrap();
+
+    // Alice is revoked; the next CRL goes to -o and to the distribution point alike.
+    a.authority("revoke", &["alice", "--reason", "keyCompromise"]).ok();
+    let extra = p(&a, "extra.crl");
+    a.authority("crl", &["-o", &extra]).ok();
+    assert_eq!(std::fs::read(&extra).unwrap(), std::fs::read(&cdp).unwrap());
+    kw(&a, &["crl", "import", &cdp]).ok();
+
+    // read refuses the revoked signer (exit 3, nothing written), even given an older --crl…
+    let crl1_file = a.file("crl1.pem", &crl1);
+    for extra in [&[][..], &["--crl", crl1_file.as_str()][..]] {
+        let mut args = vec!["read", "--keyset", "Bob", msg.as_str(), "-o", out.as_str()];
+        args.extend_from_slice(extra);
+        refused(kw(&a, &args), 3, "REVOKED", &out);
+    }
+    // …and send refuses her as a recipient (exit 3, nothing written).
+    let reply = p(&a, "reply.p7m");
+    refused(
+        kw(&a, &["send", "--keyset", "Bob", "--to", "Alice", &content, "-o", &reply]),
+        3,
+        "REVOKED",
+        &reply,
+    );
+
+    // An older CRL is refused and changes nothing; the same one again is no change.
+    let before = store(&a);
+    kw(&a, &["crl", "import", &crl1_file]).fails(1, "is not newer than the one kept");
+    assert!(store(&a) == before, "the store changed despite the refusal");
+    let run = kw(&a, &["crl", "import", &cdp]).ok();
+    assert!(run.stdout.contains("is the one kept already"), "{}", run.stdout);
+    assert!(store(&a) == before);
+
+    // An expired recipient is refused whatever the CRL says.
+    let (key, csr, cert) = (p(&a, "eve.key"), p(&a, "eve.csr"), p(&a, "eve.pem"));
+    openssl(
+        &a,
+        &[
+            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-subj",
+            "/CN=eve@example.org", "-addext", "subjectAltName=email:eve@example.org", "-out", &csr,
+        ],
+    )
+    .ok();
+    ours.run(
+        &a,
+        &[
+            "-in", &csr, "-out", &cert, "-notext", "-startdate", "20200101000000Z", "-enddate",
+            "20210101000000Z",
+        ],
+    )
+    .ok();
+    refused(
+        kw(&a, &["send", "--keyset", "Bob", "--to", &cert, &content, "-o", &reply]),
+        1,
+        "expired",
+        &reply,
+    );
+}
+
+#[test]
+fn forged_foreign_and_garbled_crls_are_refused_and_change_nothing() {
+    let a = authority(&[("bob", "Bob", "bob-card")]);
+    let crl = p(&a, "crl.pem");
+    a.authority("crl", &["-o", &crl]).ok();
+    let der = p(&a, "crl.der");
+    openssl(&a, &["crl", "-in", &crl, "-outform", "DER", "-out", &der]).ok();
+
+    // A changed signature: checked and found bad (exit 3).
+    let mut bytes = std::fs::read(&der).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    let forged = a.file("forged.crl", &bytes);
+    kw(&a, &["crl", "import", &forged]).fails(3, "forged");
+    // A changed entry (the CRL number's byte) under the original signature: the same.
+    let mut bytes = std::fs::read(&der).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x01;
+    let altered = a.file("altered.crl", &bytes);
+    let run = kw(&a, &["crl", "import", &altered]);
+    assert_ne!(run.code, 0, "an altered CRL was kept: {}", run.stdout);
+    assert!(store(&a).is_empty(), "a refused CRL left files behind");
+
+    // A CRL from an authority no keyset here is enrolled with: refused, or kept with --ca.
+    let (key, ca) = (p(&a, "other.key"), p(&a, "other.pem"));
+    openssl(
+        &a,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-subj",
+            "/CN=Other Authority", "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", &ca,
+        ],
+    )
+    .ok();
+    let d = p(&a, "other");
+    std::fs::create_dir_all(&d).unwrap();
+    a.file("other/index.txt", b"");
+    a.file("other/crlnumber", b"01\n");
+    let cnf = a.file(
+        "other/ca.cnf",
+        format!(
+            "[ca]\ndefault_ca = this\n[this]\ndatabase = {d}/index.txt\ncrlnumber = {d}/crlnumber\n\
+             default_md = sha256\ndefault_crl_days = 7\n"
+        )
+        .as_bytes(),
+    );
+    let other_crl = p(&a, "other.crl");
+    openssl(
+        &a,
+        &["ca", "-batch", "-config", &cnf, "-cert", &ca, "-keyfile", &key, "-gencrl", "-out", &other_crl],
+    )
+    .ok();
+    kw(&a, &["crl", "import", &other_crl]).fails(1, "none of your keysets is enrolled with");
+    assert!(store(&a).is_empty());
+    // Our CA named for another authority's CRL: its name does not match.
+    kw(&a, &["crl", "import", "--ca", &a.ca, &other_crl]).fails(1, "none of your keysets");
+    let run = kw(&a, &["crl", "import", "--ca", &ca, &other_crl]).ok();
+    assert!(run.stdout.contains("kept the CRL"), "{}", run.stdout);
+    assert_eq!(store(&a).len(), 2, "the CRL and its CA certificate");
+
+    // Not a CRL at all.
+    let junk = a.file("junk.crl", b"not a CRL\n");
+    kw(&a, &["crl", "import", &junk]).fails(1, "could not parse the CRL");
+    // A certificate with no distribution point: fetch says what to do instead.
+    kw(&a, &["crl", "fetch", &ca]).fails(2, "names a CRL distribution point");
+}
