@@ -184,7 +184,10 @@ impl CrlStore {
     }
 
     fn key(ca: &Certificate) -> String {
-        x509::key_id_of(ca).iter().map(|b| format!("{b:02x}")).collect()
+        x509::key_id_of(ca)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn crl_path(&self, ca: &Certificate) -> PathBuf {
@@ -401,7 +404,8 @@ pub fn fetch(url: &str) -> Result<Vec<u8>, RevocationError> {
     for a in addrs {
         match std::net::TcpStream::connect_timeout(&a, timeout) {
             Ok(mut s) => {
-                s.set_read_timeout(Some(timeout)).map_err(|e| fail(e.to_string()))?;
+                s.set_read_timeout(Some(timeout))
+                    .map_err(|e| fail(e.to_string()))?;
                 write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/pkix-crl\r\nConnection: close\r\n\r\n")
                     .map_err(|e| fail(e.to_string()))?;
                 let mut body = Vec::new();
@@ -442,8 +446,14 @@ mod tests {
     #[test]
     fn file_urls_name_absolute_paths_only() {
         let p = |u| file_url_path(u).map(|p| p.display().to_string());
-        assert_eq!(p("file:///var/pki/ca.crl").as_deref(), Some("/var/pki/ca.crl"));
-        assert_eq!(p("file:/var/pki/ca.crl").as_deref(), Some("/var/pki/ca.crl"));
+        assert_eq!(
+            p("file:///var/pki/ca.crl").as_deref(),
+            Some("/var/pki/ca.crl")
+        );
+        assert_eq!(
+            p("file:/var/pki/ca.crl").as_deref(),
+            Some("/var/pki/ca.crl")
+        );
         assert_eq!(p("file://localhost/x.crl").as_deref(), Some("/x.crl"));
         assert_eq!(p("file://host/x.crl"), None);
         assert_eq!(p("file:relative.crl"), None);

@@ -10,7 +10,7 @@
 set -euo pipefail
 
 modules=${KEYWARD_TEST_MODULES:-softhsm,kryoptic,nss,opencryptoki,tpm2}
-wanted=(softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client python3 pcscd vsmartcard-vpcd libnss3-tools p11-kit-modules strace sqlite3 ${KEYWARD_EXTRA_PACKAGES:-})
+wanted=(softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client python3 python3-venv pcscd vsmartcard-vpcd libnss3-tools p11-kit-modules strace sqlite3 ${KEYWARD_EXTRA_PACKAGES:-})
 for module in ${modules//,/ }; do
     case $module in
     softhsm) ;;
@@ -37,6 +37,17 @@ if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# pkilint (DigiCert's certificate and CRL linter: CA/B Forum S/MIME BR, RFC 5280) for
+# tests/cert_profile.rs, from PyPI into a venv beside this script (KEYWARD_PKILINT_VENV to move it).
+pkilint_venv=${KEYWARD_PKILINT_VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/venv}
+if [[ ! -x $pkilint_venv/bin/lint_cabf_smime_cert ]]; then
+    echo "testbeds/setup.sh: installing pkilint into $pkilint_venv" >&2
+    python=/usr/bin/python3
+    [[ -x $python ]] || python=python3
+    "$python" -m venv "$pkilint_venv"
+    "$pkilint_venv/bin/pip" install -q --disable-pip-version-check 'pkilint==0.13.3'
 fi
 
 if ! command -v cargo >/dev/null; then

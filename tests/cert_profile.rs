@@ -98,7 +98,10 @@ fn authority(init_extra: &[&str]) -> AuthorityBed {
 fn certs(a: &AuthorityBed) -> [(String, String); 4] {
     let bundle = pem_blocks(&std::fs::read_to_string(&a.bundle).unwrap());
     let sig = a.run(&["keyset", "cert", "Alice"]).ok().stdout;
-    let enc = a.run(&["keyset", "cert", "Alice", "--encryption"]).ok().stdout;
+    let enc = a
+        .run(&["keyset", "cert", "Alice", "--encryption"])
+        .ok()
+        .stdout;
     [
         ("ca".into(), bundle[0].clone()),
         ("exchange".into(), bundle[1].clone()),
@@ -170,31 +173,75 @@ fn user_certificates_follow_the_mailbox_strict_profile_and_name_the_cdp_and_aia(
     let [ca, exchange, signing, encryption] = certs(&a);
     for (kind, pem) in [&exchange, &signing, &encryption] {
         let text = a
-            .run_tool("openssl", "openssl", &["x509", "-noout", "-text", "-in", &a.file(&format!("{kind}.pem"), pem.as_bytes())])
+            .run_tool(
+                "openssl",
+                "openssl",
+                &[
+                    "x509",
+                    "-noout",
+                    "-text",
+                    "-in",
+                    &a.file(&format!("{kind}.pem"), pem.as_bytes()),
+                ],
+            )
             .ok()
             .stdout;
         assert!(text.contains(CRL_URL), "{kind}: no CDP\n{text}");
-        assert!(text.contains(&format!("CA Issuers - URI:{AIA_URL}")), "{kind}: no AIA\n{text}");
-        assert!(text.contains(POLICY), "{kind}: no organisation policy\n{text}");
-        assert!(!text.contains("TLS Web Client Authentication"), "{kind}\n{text}");
+        assert!(
+            text.contains(&format!("CA Issuers - URI:{AIA_URL}")),
+            "{kind}: no AIA\n{text}"
+        );
+        assert!(
+            text.contains(POLICY),
+            "{kind}: no organisation policy\n{text}"
+        );
+        assert!(
+            !text.contains("TLS Web Client Authentication"),
+            "{kind}\n{text}"
+        );
         assert!(!text.contains("Data Encipherment"), "{kind}\n{text}");
         assert_eq!(x509::crl_urls_of(&parse(pem)), vec![CRL_URL.to_string()]);
     }
     for (kind, pem) in [&signing, &encryption] {
         let c = parse(pem);
-        assert_eq!(x509::common_name(&c).as_deref(), Some("alice@example.org"), "{kind}");
-        assert_eq!(x509::email_of(&c).as_deref(), Some("alice@example.org"), "{kind}");
+        assert_eq!(
+            x509::common_name(&c).as_deref(),
+            Some("alice@example.org"),
+            "{kind}"
+        );
+        assert_eq!(
+            x509::email_of(&c).as_deref(),
+            Some("alice@example.org"),
+            "{kind}"
+        );
         let v = &c.tbs_certificate.validity;
-        let days = (v.not_after.to_unix_duration() - v.not_before.to_unix_duration()).as_secs() / 86_400;
-        assert!(days <= 825, "{kind} is valid {days} days, more than the BR's 825");
+        let days =
+            (v.not_after.to_unix_duration() - v.not_before.to_unix_duration()).as_secs() / 86_400;
+        assert!(
+            days <= 825,
+            "{kind} is valid {days} days, more than the BR's 825"
+        );
     }
     // The CA certificate is self-signed: no CDP, no AIA, no policies.
     let ca_text = a
-        .run_tool("openssl", "openssl", &["x509", "-noout", "-text", "-in", &a.file("ca.pem", ca.1.as_bytes())])
+        .run_tool(
+            "openssl",
+            "openssl",
+            &[
+                "x509",
+                "-noout",
+                "-text",
+                "-in",
+                &a.file("ca.pem", ca.1.as_bytes()),
+            ],
+        )
         .ok()
         .stdout;
     assert!(!ca_text.contains("CRL Distribution"), "{ca_text}");
-    assert!(!ca_text.contains("Authority Information Access"), "{ca_text}");
+    assert!(
+        !ca_text.contains("Authority Information Access"),
+        "{ca_text}"
+    );
 }
 
 #[test]
@@ -208,7 +255,11 @@ fn without_urls_no_cdp_nor_aia_and_bad_options_are_refused_before_anything_is_ma
     // The BR's reserved OID is there without --policy-oid.
     let sig = a.file("sig.pem", signing.1.as_bytes());
     let text = a
-        .run_tool("openssl", "openssl", &["x509", "-noout", "-text", "-in", &sig])
+        .run_tool(
+            "openssl",
+            "openssl",
+            &["x509", "-noout", "-text", "-in", &sig],
+        )
         .ok()
         .stdout;
     assert!(text.contains("2.23.140.1.5.1.3"), "{text}");
@@ -224,7 +275,10 @@ fn without_urls_no_cdp_nor_aia_and_bad_options_are_refused_before_anything_is_ma
             .collect();
         assert_eq!(
             codes,
-            ["cabf.aia_extension_missing", "cabf.smime.crldp_extension_missing"],
+            [
+                "cabf.aia_extension_missing",
+                "cabf.smime.crldp_extension_missing"
+            ],
             "{kind}: {found:?}"
         );
     }
@@ -238,11 +292,23 @@ fn without_urls_no_cdp_nor_aia_and_bad_options_are_refused_before_anything_is_ma
         let dir = a.path("auth2").to_string_lossy().into_owned();
         let before = a.token_snapshot();
         a.run_env(
-            &["authority", "init", "--dir", &dir, "--token", AUTHORITY_TOKEN, flag, value],
+            &[
+                "authority",
+                "init",
+                "--dir",
+                &dir,
+                "--token",
+                AUTHORITY_TOKEN,
+                flag,
+                value,
+            ],
             &[("KEYWARD_PIN", AUTHORITY_PIN)],
         )
         .fails(1, needle);
         assert!(!Path::new(&dir).exists(), "{dir} made despite the refusal");
-        assert!(a.token_snapshot() == before, "the token changed despite the refusal");
+        assert!(
+            a.token_snapshot() == before,
+            "the token changed despite the refusal"
+        );
     }
 }

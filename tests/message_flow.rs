@@ -122,7 +122,11 @@ fn piped(bed: &TestBed, args: &[&str], input: &[u8]) -> (i32, Vec<u8>, String) {
 #[track_caller]
 fn refused(run: Run, needles: &[&str], out: &str) {
     // An untrusted signer is "checked and found bad": exit 3; anything else exit 1.
-    let want = if run.stderr.contains("the message's signer") { 3 } else { 1 };
+    let want = if run.stderr.contains("the message's signer") {
+        3
+    } else {
+        1
+    };
     assert_eq!(
         run.code, want,
         "expected exit {want}\nstdout:\n{}\nstderr:\n{}",

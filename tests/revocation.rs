@@ -46,18 +46,34 @@ fn openssl_engine(bed: &TestBed, args: &[&str]) -> Run {
 /// An authority (CRL distribution point `file://BED/pub/ca.crl`) with `users` (user, keyset,
 /// card) enrolled locally, each with the address `user@example.org`.
 fn authority(users: &[(&str, &str, &str)]) -> AuthorityBed {
-    let bed = TestBed::new();
+    authority_at(users, None)
+}
+
+/// [`authority`] with the CRL distribution point `cdp` (default: the file: one).
+fn authority_at(users: &[(&str, &str, &str)], cdp: Option<(TestBed, String)>) -> AuthorityBed {
+    let (bed, cdp) = match cdp {
+        Some((bed, url)) => (bed, Some(url)),
+        None => (TestBed::new(), None),
+    };
     bed.init_token(AUTHORITY_TOKEN, AUTHORITY_PIN);
     for (_, _, card) in users {
         bed.init_token(card, USER_PIN);
     }
     std::fs::create_dir_all(bed.path("pub")).unwrap();
-    let cdp = format!("file://{}", p(&bed, "pub/ca.crl"));
+    let cdp = cdp.unwrap_or_else(|| format!("file://{}", p(&bed, "pub/ca.crl")));
     let dir = p(&bed, "auth");
     bed.run_env(
         &[
-            "authority", "init", "--dir", &dir, "--token", AUTHORITY_TOKEN, "--name", CA_NAME,
-            "--crl-url", &cdp,
+            "authority",
+            "init",
+            "--dir",
+            &dir,
+            "--token",
+            AUTHORITY_TOKEN,
+            "--name",
+            CA_NAME,
+            "--crl-url",
+            &cdp,
         ],
         &[("KEYWARD_PIN", AUTHORITY_PIN)],
     )
@@ -109,7 +125,10 @@ fn refused(run: Run, code: i32, needle: &str, out: &str) {
     assert_eq!(lines.len(), 1, "want one line:\n{}", run.stderr);
     assert!(lines[0].starts_with("keyward: error: "), "{}", run.stderr);
     assert!(lines[0].contains(needle), "lacks {needle:?}: {}", lines[0]);
-    assert!(!Path::new(out).exists(), "{out} written despite the refusal");
+    assert!(
+        !Path::new(out).exists(),
+        "{out} written despite the refusal"
+    );
 }
 
 /// The one warning line of a successful run, if any.
@@ -161,8 +180,16 @@ impl OurCa {
 
     fn run(&self, bed: &TestBed, args: &[&str]) -> Run {
         let mut all = vec![
-            "ca", "-batch", "-config", &self.config, "-cert", &self.cert, "-keyform", "engine",
-            "-keyfile", &self.key_uri,
+            "ca",
+            "-batch",
+            "-config",
+            &self.config,
+            "-cert",
+            &self.cert,
+            "-keyform",
+            "engine",
+            "-keyfile",
+            &self.key_uri,
         ];
         all.extend_from_slice(args);
         openssl_engine(bed, &all)
@@ -177,7 +204,13 @@ fn revocation_is_seen_by_default_once_a_crl_is_kept() {
     let out = p(&a, "letter.out");
 
     // No CRL known: send and read work, each with a one-line warning.
-    let run = kw(&a, &["send", "--keyset", "Alice", "--to", "Bob", &content, "-o", &msg]).ok();
+    let run = kw(
+        &a,
+        &[
+            "send", "--keyset", "Alice", "--to", "Bob", &content, "-o", &msg,
+        ],
+    )
+    .ok();
     let w = warnings(&run);
     assert!(w.len() == 1 && w[0].contains("no CRL of"), "{}", run.stderr);
     let run = kw(&a, &["read", "--keyset", "Bob", &msg, "-o", &out]).ok();
@@ -191,8 +224,13 @@ fn revocation_is_seen_by_default_once_a_crl_is_kept() {
     ours.run(
         &a,
         &[
-            "-gencrl", "-crl_lastupdate", "20200101000000Z", "-crl_nextupdate",
-            "20200108000000Z", "-out", &stale,
+            "-gencrl",
+            "-crl_lastupdate",
+            "20200101000000Z",
+            "-crl_nextupdate",
+            "20200108000000Z",
+            "-out",
+            &stale,
         ],
     )
     .ok();
@@ -215,7 +253,8 @@ fn revocation_is_seen_by_default_once_a_crl_is_kept() {
     std::fs::remove_file(&out).unwrap();
 
     // Alice is revoked; the next CRL goes to -o and to the distribution point alike.
-    a.authority("revoke", &["alice", "--reason", "keyCompromise"]).ok();
+    a.authority("revoke", &["alice", "--reason", "keyCompromise"])
+        .ok();
     let extra = p(&a, "extra.crl");
     a.authority("crl", &["-o", &extra]).ok();
     assert_eq!(std::fs::read(&extra).unwrap(), std::fs::read(&cdp).unwrap());
@@ -231,7 +270,12 @@ fn revocation_is_seen_by_default_once_a_crl_is_kept() {
     // …and send refuses her as a recipient (exit 3, nothing written).
     let reply = p(&a, "reply.p7m");
     refused(
-        kw(&a, &["send", "--keyset", "Bob", "--to", "Alice", &content, "-o", &reply]),
+        kw(
+            &a,
+            &[
+                "send", "--keyset", "Bob", "--to", "Alice", &content, "-o", &reply,
+            ],
+        ),
         3,
         "REVOKED",
         &reply,
@@ -242,7 +286,11 @@ fn revocation_is_seen_by_default_once_a_crl_is_kept() {
     kw(&a, &["crl", "import", &crl1_file]).fails(1, "is not newer than the one kept");
     assert!(store(&a) == before, "the store changed despite the refusal");
     let run = kw(&a, &["crl", "import", &cdp]).ok();
-    assert!(run.stdout.contains("is the one kept already"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("is the one kept already"),
+        "{}",
+        run.stdout
+    );
     assert!(store(&a) == before);
 
     // An expired recipient is refused whatever the CRL says.
@@ -250,21 +298,44 @@ fn revocation_is_seen_by_default_once_a_crl_is_kept() {
     openssl(
         &a,
         &[
-            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-subj",
-            "/CN=eve@example.org", "-addext", "subjectAltName=email:eve@example.org", "-out", &csr,
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            "/CN=eve@example.org",
+            "-addext",
+            "subjectAltName=email:eve@example.org",
+            "-out",
+            &csr,
         ],
     )
     .ok();
     ours.run(
         &a,
         &[
-            "-in", &csr, "-out", &cert, "-notext", "-startdate", "20200101000000Z", "-enddate",
+            "-in",
+            &csr,
+            "-out",
+            &cert,
+            "-notext",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
             "20210101000000Z",
         ],
     )
     .ok();
     refused(
-        kw(&a, &["send", "--keyset", "Bob", "--to", &cert, &content, "-o", &reply]),
+        kw(
+            &a,
+            &[
+                "send", "--keyset", "Bob", "--to", &cert, &content, "-o", &reply,
+            ],
+        ),
         1,
         "expired",
         &reply,
@@ -299,9 +370,23 @@ fn forged_foreign_and_garbled_crls_are_refused_and_change_nothing() {
     openssl(
         &a,
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-subj",
-            "/CN=Other Authority", "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", &ca,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            "/CN=Other Authority",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            &ca,
         ],
     )
     .ok();
@@ -320,7 +405,10 @@ fn forged_foreign_and_garbled_crls_are_refused_and_change_nothing() {
     let other_crl = p(&a, "other.crl");
     openssl(
         &a,
-        &["ca", "-batch", "-config", &cnf, "-cert", &ca, "-keyfile", &key, "-gencrl", "-out", &other_crl],
+        &[
+            "ca", "-batch", "-config", &cnf, "-cert", &ca, "-keyfile", &key, "-gencrl", "-out",
+            &other_crl,
+        ],
     )
     .ok();
     kw(&a, &["crl", "import", &other_crl]).fails(1, "none of your keysets is enrolled with");
@@ -336,4 +424,73 @@ fn forged_foreign_and_garbled_crls_are_refused_and_change_nothing() {
     kw(&a, &["crl", "import", &junk]).fails(1, "could not parse the CRL");
     // A certificate with no distribution point: fetch says what to do instead.
     kw(&a, &["crl", "fetch", &ca]).fails(2, "names a CRL distribution point");
+}
+
+/// A real HTTP server (Python's http.server) serving `dir` on a free port; killed on drop.
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn serve(dir: &str) -> HttpServer {
+        use std::io::BufRead;
+        util::require_tool("python3", "python3");
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                dir,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        HttpServer { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn crl_fetch_keeps_the_crl_from_an_http_distribution_point() {
+    let bed = TestBed::new();
+    std::fs::create_dir_all(bed.path("pub")).unwrap();
+    let server = HttpServer::serve(&p(&bed, "pub"));
+    let url = format!("http://127.0.0.1:{}/ca.crl", server.port);
+    let a = authority_at(&[("bob", "Bob", "bob-card")], Some((bed, url.clone())));
+    // Nothing published yet: the server answers 404, nothing is kept.
+    kw(&a, &["crl", "fetch", "--keyset", "Bob"]).fails(1, "404");
+    assert!(store(&a).is_empty());
+    // Published (an http: CDP is not written by `authority crl`: -o is needed).
+    a.authority("crl", &[]).fails(2, "give -o FILE");
+    a.authority("crl", &["-o", &p(&a, "pub/ca.crl")]).ok();
+    let run = kw(&a, &["crl", "fetch", "--keyset", "Bob"]).ok();
+    assert!(
+        run.stdout.contains(&url) && run.stdout.contains("kept the CRL"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(store(&a).len(), 2);
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 
-use super::signer::CaSigner;
 use super::records::IssuingOptions;
+use super::signer::CaSigner;
 use super::state::{self, head_labels, now_rfc3339, AuthorityConfig, AuthorityDir, SCHEMA};
 use super::store::sqlite::{SqliteStore, DB_FILE};
 use super::x509::{self, CertParams, CertProfile};
@@ -132,7 +132,7 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         (&subject, &policy),
         req.pin,
     )
-        .and_then(|()| write_state(module, &mut session, req.dir, &config, req.pin));
+    .and_then(|()| write_state(module, &mut session, req.dir, &config, req.pin));
     if result.is_err() {
         let mut fresh = session.for_cleanup(module);
         let session = fresh.as_mut().unwrap_or(&mut session);

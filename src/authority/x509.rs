@@ -24,10 +24,10 @@ use sha2::{Digest, Sha256};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::certificate::{TbsCertificate, Version};
 use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
-use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::certpolicy::PolicyInformation;
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::DistributionPointName;
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
     AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
     CertificatePolicies, CrlDistributionPoints, CrlNumber, ExtendedKeyUsage, KeyUsage, KeyUsages,
@@ -240,7 +240,11 @@ impl IssuingPolicy {
 
 fn check_url(what: &str, u: &str) -> Result<(), X509Error> {
     let scheme_ok = ["http://", "file:/"].iter().any(|p| u.starts_with(p));
-    if !scheme_ok || !u.is_ascii() || u.chars().any(|c| c.is_ascii_whitespace() || c.is_ascii_control()) {
+    if !scheme_ok
+        || !u.is_ascii()
+        || u.chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    {
         return Err(X509Error::InvalidPolicy(format!(
             "{what} {u:?} is not an http:// or file:/ URL without spaces; write e.g. http://pki.example.org/ca.crl"
         )));
@@ -1060,7 +1064,10 @@ fn policy_extensions(
 ) -> Result<Vec<Extension>, X509Error> {
     let mut out = Vec::new();
     let mut oids = Vec::new();
-    if matches!(profile, CertProfile::UserSigning | CertProfile::UserEncryption) {
+    if matches!(
+        profile,
+        CertProfile::UserSigning | CertProfile::UserEncryption
+    ) {
         oids.push(SMIME_MAILBOX_STRICT);
     }
     if profile != CertProfile::Ca {
@@ -1416,16 +1423,12 @@ mod tests {
                         ku.0,
                         KeyUsages::DigitalSignature | KeyUsages::NonRepudiation
                     );
-                    assert_eq!(
-                        eku.unwrap(),
-                        vec![rfc5280::ID_KP_EMAIL_PROTECTION, rfc5280::ID_KP_CLIENT_AUTH]
-                    );
+                    // SMBR strict: emailProtection only, no clientAuth.
+                    assert_eq!(eku.unwrap(), vec![rfc5280::ID_KP_EMAIL_PROTECTION]);
                 }
                 CertProfile::UserEncryption => {
-                    assert_eq!(
-                        ku.0,
-                        KeyUsages::KeyEncipherment | KeyUsages::DataEncipherment
-                    );
+                    // SMBR strict: keyEncipherment only, no dataEncipherment.
+                    assert_eq!(ku.0, KeyUsages::KeyEncipherment);
                     assert_eq!(eku.unwrap(), vec![rfc5280::ID_KP_EMAIL_PROTECTION]);
                 }
             }
@@ -2003,7 +2006,7 @@ mod tests {
         for want in [
             "X509v3 Key Usage: critical",
             "Digital Signature, Non Repudiation",
-            "E-mail Protection, TLS Web Client Authentication",
+            "X509v3 Extended Key Usage: \n    E-mail Protection\n",
             "email:alice@example.org",
         ] {
             assert!(out.contains(want), "signing cert lacks {want:?}:\n{out}");
@@ -2021,7 +2024,7 @@ mod tests {
         );
         assert!(ok, "{out}");
         for want in [
-            "Key Encipherment, Data Encipherment",
+            "X509v3 Key Usage: critical\n    Key Encipherment\n",
             "E-mail Protection",
             "email:alice@example.org",
             "CA:FALSE",

@@ -124,7 +124,9 @@ fn check_recipients(
     let mut warnings = Vec::new();
     for (who, cert) in recipients {
         let who = format!("recipient {who}");
-        warnings.extend(crate::revocation::check_recipient(&store, &cas, &who, cert)?);
+        warnings.extend(crate::revocation::check_recipient(
+            &store, &cas, &who, cert,
+        )?);
     }
     Ok(warnings)
 }
@@ -144,7 +146,8 @@ fn check_signer_kept_crl(
     serial_hex: &str,
     warn: bool,
 ) -> Result<(), Error> {
-    let serial = crate::keyset::ops::unhex_id(serial_hex).map_err(|e| Error::Usage(e.to_string()))?;
+    let serial =
+        crate::keyset::ops::unhex_id(serial_hex).map_err(|e| Error::Usage(e.to_string()))?;
     let store = crate::revocation::CrlStore::new(home);
     let who = format!("the signer {signer}");
     match store.check(ca, &serial, &who, std::time::SystemTime::now()) {
