@@ -1380,6 +1380,120 @@ mod tests {
     }
 
     #[test]
+    fn the_issuing_policy_puts_policies_cdp_and_aia_in_issued_certificates_only() {
+        let (mut signer, ca) = rsa_ca();
+        let (_, spki) = rsa_signer(1);
+        let policy = IssuingPolicy::new(
+            Some("1.3.6.1.4.1.99999.7"),
+            Some("http://pki.example.org/ca.crl"),
+            Some("http://pki.example.org/ca.crt"),
+        )
+        .unwrap();
+        let org = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.7");
+        let subject = user_subject("alice", Some("alice@example.org")).unwrap();
+        for profile in [
+            CertProfile::AuthorityExchange,
+            CertProfile::UserSigning,
+            CertProfile::UserEncryption,
+        ] {
+            let serial = random_serial().unwrap();
+            let p = params(&subject, &spki, &serial, profile, Some("alice@example.org"));
+            let c = issue_with_policy(&ca, &p, &policy, &mut signer).unwrap();
+            let (crit, policies) = ext::<CertificatePolicies>(&c);
+            assert!(!crit);
+            let oids: Vec<_> = policies.0.iter().map(|p| p.policy_identifier).collect();
+            if profile == CertProfile::AuthorityExchange {
+                assert_eq!(oids, vec![org]);
+            } else {
+                assert_eq!(oids, vec![SMIME_MAILBOX_STRICT, org]);
+            }
+            assert_eq!(
+                crl_urls_of(&c),
+                vec!["http://pki.example.org/ca.crl".to_string()]
+            );
+            let (_, aia) = ext::<AuthorityInfoAccessSyntax>(&c);
+            assert_eq!(aia.0[0].access_method, rfc5280::ID_AD_CA_ISSUERS);
+        }
+        // Without a policy: the BR OID on user certificates only, no CDP, no AIA.
+        let serial = random_serial().unwrap();
+        let p = params(
+            &subject,
+            &spki,
+            &serial,
+            CertProfile::UserSigning,
+            Some("alice@example.org"),
+        );
+        let c = issue(&ca, &p, &mut signer).unwrap();
+        let (_, policies) = ext::<CertificatePolicies>(&c);
+        assert_eq!(policies.0.len(), 1);
+        assert!(crl_urls_of(&c).is_empty());
+        assert!(c
+            .tbs_certificate
+            .get::<AuthorityInfoAccessSyntax>()
+            .unwrap()
+            .is_none());
+        assert!(ca
+            .tbs_certificate
+            .get::<CertificatePolicies>()
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn bad_issuing_options_are_refused() {
+        for (oid, crl, aia) in [
+            (Some("not.an.oid"), None, None),
+            (Some("2.23.140.1.5.1.3"), None, None),
+            (None, Some("ldap://x/y"), None),
+            (None, Some("http://a b/c"), None),
+            (None, None, Some("https://x/y")),
+        ] {
+            assert!(
+                matches!(
+                    IssuingPolicy::new(oid, crl, aia),
+                    Err(X509Error::InvalidPolicy(_))
+                ),
+                "{oid:?} {crl:?} {aia:?}"
+            );
+        }
+        assert!(IssuingPolicy::new(None, Some("file:///srv/ca.crl"), None).is_ok());
+    }
+
+    #[test]
+    fn the_user_subject_is_the_mailbox_or_empty_when_it_cannot_be_a_common_name() {
+        let n = user_subject("alice", Some("alice@example.org")).unwrap();
+        assert_eq!(n.to_string(), "CN=alice@example.org");
+        let long = format!("{}@example.org", "a".repeat(60));
+        assert!(user_subject("alice", Some(&long)).unwrap().is_empty());
+        assert_eq!(user_subject("alice", None).unwrap().to_string(), "CN=alice");
+        // An empty subject makes the SAN critical (RFC 5280 4.2.1.6).
+        let (mut signer, ca) = rsa_ca();
+        let (_, spki) = rsa_signer(1);
+        let empty = user_subject("alice", Some(&long)).unwrap();
+        let serial = random_serial().unwrap();
+        let c = issue(
+            &ca,
+            &params(
+                &empty,
+                &spki,
+                &serial,
+                CertProfile::UserSigning,
+                Some(&long),
+            ),
+            &mut signer,
+        )
+        .unwrap();
+        assert!(ext::<SubjectAltName>(&c).0);
+    }
+
+    #[test]
+    fn the_crl_number_reads_back() {
+        let (mut signer, ca) = rsa_ca();
+        let crl = crl(&ca, &[], 300, now(), now() + DAY, &mut signer).unwrap();
+        assert_eq!(crl_number_of(&crl), Some(300));
+    }
+
+    #[test]
     fn each_profile_gets_its_extensions() {
         let (mut signer, ca) = rsa_ca();
         let ca_ski = key_id_of(&ca);
