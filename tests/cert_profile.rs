@@ -2,7 +2,7 @@
 //! pkilint (installed into `testbeds/venv` by `testbeds/setup.sh`). User certificates against
 //! the CA/B Forum S/MIME Baseline Requirements, mailbox-validated strict generation
 //! (`lint_cabf_smime_cert`); the CA and the exchange certificate against RFC 5280
-//! (`lint_pkix_cert`); the CRL against RFC 5280 (`lint_crl -p PKIX`). Every finding of
+//! (`lint_pkix_cert`); the CRL against RFC 5280 and the CA/B BR (`lint_crl -p PKIX`, `-p BR`). Every finding of
 //! NOTICE or worse fails the test unless it is in [`ACCEPTED`] with its reason.
 //! Also: CDP and AIA are in every issued certificate once configured, and in none without.
 
@@ -150,7 +150,10 @@ fn every_certificate_kind_and_the_crl_lint_clean_with_pkilint() {
         .ok();
     let crl = a.path("ca.crl").to_string_lossy().into_owned();
     a.authority("crl", &["-o", &crl]).ok();
-    for f in lint("lint_crl", &["-t", "CRL", "-p", "PKIX"], &crl) {
+    for f in lint("lint_crl", &["-t", "CRL", "-p", "PKIX"], &crl)
+        .into_iter()
+        .chain(lint("lint_crl", &["-t", "CRL", "-p", "BR"], &crl))
+    {
         findings.push(format!("crl: {f}"));
     }
     assert!(
