@@ -8,6 +8,8 @@ mod util;
 
 use std::path::Path;
 
+use keyward::authority::x509;
+use keyward::revocation::parse_crl;
 use util::{pem_blocks, AuthorityBed, Run, TestBed, AUTHORITY_PIN, AUTHORITY_TOKEN, USER_PIN};
 
 const CA_NAME: &str = "CN=Revocation Authority,O=Example";
@@ -257,7 +259,11 @@ fn revocation_is_seen_by_default_once_a_crl_is_kept() {
         .ok();
     let extra = p(&a, "extra.crl");
     a.authority("crl", &["-o", &extra]).ok();
-    assert_eq!(std::fs::read(&extra).unwrap(), std::fs::read(&cdp).unwrap());
+    // The same CRL: PEM at -o, DER at the distribution point (RFC 5280 4.2.1.13).
+    let der = std::fs::read(&cdp).unwrap();
+    assert_eq!(der[0], 0x30, "the distribution point's CRL is not DER");
+    let from_pem = parse_crl(&std::fs::read(&extra).unwrap()).unwrap();
+    assert_eq!(x509::crl_to_der(&from_pem).unwrap(), der);
     kw(&a, &["crl", "import", &cdp]).ok();
 
     // read refuses the revoked signer (exit 3, nothing written), even given an older --crl…
@@ -483,9 +489,10 @@ fn crl_fetch_keeps_the_crl_from_an_http_distribution_point() {
     // Nothing published yet: the server answers 404, nothing is kept.
     kw(&a, &["crl", "fetch", "--keyset", "Bob"]).fails(1, "404");
     assert!(store(&a).is_empty());
-    // Published (an http: CDP is not written by `authority crl`: -o is needed).
+    // Published (an http: CDP is not written by `authority crl`: -o is needed), in DER.
     a.authority("crl", &[]).fails(2, "give -o FILE");
-    a.authority("crl", &["-o", &p(&a, "pub/ca.crl")]).ok();
+    let served = p(&a, "pub/ca.crl");
+    a.authority("crl", &["-o", &served, "--der"]).ok();
     let run = kw(&a, &["crl", "fetch", "--keyset", "Bob"]).ok();
     assert!(
         run.stdout.contains(&url) && run.stdout.contains("kept the CRL"),
@@ -493,4 +500,40 @@ fn crl_fetch_keeps_the_crl_from_an_http_distribution_point() {
         run.stdout
     );
     assert_eq!(store(&a).len(), 2);
+
+    // Others see it too: OpenSSL downloads the CRL from the certificate's distribution point.
+    let cert = a.file(
+        "bob.pem",
+        kw(&a, &["keyset", "cert", "Bob"]).ok().stdout.as_bytes(),
+    );
+    let verify = || {
+        openssl(
+            &a,
+            &[
+                "verify",
+                "-CAfile",
+                &a.ca,
+                "-crl_check",
+                "-crl_download",
+                "-purpose",
+                "smimesign",
+                &cert,
+            ],
+        )
+    };
+    let run = verify();
+    assert_eq!(
+        run.code, 0,
+        "before revocation: {}{}",
+        run.stdout, run.stderr
+    );
+    a.authority("revoke", &["bob"]).ok();
+    a.authority("crl", &["-o", &served, "--der"]).ok();
+    let run = verify();
+    assert!(
+        run.code != 0 && format!("{}{}", run.stdout, run.stderr).contains("certificate revoked"),
+        "OpenSSL did not see the revocation: {}{}",
+        run.stdout,
+        run.stderr
+    );
 }

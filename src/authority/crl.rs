@@ -11,12 +11,25 @@ use super::AuthorityError;
 use crate::keyset::ops::unhex_id;
 
 /// Writes a new CRL (PEM) to `out`, current for `lifetime` (its nextUpdate), and returns how
-/// many certificates it lists. The CRL number is committed before the file is written, so a
-/// number is never reused for a different CRL (a crash can only skip one).
+/// many certificates it lists; see [`publish_to`].
 pub fn publish(
     ch: &Change<'_>,
     dir: &Path,
     out: &Path,
+    lifetime: Duration,
+) -> Result<usize, AuthorityError> {
+    publish_to(ch, dir, Some((out, false)), lifetime)
+}
+
+/// Writes a new CRL, current for `lifetime` (its nextUpdate), to `out` (PEM, or DER when
+/// asked) and, DER as RFC 5280 4.2.1.13 wants, to the distribution point's file when it is a
+/// `file:` URL; returns how many certificates it lists. The CRL number is committed before
+/// the files are written, so a number is never reused for a different CRL (a crash can only
+/// skip one).
+pub fn publish_to(
+    ch: &Change<'_>,
+    dir: &Path,
+    out: Option<(&Path, bool)>,
     lifetime: Duration,
 ) -> Result<usize, AuthorityError> {
     let (module, pin) = (ch.module, ch.pin);
@@ -37,7 +50,7 @@ pub fn publish(
         pin,
     };
     let crl = x509::crl(&ca, &revoked, number, now, now + lifetime, &mut signer)?;
-    let pem = x509::crl_to_pem(&crl)?;
+    let (pem, der) = (x509::crl_to_pem(&crl)?, x509::crl_to_der(&crl)?);
     a.config.crl_number = number;
     a.config_changed();
     a.audit(
@@ -49,9 +62,17 @@ pub fn publish(
     );
     let cdp = cdp_file(&a.config);
     a.commit(module, &mut session, pin)?;
-    for path in std::iter::once(out.to_path_buf()).chain(cdp.filter(|c| c != out)) {
-        crate::keyset::registry::write_atomic(&path, pem.as_bytes())
-            .map_err(|e| super::state::io("write", &path, &e))?;
+    let mut files: Vec<(&Path, &[u8])> = Vec::new();
+    if let Some((path, as_der)) = out {
+        let as_der = as_der || cdp.as_deref() == Some(path);
+        files.push((path, if as_der { &der } else { pem.as_bytes() }));
+    }
+    if let Some(c) = cdp.as_deref().filter(|c| out.map(|(o, _)| o) != Some(*c)) {
+        files.push((c, &der));
+    }
+    for (path, bytes) in files {
+        crate::keyset::registry::write_atomic(path, bytes)
+            .map_err(|e| super::state::io("write", path, &e))?;
     }
     Ok(revoked.len())
 }

@@ -302,6 +302,9 @@ pub struct CrlArgs {
     /// is a file: URL (authority init --crl-url), which makes -o optional
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Write -o in DER (what an http:// distribution point serves) instead of PEM
+    #[arg(long)]
+    pub der: bool,
     /// How long the CRL is current (its nextUpdate), e.g. 7d, 36h; 1h to 366d
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crl_lifetime)]
     pub valid_for: std::time::Duration,

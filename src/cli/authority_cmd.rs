@@ -276,25 +276,22 @@ fn revoke(ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
 
 fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
     let cdp = authority::crl::cdp_file(&AuthorityDir::open_read(&a.dir)?.config);
-    let output = match (&a.output, &cdp) {
-        (Some(o), _) => o.clone(),
-        (None, Some(c)) => c.clone(),
-        (None, None) => {
-            return Err(Error::Usage(
-                "the authority publishes its CRL at no file: URL (authority init --crl-url); give -o FILE".into(),
-            ))
-        }
-    };
+    if a.output.is_none() && cdp.is_none() {
+        return Err(Error::Usage(
+            "the authority publishes its CRL at no file: URL (authority init --crl-url); give -o FILE".into(),
+        ));
+    }
+    let out = a.output.as_deref().map(|o| (o, a.der));
     let n = with_change(ctx, &a.dir, |ch| {
-        authority::crl::publish(ch, &a.dir, &output, a.valid_for)
+        authority::crl::publish_to(ch, &a.dir, out, a.valid_for)
     })?;
-    let also = match cdp.filter(|c| *c != output) {
-        Some(c) => format!(" and to its distribution point {}", c.display()),
-        None => String::new(),
-    };
+    let mut places: Vec<String> = a.output.iter().map(|o| o.display().to_string()).collect();
+    if let Some(c) = cdp.filter(|c| a.output.as_ref() != Some(c)) {
+        places.push(format!("its distribution point {} (DER)", c.display()));
+    }
     outln!(
-        "wrote a CRL listing {n} revoked certificates to {}{also}; publish the next one within {}",
-        output.display(),
+        "wrote a CRL listing {n} revoked certificates to {}; publish the next one within {}",
+        places.join(" and "),
         short_duration(a.valid_for)
     );
     Ok(())
