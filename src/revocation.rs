@@ -374,6 +374,66 @@ pub fn check_recipient(
     }
 }
 
+/// `send`: refuses an expired recipient, or one on its authority's kept CRL; returns a
+/// one-line warning for each recipient whose revocation could not be checked against a current
+/// CRL (to print once the message is written).
+pub fn check_recipients(
+    home: &Path,
+    registry: &Registry,
+    recipients: &[(String, Certificate)],
+) -> Result<Vec<String>, RevocationError> {
+    let store = CrlStore::new(home);
+    let cas = enrolled_cas(registry);
+    let mut warnings = Vec::new();
+    for (who, cert) in recipients {
+        let who = format!("recipient {who}");
+        warnings.extend(check_recipient(&store, &cas, &who, cert)?);
+    }
+    Ok(warnings)
+}
+
+/// `read`, once the signature verified: refuses a signer (`signer` = (who, serial hex)) on
+/// the CRL kept for its authority (`given_ca`, else the keyset's), before the content is
+/// written — also when `--crl` was given, as an older CRL does not undo a revocation; with
+/// `warn` (no `--crl`), a one-line warning when no current CRL is kept.
+pub fn check_signer(
+    home: &Path,
+    given_ca: Option<&Certificate>,
+    record: &crate::keyset::KeysetRecord,
+    (signer, serial_hex): (&str, &str),
+    warn: bool,
+) -> Result<(), crate::error::Error> {
+    let authority_ca = || {
+        let pem = &record.enrollment.as_ref()?.authority_ca;
+        x509::certs_from_pem(pem).ok()?.into_iter().next()
+    };
+    let Some(ca) = given_ca.cloned().or_else(authority_ca) else {
+        return Ok(());
+    };
+    let serial = crate::keyset::ops::unhex_id(serial_hex)
+        .map_err(|e| crate::error::Error::Usage(e.to_string()))?;
+    let who = format!("the signer {signer}");
+    match CrlStore::new(home).check(&ca, &serial, &who, SystemTime::now()) {
+        Ok(Checked::Good) => Ok(()),
+        Ok(Checked::Unchecked(w)) => {
+            if warn {
+                eprintln!("{w}");
+            }
+            Ok(())
+        }
+        Err(RevocationError::Revoked { at, this_update, .. }) => {
+            Err(crate::message::MessageError::Untrusted {
+                signer: signer.to_string(),
+                why: format!(
+                    "has a REVOKED certificate (revoked at {at}, on the CRL kept here issued {this_update})"
+                ),
+            }
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The bytes at a distribution point: a `file:` URL is read, an `http://` one fetched with
 /// a plain HTTP/1.0 GET (CRLs are published over HTTP, never HTTPS, so that checking one
 /// needs no other revocation check); redirects are not followed.

@@ -111,66 +111,6 @@ fn recipient(registry: &Registry, spec: &str) -> Result<(String, x509_cert::Cert
     }
 }
 
-/// Refuses an expired recipient, or one on its authority's kept CRL (`keyward crl import`);
-/// returns a one-line warning for each recipient whose revocation could not be checked
-/// (printed once the message is written).
-fn check_recipients(
-    home: &Path,
-    registry: &Registry,
-    recipients: &[(String, x509_cert::Certificate)],
-) -> Result<Vec<String>, Error> {
-    let store = crate::revocation::CrlStore::new(home);
-    let cas = crate::revocation::enrolled_cas(registry);
-    let mut warnings = Vec::new();
-    for (who, cert) in recipients {
-        let who = format!("recipient {who}");
-        warnings.extend(crate::revocation::check_recipient(
-            &store, &cas, &who, cert,
-        )?);
-    }
-    Ok(warnings)
-}
-
-/// The authority CA an enrolled keyset checks signers against.
-fn authority_ca_of(record: &KeysetRecord) -> Option<x509_cert::Certificate> {
-    let pem = &record.enrollment.as_ref()?.authority_ca;
-    x509::certs_from_pem(pem).ok()?.into_iter().next()
-}
-
-/// Refuses a signer on the CRL kept for its authority, before the content is written; with
-/// `warn`, a one-line warning when no current CRL is kept.
-fn check_signer_kept_crl(
-    home: &Path,
-    ca: &x509_cert::Certificate,
-    signer: &str,
-    serial_hex: &str,
-    warn: bool,
-) -> Result<(), Error> {
-    let serial =
-        crate::keyset::ops::unhex_id(serial_hex).map_err(|e| Error::Usage(e.to_string()))?;
-    let store = crate::revocation::CrlStore::new(home);
-    let who = format!("the signer {signer}");
-    match store.check(ca, &serial, &who, std::time::SystemTime::now()) {
-        Ok(crate::revocation::Checked::Good) => Ok(()),
-        Ok(crate::revocation::Checked::Unchecked(w)) => {
-            if warn {
-                eprintln!("{w}");
-            }
-            Ok(())
-        }
-        Err(crate::revocation::RevocationError::Revoked { at, this_update, .. }) => {
-            Err(MessageError::Untrusted {
-                signer: signer.to_string(),
-                why: format!(
-                    "has a REVOKED certificate (revoked at {at}, on the CRL kept here issued {this_update})"
-                ),
-            }
-            .into())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// `keyward send`.
 pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
     let registry = Registry::load(&ctx.home()?).map_err(KeysetError::from)?;
@@ -180,7 +120,7 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
         a.to.iter()
             .map(|spec| recipient(&registry, spec))
             .collect::<Result<Vec<_>, _>>()?;
-    let warnings = check_recipients(&ctx.home()?, &registry, &recipients)?;
+    let warnings = crate::revocation::check_recipients(&ctx.home()?, &registry, &recipients)?;
     let content = read_input(a.input.as_deref(), a.output.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
@@ -250,10 +190,7 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
     let input = read_input(a.input.as_deref(), a.output.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
-    // The CRL kept here counts too (a revocation it lists is not undone by an older --crl);
-    // its warnings only without --crl.
-    let warn = crl.is_none();
-    let kept_crl_ca = ca.clone().or_else(|| authority_ca_of(&record));
+    let (given_ca, warn) = (ca.clone(), crl.is_none());
     let done = message::read(
         ctx.module()?,
         &input,
@@ -265,9 +202,8 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
             policy,
         },
     )?;
-    if let Some(ca) = kept_crl_ca {
-        check_signer_kept_crl(&ctx.home()?, &ca, &done.signer, &done.signer_serial, warn)?;
-    }
+    let signer = (done.signer.as_str(), done.signer_serial.as_str());
+    crate::revocation::check_signer(&ctx.home()?, given_ca.as_ref(), &record, signer, warn)?;
     let when = done
         .signed_at
         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
