@@ -196,7 +196,7 @@ fn expected(module: Module) -> &'static [(Step, Expect)] {
         Refused("cannot hold --security high keys: it does not support the context-specific login");
     /// The authority's archive and deliveries need RFC 5649 AES key wrap on its own token:
     /// probed (mechanism list + known-answer test) before the authority directory is made.
-    const NO_RFC5649: Expect = Refused("does not support RFC 5649 AES key wrap");
+    const NO_RFC5649: Expect = Refused("cannot hold a keyward authority: it has no RFC 5649 AES key wrap (neither CKM_AES_KEY_WRAP_KWP nor a CKM_AES_KEY_WRAP_PAD that passes RFC 5649's test vectors), which the authority's key archive and key deliveries need; put the authority on a token whose `keyward token info` shows one (SoftHSM2 and kryoptic do)");
     match module {
         Module::Softhsm => &[
             (TokenList, Works),
