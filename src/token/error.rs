@@ -406,9 +406,6 @@ fn describe(call: &CallFailure) -> String {
         "DeviceError" => "the device reported an error; reinsert it and retry",
         "DeviceMemory" => "the token is out of memory; remove unused objects",
         "GeneralError" | "FunctionFailed" => "the module reported a general failure",
-        "SessionHandleInvalid" | "SessionClosed" => {
-            "the session was closed underneath keyward; retry"
-        }
         "UserNotLoggedIn" => "the operation needs a login",
         "KeyFunctionNotPermitted" => "the key does not allow this use",
         "TemplateInconsistent" | "TemplateIncomplete" | "AttributeValueInvalid" => {
