@@ -82,8 +82,8 @@ pub fn serve<C: vpicc::VSmartCard>(
         }
         let stream = connect(port)?;
         eprintln!("keyward-vcard: in the reader (connected to vpcd on 127.0.0.1:{port})");
-        let result = serve_until_pulled(stream, file, card);
-        if place(file) == Place::Pulled {
+        let (result, pulled) = serve_until_pulled(stream, file, card);
+        if pulled || place(file) == Place::Pulled {
             eprintln!("keyward-vcard: pulled out of the reader");
             continue;
         }
@@ -91,14 +91,18 @@ pub fn serve<C: vpicc::VSmartCard>(
     }
 }
 
+/// Serves one stay in the reader; says whether the card pulled itself (`after N`).
 fn serve_until_pulled<C: vpicc::VSmartCard>(
     stream: TcpStream,
     file: &Path,
     card: &mut C,
-) -> io::Result<()> {
+) -> (io::Result<()>, bool) {
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let stream = stream.try_clone()?;
+        let stream = match stream.try_clone() {
+            Ok(stream) => stream,
+            Err(e) => return (Err(e), false),
+        };
         let file = file.to_path_buf();
         let done = Arc::clone(&done);
         thread::spawn(move || {
@@ -114,12 +118,16 @@ fn serve_until_pulled<C: vpicc::VSmartCard>(
     let mut counting = Counting {
         card,
         file: file.to_path_buf(),
-        stream: stream.try_clone()?,
+        stream: match stream.try_clone() {
+            Ok(stream) => stream,
+            Err(e) => return (Err(e), false),
+        },
+        pulled: false,
     };
     let result = vpicc::Connection::from(stream).run(&mut counting);
     done.store(true, Ordering::Relaxed);
     let _ = watcher.join();
-    result
+    (result, counting.pulled)
 }
 
 /// The card, counting APDUs down to an `after N` pull.
@@ -127,6 +135,8 @@ struct Counting<'a, C> {
     card: &'a mut C,
     file: PathBuf,
     stream: TcpStream,
+    /// The card pulled itself out (the count reached its end).
+    pulled: bool,
 }
 
 impl<C: vpicc::VSmartCard> vpicc::VSmartCard for Counting<'_, C> {
@@ -154,6 +164,7 @@ impl<C: vpicc::VSmartCard> vpicc::VSmartCard for Counting<'_, C> {
             if n <= 1 {
                 eprintln!("keyward-vcard: pulled in the middle of a command");
                 set_place(&self.file, "now\n");
+                self.pulled = true;
                 let _ = self.stream.shutdown(Shutdown::Both);
                 // Never sent: the connection is gone.
                 return Vec::new();

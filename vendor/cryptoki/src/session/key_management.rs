@@ -126,6 +126,9 @@ impl Session {
             ))
             .into_result(Function::WrapKey)?;
 
+            // keyward patch: the length query may answer an upper bound (NSS softokn does for
+            // every AES wrap); the real call says how many bytes it wrote.
+            wrapped_key.truncate(wrapped_key_len.try_into()?);
             Ok(wrapped_key)
         }
     }
