@@ -62,7 +62,11 @@ fn a_key_whose_security_attribute_was_dropped_is_refused_and_destroyed() {
             run.stderr
         );
         assert_eq!(objects(), before, "{attribute}: the token changed");
-        assert_eq!(bed.registry_text(), registry, "{attribute}: the registry changed");
+        assert_eq!(
+            bed.registry_text(),
+            registry,
+            "{attribute}: the registry changed"
+        );
     }
     // The same command through the shim without the fault works: the refusal was the fault's.
     bed.run_shim(

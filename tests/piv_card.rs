@@ -230,40 +230,17 @@ fn adopt_needs_a_choice_among_several_keys(bed: &TestBed, card: &Card) {
     }
     assert!(run.stderr.contains("--signing-key"), "{}", run.stderr);
     // Naming a key that cannot sign.
-    on_card(
-        bed,
-        card,
-        &[
-            "keyset",
-            "adopt",
-            "Card",
-            "--token",
-            card.token(),
-            "--signing-key",
-            "pkcs11:id=%03;type=private",
-        ],
-        &[("KEYWARD_PIN", PIN)],
-    )
-    .fails(1, "is not a signing key");
+    adopt(bed, card, "Card", "pkcs11:id=%03;type=private", None).fails(1, "is not a signing key");
     assert!(bed.registry_text().is_none_or(|t| !t.contains("Card")));
 }
 
 fn adopt_the_signature_and_key_management_keys(bed: &TestBed, card: &Card) {
-    let run = on_card(
+    let run = adopt(
         bed,
         card,
-        &[
-            "keyset",
-            "adopt",
-            "Card",
-            "--token",
-            card.token(),
-            "--signing-key",
-            "pkcs11:id=%02;type=private",
-            "--decryption-key",
-            "pkcs11:id=%03",
-        ],
-        &[("KEYWARD_PIN", PIN)],
+        "Card",
+        "pkcs11:id=%02;type=private",
+        Some("pkcs11:id=%03"),
     )
     .ok();
     assert!(
@@ -288,23 +265,7 @@ fn adopt_the_signature_and_key_management_keys(bed: &TestBed, card: &Card) {
     assert_eq!(cert.stdout.trim(), card_cert.trim());
 
     // 9A is not always-authenticate: adopted as security standard.
-    let run = on_card(
-        bed,
-        card,
-        &[
-            "keyset",
-            "adopt",
-            "Auth",
-            "--token",
-            card.token(),
-            "--signing-key",
-            "pkcs11:id=%01",
-            "--decryption-key",
-            "pkcs11:id=%03",
-        ],
-        &[("KEYWARD_PIN", PIN)],
-    )
-    .ok();
+    let run = adopt(bed, card, "Auth", "pkcs11:id=%01", Some("pkcs11:id=%03")).ok();
     assert!(run.stdout.contains("security standard"), "{}", run.stdout);
     let list = on_card(bed, card, &["keyset", "list"], &[]).ok();
     assert!(list.stdout.contains("adopted"), "{}", list.stdout);
@@ -505,23 +466,7 @@ fn read_mail_encrypted_to_the_key_management_certificate(bed: &TestBed, card: &C
 /// 9E (P-256, no PIN at all on a PIV card) signs; 9C decrypts — an always-authenticate key, so
 /// the card demands the PIN at the decryption itself, and the keyset is security high.
 fn an_ec_signing_key_and_an_always_authenticate_decryption_key(bed: &TestBed, card: &Card) {
-    let run = on_card(
-        bed,
-        card,
-        &[
-            "keyset",
-            "adopt",
-            "EC",
-            "--token",
-            card.token(),
-            "--signing-key",
-            "pkcs11:id=%04",
-            "--decryption-key",
-            "pkcs11:id=%02",
-        ],
-        &[("KEYWARD_PIN", PIN)],
-    )
-    .ok();
+    let run = adopt(bed, card, "EC", "pkcs11:id=%04", Some("pkcs11:id=%02")).ok();
     assert!(
         run.stdout.contains("p256 signing key, security high"),
         "{}",
@@ -670,8 +615,15 @@ fn the_card_pulled_out_in_the_middle_of_a_command(bed: &TestBed, card: &Card) {
                 "{what}, card pulled at APDU {at} of {total}: {}",
                 run.stderr
             );
-            assert!(!sig.exists(), "{what} at APDU {at}: a signature was written");
-            assert_eq!(bed.registry_text(), registry, "{what} at APDU {at}: registry");
+            assert!(
+                !sig.exists(),
+                "{what} at APDU {at}: a signature was written"
+            );
+            assert_eq!(
+                bed.registry_text(),
+                registry,
+                "{what} at APDU {at}: registry"
+            );
             card.insert();
         }
     }
@@ -682,22 +634,30 @@ fn the_card_pulled_out_in_the_middle_of_a_command(bed: &TestBed, card: &Card) {
 
 /// `keyset adopt NAME` of 9C and 9D.
 fn adopt_counted(bed: &TestBed, card: &Card, name: &str) -> Run {
-    on_card(
+    adopt(
         bed,
         card,
-        &[
-            "keyset",
-            "adopt",
-            name,
-            "--token",
-            card.token(),
-            "--signing-key",
-            "pkcs11:id=%02;type=private",
-            "--decryption-key",
-            "pkcs11:id=%03",
-        ],
-        &[("KEYWARD_PIN", PIN)],
+        name,
+        "pkcs11:id=%02;type=private",
+        Some("pkcs11:id=%03"),
     )
+}
+
+/// `keyset adopt NAME --token CARD --signing-key SIGNING [--decryption-key DECRYPTION]`.
+fn adopt(bed: &TestBed, card: &Card, name: &str, signing: &str, decryption: Option<&str>) -> Run {
+    let mut args = vec![
+        "keyset",
+        "adopt",
+        name,
+        "--token",
+        card.token(),
+        "--signing-key",
+        signing,
+    ];
+    if let Some(d) = decryption {
+        args.extend(["--decryption-key", d]);
+    }
+    on_card(bed, card, &args, &[("KEYWARD_PIN", PIN)])
 }
 
 fn change_the_pin(bed: &TestBed, card: &Card) {

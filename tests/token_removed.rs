@@ -32,7 +32,10 @@ fn calls(bed: &TestBed, args: &[&str]) -> u64 {
     let count_str = count.to_string_lossy().into_owned();
     bed.run_shim(
         args,
-        &[("KEYWARD_PIN", PIN), ("KEYWARD_SHIM_COUNT_FILE", &count_str)],
+        &[
+            ("KEYWARD_PIN", PIN),
+            ("KEYWARD_SHIM_COUNT_FILE", &count_str),
+        ],
     )
     .ok();
     ShimCounts::read(&count).total

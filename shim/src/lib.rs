@@ -228,8 +228,10 @@ fn parse_dropped(spec: &str) -> Result<Vec<(CK_ATTRIBUTE_TYPE, CK_BBOOL)>, Strin
                 .find(|(n, _, _)| *n == name)
                 .map(|(_, t, v)| (*t, *v))
                 .ok_or_else(|| {
-                    let known: Vec<String> =
-                        DROPPABLE.iter().map(|(n, _, _)| format!("CKA_{n}")).collect();
+                    let known: Vec<String> = DROPPABLE
+                        .iter()
+                        .map(|(n, _, _)| format!("CKA_{n}"))
+                        .collect();
                     format!(
                         "KEYWARD_SHIM_DROP_ATTRIBUTE item {a:?}: want one of {}",
                         known.join(", ")
@@ -888,7 +890,14 @@ unsafe extern "C" fn C_GenerateKeyPair(
     let dropped = dropped();
     if dropped.is_empty() {
         return real_call!(C_GenerateKeyPair(
-            h, mechanism, public, public_len, private, private_len, public_out, private_out
+            h,
+            mechanism,
+            public,
+            public_len,
+            private,
+            private_len,
+            public_out,
+            private_out
         ));
     }
     // SAFETY: the caller's templates.
@@ -930,7 +939,14 @@ unsafe extern "C" fn C_UnwrapKey(
     let dropped = dropped();
     if dropped.is_empty() {
         return real_call!(C_UnwrapKey(
-            h, mechanism, unwrapping_key, wrapped, wrapped_len, template, len, key
+            h,
+            mechanism,
+            unwrapping_key,
+            wrapped,
+            wrapped_len,
+            template,
+            len,
+            key
         ));
     }
     // SAFETY: the caller's template.

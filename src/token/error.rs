@@ -104,7 +104,7 @@ pub enum TokenError {
     #[error("a PKCS#11 module is already loaded in this process; load it once and share it")]
     AlreadyLoaded,
     /// No token matches the `--token` argument.
-    #[error("no token matches {wanted}; tokens present: {}; run `keyward token list`", list_or_none(.present))]
+    #[error("no token matches {wanted}; tokens present: {}; if it was removed, insert it and run the command again, else see `keyward token list`", list_or_none(.present))]
     TokenNotFound {
         /// The URI or label asked for.
         wanted: String,
@@ -244,6 +244,14 @@ pub enum TokenError {
         /// The token label.
         label: String,
     },
+    /// The token keeps no private data objects, where an authority keeps its state head.
+    #[error("token {label:?} cannot hold a keyward authority: it does not keep private data objects (CKO_DATA: {call}), where the authority keeps the head of its state; nothing was changed; put the authority on a token that does (SoftHSM2 and kryoptic do)")]
+    NoDataObjects {
+        /// The token label.
+        label: String,
+        /// The refused C_CreateObject.
+        call: CallFailure,
+    },
     /// The token is write-protected.
     #[error("token {label:?} is write-protected; use a writable token")]
     WriteProtected {
@@ -313,6 +321,7 @@ impl TokenError {
             | TokenError::WriteProtected { call, .. }
             | TokenError::InitUnsupported { call, .. }
             | TokenError::UnblockUnsupported { call, .. }
+            | TokenError::NoDataObjects { call, .. }
             | TokenError::Call { call, .. } => Some(call),
             _ => None,
         }
