@@ -23,121 +23,86 @@ use util::Run;
 
 // ---- the steps of the story ------------------------------------------------------------------
 
-/// One step of the story, in the order the story runs them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Step {
+/// Declares the steps once: the enum (in story order), [`STEPS`] and [`Step::name`].
+macro_rules! steps {
+    ($($(#[doc = $doc:literal])* $step:ident => $name:literal,)*) => {
+        /// One step of the story, in the order the story runs them.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        enum Step {
+            $($(#[doc = $doc])* $step,)*
+        }
+
+        /// Every step, in story order.
+        const STEPS: &[Step] = &[$(Step::$step),*];
+
+        impl Step {
+            /// The name in test names and in the matrix.
+            fn name(self) -> &'static str {
+                match self {
+                    $(Step::$step => $name,)*
+                }
+            }
+        }
+    };
+}
+
+steps! {
     /// `token list`.
-    TokenList,
+    TokenList => "token list",
     /// `token init --free` of every token the story uses (authority, alice, bob, bob's new
     /// card); on a bed with one token made by its own tool, `token init --free` of one more
     /// (there is no free slot: to be refused).
-    TokenInit,
+    TokenInit => "token init",
     /// `token info` of alice's token.
-    TokenInfo,
+    TokenInfo => "token info",
     /// `token change-pin` to a new PIN and back.
-    ChangePin,
+    ChangePin => "token change-pin",
     /// `keyset create --key-type rsa2048` (standard security).
-    KeysetRsa2048,
+    KeysetRsa2048 => "keyset rsa2048",
     /// `keyset create --key-type rsa3072`.
-    KeysetRsa3072,
+    KeysetRsa3072 => "keyset rsa3072",
     /// `keyset create --key-type p256`.
-    KeysetP256,
+    KeysetP256 => "keyset p256",
     /// `keyset create --security high` (keys with CKA_ALWAYS_AUTHENTICATE).
-    KeysetHigh,
+    KeysetHigh => "keyset high security",
     /// `keyset sign` + `keyset verify` + OpenSSL verifies, with the RSA-2048 keyset.
-    SignRsa2048,
+    SignRsa2048 => "sign/verify rsa2048",
     /// The same with the RSA-3072 keyset.
-    SignRsa3072,
+    SignRsa3072 => "sign/verify rsa3072",
     /// The same with the P-256 keyset.
-    SignP256,
+    SignP256 => "sign/verify p256",
     /// The same with the high-security keyset (the context-specific login).
-    SignHigh,
+    SignHigh => "sign/verify high security",
     /// `keyset csr` of the RSA-2048 keyset; OpenSSL checks its signature.
-    Csr,
+    Csr => "csr",
     /// `authority init` on this module's token.
-    AuthorityInit,
+    AuthorityInit => "authority init on this module",
     /// `enroll --authority DIR` (request, process and complete in one) with the authority on
     /// this module.
-    EnrollLocal,
+    EnrollLocal => "enroll --authority (local)",
     /// Enrollment by files: `enroll -o REQUEST`, `authority process`, `enroll --complete` (the
     /// authority: see [`file_authority_here`]).
-    EnrollFile,
+    EnrollFile => "enroll by files (request, process, complete)",
     /// `send` from bob's keyset to himself.
-    Send,
+    Send => "send",
     /// `read` of that message.
-    Read,
+    Read => "read",
     /// `authority recover bob`.
-    Recover,
+    Recover => "authority recover",
     /// Bob re-enrolls (by files) under a new keyset name on a new token (on a one-token bed:
     /// the same token); the authority returns his archived encryption key.
-    Reenroll,
+    Reenroll => "re-enroll",
     /// The new keyset reads the message sent before the recovery.
-    ReadOld,
+    ReadOld => "read old mail",
     /// `authority log --verify` of every authority the story used.
-    Audit,
+    Audit => "audit log verify",
     /// `token init --token … --force` of bob's old token (keys and registered keysets on it).
-    TokenReinit,
+    TokenReinit => "token re-init",
 }
 
 use Step::*;
 
-/// Every step, in story order.
-const STEPS: [Step; 23] = [
-    TokenList,
-    TokenInit,
-    TokenInfo,
-    ChangePin,
-    KeysetRsa2048,
-    KeysetRsa3072,
-    KeysetP256,
-    KeysetHigh,
-    SignRsa2048,
-    SignRsa3072,
-    SignP256,
-    SignHigh,
-    Csr,
-    AuthorityInit,
-    EnrollLocal,
-    EnrollFile,
-    Send,
-    Read,
-    Recover,
-    Reenroll,
-    ReadOld,
-    Audit,
-    TokenReinit,
-];
-
 impl Step {
-    /// The name in test names and in the matrix.
-    fn name(self) -> &'static str {
-        match self {
-            TokenList => "token list",
-            TokenInit => "token init",
-            TokenInfo => "token info",
-            ChangePin => "token change-pin",
-            KeysetRsa2048 => "keyset rsa2048",
-            KeysetRsa3072 => "keyset rsa3072",
-            KeysetP256 => "keyset p256",
-            KeysetHigh => "keyset high security",
-            SignRsa2048 => "sign/verify rsa2048",
-            SignRsa3072 => "sign/verify rsa3072",
-            SignP256 => "sign/verify p256",
-            SignHigh => "sign/verify high security",
-            Csr => "csr",
-            AuthorityInit => "authority init on this module",
-            EnrollLocal => "enroll --authority (local)",
-            EnrollFile => "enroll by files (request, process, complete)",
-            Send => "send",
-            Read => "read",
-            Recover => "authority recover",
-            Reenroll => "re-enroll",
-            ReadOld => "read old mail",
-            Audit => "audit log verify",
-            TokenReinit => "token re-init",
-        }
-    }
-
     /// The steps this one needs to have worked (besides `token init` on beds with free slots).
     fn needs(self) -> &'static [Step] {
         match self {
@@ -880,7 +845,7 @@ fn run_story(module: Module) -> BTreeMap<Step, Outcome> {
     }
 
     let mut outcomes: BTreeMap<Step, Outcome> = BTreeMap::new();
-    for step in STEPS {
+    for &step in STEPS {
         let mut needs: Vec<Step> = step.needs().to_vec();
         if bed.tokens == BedTokens::Free && !matches!(step, TokenList | TokenInit) {
             needs.push(TokenInit);
@@ -1104,7 +1069,7 @@ fn write_matrix(module: Module, story: &Story) {
     let columns = target.join("module-matrix");
     std::fs::create_dir_all(&columns).expect("module-matrix dir");
     let mut tsv = format!("seconds\t{:.0}\n", story.seconds);
-    for step in STEPS {
+    for &step in STEPS {
         let cell = story.outcomes[&step].cell(expectation(module, step));
         tsv.push_str(&format!(
             "{:?}\t{}\n",
@@ -1139,7 +1104,7 @@ fn write_matrix(module: Module, story: &Story) {
     md.push_str("\n| --- |");
     md.push_str(&" --- |".repeat(cols.len()));
     md.push('\n');
-    for step in STEPS {
+    for &step in STEPS {
         md.push_str(&format!("| {} |", step.name()));
         for (_, map) in &cols {
             let cell = map
@@ -1168,7 +1133,7 @@ fn write_matrix(module: Module, story: &Story) {
 /// `FailsToday`.
 fn observed_table(module: Module, story: &Story) -> String {
     let mut out = format!("        Module::{module:?} => &[\n");
-    for step in STEPS {
+    for &step in STEPS {
         let outcome = &story.outcomes[&step];
         let entry = match outcome {
             Outcome::Works => "Works".to_string(),
@@ -1215,7 +1180,7 @@ fn expectation_table_is_complete() {
             module.name(),
             table.len()
         );
-        for step in STEPS {
+        for &step in STEPS {
             expectation(module, step);
         }
     }
