@@ -82,7 +82,10 @@ impl TokenSession {
     pub fn check_data_objects(&self) -> Result<(), TokenError> {
         self.destroy_data_object(PROBE_LABEL)?;
         match self.write_data_object(PROBE_LABEL, b"probe") {
-            Ok(()) => self.destroy_data_object(PROBE_LABEL),
+            // Asked twice: a probe object must not stay behind after one failed call.
+            Ok(()) => self
+                .destroy_data_object(PROBE_LABEL)
+                .or_else(|_| self.destroy_data_object(PROBE_LABEL)),
             Err(TokenError::Call { call, .. }) if refuses_data(&call.code) => {
                 Err(TokenError::NoDataObjects {
                     label: self.token.label().to_string(),
