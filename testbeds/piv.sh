@@ -7,6 +7,10 @@
 #                              provision keys and certificates in 9A 9C 9D 9E, print `export` lines
 #   testbeds/piv.sh down DIR   stop both, by the PIDs in DIR
 #   testbeds/piv.sh build      only build the card (what `up` does first)
+#   testbeds/piv.sh pull DIR [N]  pull the card out of the reader: now (waits until the reader
+#                              is empty), or with N as the Nth APDU from now arrives (to pull it
+#                              in the middle of the next command; returns at once)
+#   testbeds/piv.sh insert DIR put it back (waits until the reader shows it again)
 #
 # Provisioning goes through the card's own interface, as a card issuer would (keys cannot be
 # generated through PKCS#11 on a PIV card): mutual authentication with the default 3DES
@@ -18,6 +22,13 @@
 #   9E  P-256     card authentication
 # PIN 123456, PUK 12345678 (the card's defaults). pcscd's socket is machine-wide: one card at
 # a time on a machine.
+#
+# OpenSC's own configuration for the card is DIR/opensc.conf (exported as OPENSC_CONF): the
+# default, plus `user_pin_unblock_style = set_pin_in_unlogged_session`, without which OpenSC
+# offers no way to unblock a PIN through PKCS#11. With it, C_SetPIN without a login takes the
+# PUK as the old PIN and sends RESET RETRY COUNTER, which `keyward token unblock` uses when the
+# card refuses the SO login (a PIV card cannot VERIFY its PUK, so OpenSC's
+# `init_pin_in_so_session` fails there with CKR_GENERAL_ERROR: the card answers 6A88).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -154,10 +165,13 @@ up() {
     fi
     build_card
     : >"$DIR/provision.log"
+    write_opensc_conf
+    export OPENSC_CONF=$DIR/opensc.conf
     # No -d: pcscd's debug log would show every APDU, PINs included.
     pcscd -f >"$DIR/pcscd.log" 2>&1 &
     echo $! >"$DIR/pcscd.pid"
-    "$VCARD" >"$DIR/vcard.log" 2>&1 &
+    rm -f "$DIR/pulled"
+    "$VCARD" --pull-file "$DIR/pulled" >"$DIR/vcard.log" 2>&1 &
     echo $! >"$DIR/vcard.pid"
     wait_for_card
     provision
@@ -171,6 +185,55 @@ up() {
     echo "export KEYWARD_PIV_PUK=$PUK"
     echo "export KEYWARD_PIV_CA=$DIR/ca.pem"
     echo "export KEYWARD_PIV_DIR=$DIR"
+    echo "export OPENSC_CONF=$DIR/opensc.conf"
+}
+
+write_opensc_conf() {
+    cat >"$DIR/opensc.conf" <<'CONF'
+app default {
+	framework pkcs15 {
+		# The card changes under the tests' feet (PIN changes, pulls): no cached files.
+		use_file_caching = no;
+	}
+	pkcs11 {
+		# C_SetPIN without a login, the PUK as the old PIN: RESET RETRY COUNTER.
+		user_pin_unblock_style = set_pin_in_unlogged_session;
+	}
+}
+CONF
+}
+
+# Is a card in vpcd's reader (as pcscd sees it)?
+card_present() {
+    OPENSC_CONF=$DIR/opensc.conf opensc-tool -a >/dev/null 2>&1
+}
+
+# Writes the card's pull file in one step (the card reads it at every APDU).
+set_pulled() {
+    echo "$1" >"$DIR/pulled.new"
+    mv "$DIR/pulled.new" "$DIR/pulled"
+}
+
+pull() {
+    alive "$DIR/vcard.pid" || die "no card is up for $DIR"
+    if [[ -n ${1:-} ]]; then
+        [[ $1 =~ ^[1-9][0-9]*$ ]] || die "pull DIR N: N is a positive number of APDUs"
+        set_pulled "after $1"
+        return 0
+    fi
+    set_pulled now
+    local i
+    for i in $(seq 1 100); do
+        card_present || return 0
+        sleep 0.1
+    done
+    die "the reader still shows the card 10 s after pulling it; see $DIR/vcard.log"
+}
+
+insert() {
+    alive "$DIR/vcard.pid" || die "no card is up for $DIR"
+    rm -f "$DIR/pulled" "$DIR/pulled.new"
+    wait_for_card
 }
 
 stop() {
@@ -199,12 +262,17 @@ build)
     command -v cargo >/dev/null || die "cargo is missing; install Rust (https://rustup.rs)"
     build_card
     ;;
-up | down)
-    [[ -n ${2:-} ]] || die "usage: $0 up|down DIR"
+up | down | insert)
+    [[ -n ${2:-} ]] || die "usage: $0 $1 DIR"
     DIR=$2
     "$1"
     ;;
+pull)
+    [[ -n ${2:-} ]] || die "usage: $0 pull DIR [N]"
+    DIR=$2
+    pull "${3:-}"
+    ;;
 *)
-    die "usage: $0 up|down DIR, or $0 build"
+    die "usage: $0 up|down|insert DIR, $0 pull DIR [N], or $0 build"
     ;;
 esac

@@ -738,7 +738,7 @@ fn faults_by_overall_call_index_and_other_codes_give_clear_errors() {
                 ("KEYWARD_SHIM_FAULT", "0xB3@C_SignInit:1"),
             ],
         )
-        .fails(1, "the session was closed underneath keyward");
+        .fails(1, "lost keyward's session in the middle of the command (was it removed or reset?); insert it and run the command again");
     one_line(&run);
     // A bad fault specification stops the module, naming the variable.
     let run = card.run(&["token", "list"], &[("KEYWARD_SHIM_FAULT", "CKR_NOPE@3")]);

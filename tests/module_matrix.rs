@@ -23,121 +23,86 @@ use util::Run;
 
 // ---- the steps of the story ------------------------------------------------------------------
 
-/// One step of the story, in the order the story runs them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Step {
+/// Declares the steps once: the enum (in story order), [`STEPS`] and [`Step::name`].
+macro_rules! steps {
+    ($($(#[doc = $doc:literal])* $step:ident => $name:literal,)*) => {
+        /// One step of the story, in the order the story runs them.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        enum Step {
+            $($(#[doc = $doc])* $step,)*
+        }
+
+        /// Every step, in story order.
+        const STEPS: &[Step] = &[$(Step::$step),*];
+
+        impl Step {
+            /// The name in test names and in the matrix.
+            fn name(self) -> &'static str {
+                match self {
+                    $(Step::$step => $name,)*
+                }
+            }
+        }
+    };
+}
+
+steps! {
     /// `token list`.
-    TokenList,
+    TokenList => "token list",
     /// `token init --free` of every token the story uses (authority, alice, bob, bob's new
     /// card); on a bed with one token made by its own tool, `token init --free` of one more
     /// (there is no free slot: to be refused).
-    TokenInit,
+    TokenInit => "token init",
     /// `token info` of alice's token.
-    TokenInfo,
+    TokenInfo => "token info",
     /// `token change-pin` to a new PIN and back.
-    ChangePin,
+    ChangePin => "token change-pin",
     /// `keyset create --key-type rsa2048` (standard security).
-    KeysetRsa2048,
+    KeysetRsa2048 => "keyset rsa2048",
     /// `keyset create --key-type rsa3072`.
-    KeysetRsa3072,
+    KeysetRsa3072 => "keyset rsa3072",
     /// `keyset create --key-type p256`.
-    KeysetP256,
+    KeysetP256 => "keyset p256",
     /// `keyset create --security high` (keys with CKA_ALWAYS_AUTHENTICATE).
-    KeysetHigh,
+    KeysetHigh => "keyset high security",
     /// `keyset sign` + `keyset verify` + OpenSSL verifies, with the RSA-2048 keyset.
-    SignRsa2048,
+    SignRsa2048 => "sign/verify rsa2048",
     /// The same with the RSA-3072 keyset.
-    SignRsa3072,
+    SignRsa3072 => "sign/verify rsa3072",
     /// The same with the P-256 keyset.
-    SignP256,
+    SignP256 => "sign/verify p256",
     /// The same with the high-security keyset (the context-specific login).
-    SignHigh,
+    SignHigh => "sign/verify high security",
     /// `keyset csr` of the RSA-2048 keyset; OpenSSL checks its signature.
-    Csr,
+    Csr => "csr",
     /// `authority init` on this module's token.
-    AuthorityInit,
+    AuthorityInit => "authority init on this module",
     /// `enroll --authority DIR` (request, process and complete in one) with the authority on
     /// this module.
-    EnrollLocal,
+    EnrollLocal => "enroll --authority (local)",
     /// Enrollment by files: `enroll -o REQUEST`, `authority process`, `enroll --complete` (the
     /// authority: see [`file_authority_here`]).
-    EnrollFile,
+    EnrollFile => "enroll by files (request, process, complete)",
     /// `send` from bob's keyset to himself.
-    Send,
+    Send => "send",
     /// `read` of that message.
-    Read,
+    Read => "read",
     /// `authority recover bob`.
-    Recover,
+    Recover => "authority recover",
     /// Bob re-enrolls (by files) under a new keyset name on a new token (on a one-token bed:
     /// the same token); the authority returns his archived encryption key.
-    Reenroll,
+    Reenroll => "re-enroll",
     /// The new keyset reads the message sent before the recovery.
-    ReadOld,
+    ReadOld => "read old mail",
     /// `authority log --verify` of every authority the story used.
-    Audit,
+    Audit => "audit log verify",
     /// `token init --token … --force` of bob's old token (keys and registered keysets on it).
-    TokenReinit,
+    TokenReinit => "token re-init",
 }
 
 use Step::*;
 
-/// Every step, in story order.
-const STEPS: [Step; 23] = [
-    TokenList,
-    TokenInit,
-    TokenInfo,
-    ChangePin,
-    KeysetRsa2048,
-    KeysetRsa3072,
-    KeysetP256,
-    KeysetHigh,
-    SignRsa2048,
-    SignRsa3072,
-    SignP256,
-    SignHigh,
-    Csr,
-    AuthorityInit,
-    EnrollLocal,
-    EnrollFile,
-    Send,
-    Read,
-    Recover,
-    Reenroll,
-    ReadOld,
-    Audit,
-    TokenReinit,
-];
-
 impl Step {
-    /// The name in test names and in the matrix.
-    fn name(self) -> &'static str {
-        match self {
-            TokenList => "token list",
-            TokenInit => "token init",
-            TokenInfo => "token info",
-            ChangePin => "token change-pin",
-            KeysetRsa2048 => "keyset rsa2048",
-            KeysetRsa3072 => "keyset rsa3072",
-            KeysetP256 => "keyset p256",
-            KeysetHigh => "keyset high security",
-            SignRsa2048 => "sign/verify rsa2048",
-            SignRsa3072 => "sign/verify rsa3072",
-            SignP256 => "sign/verify p256",
-            SignHigh => "sign/verify high security",
-            Csr => "csr",
-            AuthorityInit => "authority init on this module",
-            EnrollLocal => "enroll --authority (local)",
-            EnrollFile => "enroll by files (request, process, complete)",
-            Send => "send",
-            Read => "read",
-            Recover => "authority recover",
-            Reenroll => "re-enroll",
-            ReadOld => "read old mail",
-            Audit => "audit log verify",
-            TokenReinit => "token re-init",
-        }
-    }
-
     /// The steps this one needs to have worked (besides `token init` on beds with free slots).
     fn needs(self) -> &'static [Step] {
         match self {
@@ -164,6 +129,20 @@ fn file_authority_here(module: Module) -> bool {
 }
 
 // ---- what each module is expected to do ------------------------------------------------------
+
+/// How bob's encryption key reaches this module's token in enrollment by files (the reply's
+/// `delivery`), where it is asserted: the best delivery both sides support.
+fn expected_delivery(module: Module) -> Option<&'static str> {
+    match module {
+        Module::Softhsm | Module::Kryoptic => Some("rfc5649"),
+        // The SoftHSM2 file authority offers rfc5649 (and import; SoftHSM2 has no CBC-PAD wrap).
+        Module::Nss => Some("rfc5649"),
+        // Not asserted since the cryptoki `wrap_key` length fix (vendor/cryptoki, patch 6):
+        // observed before it as import; not run again here.
+        Module::Opencryptoki => None,
+        Module::Tpm2 => None,
+    }
+}
 
 /// What a step is expected to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +175,7 @@ fn expected(module: Module) -> &'static [(Step, Expect)] {
         Refused("cannot hold --security high keys: it does not support the context-specific login");
     /// The authority's archive and deliveries need RFC 5649 AES key wrap on its own token:
     /// probed (mechanism list + known-answer test) before the authority directory is made.
-    const NO_RFC5649: Expect = Refused("does not support RFC 5649 AES key wrap");
+    const NO_RFC5649: Expect = Refused("cannot hold a keyward authority: it has no RFC 5649 AES key wrap (neither CKM_AES_KEY_WRAP_KWP nor a CKM_AES_KEY_WRAP_PAD that passes RFC 5649's test vectors), which the authority's key archive and key deliveries need; put the authority on a token whose `keyward token info` shows one (SoftHSM2 and kryoptic do)");
     match module {
         Module::Softhsm => &[
             (TokenList, Works),
@@ -248,8 +227,10 @@ fn expected(module: Module) -> &'static [(Step, Expect)] {
             (Audit, Works),
             (TokenReinit, Works),
         ],
-        // The file authority is the SoftHSM2 one beside it, made with --allow-import: NSS's
-        // token has no RFC 5649 wrap, so bob's encryption key is delivered by import.
+        // NSS softokn 3.87 has CKM_AES_KEY_WRAP_KWP (RFC 5649) and CKM_AES_CBC_PAD wrap and
+        // unwrap, once its wrap lengths are read right (vendor/cryptoki, patch 6): it receives
+        // bob's key by RFC 5649 from the SoftHSM2 file authority. It cannot hold an authority:
+        // its database keeps no CKO_DATA objects (the state head), probed up front.
         Module::Nss => &[
             (TokenList, Works),
             (TokenInit, NO_FREE_SLOT),
@@ -264,7 +245,10 @@ fn expected(module: Module) -> &'static [(Step, Expect)] {
             (SignP256, Works),
             (SignHigh, NotRun),
             (Csr, Works),
-            (AuthorityInit, NO_RFC5649),
+            (
+                AuthorityInit,
+                Refused("cannot hold a keyward authority: it does not keep private data objects (CKO_DATA"),
+            ),
             (EnrollLocal, NotRun),
             (EnrollFile, Works),
             (Send, Works),
@@ -680,7 +664,32 @@ impl Ctx<'_> {
             ],
         )?;
         self.on_authority(false, "process", &[&request, "-o", &reply])?;
-        self.kw(&["enroll", "--complete", &reply]).map(drop)
+        self.kw(&["enroll", "--complete", &reply])?;
+        self.check_delivery(&reply)
+    }
+
+    /// The reply's delivery is the one expected of this module (see [`expected_delivery`]).
+    fn check_delivery(&self, reply: &str) -> StepResult {
+        let Some(want) = expected_delivery(self.bed.module) else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(reply).unwrap_or_default();
+        let got = text
+            .lines()
+            .find_map(|l| l.strip_prefix("delivery = "))
+            .map(|v| v.trim().trim_matches('"'))
+            .unwrap_or("rfc5649");
+        if got == want {
+            return Ok(());
+        }
+        Err(self.fail(
+            "check the reply's delivery",
+            Run {
+                code: 1,
+                stdout: String::new(),
+                stderr: format!("the reply delivers by {got}, expected {want}\n"),
+            },
+        ))
     }
 
     /// `read --keyset KEYSET` of the message; the content must come back.
@@ -836,7 +845,7 @@ fn run_story(module: Module) -> BTreeMap<Step, Outcome> {
     }
 
     let mut outcomes: BTreeMap<Step, Outcome> = BTreeMap::new();
-    for step in STEPS {
+    for &step in STEPS {
         let mut needs: Vec<Step> = step.needs().to_vec();
         if bed.tokens == BedTokens::Free && !matches!(step, TokenList | TokenInit) {
             needs.push(TokenInit);
@@ -1060,7 +1069,7 @@ fn write_matrix(module: Module, story: &Story) {
     let columns = target.join("module-matrix");
     std::fs::create_dir_all(&columns).expect("module-matrix dir");
     let mut tsv = format!("seconds\t{:.0}\n", story.seconds);
-    for step in STEPS {
+    for &step in STEPS {
         let cell = story.outcomes[&step].cell(expectation(module, step));
         tsv.push_str(&format!(
             "{:?}\t{}\n",
@@ -1095,7 +1104,7 @@ fn write_matrix(module: Module, story: &Story) {
     md.push_str("\n| --- |");
     md.push_str(&" --- |".repeat(cols.len()));
     md.push('\n');
-    for step in STEPS {
+    for &step in STEPS {
         md.push_str(&format!("| {} |", step.name()));
         for (_, map) in &cols {
             let cell = map
@@ -1124,7 +1133,7 @@ fn write_matrix(module: Module, story: &Story) {
 /// `FailsToday`.
 fn observed_table(module: Module, story: &Story) -> String {
     let mut out = format!("        Module::{module:?} => &[\n");
-    for step in STEPS {
+    for &step in STEPS {
         let outcome = &story.outcomes[&step];
         let entry = match outcome {
             Outcome::Works => "Works".to_string(),
@@ -1171,7 +1180,7 @@ fn expectation_table_is_complete() {
             module.name(),
             table.len()
         );
-        for step in STEPS {
+        for &step in STEPS {
             expectation(module, step);
         }
     }

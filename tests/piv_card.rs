@@ -84,6 +84,48 @@ impl Card {
     fn file(&self, name: &str) -> String {
         self.dir.join(name).to_string_lossy().into_owned()
     }
+
+    /// `testbeds/piv.sh pull|insert DIR [N]` (asserts success).
+    fn piv_sh(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg(args[0])
+            .arg(&self.dir)
+            .args(&args[1..])
+            .output()
+            .expect("run testbeds/piv.sh");
+        assert!(
+            out.status.success(),
+            "testbeds/piv.sh {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Pulls the card out of the reader as the `apdus`th APDU from now arrives.
+    fn pull_after(&self, apdus: u64) {
+        self.piv_sh(&["pull", &apdus.to_string()]);
+    }
+
+    /// Puts the card back and waits until the reader shows it.
+    fn insert(&self) {
+        self.piv_sh(&["insert"]);
+    }
+
+    /// How many APDUs `f` sends to the card (the card counts an `after N` pull down; the count
+    /// is large enough never to be reached).
+    fn apdus_of(&self, f: impl FnOnce()) -> u64 {
+        const START: u64 = 1_000_000;
+        self.pull_after(START);
+        f();
+        let left = std::fs::read_to_string(self.dir.join("pulled")).expect("the pull file");
+        let left: u64 = left
+            .trim()
+            .strip_prefix("after ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the pull file says {left:?}"));
+        self.insert();
+        START - left
+    }
 }
 
 impl Drop for Card {
@@ -100,11 +142,13 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testbeds/piv.sh")
 }
 
-/// keyward on the card's module with `pin` (and more environment).
+/// keyward on the card's module, with piv.sh's OpenSC configuration (and more environment).
 fn on_card(bed: &TestBed, card: &Card, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut all = vec!["--module", card.module()];
     all.extend_from_slice(args);
-    bed.run_env(&all, env)
+    let mut env = env.to_vec();
+    env.push(("OPENSC_CONF", card.var("OPENSC_CONF")));
+    bed.run_env_timeout(&all, &env, 120)
 }
 
 fn sign(bed: &TestBed, card: &Card, pin: &str, flags: &[&str]) -> Run {
@@ -166,8 +210,10 @@ fn a_piv_card_through_opensc_pcscd_and_vpcd() {
     read_mail_encrypted_to_the_key_management_certificate(bed, &card);
     an_ec_signing_key_and_an_always_authenticate_decryption_key(bed, &card);
     enrollment_and_key_generation_are_refused_up_front(&authority, &card);
+    the_card_pulled_out_in_the_middle_of_a_command(bed, &card);
     change_the_pin(bed, &card);
     lockout_on_the_cards_own_counter(bed, &card);
+    unblock_with_the_puk(bed, &card);
 }
 
 fn adopt_needs_a_choice_among_several_keys(bed: &TestBed, card: &Card) {
@@ -184,40 +230,17 @@ fn adopt_needs_a_choice_among_several_keys(bed: &TestBed, card: &Card) {
     }
     assert!(run.stderr.contains("--signing-key"), "{}", run.stderr);
     // Naming a key that cannot sign.
-    on_card(
-        bed,
-        card,
-        &[
-            "keyset",
-            "adopt",
-            "Card",
-            "--token",
-            card.token(),
-            "--signing-key",
-            "pkcs11:id=%03;type=private",
-        ],
-        &[("KEYWARD_PIN", PIN)],
-    )
-    .fails(1, "is not a signing key");
+    adopt(bed, card, "Card", "pkcs11:id=%03;type=private", None).fails(1, "is not a signing key");
     assert!(bed.registry_text().is_none_or(|t| !t.contains("Card")));
 }
 
 fn adopt_the_signature_and_key_management_keys(bed: &TestBed, card: &Card) {
-    let run = on_card(
+    let run = adopt(
         bed,
         card,
-        &[
-            "keyset",
-            "adopt",
-            "Card",
-            "--token",
-            card.token(),
-            "--signing-key",
-            "pkcs11:id=%02;type=private",
-            "--decryption-key",
-            "pkcs11:id=%03",
-        ],
-        &[("KEYWARD_PIN", PIN)],
+        "Card",
+        "pkcs11:id=%02;type=private",
+        Some("pkcs11:id=%03"),
     )
     .ok();
     assert!(
@@ -242,23 +265,7 @@ fn adopt_the_signature_and_key_management_keys(bed: &TestBed, card: &Card) {
     assert_eq!(cert.stdout.trim(), card_cert.trim());
 
     // 9A is not always-authenticate: adopted as security standard.
-    let run = on_card(
-        bed,
-        card,
-        &[
-            "keyset",
-            "adopt",
-            "Auth",
-            "--token",
-            card.token(),
-            "--signing-key",
-            "pkcs11:id=%01",
-            "--decryption-key",
-            "pkcs11:id=%03",
-        ],
-        &[("KEYWARD_PIN", PIN)],
-    )
-    .ok();
+    let run = adopt(bed, card, "Auth", "pkcs11:id=%01", Some("pkcs11:id=%03")).ok();
     assert!(run.stdout.contains("security standard"), "{}", run.stdout);
     let list = on_card(bed, card, &["keyset", "list"], &[]).ok();
     assert!(list.stdout.contains("adopted"), "{}", list.stdout);
@@ -459,23 +466,7 @@ fn read_mail_encrypted_to_the_key_management_certificate(bed: &TestBed, card: &C
 /// 9E (P-256, no PIN at all on a PIV card) signs; 9C decrypts — an always-authenticate key, so
 /// the card demands the PIN at the decryption itself, and the keyset is security high.
 fn an_ec_signing_key_and_an_always_authenticate_decryption_key(bed: &TestBed, card: &Card) {
-    let run = on_card(
-        bed,
-        card,
-        &[
-            "keyset",
-            "adopt",
-            "EC",
-            "--token",
-            card.token(),
-            "--signing-key",
-            "pkcs11:id=%04",
-            "--decryption-key",
-            "pkcs11:id=%02",
-        ],
-        &[("KEYWARD_PIN", PIN)],
-    )
-    .ok();
+    let run = adopt(bed, card, "EC", "pkcs11:id=%04", Some("pkcs11:id=%02")).ok();
     assert!(
         run.stdout.contains("p256 signing key, security high"),
         "{}",
@@ -595,6 +586,80 @@ fn enrollment_and_key_generation_are_refused_up_front(authority: &AuthorityBed, 
     assert_eq!(bed.registry_text(), registry, "the registry changed");
 }
 
+/// The card leaves the reader in the middle of a signature (a login, the context-specific
+/// login, the signature) and of `keyset adopt` (which reads the card, then writes the
+/// registry), at points spread over each command's APDUs: one sentence saying the token was
+/// removed and what to do, exit 1, no signature file, the registry unchanged; put back, the
+/// same command works.
+fn the_card_pulled_out_in_the_middle_of_a_command(bed: &TestBed, card: &Card) {
+    let sig = bed.path("data.sig");
+    let signing = card.apdus_of(|| {
+        sign(bed, card, PIN, &[]).ok();
+    });
+    let adopting = card.apdus_of(|| {
+        adopt_counted(bed, card, "Counted").ok();
+    });
+    assert!(signing > 10 && adopting > 10, "{signing} {adopting}");
+    let registry = bed.registry_text();
+    for (what, total) in [("keyset sign", signing), ("keyset adopt", adopting)] {
+        for at in [total / 4, total / 2, total * 3 / 4] {
+            card.pull_after(at);
+            let run = if what == "keyset sign" {
+                sign(bed, card, PIN, &[])
+            } else {
+                adopt_counted(bed, card, "Pulled")
+            };
+            let run = run.fails(1, "insert it and run the command again");
+            assert!(
+                run.stderr.contains("removed"),
+                "{what}, card pulled at APDU {at} of {total}: {}",
+                run.stderr
+            );
+            assert!(
+                !sig.exists(),
+                "{what} at APDU {at}: a signature was written"
+            );
+            assert_eq!(
+                bed.registry_text(),
+                registry,
+                "{what} at APDU {at}: registry"
+            );
+            card.insert();
+        }
+    }
+    // Back in the reader: both work.
+    sign(bed, card, PIN, &[]).ok();
+    adopt_counted(bed, card, "Pulled").ok();
+}
+
+/// `keyset adopt NAME` of 9C and 9D.
+fn adopt_counted(bed: &TestBed, card: &Card, name: &str) -> Run {
+    adopt(
+        bed,
+        card,
+        name,
+        "pkcs11:id=%02;type=private",
+        Some("pkcs11:id=%03"),
+    )
+}
+
+/// `keyset adopt NAME --token CARD --signing-key SIGNING [--decryption-key DECRYPTION]`.
+fn adopt(bed: &TestBed, card: &Card, name: &str, signing: &str, decryption: Option<&str>) -> Run {
+    let mut args = vec![
+        "keyset",
+        "adopt",
+        name,
+        "--token",
+        card.token(),
+        "--signing-key",
+        signing,
+    ];
+    if let Some(d) = decryption {
+        args.extend(["--decryption-key", d]);
+    }
+    on_card(bed, card, &args, &[("KEYWARD_PIN", PIN)])
+}
+
 fn change_the_pin(bed: &TestBed, card: &Card) {
     // A wrong old PIN is said as such (it costs a try; the next good PIN gives it back).
     on_card(
@@ -645,4 +710,42 @@ fn lockout_on_the_cards_own_counter(bed: &TestBed, card: &Card) {
         "pkcs11-tool agrees: {}",
         p11.stderr
     );
+}
+
+/// Locked (the step before): `keyward token unblock` with the PUK as the SO PIN. A PIV card
+/// cannot VERIFY its PUK, so the SO login fails; keyward then gives the PUK as the old PIN of
+/// `C_SetPIN` without a login, which OpenSC turns into RESET RETRY COUNTER when configured to
+/// (`user_pin_unblock_style = set_pin_in_unlogged_session`, piv.sh's opensc.conf). Without that
+/// setting the refusal says what to set; the card stays locked and no PUK try is spent.
+fn unblock_with_the_puk(bed: &TestBed, card: &Card) {
+    let unblock = |conf: &str, new: &str| {
+        bed.run_env_timeout(
+            &[
+                "--module",
+                card.module(),
+                "token",
+                "unblock",
+                "--token",
+                card.token(),
+            ],
+            &[
+                ("OPENSC_CONF", conf),
+                ("KEYWARD_SO_PIN", card.var("KEYWARD_PIV_PUK")),
+                ("KEYWARD_NEW_PIN", new),
+            ],
+            120,
+        )
+    };
+    let plain = bed.file("opensc-default.conf", b"app default {\n}\n");
+    let run = unblock(&plain, PIN).fails(1, "offers no PIN unblocking through PKCS#11");
+    assert!(
+        run.stderr
+            .contains("user_pin_unblock_style = set_pin_in_unlogged_session"),
+        "the refusal says what will work: {}",
+        run.stderr
+    );
+    assert_eq!(pin_flags(bed, card), (false, true), "still locked");
+    unblock(card.var("OPENSC_CONF"), PIN).ok();
+    assert_eq!(pin_flags(bed, card), (false, false), "unlocked");
+    sign(bed, card, PIN, &[]).ok();
 }

@@ -8,7 +8,9 @@
 //!   locked, with the counters in a state file shared by successive processes;
 //! * answer a chosen `CKR_*` code instead of forwarding the Nth call overall or of one function
 //!   (`KEYWARD_SHIM_FAULT`);
-//! * write how many calls were made (`KEYWARD_SHIM_COUNT_FILE`).
+//! * write how many calls were made (`KEYWARD_SHIM_COUNT_FILE`);
+//! * silently drop a security attribute from the templates of new keys and read back the
+//!   insecure value a module that ignored it would show (`KEYWARD_SHIM_DROP_ATTRIBUTE`).
 //!
 //! Only `C_GetFunctionList` is exported: without `C_GetInterface`, PKCS#11 3.x callers (such
 //! as `cryptoki`) fall back to the 2.40 function list.
@@ -46,6 +48,17 @@ const CODES: &[(&str, CK_RV)] = &[
     ("FUNCTION_FAILED", CKR_FUNCTION_FAILED),
     ("DEVICE_MEMORY", CKR_DEVICE_MEMORY),
     ("HOST_MEMORY", CKR_HOST_MEMORY),
+];
+
+/// The attributes `KEYWARD_SHIM_DROP_ATTRIBUTE` may name, and the value a module that ignored
+/// the attribute shows when it is read back: the insecure one (a session key, public, not
+/// sensitive, extractable, no PIN at each use).
+const DROPPABLE: &[(&str, CK_ATTRIBUTE_TYPE, CK_BBOOL)] = &[
+    ("TOKEN", CKA_TOKEN, CK_FALSE),
+    ("PRIVATE", CKA_PRIVATE, CK_FALSE),
+    ("SENSITIVE", CKA_SENSITIVE, CK_FALSE),
+    ("EXTRACTABLE", CKA_EXTRACTABLE, CK_TRUE),
+    ("ALWAYS_AUTHENTICATE", CKA_ALWAYS_AUTHENTICATE, CK_FALSE),
 ];
 
 // ---- the real module ------------------------------------------------------------------------
@@ -201,6 +214,60 @@ fn parse_mechanisms(spec: &str) -> Result<Vec<CK_MECHANISM_TYPE>, String> {
         .collect()
 }
 
+/// Parses `KEYWARD_SHIM_DROP_ATTRIBUTE`: attribute names of [`DROPPABLE`] (with or without
+/// `CKA_`), comma-separated.
+fn parse_dropped(spec: &str) -> Result<Vec<(CK_ATTRIBUTE_TYPE, CK_BBOOL)>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|a| {
+            let upper = a.to_ascii_uppercase();
+            let name = upper.strip_prefix("CKA_").unwrap_or(&upper);
+            DROPPABLE
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, t, v)| (*t, *v))
+                .ok_or_else(|| {
+                    let known: Vec<String> = DROPPABLE
+                        .iter()
+                        .map(|(n, _, _)| format!("CKA_{n}"))
+                        .collect();
+                    format!(
+                        "KEYWARD_SHIM_DROP_ATTRIBUTE item {a:?}: want one of {}",
+                        known.join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The dropped attributes and the values they read back as.
+fn dropped() -> Vec<(CK_ATTRIBUTE_TYPE, CK_BBOOL)> {
+    state().config.dropped.clone()
+}
+
+/// A copy of the template `(ptr, len)` without the dropped attributes (the caller's buffers
+/// are not touched; the copy points into them).
+///
+/// # Safety
+/// `ptr` must be null or point to `len` readable `CK_ATTRIBUTE`s.
+unsafe fn without_dropped(
+    ptr: *const CK_ATTRIBUTE,
+    len: CK_ULONG,
+    dropped: &[(CK_ATTRIBUTE_TYPE, CK_BBOOL)],
+) -> Vec<CK_ATTRIBUTE> {
+    if ptr.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the caller's template of `len` attributes (PKCS#11 2.40, 4.1).
+    let template = unsafe { std::slice::from_raw_parts(ptr, len as usize) };
+    template
+        .iter()
+        .filter(|a| !dropped.iter().any(|(t, _)| *t == a.type_))
+        .copied()
+        .collect()
+}
+
 /// Is this mechanism hidden from the application?
 fn hidden(mechanism: CK_MECHANISM_TYPE) -> bool {
     state().config.hidden.contains(&mechanism)
@@ -242,6 +309,9 @@ struct Config {
     /// `KEYWARD_SHIM_NO_CONTEXT_LOGIN=1`: `C_Login(CKU_CONTEXT_SPECIFIC)` answers
     /// `CKR_USER_TYPE_INVALID`, as opencryptoki's soft token does.
     no_context_login: bool,
+    /// `KEYWARD_SHIM_DROP_ATTRIBUTE`: attributes left out of new keys' templates, and the
+    /// values they read back as.
+    dropped: Vec<(CK_ATTRIBUTE_TYPE, CK_BBOOL)>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -268,6 +338,7 @@ impl Config {
             count_file: env("KEYWARD_SHIM_COUNT_FILE").map(PathBuf::from),
             hidden: parse_mechanisms(&env("KEYWARD_SHIM_HIDE_MECHANISMS").unwrap_or_default())?,
             no_context_login: env("KEYWARD_SHIM_NO_CONTEXT_LOGIN").is_some_and(|v| v.trim() == "1"),
+            dropped: parse_dropped(&env("KEYWARD_SHIM_DROP_ATTRIBUTE").unwrap_or_default())?,
         })
     }
 }
@@ -297,6 +368,7 @@ impl State {
                 count_file: None,
                 hidden: Vec::new(),
                 no_context_login: false,
+                dropped: Vec::new(),
             },
             total: 0,
             per_function: BTreeMap::new(),
@@ -764,6 +836,167 @@ unsafe extern "C" fn C_InitToken(
     rv
 }
 
+// ---- dropped attributes (`KEYWARD_SHIM_DROP_ATTRIBUTE`) -------------------------------------
+
+/// Is the mechanism hidden? Counted first, as in [`mech_forwarders`].
+///
+/// # Safety
+/// `mechanism` must be null or point to the caller's `CK_MECHANISM`.
+unsafe fn mechanism_hidden(mechanism: *const CK_MECHANISM) -> bool {
+    // SAFETY: per this function's contract.
+    !mechanism.is_null() && hidden(unsafe { (*mechanism).mechanism })
+}
+
+unsafe extern "C" fn C_CreateObject(
+    h: CK_SESSION_HANDLE,
+    template: *mut CK_ATTRIBUTE,
+    len: CK_ULONG,
+    object: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    if let Some(rv) = enter("C_CreateObject") {
+        return rv;
+    }
+    let dropped = dropped();
+    if dropped.is_empty() {
+        return real_call!(C_CreateObject(h, template, len, object));
+    }
+    // SAFETY: the caller's template.
+    let mut kept = unsafe { without_dropped(template, len, &dropped) };
+    real_call!(C_CreateObject(
+        h,
+        kept.as_mut_ptr(),
+        kept.len() as CK_ULONG,
+        object
+    ))
+}
+
+unsafe extern "C" fn C_GenerateKeyPair(
+    h: CK_SESSION_HANDLE,
+    mechanism: *mut CK_MECHANISM,
+    public: *mut CK_ATTRIBUTE,
+    public_len: CK_ULONG,
+    private: *mut CK_ATTRIBUTE,
+    private_len: CK_ULONG,
+    public_out: *mut CK_OBJECT_HANDLE,
+    private_out: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    if let Some(rv) = enter("C_GenerateKeyPair") {
+        return rv;
+    }
+    // SAFETY: the caller's mechanism.
+    if unsafe { mechanism_hidden(mechanism) } {
+        return CKR_MECHANISM_INVALID;
+    }
+    let dropped = dropped();
+    if dropped.is_empty() {
+        return real_call!(C_GenerateKeyPair(
+            h,
+            mechanism,
+            public,
+            public_len,
+            private,
+            private_len,
+            public_out,
+            private_out
+        ));
+    }
+    // SAFETY: the caller's templates.
+    let (mut public, mut private) = unsafe {
+        (
+            without_dropped(public, public_len, &dropped),
+            without_dropped(private, private_len, &dropped),
+        )
+    };
+    real_call!(C_GenerateKeyPair(
+        h,
+        mechanism,
+        public.as_mut_ptr(),
+        public.len() as CK_ULONG,
+        private.as_mut_ptr(),
+        private.len() as CK_ULONG,
+        public_out,
+        private_out
+    ))
+}
+
+unsafe extern "C" fn C_UnwrapKey(
+    h: CK_SESSION_HANDLE,
+    mechanism: *mut CK_MECHANISM,
+    unwrapping_key: CK_OBJECT_HANDLE,
+    wrapped: *mut CK_BYTE,
+    wrapped_len: CK_ULONG,
+    template: *mut CK_ATTRIBUTE,
+    len: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    if let Some(rv) = enter("C_UnwrapKey") {
+        return rv;
+    }
+    // SAFETY: the caller's mechanism.
+    if unsafe { mechanism_hidden(mechanism) } {
+        return CKR_MECHANISM_INVALID;
+    }
+    let dropped = dropped();
+    if dropped.is_empty() {
+        return real_call!(C_UnwrapKey(
+            h,
+            mechanism,
+            unwrapping_key,
+            wrapped,
+            wrapped_len,
+            template,
+            len,
+            key
+        ));
+    }
+    // SAFETY: the caller's template.
+    let mut kept = unsafe { without_dropped(template, len, &dropped) };
+    real_call!(C_UnwrapKey(
+        h,
+        mechanism,
+        unwrapping_key,
+        wrapped,
+        wrapped_len,
+        kept.as_mut_ptr(),
+        kept.len() as CK_ULONG,
+        key
+    ))
+}
+
+/// Forwards, then shows each dropped attribute the caller asked for with its insecure value.
+unsafe extern "C" fn C_GetAttributeValue(
+    h: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+    template: *mut CK_ATTRIBUTE,
+    len: CK_ULONG,
+) -> CK_RV {
+    if let Some(rv) = enter("C_GetAttributeValue") {
+        return rv;
+    }
+    let rv = real_call!(C_GetAttributeValue(h, object, template, len));
+    let dropped = dropped();
+    if dropped.is_empty() || template.is_null() {
+        return rv;
+    }
+    if rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_BUFFER_TOO_SMALL {
+        return rv;
+    }
+    // SAFETY: the caller's template of `len` attributes, writable (PKCS#11 2.40, 5.7).
+    let template = unsafe { std::slice::from_raw_parts_mut(template, len as usize) };
+    for attribute in template.iter_mut() {
+        let Some((_, value)) = dropped.iter().find(|(t, _)| *t == attribute.type_) else {
+            continue;
+        };
+        let size = std::mem::size_of::<CK_BBOOL>() as CK_ULONG;
+        if !attribute.pValue.is_null() && attribute.ulValueLen >= size {
+            // SAFETY: the caller's buffer of at least one CK_BBOOL.
+            unsafe { *(attribute.pValue as *mut CK_BBOOL) = *value };
+        }
+        attribute.ulValueLen = size;
+    }
+    rv
+}
+
 forwarders! {
     C_GetInfo(a1: *mut CK_INFO);
     C_GetSlotList(a1: CK_BBOOL, a2: *mut CK_SLOT_ID, a3: *mut CK_ULONG);
@@ -775,11 +1008,9 @@ forwarders! {
     C_GetOperationState(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: *mut CK_ULONG);
     C_SetOperationState(a1: CK_SESSION_HANDLE, a2: *mut CK_BYTE, a3: CK_ULONG, a4: CK_OBJECT_HANDLE, a5: CK_OBJECT_HANDLE);
     C_Logout(a1: CK_SESSION_HANDLE);
-    C_CreateObject(a1: CK_SESSION_HANDLE, a2: *mut CK_ATTRIBUTE, a3: CK_ULONG, a4: *mut CK_OBJECT_HANDLE);
     C_CopyObject(a1: CK_SESSION_HANDLE, a2: CK_OBJECT_HANDLE, a3: *mut CK_ATTRIBUTE, a4: CK_ULONG, a5: *mut CK_OBJECT_HANDLE);
     C_DestroyObject(a1: CK_SESSION_HANDLE, a2: CK_OBJECT_HANDLE);
     C_GetObjectSize(a1: CK_SESSION_HANDLE, a2: CK_OBJECT_HANDLE, a3: *mut CK_ULONG);
-    C_GetAttributeValue(a1: CK_SESSION_HANDLE, a2: CK_OBJECT_HANDLE, a3: *mut CK_ATTRIBUTE, a4: CK_ULONG);
     C_SetAttributeValue(a1: CK_SESSION_HANDLE, a2: CK_OBJECT_HANDLE, a3: *mut CK_ATTRIBUTE, a4: CK_ULONG);
     C_FindObjectsInit(a1: CK_SESSION_HANDLE, a2: *mut CK_ATTRIBUTE, a3: CK_ULONG);
     C_FindObjects(a1: CK_SESSION_HANDLE, a2: *mut CK_OBJECT_HANDLE, a3: CK_ULONG, a4: *mut CK_ULONG);
@@ -822,9 +1053,7 @@ mech_forwarders! {
     C_VerifyInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
     C_VerifyRecoverInit(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE);
     C_GenerateKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: *mut CK_ATTRIBUTE, a4: CK_ULONG, a5: *mut CK_OBJECT_HANDLE);
-    C_GenerateKeyPair(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: *mut CK_ATTRIBUTE, a4: CK_ULONG, a5: *mut CK_ATTRIBUTE, a6: CK_ULONG, a7: *mut CK_OBJECT_HANDLE, a8: *mut CK_OBJECT_HANDLE);
     C_WrapKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE, a4: CK_OBJECT_HANDLE, a5: *mut CK_BYTE, a6: *mut CK_ULONG);
-    C_UnwrapKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE, a4: *mut CK_BYTE, a5: CK_ULONG, a6: *mut CK_ATTRIBUTE, a7: CK_ULONG, a8: *mut CK_OBJECT_HANDLE);
     C_DeriveKey(a1: CK_SESSION_HANDLE, a2: *mut CK_MECHANISM, a3: CK_OBJECT_HANDLE, a4: *mut CK_ATTRIBUTE, a5: CK_ULONG, a6: *mut CK_OBJECT_HANDLE);
 }
 
@@ -895,6 +1124,15 @@ mod tests {
             Vec::<CK_MECHANISM_TYPE>::new()
         );
         assert!(parse_mechanisms("PAD").is_err());
+    }
+
+    #[test]
+    fn dropped_attributes_parse() {
+        assert_eq!(
+            parse_dropped("CKA_SENSITIVE, extractable").unwrap(),
+            vec![(CKA_SENSITIVE, CK_FALSE), (CKA_EXTRACTABLE, CK_TRUE)]
+        );
+        assert!(parse_dropped("CKA_LABEL").is_err());
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     // The archive and every delivery wrap with RFC 5649: refused before any key is made and
     // before the directory exists.
     crate::enroll::delivery::authority_wrap(&session, module)?;
+    // The state head lives in private data objects on the token: refused up front too.
+    session.check_data_objects()?;
     let wraps_cbc_pad = session.cbc_pad_wraps(module)?;
     std::fs::create_dir_all(req.dir).map_err(|e| state::io("create", req.dir, &e))?;
     let _lock = state::lock_dir(req.dir)?;

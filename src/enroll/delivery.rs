@@ -219,10 +219,11 @@ pub fn authority_wrap(
     session: &TokenSession,
     module: &Module,
 ) -> Result<Rfc5649Mechanism, TokenError> {
-    session.rfc5649_mechanism(module)?.ok_or_else(|| TokenError::MechanismUnsupported {
-        label: session.token().label().to_string(),
-        mechanism: "RFC 5649 AES key wrap (CKM_AES_KEY_WRAP_KWP, or a CKM_AES_KEY_WRAP_PAD that passes RFC 5649's test vectors), which the authority's key archive and deliveries need".into(),
-    })
+    session
+        .rfc5649_mechanism(module)?
+        .ok_or_else(|| TokenError::NoAuthorityWrap {
+            label: session.token().label().to_string(),
+        })
 }
 
 #[cfg(test)]

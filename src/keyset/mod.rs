@@ -42,7 +42,7 @@ pub enum KeysetError {
     #[error(transparent)]
     Harden(#[from] harden::HardenError),
     /// The keyset's token is not present.
-    #[error("the token of keyset {keyset:?} (label {label:?}, serial {serial}) is not present; insert it and run the command again")]
+    #[error("the token of keyset {keyset:?} (label {label:?}, serial {serial}) is not present (removed?); insert it and run the command again")]
     TokenMissing {
         /// The keyset.
         keyset: String,

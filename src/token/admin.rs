@@ -2,7 +2,7 @@
 
 use secrecy::SecretString;
 
-use super::error::{map_error, ErrCtx, PinRole, TokenError};
+use super::error::{map_error, CallFailure, ErrCtx, PinRole, TokenError};
 use super::info::{list_slots, list_tokens, Token};
 use super::module::Module;
 use super::session::LoginPolicy;
@@ -210,6 +210,13 @@ pub fn change_pin(
 }
 
 /// Sets a new user PIN with the SO PIN (`C_Login(SO)` + `C_InitPIN`), which also unlocks it.
+///
+/// A smart card's unblocking secret (a PIV card's PUK) is not a PIN one logs in with: such a
+/// module refuses the SO login without spending a try. When it does and the user PIN is
+/// locked, the unblocking secret is given as the old PIN of `C_SetPIN` in a session without a
+/// login — the convention of such modules (OpenSC's `user_pin_unblock_style =
+/// set_pin_in_unlogged_session`). A locked PIN has no try left to spend, so the attempt costs
+/// nothing; when the module takes neither, the error says what will work.
 pub fn unblock(
     module: &Module,
     token: &Token,
@@ -219,14 +226,52 @@ pub fn unblock(
 ) -> Result<(), TokenError> {
     token.check_pin_length(PinRole::User, new_user_pin)?;
     let mut session = token.open_rw(module)?;
-    session.login(module, PinRole::So, so_pin, policy)?;
-    log::debug!("C_InitPIN on token {:?}", token.label());
-    let result = session
-        .session
-        .init_pin(new_user_pin)
-        .map_err(|e| session.op_error(e, "setting the new user PIN"));
-    session.logout();
-    result
+    let so_login = match session.login(module, PinRole::So, so_pin, policy) {
+        Ok(()) => {
+            log::debug!("C_InitPIN on token {:?}", token.label());
+            let result = session
+                .session
+                .init_pin(new_user_pin)
+                .map_err(|e| session.op_error(e, "setting the new user PIN"));
+            session.logout();
+            return result;
+        }
+        Err(e) => e,
+    };
+    let refused = match &so_login {
+        TokenError::Call { call, .. } if so_login_refused(call) => call.clone(),
+        _ => return Err(so_login),
+    };
+    drop(session);
+    let mut now = token.clone();
+    now.refresh(module)?;
+    if !now.summary().user_pin.locked {
+        return Err(so_login);
+    }
+    log::debug!(
+        "token {:?} refused the SO login ({refused}); C_SetPIN with the unblocking PIN in a session without a login",
+        token.label()
+    );
+    let session = now.open_rw(module)?;
+    match session.session.set_pin(so_pin, new_user_pin) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            log::debug!("C_SetPIN with the unblocking PIN: {e}");
+            Err(TokenError::UnblockUnsupported {
+                label: token.label().to_string(),
+                call: refused,
+            })
+        }
+    }
+}
+
+/// An SO login the module refused as such (no SO session on this token), not a wrong or
+/// locked PIN nor a device failure.
+fn so_login_refused(call: &CallFailure) -> bool {
+    matches!(
+        call.code.as_str(),
+        "GeneralError" | "FunctionFailed" | "UserTypeInvalid" | "FunctionNotSupported"
+    )
 }
 
 fn initialized_serials(module: &Module) -> Result<Vec<String>, TokenError> {

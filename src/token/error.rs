@@ -104,7 +104,7 @@ pub enum TokenError {
     #[error("a PKCS#11 module is already loaded in this process; load it once and share it")]
     AlreadyLoaded,
     /// No token matches the `--token` argument.
-    #[error("no token matches {wanted}; tokens present: {}; run `keyward token list`", list_or_none(.present))]
+    #[error("no token matches {wanted}; tokens present: {}; if it was removed, insert it and run the command again, else see `keyward token list`", list_or_none(.present))]
     TokenNotFound {
         /// The URI or label asked for.
         wanted: String,
@@ -204,9 +204,26 @@ pub enum TokenError {
         /// The failing call.
         call: CallFailure,
     },
+    /// Neither the SO login + `C_InitPIN` nor `C_SetPIN` with the unblocking PIN works.
+    #[error("token {label:?} refused the SO login ({call}) and did not take the SO PIN as the unblocking PIN of C_SetPIN either, so its module offers no PIN unblocking through PKCS#11; nothing was changed; on an OpenSC card set `user_pin_unblock_style = set_pin_in_unlogged_session;` in the pkcs11 block of opensc.conf and run this again with the PUK as the SO PIN, or unblock it with the card's own tool")]
+    UnblockUnsupported {
+        /// The token label.
+        label: String,
+        /// The refused SO login.
+        call: CallFailure,
+    },
     /// The token was removed or is not present.
     #[error("token {label:?} is not present (removed?); insert it and run the command again")]
     TokenGone {
+        /// The token label.
+        label: String,
+        /// The failing call.
+        call: CallFailure,
+    },
+    /// The module closed keyward's session underneath it: what modules answer once the card
+    /// that held it is gone (or was reset by another program).
+    #[error("token {label:?} lost keyward's session in the middle of the command (was it removed or reset?); insert it and run the command again")]
+    SessionGone {
         /// The token label.
         label: String,
         /// The failing call.
@@ -219,6 +236,21 @@ pub enum TokenError {
         label: String,
         /// The mechanism's name.
         mechanism: String,
+    },
+    /// The token cannot hold a keyward authority: no RFC 5649 AES key wrap (probed by the
+    /// mechanism list and RFC 5649's own test vectors).
+    #[error("token {label:?} cannot hold a keyward authority: it has no RFC 5649 AES key wrap (neither CKM_AES_KEY_WRAP_KWP nor a CKM_AES_KEY_WRAP_PAD that passes RFC 5649's test vectors), which the authority's key archive and key deliveries need; put the authority on a token whose `keyward token info` shows one (SoftHSM2 and kryoptic do)")]
+    NoAuthorityWrap {
+        /// The token label.
+        label: String,
+    },
+    /// The token keeps no private data objects, where an authority keeps its state head.
+    #[error("token {label:?} cannot hold a keyward authority: it does not keep private data objects (CKO_DATA: {call}), where the authority keeps the head of its state; nothing was changed; put the authority on a token that does (SoftHSM2 and kryoptic do)")]
+    NoDataObjects {
+        /// The token label.
+        label: String,
+        /// The refused C_CreateObject.
+        call: CallFailure,
     },
     /// The token is write-protected.
     #[error("token {label:?} is write-protected; use a writable token")]
@@ -285,8 +317,11 @@ impl TokenError {
             TokenError::WrongPin { call, .. }
             | TokenError::PinRejected { call, .. }
             | TokenError::TokenGone { call, .. }
+            | TokenError::SessionGone { call, .. }
             | TokenError::WriteProtected { call, .. }
             | TokenError::InitUnsupported { call, .. }
+            | TokenError::UnblockUnsupported { call, .. }
+            | TokenError::NoDataObjects { call, .. }
             | TokenError::Call { call, .. } => Some(call),
             _ => None,
         }
@@ -347,6 +382,9 @@ pub(crate) fn map_error(err: CkError, ctx: ErrCtx<'_>) -> TokenError {
         | RvError::DeviceRemoved
         | RvError::TokenNotRecognized
         | RvError::SlotIdInvalid => TokenError::TokenGone { label, call },
+        RvError::SessionHandleInvalid | RvError::SessionClosed => {
+            TokenError::SessionGone { label, call }
+        }
         RvError::TokenWriteProtected => TokenError::WriteProtected { label, call },
         RvError::MechanismInvalid | RvError::MechanismParamInvalid | RvError::CurveNotSupported => {
             TokenError::MechanismUnsupported {
@@ -377,9 +415,6 @@ fn describe(call: &CallFailure) -> String {
         "DeviceError" => "the device reported an error; reinsert it and retry",
         "DeviceMemory" => "the token is out of memory; remove unused objects",
         "GeneralError" | "FunctionFailed" => "the module reported a general failure",
-        "SessionHandleInvalid" | "SessionClosed" => {
-            "the session was closed underneath keyward; retry"
-        }
         "UserNotLoggedIn" => "the operation needs a login",
         "KeyFunctionNotPermitted" => "the key does not allow this use",
         "TemplateInconsistent" | "TemplateIncomplete" | "AttributeValueInvalid" => {
@@ -416,7 +451,7 @@ fn wrong_pin_tail(t: TriesLeft, role: PinRole, label: &str) -> String {
 fn locked_hint(role: PinRole, label: &str) -> String {
     match role {
         PinRole::User => {
-            format!("unblock it with the SO PIN: `keyward token unblock --token {label:?}`")
+            format!("unblock it with the SO PIN (a smart card's PUK): `keyward token unblock --token {label:?}`")
         }
         PinRole::So => {
             "the token must be re-initialised (all keys are lost) or reset by its vendor tool"

@@ -12,6 +12,9 @@ use super::session::TokenSession;
 /// `CKA_APPLICATION` of keyward's data objects.
 const APPLICATION: &[u8] = b"keyward";
 
+/// The label of the object [`TokenSession::check_data_objects`] makes and removes at once.
+const PROBE_LABEL: &str = "keyward data object probe";
+
 impl TokenSession {
     fn find_data(&self, label: &str) -> Result<Option<ObjectHandle>, TokenError> {
         let found = self
@@ -73,6 +76,26 @@ impl TokenSession {
             .map_err(|e| self.op_error(e, "creating a data object"))
     }
 
+    /// Refuses, with one sentence, a token that cannot keep a private data object (NSS
+    /// softokn's database keeps none: `CKR_ATTRIBUTE_VALUE_INVALID`), before an authority is
+    /// made on it: one is made and removed at once (needs a login).
+    pub fn check_data_objects(&self) -> Result<(), TokenError> {
+        self.destroy_data_object(PROBE_LABEL)?;
+        match self.write_data_object(PROBE_LABEL, b"probe") {
+            // Asked twice: a probe object must not stay behind after one failed call.
+            Ok(()) => self
+                .destroy_data_object(PROBE_LABEL)
+                .or_else(|_| self.destroy_data_object(PROBE_LABEL)),
+            Err(TokenError::Call { call, .. }) if refuses_data(&call.code) => {
+                Err(TokenError::NoDataObjects {
+                    label: self.token.label().to_string(),
+                    call,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes the data object labelled `label`, if any (a failed `authority init` cleans up).
     pub fn destroy_data_object(&self, label: &str) -> Result<(), TokenError> {
         if let Some(handle) = self.find_data(label)? {
@@ -82,4 +105,17 @@ impl TokenSession {
         }
         Ok(())
     }
+}
+
+/// A token's "no" to a private token data object (not a device or session failure).
+fn refuses_data(code: &str) -> bool {
+    matches!(
+        code,
+        "AttributeValueInvalid"
+            | "AttributeTypeInvalid"
+            | "TemplateInconsistent"
+            | "TemplateIncomplete"
+            | "FunctionNotSupported"
+            | "AttributeReadOnly"
+    )
 }

@@ -160,16 +160,21 @@ impl Module {
     }
 }
 
-/// `C_Initialize`'s arguments: OS locking, and the argument string as `pReserved` when given.
+/// `C_Initialize`'s arguments. keyward calls a module from one thread: without module
+/// arguments, NULL_PTR (PKCS#11 2.40, 5.4: no threads, no locking), which is also what keeps
+/// OpenSC from deadlocking on itself when a card is pulled out during `C_GetTokenInfo`; with
+/// them, the argument string as `pReserved` (and OS locking, which modules that take arguments,
+/// NSS softokn, expect).
 #[allow(unsafe_code)]
 fn initialize_args(init_args: Option<&CString>) -> CInitializeArgs {
-    let flags = CInitializeFlags::OS_LOCKING_OK;
     match init_args.and_then(|a| NonNull::new(a.as_ptr().cast_mut().cast())) {
         // SAFETY: the pointer is a NUL-terminated C string, the `char *` modules that take
         // arguments (NSS softokn's `LibraryParameters`) read in place of `pReserved`. The
         // string is kept in the `Module`, so it outlives `C_Initialize` and every later call.
-        Some(reserved) => unsafe { CInitializeArgs::new_with_reserved(flags, reserved) },
-        None => CInitializeArgs::new(flags),
+        Some(reserved) => unsafe {
+            CInitializeArgs::new_with_reserved(CInitializeFlags::OS_LOCKING_OK, reserved)
+        },
+        None => CInitializeArgs::new(CInitializeFlags::empty()),
     }
 }
 

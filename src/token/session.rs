@@ -1,11 +1,17 @@
 //! Sessions on one token, and logging in without ever spending a PIN try by accident.
 
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::{map_error, ErrCtx, PinRole, TokenError, TriesLeft};
 use super::info::Token;
 use super::module::Module;
+
+/// How often a vague failure on a removable token asks the slot whether the token is still
+/// there (100 ms apart).
+const GONE_CHECKS: u32 = 10;
 
 /// How careful a login must be.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,6 +24,8 @@ pub struct LoginPolicy {
 pub struct TokenSession {
     pub(crate) session: Session,
     pub(crate) token: Token,
+    /// The module, to ask whether the token is still there when a call fails vaguely.
+    ctx: Pkcs11,
 }
 
 impl Token {
@@ -30,6 +38,7 @@ impl Token {
         Ok(TokenSession {
             session,
             token: self.clone(),
+            ctx: module.ctx().clone(),
         })
     }
 
@@ -42,6 +51,7 @@ impl Token {
         Ok(TokenSession {
             session,
             token: self.clone(),
+            ctx: module.ctx().clone(),
         })
     }
 
@@ -177,6 +187,7 @@ impl TokenSession {
             TriesLeft::Unknown
         };
         let label = self.token.label().to_string();
+        let err = self.gone_or(err);
         map_error(
             err,
             ErrCtx {
@@ -190,6 +201,34 @@ impl TokenSession {
 
     /// Maps an error from a call without a PIN.
     pub(crate) fn op_error(&self, err: cryptoki::error::Error, what: &str) -> TokenError {
-        map_error(err, ErrCtx::op(what, self.token.label()))
+        map_error(self.gone_or(err), ErrCtx::op(what, self.token.label()))
+    }
+
+    /// A vague failure (`CKR_GENERAL_ERROR`, `CKR_DEVICE_ERROR`, `CKR_FUNCTION_FAILED`) of a
+    /// token that is no longer in its slot is its removal: smart-card modules answer a card
+    /// pulled out in the middle of a call that way (OpenSC: `CKR_GENERAL_ERROR` from
+    /// `C_Login`). Asked of the slot, not guessed.
+    fn gone_or(&self, err: CkError) -> CkError {
+        let CkError::Pkcs11(
+            RvError::GeneralError | RvError::DeviceError | RvError::FunctionFailed,
+            function,
+        ) = err
+        else {
+            return err;
+        };
+        // The reader may take a moment to report the card gone (pcscd polls it): asked a few
+        // times, for at most about a second.
+        for _ in 0..GONE_CHECKS {
+            match self.ctx.get_slot_info(self.token.slot) {
+                Ok(info) if !info.token_present() => {
+                    log::debug!("{function:?} failed and the slot holds no token now: removed");
+                    return CkError::Pkcs11(RvError::DeviceRemoved, function);
+                }
+                Ok(info) if !info.removable_device() => return err,
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                Err(_) => return err,
+            }
+        }
+        err
     }
 }

@@ -4,16 +4,24 @@
 //! (RAM storage, a constant RNG seed: **for tests only**); it plugs into vsmartcard's `vpcd`
 //! reader driver, so pcscd and OpenSC see it as a card in the reader "Virtual PCD 00 00".
 //!
-//! Usage: `keyward-vcard [--port PORT]` (vpcd's port on 127.0.0.1, default 35963). Runs until
+//! Usage: `keyward-vcard [--port PORT] [--pull-file FILE]` (vpcd's port on 127.0.0.1, default
+//! 35963; FILE pulls the card out of the reader and puts it back: see `presence.rs`). Runs until
 //! vpcd closes the connection or the process is killed. Everything on the card is lost when
 //! it exits.
 
 mod apdu;
 mod dispatch;
+mod presence;
 
-use std::{process::ExitCode, thread, time::Duration};
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::ExitCode,
+    thread,
+    time::Duration,
+};
 
-use piv_authenticator::{Authenticator, Options};
+use piv_authenticator::Authenticator;
 use trussed::virt::{self, StoreConfig};
 
 /// How long to wait for vpcd (loaded by pcscd) to listen.
@@ -21,23 +29,13 @@ const CONNECT_TRIES: u32 = 100;
 
 fn main() -> ExitCode {
     env_logger::init();
-    let port = match parse_port(std::env::args().skip(1).collect()) {
-        Ok(port) => port,
+    let Options { port, pull_file } = match parse_args(std::env::args().skip(1).collect()) {
+        Ok(options) => options,
         Err(message) => {
             eprintln!("keyward-vcard: {message}");
             return ExitCode::from(2);
         }
     };
-    let connection = match connect(port) {
-        Ok(connection) => connection,
-        Err(error) => {
-            eprintln!(
-                "keyward-vcard: cannot reach vpcd on 127.0.0.1:{port}: {error}; start pcscd with vsmartcard-vpcd installed"
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    eprintln!("keyward-vcard: connected to vpcd on 127.0.0.1:{port}");
 
     let result = virt::with_platform(StoreConfig::ram(), |platform| {
         platform.run_client_with_backends(
@@ -45,9 +43,9 @@ fn main() -> ExitCode {
             dispatch::Dispatch::new(),
             dispatch::BACKENDS,
             |client| {
-                let app = Authenticator::new(client, Options::default());
+                let app = Authenticator::new(client, piv_authenticator::Options::default());
                 let mut card = apdu::Card::new(app);
-                connection.run(&mut card)
+                presence::serve(port, pull_file.as_deref(), &mut card, connect)
             },
         )
     });
@@ -57,6 +55,12 @@ fn main() -> ExitCode {
             eprintln!("keyward-vcard: vpcd closed the connection");
             ExitCode::SUCCESS
         }
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+            eprintln!(
+                "keyward-vcard: cannot reach vpcd on 127.0.0.1:{port}: {error}; start pcscd with vsmartcard-vpcd installed"
+            );
+            ExitCode::FAILURE
+        }
         Err(error) => {
             eprintln!("keyward-vcard: connection to vpcd failed: {error}");
             ExitCode::FAILURE
@@ -64,20 +68,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_port(args: Vec<String>) -> Result<u16, String> {
-    match args.as_slice() {
-        [] => Ok(vpicc::DEFAULT_PORT),
-        [flag, port] if flag == "--port" => port
-            .parse()
-            .map_err(|_| format!("--port takes a TCP port number, not {port:?}")),
-        _ => Err("usage: keyward-vcard [--port PORT]".to_string()),
-    }
+/// The command line.
+struct Options {
+    port: u16,
+    pull_file: Option<PathBuf>,
 }
 
-fn connect(port: u16) -> std::io::Result<vpicc::Connection> {
+fn parse_args(args: Vec<String>) -> Result<Options, String> {
+    const USAGE: &str = "usage: keyward-vcard [--port PORT] [--pull-file FILE]";
+    let mut options = Options {
+        port: vpicc::DEFAULT_PORT,
+        pull_file: None,
+    };
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(USAGE)?;
+        match flag.as_str() {
+            "--port" => {
+                options.port = value
+                    .parse()
+                    .map_err(|_| format!("--port takes a TCP port number, not {value:?}"))?
+            }
+            "--pull-file" => options.pull_file = Some(PathBuf::from(value)),
+            _ => return Err(USAGE.to_string()),
+        }
+    }
+    Ok(options)
+}
+
+fn connect(port: u16) -> std::io::Result<TcpStream> {
     let mut tries = 0;
     loop {
-        match vpicc::connect_socket(format!("127.0.0.1:{port}")) {
+        match TcpStream::connect(("127.0.0.1", port)) {
             Ok(connection) => return Ok(connection),
             Err(error) if tries + 1 >= CONNECT_TRIES => return Err(error),
             Err(_) => {

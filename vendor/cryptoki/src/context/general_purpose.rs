@@ -12,7 +12,14 @@ use std::ptr;
 // See public docs on stub in parent mod.rs
 #[inline(always)]
 pub(super) fn initialize(ctx: &Pkcs11, init_args: CInitializeArgs) -> Result<()> {
-    // if no args are specified, library expects NULL
+    // keyward patch: no flags and no pReserved → NULL_PTR, "the application will not access
+    // the library from multiple threads" (PKCS#11 2.40, 5.4), as pkcs11-tool does.
+    if init_args.is_null() {
+        return unsafe {
+            Rv::from(get_pkcs11!(ctx, C_Initialize)(ptr::null_mut()))
+                .into_result(Function::Initialize)
+        };
+    }
     let mut init_args = CK_C_INITIALIZE_ARGS::from(init_args);
     let init_args_ptr = &mut init_args;
     unsafe {

@@ -88,6 +88,14 @@ impl CInitializeArgs {
     }
 }
 
+impl CInitializeArgs {
+    /// keyward patch: no flags and no reserved pointer, passed to `C_Initialize` as NULL_PTR
+    /// (a single-threaded application).
+    pub fn is_null(&self) -> bool {
+        self.flags.is_empty() && self.p_reserved.is_none()
+    }
+}
+
 impl From<CInitializeArgs> for CK_C_INITIALIZE_ARGS {
     fn from(c_initialize_args: CInitializeArgs) -> Self {
         let flags = c_initialize_args.flags.bits();

@@ -116,16 +116,37 @@ impl Session {
 
             let mut wrapped_key = vec![0; wrapped_key_len.try_into()?];
 
-            Rv::from(get_pkcs11!(self.client(), C_WrapKey)(
-                self.handle(),
-                &mut mechanism as CK_MECHANISM_PTR,
-                wrapping_key.handle(),
-                key.handle(),
-                wrapped_key.as_mut_ptr(),
-                &mut wrapped_key_len,
-            ))
-            .into_result(Function::WrapKey)?;
+            // keyward patch: a length query that answers too little (NSS softokn 3.87 for
+            // CKM_AES_KEY_WRAP_KWP: the key's length, not the 8 bytes more it writes) is met
+            // with the length the call then asks for, or 16 bytes more, at most twice.
+            let mut tries = 0;
+            loop {
+                let rv = Rv::from(get_pkcs11!(self.client(), C_WrapKey)(
+                    self.handle(),
+                    &mut mechanism as CK_MECHANISM_PTR,
+                    wrapping_key.handle(),
+                    key.handle(),
+                    wrapped_key.as_mut_ptr(),
+                    &mut wrapped_key_len,
+                ));
+                let too_small = matches!(
+                    rv,
+                    Rv::Error(crate::error::RvError::BufferTooSmall)
+                );
+                if !too_small || tries == 2 {
+                    rv.into_result(Function::WrapKey)?;
+                    break;
+                }
+                tries += 1;
+                let asked: usize = wrapped_key_len.try_into()?;
+                let len = asked.max(wrapped_key.len() + 16);
+                wrapped_key = vec![0; len];
+                wrapped_key_len = len.try_into()?;
+            }
 
+            // keyward patch: the length query may answer an upper bound (NSS softokn does for
+            // every AES wrap); the real call says how many bytes it wrote.
+            wrapped_key.truncate(wrapped_key_len.try_into()?);
             Ok(wrapped_key)
         }
     }
