@@ -85,7 +85,9 @@ pub fn add_user(
 }
 
 /// Revokes the user's current certificates and issues a new temporary key (forgotten password).
-/// For a user who has not enrolled yet (pending), only replaces the temporary key.
+/// For a user who has not enrolled yet (pending), only replaces the temporary key. Refused
+/// when the authority has operators: recovery then goes through an approval request
+/// (`approvals::submit`).
 pub fn recover(
     ch: &Change<'_>,
     dir: &Path,
@@ -94,6 +96,20 @@ pub fn recover(
     lifetime: Duration,
 ) -> Result<Recovered, AuthorityError> {
     let (mut a, mut session) = open_vouched(ch, dir)?;
+    super::approvals::require_no_operators(&mut a, "recover")?;
+    let done = recover_in(&mut a, name, reason, lifetime)?;
+    a.commit(ch.module, &mut session, ch.pin)?;
+    Ok(done)
+}
+
+/// [`recover`] on an open, vouched state, without the commit (also what an approved request
+/// runs).
+pub fn recover_in(
+    a: &mut super::state::AuthorityDir,
+    name: &str,
+    reason: CrlReason,
+    lifetime: Duration,
+) -> Result<Recovered, AuthorityError> {
     let user = a.user_mut(name)?;
     if user.state == UserState::Revoked {
         return Err(state_error(
@@ -114,11 +130,11 @@ pub fn recover(
             "ok",
             "not enrolled yet: new temporary key issued, the old one no longer works",
         );
-        a.commit(ch.module, &mut session, ch.pin)?;
         return Ok(Recovered {
             key,
             pending: true,
             replaced,
+            lifetime,
         });
     }
     let replaced = unused_key_issued(user);
@@ -133,11 +149,11 @@ pub fn recover(
         ));
     }
     a.audit("operator", "recover", name, "ok", &detail);
-    a.commit(ch.module, &mut session, ch.pin)?;
     Ok(Recovered {
         key,
         pending: false,
         replaced,
+        lifetime,
     })
 }
 
@@ -149,6 +165,15 @@ pub struct Recovered {
     pub pending: bool,
     /// When the unused key it replaces was issued.
     pub replaced: Option<String>,
+    /// How long the new key works.
+    pub lifetime: Duration,
+}
+
+impl Recovered {
+    /// How long the new key works.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
 }
 
 /// When the user holds a temporary key not used yet, when it was issued.
@@ -160,6 +185,7 @@ pub fn unused_key_issued(user: &super::state::UserRecord) -> Option<String> {
 }
 
 /// Revokes the user and all their current certificates; any temporary key is cancelled.
+/// Refused when the authority has operators (see [`recover`]).
 pub fn revoke(
     ch: &Change<'_>,
     dir: &Path,
@@ -167,6 +193,18 @@ pub fn revoke(
     reason: CrlReason,
 ) -> Result<usize, AuthorityError> {
     let (mut a, mut session) = open_vouched(ch, dir)?;
+    super::approvals::require_no_operators(&mut a, "revoke")?;
+    let revoked = revoke_in(&mut a, name, reason)?;
+    a.commit(ch.module, &mut session, ch.pin)?;
+    Ok(revoked)
+}
+
+/// [`revoke`] on an open, vouched state, without the commit.
+pub fn revoke_in(
+    a: &mut super::state::AuthorityDir,
+    name: &str,
+    reason: CrlReason,
+) -> Result<usize, AuthorityError> {
     let user = a.user_mut(name)?;
     if user.state == UserState::Revoked {
         return Err(state_error(user, "already revoked"));
@@ -181,7 +219,6 @@ pub fn revoke(
         "ok",
         &format!("{revoked} certificates revoked ({reason})"),
     );
-    a.commit(ch.module, &mut session, ch.pin)?;
     Ok(revoked)
 }
 

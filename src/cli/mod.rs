@@ -6,6 +6,8 @@ mod context;
 mod enroll_cmd;
 mod keyset_cmd;
 mod message_cmd;
+pub mod operator_args;
+mod operator_cmd;
 mod output;
 mod token_cmd;
 
