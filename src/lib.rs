@@ -10,9 +10,11 @@ pub mod authority;
 pub mod cli;
 pub mod enroll;
 pub mod error;
+pub mod fsguard;
 pub mod home;
 pub mod keyset;
 pub mod message;
+pub mod names;
 pub mod secrets;
 pub mod token;
 

@@ -256,11 +256,13 @@ pub fn submit_in(
         return Ok(Outcome::Executed(done));
     }
     let Some(acting) = acting else {
+        // The authority's PIN holder alone: refused, and recorded as theirs.
         let need = policy::load(a)?.required(action, active.len());
-        return Err(AuthorityError::BadRequest(format!(
+        let e = AuthorityError::BadRequest(format!(
             "this authority has operators: {action} needs the approval of {need} of them ({}); name yourself with --as NAME (your operator token and its PIN)",
             active.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
-        )));
+        ));
+        return finish(ch, a, session, action.name(), "-", Err(e));
     };
     a.set_actor(Some(format!("operator:{}", acting.name)));
     let result = (|| {
@@ -396,17 +398,26 @@ fn finish<T>(
     subject: &str,
     result: Result<T, AuthorityError>,
 ) -> Result<T, AuthorityError> {
-    let Err(e) = result else {
-        return result;
-    };
+    result.map_err(|e| record_refusal(ch, a, session, what, subject, e))
+}
+
+/// Drops the command's changes and records refusal `e` in the audit log; returns `e`.
+fn record_refusal(
+    ch: &Change<'_>,
+    a: &mut AuthorityDir,
+    session: &mut TokenSession,
+    what: &str,
+    subject: &str,
+    e: AuthorityError,
+) -> AuthorityError {
     if matches!(e, AuthorityError::Tampered { .. }) || a.discard_changes().is_err() {
-        return Err(e);
+        return e;
     }
     a.audit("operator", what, subject, "refused", &e.to_string());
     if let Err(log_err) = a.commit(ch.module, session, ch.pin) {
         log::error!("could not record the refused {what} in the audit log: {log_err}");
     }
-    Err(e)
+    e
 }
 
 fn sign(
@@ -648,16 +659,33 @@ pub fn add_operator(
     let (mut a, mut session) = open_vouched(ch, dir)?;
     let mut probe = BTreeMap::new();
     probe.insert("name".to_string(), name.to_string());
-    check(&mut a, Action::AddOperator, &probe)?;
-    if operators::all(&mut a)?
-        .iter()
-        .any(|o| o.token_serial == token.serial() && o.token_label == token.label() && o.active())
-    {
-        return Err(AuthorityError::BadRequest(format!(
-            "token {:?} (serial {}) already holds another operator's key; each operator needs their own token",
-            token.label(),
-            token.serial()
-        )));
+    let checked = (|| {
+        check(&mut a, Action::AddOperator, &probe)?;
+        if operators::all(&mut a)?.iter().any(|o| {
+            o.token_serial == token.serial() && o.token_label == token.label() && o.active()
+        }) {
+            return Err(AuthorityError::BadRequest(format!(
+                "token {:?} (serial {}) already holds another operator's key; each operator needs their own token",
+                token.label(),
+                token.serial()
+            )));
+        }
+        Ok(())
+    })();
+    if let Err(e) = checked {
+        if operators::active(&mut a)?.is_empty() {
+            return Err(e);
+        }
+        // A refusal once operators exist is recorded, under the name given.
+        a.set_actor(acting.map(|x| format!("operator:{}", x.name)));
+        return Err(record_refusal(
+            ch,
+            &mut a,
+            &mut session,
+            Action::AddOperator.name(),
+            name,
+            e,
+        ));
     }
     let key = operators::make_key(ch.module, token, new_pin, ch.policy, name)?;
     let mut args = probe;

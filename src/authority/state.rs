@@ -15,7 +15,7 @@
 //! from its records. A record changed outside keyward is refused, named by its owner.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -870,7 +870,7 @@ fn changed_records(rows: &[Row]) -> AuthorityError {
 /// Refuses a directory that holds no authority (before any PIN is asked for).
 pub fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
     if dir.join(DB_FILE).exists() {
-        return Ok(());
+        return check_dir_is_safe(dir);
     }
     if dir.join("authority.toml").exists() {
         return Err(AuthorityError::NeedsMigration {
@@ -880,6 +880,28 @@ pub fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
     Err(AuthorityError::NotAnAuthority {
         dir: dir.to_path_buf(),
     })
+}
+
+/// Refuses an authority directory others can write to, or whose files are symbolic links or
+/// directories (see [`crate::fsguard`]).
+pub fn check_dir_is_safe(dir: &Path) -> Result<(), AuthorityError> {
+    let unsafe_dir = |e: crate::fsguard::Unsafe| AuthorityError::Io {
+        action: "use",
+        path: e.path,
+        reason: e.reason,
+    };
+    crate::fsguard::check_private_dir(dir).map_err(unsafe_dir)?;
+    for name in [
+        DB_FILE,
+        "authority.db-wal",
+        "authority.db-shm",
+        "authority.db-journal",
+        "authority.lock",
+        "ca.pem",
+    ] {
+        crate::fsguard::check_plain_file(dir, name).map_err(unsafe_dir)?;
+    }
+    Ok(())
 }
 
 /// Removes `.keyward-*` temporary files a killed command left in `dir`.
@@ -911,12 +933,7 @@ fn operator(role: &str) -> String {
 /// Takes the directory's lock file (serialises commands, token heads included).
 pub fn lock_dir(dir: &Path) -> Result<File, AuthorityError> {
     let path = dir.join("authority.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| io("lock", &path, &e))?;
+    let file = crate::fsguard::open_nofollow(&path).map_err(|e| io("lock", &path, &e))?;
     file.lock().map_err(|e| io("lock", &path, &e))?;
     Ok(file)
 }

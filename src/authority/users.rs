@@ -9,34 +9,38 @@ use super::tempkey::{TempKey, TempKeyRecord};
 use super::x509::CrlReason;
 use super::AuthorityError;
 
-/// Checks a user name: 1-64 characters from letters, digits and `._@-`.
+/// Checks a user name (see [`crate::names::check_user_name`]).
 pub fn check_user_name(name: &str) -> Result<(), AuthorityError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(AuthorityError::BadRequest(format!(
-            "user name {name:?} must be 1-64 characters of letters, digits and . _ @ -"
-        )))
-    }
+    crate::names::check_user_name(name).map_err(AuthorityError::BadRequest)
 }
 
 fn check_email(email: &str) -> Result<(), AuthorityError> {
-    let ok = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(AuthorityError::BadRequest(format!(
-            "{email:?} is not an e-mail address"
-        )))
+    crate::names::check_email(email).map_err(AuthorityError::BadRequest)
+}
+
+/// Record kind of a user name's folded form (key and owner: the folded name; body: the
+/// name), so that names are unique ignoring case at the cost of one bucket read.
+const FOLD_KIND: &str = "user-fold";
+
+/// Refuses a name equal, ignoring case, to an existing user's.
+fn check_unique_ignoring_case(
+    a: &mut super::state::AuthorityDir,
+    name: &str,
+) -> Result<(), AuthorityError> {
+    let folded = crate::names::fold(name);
+    let recorded = a
+        .get(FOLD_KIND, &folded, &folded)?
+        .map(|row| String::from_utf8_lossy(&row.body).into_owned());
+    // Users added before names were folded: the all-lower-case spelling at least.
+    let existing = match recorded {
+        None if folded != name && a.user(&folded).is_ok() => Some(folded.clone()),
+        other => other,
+    };
+    match existing {
+        Some(other) if other != name => Err(AuthorityError::BadRequest(format!(
+            "user name {name:?} differs from the existing user {other:?} only in case; names are unique ignoring case — choose another"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -58,6 +62,9 @@ pub fn add_user(
             user: name.to_string(),
         });
     }
+    check_unique_ignoring_case(&mut a, name)?;
+    let folded = crate::names::fold(name);
+    a.put(FOLD_KIND, &folded, &folded, name.as_bytes().to_vec())?;
     let key = TempKey::generate()?;
     a.add_user(UserRecord {
         name: name.to_string(),

@@ -200,6 +200,9 @@ pub struct AuthorityInitArgs {
     /// user's encryption key then passes through the user's keyward in the clear, for one call
     #[arg(long)]
     pub allow_import: bool,
+    /// Create the authority even on a token that already holds one
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `authority add-user`

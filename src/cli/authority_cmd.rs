@@ -119,6 +119,7 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
             pin: &pin,
             policy,
             allow_import: a.allow_import,
+            force: a.force,
         },
     )?;
     if ctx.json() {

@@ -43,6 +43,8 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose);
+    // Secrets (PINs, temporary keys, keys passing through) may be in memory from here on.
+    crate::fsguard::harden_process();
     let verbose = cli.global.verbose;
     let mut ctx = Context::new(cli.global);
     let result = run(&mut ctx, cli.command);
