@@ -172,7 +172,10 @@ mod tests {
         assert!(e.reason.contains("writable by its group"), "{e}");
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&d, &link).unwrap();
-        assert!(check_private_dir(&link).unwrap_err().reason.contains("symbolic link"));
+        assert!(check_private_dir(&link)
+            .unwrap_err()
+            .reason
+            .contains("symbolic link"));
         std::os::unix::fs::symlink("/etc/passwd", d.join("f")).unwrap();
         assert!(check_plain_file(&d, "f").is_err());
         assert!(open_nofollow(&d.join("f")).is_err());

@@ -66,7 +66,8 @@ pub fn check_email(addr: &str) -> Result<(), String> {
 }
 
 fn dot_atom(s: &str, atext: impl Fn(char) -> bool) -> bool {
-    s.split('.').all(|atom| !atom.is_empty() && atom.chars().all(&atext))
+    s.split('.')
+        .all(|atom| !atom.is_empty() && atom.chars().all(&atext))
 }
 
 /// Checks the text of a distinguished name before it is parsed: no control characters (they
@@ -119,9 +120,14 @@ pub fn skeleton(name: &str) -> String {
 }
 
 /// The existing name `name` is confusable with (same skeleton, different name), if any.
-pub fn confusable_with<'a>(name: &str, existing: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn confusable_with<'a>(
+    name: &str,
+    existing: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let s = skeleton(name);
-    existing.into_iter().find(|e| *e != name && skeleton(e) == s)
+    existing
+        .into_iter()
+        .find(|e| *e != name && skeleton(e) == s)
 }
 
 #[cfg(test)]
@@ -131,7 +137,17 @@ mod tests {
     #[test]
     fn hostile_user_names_are_refused() {
         for bad in [
-            "", ".", "..", "-rf", ".hidden", "a/b", "../x", "a\nb", "a\u{7}", "é", "a b",
+            "",
+            ".",
+            "..",
+            "-rf",
+            ".hidden",
+            "a/b",
+            "../x",
+            "a\nb",
+            "a\u{7}",
+            "é",
+            "a b",
             &"x".repeat(65),
         ] {
             assert!(check_user_name(bad).is_err(), "{bad:?} accepted");
@@ -143,13 +159,29 @@ mod tests {
 
     #[test]
     fn addresses_are_rfc5322_dot_atoms() {
-        for good in ["a@example.org", "first.last+tag@mail.example.co.uk", "o'neil@x.io"] {
+        for good in [
+            "a@example.org",
+            "first.last+tag@mail.example.co.uk",
+            "o'neil@x.io",
+        ] {
             assert!(check_email(good).is_ok(), "{good:?}");
         }
         for bad in [
-            "a", "@example.org", "a@", "a@org", "a..b@example.org", ".a@example.org",
-            "a.@example.org", "a@-x.org", "a@x-.org", "a b@example.org", "a@exa mple.org",
-            "\"q\"@example.org", "a@[192.0.2.1]", "a@b@example.org", "a\n@example.org",
+            "a",
+            "@example.org",
+            "a@",
+            "a@org",
+            "a..b@example.org",
+            ".a@example.org",
+            "a.@example.org",
+            "a@-x.org",
+            "a@x-.org",
+            "a b@example.org",
+            "a@exa mple.org",
+            "\"q\"@example.org",
+            "a@[192.0.2.1]",
+            "a@b@example.org",
+            "a\n@example.org",
         ] {
             assert!(check_email(bad).is_err(), "{bad:?} accepted");
         }

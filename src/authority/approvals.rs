@@ -95,6 +95,9 @@ pub struct Request {
     /// What running it did.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub result: String,
+    /// Approvals it needed when last decided on (the policy may change later).
+    #[serde(default)]
+    pub required: u32,
 }
 
 impl Request {
@@ -280,6 +283,7 @@ pub fn submit_in(
             state: RequestState::Pending,
             approvals: Vec::new(),
             result: String::new(),
+            required: 0,
         };
         let approval = sign(ch, a, &op, acting, &req, Decision::Approve)?;
         req.approvals.push(approval);
@@ -288,7 +292,12 @@ pub fn submit_in(
             "request",
             &id,
             "ok",
-            &format!("{}; expires {}; approved by {}", req.summary(), req.expires, op.name),
+            &format!(
+                "{}; expires {}; approved by {}",
+                req.summary(),
+                req.expires,
+                op.name
+            ),
         );
         advance(ch, a, session, req, &active)
     })();
@@ -359,6 +368,7 @@ fn advance(
 ) -> Result<Outcome, AuthorityError> {
     let need = policy::load(a)?.required(req.action, active.len());
     let have = req.approvals_counted(active);
+    req.required = need;
     if have < need as usize {
         put(a, &req)?;
         a.commit(ch.module, session, ch.pin)?;
@@ -445,7 +455,10 @@ pub fn all(a: &mut AuthorityDir) -> Result<Vec<Request>, AuthorityError> {
         .iter()
         .map(|r| {
             serde_json::from_slice(&r.body).map_err(|e| {
-                tampered(&format!("the record of request {:?} does not parse: {e}", r.key))
+                tampered(&format!(
+                    "the record of request {:?} does not parse: {e}",
+                    r.key
+                ))
             })
         })
         .collect()
@@ -511,12 +524,18 @@ fn check(
         Action::Recover | Action::Revoke => {
             let user = a.user(arg(args, "user")?)?;
             if user.state == super::UserState::Revoked {
-                return Err(super::users::state_error(user, "already revoked; nothing to do"));
+                return Err(super::users::state_error(
+                    user,
+                    "already revoked; nothing to do",
+                ));
             }
         }
         Action::AddOperator => {
             let name = arg(args, "name")?;
-            if operators::all(a)?.iter().any(|o| o.name.eq_ignore_ascii_case(name)) {
+            if operators::all(a)?
+                .iter()
+                .any(|o| o.name.eq_ignore_ascii_case(name))
+            {
                 return Err(AuthorityError::BadRequest(format!(
                     "there is an operator {name:?} already (names are never reused, also after removal); choose another name"
                 )));
@@ -526,15 +545,19 @@ fn check(
             let name = arg(args, "name")?;
             operators::find_active(a, name)?;
             let left = operators::active(a)?.len() - 1;
-            policy::check_reachable(&policy::load(a)?, left, &format!("removing operator {name:?}"))?;
+            policy::check_reachable(
+                &policy::load(a)?,
+                left,
+                &format!("removing operator {name:?}"),
+            )?;
         }
         Action::ChangePolicy => {
             let target: Action = arg(args, "action")?
                 .parse()
                 .map_err(AuthorityError::BadRequest)?;
-            let n: u32 = arg(args, "required")?
-                .parse()
-                .map_err(|_| AuthorityError::BadRequest("the number of approvals must be a whole number".into()))?;
+            let n: u32 = arg(args, "required")?.parse().map_err(|_| {
+                AuthorityError::BadRequest("the number of approvals must be a whole number".into())
+            })?;
             if n == 0 {
                 return Err(AuthorityError::BadRequest(
                     "an action needs at least 1 approval".into(),
@@ -567,8 +590,7 @@ fn execute(
             let secs: u64 = arg(args, "expires-seconds")?
                 .parse()
                 .map_err(|_| tampered("a request's temporary-key lifetime is not a number"))?;
-            let done =
-                super::users::recover_in(a, &user, reason, Duration::from_secs(secs))?;
+            let done = super::users::recover_in(a, &user, reason, Duration::from_secs(secs))?;
             Executed::Recovered { user, done }
         }
         Action::Revoke => {
@@ -693,7 +715,15 @@ pub fn add_operator(
     args.insert("token-serial".into(), key.token_serial.clone());
     args.insert("key-id".into(), key.key_id.clone());
     args.insert("spki".into(), key.spki.clone());
-    let result = submit_in(ch, &mut a, &mut session, Action::AddOperator, args, acting, expires);
+    let result = submit_in(
+        ch,
+        &mut a,
+        &mut session,
+        Action::AddOperator,
+        args,
+        acting,
+        expires,
+    );
     if result.is_err() {
         operators::destroy_key(ch.module, token, new_pin, &key);
     }

@@ -73,7 +73,10 @@ pub fn all(a: &mut AuthorityDir) -> Result<Vec<OperatorRecord>, AuthorityError> 
         .iter()
         .map(|r| {
             serde_json::from_slice(&r.body).map_err(|e| {
-                state::tampered(&format!("the record of operator {:?} does not parse: {e}", r.key))
+                state::tampered(&format!(
+                    "the record of operator {:?} does not parse: {e}",
+                    r.key
+                ))
             })
         })
         .collect()
@@ -90,7 +93,10 @@ pub fn find_active(a: &mut AuthorityDir, name: &str) -> Result<OperatorRecord, A
     ops.iter().find(|o| o.name == name).cloned().ok_or_else(|| {
         AuthorityError::BadRequest(format!(
             "{name:?} is not an operator of this authority (or was removed); the operators are: {}",
-            ops.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+            ops.iter()
+                .map(|o| o.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     })
 }
@@ -160,7 +166,8 @@ pub fn certify(
     let spki = unhex_id(spki_hex).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
     PublicKey::from_spki_der(&spki)?;
     let ca = a.ca_certificate()?;
-    let ca_id = unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let ca_id =
+        unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
     let key = session.find_private_key(&ca_id)?.ok_or_else(|| {
         AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
     })?;

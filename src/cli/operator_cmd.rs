@@ -146,7 +146,12 @@ pub fn request(ctx: &mut Context, cmd: RequestCommand) -> Result<(), Error> {
             created: &r.created,
             expires: &r.expires,
             approvals: r.approvals_counted(&active),
-            required: p.required(r.action, active.len()),
+            // A decided request: what it needed then; a pending one: what it needs now.
+            required: if r.state == approvals::RequestState::Pending {
+                p.required(r.action, active.len())
+            } else {
+                r.required
+            },
             decisions: r
                 .approvals
                 .iter()
@@ -251,10 +256,7 @@ fn request_expires(acting: &ActingArgs) -> Result<Duration, Error> {
     })
 }
 
-fn acting_pin(
-    ctx: &Context,
-    acting: &ActingArgs,
-) -> Result<Option<secrecy::SecretString>, Error> {
+fn acting_pin(ctx: &Context, acting: &ActingArgs) -> Result<Option<secrecy::SecretString>, Error> {
     acting
         .as_operator
         .as_deref()
@@ -309,7 +311,9 @@ pub fn report(ctx: &Context, dir: &Path, outcome: Outcome) -> Result<(), Error> 
 
 fn executed(ctx: &Context, done: Executed) {
     match done {
-        Executed::Recovered { user, done } => super::authority_cmd::print_recovered(ctx, &user, &done),
+        Executed::Recovered { user, done } => {
+            super::authority_cmd::print_recovered(ctx, &user, &done)
+        }
         Executed::Revoked { user, count } => {
             if ctx.json() {
                 print_json(&serde_json::json!({"revoked": user, "certificates": count}));
@@ -335,7 +339,10 @@ fn executed(ctx: &Context, done: Executed) {
             if ctx.json() {
                 print_json(&serde_json::json!({"action": action, "required": required}));
             } else {
-                outln!("{action} now needs {required} approval{}", if required == 1 { "" } else { "s" });
+                outln!(
+                    "{action} now needs {required} approval{}",
+                    if required == 1 { "" } else { "s" }
+                );
             }
         }
     }
