@@ -361,6 +361,67 @@ fn wrong_token_double_approval_expiry_and_rejection_are_refused_and_logged() {
             )
         },
     );
+    // Bob's token with a key of his own made under Carol's key id (outside keyward): the
+    // signature does not verify with Carol's certificate.
+    let ops = bed
+        .run(&["--json", "authority", "operator", "list", "--dir", &bed.dir])
+        .ok()
+        .json();
+    let carol_id = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "carol")
+        .unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let module = util::module();
+    bed.run_tool(
+        "pkcs11-tool",
+        "opensc",
+        &[
+            "--module",
+            &module.to_string_lossy(),
+            "--token-label",
+            BOB.token,
+            "--login",
+            "--pin",
+            BOB.pin,
+            "--keypairgen",
+            "--key-type",
+            "rsa:2048",
+            "--id",
+            &carol_id,
+            "--label",
+            "forged carol",
+        ],
+    )
+    .ok();
+    refused_and_logged(
+        &bed,
+        "operator:carol",
+        "does not verify with operator \"carol\"'s certificate",
+        || {
+            bed.run_env(
+                &[
+                    "authority",
+                    "approve",
+                    "--dir",
+                    &bed.dir,
+                    &id,
+                    "--as",
+                    "carol",
+                    "--operator-token",
+                    BOB.token,
+                ],
+                &[
+                    ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+                    ("KEYWARD_OPERATOR_PIN", BOB.pin),
+                ],
+            )
+        },
+    );
     // Carol's token with a wrong PIN.
     refused_and_logged(&bed, "operator:carol", "PIN", || {
         bed.run_env(
