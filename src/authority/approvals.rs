@@ -478,7 +478,7 @@ fn put(a: &mut AuthorityDir, req: &Request) -> Result<(), AuthorityError> {
 }
 
 /// Every approval signature of `req` verifies with the certificate of the operator who made
-/// it (for audits: `request list --verify`).
+/// it (for audits: `request list` and `log --verify` check them all).
 pub fn verify_request(
     authority: &str,
     req: &Request,
@@ -524,10 +524,13 @@ fn check(
         Action::Recover | Action::Revoke => {
             let user = a.user(arg(args, "user")?)?;
             if user.state == super::UserState::Revoked {
-                return Err(super::users::state_error(
-                    user,
-                    "already revoked; nothing to do",
-                ));
+                // The same words as the action's own refusal.
+                let hint = if action == Action::Recover {
+                    "a revoked user cannot be recovered; add a new user instead"
+                } else {
+                    "already revoked"
+                };
+                return Err(super::users::state_error(user, hint));
             }
         }
         Action::AddOperator => {

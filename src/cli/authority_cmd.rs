@@ -399,6 +399,11 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     // bucket digests, and this checks every record against its bucket.
     let (n, _root) = authority::state::verify_chain(&dir.audit_rows()?, &ca)?;
     let records = dir.verify_all()?;
+    // And every operator's approval against the certificate of the operator who signed it.
+    let ops = authority::operators::all(&mut dir)?;
+    for r in authority::approvals::all(&mut dir)? {
+        authority::approvals::verify_request(&dir.config.ca_key_id, &r, &ops)?;
+    }
     outln!(
         "audit log OK: {n} entries, hash chain intact, every checkpoint signed by the CA{}; state OK: {records} records match the last checkpoint",
         if a.ca.is_some() { " you gave" } else { "" }
