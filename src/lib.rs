@@ -10,10 +10,12 @@ pub mod authority;
 pub mod cli;
 pub mod enroll;
 pub mod error;
+pub mod fsguard;
 pub mod home;
 pub mod keyset;
 pub mod message;
 pub mod revocation;
+pub mod names;
 pub mod secrets;
 pub mod token;
 

@@ -131,6 +131,7 @@ impl SecretSource {
     }
 
     fn read_file(&self, path: &Path) -> Result<SecretString, SecretError> {
+        crate::fsguard::warn_if_readable(path, &self.what);
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| SecretError::File {
             what: self.what.clone(),
             path: path.to_path_buf(),
@@ -161,7 +162,9 @@ impl SecretSource {
                 source_name: source_name.to_string(),
             });
         }
-        Ok(SecretString::from(value.to_string()))
+        let secret = SecretString::from(value.to_string());
+        crate::fsguard::lock_in_memory(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
+        Ok(secret)
     }
 
     fn prompt(&self) -> Result<SecretString, SecretError> {

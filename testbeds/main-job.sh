@@ -4,7 +4,8 @@
 # enroll, Alice signs a file, a CI keyset is created on a fourth token without an authority
 # (P-256, PIN derived from a password) and signs, Alice sends Bob a message, Bob reads it, Bob forgets his password, the
 # authority recovers him, Bob re-enrolls under a new keyset name on a re-initialised token and
-# reads Alice's old message again. Every command is printed before it runs.
+# reads Alice's old message again. Then three operators, each on their own token, take over:
+# recovering Alice needs 2 of the 3. Every command is printed before it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash testbeds/setup.sh
@@ -17,6 +18,7 @@ eval "$(bash testbeds/testbed.sh "$work")"
 export SOFTHSM2_CONF KEYWARD_HOME
 AUTH="$work/authority"
 cd "$work"
+umask 077   # temporary keys and PINs written here stay private (keyward warns otherwise)
 
 if [[ -t 1 ]]; then B=$'\033[1m'; N=$'\033[0m'; else B=; N=; fi
 step() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
@@ -108,6 +110,36 @@ if true; then
     step "Bob: reads Alice's OLD message with the recovered keyset"
     run read --keyset "Bob 2026 (recovered)" letter.p7m --pin-file bob-new.pin
 fi
+
+step "Authority: three operators, each on their own token; from now on recovery needs 2 of 3"
+secret carol.pin 'carol-op-pin-1'
+secret dave.pin 'dave-op-pin-1'
+secret erin.pin 'erin-op-pin-1'
+for op in carol dave erin; do
+    run token init --free --label "op-$op" --so-pin-file so.pin --new-pin-file "$op.pin"
+done
+# The first operator is added by the authority's PIN holder alone (no operators yet); each
+# later one needs an operator's approval, signed on that operator's token.
+run authority operator add --dir "$AUTH" carol --token op-carol --pin-file carol.pin --authority-pin-file authority.pin
+run authority operator add --dir "$AUTH" dave --token op-dave --pin-file dave.pin --authority-pin-file authority.pin \
+    --as carol --operator-pin-file carol.pin
+run authority operator add --dir "$AUTH" erin --token op-erin --pin-file erin.pin --authority-pin-file authority.pin \
+    --as carol --operator-pin-file carol.pin
+run authority operator list --dir "$AUTH"
+request_id() { sed -n 's/.*"request": *"\([0-9a-f]*\)".*/\1/p'; }
+# Changing the policy needs more approvals than anything else (2 here): Carol asks, Dave agrees.
+id=$(run --json authority policy set --dir "$AUTH" recover 2 --as carol --operator-pin-file carol.pin --authority-pin-file authority.pin | request_id)
+run authority approve --dir "$AUTH" "$id" --as dave --operator-pin-file dave.pin --authority-pin-file authority.pin
+run authority policy show --dir "$AUTH"
+
+step "Authority: recover Alice with 2 of 3 operators — the PIN holder alone is refused"
+run authority recover --dir "$AUTH" alice --authority-pin-file authority.pin || echo "(refused, as it should be)"
+id=$(run --json authority recover --dir "$AUTH" alice --as carol --operator-pin-file carol.pin --authority-pin-file authority.pin | request_id)
+run authority request list --dir "$AUTH"
+run authority approve --dir "$AUTH" "$id" --as erin --operator-pin-file erin.pin --authority-pin-file authority.pin > alice-recover.tempkey
+echo "alice's new temporary key (given to the last approver, Erin): $(cat alice-recover.tempkey)"
+run authority request list --dir "$AUTH"
+run authority users --dir "$AUTH"
 
 step "Authority: the audit log, and its signed chain checked (and by an auditor: a copy and the CA certificate, no PIN)"
 run authority log --dir "$AUTH"

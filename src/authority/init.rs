@@ -39,6 +39,8 @@ pub struct InitRequest<'a> {
     pub allow_import: bool,
     /// `--policy-oid`, `--crl-url`, `--aia-url`: put in every certificate issued after.
     pub issuing: IssuingOptions,
+    /// `--force`: create the authority even on a token that already holds one.
+    pub force: bool,
 }
 
 /// The three key ids of a new authority.
@@ -76,6 +78,7 @@ const DB_INIT: &str = "authority.db.init";
 
 /// Creates the authority. On failure, keys made on the token are destroyed and no state is written.
 pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, AuthorityError> {
+    crate::names::check_dn_text(req.name).map_err(AuthorityError::BadRequest)?;
     let subject = parse_subject(req.name).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
     let policy = req.issuing.policy()?;
     let exists = |d: &Path| d.join(DB_FILE).exists() || d.join("authority.toml").exists();
@@ -91,8 +94,15 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     crate::enroll::delivery::authority_wrap(&session, module)?;
     // The state head lives in private data objects on the token: refused up front too.
     session.check_data_objects()?;
+    if !req.force {
+        refuse_second_authority(&session, req.token)?;
+    }
     let wraps_cbc_pad = session.cbc_pad_wraps(module)?;
-    std::fs::create_dir_all(req.dir).map_err(|e| state::io("create", req.dir, &e))?;
+    crate::fsguard::create_private_dir(req.dir).map_err(|e| AuthorityError::Io {
+        action: "use",
+        path: e.path.clone(),
+        reason: e.reason,
+    })?;
     let _lock = state::lock_dir(req.dir)?;
     if exists(req.dir) {
         return Err(AuthorityError::AlreadyExists {
@@ -288,6 +298,22 @@ fn make_everything(
     config.archive_key_id = hex(&ids.archive);
     config.exchange_oaep = oaep;
     config.ca_pem = bundle;
+    Ok(())
+}
+
+/// Refuses a token that already holds an authority's CA key (another authority directory
+/// relies on it; `--force` creates a second one anyway).
+fn refuse_second_authority(session: &TokenSession, token: &Token) -> Result<(), AuthorityError> {
+    if session
+        .private_keys()?
+        .iter()
+        .any(|k| k.label == "keyward authority CA key")
+    {
+        return Err(AuthorityError::BadRequest(format!(
+            "token {:?} already holds an authority (its CA key); give the new authority a token of its own, or pass --force to put a second one on it",
+            token.label()
+        )));
+    }
     Ok(())
 }
 

@@ -2,11 +2,14 @@
 //! revocation, CRL and audit log. State lives in a [`store::Store`] (SQLite in the authority's
 //! directory), vouched for by the authority's token; keys live on that token.
 
+pub mod approvals;
 pub mod audit;
 pub mod crl;
 pub mod init;
 pub mod legacy;
 pub mod migrate;
+pub mod operators;
+pub mod policy;
 pub mod process;
 pub mod records;
 pub mod signer;

@@ -15,7 +15,7 @@
 //! from its records. A record changed outside keyward is refused, named by its owner.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -52,6 +52,12 @@ pub mod kind {
     pub const REPLY: &str = "reply";
     /// Files of a migrated schema-1 directory, kept as they were.
     pub const LEGACY: &str = "legacy";
+    /// An operator (`operators::OperatorRecord`), keyed by name, owner "".
+    pub const OPERATOR: &str = "operator";
+    /// The approval policy (`policy::Policy`), one record, owner "".
+    pub const POLICY: &str = "policy";
+    /// An approval request (`approvals::Request`), keyed by id, owner "".
+    pub const REQUEST: &str = "request";
 }
 
 /// The bucket of a record owned by `owner`.
@@ -144,6 +150,7 @@ pub struct AuthorityDir {
     dirty_users: BTreeSet<String>,
     dirty_rows: BTreeSet<(String, String)>,
     entries: Vec<PendingEntry>,
+    actor: Option<String>,
     config_dirty: bool,
     vouched: bool,
     writable: bool,
@@ -233,6 +240,7 @@ impl AuthorityDir {
             dirty_users: BTreeSet::new(),
             dirty_rows: BTreeSet::new(),
             entries: Vec::new(),
+            actor: None,
             config_dirty: true,
             vouched: true,
             writable: true,
@@ -276,6 +284,7 @@ impl AuthorityDir {
             dirty_users: BTreeSet::new(),
             dirty_rows: BTreeSet::new(),
             entries: Vec::new(),
+            actor: None,
             config_dirty: false,
             vouched: false,
             writable,
@@ -524,10 +533,33 @@ impl AuthorityDir {
         self.config_dirty = true;
     }
 
+    /// Names who acts in the audit entries that follow (`operator:NAME`); without it they
+    /// name `operator:authority`, the holder of the authority token's PIN.
+    pub fn set_actor(&mut self, actor: Option<String>) {
+        self.actor = actor;
+    }
+
+    /// The records of `kind` the authority itself owns (owner ""), checked, with the
+    /// command's own changes: operators, the policy, approval requests.
+    pub fn authority_records(&mut self, kind: &str) -> Result<Vec<Row>, AuthorityError> {
+        let b = bucket_of("");
+        self.load_bucket(b)?;
+        Ok(self
+            .buckets
+            .get(&b)
+            .map(|m| {
+                m.values()
+                    .filter(|r| r.kind == kind && r.owner.is_empty())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Records an audit entry, written with the command's commit (never a secret).
     pub fn audit(&mut self, actor: &str, action: &str, subject: &str, outcome: &str, detail: &str) {
         self.entries.push(PendingEntry {
-            actor: operator(actor),
+            actor: self.actor.clone().unwrap_or_else(|| operator(actor)),
             action: action.to_string(),
             subject: subject.to_string(),
             outcome: outcome.to_string(),
@@ -838,7 +870,7 @@ fn changed_records(rows: &[Row]) -> AuthorityError {
 /// Refuses a directory that holds no authority (before any PIN is asked for).
 pub fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
     if dir.join(DB_FILE).exists() {
-        return Ok(());
+        return check_dir_is_safe(dir);
     }
     if dir.join("authority.toml").exists() {
         return Err(AuthorityError::NeedsMigration {
@@ -848,6 +880,28 @@ pub fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
     Err(AuthorityError::NotAnAuthority {
         dir: dir.to_path_buf(),
     })
+}
+
+/// Refuses an authority directory others can write to, or whose files are symbolic links or
+/// directories (see [`crate::fsguard`]).
+pub fn check_dir_is_safe(dir: &Path) -> Result<(), AuthorityError> {
+    let unsafe_dir = |e: crate::fsguard::Unsafe| AuthorityError::Io {
+        action: "use",
+        path: e.path,
+        reason: e.reason,
+    };
+    crate::fsguard::check_private_dir(dir).map_err(unsafe_dir)?;
+    for name in [
+        DB_FILE,
+        "authority.db-wal",
+        "authority.db-shm",
+        "authority.db-journal",
+        "authority.lock",
+        "ca.pem",
+    ] {
+        crate::fsguard::check_plain_file(dir, name).map_err(unsafe_dir)?;
+    }
+    Ok(())
 }
 
 /// Removes `.keyward-*` temporary files a killed command left in `dir`.
@@ -869,32 +923,17 @@ pub fn clean_temp_files(dir: &Path) {
     }
 }
 
-/// Who is acting: the operating-system user running keyward, as `operator:NAME`.
+/// Who is acting when no operator was named: the holder of the authority token's PIN, as
+/// `operator:authority` (an operator acting on their own token is `operator:NAME`, set with
+/// [`AuthorityDir::set_actor`]).
 fn operator(role: &str) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        // No login name (a service or container): the process's user id still says who.
-        .or_else(|| {
-            std::fs::metadata("/proc/self")
-                .ok()
-                .map(|m| format!("uid{}", m.uid()))
-        })
-        .unwrap_or_else(|| "unknown".to_string());
-    format!("{role}:{user}")
+    format!("{role}:authority")
 }
 
 /// Takes the directory's lock file (serialises commands, token heads included).
 pub fn lock_dir(dir: &Path) -> Result<File, AuthorityError> {
     let path = dir.join("authority.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| io("lock", &path, &e))?;
+    let file = crate::fsguard::open_nofollow(&path).map_err(|e| io("lock", &path, &e))?;
     file.lock().map_err(|e| io("lock", &path, &e))?;
     Ok(file)
 }

@@ -9,34 +9,38 @@ use super::tempkey::{TempKey, TempKeyRecord};
 use super::x509::CrlReason;
 use super::AuthorityError;
 
-/// Checks a user name: 1-64 characters from letters, digits and `._@-`.
+/// Checks a user name (see [`crate::names::check_user_name`]).
 pub fn check_user_name(name: &str) -> Result<(), AuthorityError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(AuthorityError::BadRequest(format!(
-            "user name {name:?} must be 1-64 characters of letters, digits and . _ @ -"
-        )))
-    }
+    crate::names::check_user_name(name).map_err(AuthorityError::BadRequest)
 }
 
 fn check_email(email: &str) -> Result<(), AuthorityError> {
-    let ok = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(AuthorityError::BadRequest(format!(
-            "{email:?} is not an e-mail address"
-        )))
+    crate::names::check_email(email).map_err(AuthorityError::BadRequest)
+}
+
+/// Record kind of a user name's folded form (key and owner: the folded name; body: the
+/// name), so that names are unique ignoring case at the cost of one bucket read.
+const FOLD_KIND: &str = "user-fold";
+
+/// Refuses a name equal, ignoring case, to an existing user's.
+fn check_unique_ignoring_case(
+    a: &mut super::state::AuthorityDir,
+    name: &str,
+) -> Result<(), AuthorityError> {
+    let folded = crate::names::fold(name);
+    let recorded = a
+        .get(FOLD_KIND, &folded, &folded)?
+        .map(|row| String::from_utf8_lossy(&row.body).into_owned());
+    // Users added before names were folded: the all-lower-case spelling at least.
+    let existing = match recorded {
+        None if folded != name && a.user(&folded).is_ok() => Some(folded.clone()),
+        other => other,
+    };
+    match existing {
+        Some(other) if other != name => Err(AuthorityError::BadRequest(format!(
+            "user name {name:?} differs from the existing user {other:?} only in case; names are unique ignoring case — choose another"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -58,6 +62,9 @@ pub fn add_user(
             user: name.to_string(),
         });
     }
+    check_unique_ignoring_case(&mut a, name)?;
+    let folded = crate::names::fold(name);
+    a.put(FOLD_KIND, &folded, &folded, name.as_bytes().to_vec())?;
     let key = TempKey::generate()?;
     a.add_user(UserRecord {
         name: name.to_string(),
@@ -85,7 +92,9 @@ pub fn add_user(
 }
 
 /// Revokes the user's current certificates and issues a new temporary key (forgotten password).
-/// For a user who has not enrolled yet (pending), only replaces the temporary key.
+/// For a user who has not enrolled yet (pending), only replaces the temporary key. Refused
+/// when the authority has operators: recovery then goes through an approval request
+/// (`approvals::submit`).
 pub fn recover(
     ch: &Change<'_>,
     dir: &Path,
@@ -94,6 +103,20 @@ pub fn recover(
     lifetime: Duration,
 ) -> Result<Recovered, AuthorityError> {
     let (mut a, mut session) = open_vouched(ch, dir)?;
+    super::approvals::require_no_operators(&mut a, "recover")?;
+    let done = recover_in(&mut a, name, reason, lifetime)?;
+    a.commit(ch.module, &mut session, ch.pin)?;
+    Ok(done)
+}
+
+/// [`recover`] on an open, vouched state, without the commit (also what an approved request
+/// runs).
+pub fn recover_in(
+    a: &mut super::state::AuthorityDir,
+    name: &str,
+    reason: CrlReason,
+    lifetime: Duration,
+) -> Result<Recovered, AuthorityError> {
     let user = a.user_mut(name)?;
     if user.state == UserState::Revoked {
         return Err(state_error(
@@ -114,11 +137,11 @@ pub fn recover(
             "ok",
             "not enrolled yet: new temporary key issued, the old one no longer works",
         );
-        a.commit(ch.module, &mut session, ch.pin)?;
         return Ok(Recovered {
             key,
             pending: true,
             replaced,
+            lifetime,
         });
     }
     let replaced = unused_key_issued(user);
@@ -133,11 +156,11 @@ pub fn recover(
         ));
     }
     a.audit("operator", "recover", name, "ok", &detail);
-    a.commit(ch.module, &mut session, ch.pin)?;
     Ok(Recovered {
         key,
         pending: false,
         replaced,
+        lifetime,
     })
 }
 
@@ -149,6 +172,15 @@ pub struct Recovered {
     pub pending: bool,
     /// When the unused key it replaces was issued.
     pub replaced: Option<String>,
+    /// How long the new key works.
+    pub lifetime: Duration,
+}
+
+impl Recovered {
+    /// How long the new key works.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
 }
 
 /// When the user holds a temporary key not used yet, when it was issued.
@@ -160,6 +192,7 @@ pub fn unused_key_issued(user: &super::state::UserRecord) -> Option<String> {
 }
 
 /// Revokes the user and all their current certificates; any temporary key is cancelled.
+/// Refused when the authority has operators (see [`recover`]).
 pub fn revoke(
     ch: &Change<'_>,
     dir: &Path,
@@ -167,6 +200,18 @@ pub fn revoke(
     reason: CrlReason,
 ) -> Result<usize, AuthorityError> {
     let (mut a, mut session) = open_vouched(ch, dir)?;
+    super::approvals::require_no_operators(&mut a, "revoke")?;
+    let revoked = revoke_in(&mut a, name, reason)?;
+    a.commit(ch.module, &mut session, ch.pin)?;
+    Ok(revoked)
+}
+
+/// [`revoke`] on an open, vouched state, without the commit.
+pub fn revoke_in(
+    a: &mut super::state::AuthorityDir,
+    name: &str,
+    reason: CrlReason,
+) -> Result<usize, AuthorityError> {
     let user = a.user_mut(name)?;
     if user.state == UserState::Revoked {
         return Err(state_error(user, "already revoked"));
@@ -181,7 +226,6 @@ pub fn revoke(
         "ok",
         &format!("{revoked} certificates revoked ({reason})"),
     );
-    a.commit(ch.module, &mut session, ch.pin)?;
     Ok(revoked)
 }
 

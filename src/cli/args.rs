@@ -57,6 +57,9 @@ pub struct GlobalArgs {
     /// Read the authority token's PIN from FILE (else KEYWARD_AUTHORITY_PIN, else a prompt)
     #[arg(long, global = true, value_name = "FILE")]
     pub authority_pin_file: Option<PathBuf>,
+    /// Read the acting operator's token PIN from FILE (else KEYWARD_OPERATOR_PIN, else a prompt)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub operator_pin_file: Option<PathBuf>,
 }
 
 /// The top-level commands.
@@ -181,6 +184,19 @@ pub enum AuthorityCommand {
     Migrate(DirArg),
     /// Write a committed enrollment's reply again (when the first could not be written)
     Reply(ReplyArgs),
+    /// Operators: named administrators, each signing on their own token
+    #[command(subcommand)]
+    Operator(super::operator_args::OperatorCommand),
+    /// How many operators must approve each action
+    #[command(subcommand)]
+    Policy(super::operator_args::PolicyCommand),
+    /// Approval requests waiting for operators
+    #[command(subcommand)]
+    Request(super::operator_args::RequestCommand),
+    /// Approve a request with your operator token (runs it when it is the last approval needed)
+    Approve(super::operator_args::DecideArgs),
+    /// Reject a request with your operator token (one rejection rejects it)
+    Reject(super::operator_args::DecideArgs),
 }
 
 /// `authority reply`
@@ -232,6 +248,9 @@ pub struct AuthorityInitArgs {
     /// every certificate issued
     #[arg(long, value_name = "URL")]
     pub aia_url: Option<String>,
+    /// Create the authority even on a token that already holds one
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `authority add-user`
@@ -277,6 +296,9 @@ pub struct RecoverArgs {
     /// How long the new temporary key works
     #[arg(long, default_value = "72h")]
     pub expires: String,
+    /// Who approves, once the authority has operators
+    #[command(flatten)]
+    pub acting: super::operator_args::ActingArgs,
 }
 
 /// `authority revoke`
@@ -290,6 +312,9 @@ pub struct RevokeArgs {
     /// Revocation reason (keyCompromise, affiliationChanged, superseded, cessationOfOperation, unspecified)
     #[arg(long, default_value = "unspecified")]
     pub reason: String,
+    /// Who approves, once the authority has operators
+    #[command(flatten)]
+    pub acting: super::operator_args::ActingArgs,
 }
 
 /// `authority crl`

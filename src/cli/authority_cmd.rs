@@ -32,6 +32,15 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Log(a) => log(ctx, a),
         AuthorityCommand::Migrate(a) => migrate(ctx, a),
         AuthorityCommand::Reply(a) => reply(a),
+        AuthorityCommand::Operator(c) => super::operator_cmd::operator(ctx, c),
+        AuthorityCommand::Policy(c) => super::operator_cmd::policy(ctx, c),
+        AuthorityCommand::Request(c) => super::operator_cmd::request(ctx, c),
+        AuthorityCommand::Approve(a) => {
+            super::operator_cmd::decide(ctx, a, authority::approvals::Decision::Approve)
+        }
+        AuthorityCommand::Reject(a) => {
+            super::operator_cmd::decide(ctx, a, authority::approvals::Decision::Reject)
+        }
     }
 }
 
@@ -115,6 +124,7 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
                 crl_url: a.crl_url.clone(),
                 aia_url: a.aia_url.clone(),
             },
+            force: a.force,
         },
     )?;
     if ctx.json() {
@@ -239,39 +249,53 @@ fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
 fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
     let life = lifetime(&a.expires)?;
     let why = reason(&a.reason)?;
-    let done = with_change(ctx, &a.dir, |ch| {
-        authority::users::recover(ch, &a.dir, &a.user, why, life)
-    })?;
+    let mut args = std::collections::BTreeMap::new();
+    args.insert("user".to_string(), a.user.clone());
+    args.insert("reason".to_string(), why.to_string());
+    args.insert("expires-seconds".to_string(), life.as_secs().to_string());
+    let outcome = super::operator_cmd::gated(
+        ctx,
+        &a.dir,
+        authority::policy::Action::Recover,
+        args,
+        &a.acting,
+    )?;
+    super::operator_cmd::report(ctx, &a.dir, outcome)
+}
+
+/// Prints what a recovery made: the new temporary key (shown once).
+pub(super) fn print_recovered(ctx: &Context, user: &str, done: &authority::users::Recovered) {
+    let life = done.lifetime();
     let what = if done.pending {
         format!(
-            "issued a new temporary key for user {:?}, who has not enrolled yet (the old key no longer works)",
-            a.user
+            "issued a new temporary key for user {user:?}, who has not enrolled yet (the old key no longer works)"
         )
     } else {
         format!(
-            "recovered user {:?}: old certificates revoked; they re-enroll under a NEW keyset name",
-            a.user
+            "recovered user {user:?}: old certificates revoked; they re-enroll under a NEW keyset name"
         )
     };
-    print_temp_key(ctx, &a.user, &done.key, life, &what);
-    if let Some(issued) = done.replaced {
+    print_temp_key(ctx, user, &done.key, life, &what);
+    if let Some(issued) = &done.replaced {
         eprintln!(
             "note: this replaces the unused temporary key issued {issued}; that one no longer works"
         );
     }
-    Ok(())
 }
 
 fn revoke(ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
     let why = reason(&a.reason)?;
-    let n = with_change(ctx, &a.dir, |ch| {
-        authority::users::revoke(ch, &a.dir, &a.user, why)
-    })?;
-    outln!(
-        "revoked user {:?} and {n} certificates; publish a new CRL with `keyward authority crl`",
-        a.user
-    );
-    Ok(())
+    let mut args = std::collections::BTreeMap::new();
+    args.insert("user".to_string(), a.user.clone());
+    args.insert("reason".to_string(), why.to_string());
+    let outcome = super::operator_cmd::gated(
+        ctx,
+        &a.dir,
+        authority::policy::Action::Revoke,
+        args,
+        &a.acting,
+    )?;
+    super::operator_cmd::report(ctx, &a.dir, outcome)
 }
 
 fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
@@ -391,6 +415,11 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     // bucket digests, and this checks every record against its bucket.
     let (n, _root) = authority::state::verify_chain(&dir.audit_rows()?, &ca)?;
     let records = dir.verify_all()?;
+    // And every operator's approval against the certificate of the operator who signed it.
+    let ops = authority::operators::all(&mut dir)?;
+    for r in authority::approvals::all(&mut dir)? {
+        authority::approvals::verify_request(&dir.config.ca_key_id, &r, &ops)?;
+    }
     outln!(
         "audit log OK: {n} entries, hash chain intact, every checkpoint signed by the CA{}; state OK: {records} records match the last checkpoint",
         if a.ca.is_some() { " you gave" } else { "" }

@@ -149,6 +149,17 @@ impl Context {
         .read()?)
     }
 
+    /// The PIN of an operator's own token (`--as NAME`).
+    pub fn operator_pin(&self, name: &str) -> Result<SecretString, Error> {
+        Ok(SecretSource::new(
+            &format!("PIN of operator {name:?}'s token"),
+            "--operator-pin-file",
+            self.args.operator_pin_file.clone(),
+            "KEYWARD_OPERATOR_PIN",
+        )
+        .read()?)
+    }
+
     /// A new password only when one was given by file or environment (never prompted).
     pub fn new_password_if_given(&self, keyset: &str) -> Result<Option<SecretString>, Error> {
         if self.args.new_pin_file.is_some() || std::env::var_os("KEYWARD_NEW_PIN").is_some() {

@@ -7,6 +7,8 @@ mod crl_cmd;
 mod enroll_cmd;
 mod keyset_cmd;
 mod message_cmd;
+pub mod operator_args;
+mod operator_cmd;
 mod output;
 mod token_cmd;
 
@@ -42,6 +44,8 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose);
+    // Secrets (PINs, temporary keys, keys passing through) may be in memory from here on.
+    crate::fsguard::harden_process();
     let verbose = cli.global.verbose;
     let mut ctx = Context::new(cli.global);
     let result = run(&mut ctx, cli.command);

@@ -313,8 +313,14 @@ impl Registry {
 
     /// Takes the exclusive lock (waiting for other keyward processes), then reads the registry.
     pub fn lock(home: &Path) -> Result<(RegistryLock, Registry), RegistryError> {
-        std::fs::create_dir_all(home)
-            .map_err(|e| io("create the directory of", &Self::file_in(home), &e))?;
+        if !home.exists() {
+            // KEYWARD_HOME holds the registry: private from the start, whatever the umask.
+            crate::fsguard::create_private_dir(home).map_err(|e| RegistryError::Io {
+                action: "create the directory of",
+                path: Self::file_in(home),
+                reason: e.reason,
+            })?;
+        }
         let lock_path = home.join("keysets.toml.lock");
         let file = OpenOptions::new()
             .create(true)
@@ -397,6 +403,15 @@ impl Registry {
     /// Adds a keyset (the name must be free).
     pub fn add(&mut self, record: KeysetRecord) -> Result<(), RegistryError> {
         self.check_free(&record.name, &record.label)?;
+        if let Some(other) = crate::names::confusable_with(
+            &record.name,
+            self.file.keysets.iter().map(|k| k.name.as_str()),
+        ) {
+            log::warn!(
+                "keyset name {:?} looks like the existing keyset {other:?} (confusable characters); make sure you name the one you mean",
+                record.name
+            );
+        }
         self.file.keysets.push(record);
         Ok(())
     }

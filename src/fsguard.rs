@@ -1,0 +1,184 @@
+//! Guarding the files keyward trusts and the secrets it holds: private directories made 0700
+//! whatever the umask, a refusal to work in a directory others can write to, no symbolic link
+//! followed inside the authority's directory, a warning for secret files others can read, and
+//! no core dump of a process holding secrets.
+//!
+//! The system calls come from `rustix` (already in the build through `tempfile`): safe
+//! wrappers for `setrlimit`, `prctl(PR_SET_DUMPABLE)` and `O_NOFOLLOW`, where `libc` would need
+//! `unsafe` blocks this crate denies.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A directory or file keyward will not trust.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", .path.display())]
+pub struct Unsafe {
+    /// The path.
+    pub path: PathBuf,
+    /// Why, and what to do.
+    pub reason: String,
+}
+
+fn unsafe_path(path: &Path, reason: String) -> Unsafe {
+    Unsafe {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Creates `dir` (and missing parents) with the last component 0700, whatever the umask; an
+/// existing directory is checked with [`check_private_dir`] instead.
+pub fn create_private_dir(dir: &Path) -> Result<(), Unsafe> {
+    if std::fs::symlink_metadata(dir).is_ok() {
+        return check_private_dir(dir);
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| unsafe_path(parent, format!("cannot create it: {e}")))?;
+    }
+    DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| unsafe_path(dir, format!("cannot create it: {e}")))?;
+    // The umask applies to mkdir's mode; chmod does not consult it.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| unsafe_path(dir, format!("cannot make it private: {e}")))?;
+    Ok(())
+}
+
+/// Refuses a directory that is a symbolic link, not a directory, or writable by its group or
+/// others (anyone who can write there could replace the state keyward trusts).
+pub fn check_private_dir(dir: &Path) -> Result<(), Unsafe> {
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| unsafe_path(dir, format!("cannot read it: {e}")))?;
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_path(
+            dir,
+            "is a symbolic link; keyward does not follow links to its state — name the directory itself".into(),
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_path(dir, "is not a directory".into()));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_path(
+            dir,
+            format!(
+                "is writable by its group or others (mode {mode:04o}): they could change the state keyward trusts; make it private with `chmod 700 {}` and check its contents",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses `dir/name` when it is a symbolic link or a directory (it must be a plain file or
+/// absent): checked before a file of the authority's directory is opened.
+pub fn check_plain_file(dir: &Path, name: &str) -> Result<(), Unsafe> {
+    let path = dir.join(name);
+    match std::fs::symlink_metadata(&path) {
+        Err(_) => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => Err(unsafe_path(
+            &path,
+            "is a symbolic link; keyward never follows links inside its state directory — remove it and restore the file from a trusted backup".into(),
+        )),
+        Ok(m) if !m.is_file() => Err(unsafe_path(
+            &path,
+            "is not a plain file; remove it and restore the file from a trusted backup".into(),
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Opens (creating, 0600) a file without following a symbolic link (`O_NOFOLLOW`).
+pub fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+    let nofollow = i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0);
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nofollow)
+        .open(path)
+}
+
+/// Warns when a file holding a secret (a PIN, a temporary key) can be read by its group or
+/// others.
+pub fn warn_if_readable(path: &Path, what: &str) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.mode() & 0o777;
+        if meta.is_file() && mode & 0o044 != 0 {
+            log::warn!(
+                "the {what} file {} is readable by others (mode {mode:04o}); make it private with `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+}
+
+/// No core dump of this process, and no debugger attaching to it as the same user: the soft
+/// `RLIMIT_CORE` to 0 and `PR_SET_DUMPABLE` to 0. Failures are logged, not fatal (a sandbox may
+/// refuse either; the secrets are then as safe as before).
+pub fn harden_process() {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let hard = rustix::process::getrlimit(Resource::Core).maximum;
+    if let Err(e) = setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: hard,
+        },
+    ) {
+        log::debug!("cannot turn core dumps off (RLIMIT_CORE): {e}");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        log::debug!("cannot mark the process not dumpable (PR_SET_DUMPABLE): {e}");
+    }
+}
+
+/// Locks a secret's bytes into RAM where the OS allows (`mlock`; over `RLIMIT_MEMLOCK` it is
+/// logged and left unlocked). The pages stay locked until the process ends, which for a
+/// command-line run is moments later.
+pub fn lock_in_memory(bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    match region::lock(bytes.as_ptr(), bytes.len()) {
+        Ok(guard) => std::mem::forget(guard),
+        Err(e) => log::debug!("cannot lock a secret in memory: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_dir_is_0700_whatever_the_umask_and_a_shared_one_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("a/b");
+        create_private_dir(&d).unwrap();
+        let mode = std::fs::metadata(&d).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let e = check_private_dir(&d).unwrap_err();
+        assert!(e.reason.contains("writable by its group"), "{e}");
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert!(check_private_dir(&link)
+            .unwrap_err()
+            .reason
+            .contains("symbolic link"));
+        std::os::unix::fs::symlink("/etc/passwd", d.join("f")).unwrap();
+        assert!(check_plain_file(&d, "f").is_err());
+        assert!(open_nofollow(&d.join("f")).is_err());
+        assert!(check_plain_file(&d, "absent").is_ok());
+    }
+}
