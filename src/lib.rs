@@ -14,8 +14,8 @@ pub mod fsguard;
 pub mod home;
 pub mod keyset;
 pub mod message;
-pub mod revocation;
 pub mod names;
+pub mod revocation;
 pub mod secrets;
 pub mod token;
 
