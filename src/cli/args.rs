@@ -6,7 +6,13 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// keyward: keysets on PKCS#11 tokens — provision, enroll, use, recover, re-enroll.
 #[derive(Debug, Parser)]
-#[command(name = "keyward", version, about, propagate_version = true)]
+#[command(
+    name = "keyward",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXIT_STATUS
+)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -16,46 +22,71 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The exit statuses, as `--help` and the man page state them.
+pub const EXIT_STATUS: &str = "Exit status: 0 success; 1 error; 2 usage error (the command line asks for something impossible); 3 checked and found bad (a signature that does not verify, a revoked or untrusted signer, a tampered authority state or log).";
+
 /// Options every command takes, before or after the subcommand.
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
     /// PKCS#11 module to load (else KEYWARD_MODULE, config.toml, the usual SoftHSM2 paths, p11-kit's modules)
-    #[arg(long, global = true, value_name = "PATH", env = "KEYWARD_MODULE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "KEYWARD_MODULE",
+        help_heading = "Module"
+    )]
     pub module: Option<PathBuf>,
     /// The module's C_Initialize argument string (pReserved), e.g. NSS softokn's "configdir='sql:DIR' …"
     #[arg(
         long,
         global = true,
         value_name = "STRING",
-        env = "KEYWARD_MODULE_ARGS"
+        env = "KEYWARD_MODULE_ARGS",
+        help_heading = "Module"
     )]
     pub module_args: Option<String>,
-    /// keyward's state directory (else KEYWARD_HOME, else $XDG_CONFIG_HOME/keyward)
-    #[arg(long, global = true, value_name = "DIR")]
+    /// keyward's state directory (else $XDG_CONFIG_HOME/keyward)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "KEYWARD_HOME",
+        help_heading = "Output and state"
+    )]
     pub home: Option<PathBuf>,
-    /// Machine-readable output
-    #[arg(long, global = true)]
+    /// Machine-readable output: one JSON document on standard output (docs/json.md); errors as JSON on standard error
+    #[arg(long, global = true, help_heading = "Output and state")]
     pub json: bool,
+    /// Print nothing but errors (and the data a command exists to print)
+    #[arg(short, long, global = true, help_heading = "Output and state")]
+    pub quiet: bool,
     /// More detail: -v shows the failing PKCS#11 call, -vv debug logs, -vvv trace
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(
+        short,
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        help_heading = "Output and state"
+    )]
     pub verbose: u8,
     /// Log in even when the token says the next wrong PIN locks it
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Secrets")]
     pub final_try: bool,
     /// Read the (current) user PIN from FILE (else KEYWARD_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
     pub pin_file: Option<PathBuf>,
     /// Read the new PIN from FILE (else KEYWARD_NEW_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
     pub new_pin_file: Option<PathBuf>,
     /// Read the SO PIN from FILE (else KEYWARD_SO_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
     pub so_pin_file: Option<PathBuf>,
     /// Read the temporary key from FILE (else KEYWARD_TEMP_KEY, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
     pub temp_key_file: Option<PathBuf>,
     /// Read the authority token's PIN from FILE (else KEYWARD_AUTHORITY_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
     pub authority_pin_file: Option<PathBuf>,
 }
 
@@ -77,6 +108,18 @@ pub enum Command {
     Send(SendArgs),
     /// Decrypt a message with your keyset's current or archived keys and verify its signer
     Read(ReadArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff; view with `keyward man | man -l -`)
+    Man,
+}
+
+/// `keyward completions`
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `keyward send`
@@ -151,7 +194,7 @@ pub enum AuthorityCommand {
 #[derive(Debug, Args)]
 pub struct ReplyArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The user whose last enrollment reply to write
     pub user: String,
@@ -164,7 +207,7 @@ pub struct ReplyArgs {
 #[derive(Debug, Args)]
 pub struct DirArg {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
 }
 
@@ -172,7 +215,7 @@ pub struct DirArg {
 #[derive(Debug, Args)]
 pub struct AuthorityInitArgs {
     /// The authority's state directory (created)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The authority's token: a PKCS#11 URI or a bare label
     #[arg(long, value_name = "URI")]
@@ -190,7 +233,7 @@ pub struct AuthorityInitArgs {
 #[derive(Debug, Args)]
 pub struct AddUserArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The user name
     pub user: String,
@@ -206,7 +249,7 @@ pub struct AddUserArgs {
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The request file from `keyward enroll … -o REQUEST`
     pub request: PathBuf,
@@ -219,7 +262,7 @@ pub struct ProcessArgs {
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The user
     pub user: String,
@@ -235,7 +278,7 @@ pub struct RecoverArgs {
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The user
     pub user: String,
@@ -248,7 +291,7 @@ pub struct RevokeArgs {
 #[derive(Debug, Args)]
 pub struct CrlArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// Where to write the CRL (PEM)
     #[arg(short, long, value_name = "FILE")]
@@ -275,7 +318,7 @@ fn crl_lifetime(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// Check the hash chain, every checkpoint's signature and the state against the last
     /// checkpoint instead of printing

@@ -7,11 +7,12 @@ mod enroll_cmd;
 mod keyset_cmd;
 mod message_cmd;
 mod output;
+pub mod progress;
 mod token_cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::error::Error;
 use args::{Cli, Command};
@@ -19,8 +20,12 @@ pub use context::Context;
 
 /// Runs keyward with the process's arguments and returns its exit status.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let wants_json = std::env::args_os().any(|a| a == "--json");
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Ok((command_path(&m), Cli::from_arg_matches(&m)?)));
+    let (path, cli) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             use clap::error::ErrorKind;
             let help = matches!(
@@ -29,19 +34,20 @@ pub fn main() -> ExitCode {
                     | ErrorKind::DisplayVersion
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             );
+            let line = one_line_usage_error(&e.render().to_string());
             if help {
                 let _ = e.print();
+            } else if wants_json {
+                output::print_usage_error_json(&line);
             } else {
-                eprintln!(
-                    "keyward: error: {}",
-                    one_line_usage_error(&e.render().to_string())
-                );
+                eprintln!("keyward: error: {line}");
             }
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
     init_logging(cli.global.verbose);
     let verbose = cli.global.verbose;
+    output::configure(cli.global.quiet, cli.global.json, path);
     let mut ctx = Context::new(cli.global);
     let result = run(&mut ctx, cli.command);
     ctx.finish();
@@ -52,6 +58,17 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The subcommand's names, as JSON documents carry them: `keyset list`, `authority log`.
+fn command_path(m: &clap::ArgMatches) -> String {
+    let mut names = Vec::new();
+    let mut cur = m;
+    while let Some((name, sub)) = cur.subcommand() {
+        names.push(name.to_string());
+        cur = sub;
+    }
+    names.join(" ")
 }
 
 /// clap's usage error (`error: …`, indented details, `Usage: …`, a `--help` hint) as the one
@@ -81,14 +98,71 @@ fn run(ctx: &mut Context, command: Command) -> Result<(), Error> {
         Command::Enroll(args) => enroll_cmd::run(ctx, args),
         Command::Send(args) => message_cmd::send(ctx, args),
         Command::Read(args) => message_cmd::read(ctx, args),
+        Command::Completions(args) => {
+            completions(args.shell);
+            Ok(())
+        }
+        Command::Man => man(),
     }
 }
 
+/// `keyward completions SHELL`: the completion script on standard output.
+fn completions(shell: clap_complete::Shell) {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut buf);
+    output::out!("{}", String::from_utf8_lossy(&buf));
+}
+
+/// `keyward man`: the manual page (roff) on standard output: the command, every subcommand's
+/// options, and the exit statuses.
+fn man() -> Result<(), Error> {
+    let cmd = Cli::command();
+    let mut buf = Vec::new();
+    let page = clap_mangen::Man::new(cmd.clone());
+    let write = |r: std::io::Result<()>| {
+        r.map_err(|e| {
+            Error::from(crate::error::IoError::new(
+                "render",
+                std::path::Path::new("the manual page"),
+                e,
+            ))
+        })
+    };
+    write(page.render_title(&mut buf))?;
+    write(page.render_name_section(&mut buf))?;
+    write(page.render_synopsis_section(&mut buf))?;
+    write(page.render_description_section(&mut buf))?;
+    write(page.render_options_section(&mut buf))?;
+    write(page.render_subcommands_section(&mut buf))?;
+    buf.extend_from_slice(b".SH \"EXIT STATUS\"\n");
+    for (code, what) in [
+        ("0", "Success."),
+        ("1", "An error: the message on standard error says what and what to do."),
+        ("2", "A usage error: the command line asks for something impossible."),
+        ("3", "Checked and found bad: a signature that does not verify, a revoked or untrusted signer, a tampered authority state or audit log."),
+    ] {
+        buf.extend_from_slice(format!(".TP\n{code}\n{what}\n").as_bytes());
+    }
+    buf.extend_from_slice(
+        b".SH OUTPUT\nData and result lines go to standard output; prompts, progress, notes and errors to standard error. With \\fB--json\\fR, standard output carries one JSON document (schema in docs/json.md) and errors are JSON on standard error. \\fB--quiet\\fR prints nothing but data and errors.\n",
+    );
+    write(page.render_version_section(&mut buf))?;
+    output::out!("{}", String::from_utf8_lossy(&buf));
+    Ok(())
+}
+
 fn report(err: &Error, verbose: u8) {
+    if output::json() {
+        output::print_error_json(err);
+        return;
+    }
     eprintln!("keyward: error: {err}");
     if verbose > 0 {
         if let Some(call) = err.call() {
             eprintln!("keyward: detail: {call}");
+        }
+        for cause in crate::error::chain(err).skip(1) {
+            log::debug!("caused by: {cause}");
         }
     }
 }

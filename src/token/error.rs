@@ -6,18 +6,23 @@ use std::path::PathBuf;
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 
-/// Which PKCS#11 call failed and what it returned; shown with `-v`.
+/// Which PKCS#11 call failed and what it returned; shown with `-v` as
+/// `C_Login: CKR_PIN_INCORRECT (0xa0)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallFailure {
     /// The PKCS#11 function, e.g. `C_Login`.
     pub function: String,
-    /// The return value, e.g. `PinIncorrect`.
+    /// The return value as cryptoki names it, e.g. `PinIncorrect` (what keyward matches on).
     pub code: String,
+    /// The return value's `CKR_` name, e.g. `CKR_PIN_INCORRECT`.
+    pub ckr: String,
+    /// The return value's number, e.g. `0xa0`.
+    pub value: u64,
 }
 
 impl fmt::Display for CallFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} returned CKR {}", self.function, self.code)
+        write!(f, "{}: {} ({:#x})", self.function, self.ckr, self.value)
     }
 }
 
@@ -28,11 +33,47 @@ impl CallFailure {
     }
 
     fn new(function: Function, rv: &RvError) -> Self {
+        let code = format!("{rv:?}");
         CallFailure {
             function: format!("C_{function:?}"),
-            code: format!("{rv:?}"),
+            ckr: ckr_name(&code),
+            value: ckr_value(*rv),
+            code,
         }
     }
+
+    /// A failure from its parts (`code` as cryptoki names it, e.g. `DeviceError`); for tests
+    /// and for calls keyward makes outside cryptoki.
+    pub fn named(function: &str, code: &str, value: u64) -> Self {
+        CallFailure {
+            function: function.to_string(),
+            code: code.to_string(),
+            ckr: ckr_name(code),
+            value,
+        }
+    }
+}
+
+/// `PinIncorrect` → `CKR_PIN_INCORRECT`.
+fn ckr_name(code: &str) -> String {
+    let mut out = String::from("CKR");
+    for c in code.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// The `CK_RV` number of a return value: cryptoki maps numbers to [`RvError`] but not back,
+/// so this finds the number that maps to it (the standard codes are below 0x200; the rest
+/// is `CKR_VENDOR_DEFINED`).
+fn ckr_value(rv: RvError) -> u64 {
+    use cryptoki::error::Rv;
+    (0..0x200u64)
+        .find(|&v| Rv::from(v as cryptoki_sys::CK_RV) == Rv::Error(rv))
+        .unwrap_or(0x8000_0000)
 }
 
 /// What the token says about the remaining PIN tries after a wrong PIN.
@@ -457,12 +498,17 @@ mod tests {
         TokenError::Call {
             what: "listing tokens".to_string(),
             label: label.to_string(),
-            call: CallFailure {
-                function: "C_GetSlotList".to_string(),
-                code: "DeviceError".to_string(),
-            },
+            call: CallFailure::named("C_GetSlotList", "DeviceError", 0x30),
         }
         .to_string()
+    }
+
+    #[test]
+    fn a_call_says_its_ckr_name_and_number() {
+        let c = CallFailure::new(Function::Login, &RvError::PinIncorrect);
+        assert_eq!(c.to_string(), "C_Login: CKR_PIN_INCORRECT (0xa0)");
+        let c = CallFailure::new(Function::GenerateKeyPair, &RvError::MechanismInvalid);
+        assert_eq!(c.to_string(), "C_GenerateKeyPair: CKR_MECHANISM_INVALID (0x70)");
     }
 
     #[test]
