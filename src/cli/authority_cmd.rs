@@ -1,6 +1,6 @@
 //! `keyward authority …`: the authority operator's commands.
 
-use super::output::{out, outln};
+use super::output::{note, out, outln, say};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -22,7 +22,7 @@ use crate::token::OaepHash;
 pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
     match cmd {
         AuthorityCommand::Init(a) => init(ctx, a),
-        AuthorityCommand::Cert(a) => cert(&a.dir),
+        AuthorityCommand::Cert(a) => cert(ctx, &a.dir),
         AuthorityCommand::AddUser(a) => add_user(ctx, a),
         AuthorityCommand::Process(a) => process(ctx, a),
         AuthorityCommand::Recover(a) => recover(ctx, a),
@@ -31,7 +31,7 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Users(a) => users(ctx, &a.dir),
         AuthorityCommand::Log(a) => log(ctx, a),
         AuthorityCommand::Migrate(a) => migrate(ctx, a),
-        AuthorityCommand::Reply(a) => reply(a),
+        AuthorityCommand::Reply(a) => reply(ctx, a),
     }
 }
 
@@ -73,7 +73,7 @@ fn migrate(ctx: &mut Context, a: DirArg) -> Result<(), Error> {
     if ctx.json() {
         print_json(&done);
     } else {
-        outln!(
+        say!(
             "migrated {}: {} users, {} certificates, {} archived keys, old audit log of {} entries kept; the old files are in {}",
             a.dir.display(),
             done.users,
@@ -86,9 +86,16 @@ fn migrate(ctx: &mut Context, a: DirArg) -> Result<(), Error> {
     Ok(())
 }
 
-fn reply(a: ReplyArgs) -> Result<(), Error> {
+fn reply(ctx: &Context, a: ReplyArgs) -> Result<(), Error> {
     authority::process::reply_again(&a.dir, &a.user, &a.output)?;
-    outln!(
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "user": a.user,
+            "reply": a.output.display().to_string(),
+        }));
+        return Ok(());
+    }
+    say!(
         "wrote the reply of user {:?}'s last enrollment to {}; they complete it with `keyward enroll --complete {}`",
         a.user,
         a.output.display(),
@@ -113,9 +120,19 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
         },
     )?;
     if ctx.json() {
-        print_json(&config);
+        print_json(&serde_json::json!({
+            "name": config.name,
+            "dir": a.dir.display().to_string(),
+            "token_label": config.token_label,
+            "token_serial": config.token_serial,
+            "allow_import": config.allow_import,
+            "deliveries": crate::enroll::delivery::offered(config.allow_import, config.wraps_cbc_pad)
+                .iter()
+                .map(|d| d.name())
+                .collect::<Vec<_>>(),
+        }));
     } else {
-        outln!(
+        say!(
             "created authority {:?} in {} on token {:?} (serial {}): CA key, exchange key and archive key generated on the token",
             config.name,
             a.dir.display(),
@@ -127,7 +144,7 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
                 .iter()
                 .map(|d| d.name())
                 .collect();
-        outln!(
+        say!(
             "key delivery: {}{}",
             made.join(", "),
             if config.allow_import {
@@ -136,7 +153,7 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
                 "; tokens that can only import keys are refused (create the authority with --allow-import to deliver by import)"
             }
         );
-        outln!(
+        note!(
             "give users its certificates: keyward authority cert --dir {}",
             a.dir.display()
         );
@@ -158,8 +175,13 @@ pub fn bundle(dir: &std::path::Path) -> Result<String, AuthorityError> {
     ))
 }
 
-fn cert(dir: &std::path::Path) -> Result<(), Error> {
-    out!("{}", bundle(dir)?);
+fn cert(ctx: &Context, dir: &std::path::Path) -> Result<(), Error> {
+    let pem = bundle(dir)?;
+    if ctx.json() {
+        print_json(&serde_json::json!({ "dir": dir.display().to_string(), "pem": pem }));
+        return Ok(());
+    }
+    out!("{pem}");
     Ok(())
 }
 
@@ -187,7 +209,7 @@ fn print_temp_key(ctx: &Context, user: &str, key: &TempKey, life: Duration, what
             expires_in: crate::authority::tempkey::format_lifetime(life).to_string(),
         });
     } else {
-        eprintln!(
+        note!(
             "{what}; give the user this temporary key (shown once, valid for {}):",
             crate::authority::tempkey::format_lifetime(life)
         );
@@ -211,13 +233,16 @@ fn add_user(ctx: &mut Context, a: AddUserArgs) -> Result<(), Error> {
 }
 
 fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
+    // The request must be there and readable before the PIN is asked for.
+    std::fs::File::open(&a.request)
+        .map_err(|e| crate::error::IoError::new("read", &a.request, e))?;
     let done = with_change(ctx, &a.dir, |ch| {
         authority::process::process(ch, &a.dir, &a.request, &a.output)
     })?;
     if ctx.json() {
         print_json(&done);
     } else {
-        outln!(
+        say!(
             "enrolled user {:?}, keyset {:?}: signing certificate {}, encryption certificate {} (+{} archived keys), delivery {}; reply written to {}",
             done.user,
             done.keyset,
@@ -250,7 +275,7 @@ fn recover(ctx: &mut Context, a: RecoverArgs) -> Result<(), Error> {
     };
     print_temp_key(ctx, &a.user, &done.key, life, &what);
     if let Some(issued) = done.replaced {
-        eprintln!(
+        note!(
             "note: this replaces the unused temporary key issued {issued}; that one no longer works"
         );
     }
@@ -262,7 +287,11 @@ fn revoke(ctx: &mut Context, a: RevokeArgs) -> Result<(), Error> {
     let n = with_change(ctx, &a.dir, |ch| {
         authority::users::revoke(ch, &a.dir, &a.user, why)
     })?;
-    outln!(
+    if ctx.json() {
+        print_json(&serde_json::json!({ "user": a.user, "revoked_certificates": n }));
+        return Ok(());
+    }
+    say!(
         "revoked user {:?} and {n} certificates; publish a new CRL with `keyward authority crl`",
         a.user
     );
@@ -273,7 +302,15 @@ fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
     let n = with_change(ctx, &a.dir, |ch| {
         authority::crl::publish(ch, &a.dir, &a.output, a.valid_for)
     })?;
-    outln!(
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "output": a.output.display().to_string(),
+            "revoked_certificates": n,
+            "valid_for_seconds": a.valid_for.as_secs(),
+        }));
+        return Ok(());
+    }
+    say!(
         "wrote a CRL listing {n} revoked certificates to {}; publish the next one within {}",
         a.output.display(),
         short_duration(a.valid_for)
@@ -292,10 +329,35 @@ fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
             state: authority::UserState,
             created: &'a str,
             keysets: &'a [String],
-            certificates: &'a [authority::state::IssuedCert],
+            certificates: Vec<CertOut>,
             archived_keys: usize,
             temporary_key: Option<TempKeyOut>,
         }
+        #[derive(Serialize)]
+        struct CertOut {
+            serial: String,
+            kind: authority::records::CertKind,
+            keyset: String,
+            issued: String,
+            not_after: String,
+            revoked: Option<RevokedOut>,
+        }
+        #[derive(Serialize)]
+        struct RevokedOut {
+            at: String,
+            reason: String,
+        }
+        let cert_out = |c: &authority::state::IssuedCert| CertOut {
+            serial: c.serial.to_lowercase(),
+            kind: c.kind,
+            keyset: c.keyset.clone(),
+            issued: c.issued.clone(),
+            not_after: c.not_after.clone(),
+            revoked: c.revoked.as_ref().map(|r| RevokedOut {
+                at: r.at.clone(),
+                reason: r.reason.clone(),
+            }),
+        };
         #[derive(Serialize)]
         struct TempKeyOut {
             expires: String,
@@ -310,7 +372,7 @@ fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
                 state: u.state,
                 created: &u.created,
                 keysets: &u.keysets,
-                certificates: &u.certs,
+                certificates: u.certs.iter().map(cert_out).collect(),
                 archived_keys: u.archive.len(),
                 temporary_key: u.temp_key.as_ref().map(|t| TempKeyOut {
                     expires: t.expires.clone(),
@@ -319,7 +381,7 @@ fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
                 }),
             })
             .collect();
-        print_json(&out);
+        print_json(&serde_json::json!({ "users": out }));
         return Ok(());
     }
     if users.is_empty() {
@@ -375,7 +437,16 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     // bucket digests, and this checks every record against its bucket.
     let (n, _root) = authority::state::verify_chain(&dir.audit_rows()?, &ca)?;
     let records = dir.verify_all()?;
-    outln!(
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "verified": true,
+            "entries": n,
+            "records": records,
+            "ca": a.ca.as_ref().map(|p| p.display().to_string()),
+        }));
+        return Ok(());
+    }
+    say!(
         "audit log OK: {n} entries, hash chain intact, every checkpoint signed by the CA{}; state OK: {records} records match the last checkpoint",
         if a.ca.is_some() { " you gave" } else { "" }
     );
@@ -385,7 +456,7 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
 fn print_log(ctx: &Context, dir: &AuthorityDir) -> Result<(), Error> {
     let entries: Vec<_> = dir.audit_rows()?.into_iter().map(|r| r.entry).collect();
     if ctx.json() {
-        print_json(&entries);
+        print_json(&serde_json::json!({ "entries": entries }));
         return Ok(());
     }
     for e in entries {

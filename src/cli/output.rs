@@ -334,7 +334,7 @@ pub fn done(message: &str, t: &TokenSummary, json: bool) {
             token: t,
         });
     } else {
-        outln!("{message}");
+        say!("{message}");
     }
 }
 
