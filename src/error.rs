@@ -103,11 +103,11 @@ impl Error {
         1
     }
 
-    /// The message's advice: what follows its first "; " (keyward's messages say what
+    /// The message's advice: what follows its last "; " (keyward's messages say what
     /// happened, then what to do), if it has one.
     pub fn hint(&self) -> Option<String> {
         let text = self.to_string();
-        text.split_once("; ").map(|(_, hint)| hint.to_string())
+        text.rsplit_once("; ").map(|(_, hint)| hint.to_string())
     }
 }
 
@@ -125,7 +125,8 @@ fn found_bad(e: &(dyn std::error::Error + 'static)) -> bool {
             e.downcast_ref::<MessageError>(),
             Some(MessageError::Untrusted { .. })
         )
-        || matches!(e.downcast_ref::<CmsError>(), Some(
-            CmsError::BadSignature | CmsError::DigestMismatch | CmsError::ContentTypeMismatch
-        ))
+        || matches!(
+            e.downcast_ref::<CmsError>(),
+            Some(CmsError::BadSignature | CmsError::DigestMismatch | CmsError::ContentTypeMismatch)
+        )
 }

@@ -160,17 +160,22 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A keyset's `keyset show --json`.
-struct Keyset(serde_json::Value);
+/// A keyset's `keyset show --json`, and its current encryption certificate (PEM).
+struct Keyset(serde_json::Value, String, String);
 
 impl Keyset {
     fn of(bed: &TestBed, name: &str) -> Keyset {
-        Keyset(bed.keyset_json(name))
+        let pem = bed
+            .run(&["keyset", "cert", name, "--encryption"])
+            .stdout
+            .clone();
+        let signing = bed.run(&["keyset", "cert", name]).stdout.clone();
+        Keyset(bed.keyset_json(name), pem, signing)
     }
 
     /// The current encryption key's entry.
     fn enc(&self) -> &serde_json::Value {
-        self.0["enrollment"]["encryption_key"]
+        self.0["enrollment"]["encryption_keys"]
             .as_array()
             .expect("encryption keys")
             .iter()
@@ -179,11 +184,15 @@ impl Keyset {
     }
 
     fn enc_pem(&self) -> String {
-        self.enc()["certificate"].as_str().unwrap().to_string()
+        self.1.clone()
     }
 
     fn enc_serial(&self) -> String {
-        self.enc()["cert_serial"].as_str().unwrap().to_string()
+        // upper-case, as messages print serials (JSON has them lower-case)
+        self.enc()["certificate_serial"]
+            .as_str()
+            .unwrap()
+            .to_uppercase()
     }
 
     /// The encryption private key for OpenSSL's engine (with the PIN in the URI).
@@ -201,10 +210,7 @@ impl Keyset {
     }
 
     fn signing_pem(&self) -> String {
-        self.0["enrollment"]["signing_certificate"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        self.2.clone()
     }
 }
 
@@ -353,7 +359,11 @@ fn alice_sends_bob_reads_in_every_form_and_alice_reads_her_own_copy() {
     let j = kw(&bed, &args, USER_PIN).ok().json();
     assert_eq!(j["signer"], ALICE_WHO, "{j}");
     assert_eq!(j["archived_key"], false, "{j}");
-    assert_eq!(j["opened_with"], bob.enc_serial().as_str(), "{j}");
+    assert_eq!(
+        j["opened_with"],
+        bob.enc_serial().to_lowercase().as_str(),
+        "{j}"
+    );
     assert_eq!(j["bytes"], content.len(), "{j}");
     assert!(std::fs::read(&out).unwrap() == content);
 }
@@ -569,7 +579,7 @@ fn after_recovery_and_re_enrollment_the_old_message_opens_with_an_archived_key()
     ];
     let j = kw(&bed, &args, new_pin).ok().json();
     assert_eq!(j["archived_key"], true, "{j}");
-    assert_eq!(j["opened_with"], old_serial.as_str(), "{j}");
+    assert_eq!(j["opened_with"], old_serial.to_lowercase().as_str(), "{j}");
 
     // The retired keyset still reads old mail (above), but gets no new mail and sends none;
     // the refusal names the keyset that replaced it.

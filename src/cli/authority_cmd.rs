@@ -71,7 +71,13 @@ fn with_change_raw<T>(
 fn migrate(ctx: &mut Context, a: DirArg) -> Result<(), Error> {
     let done = with_change_raw(ctx, |ch| authority::migrate::migrate(ch, &a.dir))?;
     if ctx.json() {
-        print_json(&done);
+        print_json(&serde_json::json!({
+            "dir": a.dir.display().to_string(),
+            "users": done.users,
+            "certificates": done.certificates,
+            "archived_keys": done.archived_keys,
+            "log_entries": done.log_entries,
+        }));
     } else {
         say!(
             "migrated {}: {} users, {} certificates, {} archived keys, old audit log of {} entries kept; the old files are in {}",
@@ -240,7 +246,15 @@ fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
         authority::process::process(ch, &a.dir, &a.request, &a.output)
     })?;
     if ctx.json() {
-        print_json(&done);
+        print_json(&serde_json::json!({
+            "user": done.user,
+            "keyset": done.keyset,
+            "signing_serial": done.signing_serial.to_lowercase(),
+            "encryption_serial": done.encryption_serial.to_lowercase(),
+            "history": done.history,
+            "delivery": done.delivery,
+            "reply": done.reply.display().to_string(),
+        }));
     } else {
         say!(
             "enrolled user {:?}, keyset {:?}: signing certificate {}, encryption certificate {} (+{} archived keys), delivery {}; reply written to {}",
@@ -440,7 +454,7 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     if ctx.json() {
         print_json(&serde_json::json!({
             "verified": true,
-            "entries": n,
+            "entry_count": n,
             "records": records,
             "ca": a.ca.as_ref().map(|p| p.display().to_string()),
         }));

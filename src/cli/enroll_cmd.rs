@@ -69,7 +69,8 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
         authority: &authority,
         policy,
     };
-    let spinner = super::progress::Spinner::start("generating your keys and the enrollment request");
+    let spinner =
+        super::progress::Spinner::start("generating your keys and the enrollment request");
     let request = client::make_request(ctx.module()?, &home, &params);
     drop(spinner);
     let request = request?;

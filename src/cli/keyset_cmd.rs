@@ -174,6 +174,7 @@ struct Shown {
 #[derive(Serialize)]
 struct HardeningView {
     algorithm: String,
+    salt: String,
     m_kib: u32,
     t: u32,
     p: u32,
@@ -228,6 +229,7 @@ impl Shown {
             created: r.created.clone(),
             hardening: r.hardening.as_ref().map(|h| HardeningView {
                 algorithm: h.algorithm.to_string(),
+                salt: h.salt.to_lowercase(),
                 m_kib: h.m_kib,
                 t: h.t,
                 p: h.p,
@@ -439,7 +441,11 @@ fn make_csr(ctx: &mut Context, a: CsrArgs) -> Result<(), Error> {
     }
     write_or_print(a.output.as_deref(), pem.as_bytes())?;
     if let Some(p) = &a.output {
-        say!("wrote a certificate request for keyset {:?} to {}", record.name, p.display());
+        say!(
+            "wrote a certificate request for keyset {:?} to {}",
+            record.name,
+            p.display()
+        );
     }
     Ok(())
 }

@@ -238,7 +238,7 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
             signer_serial: &done.signer_serial.to_lowercase(),
             signed_at: signed_at.as_deref(),
             signer_certificate_expired: expired.as_deref(),
-            opened_with: &done.opened_with,
+            opened_with: &done.opened_with.to_lowercase(),
             archived_key: done.archived_key,
             bytes: done.content.len(),
         });

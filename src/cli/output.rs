@@ -136,23 +136,45 @@ pub fn print_error_json(err: &Error) {
     });
     let doc = serde_json::json!({
         "schema_version": JSON_SCHEMA_VERSION,
-        "command": command_name(),
+        "command": command_value(),
         "error": {
             "message": err.to_string(),
             "hint": err.hint(),
             "exit_status": err.exit_code(),
             "pkcs11": call,
-            "causes": crate::error::chain(err).skip(1).map(|e| e.to_string()).collect::<Vec<_>>(),
+            "causes": causes(err),
         }
     });
     eprintln!("{}", serde_json::to_string(&doc).unwrap_or_default());
+}
+
+/// The texts of an error's sources, each once (a layer that wraps another says the same).
+fn causes(err: &Error) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut last = err.to_string();
+    for e in crate::error::chain(err).skip(1) {
+        let text = e.to_string();
+        if text != last {
+            out.push(text.clone());
+        }
+        last = text;
+    }
+    out
+}
+
+/// The command name for a document: `null` when the command line did not parse.
+fn command_value() -> serde_json::Value {
+    match command_name() {
+        "" => serde_json::Value::Null,
+        name => name.into(),
+    }
 }
 
 /// A usage error (from the parser) as JSON on standard error.
 pub fn print_usage_error_json(message: &str) {
     let doc = serde_json::json!({
         "schema_version": JSON_SCHEMA_VERSION,
-        "command": command_name(),
+        "command": command_value(),
         "error": {
             "message": message,
             "hint": "see --help",

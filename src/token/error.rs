@@ -33,12 +33,12 @@ impl CallFailure {
     }
 
     fn new(function: Function, rv: &RvError) -> Self {
-        let code = format!("{rv:?}");
+        let (ckr, value) = super::ckr::ckr(rv);
         CallFailure {
             function: format!("C_{function:?}"),
-            ckr: ckr_name(&code),
-            value: ckr_value(*rv),
-            code,
+            code: format!("{rv:?}"),
+            ckr: ckr.to_string(),
+            value,
         }
     }
 
@@ -64,16 +64,6 @@ fn ckr_name(code: &str) -> String {
         out.push(c.to_ascii_uppercase());
     }
     out
-}
-
-/// The `CK_RV` number of a return value: cryptoki maps numbers to [`RvError`] but not back,
-/// so this finds the number that maps to it (the standard codes are below 0x200; the rest
-/// is `CKR_VENDOR_DEFINED`).
-fn ckr_value(rv: RvError) -> u64 {
-    use cryptoki::error::Rv;
-    (0..0x200u64)
-        .find(|&v| Rv::from(v as cryptoki_sys::CK_RV) == Rv::Error(rv))
-        .unwrap_or(0x8000_0000)
 }
 
 /// What the token says about the remaining PIN tries after a wrong PIN.
@@ -508,7 +498,10 @@ mod tests {
         let c = CallFailure::new(Function::Login, &RvError::PinIncorrect);
         assert_eq!(c.to_string(), "C_Login: CKR_PIN_INCORRECT (0xa0)");
         let c = CallFailure::new(Function::GenerateKeyPair, &RvError::MechanismInvalid);
-        assert_eq!(c.to_string(), "C_GenerateKeyPair: CKR_MECHANISM_INVALID (0x70)");
+        assert_eq!(
+            c.to_string(),
+            "C_GenerateKeyPair: CKR_MECHANISM_INVALID (0x70)"
+        );
     }
 
     #[test]

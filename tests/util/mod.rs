@@ -646,7 +646,8 @@ impl AuthorityBed {
         self.bed
             .run(&["--json", "authority", "users", "--dir", &self.dir])
             .ok()
-            .json()
+            .json()["users"]
+            .clone()
     }
 
     /// One user from `authority users --json`.
