@@ -121,12 +121,76 @@ fn found_bad(e: &(dyn std::error::Error + 'static)) -> bool {
         e.downcast_ref::<AuthorityError>(),
         Some(AuthorityError::Tampered { .. })
     ) || matches!(e.downcast_ref::<KeyError>(), Some(KeyError::BadSignature))
+        // An untrusted signer was checked and found bad, unless there was nothing to check
+        // against (an adopted keyset without an authority and no --ca: an error, exit 1).
         || matches!(
             e.downcast_ref::<MessageError>(),
-            Some(MessageError::Untrusted { .. })
+            Some(MessageError::Untrusted { why, .. }) if !why.starts_with("cannot be checked")
         )
         || matches!(
             e.downcast_ref::<CmsError>(),
             Some(CmsError::BadSignature | CmsError::DigestMismatch | CmsError::ContentTypeMismatch)
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{PinRole, TriesLeft};
+
+    fn wrong_pin() -> TokenError {
+        TokenError::WrongPin {
+            label: "card".into(),
+            role: PinRole::User,
+            tries: TriesLeft::Unknown,
+            call: CallFailure::named("C_Login", "PinIncorrect", 0xa0),
+        }
+    }
+
+    #[test]
+    fn the_call_is_found_however_deep_it_is() {
+        use crate::enroll::EnrollError;
+        use crate::keyset::KeysetError;
+        use crate::message::MessageError;
+        let deep = [
+            Error::Token(wrong_pin()),
+            Error::Keyset(KeysetError::Token(wrong_pin())),
+            Error::Enroll(EnrollError::Keyset(KeysetError::Token(wrong_pin()))),
+            Error::Message(MessageError::Keyset(KeysetError::Token(wrong_pin()))),
+        ];
+        for e in deep {
+            let call = e.call().unwrap_or_else(|| panic!("no call in {e:?}"));
+            assert_eq!(call.to_string(), "C_Login: CKR_PIN_INCORRECT (0xa0)");
+            assert_eq!(e.exit_code(), 1);
+        }
+    }
+
+    #[test]
+    fn checked_and_found_bad_is_exit_status_3_at_any_depth() {
+        use crate::authority::AuthorityError;
+        use crate::enroll::EnrollError;
+        use crate::keyset::{pubkey::KeyError, KeysetError};
+        let tampered = || AuthorityError::Tampered {
+            what: "a record".into(),
+        };
+        assert_eq!(Error::Authority(tampered()).exit_code(), 3);
+        assert_eq!(
+            Error::Keyset(KeysetError::Key(KeyError::BadSignature)).exit_code(),
+            3
+        );
+        assert_eq!(
+            Error::Enroll(EnrollError::Keyset(KeysetError::Key(KeyError::BadSignature)))
+                .exit_code(),
+            3
+        );
+        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+        let io = IoError::new(
+            "read",
+            std::path::Path::new("f"),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        );
+        let e = Error::from(io);
+        assert_eq!(e.exit_code(), 1);
+        assert!(chain(&e).any(|c| c.downcast_ref::<std::io::Error>().is_some()));
+    }
 }

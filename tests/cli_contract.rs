@@ -272,6 +272,86 @@ fn run_step(
     bed.run_env(&args, &env)
 }
 
+/// The bed the story runs on, and its variables.
+fn story_bed() -> (AuthorityBed, BTreeMap<String, String>) {
+    let bed = AuthorityBed::new(&["card", "bob-card", "hard-card"], "CN=Contract CA");
+    let dir = bed
+        .path("")
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_string();
+    std::fs::write(bed.path("data.txt"), b"the contract\n").unwrap();
+    std::fs::write(bed.path("other.txt"), b"not the contract\n").unwrap();
+    let vars = BTreeMap::from([
+        ("dir".to_string(), dir),
+        ("auth".to_string(), bed.dir.clone()),
+        ("bundle".to_string(), bed.bundle.clone()),
+    ]);
+    (bed, vars)
+}
+
+/// Commands whose text output is data (kept by `--quiet`); every other command's standard
+/// output is its result line, which `--quiet` drops.
+const DATA: &[&str] = &[
+    "token list",
+    "token info",
+    "keyset list",
+    "keyset show",
+    "keyset pubkey",
+    "keyset csr",
+    "keyset pin",
+    "keyset cert",
+    "authority cert",
+    "authority add-user",
+    "authority recover",
+    "authority users",
+    "authority log",
+];
+
+/// The same story in text with `--quiet`: the same exit statuses; on success nothing on
+/// standard error, and on standard output the data of a data command and nothing for an
+/// action; on failure one `keyward: error:` line on standard error and nothing on standard
+/// output.
+#[test]
+fn every_command_keeps_data_on_stdout_and_is_silent_with_quiet() {
+    let (bed, mut vars) = story_bed();
+    for step in STEPS {
+        let run = run_step(&bed, step, &vars, &["--quiet"]);
+        let label = step.args.replace('|', " ");
+        assert_eq!(
+            run.code, step.exit,
+            "{label}: exit status\nstdout:\n{}\nstderr:\n{}",
+            run.stdout, run.stderr
+        );
+        if step.exit != 0 {
+            assert_eq!(run.stdout, "", "{label}: stdout on failure");
+            let lines: Vec<&str> = run.stderr.lines().collect();
+            assert!(
+                lines.len() == 1 && lines[0].starts_with("keyward: error: "),
+                "{label}: one error line:\n{}",
+                run.stderr
+            );
+            continue;
+        }
+        assert_eq!(run.stderr, "", "{label}: stderr with --quiet");
+        let words: Vec<&str> = step.args.split('|').take(2).collect();
+        // `authority log --verify` checks: its result is a line, not data.
+        let is_data = !step.args.ends_with("--verify")
+            && DATA
+                .iter()
+                .any(|d| *d == words[0] || *d == words.join(" "));
+        if is_data {
+            assert!(!run.stdout.trim().is_empty(), "{label}: its data");
+        } else {
+            assert_eq!(run.stdout, "", "{label}: a result line despite --quiet");
+        }
+        if words.join(" ") == "authority add-user" {
+            let user = step.args.rsplit('|').next().unwrap();
+            vars.insert(format!("tk:{user}"), run.stdout.trim().to_string());
+        }
+    }
+}
+
 /// The story with `--json`: each step's exit status; on success one JSON document on standard
 /// output; on failure one on standard error and nothing on standard output; every document
 /// valid against the schema; every command of the binary has a shape and is run or named in
@@ -520,4 +600,23 @@ fn completions_and_man_page() {
     }
     let help = bed.run(&["authority", "users", "--help"]).ok().stdout;
     assert!(help.contains("[env: KEYWARD_AUTHORITY_DIR="), "{help}");
+
+    // Secret-source flags only where a secret is read.
+    let sign = bed.run(&["keyset", "sign", "--help"]).ok().stdout;
+    assert!(sign.contains("--pin-file"), "{sign}");
+    assert!(!sign.contains("--so-pin-file"), "{sign}");
+    let list = bed.run(&["keyset", "list", "--help"]).ok().stdout;
+    assert!(!list.contains("pin-file"), "{list}");
+    let enroll = bed.run(&["enroll", "--help"]).ok().stdout;
+    for flag in [
+        "--pin-file",
+        "--new-pin-file",
+        "--temp-key-file",
+        "--authority-pin-file",
+    ] {
+        assert!(enroll.contains(flag), "enroll --help lacks {flag}");
+    }
+    let pin = bed.file("pin", b"x\n");
+    bed.run(&["keyset", "list", "--pin-file", &pin])
+        .fails(2, "--pin-file");
 }

@@ -74,20 +74,137 @@ pub struct GlobalArgs {
     #[arg(long, global = true, help_heading = "Secrets")]
     pub final_try: bool,
     /// Read the (current) user PIN from FILE (else KEYWARD_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub pin_file: Option<PathBuf>,
     /// Read the new PIN from FILE (else KEYWARD_NEW_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub new_pin_file: Option<PathBuf>,
     /// Read the SO PIN from FILE (else KEYWARD_SO_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub so_pin_file: Option<PathBuf>,
     /// Read the temporary key from FILE (else KEYWARD_TEMP_KEY, else a prompt)
-    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub temp_key_file: Option<PathBuf>,
     /// Read the authority token's PIN from FILE (else KEYWARD_AUTHORITY_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE", help_heading = "Secrets")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub authority_pin_file: Option<PathBuf>,
+}
+
+/// The secret-source flags: clap id, flag, help. Each is on the commands that read that
+/// secret (after the subcommand) and, for every command, before the subcommand.
+const SECRET_FLAGS: [(&str, &str, &str); 5] = [
+    ("pin_file", "pin-file", "Read the (current) user PIN or keyset password from FILE (else KEYWARD_PIN, else a prompt)"),
+    ("new_pin_file", "new-pin-file", "Read the new PIN or password from FILE (else KEYWARD_NEW_PIN, else a prompt)"),
+    ("so_pin_file", "so-pin-file", "Read the SO PIN from FILE (else KEYWARD_SO_PIN, else a prompt)"),
+    ("temp_key_file", "temp-key-file", "Read the temporary key from FILE (else KEYWARD_TEMP_KEY, else a prompt)"),
+    ("authority_pin_file", "authority-pin-file", "Read the authority token's PIN from FILE (else KEYWARD_AUTHORITY_PIN, else a prompt)"),
+];
+
+const PIN: &str = "pin_file";
+const NEW: &str = "new_pin_file";
+const SO: &str = "so_pin_file";
+const TEMP: &str = "temp_key_file";
+const AUTH: &str = "authority_pin_file";
+
+/// Which secrets each command reads. A command not listed gets every secret flag (a new
+/// command: add its line here).
+const SECRETS_READ: &[(&str, &[&str])] = &[
+    ("token list", &[]),
+    ("token info", &[PIN]),
+    ("token init", &[SO, NEW]),
+    ("token change-pin", &[PIN, NEW]),
+    ("token unblock", &[SO, NEW]),
+    ("keyset create", &[PIN, NEW]),
+    ("keyset adopt", &[PIN]),
+    ("keyset list", &[]),
+    ("keyset show", &[]),
+    ("keyset pubkey", &[]),
+    ("keyset csr", &[PIN]),
+    ("keyset sign", &[PIN]),
+    ("keyset verify", &[]),
+    ("keyset pin", &[PIN]),
+    ("keyset cert", &[]),
+    ("keyset passwd", &[PIN, NEW]),
+    ("keyset remove", &[PIN]),
+    ("authority init", &[PIN, AUTH]),
+    ("authority cert", &[]),
+    ("authority add-user", &[PIN, AUTH]),
+    ("authority process", &[PIN, AUTH]),
+    ("authority recover", &[PIN, AUTH]),
+    ("authority revoke", &[PIN, AUTH]),
+    ("authority crl", &[PIN, AUTH]),
+    ("authority users", &[]),
+    ("authority log", &[]),
+    ("authority migrate", &[PIN, AUTH]),
+    ("authority reply", &[]),
+    ("enroll", &[PIN, NEW, TEMP, AUTH]),
+    ("send", &[PIN]),
+    ("read", &[PIN]),
+    ("completions", &[]),
+    ("man", &[]),
+];
+
+/// The whole command line: the derived one, with each command's secret-source flags.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    with_secret_flags(Cli::command(), "")
+}
+
+fn with_secret_flags(mut cmd: clap::Command, path: &str) -> clap::Command {
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    if subs.is_empty() {
+        let reads = SECRETS_READ
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(&[PIN, NEW, SO, TEMP, AUTH][..], |(_, r)| *r);
+        for (id, long, help) in SECRET_FLAGS {
+            if reads.contains(&id) {
+                cmd = cmd.arg(
+                    clap::Arg::new(id)
+                        .long(long)
+                        .value_name("FILE")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help(help)
+                        .help_heading("Secrets"),
+                );
+            }
+        }
+        return cmd;
+    }
+    for name in subs {
+        let sub_path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        cmd = cmd.mut_subcommand(&name, |s| with_secret_flags(s, &sub_path));
+    }
+    cmd
+}
+
+/// The secret files given after the subcommand, into `global` (they win over the ones
+/// given before it).
+pub fn take_secret_files(matches: &clap::ArgMatches, global: &mut GlobalArgs) {
+    let mut leaf = matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    let get = |id: &str| leaf.try_get_one::<PathBuf>(id).ok().flatten().cloned();
+    let slots = [
+        (PIN, &mut global.pin_file),
+        (NEW, &mut global.new_pin_file),
+        (SO, &mut global.so_pin_file),
+        (TEMP, &mut global.temp_key_file),
+        (AUTH, &mut global.authority_pin_file),
+    ];
+    for (id, slot) in slots {
+        if let Some(p) = get(id) {
+            *slot = Some(p);
+        }
+    }
 }
 
 /// The top-level commands.

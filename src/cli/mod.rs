@@ -12,7 +12,7 @@ mod token_cmd;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 use crate::error::Error;
 use args::{Cli, Command};
@@ -21,9 +21,11 @@ pub use context::Context;
 /// Runs keyward with the process's arguments and returns its exit status.
 pub fn main() -> ExitCode {
     let wants_json = std::env::args_os().any(|a| a == "--json");
-    let parsed = Cli::command()
-        .try_get_matches()
-        .and_then(|m| Ok((command_path(&m), Cli::from_arg_matches(&m)?)));
+    let parsed = args::command().try_get_matches().and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        args::take_secret_files(&m, &mut cli.global);
+        Ok((command_path(&m), cli))
+    });
     let (path, cli) = match parsed {
         Ok(p) => p,
         Err(e) => {
@@ -109,14 +111,14 @@ fn run(ctx: &mut Context, command: Command) -> Result<(), Error> {
 /// `keyward completions SHELL`: the completion script on standard output.
 fn completions(shell: clap_complete::Shell) {
     let mut buf = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut buf);
+    clap_complete::generate(shell, &mut args::command(), "keyward", &mut buf);
     output::out!("{}", String::from_utf8_lossy(&buf));
 }
 
 /// `keyward man`: the manual page (roff) on standard output: the command, every subcommand's
 /// options, and the exit statuses.
 fn man() -> Result<(), Error> {
-    let cmd = Cli::command();
+    let cmd = args::command();
     let mut buf = Vec::new();
     let page = clap_mangen::Man::new(cmd.clone());
     let write = |r: std::io::Result<()>| {
