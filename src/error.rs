@@ -179,8 +179,10 @@ mod tests {
             3
         );
         assert_eq!(
-            Error::Enroll(EnrollError::Keyset(KeysetError::Key(KeyError::BadSignature)))
-                .exit_code(),
+            Error::Enroll(EnrollError::Keyset(KeysetError::Key(
+                KeyError::BadSignature
+            )))
+            .exit_code(),
             3
         );
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);

@@ -337,9 +337,7 @@ fn every_command_keeps_data_on_stdout_and_is_silent_with_quiet() {
         let words: Vec<&str> = step.args.split('|').take(2).collect();
         // `authority log --verify` checks: its result is a line, not data.
         let is_data = !step.args.ends_with("--verify")
-            && DATA
-                .iter()
-                .any(|d| *d == words[0] || *d == words.join(" "));
+            && DATA.iter().any(|d| *d == words[0] || *d == words.join(" "));
         if is_data {
             assert!(!run.stdout.trim().is_empty(), "{label}: its data");
         } else {
@@ -619,4 +617,24 @@ fn completions_and_man_page() {
     let pin = bed.file("pin", b"x\n");
     bed.run(&["keyset", "list", "--pin-file", &pin])
         .fails(2, "--pin-file");
+}
+
+/// `--dir` of the `authority` commands comes from the flag, else `KEYWARD_AUTHORITY_DIR`,
+/// else `authority_dir` in config.toml.
+#[test]
+fn the_authority_directory_comes_from_the_flag_the_environment_or_config_toml() {
+    let bed = AuthorityBed::new(&[], "CN=Dir CA");
+    let users = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["authority", "users"];
+        all.extend_from_slice(args);
+        bed.run_env(&all, env)
+    };
+    let elsewhere = bed.path("elsewhere").to_string_lossy().into_owned();
+    users(&[], &[]).fails(2, "--dir");
+    users(&[], &[("KEYWARD_AUTHORITY_DIR", &bed.dir)]).ok();
+    bed.write_config(&format!("authority_dir = {:?}\n", bed.dir));
+    users(&[], &[]).ok();
+    // The environment and the flag win over config.toml.
+    users(&[], &[("KEYWARD_AUTHORITY_DIR", &elsewhere)]).fails(1, "not an authority directory");
+    users(&["--dir", &elsewhere], &[]).fails(1, "not an authority directory");
 }

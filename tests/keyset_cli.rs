@@ -226,7 +226,11 @@ fn sign_writes_a_relative_output_path_in_the_working_directory() {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
     .ok();
-    assert!(run.stdout.contains("signed"), "the result line is on stdout: {}", run.stdout);
+    assert!(
+        run.stdout.contains("signed"),
+        "the result line is on stdout: {}",
+        run.stdout
+    );
     let data = sig_path(&bed, "in.txt");
     let sig = sig_path(&bed, "in.sig");
     verify(&bed, "Rel", &data, &sig).ok();

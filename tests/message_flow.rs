@@ -121,8 +121,11 @@ fn piped(bed: &TestBed, args: &[&str], input: &[u8]) -> (i32, Vec<u8>, String) {
 /// `keyward: error:` containing one of `needles`, and no file at `out`.
 #[track_caller]
 fn refused(run: Run, needles: &[&str], out: &str) {
-    // 3 when the message was checked and found bad (a signature that does not verify), else 1.
-    let found_bad = run.stderr.contains("signature does not verify");
+    // 3 when the message was checked and found bad (a signature that does not verify, an
+    // untrusted signer), else 1 (it could not be read or checked).
+    let found_bad = run.stderr.contains("signature does not verify")
+        || (run.stderr.contains("the message's signer")
+            && !run.stderr.contains("cannot be checked"));
     assert_eq!(
         run.code,
         if found_bad { 3 } else { 1 },

@@ -185,6 +185,25 @@ fn with_secret_flags(mut cmd: clap::Command, path: &str) -> clap::Command {
     cmd
 }
 
+/// `dir` as the default `--dir` of every `authority` command (from config.toml: the flag and
+/// `KEYWARD_AUTHORITY_DIR` still win).
+pub fn with_default_authority_dir(cmd: clap::Command, dir: &std::path::Path) -> clap::Command {
+    // clap keeps defaults as `'static` (or its own `Str` with the "string" feature): one
+    // small leak per process.
+    let dir: &'static std::ffi::OsStr =
+        Box::leak(dir.as_os_str().to_os_string().into_boxed_os_str());
+    cmd.mut_subcommand("authority", |authority| {
+        let names: Vec<String> = authority
+            .get_subcommands()
+            .filter(|s| s.get_arguments().any(|a| a.get_id() == "dir"))
+            .map(|s| s.get_name().to_string())
+            .collect();
+        names.into_iter().fold(authority, |authority, name| {
+            authority.mut_subcommand(name, |sub| sub.mut_arg("dir", |a| a.default_value(dir)))
+        })
+    })
+}
+
 /// The secret files given after the subcommand, into `global` (they win over the ones
 /// given before it).
 pub fn take_secret_files(matches: &clap::ArgMatches, global: &mut GlobalArgs) {

@@ -21,7 +21,11 @@ pub use context::Context;
 /// Runs keyward with the process's arguments and returns its exit status.
 pub fn main() -> ExitCode {
     let wants_json = std::env::args_os().any(|a| a == "--json");
-    let parsed = args::command().try_get_matches().and_then(|m| {
+    let mut command = args::command();
+    if let Some(dir) = configured_authority_dir() {
+        command = args::with_default_authority_dir(command, &dir);
+    }
+    let parsed = command.try_get_matches().and_then(|m| {
         let mut cli = Cli::from_arg_matches(&m)?;
         args::take_secret_files(&m, &mut cli.global);
         Ok((command_path(&m), cli))
@@ -60,6 +64,24 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// `authority_dir` from config.toml, in the home `--home` (seen before parsing) or the
+/// environment names. A config.toml that does not parse is reported by the command that needs
+/// it, not here.
+fn configured_authority_dir() -> Option<std::path::PathBuf> {
+    let mut home = None;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        let text = a.to_string_lossy();
+        if text == "--home" {
+            home = args.next().map(std::path::PathBuf::from);
+        } else if let Some(h) = text.strip_prefix("--home=") {
+            home = Some(std::path::PathBuf::from(h));
+        }
+    }
+    let home = crate::home::resolve_home(home.as_deref()).ok()?;
+    crate::home::Config::load(&home).ok()?.authority_dir
 }
 
 /// The subcommand's names, as JSON documents carry them: `keyset list`, `authority log`.
