@@ -199,7 +199,9 @@ pub fn with_default_authority_dir(cmd: clap::Command, dir: &std::path::Path) -> 
             .map(|s| s.get_name().to_string())
             .collect();
         names.into_iter().fold(authority, |authority, name| {
-            authority.mut_subcommand(name, |sub| sub.mut_arg("dir", |a| a.default_value(dir)))
+            authority.mut_subcommand(name, |sub| {
+                sub.mut_arg("dir", |a| a.default_value(dir).required(false))
+            })
         })
     })
 }

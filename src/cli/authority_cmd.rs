@@ -114,6 +114,10 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
     let token = ctx.token(&a.token)?;
     let pin = ctx.authority_command_pin()?;
     let policy = ctx.login_policy();
+    let spinner = super::progress::Spinner::start(&format!(
+        "generating the CA, exchange and archive keys on token {:?}",
+        token.label()
+    ));
     let config = authority::init::init(
         ctx.module()?,
         authority::init::InitRequest {
@@ -124,7 +128,9 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
             policy,
             allow_import: a.allow_import,
         },
-    )?;
+    );
+    spinner.finish();
+    let config = config?;
     if ctx.json() {
         print_json(&serde_json::json!({
             "name": config.name,
