@@ -143,7 +143,7 @@ mod tests {
             label: "card".into(),
             role: PinRole::User,
             tries: TriesLeft::Unknown,
-            call: CallFailure::named("C_Login", "PinIncorrect", 0xa0),
+            call: CallFailure::named("C_Login", 0xa0),
         }
     }
 

@@ -130,8 +130,8 @@ pub fn print_error_json(err: &Error) {
     let call = err.call().map(|c| {
         serde_json::json!({
             "function": c.function,
-            "code": c.ckr,
-            "value": c.value,
+            "code": c.ckr(),
+            "value": c.value(),
         })
     });
     let doc = serde_json::json!({

@@ -6,6 +6,7 @@ use cryptoki::error::RvError;
 use cryptoki_sys::*;
 
 /// The `CKR_` name and number of `rv`, e.g. `("CKR_PIN_INCORRECT", 0xa0)`.
+#[allow(clippy::unnecessary_cast)] // CK_RV is u64 here, u32 where c_ulong is
 pub(crate) fn ckr(rv: &RvError) -> (&'static str, u64) {
     #[allow(unreachable_patterns)]
     let (name, value) = match rv {

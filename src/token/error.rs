@@ -12,17 +12,13 @@ use cryptoki::error::{Error as CkError, RvError};
 pub struct CallFailure {
     /// The PKCS#11 function, e.g. `C_Login`.
     pub function: String,
-    /// The return value as cryptoki names it, e.g. `PinIncorrect` (what keyward matches on).
-    pub code: String,
-    /// The return value's `CKR_` name, e.g. `CKR_PIN_INCORRECT`.
-    pub ckr: String,
-    /// The return value's number, e.g. `0xa0`.
-    pub value: u64,
+    /// The return value ([`CallFailure::code`], [`CallFailure::ckr`], [`CallFailure::value`]).
+    rv: RvError,
 }
 
 impl fmt::Display for CallFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} ({:#x})", self.function, self.ckr, self.value)
+        write!(f, "{}: {} ({:#x})", self.function, self.ckr(), self.value())
     }
 }
 
@@ -33,37 +29,39 @@ impl CallFailure {
     }
 
     fn new(function: Function, rv: &RvError) -> Self {
-        let (ckr, value) = super::ckr::ckr(rv);
         CallFailure {
             function: format!("C_{function:?}"),
-            code: format!("{rv:?}"),
-            ckr: ckr.to_string(),
-            value,
+            rv: *rv,
         }
     }
 
-    /// A failure from its parts (`code` as cryptoki names it, e.g. `DeviceError`); for tests
-    /// and for calls keyward makes outside cryptoki.
-    pub fn named(function: &str, code: &str, value: u64) -> Self {
+    /// `function` returning the `CK_RV` `value` (for tests, and calls made outside cryptoki).
+    #[allow(clippy::unnecessary_cast)] // CK_RV is u64 here, u32 where c_ulong is
+    pub fn named(function: &str, value: u64) -> Self {
+        let rv = match cryptoki::error::Rv::from(value as cryptoki_sys::CK_RV) {
+            cryptoki::error::Rv::Error(rv) => rv,
+            cryptoki::error::Rv::Ok => RvError::UnknownErrorCode(0),
+        };
         CallFailure {
             function: function.to_string(),
-            code: code.to_string(),
-            ckr: ckr_name(code),
-            value,
+            rv,
         }
     }
-}
 
-/// `PinIncorrect` → `CKR_PIN_INCORRECT`.
-fn ckr_name(code: &str) -> String {
-    let mut out = String::from("CKR");
-    for c in code.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
+    /// The return value as cryptoki names it, e.g. `PinIncorrect` (what keyward matches on).
+    pub fn code(&self) -> String {
+        format!("{:?}", self.rv)
     }
-    out
+
+    /// The return value's `CKR_` name, e.g. `CKR_PIN_INCORRECT`.
+    pub fn ckr(&self) -> &'static str {
+        super::ckr::ckr(&self.rv).0
+    }
+
+    /// The return value's number, e.g. `0xa0`.
+    pub fn value(&self) -> u64 {
+        super::ckr::ckr(&self.rv).1
+    }
 }
 
 /// What the token says about the remaining PIN tries after a wrong PIN.
@@ -404,7 +402,7 @@ fn on_token(label: &str) -> String {
 }
 
 fn describe(call: &CallFailure) -> String {
-    let meaning = match call.code.as_str() {
+    let meaning = match call.code().as_str() {
         "DeviceError" => "the device reported an error; reinsert it and retry",
         "DeviceMemory" => "the token is out of memory; remove unused objects",
         "GeneralError" | "FunctionFailed" => "the module reported a general failure",
@@ -488,7 +486,7 @@ mod tests {
         TokenError::Call {
             what: "listing tokens".to_string(),
             label: label.to_string(),
-            call: CallFailure::named("C_GetSlotList", "DeviceError", 0x30),
+            call: CallFailure::named("C_GetSlotList", 0x30),
         }
         .to_string()
     }
