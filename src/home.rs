@@ -61,6 +61,9 @@ pub struct Config {
     /// The module's `C_Initialize` argument string (`pReserved`), used when the module is not
     /// named by `--module` / `KEYWARD_MODULE` (the arguments belong to the configured module).
     pub module_args: Option<String>,
+    /// The authority directory `authority` commands use when neither `--dir` nor
+    /// `KEYWARD_AUTHORITY_DIR` names one.
+    pub authority_dir: Option<PathBuf>,
 }
 
 impl Config {

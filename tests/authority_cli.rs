@@ -232,7 +232,7 @@ fn a_tampered_spliced_malformed_or_misaddressed_request_is_refused_and_changes_n
         .run(&["--json", "authority", "log", "--dir", &bed.dir])
         .ok()
         .json();
-    let refused = entries
+    let refused = entries["entries"]
         .as_array()
         .unwrap()
         .iter()
@@ -461,7 +461,7 @@ fn a_process_failing_midway_spends_nothing_and_leaves_no_half_record() {
         let last = bed
             .run(&["--json", "authority", "log", "--dir", &bed.dir])
             .ok()
-            .json()
+            .json()["entries"]
             .as_array()
             .unwrap()
             .last()

@@ -350,7 +350,7 @@ fn check_outcomes(bed: &AuthorityBed, users: &[User], ended: &[Ended]) -> usize 
             let ks = bed.keyset_json(&u.keyset);
             assert_eq!(ks["enrollment"]["user"], u.name.as_str());
             assert!(
-                ks["enrollment"]["signing_certificate"].is_string(),
+                ks["enrollment"]["signing_certificate"] == true,
                 "{}: {ks:#}",
                 u.keyset
             );

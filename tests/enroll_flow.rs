@@ -562,7 +562,7 @@ fn the_whole_story_enroll_forget_the_password_recover_reenroll_revoke() {
         .run(&["--json", "authority", "log", "--dir", &bed.dir])
         .ok()
         .json();
-    let actions: Vec<(String, String)> = entries
+    let actions: Vec<(String, String)> = entries["entries"]
         .as_array()
         .unwrap()
         .iter()

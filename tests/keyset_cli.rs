@@ -53,11 +53,10 @@ fn objects_with_id(bed: &TestBed, id: &str) -> Vec<util::P11Object> {
 
 /// The names in `keyset list --json`, in order.
 fn listed_names(bed: &TestBed) -> Vec<String> {
-    bed.run(&["keyset", "list", "--json"])
-        .ok()
-        .json()
+    bed.run(&["keyset", "list", "--json"]).ok().json()["keysets"]
         .as_array()
-        .expect("list is an array")
+        .expect("keysets is an array")
+        .clone()
         .iter()
         .map(|k| k["name"].as_str().expect("name").to_string())
         .collect()
@@ -127,7 +126,7 @@ fn each_key_type_is_created_shown_exported_and_signs() {
         assert_eq!(shown["token_label"], CARD);
         assert_eq!(shown["token_serial"], serial.as_str());
         assert_eq!(shown["token_status"], "present");
-        assert!(shown.get("hardening").is_none(), "{shown}");
+        assert!(shown["hardening"].is_null(), "{shown}");
         let id = shown["signing_id"].as_str().expect("signing_id");
         assert!(
             id.len() >= 2 && id.len() % 2 == 0 && id.chars().all(|c| c.is_ascii_hexdigit()),
@@ -149,15 +148,17 @@ fn each_key_type_is_created_shown_exported_and_signs() {
         }
         // `create --json` prints the record `show --json` shows (without the live token status).
         let mut without_status = shown.clone();
-        without_status
-            .as_object_mut()
-            .unwrap()
-            .remove("token_status");
+        let mut created = created;
+        for key in ["token_status", "command"] {
+            without_status.as_object_mut().unwrap().remove(key);
+        }
+        created.as_object_mut().unwrap().remove("command");
         assert_eq!(created, without_status);
 
         // pubkey: the registry's PEM, which OpenSSL parses as the right kind of key.
         let pem = bed.run(&["keyset", "pubkey", name]).ok().stdout;
-        assert_eq!(pem, shown["signing_public_key"].as_str().unwrap());
+        let as_json = bed.run(&["--json", "keyset", "pubkey", name]).ok().json();
+        assert_eq!(pem, as_json["pem"].as_str().unwrap());
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
         let pem_path = bed.file(&format!("{name}.pem"), pem.as_bytes());
         let parsed = bed
@@ -190,20 +191,20 @@ fn each_key_type_is_created_shown_exported_and_signs() {
         }
         let ok = verify(&bed, name, &data, &sig).ok();
         assert!(ok.stdout.contains("signature OK"), "{}", ok.stdout);
-        verify(&bed, name, &other, &sig).fails(1, "does NOT verify");
+        verify(&bed, name, &other, &sig).fails(3, "does NOT verify");
         for at in [sig_bytes.len() / 2, sig_bytes.len() - 1] {
             let bad = bed.file("tampered.sig", &flip_byte(&sig_bytes, at));
-            verify(&bed, name, &data, &bad).fails(1, "does NOT verify");
+            verify(&bed, name, &data, &bad).fails(3, "does NOT verify");
         }
         let truncated = bed.file("truncated.sig", &sig_bytes[..sig_bytes.len() / 2]);
-        verify(&bed, name, &data, &truncated).fails(1, "does NOT verify");
+        verify(&bed, name, &data, &truncated).fails(3, "does NOT verify");
     }
     // One key pair per keyset, nothing else.
     assert_eq!(bed.token_objects(CARD, USER_PIN).len(), 6);
 
     // Another keyset's key does not verify this one's signature.
     let sig = sig_path(&bed, "Default RSA.sig");
-    verify(&bed, "Big RSA", &data, &sig).fails(1, "does NOT verify");
+    verify(&bed, "Big RSA", &data, &sig).fails(3, "does NOT verify");
 }
 
 #[test]
@@ -225,7 +226,11 @@ fn sign_writes_a_relative_output_path_in_the_working_directory() {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
     .ok();
-    assert!(run.stderr.contains("signed"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("signed"),
+        "the result line is on stdout: {}",
+        run.stdout
+    );
     let data = sig_path(&bed, "in.txt");
     let sig = sig_path(&bed, "in.sig");
     verify(&bed, "Rel", &data, &sig).ok();
@@ -240,7 +245,7 @@ fn list_and_show_in_human_and_json_form() {
     assert!(empty.stdout.contains("No keysets"), "{}", empty.stdout);
     assert_eq!(
         bed.run(&["keyset", "list", "--json"]).ok().json(),
-        serde_json::json!([])
+        serde_json::json!({"schema_version": 1, "command": "keyset list", "keysets": []})
     );
 
     bed.create_keyset("Alice Work", CARD, USER_PIN, &["--key-type", "p256"])
@@ -265,12 +270,14 @@ fn list_and_show_in_human_and_json_form() {
     }
 
     let json = bed.run(&["--json", "keyset", "list"]).ok().json();
-    let list = json.as_array().expect("array");
+    let list = json["keysets"].as_array().expect("array");
     assert_eq!(listed_names(&bed), ["Alice Work", "Bob Home"]);
     for entry in list {
         let name = entry["name"].as_str().unwrap();
         let mut shown = bed.keyset_json(name);
-        shown.as_object_mut().unwrap().remove("token_status");
+        for envelope_or_show_only in ["token_status", "schema_version", "command"] {
+            shown.as_object_mut().unwrap().remove(envelope_or_show_only);
+        }
         assert_eq!(entry, &shown, "list and show agree on {name}");
     }
 
@@ -564,7 +571,7 @@ fn a_registry_with_a_syntax_error_is_reported_with_line_and_column_and_kept() {
     let pin = [("KEYWARD_PIN", USER_PIN), ("KEYWARD_NEW_PIN", NEW_PIN)];
     let runs = [
         bed.run(&["keyset", "list"]),
-        bed.run(&["keyset", "list", "--json"]),
+        bed.run(&["--quiet", "keyset", "list"]),
         bed.run(&["keyset", "show", "Alice"]),
         bed.run(&["keyset", "pubkey", "Alice"]),
         bed.run_env(&["keyset", "sign", "Alice", &data, "-o", &sig], &pin),

@@ -1155,7 +1155,8 @@ fn observed_table(module: Module, story: &Story) -> String {
                 let refusal = *code == 1
                     && lines.len() == 1
                     && !changed
-                    && (!text.contains(" returned CKR") || text.contains("nothing was changed"));
+                    && (!(text.contains(" returned CKR") || text.contains(": CKR_"))
+                        || text.contains("nothing was changed"));
                 let kind = if refusal { "Refused" } else { "FailsToday" };
                 format!("{kind}({text:?})")
             }

@@ -255,7 +255,10 @@ fn adopt_the_signature_and_key_management_keys(bed: &TestBed, card: &Card) {
     assert_eq!(shown["adopted"]["decryption_key"]["id"], "03", "{shown}");
     let public = std::fs::read_to_string(card.file("9C.pub")).unwrap();
     assert_eq!(
-        shown["signing_public_key"].as_str().unwrap().trim(),
+        on_card(bed, card, &["keyset", "pubkey", "Card"], &[])
+            .ok()
+            .stdout
+            .trim(),
         public.trim(),
         "the adopted key is 9C's"
     );

@@ -799,7 +799,7 @@ fn verbose_shows_the_failing_pkcs11_call() {
         quiet.stderr
     );
     bed.run_env(&["-v", "token", "change-pin", "--token", "v"], &env)
-        .fails(1, "keyward: detail: C_SetPIN returned CKR PinIncorrect");
+        .fails(1, "keyward: detail: C_SetPIN: CKR_PIN_INCORRECT (0xa0)");
     bed.run_env(
         &["token", "unblock", "--token", "v", "-v"],
         &[
@@ -807,7 +807,7 @@ fn verbose_shows_the_failing_pkcs11_call() {
             ("KEYWARD_NEW_PIN", "user-secret-2"),
         ],
     )
-    .fails(1, "keyward: detail: C_Login returned CKR PinIncorrect");
+    .fails(1, "keyward: detail: C_Login: CKR_PIN_INCORRECT (0xa0)");
 }
 
 #[test]

@@ -32,25 +32,25 @@ use crate::token::TokenError;
 #[non_exhaustive]
 pub enum AuthorityError {
     /// From the token.
-    #[error(transparent)]
+    #[error("{0}")]
     Token(#[from] TokenError),
     /// A state file does not parse.
     #[error("authority state {0}")]
     Parse(#[from] ConfigError),
     /// Certificates and CRLs.
-    #[error(transparent)]
+    #[error("{0}")]
     X509(#[from] x509::X509Error),
     /// The audit log.
-    #[error(transparent)]
+    #[error("{0}")]
     Audit(#[from] audit::AuditError),
     /// Temporary keys.
-    #[error(transparent)]
+    #[error("{0}")]
     TempKey(#[from] tempkey::TempKeyError),
     /// Request and reply files.
-    #[error(transparent)]
+    #[error("{0}")]
     Wire(#[from] crate::enroll::wire::WireError),
     /// Keys and signatures.
-    #[error(transparent)]
+    #[error("{0}")]
     Key(#[from] crate::keyset::pubkey::KeyError),
     /// The directory holds no authority.
     #[error("{} is not an authority directory (no authority.db); create one with `keyward authority init --dir DIR --token URI`", .dir.display())]
@@ -87,7 +87,7 @@ pub enum AuthorityError {
         reason: String,
     },
     /// The database.
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] store::StoreError),
     /// `authority init` on an existing authority.
     #[error("{} already holds an authority; choose another --dir", .dir.display())]

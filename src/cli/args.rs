@@ -6,7 +6,13 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// keyward: keysets on PKCS#11 tokens — provision, enroll, use, recover, re-enroll.
 #[derive(Debug, Parser)]
-#[command(name = "keyward", version, about, propagate_version = true)]
+#[command(
+    name = "keyward",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXIT_STATUS
+)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -16,50 +22,213 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The exit statuses, as `--help` and the man page state them.
+pub const EXIT_STATUS: &str = "Exit status: 0 success; 1 error; 2 usage error (the command line asks for something impossible); 3 checked and found bad (a signature that does not verify, a revoked or untrusted signer, a tampered authority state or log).";
+
 /// Options every command takes, before or after the subcommand.
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
     /// PKCS#11 module to load (else KEYWARD_MODULE, config.toml, the usual SoftHSM2 paths, p11-kit's modules)
-    #[arg(long, global = true, value_name = "PATH", env = "KEYWARD_MODULE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "KEYWARD_MODULE",
+        help_heading = "Module"
+    )]
     pub module: Option<PathBuf>,
     /// The module's C_Initialize argument string (pReserved), e.g. NSS softokn's "configdir='sql:DIR' …"
     #[arg(
         long,
         global = true,
         value_name = "STRING",
-        env = "KEYWARD_MODULE_ARGS"
+        env = "KEYWARD_MODULE_ARGS",
+        help_heading = "Module"
     )]
     pub module_args: Option<String>,
-    /// keyward's state directory (else KEYWARD_HOME, else $XDG_CONFIG_HOME/keyward)
-    #[arg(long, global = true, value_name = "DIR")]
+    /// keyward's state directory (else $XDG_CONFIG_HOME/keyward)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "KEYWARD_HOME",
+        help_heading = "Output and state"
+    )]
     pub home: Option<PathBuf>,
-    /// Machine-readable output
-    #[arg(long, global = true)]
+    /// Machine-readable output: one JSON document on standard output (docs/json.md); errors as JSON on standard error
+    #[arg(long, global = true, help_heading = "Output and state")]
     pub json: bool,
+    /// Print nothing but errors (and the data a command exists to print)
+    #[arg(short, long, global = true, help_heading = "Output and state")]
+    pub quiet: bool,
     /// More detail: -v shows the failing PKCS#11 call, -vv debug logs, -vvv trace
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(
+        short,
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        help_heading = "Output and state"
+    )]
     pub verbose: u8,
     /// Log in even when the token says the next wrong PIN locks it
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Secrets")]
     pub final_try: bool,
     /// Read the (current) user PIN from FILE (else KEYWARD_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub pin_file: Option<PathBuf>,
     /// Read the new PIN from FILE (else KEYWARD_NEW_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub new_pin_file: Option<PathBuf>,
     /// Read the SO PIN from FILE (else KEYWARD_SO_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub so_pin_file: Option<PathBuf>,
     /// Read the temporary key from FILE (else KEYWARD_TEMP_KEY, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub temp_key_file: Option<PathBuf>,
     /// Read the authority token's PIN from FILE (else KEYWARD_AUTHORITY_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub authority_pin_file: Option<PathBuf>,
     /// Read the acting operator's token PIN from FILE (else KEYWARD_OPERATOR_PIN, else a prompt)
     #[arg(long, global = true, value_name = "FILE")]
     pub operator_pin_file: Option<PathBuf>,
+}
+
+/// The secret-source flags: clap id, flag, help. Each is on the commands that read that
+/// secret (after the subcommand) and, for every command, before the subcommand.
+const SECRET_FLAGS: [(&str, &str, &str); 5] = [
+    ("pin_file", "pin-file", "Read the (current) user PIN or keyset password from FILE (else KEYWARD_PIN, else a prompt)"),
+    ("new_pin_file", "new-pin-file", "Read the new PIN or password from FILE (else KEYWARD_NEW_PIN, else a prompt)"),
+    ("so_pin_file", "so-pin-file", "Read the SO PIN from FILE (else KEYWARD_SO_PIN, else a prompt)"),
+    ("temp_key_file", "temp-key-file", "Read the temporary key from FILE (else KEYWARD_TEMP_KEY, else a prompt)"),
+    ("authority_pin_file", "authority-pin-file", "Read the authority token's PIN from FILE (else KEYWARD_AUTHORITY_PIN, else a prompt)"),
+];
+
+const PIN: &str = "pin_file";
+const NEW: &str = "new_pin_file";
+const SO: &str = "so_pin_file";
+const TEMP: &str = "temp_key_file";
+const AUTH: &str = "authority_pin_file";
+
+/// Which secrets each command reads. A command not listed gets every secret flag (a new
+/// command: add its line here).
+const SECRETS_READ: &[(&str, &[&str])] = &[
+    ("token list", &[]),
+    ("token info", &[PIN]),
+    ("token init", &[SO, NEW]),
+    ("token change-pin", &[PIN, NEW]),
+    ("token unblock", &[SO, NEW]),
+    ("keyset create", &[PIN, NEW]),
+    ("keyset adopt", &[PIN]),
+    ("keyset list", &[]),
+    ("keyset show", &[]),
+    ("keyset pubkey", &[]),
+    ("keyset csr", &[PIN]),
+    ("keyset sign", &[PIN]),
+    ("keyset verify", &[]),
+    ("keyset pin", &[PIN]),
+    ("keyset cert", &[]),
+    ("keyset passwd", &[PIN, NEW]),
+    ("keyset remove", &[PIN]),
+    ("authority init", &[PIN, AUTH]),
+    ("authority cert", &[]),
+    ("authority add-user", &[PIN, AUTH]),
+    ("authority process", &[PIN, AUTH]),
+    ("authority recover", &[PIN, AUTH]),
+    ("authority revoke", &[PIN, AUTH]),
+    ("authority crl", &[PIN, AUTH]),
+    ("authority users", &[]),
+    ("authority log", &[]),
+    ("authority migrate", &[PIN, AUTH]),
+    ("authority reply", &[]),
+    ("enroll", &[PIN, NEW, TEMP, AUTH]),
+    ("send", &[PIN]),
+    ("read", &[PIN]),
+    ("completions", &[]),
+    ("man", &[]),
+];
+
+/// The whole command line: the derived one, with each command's secret-source flags.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    with_secret_flags(Cli::command(), "")
+}
+
+fn with_secret_flags(mut cmd: clap::Command, path: &str) -> clap::Command {
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    if subs.is_empty() {
+        let reads = SECRETS_READ
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(&[PIN, NEW, SO, TEMP, AUTH][..], |(_, r)| *r);
+        for (id, long, help) in SECRET_FLAGS {
+            if reads.contains(&id) {
+                cmd = cmd.arg(
+                    clap::Arg::new(id)
+                        .long(long)
+                        .value_name("FILE")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help(help)
+                        .help_heading("Secrets"),
+                );
+            }
+        }
+        return cmd;
+    }
+    for name in subs {
+        let sub_path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        cmd = cmd.mut_subcommand(&name, |s| with_secret_flags(s, &sub_path));
+    }
+    cmd
+}
+
+/// `dir` as the default `--dir` of every `authority` command (from config.toml: the flag and
+/// `KEYWARD_AUTHORITY_DIR` still win).
+pub fn with_default_authority_dir(cmd: clap::Command, dir: &std::path::Path) -> clap::Command {
+    // clap keeps defaults as `'static` (or its own `Str` with the "string" feature): one
+    // small leak per process.
+    let dir: &'static std::ffi::OsStr =
+        Box::leak(dir.as_os_str().to_os_string().into_boxed_os_str());
+    cmd.mut_subcommand("authority", |authority| {
+        let names: Vec<String> = authority
+            .get_subcommands()
+            .filter(|s| s.get_arguments().any(|a| a.get_id() == "dir"))
+            .map(|s| s.get_name().to_string())
+            .collect();
+        names.into_iter().fold(authority, |authority, name| {
+            authority.mut_subcommand(name, |sub| {
+                sub.mut_arg("dir", |a| a.default_value(dir).required(false))
+            })
+        })
+    })
+}
+
+/// The secret files given after the subcommand, into `global` (they win over the ones
+/// given before it).
+pub fn take_secret_files(matches: &clap::ArgMatches, global: &mut GlobalArgs) {
+    let mut leaf = matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    let get = |id: &str| leaf.try_get_one::<PathBuf>(id).ok().flatten().cloned();
+    let slots = [
+        (PIN, &mut global.pin_file),
+        (NEW, &mut global.new_pin_file),
+        (SO, &mut global.so_pin_file),
+        (TEMP, &mut global.temp_key_file),
+        (AUTH, &mut global.authority_pin_file),
+    ];
+    for (id, slot) in slots {
+        if let Some(p) = get(id) {
+            *slot = Some(p);
+        }
+    }
 }
 
 /// The top-level commands.
@@ -83,6 +252,10 @@ pub enum Command {
     /// CRLs kept here (newest per authority) that send and read check certificates against
     #[command(subcommand)]
     Crl(CrlCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff; view with `keyward man | man -l -`)
+    Man,
 }
 
 /// `keyward crl …`
@@ -116,6 +289,14 @@ pub struct CrlFetchArgs {
     /// The CA certificate that issued the CRLs (default: the authorities your keysets are enrolled with)
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+}
+
+/// `keyward completions`
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `keyward send`
@@ -203,7 +384,7 @@ pub enum AuthorityCommand {
 #[derive(Debug, Args)]
 pub struct ReplyArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The user whose last enrollment reply to write
     pub user: String,
@@ -216,7 +397,7 @@ pub struct ReplyArgs {
 #[derive(Debug, Args)]
 pub struct DirArg {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
 }
 
@@ -224,7 +405,7 @@ pub struct DirArg {
 #[derive(Debug, Args)]
 pub struct AuthorityInitArgs {
     /// The authority's state directory (created)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The authority's token: a PKCS#11 URI or a bare label
     #[arg(long, value_name = "URI")]
@@ -257,7 +438,7 @@ pub struct AuthorityInitArgs {
 #[derive(Debug, Args)]
 pub struct AddUserArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The user name
     pub user: String,
@@ -273,7 +454,7 @@ pub struct AddUserArgs {
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The request file from `keyward enroll … -o REQUEST`
     pub request: PathBuf,
@@ -286,7 +467,7 @@ pub struct ProcessArgs {
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The user
     pub user: String,
@@ -305,7 +486,7 @@ pub struct RecoverArgs {
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The user
     pub user: String,
@@ -321,7 +502,7 @@ pub struct RevokeArgs {
 #[derive(Debug, Args)]
 pub struct CrlArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// Where to write the CRL (PEM); it is also written to the distribution point when that
     /// is a file: URL (authority init --crl-url), which makes -o optional
@@ -352,7 +533,7 @@ fn crl_lifetime(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// Check the hash chain, every checkpoint's signature and the state against the last
     /// checkpoint instead of printing

@@ -1,6 +1,6 @@
 //! `keyward authority …`: the authority operator's commands.
 
-use super::output::{out, outln};
+use super::output::{note, out, outln, say};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -22,7 +22,7 @@ use crate::token::OaepHash;
 pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
     match cmd {
         AuthorityCommand::Init(a) => init(ctx, a),
-        AuthorityCommand::Cert(a) => cert(&a.dir),
+        AuthorityCommand::Cert(a) => cert(ctx, &a.dir),
         AuthorityCommand::AddUser(a) => add_user(ctx, a),
         AuthorityCommand::Process(a) => process(ctx, a),
         AuthorityCommand::Recover(a) => recover(ctx, a),
@@ -31,7 +31,7 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Users(a) => users(ctx, &a.dir),
         AuthorityCommand::Log(a) => log(ctx, a),
         AuthorityCommand::Migrate(a) => migrate(ctx, a),
-        AuthorityCommand::Reply(a) => reply(a),
+        AuthorityCommand::Reply(a) => reply(ctx, a),
         AuthorityCommand::Operator(c) => super::operator_cmd::operator(ctx, c),
         AuthorityCommand::Policy(c) => super::operator_cmd::policy(ctx, c),
         AuthorityCommand::Request(c) => super::operator_cmd::request(ctx, c),
@@ -80,9 +80,15 @@ fn with_change_raw<T>(
 fn migrate(ctx: &mut Context, a: DirArg) -> Result<(), Error> {
     let done = with_change_raw(ctx, |ch| authority::migrate::migrate(ch, &a.dir))?;
     if ctx.json() {
-        print_json(&done);
+        print_json(&serde_json::json!({
+            "dir": a.dir.display().to_string(),
+            "users": done.users,
+            "certificates": done.certificates,
+            "archived_keys": done.archived_keys,
+            "log_entries": done.log_entries,
+        }));
     } else {
-        outln!(
+        say!(
             "migrated {}: {} users, {} certificates, {} archived keys, old audit log of {} entries kept; the old files are in {}",
             a.dir.display(),
             done.users,
@@ -95,9 +101,16 @@ fn migrate(ctx: &mut Context, a: DirArg) -> Result<(), Error> {
     Ok(())
 }
 
-fn reply(a: ReplyArgs) -> Result<(), Error> {
+fn reply(ctx: &Context, a: ReplyArgs) -> Result<(), Error> {
     authority::process::reply_again(&a.dir, &a.user, &a.output)?;
-    outln!(
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "user": a.user,
+            "reply": a.output.display().to_string(),
+        }));
+        return Ok(());
+    }
+    say!(
         "wrote the reply of user {:?}'s last enrollment to {}; they complete it with `keyward enroll --complete {}`",
         a.user,
         a.output.display(),
@@ -110,6 +123,10 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
     let token = ctx.token(&a.token)?;
     let pin = ctx.authority_command_pin()?;
     let policy = ctx.login_policy();
+    let spinner = super::progress::Spinner::start(&format!(
+        "generating the CA, exchange and archive keys on token {:?}",
+        token.label()
+    ));
     let config = authority::init::init(
         ctx.module()?,
         authority::init::InitRequest {
@@ -126,11 +143,23 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
             },
             force: a.force,
         },
-    )?;
+    );
+    spinner.finish();
+    let config = config?;
     if ctx.json() {
-        print_json(&config);
+        print_json(&serde_json::json!({
+            "name": config.name,
+            "dir": a.dir.display().to_string(),
+            "token_label": config.token_label,
+            "token_serial": config.token_serial,
+            "allow_import": config.allow_import,
+            "deliveries": crate::enroll::delivery::offered(config.allow_import, config.wraps_cbc_pad)
+                .iter()
+                .map(|d| d.name())
+                .collect::<Vec<_>>(),
+        }));
     } else {
-        outln!(
+        say!(
             "created authority {:?} in {} on token {:?} (serial {}): CA key, exchange key and archive key generated on the token",
             config.name,
             a.dir.display(),
@@ -142,7 +171,7 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
                 .iter()
                 .map(|d| d.name())
                 .collect();
-        outln!(
+        say!(
             "key delivery: {}{}",
             made.join(", "),
             if config.allow_import {
@@ -151,7 +180,7 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
                 "; tokens that can only import keys are refused (create the authority with --allow-import to deliver by import)"
             }
         );
-        outln!(
+        note!(
             "give users its certificates: keyward authority cert --dir {}",
             a.dir.display()
         );
@@ -173,8 +202,13 @@ pub fn bundle(dir: &std::path::Path) -> Result<String, AuthorityError> {
     ))
 }
 
-fn cert(dir: &std::path::Path) -> Result<(), Error> {
-    out!("{}", bundle(dir)?);
+fn cert(ctx: &Context, dir: &std::path::Path) -> Result<(), Error> {
+    let pem = bundle(dir)?;
+    if ctx.json() {
+        print_json(&serde_json::json!({ "dir": dir.display().to_string(), "pem": pem }));
+        return Ok(());
+    }
+    out!("{pem}");
     Ok(())
 }
 
@@ -202,7 +236,7 @@ fn print_temp_key(ctx: &Context, user: &str, key: &TempKey, life: Duration, what
             expires_in: crate::authority::tempkey::format_lifetime(life).to_string(),
         });
     } else {
-        eprintln!(
+        note!(
             "{what}; give the user this temporary key (shown once, valid for {}):",
             crate::authority::tempkey::format_lifetime(life)
         );
@@ -226,13 +260,24 @@ fn add_user(ctx: &mut Context, a: AddUserArgs) -> Result<(), Error> {
 }
 
 fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
+    // The request must be there and readable before the PIN is asked for.
+    std::fs::File::open(&a.request)
+        .map_err(|e| crate::error::IoError::new("read", &a.request, e))?;
     let done = with_change(ctx, &a.dir, |ch| {
         authority::process::process(ch, &a.dir, &a.request, &a.output)
     })?;
     if ctx.json() {
-        print_json(&done);
+        print_json(&serde_json::json!({
+            "user": done.user,
+            "keyset": done.keyset,
+            "signing_serial": done.signing_serial.to_lowercase(),
+            "encryption_serial": done.encryption_serial.to_lowercase(),
+            "history": done.history,
+            "delivery": done.delivery,
+            "reply": done.reply.display().to_string(),
+        }));
     } else {
-        outln!(
+        say!(
             "enrolled user {:?}, keyset {:?}: signing certificate {}, encryption certificate {} (+{} archived keys), delivery {}; reply written to {}",
             done.user,
             done.keyset,
@@ -313,7 +358,19 @@ fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
     if let Some(c) = cdp.filter(|c| a.output.as_ref() != Some(c)) {
         places.push(format!("its distribution point {} (DER)", c.display()));
     }
-    outln!(
+    if ctx.json() {
+        let written = a
+            .output
+            .clone()
+            .or_else(|| authority::crl::cdp_file(&AuthorityDir::open_read(&a.dir).ok()?.config));
+        print_json(&serde_json::json!({
+            "output": written.map(|o| o.display().to_string()).unwrap_or_default(),
+            "revoked_certificates": n,
+            "valid_for_seconds": a.valid_for.as_secs(),
+        }));
+        return Ok(());
+    }
+    say!(
         "wrote a CRL listing {n} revoked certificates to {}; publish the next one within {}",
         places.join(" and "),
         short_duration(a.valid_for)
@@ -332,10 +389,35 @@ fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
             state: authority::UserState,
             created: &'a str,
             keysets: &'a [String],
-            certificates: &'a [authority::state::IssuedCert],
+            certificates: Vec<CertOut>,
             archived_keys: usize,
             temporary_key: Option<TempKeyOut>,
         }
+        #[derive(Serialize)]
+        struct CertOut {
+            serial: String,
+            kind: authority::records::CertKind,
+            keyset: String,
+            issued: String,
+            not_after: String,
+            revoked: Option<RevokedOut>,
+        }
+        #[derive(Serialize)]
+        struct RevokedOut {
+            at: String,
+            reason: String,
+        }
+        let cert_out = |c: &authority::state::IssuedCert| CertOut {
+            serial: c.serial.to_lowercase(),
+            kind: c.kind,
+            keyset: c.keyset.clone(),
+            issued: c.issued.clone(),
+            not_after: c.not_after.clone(),
+            revoked: c.revoked.as_ref().map(|r| RevokedOut {
+                at: r.at.clone(),
+                reason: r.reason.clone(),
+            }),
+        };
         #[derive(Serialize)]
         struct TempKeyOut {
             expires: String,
@@ -350,7 +432,7 @@ fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
                 state: u.state,
                 created: &u.created,
                 keysets: &u.keysets,
-                certificates: &u.certs,
+                certificates: u.certs.iter().map(cert_out).collect(),
                 archived_keys: u.archive.len(),
                 temporary_key: u.temp_key.as_ref().map(|t| TempKeyOut {
                     expires: t.expires.clone(),
@@ -359,7 +441,7 @@ fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
                 }),
             })
             .collect();
-        print_json(&out);
+        print_json(&serde_json::json!({ "users": out }));
         return Ok(());
     }
     if users.is_empty() {
@@ -420,7 +502,16 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     for r in authority::approvals::all(&mut dir)? {
         authority::approvals::verify_request(&dir.config.ca_key_id, &r, &ops)?;
     }
-    outln!(
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "verified": true,
+            "entry_count": n,
+            "records": records,
+            "ca": a.ca.as_ref().map(|p| p.display().to_string()),
+        }));
+        return Ok(());
+    }
+    say!(
         "audit log OK: {n} entries, hash chain intact, every checkpoint signed by the CA{}; state OK: {records} records match the last checkpoint",
         if a.ca.is_some() { " you gave" } else { "" }
     );
@@ -430,7 +521,7 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
 fn print_log(ctx: &Context, dir: &AuthorityDir) -> Result<(), Error> {
     let entries: Vec<_> = dir.audit_rows()?.into_iter().map(|r| r.entry).collect();
     if ctx.json() {
-        print_json(&entries);
+        print_json(&serde_json::json!({ "entries": entries }));
         return Ok(());
     }
     for e in entries {

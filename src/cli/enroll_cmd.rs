@@ -1,6 +1,6 @@
 //! `keyward enroll`: request, complete, or both at once with a local authority.
 
-use super::output::outln;
+use super::output::say;
 use std::path::Path;
 
 use super::args::EnrollArgs;
@@ -69,7 +69,11 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
         authority: &authority,
         policy,
     };
-    let request = client::make_request(ctx.module()?, &home, &params)?;
+    let spinner =
+        super::progress::Spinner::start("generating your keys and the enrollment request");
+    let request = client::make_request(ctx.module()?, &home, &params);
+    drop(spinner);
+    let request = request?;
     match (&a.authority, &a.output) {
         (Some(dir), _) => local(ctx, dir, &name, &request, &pin, new_password),
         (None, Some(out)) => {
@@ -78,7 +82,14 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
                 path: out.clone(),
                 reason: e.to_string(),
             })?;
-            outln!(
+            if ctx.json() {
+                print_json(&serde_json::json!({
+                    "keyset": name.as_str(),
+                    "request": out.display().to_string(),
+                }));
+                return Ok(());
+            }
+            say!(
                 "wrote enrollment request for keyset {:?} to {}; send it to the authority, then run `keyward enroll --complete REPLY`",
                 name.as_str(),
                 out.display()
@@ -202,11 +213,16 @@ fn abandon_request(ctx: &mut Context, home: &Path, name: &KeysetName, pin: &secr
 }
 
 fn complete(ctx: &mut Context, reply: &Path) -> Result<(), Error> {
+    // The reply must be there and readable before any PIN is asked for.
+    std::fs::File::open(reply).map_err(|e| crate::error::IoError::new("read", reply, e))?;
     let home = ctx.home()?;
     let pin = ctx.pin()?;
     let new = ctx.new_password_if_given("the enrolled keyset")?;
     let policy = ctx.login_policy();
-    let done = client::complete(ctx.module()?, &home, reply, &pin, new.as_ref(), policy)?;
+    let spinner = super::progress::Spinner::start("completing the enrollment on your token");
+    let done = client::complete(ctx.module()?, &home, reply, &pin, new.as_ref(), policy);
+    spinner.finish();
+    let done = done?;
     report(ctx, &done);
     Ok(())
 }
@@ -216,7 +232,7 @@ fn report(ctx: &Context, done: &client::Completed) {
         print_json(done);
         return;
     }
-    outln!(
+    say!(
         "enrolled keyset {:?} for user {:?}: signing certificate and {} encryption key(s) stored on the token, {}",
         done.keyset,
         done.user,
@@ -224,7 +240,7 @@ fn report(ctx: &Context, done: &client::Completed) {
         done.delivery.describe()
     );
     for r in &done.retired {
-        outln!("keyset {r:?} is now retired (its keys stay on its token for old mail)");
+        say!("keyset {r:?} is now retired (its keys stay on its token for old mail)");
     }
 }
 

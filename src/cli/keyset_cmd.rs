@@ -1,6 +1,6 @@
 //! `keyward keyset …`: a user's own keys.
 
-use super::output::{out, outln, refuse_same_file};
+use super::output::{out, outln, refuse_same_file, say};
 use std::io::IsTerminal;
 
 use secrecy::ExposeSecret;
@@ -62,6 +62,11 @@ fn create(ctx: &mut Context, a: CreateArgs) -> Result<(), Error> {
     let (lock, registry) = Registry::lock(&home).map_err(keyset::KeysetError::from)?;
     let policy = ctx.login_policy();
     let label_note = (name.label() != name.as_str()).then(|| name.label());
+    let spinner = super::progress::Spinner::start(&format!(
+        "generating the {} signing key on token {:?}",
+        a.key_type,
+        token.label()
+    ));
     let record = keyset::create::create_locked(
         ctx.module()?,
         lock,
@@ -75,17 +80,19 @@ fn create(ctx: &mut Context, a: CreateArgs) -> Result<(), Error> {
             harden_password: password.as_ref(),
             policy,
         },
-    )?;
+    );
+    spinner.finish();
+    let record = record?;
     if report_made(ctx, "created", &record) {
         return Ok(());
     }
     if let Some(label) = label_note {
-        outln!("the name is longer than a 32-byte token label; its keys are labelled {label:?}");
+        say!("the name is longer than a 32-byte token label; its keys are labelled {label:?}");
     }
     if record.hardening.is_some() {
-        outln!("the token PIN is now derived from the keyset password (see `keyward keyset pin`)");
+        say!("the token PIN is now derived from the keyset password (see `keyward keyset pin`)");
     }
-    outln!("signing key: {}", object_uri(&record, ObjectKind::Private));
+    say!("signing key: {}", object_uri(&record, ObjectKind::Private));
     Ok(())
 }
 
@@ -121,7 +128,7 @@ fn adopt(ctx: &mut Context, a: AdoptArgs) -> Result<(), Error> {
     if report_made(ctx, "adopted", &record) {
         return Ok(());
     }
-    outln!(
+    say!(
         "signing key:    {}",
         object_uri(&record, ObjectKind::Private)
     );
@@ -130,32 +137,116 @@ fn adopt(ctx: &mut Context, a: AdoptArgs) -> Result<(), Error> {
         .as_ref()
         .and_then(|a| a.decryption_key.as_ref())
     {
-        outln!(
+        say!(
             "decryption key: {} (certificate {})",
             object_uri_for(&record, &k.id, ObjectKind::Private),
             k.cert_serial
         );
     } else {
-        outln!("decryption key: none on the token (the keyset can sign, not read mail)");
+        say!("decryption key: none on the token (the keyset can sign, not read mail)");
     }
     Ok(())
 }
 
-/// A keyset as `show`, `list` and `create --json` print it.
+/// A keyset as `show`, `list`, `create` and `adopt` print it with `--json`: a view of the
+/// registry record (never the record itself: no PEMs, no unknown fields, lower-case hex,
+/// `null` for absent). docs/json.md, `keyset`.
 #[derive(Serialize)]
-struct Shown<'a> {
-    #[serde(flatten)]
-    record: &'a KeysetRecord,
+struct Shown {
+    name: String,
+    label: String,
+    state: String,
+    security: String,
+    key_type: String,
+    token_label: String,
+    token_serial: String,
+    token_manufacturer: Option<String>,
+    token_model: Option<String>,
+    signing_id: String,
     signing_key_uri: String,
     public_key_uri: String,
+    created: String,
+    hardening: Option<HardeningView>,
+    enrollment: Option<EnrollmentView>,
+    adopted: Option<AdoptedView>,
 }
 
-impl<'a> Shown<'a> {
-    fn of(record: &'a KeysetRecord) -> Self {
+#[derive(Serialize)]
+struct HardeningView {
+    algorithm: String,
+    salt: String,
+    m_kib: u32,
+    t: u32,
+    p: u32,
+    pin_len: usize,
+}
+
+#[derive(Serialize)]
+struct EnrollmentView {
+    user: String,
+    authority: String,
+    signing_certificate: bool,
+    delivery: Option<String>,
+    encryption_keys: Vec<KeyView>,
+}
+
+#[derive(Serialize)]
+struct AdoptedView {
+    adopted: String,
+    signing_certificate: bool,
+    decryption_key: Option<KeyView>,
+}
+
+#[derive(Serialize)]
+struct KeyView {
+    id: String,
+    certificate_serial: String,
+    current: bool,
+    key_uri: String,
+}
+
+impl Shown {
+    fn of(r: &KeysetRecord) -> Self {
+        let key = |k: &keyset::registry::EncryptionKey| KeyView {
+            id: k.id.to_lowercase(),
+            certificate_serial: k.cert_serial.to_lowercase(),
+            current: k.current,
+            key_uri: object_uri_for(r, &k.id, ObjectKind::Private),
+        };
         Shown {
-            record,
-            signing_key_uri: object_uri(record, ObjectKind::Private),
-            public_key_uri: object_uri(record, ObjectKind::Public),
+            name: r.name.clone(),
+            label: r.label.clone(),
+            state: state_text(r),
+            security: r.security.to_string(),
+            key_type: r.key_type.to_string(),
+            token_label: r.token_label.clone(),
+            token_serial: r.token_serial.clone(),
+            token_manufacturer: r.token_manufacturer.clone(),
+            token_model: r.token_model.clone(),
+            signing_id: r.signing_id.to_lowercase(),
+            signing_key_uri: object_uri(r, ObjectKind::Private),
+            public_key_uri: object_uri(r, ObjectKind::Public),
+            created: r.created.clone(),
+            hardening: r.hardening.as_ref().map(|h| HardeningView {
+                algorithm: h.algorithm.to_string(),
+                salt: h.salt.to_lowercase(),
+                m_kib: h.m_kib,
+                t: h.t,
+                p: h.p,
+                pin_len: h.pin_len,
+            }),
+            enrollment: r.enrollment.as_ref().map(|e| EnrollmentView {
+                user: e.user.clone(),
+                authority: authority_name(&e.authority_ca),
+                signing_certificate: e.signing_certificate.is_some(),
+                delivery: e.delivery.clone(),
+                encryption_keys: e.encryption_keys.iter().map(key).collect(),
+            }),
+            adopted: r.adopted.as_ref().map(|a| AdoptedView {
+                adopted: a.adopted.clone(),
+                signing_certificate: a.signing_certificate.is_some(),
+                decryption_key: a.decryption_key.as_ref().map(key),
+            }),
         }
     }
 }
@@ -182,16 +273,21 @@ fn object_uri_for(r: &KeysetRecord, id_hex: &str, kind: ObjectKind) -> String {
 
 fn list(ctx: &mut Context) -> Result<(), Error> {
     let registry = Registry::load(&ctx.home()?).map_err(keyset::KeysetError::from)?;
-    let shown: Vec<Shown<'_>> = registry.keysets().iter().map(Shown::of).collect();
     if ctx.json() {
-        print_json(&shown);
+        #[derive(Serialize)]
+        struct List {
+            keysets: Vec<Shown>,
+        }
+        print_json(&List {
+            keysets: registry.keysets().iter().map(Shown::of).collect(),
+        });
         return Ok(());
     }
+    let shown = registry.keysets();
     if shown.is_empty() {
         outln!("No keysets. Create one with `keyward keyset create NAME --token URI`.");
     }
-    for s in &shown {
-        let r = s.record;
+    for r in shown {
         outln!(
             "{:<28} {:<8} {:<8} {:<8} token {:?} (serial {})",
             format!("{:?}", r.name),
@@ -213,9 +309,9 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
     };
     if ctx.json() {
         #[derive(Serialize)]
-        struct WithToken<'a> {
+        struct WithToken {
             #[serde(flatten)]
-            shown: Shown<'a>,
+            shown: Shown,
             token_status: String,
         }
         print_json(&WithToken {
@@ -294,8 +390,23 @@ fn state_text(r: &KeysetRecord) -> String {
 }
 
 fn pubkey(ctx: &mut Context, name: &str) -> Result<(), Error> {
-    out!("{}", record(ctx, name)?.signing_public_key);
+    let record = record(ctx, name)?;
+    if ctx.json() {
+        print_json(&Pem {
+            keyset: &record.name,
+            pem: &record.signing_public_key,
+        });
+        return Ok(());
+    }
+    out!("{}", record.signing_public_key);
     Ok(())
+}
+
+/// A PEM a command prints (`keyset pubkey`, `keyset cert`), as JSON.
+#[derive(Serialize)]
+struct Pem<'a> {
+    keyset: &'a str,
+    pem: &'a str,
 }
 
 fn make_csr(ctx: &mut Context, a: CsrArgs) -> Result<(), Error> {
@@ -309,7 +420,34 @@ fn make_csr(ctx: &mut Context, a: CsrArgs) -> Result<(), Error> {
     let mut session = KeysetSession::open(module, &record, &password, policy, false)?;
     let signature = session.sign_bytes(module, &record, &tbs)?;
     let pem = csr::finish(info, &key, &signature).map_err(keyset::KeysetError::from)?;
-    write_or_print(a.output.as_deref(), pem.as_bytes())
+    if ctx.json() {
+        if let Some(p) = a.output.as_deref() {
+            write_atomic(p, pem.as_bytes()).map_err(|e| io("write", p, &e))?;
+        }
+        #[derive(Serialize)]
+        struct Csr<'a> {
+            keyset: &'a str,
+            subject: &'a str,
+            output: Option<String>,
+            pem: Option<&'a str>,
+        }
+        print_json(&Csr {
+            keyset: &record.name,
+            subject: &a.subject,
+            output: a.output.as_ref().map(|p| p.display().to_string()),
+            pem: a.output.is_none().then_some(pem.as_str()),
+        });
+        return Ok(());
+    }
+    write_or_print(a.output.as_deref(), pem.as_bytes())?;
+    if let Some(p) = &a.output {
+        say!(
+            "wrote a certificate request for keyset {:?} to {}",
+            record.name,
+            p.display()
+        );
+    }
+    Ok(())
 }
 
 fn sign(ctx: &mut Context, a: SignArgs) -> Result<(), Error> {
@@ -321,14 +459,28 @@ fn sign(ctx: &mut Context, a: SignArgs) -> Result<(), Error> {
     let signature = keyset::sign(ctx.module()?, &record, &password, policy, &mut file)?;
     crate::keyset::registry::write_replace(&a.output, &signature)
         .map_err(|e| io("write", &a.output, &e))?;
-    if !ctx.json() {
-        eprintln!(
-            "signed {} with keyset {:?} → {}",
-            a.file.display(),
-            record.name,
-            a.output.display()
-        );
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct Signed<'a> {
+            keyset: &'a str,
+            file: String,
+            signature: String,
+            signature_bytes: usize,
+        }
+        print_json(&Signed {
+            keyset: &record.name,
+            file: a.file.display().to_string(),
+            signature: a.output.display().to_string(),
+            signature_bytes: signature.len(),
+        });
+        return Ok(());
     }
+    say!(
+        "signed {} with keyset {:?} → {}",
+        a.file.display(),
+        record.name,
+        a.output.display()
+    );
     Ok(())
 }
 
@@ -338,7 +490,23 @@ fn verify(ctx: &mut Context, a: VerifyArgs) -> Result<(), Error> {
     let sig = std::fs::read(&a.signature).map_err(|e| io("read", &a.signature, &e))?;
     let key = PublicKey::from_pem(&record.signing_public_key).map_err(keyset::KeysetError::from)?;
     key.verify(&data, &sig).map_err(keyset::KeysetError::from)?;
-    outln!(
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct Verified<'a> {
+            keyset: &'a str,
+            file: String,
+            signature: String,
+            valid: bool,
+        }
+        print_json(&Verified {
+            keyset: &record.name,
+            file: a.file.display().to_string(),
+            signature: a.signature.display().to_string(),
+            valid: true,
+        });
+        return Ok(());
+    }
+    say!(
         "signature OK: {} was signed by keyset {:?}",
         a.file.display(),
         record.name
@@ -364,8 +532,7 @@ fn cert(ctx: &mut Context, name: &str, encryption: bool) -> Result<(), Error> {
                 "keyset {name:?} was adopted from a token that had no such certificate; load it with the card's tools, remove the keyset and adopt it again"
             )))
         })?;
-        out!("{pem}");
-        return Ok(());
+        return print_pem(ctx, &record.name, &pem);
     }
     let e = record.enrollment.as_ref().ok_or_else(not_enrolled)?;
     let pem = if encryption {
@@ -378,7 +545,15 @@ fn cert(ctx: &mut Context, name: &str, encryption: bool) -> Result<(), Error> {
     } else {
         e.signing_certificate.clone().ok_or_else(not_enrolled)?
     };
-    out!("{pem}");
+    print_pem(ctx, &record.name, &pem)
+}
+
+fn print_pem(ctx: &Context, keyset: &str, pem: &str) -> Result<(), Error> {
+    if ctx.json() {
+        print_json(&Pem { keyset, pem });
+    } else {
+        out!("{pem}");
+    }
     Ok(())
 }
 
@@ -399,6 +574,20 @@ fn pin(ctx: &mut Context, name: &str, no_check: bool) -> Result<(), Error> {
         let session = KeysetSession::open(ctx.module()?, &record, &password, policy, false)?;
         session.token_pin().clone()
     };
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct Pin<'a> {
+            keyset: &'a str,
+            pin: &'a str,
+            checked: bool,
+        }
+        print_json(&Pin {
+            keyset: &record.name,
+            pin: pin.expose_secret(),
+            checked: !no_check,
+        });
+        return Ok(());
+    }
     outln!("{}", pin.expose_secret());
     Ok(())
 }
@@ -410,9 +599,21 @@ fn passwd(ctx: &mut Context, name: &str) -> Result<(), Error> {
     let new = ctx.new_password(&record.name)?;
     let policy = ctx.login_policy();
     let sharing = keyset::change_password(ctx.module()?, &home, name, &old, &new, policy)?;
-    outln!("changed the password of keyset {name:?}");
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct Changed<'a> {
+            keyset: &'a str,
+            also_changed: &'a [String],
+        }
+        print_json(&Changed {
+            keyset: name,
+            also_changed: &sharing,
+        });
+        return Ok(());
+    }
+    say!("changed the password of keyset {name:?}");
     if !sharing.is_empty() {
-        outln!(
+        say!(
             "the token PIN is shared: this also changed the password of {}",
             sharing
                 .iter()
@@ -435,7 +636,15 @@ fn remove(ctx: &mut Context, a: RemoveArgs) -> Result<(), Error> {
         };
         confirm(&a, what)?;
         keyset::remove(None, &home, &a.name, None)?;
-        outln!(
+        if ctx.json() {
+            print_json(&Removed {
+                keyset: &record.name,
+                token_label: &record.token_label,
+                destroyed_objects: 0,
+            });
+            return Ok(());
+        }
+        say!(
             "removed keyset {:?} from the registry; its keys stay on token {:?}",
             record.name,
             record.token_label
@@ -451,12 +660,28 @@ fn remove(ctx: &mut Context, a: RemoveArgs) -> Result<(), Error> {
         &a.name,
         Some((&password, policy)),
     )?;
-    outln!(
+    if ctx.json() {
+        print_json(&Removed {
+            keyset: &record.name,
+            token_label: &record.token_label,
+            destroyed_objects: n,
+        });
+        return Ok(());
+    }
+    say!(
         "removed keyset {:?} and destroyed {n} objects on token {:?}",
         record.name,
         record.token_label
     );
     Ok(())
+}
+
+/// `keyset remove --json`.
+#[derive(Serialize)]
+struct Removed<'a> {
+    keyset: &'a str,
+    token_label: &'a str,
+    destroyed_objects: usize,
 }
 
 /// Asks to type the keyset's name unless `--yes`; `what` says what removing does (`{name}`
@@ -506,7 +731,7 @@ fn report_made(ctx: &Context, verb: &str, record: &KeysetRecord) -> bool {
         print_json(&Shown::of(record));
         return true;
     }
-    outln!(
+    say!(
         "{verb} keyset {:?} on token {:?} (serial {}): {} signing key, security {}",
         record.name,
         record.token_label,

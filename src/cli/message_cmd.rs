@@ -140,8 +140,23 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
             policy,
         },
     )?;
+    if ctx.json() && a.output.is_none() {
+        return Err(Error::Usage(
+            "with --json, pass -o OUTPUT for the message (standard output carries the JSON)".into(),
+        ));
+    }
     write_output(a.output.as_ref(), &msg)?;
-    eprintln!(
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "keyset": record.name,
+            "recipients": recipients.iter().map(|(who, _)| who).collect::<Vec<_>>(),
+            "output": a.output.as_ref().map(|p| p.display().to_string()),
+            "smime": a.smime,
+            "bytes": msg.len(),
+        }));
+        return Ok(());
+    }
+    super::output::note!(
         "signed with keyset {:?} and encrypted to {} recipient(s) and yourself ({} bytes)",
         record.name,
         recipients.len(),
@@ -204,9 +219,11 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
     )?;
     let signer = (done.signer.as_str(), done.signer_serial.as_str());
     crate::revocation::check_signer(&ctx.home()?, given_ca.as_ref(), &record, signer, warn)?;
-    let when = done
+    let signed_at = done
         .signed_at
-        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    let when = signed_at
+        .clone()
         .unwrap_or_else(|| "(no signing time)".into());
     let expired = done
         .signer_expired
@@ -216,7 +233,7 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
         struct Out<'a> {
             signer: &'a str,
             signer_serial: &'a str,
-            signed_at: &'a str,
+            signed_at: Option<&'a str>,
             signer_certificate_expired: Option<&'a str>,
             opened_with: &'a str,
             archived_key: bool,
@@ -225,17 +242,17 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
         write_output(a.output.as_ref(), &done.content)?;
         print_json(&Out {
             signer: &done.signer,
-            signer_serial: &done.signer_serial,
-            signed_at: &when,
+            signer_serial: &done.signer_serial.to_lowercase(),
+            signed_at: signed_at.as_deref(),
             signer_certificate_expired: expired.as_deref(),
-            opened_with: &done.opened_with,
+            opened_with: &done.opened_with.to_lowercase(),
             archived_key: done.archived_key,
             bytes: done.content.len(),
         });
         return Ok(());
     }
     write_output(a.output.as_ref(), &done.content)?;
-    eprintln!(
+    super::output::note!(
         "good signature from {} (certificate {}), signed {when}; opened with {} encryption key {}",
         done.signer,
         done.signer_serial,
@@ -247,7 +264,7 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
         done.opened_with
     );
     if let Some(expired) = expired {
-        eprintln!(
+        super::output::note!(
             "note: the signer's certificate has expired since ({expired}); the signature was checked at the signing time the signer states"
         );
     }

@@ -1,7 +1,51 @@
 //! Printing results: human text, or JSON with `--json`.
+//!
+//! Standard output carries what a command exists to give: its data (a PEM, a temporary key, a
+//! message, a listing) or, for an action, its one result line (`say!`) — or, with `--json`,
+//! one JSON document instead ([`print_json`], schema in docs/json.md). Standard error carries
+//! everything else: prompts, progress, notes (`note!`), warnings and errors. `--quiet` drops
+//! result lines, notes and progress; data, JSON and errors stay.
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+/// The version of the JSON documents `--json` prints (docs/json.md).
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
+static COMMAND: OnceLock<String> = OnceLock::new();
+
+/// Sets what every print obeys: `--quiet`, `--json`, and the command's name (`keyset list`)
+/// that each JSON document carries. Called once, by `cli::main`.
+pub fn configure(quiet: bool, json: bool, command: String) {
+    QUIET.store(quiet, Ordering::Relaxed);
+    JSON.store(json, Ordering::Relaxed);
+    let _ = COMMAND.set(command);
+}
+
+/// `--quiet` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// `--json` was given.
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// The command's name as JSON documents carry it, e.g. `keyset list`.
+pub fn command_name() -> &'static str {
+    COMMAND.get().map_or("", String::as_str)
+}
+
+/// Whether result lines and notes are printed: not with `--quiet`, not with `--json` (the
+/// document says it).
+pub fn chatty() -> bool {
+    !quiet() && !json()
+}
 
 /// Writes to standard output; a closed pipe (`keyward … | head`) ends the process quietly.
 pub fn write_out(args: std::fmt::Arguments<'_>) {
@@ -26,7 +70,25 @@ macro_rules! out {
     ($($t:tt)*) => { $crate::cli::output::write_out(format_args!($($t)*)) };
 }
 
-pub(crate) use {out, outln};
+/// An action's result line on standard output (not with `--quiet` or `--json`).
+macro_rules! say {
+    ($($t:tt)*) => {
+        if $crate::cli::output::chatty() {
+            $crate::cli::output::write_out(format_args!("{}\n", format_args!($($t)*)))
+        }
+    };
+}
+
+/// A note on standard error (not with `--quiet`): what else the user should know.
+macro_rules! note {
+    ($($t:tt)*) => {
+        if !$crate::cli::output::quiet() {
+            eprintln!($($t)*)
+        }
+    };
+}
+
+pub(crate) use {note, out, outln, say};
 
 use serde::Serialize;
 
@@ -34,12 +96,94 @@ use crate::error::Error;
 use crate::token::caps::PadMeaning;
 use crate::token::{Capabilities, LibraryInfo, PinState, SlotEntry, TokenSummary};
 
-/// Prints a JSON value on one line.
+/// Prints the command's JSON document: `value`'s fields with `schema_version` and `command`
+/// added (a value that is not an object goes under `result`). docs/json.md describes each.
 pub fn print_json<T: Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
+    match serde_json::to_string_pretty(&document(value)) {
         Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("keyward: cannot encode JSON: {e}"),
     }
+}
+
+/// `value` as a document of this command.
+fn document<T: Serialize>(value: &T) -> serde_json::Value {
+    let mut doc = match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(other) => {
+            let mut map = serde_json::Map::new();
+            map.insert("result".into(), other);
+            map
+        }
+        Err(e) => {
+            let mut map = serde_json::Map::new();
+            map.insert("result".into(), format!("cannot encode: {e}").into());
+            map
+        }
+    };
+    doc.insert("schema_version".into(), JSON_SCHEMA_VERSION.into());
+    doc.insert("command".into(), command_name().into());
+    serde_json::Value::Object(doc)
+}
+
+/// An error as JSON on standard error: the same fields the text has.
+pub fn print_error_json(err: &Error) {
+    let call = err.call().map(|c| {
+        serde_json::json!({
+            "function": c.function,
+            "code": c.ckr(),
+            "value": c.value(),
+        })
+    });
+    let doc = serde_json::json!({
+        "schema_version": JSON_SCHEMA_VERSION,
+        "command": command_value(),
+        "error": {
+            "message": err.to_string(),
+            "hint": err.hint(),
+            "exit_status": err.exit_code(),
+            "pkcs11": call,
+            "causes": causes(err),
+        }
+    });
+    eprintln!("{}", serde_json::to_string(&doc).unwrap_or_default());
+}
+
+/// The texts of an error's sources, each once (a layer that wraps another says the same).
+fn causes(err: &Error) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut last = err.to_string();
+    for e in crate::error::chain(err).skip(1) {
+        let text = e.to_string();
+        if text != last {
+            out.push(text.clone());
+        }
+        last = text;
+    }
+    out
+}
+
+/// The command name for a document: `null` when the command line did not parse.
+fn command_value() -> serde_json::Value {
+    match command_name() {
+        "" => serde_json::Value::Null,
+        name => name.into(),
+    }
+}
+
+/// A usage error (from the parser) as JSON on standard error.
+pub fn print_usage_error_json(message: &str) {
+    let doc = serde_json::json!({
+        "schema_version": JSON_SCHEMA_VERSION,
+        "command": command_value(),
+        "error": {
+            "message": message,
+            "hint": "see --help",
+            "exit_status": 2,
+            "pkcs11": null,
+            "causes": [],
+        }
+    });
+    eprintln!("{}", serde_json::to_string(&doc).unwrap_or_default());
 }
 
 #[derive(Serialize)]
@@ -212,7 +356,7 @@ pub fn done(message: &str, t: &TokenSummary, json: bool) {
             token: t,
         });
     } else {
-        outln!("{message}");
+        say!("{message}");
     }
 }
 

@@ -132,7 +132,7 @@ fn warn_about_wiped_keysets(ctx: &Context, wiped_token: &token::TokenIdentity) {
         .map(|k| format!("{:?}", k.name))
         .collect();
     if !wiped.is_empty() {
-        eprintln!(
+        super::output::note!(
             "note: the keys of keyset(s) {} were on this token and are gone; re-enroll (after `keyward authority recover`), or `keyward keyset remove` the ones you no longer need",
             wiped.join(", ")
         );

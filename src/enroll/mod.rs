@@ -16,16 +16,16 @@ use crate::token::TokenError;
 #[non_exhaustive]
 pub enum EnrollError {
     /// From the token.
-    #[error(transparent)]
+    #[error("{0}")]
     Token(#[from] TokenError),
     /// From the keyset layer.
-    #[error(transparent)]
+    #[error("{0}")]
     Keyset(#[from] KeysetError),
     /// Request and reply files.
-    #[error(transparent)]
+    #[error("{0}")]
     Wire(#[from] wire::WireError),
     /// Certificates.
-    #[error(transparent)]
+    #[error("{0}")]
     X509(#[from] X509Error),
     /// The authority's files or answers are unusable.
     #[error("{0}")]

@@ -24,22 +24,22 @@ use crate::token::TokenError;
 #[non_exhaustive]
 pub enum KeysetError {
     /// From the token.
-    #[error(transparent)]
+    #[error("{0}")]
     Token(#[from] TokenError),
     /// From the registry.
-    #[error(transparent)]
+    #[error("{0}")]
     Registry(#[from] RegistryError),
     /// A bad name.
-    #[error(transparent)]
+    #[error("{0}")]
     Name(#[from] NameError),
     /// Keys and signatures.
-    #[error(transparent)]
+    #[error("{0}")]
     Key(#[from] pubkey::KeyError),
     /// PKCS#10.
-    #[error(transparent)]
+    #[error("{0}")]
     Csr(#[from] csr::CsrError),
     /// Password hardening.
-    #[error(transparent)]
+    #[error("{0}")]
     Harden(#[from] harden::HardenError),
     /// The keyset's token is not present.
     #[error("the token of keyset {keyset:?} (label {label:?}, serial {serial}) is not present (removed?); insert it and run the command again")]

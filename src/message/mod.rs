@@ -17,16 +17,16 @@ pub use send::{send, SendOptions};
 #[non_exhaustive]
 pub enum MessageError {
     /// CMS encoding, decoding and signatures.
-    #[error(transparent)]
+    #[error("{0}")]
     Cms(#[from] cms::CmsError),
     /// S/MIME, PEM or DER framing.
-    #[error(transparent)]
+    #[error("{0}")]
     Smime(#[from] smime::SmimeError),
     /// Certificates and CRLs.
-    #[error(transparent)]
+    #[error("{0}")]
     X509(#[from] X509Error),
     /// The keyset and its token.
-    #[error(transparent)]
+    #[error("{0}")]
     Keyset(#[from] KeysetError),
     /// The keyset is not enrolled.
     #[error(

@@ -47,7 +47,7 @@ pub enum SmimeError {
     #[error("{0}")]
     Unsupported(String),
     /// The CMS inside is bad.
-    #[error(transparent)]
+    #[error("{0}")]
     Cms(#[from] CmsError),
 }
 

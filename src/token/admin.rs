@@ -269,7 +269,7 @@ pub fn unblock(
 /// locked PIN nor a device failure.
 fn so_login_refused(call: &CallFailure) -> bool {
     matches!(
-        call.code.as_str(),
+        call.code().as_str(),
         "GeneralError" | "FunctionFailed" | "UserTypeInvalid" | "FunctionNotSupported"
     )
 }

@@ -904,7 +904,7 @@ pub(crate) fn device_failure(e: &CkError) -> bool {
 
 fn short(e: &CkError) -> String {
     match e {
-        CkError::Pkcs11(rv, f) => format!("C_{f:?} returned CKR {rv:?}"),
+        CkError::Pkcs11(rv, f) => super::CallFailure::of(*f, rv).to_string(),
         other => other.to_string(),
     }
 }

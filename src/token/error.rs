@@ -6,18 +6,19 @@ use std::path::PathBuf;
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 
-/// Which PKCS#11 call failed and what it returned; shown with `-v`.
+/// Which PKCS#11 call failed and what it returned; shown with `-v` as
+/// `C_Login: CKR_PIN_INCORRECT (0xa0)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallFailure {
     /// The PKCS#11 function, e.g. `C_Login`.
     pub function: String,
-    /// The return value, e.g. `PinIncorrect`.
-    pub code: String,
+    /// The return value ([`CallFailure::code`], [`CallFailure::ckr`], [`CallFailure::value`]).
+    rv: RvError,
 }
 
 impl fmt::Display for CallFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} returned CKR {}", self.function, self.code)
+        write!(f, "{}: {} ({:#x})", self.function, self.ckr(), self.value())
     }
 }
 
@@ -30,8 +31,36 @@ impl CallFailure {
     fn new(function: Function, rv: &RvError) -> Self {
         CallFailure {
             function: format!("C_{function:?}"),
-            code: format!("{rv:?}"),
+            rv: *rv,
         }
+    }
+
+    /// `function` returning the `CK_RV` `value` (for tests, and calls made outside cryptoki).
+    #[allow(clippy::unnecessary_cast)] // CK_RV is u64 here, u32 where c_ulong is
+    pub fn named(function: &str, value: u64) -> Self {
+        let rv = match cryptoki::error::Rv::from(value as cryptoki_sys::CK_RV) {
+            cryptoki::error::Rv::Error(rv) => rv,
+            cryptoki::error::Rv::Ok => RvError::UnknownErrorCode(0),
+        };
+        CallFailure {
+            function: function.to_string(),
+            rv,
+        }
+    }
+
+    /// The return value as cryptoki names it, e.g. `PinIncorrect` (what keyward matches on).
+    pub fn code(&self) -> String {
+        format!("{:?}", self.rv)
+    }
+
+    /// The return value's `CKR_` name, e.g. `CKR_PIN_INCORRECT`.
+    pub fn ckr(&self) -> &'static str {
+        super::ckr::ckr(&self.rv).0
+    }
+
+    /// The return value's number, e.g. `0xa0`.
+    pub fn value(&self) -> u64 {
+        super::ckr::ckr(&self.rv).1
     }
 }
 
@@ -411,7 +440,7 @@ fn on_token(label: &str) -> String {
 }
 
 fn describe(call: &CallFailure) -> String {
-    let meaning = match call.code.as_str() {
+    let meaning = match call.code().as_str() {
         "DeviceError" => "the device reported an error; reinsert it and retry",
         "DeviceMemory" => "the token is out of memory; remove unused objects",
         "GeneralError" | "FunctionFailed" => "the module reported a general failure",
@@ -492,12 +521,20 @@ mod tests {
         TokenError::Call {
             what: "listing tokens".to_string(),
             label: label.to_string(),
-            call: CallFailure {
-                function: "C_GetSlotList".to_string(),
-                code: "DeviceError".to_string(),
-            },
+            call: CallFailure::named("C_GetSlotList", 0x30),
         }
         .to_string()
+    }
+
+    #[test]
+    fn a_call_says_its_ckr_name_and_number() {
+        let c = CallFailure::new(Function::Login, &RvError::PinIncorrect);
+        assert_eq!(c.to_string(), "C_Login: CKR_PIN_INCORRECT (0xa0)");
+        let c = CallFailure::new(Function::GenerateKeyPair, &RvError::MechanismInvalid);
+        assert_eq!(
+            c.to_string(),
+            "C_GenerateKeyPair: CKR_MECHANISM_INVALID (0x70)"
+        );
     }
 
     #[test]

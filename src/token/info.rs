@@ -70,7 +70,6 @@ pub struct SlotEntry {
     pub token: Option<TokenSummary>,
     /// A token is present but the module cannot read it (an unrecognised card, one removed
     /// while listing): what the module said. Then `token` is `None`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
 }
 

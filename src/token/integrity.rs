@@ -86,7 +86,7 @@ impl TokenSession {
             Ok(()) => self
                 .destroy_data_object(PROBE_LABEL)
                 .or_else(|_| self.destroy_data_object(PROBE_LABEL)),
-            Err(TokenError::Call { call, .. }) if refuses_data(&call.code) => {
+            Err(TokenError::Call { call, .. }) if refuses_data(&call.code()) => {
                 Err(TokenError::NoDataObjects {
                     label: self.token.label().to_string(),
                     call,

@@ -472,7 +472,7 @@ fn refused_by_token(e: &TokenError) -> bool {
     match e {
         TokenError::MechanismUnsupported { .. } => true,
         TokenError::Call { call, .. } => !matches!(
-            call.code.as_str(),
+            call.code().as_str(),
             "DeviceError"
                 | "DeviceMemory"
                 | "HostMemory"

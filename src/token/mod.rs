@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod caps;
+mod ckr;
 pub mod discover;
 pub mod error;
 pub mod identity;

@@ -248,7 +248,7 @@ fn softhsm_process_lock() -> Option<std::fs::File> {
 
 fn init_error(path: &Path, had_args: bool, err: CkError) -> TokenError {
     let code = match &err {
-        CkError::Pkcs11(rv, _) => format!("CKR {rv:?}"),
+        CkError::Pkcs11(rv, f) => super::CallFailure::of(*f, rv).to_string(),
         other => other.to_string(),
     };
     let bad_args = matches!(err, CkError::Pkcs11(RvError::ArgumentsBad, _));

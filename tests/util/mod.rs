@@ -646,7 +646,8 @@ impl AuthorityBed {
         self.bed
             .run(&["--json", "authority", "users", "--dir", &self.dir])
             .ok()
-            .json()
+            .json()["users"]
+            .clone()
     }
 
     /// One user from `authority users --json`.
@@ -753,9 +754,9 @@ impl AuthorityBed {
     /// `keyward --json keyset list` as (name, state) pairs.
     pub fn keyset_states(&self) -> Vec<(String, String)> {
         let run = self.bed.run(&["--json", "keyset", "list"]).ok();
-        run.json()
+        run.json()["keysets"]
             .as_array()
-            .expect("keyset list array")
+            .expect("keyset list: keysets array")
             .iter()
             .map(|k| {
                 (
