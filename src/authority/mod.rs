@@ -9,6 +9,7 @@ pub mod legacy;
 pub mod migrate;
 pub mod process;
 pub mod records;
+pub mod renew;
 pub mod signer;
 pub mod state;
 pub mod store;

@@ -137,8 +137,8 @@ pub enum AuthorityCommand {
     Revoke(RevokeArgs),
     /// Write a CRL signed on the authority's token (asks for the PIN)
     Crl(CrlArgs),
-    /// List users with their state, keysets and certificates
-    Users(DirArg),
+    /// List users with their state, keysets and certificates (--expiring 30d: who needs to renew)
+    Users(UsersArgs),
     /// Show the audit log (or check its chain and signed checkpoints with --verify)
     Log(LogArgs),
     /// Convert an authority directory of the TOML format into the store, once (asks for the PIN)
@@ -158,6 +158,22 @@ pub struct ReplyArgs {
     /// Where to write the reply
     #[arg(short, long, value_name = "REPLY")]
     pub output: PathBuf,
+}
+
+/// `authority users`
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Only users with a current certificate that expires within DURATION (e.g. 30d): who needs to renew
+    #[arg(long, value_name = "DURATION", value_parser = any_duration)]
+    pub expiring: Option<std::time::Duration>,
+}
+
+/// A humantime duration (`30d`, `12h`).
+fn any_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|_| format!("{s:?} is not a duration; write e.g. 30d or 12h"))
 }
 
 /// `--dir DIR`
@@ -213,6 +229,9 @@ pub struct ProcessArgs {
     /// Where to write the reply
     #[arg(short, long, value_name = "REPLY")]
     pub output: PathBuf,
+    /// How long the user certificates are valid (default two years), e.g. 365d
+    #[arg(long, value_name = "DURATION", value_parser = any_duration)]
+    pub cert_lifetime: Option<std::time::Duration>,
 }
 
 /// `authority recover`
@@ -289,11 +308,19 @@ pub struct LogArgs {
 
 /// `keyward enroll`
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("mode").required(true).args(["complete", "user"])))]
+#[command(group(ArgGroup::new("mode").required(true).args(["complete", "user", "renew"])))]
 pub struct EnrollArgs {
-    /// Complete an enrollment with the authority's reply
+    /// Complete an enrollment (or a renewal) with the authority's reply
     #[arg(long, value_name = "REPLY", conflicts_with_all = ["keyset", "token", "authority", "authority_cert", "output"])]
     pub complete: Option<PathBuf>,
+    /// Renew keyset NAME: new certificates and keys on the same token, asked for with its
+    /// password and signed by its current signing key (local --authority DIR, or -o REQUEST)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["complete", "user", "keyset", "token"])]
+    pub renew: Option<String>,
+    /// With --renew: revoke the superseded certificates (reason superseded) instead of only
+    /// marking them superseded
+    #[arg(long, requires = "renew")]
+    pub revoke_old: bool,
     /// Your user name at the authority
     #[arg(long, requires_all = ["keyset", "token"])]
     pub user: Option<String>,

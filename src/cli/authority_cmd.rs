@@ -28,7 +28,7 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Recover(a) => recover(ctx, a),
         AuthorityCommand::Revoke(a) => revoke(ctx, a),
         AuthorityCommand::Crl(a) => crl(ctx, a),
-        AuthorityCommand::Users(a) => users(ctx, &a.dir),
+        AuthorityCommand::Users(a) => users(ctx, &a.dir, a.expiring),
         AuthorityCommand::Log(a) => log(ctx, a),
         AuthorityCommand::Migrate(a) => migrate(ctx, a),
         AuthorityCommand::Reply(a) => reply(a),
@@ -211,8 +211,12 @@ fn add_user(ctx: &mut Context, a: AddUserArgs) -> Result<(), Error> {
 }
 
 fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
+    let mut opts = authority::process::ProcessOptions::default();
+    if let Some(life) = a.cert_lifetime {
+        opts.cert_lifetime = life;
+    }
     let done = with_change(ctx, &a.dir, |ch| {
-        authority::process::process(ch, &a.dir, &a.request, &a.output)
+        authority::process::process_with(ch, &a.dir, &a.request, &a.output, &opts)
     })?;
     if ctx.json() {
         print_json(&done);
@@ -281,9 +285,28 @@ fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
+fn users(
+    ctx: &mut Context,
+    dir: &std::path::Path,
+    expiring: Option<Duration>,
+) -> Result<(), Error> {
     let mut a = AuthorityDir::open_read(dir)?;
-    let users = a.all_users()?;
+    let mut users = a.all_users()?;
+    if let Some(within) = expiring {
+        let before = std::time::SystemTime::now() + within;
+        users.retain(|u| !authority::renew::expiring(u, before).is_empty());
+        if !ctx.json() {
+            for u in &users {
+                for (serial, at) in authority::renew::expiring(u, before) {
+                    outln!("{:<16} certificate {serial} expires {at}: renew with `keyward enroll --renew KEYSET`", u.name);
+                }
+            }
+            if users.is_empty() {
+                outln!("No current certificate expires within {}.", short_duration(within));
+            }
+            return Ok(());
+        }
+    }
     if ctx.json() {
         #[derive(Serialize)]
         struct UserOut<'a> {

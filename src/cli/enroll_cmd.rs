@@ -19,6 +19,9 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     if let Some(reply) = &a.complete {
         return complete(ctx, reply);
     }
+    if let Some(keyset) = &a.renew {
+        return super::renew_cmd::renew(ctx, keyset, &a);
+    }
     let (Some(user), Some(keyset), Some(token)) = (&a.user, &a.keyset, &a.token) else {
         return Err(Error::Usage(
             "pass --user, --keyset and --token (or --complete REPLY)".into(),
@@ -203,6 +206,9 @@ fn abandon_request(ctx: &mut Context, home: &Path, name: &KeysetName, pin: &secr
 
 fn complete(ctx: &mut Context, reply: &Path) -> Result<(), Error> {
     let home = ctx.home()?;
+    if let Some(keyset) = crate::enroll::renew::renewal_for_reply(&home, reply)? {
+        return super::renew_cmd::complete(ctx, &keyset, reply);
+    }
     let pin = ctx.pin()?;
     let new = ctx.new_password_if_given("the enrolled keyset")?;
     let policy = ctx.login_policy();
@@ -211,7 +217,7 @@ fn complete(ctx: &mut Context, reply: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn report(ctx: &Context, done: &client::Completed) {
+pub(super) fn report(ctx: &Context, done: &client::Completed) {
     if ctx.json() {
         print_json(done);
         return;

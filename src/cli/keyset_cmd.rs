@@ -148,16 +148,39 @@ struct Shown<'a> {
     record: &'a KeysetRecord,
     signing_key_uri: String,
     public_key_uri: String,
+    /// When the signing certificate expires (enrolled keysets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
+    /// Set in the last 20% of the certificate's life: renew.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry_warning: Option<String>,
 }
 
 impl<'a> Shown<'a> {
     fn of(record: &'a KeysetRecord) -> Self {
+        let now = std::time::SystemTime::now();
+        let cert = signing_cert_of(record);
         Shown {
             record,
             signing_key_uri: object_uri(record, ObjectKind::Private),
             public_key_uri: object_uri(record, ObjectKind::Public),
+            expires: cert.and_then(|pem| {
+                crate::enroll::renew::life_used(pem, now)
+                    .map(|(_, end)| humantime::format_rfc3339_seconds(end).to_string())
+            }),
+            expiry_warning: cert
+                .filter(|_| record.state == keyset::KeysetState::Active)
+                .and_then(|pem| crate::enroll::renew::expiry_warning(pem, now))
+                .map(|w| w.replace("NAME", &format!("{:?}", record.name))),
         }
     }
+}
+
+/// The keyset's current signing certificate, PEM, when enrolled.
+fn signing_cert_of(r: &KeysetRecord) -> Option<&str> {
+    r.enrollment
+        .as_ref()
+        .and_then(|e| e.signing_certificate.as_deref())
 }
 
 fn object_uri(r: &KeysetRecord, kind: ObjectKind) -> String {
@@ -201,6 +224,12 @@ fn list(ctx: &mut Context) -> Result<(), Error> {
             r.token_label,
             r.token_serial
         );
+        if let Some(at) = &s.expires {
+            outln!("{:<28} certificate expires {at}", "");
+        }
+        if let Some(w) = &s.expiry_warning {
+            eprintln!("warning: keyset {:?}: {w}", r.name);
+        }
     }
     Ok(())
 }
@@ -281,7 +310,26 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
             );
         }
     }
+    let shown = Shown::of(&record);
+    if let Some(at) = &shown.expires {
+        outln!("  expires:     {at}");
+    }
+    if let Some(e) = &record.enrollment {
+        for h in &e.history {
+            outln!(
+                "  renewed:     signing certificate {} superseded {}",
+                crate::authority::x509::certs_from_pem(&h.certificate)
+                    .ok()
+                    .and_then(|c| c.first().map(crate::authority::x509::serial_hex))
+                    .unwrap_or_default(),
+                h.superseded
+            );
+        }
+    }
     outln!("  created:     {}", record.created);
+    if let Some(w) = &shown.expiry_warning {
+        eprintln!("warning: keyset {:?}: {w}", record.name);
+    }
     Ok(())
 }
 

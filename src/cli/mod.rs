@@ -7,6 +7,7 @@ mod enroll_cmd;
 mod keyset_cmd;
 mod message_cmd;
 mod output;
+mod renew_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;
