@@ -4,7 +4,8 @@
 # enroll, Alice signs a file, a CI keyset is created on a fourth token without an authority
 # (P-256, PIN derived from a password) and signs, Alice sends Bob a message, Bob reads it, Bob forgets his password, the
 # authority recovers him, Bob re-enrolls under a new keyset name on a re-initialised token and
-# reads Alice's old message again. Every command is printed before it runs.
+# reads Alice's old message again. Alice renews her keyset with its password (same name, new
+# certificates, old mail still reads). Every command is printed before it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash testbeds/setup.sh
@@ -87,6 +88,12 @@ if true; then
     step "Bob: read it"
     run read --keyset "Bob 2026" letter.p7m --pin-file bob.pin
 fi
+
+step "Alice: renew 'Alice 2026' with its password — same name, new keys and certificates; her old mail still reads"
+run enroll --renew "Alice 2026" --authority "$AUTH" --pin-file alice.pin --authority-pin-file authority.pin
+run keyset show "Alice 2026"
+run read --keyset "Alice 2026" letter.p7m --pin-file alice.pin
+run authority users --dir "$AUTH" --expiring 30d
 
 step "Bob: forgets his password; a wrong one is refused and keyward never retries on its own"
 secret wrong.pin 'is-it-this-one'

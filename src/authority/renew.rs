@@ -29,9 +29,12 @@ pub fn verify_renewal_signature(
 }
 
 fn current_certificate(pem: &str) -> Result<x509_cert::Certificate, AuthorityError> {
-    x509::certs_from_pem(pem)?.into_iter().next().ok_or_else(|| {
-        AuthorityError::BadRequest("the renewal names no current certificate".into())
-    })
+    x509::certs_from_pem(pem)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            AuthorityError::BadRequest("the renewal names no current certificate".into())
+        })
 }
 
 /// Checks that the renewal may be served: the certificate it renews is this authority's,

@@ -173,7 +173,8 @@ pub struct UsersArgs {
 
 /// A humantime duration (`30d`, `12h`).
 fn any_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|_| format!("{s:?} is not a duration; write e.g. 30d or 12h"))
+    humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 30d or 12h"))
 }
 
 /// `--dir DIR`

@@ -302,7 +302,10 @@ fn users(
                 }
             }
             if users.is_empty() {
-                outln!("No current certificate expires within {}.", short_duration(within));
+                outln!(
+                    "No current certificate expires within {}.",
+                    short_duration(within)
+                );
             }
             return Ok(());
         }

@@ -38,8 +38,11 @@ pub fn renew(ctx: &mut Context, keyset: &str, a: &EnrollArgs) -> Result<(), Erro
     let home = ctx.home()?;
     // Refused before the password is asked for: a keyset that cannot renew here.
     {
-        let registry = crate::keyset::Registry::load(&home).map_err(crate::keyset::KeysetError::from)?;
-        let record = registry.get(keyset).map_err(crate::keyset::KeysetError::from)?;
+        let registry =
+            crate::keyset::Registry::load(&home).map_err(crate::keyset::KeysetError::from)?;
+        let record = registry
+            .get(keyset)
+            .map_err(crate::keyset::KeysetError::from)?;
         renew::check_renewable(record, authority.as_ref())?;
     }
     let password = ctx.password(keyset)?;
@@ -83,7 +86,13 @@ fn local(
     crate::authority::state::clean_temp_files(&replies);
     let stem: String = keyset
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let req_path = replies.join(format!("{stem}.renewal.request"));
     let reply_path = replies.join(format!("{stem}.renewal.reply"));
@@ -94,9 +103,9 @@ fn local(
     };
     let policy = ctx.login_policy();
     let abandon = |ctx: &mut Context| {
-        let undone = ctx.module().and_then(|m| {
-            renew::abandon_renewal(m, &home, keyset, password).map_err(Error::from)
-        });
+        let undone = ctx
+            .module()
+            .and_then(|m| renew::abandon_renewal(m, &home, keyset, password).map_err(Error::from));
         if let Err(e) = undone {
             log::error!("could not take back the renewal request after a failure: {e}");
         }

@@ -62,12 +62,6 @@ pub fn check_renewable(
             record.state
         )));
     }
-    if let Some(r) = &e.renewal {
-        return Err(refuse(format!(
-            "a renewal requested at {} is waiting for the authority's reply; complete it with `keyward enroll --complete REPLY`",
-            r.requested
-        )));
-    }
     let current = e
         .signing_certificate
         .clone()
@@ -93,6 +87,12 @@ pub fn check_renewable(
             "its signing certificate is not current ({err}); ask the authority to recover you (`keyward authority recover`) and enroll a new keyset"
         ))
     })?;
+    if let Some(r) = &e.renewal {
+        return Err(refuse(format!(
+            "a renewal requested at {} is waiting for the authority's reply; complete it with `keyward enroll --complete REPLY`",
+            r.requested
+        )));
+    }
     Ok(current)
 }
 
@@ -131,11 +131,10 @@ pub fn make_renewal(
         Some(a) => a.deliveries.clone(),
         None => delivery::offered_by_enrollment(enrollment.delivery.as_deref()),
     };
-    let receives =
-        delivery::usable(&caps, &offered).map_err(|why| EnrollError::CannotReceive {
-            token: ks.session.token().label().to_string(),
-            why,
-        })?;
+    let receives = delivery::usable(&caps, &offered).map_err(|why| EnrollError::CannotReceive {
+        token: ks.session.token().label().to_string(),
+        why,
+    })?;
     let signing_id = ks.session.random(16)?;
     let transport_id = ks.session.random(16)?;
     let result = (|| {
@@ -165,7 +164,10 @@ fn remove_ids(module: &Module, ks: &mut KeysetSession, ids: &[&[u8]]) {
     let session = fresh.as_mut().unwrap_or(&mut ks.session);
     for id in ids {
         if let Err(e) = session.destroy_by_id(id) {
-            log::error!("could not remove the renewal's new keys (id {}): {e}", hex(id));
+            log::error!(
+                "could not remove the renewal's new keys (id {}): {e}",
+                hex(id)
+            );
         }
     }
 }
@@ -300,7 +302,13 @@ impl PreparedRenewal {
     /// Removes what was stored; the registry stays as it was (the renewal pending, its
     /// transport key gone: for a local renewal the authority could not record).
     pub fn undo(mut self, module: &Module) {
-        client::undo_completion(module, &mut self.ks.session, &self.view, &self.created, None);
+        client::undo_completion(
+            module,
+            &mut self.ks.session,
+            &self.view,
+            &self.created,
+            None,
+        );
     }
 }
 
@@ -368,15 +376,14 @@ pub fn prepare_renewal(
     let mut ks = KeysetSession::open(module, &record, password, policy, true)?;
     let delivery = signed.body.delivery.unwrap_or(Delivery::Rfc5649);
     let caps = ks.session.capabilities(module, Some(ks.token_pin()))?;
-    let how = client::receive_method(&caps, delivery).map_err(|why| {
-        EnrollError::CannotReceive {
+    let how =
+        client::receive_method(&caps, delivery).map_err(|why| EnrollError::CannotReceive {
             token: ks.session.token().label().to_string(),
             why: format!(
                 "the reply delivers its keys by {delivery} ({}), but {why}",
                 delivery.describe()
             ),
-        }
-    })?;
+        })?;
     let mut created = Vec::new();
     let mut transport = None;
     let result = client::store_everything(
@@ -410,10 +417,7 @@ pub fn prepare_renewal(
             e.encryption_keys.extend(new_keys);
             e.renewal = None;
         }
-        let total = r
-            .enrollment
-            .as_ref()
-            .map_or(n, |e| e.encryption_keys.len());
+        let total = r.enrollment.as_ref().map_or(n, |e| e.encryption_keys.len());
         let save = registry.prepare_save(&lock)?;
         // Last on the token: without its transport key the reply cannot be completed again.
         client::remove_transport(&ks.session, &view, &view_enrollment, &mut transport)?;
@@ -452,11 +456,7 @@ pub fn abandon_renewal(
 ) -> Result<(), EnrollError> {
     let (lock, mut registry) = Registry::lock(home)?;
     let record = registry.get(keyset)?.clone();
-    let Some(pending) = record
-        .enrollment
-        .as_ref()
-        .and_then(|e| e.renewal.clone())
-    else {
+    let Some(pending) = record.enrollment.as_ref().and_then(|e| e.renewal.clone()) else {
         return Ok(());
     };
     let ks = KeysetSession::open(module, &record, password, LoginPolicy::default(), true)?;
@@ -476,9 +476,7 @@ pub fn life_used(pem: &str, now: std::time::SystemTime) -> Option<(f64, std::tim
     let v = &cert.tbs_certificate.validity;
     let (start, end) = (v.not_before.to_system_time(), v.not_after.to_system_time());
     let total = end.duration_since(start).ok()?.as_secs_f64();
-    let used = now
-        .duration_since(start)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let used = now.duration_since(start).map_or(0.0, |d| d.as_secs_f64());
     if total <= 0.0 {
         return Some((1.0, end));
     }
@@ -490,7 +488,9 @@ pub fn expiry_warning(pem: &str, now: std::time::SystemTime) -> Option<String> {
     let (used, end) = life_used(pem, now)?;
     let at = humantime::format_rfc3339_seconds(end);
     if now >= end {
-        Some(format!("certificate expired at {at}: ask the authority to recover you"))
+        Some(format!(
+            "certificate expired at {at}: ask the authority to recover you"
+        ))
     } else if used >= 0.8 {
         Some(format!(
             "certificate expires at {at} (in the last 20% of its life): renew with `keyward enroll --renew NAME`"
