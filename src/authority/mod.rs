@@ -14,6 +14,7 @@ pub mod signer;
 pub mod state;
 pub mod store;
 pub mod tempkey;
+pub mod tokenstate;
 pub mod users;
 pub mod x509;
 

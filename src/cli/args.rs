@@ -145,6 +145,27 @@ pub enum AuthorityCommand {
     Migrate(DirArg),
     /// Write a committed enrollment's reply again (when the first could not be written)
     Reply(ReplyArgs),
+    /// A user's token state: show it, or set lost (certificates on hold, a temporary token
+    /// allowed), found (off hold, the temporary token retired), damaged or terminated (revoked)
+    /// (asks for the PIN to change it)
+    Token(TokenStateArgs),
+}
+
+/// `authority token`
+#[derive(Debug, Args)]
+pub struct TokenStateArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The user
+    pub user: String,
+    /// The new state (without it: show the current one). Allowed: active/found → lost,
+    /// damaged, terminated; lost → found, damaged, terminated; damaged → terminated
+    #[arg(long, value_enum)]
+    pub state: Option<crate::authority::tokenstate::TokenState>,
+    /// How long the temporary key (lost, damaged) works
+    #[arg(long, default_value = "72h")]
+    pub expires: String,
 }
 
 /// `authority reply`

@@ -32,7 +32,50 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Log(a) => log(ctx, a),
         AuthorityCommand::Migrate(a) => migrate(ctx, a),
         AuthorityCommand::Reply(a) => reply(a),
+        AuthorityCommand::Token(a) => token_state(ctx, a),
     }
+}
+
+fn token_state(ctx: &mut Context, a: super::args::TokenStateArgs) -> Result<(), Error> {
+    use authority::tokenstate;
+    let Some(to) = a.state else {
+        let mut dir = AuthorityDir::open_read(&a.dir)?;
+        let record = tokenstate::read(&mut dir, &a.user)?;
+        if ctx.json() {
+            print_json(&record);
+        } else {
+            outln!(
+                "the token of user {:?} is {} since {}{}",
+                a.user,
+                record.state,
+                record.since,
+                if record.held.is_empty() {
+                    String::new()
+                } else {
+                    format!("; on hold: {}", record.held.join(", "))
+                }
+            );
+        }
+        return Ok(());
+    };
+    let life = lifetime(&a.expires)?;
+    let done = with_change(ctx, &a.dir, |ch| {
+        tokenstate::change(ch, &a.dir, &a.user, to, life)
+    })?;
+    let what = format!(
+        "the token of user {:?} is now {} (was {}): {} certificates {}",
+        done.user,
+        done.to,
+        done.from,
+        done.certificates.len(),
+        done.what
+    );
+    match &done.temp_key {
+        Some(key) => print_temp_key(ctx, &done.user, key, life, &what),
+        None if ctx.json() => print_json(&done),
+        None => outln!("{what}; publish a new CRL with `keyward authority crl`"),
+    }
+    Ok(())
 }
 
 /// Runs `f` with what a change needs: the module and the authority token's PIN (every command
