@@ -3,6 +3,7 @@
 //! directory), vouched for by the authority's token; keys live on that token.
 
 pub mod audit;
+pub mod bulk;
 pub mod crl;
 pub mod init;
 pub mod legacy;

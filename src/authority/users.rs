@@ -25,7 +25,8 @@ pub fn check_user_name(name: &str) -> Result<(), AuthorityError> {
     }
 }
 
-fn check_email(email: &str) -> Result<(), AuthorityError> {
+/// Checks an e-mail address (for certificates).
+pub fn check_email(email: &str) -> Result<(), AuthorityError> {
     let ok = email.len() <= 254
         && email
             .split_once('@')

@@ -145,10 +145,35 @@ pub enum AuthorityCommand {
     Migrate(DirArg),
     /// Write a committed enrollment's reply again (when the first could not be written)
     Reply(ReplyArgs),
+    /// Add many users from a CSV (user,email): temporary keys to one 0600 file per user or a CSV for a mail merge (asks for the PIN)
+    AddUsers(AddUsersArgs),
     /// A user's token state: show it, or set lost (certificates on hold, a temporary token
     /// allowed), found (off hold, the temporary token retired), damaged or terminated (revoked)
     /// (asks for the PIN to change it)
     Token(TokenStateArgs),
+}
+
+/// `authority add-users`
+#[derive(Debug, Args)]
+pub struct AddUsersArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The users: one `user,email` per line (a `user,email` header is allowed; email may be empty)
+    #[arg(long, value_name = "CSV")]
+    pub from: PathBuf,
+    /// Where the temporary keys go (created, mode 0700)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// files: OUT/USER.tempkey (0600) each; csv: OUT/temporary-keys.csv (0600) for a mail merge
+    #[arg(long, value_enum, default_value = "files")]
+    pub format: crate::authority::bulk::KeyOutput,
+    /// How long the temporary keys work (e.g. 72h, 14d)
+    #[arg(long, default_value = "72h")]
+    pub expires: String,
+    /// Check the file and say what would be done; change nothing (no PIN)
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `authority token`

@@ -33,6 +33,7 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Migrate(a) => migrate(ctx, a),
         AuthorityCommand::Reply(a) => reply(a),
         AuthorityCommand::Token(a) => token_state(ctx, a),
+        AuthorityCommand::AddUsers(a) => super::bulk_cmd::add_users(ctx, a),
     }
 }
 
@@ -80,7 +81,7 @@ fn token_state(ctx: &mut Context, a: super::args::TokenStateArgs) -> Result<(), 
 
 /// Runs `f` with what a change needs: the module and the authority token's PIN (every command
 /// that changes the authority logs in to its token first).
-fn with_change<T>(
+pub(super) fn with_change<T>(
     ctx: &mut Context,
     dir: &std::path::Path,
     f: impl FnOnce(&authority::init::Change<'_>) -> Result<T, AuthorityError>,
@@ -206,7 +207,7 @@ fn cert(dir: &std::path::Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn lifetime(s: &str) -> Result<Duration, Error> {
+pub(super) fn lifetime(s: &str) -> Result<Duration, Error> {
     parse_lifetime(s).map_err(|e| Error::Usage(e.to_string()))
 }
 

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod authority_cmd;
+mod bulk_cmd;
 mod context;
 mod enroll_cmd;
 mod keyset_cmd;
