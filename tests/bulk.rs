@@ -206,3 +206,99 @@ fn add_users_csv_resumes_after_a_stop_between_batches() {
     assert!(rows[1].starts_with("u1,u1@example.org,"), "{}", rows[1]);
     bed.authority("log", &["--verify"]).ok();
 }
+
+/// The labels of the initialised tokens (`token list --json`).
+fn labels(bed: &util::TestBed) -> Vec<String> {
+    let mut v: Vec<String> = bed.run(&["--json", "token", "list"]).ok().json()["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["token"]["initialized"] == true)
+        .map(|s| s["token"]["label"].as_str().unwrap_or_default().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn provision_tokens_from_a_manifest() {
+    let bed = util::TestBed::new();
+    bed.secret_file("so.pin", util::SO_PIN);
+    let manifest = |name: &str, text: &str| bed.file(name, text.as_bytes());
+    let start = labels(&bed);
+
+    // A bad manifest: refused, no token touched.
+    let bad = manifest(
+        "bad.toml",
+        "so_pin_file = \"so.pin\"\npin_out = \"pins\"\n[[token]]\nlabel = \"card-1\"\n[[token]]\nlabel = \"card-1\"\n",
+    );
+    bed.run(&["token", "provision", "--manifest", &bad])
+        .fails(1, "label \"card-1\" appears twice; nothing was changed");
+    assert_eq!(labels(&bed), start);
+
+    let good = manifest(
+        "tokens.toml",
+        "so_pin_file = \"so.pin\"\npin_out = \"pins\"\n[[token]]\nlabel = \"card-1\"\n[[token]]\nlabel = \"card-2\"\n[[token]]\nlabel = \"card-3\"\n",
+    );
+    let run = bed
+        .run(&["token", "provision", "--manifest", &good, "--dry-run"])
+        .ok();
+    assert!(
+        run.stderr.contains("would initialise 3 tokens"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(labels(&bed), start);
+    assert!(!bed.path("pins").exists());
+
+    let run = bed.run(&["token", "provision", "--manifest", &good]).ok();
+    assert!(
+        run.stderr.contains("initialised 3 tokens"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "no PIN on standard output: {}",
+        run.stdout
+    );
+    assert_eq!(labels(&bed), vec!["card-1", "card-2", "card-3"]);
+    let mut pins = Vec::new();
+    for l in ["card-1", "card-2", "card-3"] {
+        let f = bed.path(&format!("pins/{l}.pin"));
+        assert_eq!(mode(&f), 0o600);
+        let pin = std::fs::read_to_string(&f).unwrap().trim().to_string();
+        assert_eq!(pin.len(), 12);
+        bed.pkcs11_tool_login(l, &pin).ok();
+        pins.push(pin);
+    }
+    assert_ne!(pins[0], pins[1], "one PIN per token");
+
+    // Again: skipped and said so, the PIN files untouched.
+    let run = bed.run(&["token", "provision", "--manifest", &good]).ok();
+    assert!(
+        run.stderr.contains("initialised 0 tokens (-); 3 skipped"),
+        "{}",
+        run.stderr
+    );
+    for (l, pin) in ["card-1", "card-2", "card-3"].iter().zip(&pins) {
+        let f = bed.path(&format!("pins/{l}.pin"));
+        assert_eq!(
+            &std::fs::read_to_string(&f).unwrap().trim().to_string(),
+            pin
+        );
+    }
+
+    // PINs printed once instead; one more token added to the same manifest set.
+    let print = manifest(
+        "print.toml",
+        "so_pin_file = \"so.pin\"\npin_out = \"-\"\npin_length = 8\n[[token]]\nlabel = \"card-1\"\n[[token]]\nlabel = \"card-4\"\n",
+    );
+    let run = bed.run(&["token", "provision", "--manifest", &print]).ok();
+    let line = run.stdout.trim();
+    let (label, pin) = line.split_once(' ').expect("LABEL PIN");
+    assert_eq!(label, "card-4");
+    assert_eq!(pin.len(), 8);
+    bed.pkcs11_tool_login("card-4", pin).ok();
+    assert!(run.stderr.contains("1 skipped"), "{}", run.stderr);
+}

@@ -548,6 +548,19 @@ pub enum TokenCommand {
     ChangePin(TokenArg),
     /// Set a new user PIN with the SO PIN (unlocks a locked PIN)
     Unblock(TokenArg),
+    /// Initialise many tokens from a manifest: labels, the SO PIN, a user PIN generated for each and handed out once
+    Provision(ProvisionArgs),
+}
+
+/// `token provision`
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// The manifest (TOML: so_pin_file, pin_out, pin_length, [[token]] label = …)
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// Check the manifest and say what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `--token URI`

@@ -73,3 +73,110 @@ fn show(ctx: &Context, r: &BulkReport) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Runs `token provision --manifest FILE`.
+pub fn provision(ctx: &mut Context, a: super::args::ProvisionArgs) -> Result<(), Error> {
+    use crate::token::provision::{self, Manifest, PinOut};
+    let m = Manifest::load(&a.manifest).map_err(provision_error)?;
+    if a.dry_run {
+        let plan = provision::plan(ctx.module()?, &m)?;
+        return show_provisioned(ctx, &plan);
+    }
+    let plan = provision::plan(ctx.module()?, &m)?;
+    let so_pin = match m.so_pin_path(&a.manifest) {
+        Some(path) => {
+            crate::secrets::SecretSource::new("SO PIN", "so_pin_file", Some(path), "").read()?
+        }
+        None => ctx.so_pin(!plan.initialised.is_empty())?,
+    };
+    let pin_dir = m.pin_dir(&a.manifest);
+    let bar = progress_bar(ctx, m.tokens.len(), "provisioning tokens");
+    let json = ctx.json();
+    let mut print = |label: &str, pin: &secrecy::SecretString| {
+        use secrecy::ExposeSecret;
+        bar.suspend(|| {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"label": label, "user_pin": pin.expose_secret()})
+                );
+            } else {
+                println!("{label} {}", pin.expose_secret());
+            }
+        });
+    };
+    let out = match &pin_dir {
+        Some(dir) => PinOut::Dir(dir),
+        None => PinOut::Print(&mut print),
+    };
+    let done = provision::provision(ctx.module()?, &m, &so_pin, out, &mut |n| {
+        bar.set_position(n as u64)
+    });
+    bar.finish_and_clear();
+    let done = done.map_err(provision_error)?;
+    if pin_dir.is_none() && !json {
+        eprintln!("(each user PIN above is shown once; give it to the token's holder)");
+    }
+    if let Some(dir) = &pin_dir {
+        if !done.initialised.is_empty() && !json {
+            eprintln!(
+                "user PINs written to {}/LABEL.pin (mode 0600)",
+                dir.display()
+            );
+        }
+    }
+    show_provisioned(ctx, &done)
+}
+
+fn show_provisioned(ctx: &Context, p: &crate::token::provision::Provisioned) -> Result<(), Error> {
+    if ctx.json() {
+        if p.dry_run {
+            print_json(p);
+        }
+        return Ok(());
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let verb = if p.dry_run {
+        "would initialise"
+    } else {
+        "initialised"
+    };
+    let line = format!(
+        "{verb} {} tokens ({}); {} skipped, their labels exist already ({}){}",
+        p.initialised.len(),
+        list(&p.initialised),
+        p.skipped.len(),
+        list(&p.skipped),
+        if p.dry_run {
+            "; nothing was changed (--dry-run)"
+        } else {
+            ""
+        }
+    );
+    // With PINs printed on standard output, the summary goes to standard error.
+    eprintln!("{line}");
+    Ok(())
+}
+
+fn provision_error(e: crate::token::provision::ProvisionError) -> Error {
+    use crate::token::provision::ProvisionError as P;
+    match e {
+        P::Manifest { path, why } => Error::Io {
+            action: "use the manifest",
+            path,
+            reason: format!("{why}; nothing was changed"),
+        },
+        P::Token(t) => Error::Token(t),
+        P::Io { path, reason } => Error::Io {
+            action: "write",
+            path,
+            reason,
+        },
+    }
+}
