@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod process;
 pub mod records;
 pub mod renew;
+pub mod rollover;
 pub mod signer;
 pub mod state;
 pub mod store;

@@ -295,6 +295,7 @@ pub fn prepare_with(
     opts: &ProcessOptions,
 ) -> Result<Prepared, AuthorityError> {
     let (mut a, mut session) = open_vouched(ch, dir)?;
+    super::rollover::check_no_archive_rollover(&mut a)?;
     let req = match read_request(request) {
         Ok(req) => req,
         Err(e) => {

@@ -147,6 +147,8 @@ pub enum AuthorityCommand {
     Reply(ReplyArgs),
     /// Add many users from a CSV (user,email): temporary keys to one 0600 file per user or a CSV for a mail merge (asks for the PIN)
     AddUsers(AddUsersArgs),
+    /// Roll over the archive key: a new one on the token, every archived key re-wrapped under it (resumable; asks for the PIN)
+    Rollover(RolloverArgs),
     /// A user's token state: show it, or set lost (certificates on hold, a temporary token
     /// allowed), found (off hold, the temporary token retired), damaged or terminated (revoked)
     /// (asks for the PIN to change it)
@@ -174,6 +176,17 @@ pub struct AddUsersArgs {
     /// Check the file and say what would be done; change nothing (no PIN)
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `authority rollover`
+#[derive(Debug, Args)]
+pub struct RolloverArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Roll over the archive key (run again to finish one that was stopped)
+    #[arg(long, required = true)]
+    pub archive: bool,
 }
 
 /// `authority token`

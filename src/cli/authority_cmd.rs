@@ -34,6 +34,7 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Reply(a) => reply(a),
         AuthorityCommand::Token(a) => token_state(ctx, a),
         AuthorityCommand::AddUsers(a) => super::bulk_cmd::add_users(ctx, a),
+        AuthorityCommand::Rollover(a) => super::bulk_cmd::rollover(ctx, a),
     }
 }
 

@@ -180,3 +180,31 @@ fn provision_error(e: crate::token::provision::ProvisionError) -> Error {
         },
     }
 }
+
+/// Runs `authority rollover --archive`.
+pub fn rollover(ctx: &mut Context, a: super::args::RolloverArgs) -> Result<(), Error> {
+    debug_assert!(a.archive);
+    let bar = progress_bar(ctx, 0, "re-wrapping archived keys");
+    let done = with_change(ctx, &a.dir, |ch| {
+        crate::authority::rollover::archive(ch, &a.dir, &mut |n, total| {
+            bar.set_length(total as u64);
+            bar.set_position(n as u64);
+        })
+    });
+    bar.finish_and_clear();
+    let done = done?;
+    if ctx.json() {
+        print_json(&done);
+        return Ok(());
+    }
+    outln!(
+        "{} the archive key rollover: {} archived keys re-wrapped under the new archive key {}",
+        if done.resumed { "finished" } else { "did" },
+        done.rewrapped,
+        done.new_key_id
+    );
+    if let Some(why) = &done.old_key_left {
+        eprintln!("warning: the old archive key is still on the token ({why}); it wraps nothing now — remove it with pkcs11-tool");
+    }
+    Ok(())
+}
