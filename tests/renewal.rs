@@ -287,6 +287,28 @@ fn renewal_keeps_the_name_the_history_and_old_mail() {
     // The same reply again: nothing pending any more.
     bed.complete_env("bob-renew.reply", USER_PIN, &[])
         .fails(1, "no pending enrollment request matches");
+
+    // Removing the keyset with its keys takes the replaced signing key too.
+    let bob = registry_keyset(&bed, BOB);
+    let ids = [
+        bob["signing_id"].as_str().unwrap().to_string(),
+        bob["enrollment"]["history"][0]["signing_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ];
+    bed.run_env(
+        &["keyset", "remove", BOB, "--destroy-keys", "--yes"],
+        &[("KEYWARD_PIN", USER_PIN)],
+    )
+    .ok();
+    let left = bed.token_objects(BOB_CARD, USER_PIN);
+    for id in &ids {
+        assert!(
+            !left.iter().any(|o| o.get("ID") == id.as_str()),
+            "signing key {id} left behind: {left:#?}"
+        );
+    }
 }
 
 #[test]
