@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         issued: now.clone(),
                         not_after: now.clone(),
                         revoked: None,
+                        superseded: None,
                     })
                     .collect(),
                 archive: vec![ArchivedKey {

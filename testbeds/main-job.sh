@@ -4,8 +4,10 @@
 # enroll, Alice signs a file, a CI keyset is created on a fourth token without an authority
 # (P-256, PIN derived from a password) and signs, Alice sends Bob a message, Bob reads it, Bob forgets his password, the
 # authority recovers him, Bob re-enrolls under a new keyset name on a re-initialised token and
-# reads Alice's old message again. Then three operators, each on their own token, take over:
-# recovering Alice needs 2 of the 3. Every command is printed before it runs.
+# reads Alice's old message again. Alice renews her keyset with its password (same name, new
+# certificates, old mail still reads), reports her token lost (certificates on hold) and finds
+# it again (off hold). Then three operators, each on their own token, take over: recovering
+# Alice needs 2 of the 3. Every command is printed before it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash testbeds/setup.sh
@@ -89,6 +91,21 @@ if true; then
     step "Bob: read it"
     run read --keyset "Bob 2026" letter.p7m --pin-file bob.pin
 fi
+
+step "Alice: renew 'Alice 2026' with its password — same name, new keys and certificates; her old mail still reads"
+run enroll --renew "Alice 2026" --authority "$AUTH" --pin-file alice.pin --authority-pin-file authority.pin
+run keyset show "Alice 2026"
+run read --keyset "Alice 2026" letter.p7m --pin-file alice.pin
+run authority users --dir "$AUTH" --expiring 30d
+
+step "Authority: Alice reports her token lost — its certificates go on hold; then she finds it"
+run authority token --dir "$AUTH" alice --state lost --pin-file authority.pin > alice-loaner.tempkey
+run authority crl --dir "$AUTH" -o lost.crl --pin-file authority.pin
+printf '$ openssl crl -in lost.crl -noout -text | grep -c "Certificate Hold"\n'
+openssl crl -in lost.crl -noout -text | grep -c "Certificate Hold"
+run authority token --dir "$AUTH" alice --state found --pin-file authority.pin
+run authority token --dir "$AUTH" alice
+run authority crl --dir "$AUTH" -o found.crl --pin-file authority.pin
 
 step "Bob: forgets his password; a wrong one is refused and keyward never retries on its own"
 secret wrong.pin 'is-it-this-one'

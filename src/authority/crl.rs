@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::init::{open_vouched, Change};
 use super::signer::CaSigner;
 use super::state::AuthorityDir;
-use super::x509::{self, CrlReason, RevokedEntry};
+use super::x509::{self, RevokedEntry};
 use super::AuthorityError;
 use crate::keyset::ops::unhex_id;
 
@@ -99,7 +99,7 @@ fn revoked_entries(a: &mut AuthorityDir) -> Result<Vec<RevokedEntry>, AuthorityE
             out.push(RevokedEntry {
                 serial,
                 revoked_at,
-                reason: r.reason.parse::<CrlReason>().ok(),
+                reason: super::tokenstate::crl_reason(&r.reason),
             });
         }
     }

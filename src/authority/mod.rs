@@ -4,6 +4,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod bulk;
 pub mod crl;
 pub mod init;
 pub mod legacy;
@@ -12,10 +13,13 @@ pub mod operators;
 pub mod policy;
 pub mod process;
 pub mod records;
+pub mod renew;
+pub mod rollover;
 pub mod signer;
 pub mod state;
 pub mod store;
 pub mod tempkey;
+pub mod tokenstate;
 pub mod users;
 pub mod x509;
 

@@ -94,11 +94,17 @@ pub fn parse_request(path: &Path, text: &str) -> Result<VerifiedRequest, Authori
             "the PKCS#10 request's self-signature does not verify (no proof of possession)".into(),
         )
     })?;
-    key.verify(&signed.signed_bytes, &signed.signature).map_err(|_| {
-        AuthorityError::BadRequest(
-            "the request's signature does not verify with the key in its PKCS#10 request: it was changed after signing, or signed by another key".into(),
-        )
-    })?;
+    if let Some(current) = &signed.body.renews {
+        // A renewal is signed by the keyset's current signing key (its certificate is
+        // checked against the authority's records by `renew::check_renewal`).
+        super::renew::verify_renewal_signature(current, &signed.signed_bytes, &signed.signature)?;
+    } else {
+        key.verify(&signed.signed_bytes, &signed.signature).map_err(|_| {
+            AuthorityError::BadRequest(
+                "the request's signature does not verify with the key in its PKCS#10 request: it was changed after signing, or signed by another key".into(),
+            )
+        })?;
+    }
     let transport = PublicKey::from_pem(&signed.body.transport_public_key)?;
     if transport.rsa_parts().is_none() {
         return Err(AuthorityError::BadRequest(
@@ -122,10 +128,36 @@ pub fn process(
     request: &Path,
     reply: &Path,
 ) -> Result<Processed, AuthorityError> {
+    process_with(ch, dir, request, reply, &ProcessOptions::default())
+}
+
+/// How `authority process` issues.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessOptions {
+    /// How long the user certificates are valid (`--cert-lifetime`; two years by default).
+    pub cert_lifetime: Duration,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions {
+            cert_lifetime: USER_CERT_LIFETIME,
+        }
+    }
+}
+
+/// [`process`] with options.
+pub fn process_with(
+    ch: &Change<'_>,
+    dir: &Path,
+    request: &Path,
+    reply: &Path,
+    opts: &ProcessOptions,
+) -> Result<Processed, AuthorityError> {
     if let Some(done) = already_processed(dir, request, reply)? {
         return Ok(done);
     }
-    prepare(ch, dir, request)?.commit(ch.module, ch.pin, reply)
+    prepare_with(ch, dir, request, opts)?.commit(ch.module, ch.pin, reply)
 }
 
 /// The last reply recorded for a user, with the request it answers (the `reply` record).
@@ -254,7 +286,18 @@ impl Prepared {
 /// [`process`] up to the recording: checks the request and the temporary key and makes the
 /// reply on the token. Refusals (a wrong temporary key counts) are recorded and committed.
 pub fn prepare(ch: &Change<'_>, dir: &Path, request: &Path) -> Result<Prepared, AuthorityError> {
+    prepare_with(ch, dir, request, &ProcessOptions::default())
+}
+
+/// [`prepare`] with options.
+pub fn prepare_with(
+    ch: &Change<'_>,
+    dir: &Path,
+    request: &Path,
+    opts: &ProcessOptions,
+) -> Result<Prepared, AuthorityError> {
     let (mut a, mut session) = open_vouched(ch, dir)?;
+    super::rollover::check_no_archive_rollover(&mut a)?;
     let req = match read_request(request) {
         Ok(req) => req,
         Err(e) => {
@@ -294,7 +337,12 @@ pub fn prepare(ch: &Change<'_>, dir: &Path, request: &Path) -> Result<Prepared, 
             return Err(e);
         }
     };
-    if let Err(e) = check_temp_key(&mut a, &mut session, &req) {
+    let checked = if req.body.renews.is_some() {
+        super::renew::check_renewal(&mut a, &req)
+    } else {
+        check_temp_key(&mut a, &mut session, &req)
+    };
+    if let Err(e) = checked {
         if matches!(e, AuthorityError::Tampered { .. }) {
             return Err(e);
         }
@@ -308,6 +356,7 @@ pub fn prepare(ch: &Change<'_>, dir: &Path, request: &Path) -> Result<Prepared, 
         &req,
         ch.pin,
         (delivery, mech),
+        opts,
     ) {
         Ok(made) => made,
         Err(e) => {
@@ -437,6 +486,7 @@ struct Made {
     encryption_cert: x509_cert::Certificate,
     history: usize,
     delivery: Delivery,
+    renewal: bool,
 }
 
 fn issue_everything(
@@ -446,6 +496,7 @@ fn issue_everything(
     req: &VerifiedRequest,
     pin: &SecretString,
     (delivery, mech): (Delivery, Rfc5649Mechanism),
+    opts: &ProcessOptions,
 ) -> Result<Made, AuthorityError> {
     let body = &req.body;
     let user = a.user(&body.user)?.clone();
@@ -479,7 +530,13 @@ fn issue_everything(
     let (oaep, wrapped_aes) = wrap_to_transport(session, transport, aes, &body.transport_oaep)?;
 
     let mut keys = Vec::new();
-    for old in &user.archive {
+    // A renewal's token holds the archived keys already: the reply carries the new one only.
+    let history: &[ArchivedKey] = if body.renews.is_some() {
+        &[]
+    } else {
+        &user.archive
+    };
+    for old in history {
         keys.push(rewrap_archived(
             a,
             session,
@@ -514,7 +571,7 @@ fn issue_everything(
         spki_der: &req.signing_spki,
         serial: &x509::random_serial()?,
         not_before: now - Duration::from_secs(300),
-        not_after: now + USER_CERT_LIFETIME,
+        not_after: now + opts.cert_lifetime,
         profile: CertProfile::UserSigning,
         email: user.email.as_deref(),
     };
@@ -557,6 +614,7 @@ fn issue_everything(
         encryption_cert,
         history,
         delivery,
+        renewal: body.renews.is_some(),
     })
 }
 
@@ -663,8 +721,14 @@ fn commit(
     let sig_serial = x509::serial_hex(&made.signing_cert);
     let enc_serial = x509::serial_hex(&made.encryption_cert);
     let now = now_rfc3339();
-    let not_after =
-        humantime::format_rfc3339_seconds(SystemTime::now() + USER_CERT_LIFETIME).to_string();
+    let not_after = humantime::format_rfc3339_seconds(
+        made.signing_cert
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_system_time(),
+    )
+    .to_string();
     a.put(
         kind::ARCHIVE,
         &enc_serial,
@@ -695,11 +759,16 @@ fn commit(
         serde_json::to_vec(&stored).map_err(|e| AuthorityError::Encode(e.to_string()))?,
     )?;
     let user = a.user_mut(user_name)?;
-    if let Some(t) = user.temp_key.as_mut() {
-        t.mark_spent();
-    }
-    user.state = UserState::Active;
-    user.keysets.push(body.keyset.clone());
+    let superseded = if made.renewal {
+        super::renew::supersede(user, &body.keyset, body.revoke_old, &now)
+    } else {
+        if let Some(t) = user.temp_key.as_mut() {
+            t.mark_spent();
+        }
+        user.state = UserState::Active;
+        user.keysets.push(body.keyset.clone());
+        0
+    };
     for (serial, kind) in [
         (&sig_serial, CertKind::Signing),
         (&enc_serial, CertKind::Encryption),
@@ -711,19 +780,35 @@ fn commit(
             issued: now.clone(),
             not_after: not_after.clone(),
             revoked: None,
+            superseded: None,
         });
     }
     user.archive.push(ArchivedKey {
         cert_serial: enc_serial.clone(),
         archived: now,
     });
+    let (action, renewed) = if made.renewal {
+        (
+            "renew",
+            format!(
+                "renewal signed by the current signing key; {superseded} certificates {}; ",
+                if body.revoke_old {
+                    "revoked (superseded)"
+                } else {
+                    "marked superseded"
+                }
+            ),
+        )
+    } else {
+        ("process", String::new())
+    };
     a.audit(
         "operator",
-        "process",
+        action,
         user_name,
         "ok",
         &format!(
-            "keyset {:?}: signing cert {sig_serial}, encryption cert {enc_serial}, {} archived keys returned, delivery {}{}",
+            "{renewed}keyset {:?}: signing cert {sig_serial}, encryption cert {enc_serial}, {} archived keys returned, delivery {}{}",
             body.keyset,
             made.history,
             made.delivery,

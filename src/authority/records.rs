@@ -139,6 +139,10 @@ pub struct IssuedCert {
     /// Set once revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<Revocation>,
+    /// When a renewal replaced it (RFC 3339): no longer current, but not revoked (it stays
+    /// valid for what it signed and encrypted until it expires). Absent: current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<String>,
 }
 
 /// An archived encryption key: wrapped under the archive key in `archive/USER/SERIAL.kwp`.

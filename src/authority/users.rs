@@ -14,7 +14,8 @@ pub fn check_user_name(name: &str) -> Result<(), AuthorityError> {
     crate::names::check_user_name(name).map_err(AuthorityError::BadRequest)
 }
 
-fn check_email(email: &str) -> Result<(), AuthorityError> {
+/// Checks an e-mail address (for certificates; see [`crate::names::check_email`]).
+pub fn check_email(email: &str) -> Result<(), AuthorityError> {
     crate::names::check_email(email).map_err(AuthorityError::BadRequest)
 }
 

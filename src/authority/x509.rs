@@ -295,6 +295,9 @@ pub enum CrlReason {
     Superseded,
     /// cessationOfOperation (5).
     CessationOfOperation,
+    /// certificateHold (6): on hold while a token is lost (`authority token --state lost`),
+    /// not a reason an operator gives to `revoke`, so not in [`CrlReason::ALL`].
+    CertificateHold,
 }
 
 impl CrlReason {
@@ -315,6 +318,7 @@ impl CrlReason {
             CrlReason::AffiliationChanged => "affiliationChanged",
             CrlReason::Superseded => "superseded",
             CrlReason::CessationOfOperation => "cessationOfOperation",
+            CrlReason::CertificateHold => "certificateHold",
         }
     }
 
@@ -326,6 +330,7 @@ impl CrlReason {
             CrlReason::AffiliationChanged => R::AffiliationChanged,
             CrlReason::Superseded => R::Superseded,
             CrlReason::CessationOfOperation => R::CessationOfOperation,
+            CrlReason::CertificateHold => R::CertificateHold,
         }
     }
 
@@ -337,6 +342,7 @@ impl CrlReason {
             R::AffiliationChanged => CrlReason::AffiliationChanged,
             R::Superseded => CrlReason::Superseded,
             R::CessationOfOperation => CrlReason::CessationOfOperation,
+            R::CertificateHold => CrlReason::CertificateHold,
             _ => return None,
         })
     }

@@ -357,8 +357,8 @@ pub enum AuthorityCommand {
     Revoke(RevokeArgs),
     /// Write a CRL signed on the authority's token (asks for the PIN)
     Crl(CrlArgs),
-    /// List users with their state, keysets and certificates
-    Users(DirArg),
+    /// List users with their state, keysets and certificates (--expiring 30d: who needs to renew)
+    Users(UsersArgs),
     /// Show the audit log (or check its chain and signed checkpoints with --verify)
     Log(LogArgs),
     /// Convert an authority directory of the TOML format into the store, once (asks for the PIN)
@@ -378,6 +378,65 @@ pub enum AuthorityCommand {
     Approve(super::operator_args::DecideArgs),
     /// Reject a request with your operator token (one rejection rejects it)
     Reject(super::operator_args::DecideArgs),
+    /// Add many users from a CSV (user,email): temporary keys to one 0600 file per user or a CSV for a mail merge (asks for the PIN)
+    AddUsers(AddUsersArgs),
+    /// Roll over the archive key: a new one on the token, every archived key re-wrapped under it (resumable; asks for the PIN)
+    Rollover(RolloverArgs),
+    /// A user's token state: show it, or set lost (certificates on hold, a temporary token
+    /// allowed), found (off hold, the temporary token retired), damaged or terminated (revoked)
+    /// (asks for the PIN to change it)
+    Token(TokenStateArgs),
+}
+
+/// `authority add-users`
+#[derive(Debug, Args)]
+pub struct AddUsersArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The users: one `user,email` per line (a `user,email` header is allowed; email may be empty)
+    #[arg(long, value_name = "CSV")]
+    pub from: PathBuf,
+    /// Where the temporary keys go (created, mode 0700)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// files: OUT/USER.tempkey (0600) each; csv: OUT/temporary-keys.csv (0600) for a mail merge
+    #[arg(long, value_enum, default_value = "files")]
+    pub format: crate::authority::bulk::KeyOutput,
+    /// How long the temporary keys work (e.g. 72h, 14d)
+    #[arg(long, default_value = "72h")]
+    pub expires: String,
+    /// Check the file and say what would be done; change nothing (no PIN)
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `authority rollover`
+#[derive(Debug, Args)]
+pub struct RolloverArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Roll over the archive key (run again to finish one that was stopped)
+    #[arg(long, required = true)]
+    pub archive: bool,
+}
+
+/// `authority token`
+#[derive(Debug, Args)]
+pub struct TokenStateArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The user
+    pub user: String,
+    /// The new state (without it: show the current one). Allowed: active/found → lost,
+    /// damaged, terminated; lost → found, damaged, terminated; damaged → terminated
+    #[arg(long, value_enum)]
+    pub state: Option<crate::authority::tokenstate::TokenState>,
+    /// How long the temporary key (lost, damaged) works
+    #[arg(long, default_value = "72h")]
+    pub expires: String,
 }
 
 /// `authority reply`
@@ -391,6 +450,23 @@ pub struct ReplyArgs {
     /// Where to write the reply
     #[arg(short, long, value_name = "REPLY")]
     pub output: PathBuf,
+}
+
+/// `authority users`
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Only users with a current certificate that expires within DURATION (e.g. 30d): who needs to renew
+    #[arg(long, value_name = "DURATION", value_parser = any_duration)]
+    pub expiring: Option<std::time::Duration>,
+}
+
+/// A humantime duration (`30d`, `12h`).
+fn any_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 30d or 12h"))
 }
 
 /// `--dir DIR`
@@ -461,6 +537,9 @@ pub struct ProcessArgs {
     /// Where to write the reply
     #[arg(short, long, value_name = "REPLY")]
     pub output: PathBuf,
+    /// How long the user certificates are valid (default two years), e.g. 365d
+    #[arg(long, value_name = "DURATION", value_parser = any_duration)]
+    pub cert_lifetime: Option<std::time::Duration>,
 }
 
 /// `authority recover`
@@ -547,11 +626,19 @@ pub struct LogArgs {
 
 /// `keyward enroll`
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("mode").required(true).args(["complete", "user"])))]
+#[command(group(ArgGroup::new("mode").required(true).args(["complete", "user", "renew"])))]
 pub struct EnrollArgs {
-    /// Complete an enrollment with the authority's reply
+    /// Complete an enrollment (or a renewal) with the authority's reply
     #[arg(long, value_name = "REPLY", conflicts_with_all = ["keyset", "token", "authority", "authority_cert", "output"])]
     pub complete: Option<PathBuf>,
+    /// Renew keyset NAME: new certificates and keys on the same token, asked for with its
+    /// password and signed by its current signing key (local --authority DIR, or -o REQUEST)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["complete", "user", "keyset", "token"])]
+    pub renew: Option<String>,
+    /// With --renew: revoke the superseded certificates (reason superseded) instead of only
+    /// marking them superseded
+    #[arg(long, requires = "renew")]
+    pub revoke_old: bool,
     /// Your user name at the authority
     #[arg(long, requires_all = ["keyset", "token"])]
     pub user: Option<String>,
@@ -732,6 +819,19 @@ pub enum TokenCommand {
     ChangePin(TokenArg),
     /// Set a new user PIN with the SO PIN (unlocks a locked PIN)
     Unblock(TokenArg),
+    /// Initialise many tokens from a manifest: labels, the SO PIN, a user PIN generated for each and handed out once
+    Provision(ProvisionArgs),
+}
+
+/// `token provision`
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// The manifest (TOML: so_pin_file, pin_out, pin_length, [[token]] label = …)
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// Check the manifest and say what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `--token URI`

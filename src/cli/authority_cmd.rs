@@ -28,7 +28,7 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Recover(a) => recover(ctx, a),
         AuthorityCommand::Revoke(a) => revoke(ctx, a),
         AuthorityCommand::Crl(a) => crl(ctx, a),
-        AuthorityCommand::Users(a) => users(ctx, &a.dir),
+        AuthorityCommand::Users(a) => users(ctx, &a.dir, a.expiring),
         AuthorityCommand::Log(a) => log(ctx, a),
         AuthorityCommand::Migrate(a) => migrate(ctx, a),
         AuthorityCommand::Reply(a) => reply(ctx, a),
@@ -41,12 +41,57 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Reject(a) => {
             super::operator_cmd::decide(ctx, a, authority::approvals::Decision::Reject)
         }
+        AuthorityCommand::Token(a) => token_state(ctx, a),
+        AuthorityCommand::AddUsers(a) => super::bulk_cmd::add_users(ctx, a),
+        AuthorityCommand::Rollover(a) => super::bulk_cmd::rollover(ctx, a),
     }
+}
+
+fn token_state(ctx: &mut Context, a: super::args::TokenStateArgs) -> Result<(), Error> {
+    use authority::tokenstate;
+    let Some(to) = a.state else {
+        let mut dir = AuthorityDir::open_read(&a.dir)?;
+        let record = tokenstate::read(&mut dir, &a.user)?;
+        if ctx.json() {
+            print_json(&record);
+        } else {
+            outln!(
+                "the token of user {:?} is {} since {}{}",
+                a.user,
+                record.state,
+                record.since,
+                if record.held.is_empty() {
+                    String::new()
+                } else {
+                    format!("; on hold: {}", record.held.join(", "))
+                }
+            );
+        }
+        return Ok(());
+    };
+    let life = lifetime(&a.expires)?;
+    let done = with_change(ctx, &a.dir, |ch| {
+        tokenstate::change(ch, &a.dir, &a.user, to, life)
+    })?;
+    let what = format!(
+        "the token of user {:?} is now {} (was {}): {} certificates {}",
+        done.user,
+        done.to,
+        done.from,
+        done.certificates.len(),
+        done.what
+    );
+    match &done.temp_key {
+        Some(key) => print_temp_key(ctx, &done.user, key, life, &what),
+        None if ctx.json() => print_json(&done),
+        None => outln!("{what}; publish a new CRL with `keyward authority crl`"),
+    }
+    Ok(())
 }
 
 /// Runs `f` with what a change needs: the module and the authority token's PIN (every command
 /// that changes the authority logs in to its token first).
-fn with_change<T>(
+pub(super) fn with_change<T>(
     ctx: &mut Context,
     dir: &std::path::Path,
     f: impl FnOnce(&authority::init::Change<'_>) -> Result<T, AuthorityError>,
@@ -212,7 +257,7 @@ fn cert(ctx: &Context, dir: &std::path::Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn lifetime(s: &str) -> Result<Duration, Error> {
+pub(super) fn lifetime(s: &str) -> Result<Duration, Error> {
     parse_lifetime(s).map_err(|e| Error::Usage(e.to_string()))
 }
 
@@ -263,8 +308,12 @@ fn process(ctx: &mut Context, a: ProcessArgs) -> Result<(), Error> {
     // The request must be there and readable before the PIN is asked for.
     std::fs::File::open(&a.request)
         .map_err(|e| crate::error::IoError::new("read", &a.request, e))?;
+    let mut opts = authority::process::ProcessOptions::default();
+    if let Some(life) = a.cert_lifetime {
+        opts.cert_lifetime = life;
+    }
     let done = with_change(ctx, &a.dir, |ch| {
-        authority::process::process(ch, &a.dir, &a.request, &a.output)
+        authority::process::process_with(ch, &a.dir, &a.request, &a.output, &opts)
     })?;
     if ctx.json() {
         print_json(&serde_json::json!({
@@ -378,9 +427,31 @@ fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn users(ctx: &mut Context, dir: &std::path::Path) -> Result<(), Error> {
+fn users(
+    ctx: &mut Context,
+    dir: &std::path::Path,
+    expiring: Option<Duration>,
+) -> Result<(), Error> {
     let mut a = AuthorityDir::open_read(dir)?;
-    let users = a.all_users()?;
+    let mut users = a.all_users()?;
+    if let Some(within) = expiring {
+        let before = std::time::SystemTime::now() + within;
+        users.retain(|u| !authority::renew::expiring(u, before).is_empty());
+        if !ctx.json() {
+            for u in &users {
+                for (serial, at) in authority::renew::expiring(u, before) {
+                    outln!("{:<16} certificate {serial} expires {at}: renew with `keyward enroll --renew KEYSET`", u.name);
+                }
+            }
+            if users.is_empty() {
+                outln!(
+                    "No current certificate expires within {}.",
+                    short_duration(within)
+                );
+            }
+            return Ok(());
+        }
+    }
     if ctx.json() {
         #[derive(Serialize)]
         struct UserOut<'a> {

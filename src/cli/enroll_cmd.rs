@@ -19,6 +19,9 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     if let Some(reply) = &a.complete {
         return complete(ctx, reply);
     }
+    if let Some(keyset) = &a.renew {
+        return super::renew_cmd::renew(ctx, keyset, &a);
+    }
     let (Some(user), Some(keyset), Some(token)) = (&a.user, &a.keyset, &a.token) else {
         return Err(Error::Usage(
             "pass --user, --keyset and --token (or --complete REPLY)".into(),
@@ -216,6 +219,9 @@ fn complete(ctx: &mut Context, reply: &Path) -> Result<(), Error> {
     // The reply must be there and readable before any PIN is asked for.
     std::fs::File::open(reply).map_err(|e| crate::error::IoError::new("read", reply, e))?;
     let home = ctx.home()?;
+    if let Some(keyset) = crate::enroll::renew::renewal_for_reply(&home, reply)? {
+        return super::renew_cmd::complete(ctx, &keyset, reply);
+    }
     let pin = ctx.pin()?;
     let new = ctx.new_password_if_given("the enrolled keyset")?;
     let policy = ctx.login_policy();
@@ -227,7 +233,7 @@ fn complete(ctx: &mut Context, reply: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn report(ctx: &Context, done: &client::Completed) {
+pub(super) fn report(ctx: &Context, done: &client::Completed) {
     if ctx.json() {
         print_json(done);
         return;

@@ -1,6 +1,6 @@
 //! `keyward keyset …`: a user's own keys.
 
-use super::output::{out, outln, refuse_same_file, say};
+use super::output::{note, out, outln, refuse_same_file, say};
 use std::io::IsTerminal;
 
 use secrecy::ExposeSecret;
@@ -169,6 +169,10 @@ struct Shown {
     hardening: Option<HardeningView>,
     enrollment: Option<EnrollmentView>,
     adopted: Option<AdoptedView>,
+    /// When the signing certificate expires (enrolled keysets).
+    expires: Option<String>,
+    /// Set in the last 20% of the certificate's life: renew.
+    expiry_warning: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -207,6 +211,8 @@ struct KeyView {
 
 impl Shown {
     fn of(r: &KeysetRecord) -> Self {
+        let now = std::time::SystemTime::now();
+        let cert = signing_cert_of(r);
         let key = |k: &keyset::registry::EncryptionKey| KeyView {
             id: k.id.to_lowercase(),
             certificate_serial: k.cert_serial.to_lowercase(),
@@ -247,8 +253,23 @@ impl Shown {
                 signing_certificate: a.signing_certificate.is_some(),
                 decryption_key: a.decryption_key.as_ref().map(key),
             }),
+            expires: cert.and_then(|pem| {
+                crate::enroll::renew::life_used(pem, now)
+                    .map(|(_, end)| humantime::format_rfc3339_seconds(end).to_string())
+            }),
+            expiry_warning: cert
+                .filter(|_| r.state == keyset::KeysetState::Active)
+                .and_then(|pem| crate::enroll::renew::expiry_warning(pem, now))
+                .map(|w| w.replace("NAME", &format!("{:?}", r.name))),
         }
     }
+}
+
+/// The keyset's current signing certificate, PEM, when enrolled.
+fn signing_cert_of(r: &KeysetRecord) -> Option<&str> {
+    r.enrollment
+        .as_ref()
+        .and_then(|e| e.signing_certificate.as_deref())
 }
 
 fn object_uri(r: &KeysetRecord, kind: ObjectKind) -> String {
@@ -288,6 +309,7 @@ fn list(ctx: &mut Context) -> Result<(), Error> {
         outln!("No keysets. Create one with `keyward keyset create NAME --token URI`.");
     }
     for r in shown {
+        let s = Shown::of(r);
         outln!(
             "{:<28} {:<8} {:<8} {:<8} token {:?} (serial {})",
             format!("{:?}", r.name),
@@ -297,6 +319,12 @@ fn list(ctx: &mut Context) -> Result<(), Error> {
             r.token_label,
             r.token_serial
         );
+        if let Some(at) = &s.expires {
+            outln!("{:<28} certificate expires {at}", "");
+        }
+        if let Some(w) = &s.expiry_warning {
+            note!("warning: keyset {:?}: {w}", r.name);
+        }
     }
     Ok(())
 }
@@ -377,7 +405,26 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
             );
         }
     }
+    let shown = Shown::of(&record);
+    if let Some(at) = &shown.expires {
+        outln!("  expires:     {at}");
+    }
+    if let Some(e) = &record.enrollment {
+        for h in &e.history {
+            outln!(
+                "  renewed:     signing certificate {} superseded {}",
+                crate::authority::x509::certs_from_pem(&h.certificate)
+                    .ok()
+                    .and_then(|c| c.first().map(crate::authority::x509::serial_hex))
+                    .unwrap_or_default(),
+                h.superseded
+            );
+        }
+    }
     outln!("  created:     {}", record.created);
+    if let Some(w) = &shown.expiry_warning {
+        note!("warning: keyset {:?}: {w}", record.name);
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod authority_cmd;
+mod bulk_cmd;
 mod context;
 mod crl_cmd;
 mod enroll_cmd;
@@ -11,6 +12,7 @@ pub mod operator_args;
 mod operator_cmd;
 mod output;
 pub mod progress;
+mod renew_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;

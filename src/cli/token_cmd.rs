@@ -14,6 +14,7 @@ pub fn run(ctx: &mut Context, cmd: TokenCommand) -> Result<(), Error> {
         TokenCommand::Init(a) => init(ctx, a),
         TokenCommand::ChangePin(a) => change_pin(ctx, &a.token),
         TokenCommand::Unblock(a) => unblock(ctx, &a.token),
+        TokenCommand::Provision(a) => super::bulk_cmd::provision(ctx, a),
     }
 }
 

@@ -228,6 +228,8 @@ fn generate_and_sign(
         temp_key_oaep: p.authority.oaep,
         encrypted_temp_key: wire::to_b64(&encrypt_temp_key(p, &nonce)?),
         receives,
+        renews: None,
+        revoke_old: false,
     };
     let algorithm = match signing {
         PublicKey::Rsa(_) => "sha256WithRSAEncryption",
@@ -251,6 +253,8 @@ fn generate_and_sign(
         signing_certificate: None,
         encryption_keys: Vec::new(),
         delivery: None,
+        renewal: None,
+        history: Vec::new(),
         extra: toml::Table::new(),
     });
     Ok((record, request))
@@ -493,7 +497,7 @@ impl PreparedCompletion {
 
 /// The transport key pair's public half, removed by [`remove_transport`] and kept to be put
 /// back.
-struct RemovedPublic {
+pub(super) struct RemovedPublic {
     id: Vec<u8>,
     modulus: Vec<u8>,
     exponent: Vec<u8>,
@@ -502,7 +506,7 @@ struct RemovedPublic {
 /// Removes the transport key pair: the public half first, its parts kept, then the private
 /// half in one call — the only step that cannot be undone. When that fails, `removed` holds
 /// the public half, for [`undo_completion`] to put back.
-fn remove_transport(
+pub(super) fn remove_transport(
     session: &TokenSession,
     record: &KeysetRecord,
     enrollment: &Enrollment,
@@ -537,7 +541,7 @@ fn remove_transport(
 /// Takes back a completion that failed: puts back the transport key's public half if it was
 /// removed, and removes what [`store_everything`] stored — in a fresh session, because the
 /// failure may have left an operation active in this one.
-fn undo_completion(
+pub(super) fn undo_completion(
     module: &Module,
     session: &mut TokenSession,
     record: &KeysetRecord,
@@ -577,7 +581,7 @@ fn remove_stored(session: &TokenSession, record: &KeysetRecord, created: &[Vec<u
 }
 
 /// Checks the reply's signature with the CA trusted at request time.
-fn verify_reply(
+pub(super) fn verify_reply(
     signed: &Signed<ReplyBody>,
     enrollment: &Enrollment,
 ) -> Result<x509_cert::Certificate, EnrollError> {
@@ -601,7 +605,7 @@ fn verify_reply(
 
 /// How this token takes the keys of a reply.
 #[derive(Clone, Copy)]
-enum Receive {
+pub(super) enum Receive {
     /// `C_UnwrapKey` with this RFC 5649 mechanism.
     Unwrap(Rfc5649Mechanism),
     /// `C_UnwrapKey` with `CKM_AES_CBC_PAD`.
@@ -611,7 +615,7 @@ enum Receive {
 }
 
 /// The way this token can take a reply's `delivery`, or what it lacks.
-fn receive_method(caps: &Capabilities, delivery: Delivery) -> Result<Receive, String> {
+pub(super) fn receive_method(caps: &Capabilities, delivery: Delivery) -> Result<Receive, String> {
     let can = delivery::receivable(caps);
     match delivery {
         Delivery::Rfc5649 => match caps.rfc5649 {
@@ -626,7 +630,7 @@ fn receive_method(caps: &Capabilities, delivery: Delivery) -> Result<Receive, St
 }
 
 #[allow(clippy::too_many_arguments)]
-fn store_everything(
+pub(super) fn store_everything(
     session: &mut TokenSession,
     how: Receive,
     record: &KeysetRecord,

@@ -107,6 +107,18 @@ pub fn parse_marker(bundle: &str) -> Vec<Delivery> {
         .collect()
 }
 
+/// What a renewal without the authority's bundle may ask for: `rfc5649`, and the delivery
+/// the keyset's enrollment used (the authority made it then, so it offers it).
+pub fn offered_by_enrollment(used: Option<&str>) -> Vec<Delivery> {
+    let mut v = vec![Delivery::Rfc5649];
+    match used {
+        Some("aes-cbc-pad") => v.push(Delivery::AesCbcPad),
+        Some("import") => v.push(Delivery::Import),
+        _ => {}
+    }
+    v
+}
+
 /// What a token (probed with the PIN) can receive, best first.
 pub fn receivable(caps: &Capabilities) -> Vec<Delivery> {
     let mut v = Vec::new();

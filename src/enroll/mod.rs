@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod delivery;
+pub mod renew;
 pub mod wire;
 
 use std::path::PathBuf;

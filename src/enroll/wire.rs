@@ -163,6 +163,15 @@ pub struct RequestBody {
     /// requests from before deliveries were recorded: `["rfc5649"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub receives: Vec<Delivery>,
+    /// A renewal (`enroll --renew`): the keyset's current signing certificate, PEM. The
+    /// request is then signed by that certificate's key (the CSR still by the new key), and
+    /// carries no temporary key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renews: Option<String>,
+    /// With a renewal: revoke the superseded certificates (reason superseded) instead of only
+    /// marking them superseded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoke_old: bool,
 }
 
 /// One encryption key in a reply.

@@ -228,6 +228,16 @@ pub fn remove(
     if let (Some(module), Some((password, policy))) = (module, destroy) {
         let s = KeysetSession::open(module, &record, password, policy, true)?;
         destroyed = s.session.destroy_by_id(&unhex_id(&record.signing_id)?)?;
+        // Signing keys a renewal replaced, and the keys of a renewal still pending.
+        if let Some(e) = &record.enrollment {
+            let mut ids: Vec<&str> = e.history.iter().map(|h| h.signing_id.as_str()).collect();
+            if let Some(r) = &e.renewal {
+                ids.extend([r.signing_id.as_str(), r.transport_id.as_str()]);
+            }
+            for id in ids {
+                destroyed += s.session.destroy_by_id(&unhex_id(id)?)?;
+            }
+        }
     }
     registry.remove(name)?;
     registry.save(&lock)?;

@@ -216,9 +216,43 @@ pub struct Enrollment {
     /// created with `C_CreateObject`), once enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<String>,
+    /// A renewal requested (`enroll --renew -o`) and not completed yet: the keyset stays
+    /// active with its current keys meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<PendingRenewal>,
+    /// Signing certificates replaced by renewals, oldest first (their keys stay on the token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<PastSigning>,
     /// Fields written by a newer keyward, kept as they are.
     #[serde(flatten)]
     pub extra: toml::Table,
+}
+
+/// A renewal waiting for the authority's reply: the new signing key and transport key are
+/// on the token already.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingRenewal {
+    /// The renewal request's nonce, hex.
+    pub nonce: String,
+    /// `CKA_ID` of the new signing key pair, hex.
+    pub signing_id: String,
+    /// The new signing public key, SubjectPublicKeyInfo PEM.
+    pub signing_public_key: String,
+    /// `CKA_ID` of the renewal's transport key, hex.
+    pub transport_id: String,
+    /// When requested, RFC 3339.
+    pub requested: String,
+}
+
+/// A signing certificate a renewal replaced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PastSigning {
+    /// `CKA_ID` of its key pair, hex.
+    pub signing_id: String,
+    /// The certificate, PEM.
+    pub certificate: String,
+    /// When it was replaced, RFC 3339.
+    pub superseded: String,
 }
 
 /// One encryption key of a keyset.

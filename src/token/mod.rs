@@ -12,6 +12,7 @@ pub mod inventory;
 mod keygen;
 pub mod keys;
 pub mod module;
+pub mod provision;
 mod raw;
 pub(crate) mod reference;
 pub mod session;

@@ -1,0 +1,210 @@
+//! Bulk commands: `authority add-users` (and `token provision`), with a progress bar on a
+//! terminal.
+
+use std::io::IsTerminal;
+
+use super::args::AddUsersArgs;
+use super::authority_cmd::{lifetime, with_change};
+use super::output::{outln, print_json};
+use super::Context;
+use crate::authority::bulk::{self, BulkOptions, BulkReport};
+use crate::error::Error;
+
+/// A progress bar on standard error when it is a terminal (and not `--json`), hidden otherwise.
+pub fn progress_bar(ctx: &Context, len: usize, what: &str) -> indicatif::ProgressBar {
+    if ctx.json() || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Runs `authority add-users`.
+pub fn add_users(ctx: &mut Context, a: AddUsersArgs) -> Result<(), Error> {
+    crate::authority::state::check_is_authority(&a.dir)?;
+    let life = lifetime(&a.expires)?;
+    let users = bulk::read_users(&a.from)?;
+    let opts = BulkOptions {
+        out: &a.out,
+        format: a.format,
+        lifetime: life,
+    };
+    if a.dry_run {
+        let report = bulk::dry_run(&a.dir, &users, &opts)?;
+        return show(ctx, &report);
+    }
+    let bar = progress_bar(ctx, users.len(), "adding users");
+    let report = with_change(ctx, &a.dir, |ch| {
+        bulk::add_users(ch, &a.dir, &users, &opts, &mut |n| {
+            bar.set_position(n as u64)
+        })
+    });
+    bar.finish_and_clear();
+    show(ctx, &report?)
+}
+
+fn show(ctx: &Context, r: &BulkReport) -> Result<(), Error> {
+    if ctx.json() {
+        print_json(r);
+        return Ok(());
+    }
+    let verb = if r.dry_run { "would add" } else { "added" };
+    outln!(
+        "{verb} {} users; {} skipped (they exist already: their keys were given out before; `keyward authority recover` issues a new one){}",
+        r.added,
+        r.skipped,
+        if r.dry_run {
+            "; nothing was changed (--dry-run)".to_string()
+        } else {
+            format!("; temporary keys in {} (mode 0600)", r.output.display())
+        }
+    );
+    if r.stale_rows_dropped > 0 {
+        outln!(
+            "dropped {} rows of an interrupted earlier run (those users were never recorded and got new keys now)",
+            r.stale_rows_dropped
+        );
+    }
+    Ok(())
+}
+
+/// Runs `token provision --manifest FILE`.
+pub fn provision(ctx: &mut Context, a: super::args::ProvisionArgs) -> Result<(), Error> {
+    use crate::token::provision::{self, Manifest, PinOut};
+    let m = Manifest::load(&a.manifest).map_err(provision_error)?;
+    if a.dry_run {
+        let plan = provision::plan(ctx.module()?, &m)?;
+        return show_provisioned(ctx, &plan);
+    }
+    let plan = provision::plan(ctx.module()?, &m)?;
+    let so_pin = match m.so_pin_path(&a.manifest) {
+        Some(path) => {
+            crate::secrets::SecretSource::new("SO PIN", "so_pin_file", Some(path), "").read()?
+        }
+        None => ctx.so_pin(!plan.initialised.is_empty())?,
+    };
+    let pin_dir = m.pin_dir(&a.manifest);
+    let bar = progress_bar(ctx, m.tokens.len(), "provisioning tokens");
+    let json = ctx.json();
+    let mut print = |label: &str, pin: &secrecy::SecretString| {
+        use secrecy::ExposeSecret;
+        bar.suspend(|| {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"label": label, "user_pin": pin.expose_secret()})
+                );
+            } else {
+                println!("{label} {}", pin.expose_secret());
+            }
+        });
+    };
+    let out = match &pin_dir {
+        Some(dir) => PinOut::Dir(dir),
+        None => PinOut::Print(&mut print),
+    };
+    let done = provision::provision(ctx.module()?, &m, &so_pin, out, &mut |n| {
+        bar.set_position(n as u64)
+    });
+    bar.finish_and_clear();
+    let done = done.map_err(provision_error)?;
+    if pin_dir.is_none() && !json {
+        eprintln!("(each user PIN above is shown once; give it to the token's holder)");
+    }
+    if let Some(dir) = &pin_dir {
+        if !done.initialised.is_empty() && !json {
+            eprintln!(
+                "user PINs written to {}/LABEL.pin (mode 0600)",
+                dir.display()
+            );
+        }
+    }
+    show_provisioned(ctx, &done)
+}
+
+fn show_provisioned(ctx: &Context, p: &crate::token::provision::Provisioned) -> Result<(), Error> {
+    if ctx.json() {
+        if p.dry_run {
+            print_json(p);
+        }
+        return Ok(());
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let verb = if p.dry_run {
+        "would initialise"
+    } else {
+        "initialised"
+    };
+    let line = format!(
+        "{verb} {} tokens ({}); {} skipped, their labels exist already ({}){}",
+        p.initialised.len(),
+        list(&p.initialised),
+        p.skipped.len(),
+        list(&p.skipped),
+        if p.dry_run {
+            "; nothing was changed (--dry-run)"
+        } else {
+            ""
+        }
+    );
+    // With PINs printed on standard output, the summary goes to standard error.
+    eprintln!("{line}");
+    Ok(())
+}
+
+fn provision_error(e: crate::token::provision::ProvisionError) -> Error {
+    use crate::token::provision::ProvisionError as P;
+    match e {
+        P::Manifest { path, why } => Error::Io {
+            action: "use the manifest",
+            path,
+            reason: format!("{why}; nothing was changed"),
+        },
+        P::Token(t) => Error::Token(t),
+        P::Io { path, reason } => Error::Io {
+            action: "write",
+            path,
+            reason,
+        },
+    }
+}
+
+/// Runs `authority rollover --archive`.
+pub fn rollover(ctx: &mut Context, a: super::args::RolloverArgs) -> Result<(), Error> {
+    debug_assert!(a.archive);
+    let bar = progress_bar(ctx, 0, "re-wrapping archived keys");
+    let done = with_change(ctx, &a.dir, |ch| {
+        crate::authority::rollover::archive(ch, &a.dir, &mut |n, total| {
+            bar.set_length(total as u64);
+            bar.set_position(n as u64);
+        })
+    });
+    bar.finish_and_clear();
+    let done = done?;
+    if ctx.json() {
+        print_json(&done);
+        return Ok(());
+    }
+    outln!(
+        "{} the archive key rollover: {} archived keys re-wrapped under the new archive key {}",
+        if done.resumed { "finished" } else { "did" },
+        done.rewrapped,
+        done.new_key_id
+    );
+    if let Some(why) = &done.old_key_left {
+        eprintln!("warning: the old archive key is still on the token ({why}); it wraps nothing now — remove it with pkcs11-tool");
+    }
+    Ok(())
+}

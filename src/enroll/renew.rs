@@ -1,0 +1,501 @@
+//! Renewal (`keyward enroll --renew NAME`): new certificates and keys for the same keyset on
+//! the same token, asked for with the keyset's password and signed by its current signing
+//! key (no temporary key). The keyset keeps its name and registry entry; its earlier signing
+//! certificates go to its history, its earlier encryption keys stay on the token (old mail
+//! still reads) and stop being current.
+
+use std::path::Path;
+
+use der::Encode;
+use secrecy::SecretString;
+
+use super::client::{self, AuthorityCerts, Completed};
+use super::delivery::{self, Delivery};
+use super::wire::{self, ReplyBody, RequestBody, Signed};
+use super::EnrollError;
+use crate::authority::x509;
+use crate::keyset::create::{self, SigningKey};
+use crate::keyset::csr;
+use crate::keyset::ops::unhex_id;
+use crate::keyset::registry::{
+    KeysetRecord, KeysetState, PastSigning, PendingRenewal, PreparedSave, Registry, RegistryLock,
+};
+use crate::keyset::{KeysetError, KeysetSession, PublicKey};
+use crate::token::keys::hex;
+use crate::token::{DecryptionPair, LoginPolicy, Module, OaepHash};
+
+/// What a renewal request needs.
+pub struct RenewParams<'a> {
+    /// The keyset to renew.
+    pub keyset: &'a str,
+    /// The keyset's password.
+    pub password: &'a SecretString,
+    /// The authority, when known (a local `--authority DIR` or `--authority-cert FILE`): it
+    /// must be the one the keyset is enrolled with.
+    pub authority: Option<&'a AuthorityCerts>,
+    /// Revoke the superseded certificates (reason superseded) instead of only marking them.
+    pub revoke_old: bool,
+    /// `--final-try`.
+    pub policy: LoginPolicy,
+}
+
+/// Checks, before anything changes, that the keyset can be renewed: enrolled and active,
+/// with the given authority (if any), no renewal pending, its signing certificate current.
+pub fn check_renewable(
+    record: &KeysetRecord,
+    authority: Option<&AuthorityCerts>,
+) -> Result<String, EnrollError> {
+    let refuse = |why: String| {
+        EnrollError::Keyset(KeysetError::Unsupported(format!(
+            "keyset {:?} cannot be renewed: {why}; nothing was changed",
+            record.name
+        )))
+    };
+    let Some(e) = record.enrollment.as_ref() else {
+        return Err(refuse(
+            "it is not enrolled with an authority (enroll a keyset with `keyward enroll --user USER --keyset NAME --token URI`)".into(),
+        ));
+    };
+    if record.state != KeysetState::Active {
+        return Err(refuse(format!(
+            "it is {}, and only an active keyset renews",
+            record.state
+        )));
+    }
+    let current = e
+        .signing_certificate
+        .clone()
+        .ok_or_else(|| refuse("it holds no signing certificate".into()))?;
+    if let Some(a) = authority {
+        if !same_ca(&e.authority_ca, &a.ca_pem) {
+            let theirs = x509::certs_from_pem(&e.authority_ca)
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .map(|c| c.tbs_certificate.subject.to_string())
+                .unwrap_or_default();
+            return Err(refuse(format!(
+                "it is not enrolled with this authority (it is enrolled with {theirs:?}); renew it with the authority that enrolled it"
+            )));
+        }
+    }
+    let cert = x509::certs_from_pem(&current)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| refuse("its signing certificate does not parse".into()))?;
+    x509::check_validity(&cert, std::time::SystemTime::now()).map_err(|err| {
+        refuse(format!(
+            "its signing certificate is not current ({err}); ask the authority to recover you (`keyward authority recover`) and enroll a new keyset"
+        ))
+    })?;
+    if let Some(r) = &e.renewal {
+        return Err(refuse(format!(
+            "a renewal requested at {} is waiting for the authority's reply; complete it with `keyward enroll --complete REPLY`",
+            r.requested
+        )));
+    }
+    Ok(current)
+}
+
+fn same_ca(a: &str, b: &str) -> bool {
+    let der = |pem: &str| {
+        x509::certs_from_pem(pem)
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .and_then(|c| c.to_der().ok())
+    };
+    der(a).is_some() && der(a) == der(b)
+}
+
+/// Makes the new signing and transport keys and the renewal request signed by the current
+/// signing key; records the renewal as pending in the registry (the keyset stays active).
+/// Returns the request. On failure the new keys are removed and the registry is unchanged.
+pub fn make_renewal(
+    module: &Module,
+    home: &Path,
+    p: &RenewParams<'_>,
+) -> Result<Vec<u8>, EnrollError> {
+    let (lock, mut registry) = Registry::lock(home)?;
+    let record = registry.get(p.keyset)?.clone();
+    let current = check_renewable(&record, p.authority)?;
+    let enrollment = record.enrollment.clone().unwrap_or_else(|| unreachable!());
+    let mut ks = KeysetSession::open(module, &record, p.password, p.policy, true)?;
+    let caps = ks.session.capabilities(module, Some(ks.token_pin()))?;
+    create::check_token_supports(
+        &caps.key_generation,
+        &caps.context_specific_login,
+        ks.session.token(),
+        record.key_type,
+        record.security,
+    )?;
+    let offered = match p.authority {
+        Some(a) => a.deliveries.clone(),
+        None => delivery::offered_by_enrollment(enrollment.delivery.as_deref()),
+    };
+    let receives = delivery::usable(&caps, &offered).map_err(|why| EnrollError::CannotReceive {
+        token: ks.session.token().label().to_string(),
+        why,
+    })?;
+    let signing_id = ks.session.random(16)?;
+    let transport_id = ks.session.random(16)?;
+    let result = (|| {
+        let (pending, request) = generate_and_sign(
+            module,
+            &mut ks,
+            &record,
+            &current,
+            p.revoke_old,
+            (&signing_id, &transport_id),
+            receives,
+        )?;
+        if let Some(e) = registry.get_mut(&record.name)?.enrollment.as_mut() {
+            e.renewal = Some(pending);
+        }
+        registry.save(&lock)?;
+        Ok(request)
+    })();
+    if result.is_err() {
+        remove_ids(module, &mut ks, &[&signing_id, &transport_id]);
+    }
+    result
+}
+
+fn remove_ids(module: &Module, ks: &mut KeysetSession, ids: &[&[u8]]) {
+    let mut fresh = ks.session.for_cleanup(module);
+    let session = fresh.as_mut().unwrap_or(&mut ks.session);
+    for id in ids {
+        if let Err(e) = session.destroy_by_id(id) {
+            log::error!(
+                "could not remove the renewal's new keys (id {}): {e}",
+                hex(id)
+            );
+        }
+    }
+}
+
+fn generate_and_sign(
+    module: &Module,
+    ks: &mut KeysetSession,
+    record: &KeysetRecord,
+    current: &str,
+    revoke_old: bool,
+    (signing_id, transport_id): (&[u8], &[u8]),
+    receives: Vec<Delivery>,
+) -> Result<(PendingRenewal, Vec<u8>), EnrollError> {
+    let enrollment = record.enrollment.as_ref().unwrap_or_else(|| unreachable!());
+    let key = SigningKey {
+        label: &record.label,
+        id: signing_id,
+        key_type: record.key_type,
+        security: record.security,
+    };
+    create::generate_signing_pair(&ks.session, &key)?;
+    let (transport_public, _) = ks.session.generate_decryption_pair(&DecryptionPair {
+        id: transport_id,
+        label: &format!("{} renewal transport key", record.label),
+        bits: 2048,
+        persistent: true,
+        extractable: false,
+        always_authenticate: false,
+    })?;
+    let mut transport_oaep = Vec::new();
+    for h in [OaepHash::Sha256, OaepHash::Sha1] {
+        if ks.session.supports_oaep(transport_public, h)? {
+            transport_oaep.push(h);
+        }
+    }
+    let transport_pem =
+        PublicKey::from_raw(&ks.session.rsa_public_key(transport_public)?)?.to_pem()?;
+    let signing = create::read_signing_public(&ks.session, &key)?;
+    // The CSR is signed by the new key (proof of possession) …
+    let mut new_record = record.clone();
+    new_record.signing_id = hex(signing_id);
+    let subject = csr::parse_subject(&format!("CN={}", enrollment.user))?;
+    let (info, tbs) = csr::request_info(&subject, &signing)?;
+    let csr_sig = ks.sign_bytes(module, &new_record, &tbs)?;
+    let csr_pem = csr::finish(info, &signing, &csr_sig)?;
+    let nonce = hex(&ks.session.random(16)?);
+    let requested = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let body = RequestBody {
+        format: wire::REQUEST_FORMAT.to_string(),
+        version: wire::VERSION,
+        user: enrollment.user.clone(),
+        keyset: record.name.clone(),
+        security: record.security,
+        key_type: record.key_type,
+        created: requested.clone(),
+        nonce: nonce.clone(),
+        csr: csr_pem,
+        transport_public_key: transport_pem,
+        transport_oaep,
+        temp_key_oaep: OaepHash::Sha1,
+        encrypted_temp_key: String::new(),
+        receives,
+        renews: Some(current.to_string()),
+        revoke_old,
+    };
+    let algorithm = match PublicKey::from_pem(&record.signing_public_key)? {
+        PublicKey::Rsa(_) => "sha256WithRSAEncryption",
+        PublicKey::P256(_) => "ecdsa-with-SHA256",
+    };
+    // … and the whole request by the current one: the authority knows the user by it.
+    let request = wire::seal(
+        "keyward renewal request",
+        &body,
+        algorithm,
+        &mut |bytes: &[u8]| {
+            ks.sign_bytes(module, record, bytes)
+                .map_err(|e| e.to_string())
+        },
+    )?;
+    Ok((
+        PendingRenewal {
+            nonce,
+            signing_id: hex(signing_id),
+            signing_public_key: signing.to_pem()?,
+            transport_id: hex(transport_id),
+            requested,
+        },
+        request,
+    ))
+}
+
+/// The keyset whose pending renewal a reply answers, if any (`enroll --complete` then
+/// completes a renewal).
+pub fn renewal_for_reply(home: &Path, reply_path: &Path) -> Result<Option<String>, EnrollError> {
+    let text = wire::read(reply_path, "reply")?;
+    let Ok(signed) = wire::open::<ReplyBody>(reply_path, &text, "reply") else {
+        return Ok(None);
+    };
+    let registry = Registry::load(home)?;
+    Ok(registry
+        .keysets()
+        .iter()
+        .find(|k| {
+            k.enrollment
+                .as_ref()
+                .and_then(|e| e.renewal.as_ref())
+                .is_some_and(|r| r.nonce == signed.body.request_nonce)
+        })
+        .map(|k| k.name.clone()))
+}
+
+/// A renewal whose work on the token is done (new certificates and the new encryption key
+/// stored, the renewal's transport key removed), its registry entry written beside the
+/// registry: [`PreparedRenewal::commit`] puts it in place, [`PreparedRenewal::undo`] removes
+/// what was stored.
+pub struct PreparedRenewal {
+    _lock: RegistryLock,
+    save: PreparedSave,
+    ks: KeysetSession,
+    view: KeysetRecord,
+    created: Vec<Vec<u8>>,
+    done: Completed,
+}
+
+impl PreparedRenewal {
+    /// Records the renewal (the registry's rename).
+    pub fn commit(self) -> Result<Completed, EnrollError> {
+        self.save.commit()?;
+        Ok(self.done)
+    }
+
+    /// Removes what was stored; the registry stays as it was (the renewal pending, its
+    /// transport key gone: for a local renewal the authority could not record).
+    pub fn undo(mut self, module: &Module) {
+        client::undo_completion(
+            module,
+            &mut self.ks.session,
+            &self.view,
+            &self.created,
+            None,
+        );
+    }
+}
+
+/// Completes a renewal with the authority's reply.
+pub fn complete_renewal(
+    module: &Module,
+    home: &Path,
+    reply_path: &Path,
+    password: &SecretString,
+    policy: LoginPolicy,
+) -> Result<Completed, EnrollError> {
+    prepare_renewal(module, home, reply_path, password, policy)?.commit()
+}
+
+/// [`complete_renewal`] up to the registry's rename.
+pub fn prepare_renewal(
+    module: &Module,
+    home: &Path,
+    reply_path: &Path,
+    password: &SecretString,
+    policy: LoginPolicy,
+) -> Result<PreparedRenewal, EnrollError> {
+    let text = wire::read(reply_path, "reply")?;
+    let signed: Signed<ReplyBody> = wire::open(reply_path, &text, "reply")?;
+    wire::check_header(
+        reply_path,
+        &signed.body.format,
+        signed.body.version,
+        wire::REPLY_FORMAT,
+    )?;
+    let (lock, mut registry) = Registry::lock(home)?;
+    let record = registry
+        .keysets()
+        .iter()
+        .find(|k| {
+            k.enrollment
+                .as_ref()
+                .and_then(|e| e.renewal.as_ref())
+                .is_some_and(|r| r.nonce == signed.body.request_nonce)
+        })
+        .cloned()
+        .ok_or_else(|| EnrollError::NoPendingRequest {
+            keyset: signed.body.keyset.clone(),
+        })?;
+    let enrollment = record.enrollment.clone().unwrap_or_else(|| unreachable!());
+    let pending = enrollment.renewal.clone().unwrap_or_else(|| unreachable!());
+    let ca = client::verify_reply(&signed, &enrollment)?;
+    let signing_cert = x509::certs_from_pem(&signed.body.signing_certificate)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| EnrollError::BadReply("no signing certificate".into()))?;
+    x509::verify_issued_by(&signing_cert, &ca)?;
+    let ours = PublicKey::from_pem(&pending.signing_public_key)?.to_der()?;
+    if x509::spki_der_of(&signing_cert) != ours {
+        return Err(EnrollError::BadReply(
+            "the signing certificate is for another key than the renewal's".into(),
+        ));
+    }
+    // The record as the token will hold it: the new signing key, the renewal's transport key.
+    let mut view = record.clone();
+    view.signing_id = pending.signing_id.clone();
+    let mut view_enrollment = enrollment.clone();
+    view_enrollment.transport_id = Some(pending.transport_id.clone());
+
+    let mut ks = KeysetSession::open(module, &record, password, policy, true)?;
+    let delivery = signed.body.delivery.unwrap_or(Delivery::Rfc5649);
+    let caps = ks.session.capabilities(module, Some(ks.token_pin()))?;
+    let how =
+        client::receive_method(&caps, delivery).map_err(|why| EnrollError::CannotReceive {
+            token: ks.session.token().label().to_string(),
+            why: format!(
+                "the reply delivers its keys by {delivery} ({}), but {why}",
+                delivery.describe()
+            ),
+        })?;
+    let mut created = Vec::new();
+    let mut transport = None;
+    let result = client::store_everything(
+        &mut ks.session,
+        how,
+        &view,
+        &view_enrollment,
+        &signed.body,
+        &ca,
+        &signing_cert,
+        &mut created,
+    )
+    .and_then(|new_keys| {
+        let n = new_keys.len();
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let r = registry.get_mut(&record.name)?;
+        r.signing_id = pending.signing_id.clone();
+        r.signing_public_key = pending.signing_public_key.clone();
+        if let Some(e) = r.enrollment.as_mut() {
+            if let Some(old) = e.signing_certificate.take() {
+                e.history.push(PastSigning {
+                    signing_id: record.signing_id.clone(),
+                    certificate: old,
+                    superseded: now,
+                });
+            }
+            e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
+            for k in &mut e.encryption_keys {
+                k.current = false;
+            }
+            e.encryption_keys.extend(new_keys);
+            e.renewal = None;
+        }
+        let total = r.enrollment.as_ref().map_or(n, |e| e.encryption_keys.len());
+        let save = registry.prepare_save(&lock)?;
+        // Last on the token: without its transport key the reply cannot be completed again.
+        client::remove_transport(&ks.session, &view, &view_enrollment, &mut transport)?;
+        Ok((save, total))
+    });
+    let (save, total) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            client::undo_completion(module, &mut ks.session, &view, &created, transport);
+            return Err(e);
+        }
+    };
+    Ok(PreparedRenewal {
+        _lock: lock,
+        save,
+        ks,
+        view,
+        created,
+        done: Completed {
+            keyset: record.name.clone(),
+            user: enrollment.user.clone(),
+            encryption_keys: total,
+            retired: Vec::new(),
+            delivery,
+        },
+    })
+}
+
+/// Takes back a renewal request the authority did not serve (a local renewal that failed):
+/// removes its new keys and the pending entry; the keyset is as before.
+pub fn abandon_renewal(
+    module: &Module,
+    home: &Path,
+    keyset: &str,
+    password: &SecretString,
+) -> Result<(), EnrollError> {
+    let (lock, mut registry) = Registry::lock(home)?;
+    let record = registry.get(keyset)?.clone();
+    let Some(pending) = record.enrollment.as_ref().and_then(|e| e.renewal.clone()) else {
+        return Ok(());
+    };
+    let ks = KeysetSession::open(module, &record, password, LoginPolicy::default(), true)?;
+    for id in [&pending.signing_id, &pending.transport_id] {
+        ks.session.destroy_by_id(&unhex_id(id)?)?;
+    }
+    if let Some(e) = registry.get_mut(keyset)?.enrollment.as_mut() {
+        e.renewal = None;
+    }
+    registry.save(&lock)?;
+    Ok(())
+}
+
+/// How far into its life a certificate is (0.0 new, 1.0 expired), and its notAfter.
+pub fn life_used(pem: &str, now: std::time::SystemTime) -> Option<(f64, std::time::SystemTime)> {
+    let cert = x509::certs_from_pem(pem).ok()?.into_iter().next()?;
+    let v = &cert.tbs_certificate.validity;
+    let (start, end) = (v.not_before.to_system_time(), v.not_after.to_system_time());
+    let total = end.duration_since(start).ok()?.as_secs_f64();
+    let used = now.duration_since(start).map_or(0.0, |d| d.as_secs_f64());
+    if total <= 0.0 {
+        return Some((1.0, end));
+    }
+    Some(((used / total).min(1.0), end))
+}
+
+/// The warning `keyset list`/`show` give in the last 20% of a certificate's life.
+pub fn expiry_warning(pem: &str, now: std::time::SystemTime) -> Option<String> {
+    let (used, end) = life_used(pem, now)?;
+    let at = humantime::format_rfc3339_seconds(end);
+    if now >= end {
+        Some(format!(
+            "certificate expired at {at}: ask the authority to recover you"
+        ))
+    } else if used >= 0.8 {
+        Some(format!(
+            "certificate expires at {at} (in the last 20% of its life): renew with `keyward enroll --renew NAME`"
+        ))
+    } else {
+        None
+    }
+}
