@@ -406,8 +406,14 @@ fn openssl_opens_and_verifies_keyward_messages_and_keyward_reads_openssl_message
             "{}",
             run.stderr
         );
+        // The signed content is a MIME entity (RFC 8551): headers, then the file as it is.
         let got = std::fs::read(&out).unwrap();
-        assert!(got == content, "{name}: OpenSSL got other content");
+        let head = b"Content-Type: application/octet-stream; name=\"letter.bin\"\r\n";
+        assert!(got.starts_with(head), "{name}: no MIME header");
+        let body = find(&got, b"\r\n\r\n").expect("the header block ends") + 4;
+        assert!(got[body..] == content, "{name}: OpenSSL got other content");
+        let text = String::from_utf8_lossy(&got[..body]);
+        assert!(text.contains("Content-Transfer-Encoding: binary"), "{text}");
         assert_eq!(
             std::fs::read_to_string(&signer).unwrap().trim(),
             alice.signing_pem().trim(),
@@ -774,8 +780,13 @@ fn bad_input_is_refused_with_one_error_line_and_nothing_written() {
     ];
     let middle = flipped("middle.p7m", good_bytes.len() / 2);
     refused(bob_reads(&middle, &[]), damaged, &out);
-    let end = flipped("end.p7m", good_bytes.len() - 3);
+    // The message ends in ten end-of-contents octets (indefinite lengths); the last cipher
+    // block (the padding) is before them and its 04-piece header.
+    assert_eq!(good_bytes[good_bytes.len() - 10..], [0u8; 10], "streamed BER");
+    let end = flipped("end.p7m", good_bytes.len() - 10 - 3);
     refused(bob_reads(&end, &[]), damaged, &out);
+    let eoc = flipped("eoc.p7m", good_bytes.len() - 3);
+    refused(bob_reads(&eoc, &[]), &["corrupted"], &out);
     let slot = find(&good_bytes, &unhex(&bob.enc_serial())).expect("Bob's slot names his serial");
     let key_at = slot + find(&good_bytes[slot..], &[0x04, 0x82, 0x01, 0x00]).expect("his key");
     let key = flipped("key.p7m", key_at + 4 + 100);

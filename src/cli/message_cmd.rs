@@ -242,7 +242,7 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
 
 /// Which clients cannot open a message whose key is wrapped with RSA-OAEP (tested in
 /// tests/message_interop.rs).
-pub const OAEP_WARNING: &str = "warning: --oaep: NSS (Thunderbird, cmsutil; 3.87 tested) cannot open RSA-OAEP messages (SEC_ERROR_UNSUPPORTED_KEYALG); OpenSSL can — leave --oaep out for mail clients";
+pub const OAEP_WARNING: &str = "warning: --oaep: NSS (Thunderbird, cmsutil; 3.87 tested) and gpgsm (2.2 with gnupg-pkcs11-scd) cannot open RSA-OAEP messages, OpenSSL can; leave --oaep out for mail clients";
 
 /// `keyward read`.
 pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {

@@ -105,7 +105,11 @@ pub fn read(
     let mut plain = BufReader::with_capacity(stream::CHUNK, plain);
     let found = verify_inner(&mut plain, env.inner_signed_data, out, whole)?;
     // The rest of the plaintext (a line break after the S/MIME body) and the padding.
-    std::io::copy(&mut plain.take(1 << 20), &mut std::io::sink()).map_err(parse_error)?;
+    let rest = std::io::copy(&mut plain.take(1 << 20), &mut std::io::sink()).map_err(parse_error)?;
+    if rest >= 1 << 20 {
+        return Err(cms::CmsError::Corrupted("data after the signed message".into()).into());
+    }
+    close_enveloped(&mut ber, &env)?;
     let verified = found;
 
     let ca = match o.ca {
@@ -264,6 +268,29 @@ struct Envelope {
     iv: Vec<u8>,
     inner_signed_data: bool,
     content_header: stream::Header,
+    /// ContentInfo, its [0], EnvelopedData, EncryptedContentInfo: to close after the content.
+    open: [stream::Header; 4],
+}
+
+/// Reads the end of a ContentInfo(EnvelopedData) after its encrypted content: the message
+/// must end there.
+fn close_enveloped<R: Read>(
+    ber: &mut stream::BerReader<R>,
+    env: &Envelope,
+) -> Result<(), MessageError> {
+    let e = parse_error;
+    let [ci, explicit, enveloped, eci] = env.open;
+    ber.end_of(eci, "the encrypted content").map_err(e)?;
+    if !ber.at_end().map_err(e)? && ber.peek().map_err(e)?.tag == 0xa1 {
+        ber.skip().map_err(e)?; // unprotectedAttrs
+    }
+    ber.end_of(enveloped, "the EnvelopedData").map_err(e)?;
+    ber.end_of(explicit, "the ContentInfo").map_err(e)?;
+    ber.end_of(ci, "the ContentInfo").map_err(e)?;
+    if !ber.at_end().map_err(e)? {
+        return Err(cms::CmsError::Corrupted("unexpected data after the end of the message".into()).into());
+    }
+    Ok(())
 }
 
 fn oid_of(raw: &[u8]) -> Result<der::asn1::ObjectIdentifier, MessageError> {
@@ -280,7 +307,7 @@ fn oid_of(raw: &[u8]) -> Result<der::asn1::ObjectIdentifier, MessageError> {
 fn open_enveloped<R: Read>(ber: &mut stream::BerReader<R>) -> Result<Envelope, MessageError> {
     use der::oid::db::rfc5911;
     let e = parse_error;
-    ber.expect(0x30, "the ContentInfo").map_err(e)?;
+    let ci = ber.expect(0x30, "the ContentInfo").map_err(e)?;
     let oid = oid_of(&ber.element(64).map_err(e)?)?;
     if oid == rfc5911::ID_SIGNED_DATA {
         return Err(cms::CmsError::NotEnveloped("a signed message (SignedData)".into()).into());
@@ -295,8 +322,8 @@ fn open_enveloped<R: Read>(ber: &mut stream::BerReader<R>) -> Result<Envelope, M
             .into(),
         );
     }
-    ber.expect(0xa0, "the ContentInfo's content").map_err(e)?;
-    ber.expect(0x30, "the EnvelopedData").map_err(e)?;
+    let explicit = ber.expect(0xa0, "the ContentInfo's content").map_err(e)?;
+    let enveloped = ber.expect(0x30, "the EnvelopedData").map_err(e)?;
     if ber.peek().map_err(e)?.tag != 0x02 {
         return Err(cms::CmsError::Corrupted("the EnvelopedData has no version".into()).into());
     }
@@ -311,7 +338,7 @@ fn open_enveloped<R: Read>(ber: &mut stream::BerReader<R>) -> Result<Envelope, M
         .into());
     }
     let slots = cms::recipients_of_set(&ber.element(stream::MAX_ELEMENT).map_err(e)?)?;
-    ber.expect(0x30, "the EncryptedContentInfo").map_err(e)?;
+    let eci = ber.expect(0x30, "the EncryptedContentInfo").map_err(e)?;
     let inner = oid_of(&ber.element(64).map_err(e)?)?;
     let inner_signed_data = if inner == rfc5911::ID_DATA {
         false
@@ -336,6 +363,7 @@ fn open_enveloped<R: Read>(ber: &mut stream::BerReader<R>) -> Result<Envelope, M
         iv,
         inner_signed_data,
         content_header,
+        open: [ci, explicit, enveloped, eci],
     })
 }
 
