@@ -782,7 +782,11 @@ fn bad_input_is_refused_with_one_error_line_and_nothing_written() {
     refused(bob_reads(&middle, &[]), damaged, &out);
     // The message ends in ten end-of-contents octets (indefinite lengths); the last cipher
     // block (the padding) is before them and its 04-piece header.
-    assert_eq!(good_bytes[good_bytes.len() - 10..], [0u8; 10], "streamed BER");
+    assert_eq!(
+        good_bytes[good_bytes.len() - 10..],
+        [0u8; 10],
+        "streamed BER"
+    );
     let end = flipped("end.p7m", good_bytes.len() - 10 - 3);
     refused(bob_reads(&end, &[]), damaged, &out);
     let eoc = flipped("eoc.p7m", good_bytes.len() - 3);

@@ -17,7 +17,10 @@ const BOB: &str = "bob";
 
 /// An authority with Alice and Bob enrolled on their own cards.
 fn enrolled() -> AuthorityBed {
-    let bed = AuthorityBed::new(&["alice-card", "bob-card"], "CN=Interop Authority,O=Example");
+    let bed = AuthorityBed::new(
+        &["alice-card", "bob-card"],
+        "CN=Interop Authority,O=Example",
+    );
     assert!(
         !bed.dir.contains(char::is_whitespace),
         "the command lines here are split on whitespace: use a TMPDIR without spaces"
@@ -159,8 +162,16 @@ fn openssl_reads_keyward_messages_and_keyward_reads_openssl_messages_in_every_fo
         } else {
             bytes
         };
-        assert_eq!(der[..2], [0x30, 0x80], "{name}: not streamed (indefinite length)");
-        let inform = if extra.contains(&"--smime") { "SMIME" } else { "DER" };
+        assert_eq!(
+            der[..2],
+            [0x30, 0x80],
+            "{name}: not streamed (indefinite length)"
+        );
+        let inform = if extra.contains(&"--smime") {
+            "SMIME"
+        } else {
+            "DER"
+        };
         let inner = p(&bed, &format!("{name}.inner"));
         openssl_engine(
             &bed,
@@ -176,14 +187,21 @@ fn openssl_reads_keyward_messages_and_keyward_reads_openssl_messages_in_every_fo
             &format!("cms -verify -CAfile {ca} -in {inner} -binary -out {out}"),
         )
         .ok();
-        assert!(run.stderr.contains("Verification successful"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("Verification successful"),
+            "{}",
+            run.stderr
+        );
         let entity = std::fs::read(&out).unwrap();
         assert!(
             entity.starts_with(b"Content-Type: application/octet-stream; name=\"report.bin\"\r\n"),
             "{name}: {}",
             String::from_utf8_lossy(&entity[..80])
         );
-        assert!(body(&entity) == content, "{name}: OpenSSL read other content");
+        assert!(
+            body(&entity) == content,
+            "{name}: OpenSSL read other content"
+        );
     }
 
     // OpenSSL → keyward: signed with Alice's token key, encrypted to Bob; both key
@@ -220,8 +238,15 @@ fn openssl_reads_keyward_messages_and_keyward_reads_openssl_messages_in_every_fo
                 let out = p(&bed, &format!("ssl-{tag}.out"));
                 let run = kw(&bed, &["read", "--keyset", BOB, &msg, "-o", &out]);
                 let run = run.ok();
-                assert!(run.stderr.contains("good signature from alice"), "{tag}: {}", run.stderr);
-                assert!(std::fs::read(&out).unwrap() == content, "{tag}: other content");
+                assert!(
+                    run.stderr.contains("good signature from alice"),
+                    "{tag}: {}",
+                    run.stderr
+                );
+                assert!(
+                    std::fs::read(&out).unwrap() == content,
+                    "{tag}: other content"
+                );
             }
         }
     }
@@ -236,7 +261,10 @@ fn openssl_reads_keyward_messages_and_keyward_reads_openssl_messages_in_every_fo
     let out = p(&bed, "unsigned.out");
     let run = kw(&bed, &["read", "--keyset", BOB, &unsigned, "-o", &out]);
     run.refused("not signed");
-    assert!(!Path::new(&out).exists(), "output written for an unsigned message");
+    assert!(
+        !Path::new(&out).exists(),
+        "output written for an unsigned message"
+    );
 }
 
 /// An NSS database with the bed's SoftHSM added through `modutil` and the authority's CA
@@ -245,20 +273,36 @@ fn nss_db(bed: &AuthorityBed) -> (String, String) {
     let db = format!("sql:{}", p(bed, "nssdb"));
     std::fs::create_dir_all(bed.path("nssdb")).unwrap();
     let pin = bed.file("nss-pin.txt", format!("{USER_PIN}\n").as_bytes());
-    bed.run_tool("certutil", "libnss3-tools", &["-N", "-d", &db, "--empty-password"])
-        .ok();
+    bed.run_tool(
+        "certutil",
+        "libnss3-tools",
+        &["-N", "-d", &db, "--empty-password"],
+    )
+    .ok();
     let module = util::module();
     let module = module.to_string_lossy();
     bed.run_tool(
         "modutil",
         "libnss3-tools",
-        &["-dbdir", &db, "-add", "softhsm", "-libfile", &module, "-force"],
+        &[
+            "-dbdir", &db, "-add", "softhsm", "-libfile", &module, "-force",
+        ],
     )
     .ok();
     bed.run_tool(
         "certutil",
         "libnss3-tools",
-        &["-A", "-d", &db, "-n", "keyward-ca", "-t", "C,C,C", "-i", &bed.ca],
+        &[
+            "-A",
+            "-d",
+            &db,
+            "-n",
+            "keyward-ca",
+            "-t",
+            "C,C,C",
+            "-i",
+            &bed.ca,
+        ],
     )
     .ok();
     (db, pin)
@@ -277,7 +321,11 @@ fn nss_reads_keyward_messages_and_keyward_reads_nss_messages() {
     // The token's keys and certificates are visible to NSS (keyward stores the certificates
     // next to the keys).
     let listed = bed
-        .run_tool("certutil", "libnss3-tools", &["-L", "-d", &db, "-h", "all", "-f", &pin])
+        .run_tool(
+            "certutil",
+            "libnss3-tools",
+            &["-L", "-d", &db, "-h", "all", "-f", &pin],
+        )
         .ok()
         .stdout;
     assert!(listed.contains("bob-card:"), "{listed}");
@@ -285,9 +333,17 @@ fn nss_reads_keyward_messages_and_keyward_reads_nss_messages() {
     // keyward → NSS: cmsutil decrypts with Bob's token key, then decodes and verifies the
     // signed entity inside (default usage: e-mail signer, chain to the trusted CA).
     let msg = p(&bed, "kw.p7m");
-    kw(&bed, &["send", "--keyset", ALICE, "--to", BOB, &input, "-o", &msg]).ok();
+    kw(
+        &bed,
+        &["send", "--keyset", ALICE, "--to", BOB, &input, "-o", &msg],
+    )
+    .ok();
     let inner = p(&bed, "kw.inner");
-    cmsutil(&bed, &["-D", "-d", &db, "-f", &pin, "-i", &msg, "-o", &inner]).ok();
+    cmsutil(
+        &bed,
+        &["-D", "-d", &db, "-f", &pin, "-i", &msg, "-o", &inner],
+    )
+    .ok();
     let inner = std::fs::read(&inner).unwrap();
     assert!(find(&inner, b"smime-type=signed-data").is_some());
     let signed_b64: String = String::from_utf8(body(&inner).to_vec())
@@ -297,8 +353,16 @@ fn nss_reads_keyward_messages_and_keyward_reads_nss_messages() {
     let signed = Base64::decode_vec(&signed_b64).unwrap();
     let signed_file = bed.file("kw.signed.der", &signed);
     let out = p(&bed, "kw.nss.out");
-    let run = cmsutil(&bed, &["-D", "-d", &db, "-i", &signed_file, "-o", &out, "-v"]).ok();
-    assert!(!run.stderr.contains("status"), "a signer status was reported: {}", run.stderr);
+    let run = cmsutil(
+        &bed,
+        &["-D", "-d", &db, "-i", &signed_file, "-o", &out, "-v"],
+    )
+    .ok();
+    assert!(
+        !run.stderr.contains("status"),
+        "a signer status was reported: {}",
+        run.stderr
+    );
     let entity = std::fs::read(&out).unwrap();
     assert!(body(&entity) == content, "NSS read other content");
     // …and the check is real: a changed byte of the content fails it.
@@ -306,7 +370,10 @@ fn nss_reads_keyward_messages_and_keyward_reads_nss_messages() {
     let at = find(&forged, &content[..64]).expect("the content in the signed data");
     forged[at + 10] ^= 1;
     let forged = bed.file("forged.der", &forged);
-    let run = cmsutil(&bed, &["-D", "-d", &db, "-i", &forged, "-o", "/dev/null", "-v"]);
+    let run = cmsutil(
+        &bed,
+        &["-D", "-d", &db, "-i", &forged, "-o", "/dev/null", "-v"],
+    );
     assert!(
         run.code != 0 || run.stderr.contains("DigestMismatch"),
         "NSS accepted a forged content: {}",
@@ -315,10 +382,19 @@ fn nss_reads_keyward_messages_and_keyward_reads_nss_messages() {
 
     // OAEP: NSS cannot read it, which is what `send --oaep` warns about.
     let oaep = p(&bed, "kw-oaep.p7m");
-    let run = kw(&bed, &["send", "--keyset", ALICE, "--to", BOB, "--oaep", &input, "-o", &oaep]).ok();
+    let run = kw(
+        &bed,
+        &[
+            "send", "--keyset", ALICE, "--to", BOB, "--oaep", &input, "-o", &oaep,
+        ],
+    )
+    .ok();
     assert!(run.stderr.contains("NSS"), "{}", run.stderr);
-    cmsutil(&bed, &["-D", "-d", &db, "-f", &pin, "-i", &oaep, "-o", "/dev/null"])
-        .refused("SEC_ERROR_UNSUPPORTED_KEYALG");
+    cmsutil(
+        &bed,
+        &["-D", "-d", &db, "-f", &pin, "-i", &oaep, "-o", "/dev/null"],
+    )
+    .refused("SEC_ERROR_UNSUPPORTED_KEYALG");
 
     // NSS → keyward: cmsutil signs with Alice's token key (signing time, SHA-256) and
     // encrypts the signed DER to Bob's certificate on his token.
@@ -326,22 +402,247 @@ fn nss_reads_keyward_messages_and_keyward_reads_nss_messages() {
     cmsutil(
         &bed,
         &[
-            "-S", "-d", &db, "-f", &pin, "-N", "alice-card:alice signing certificate", "-G",
-            "-H", "SHA256", "-i", &input, "-o", &signed,
+            "-S",
+            "-d",
+            &db,
+            "-f",
+            &pin,
+            "-N",
+            "alice-card:alice signing certificate",
+            "-G",
+            "-H",
+            "SHA256",
+            "-i",
+            &input,
+            "-o",
+            &signed,
         ],
+    )
+    .ok();
+    // The sender has Bob's certificate, not his token: it goes into NSS's own database.
+    let bob_enc = bed.file("bob-enc.pem", Keyset::of(&bed, BOB).enc_pem().as_bytes());
+    bed.run_tool(
+        "certutil",
+        "libnss3-tools",
+        &["-A", "-d", &db, "-n", "bob-enc", "-t", ",,", "-i", &bob_enc],
     )
     .ok();
     let nss_msg = p(&bed, "nss.p7m");
     cmsutil(
         &bed,
         &[
-            "-E", "-d", &db, "-f", &pin, "-r", "bob-card:bob encryption key 1 certificate",
-            "-i", &signed, "-o", &nss_msg,
+            "-E", "-d", &db, "-r", "bob-enc", "-i", &signed, "-o", &nss_msg,
         ],
     )
     .ok();
     let out = p(&bed, "nss.out");
     let run = kw(&bed, &["read", "--keyset", BOB, &nss_msg, "-o", &out]).ok();
-    assert!(run.stderr.contains("good signature from alice"), "{}", run.stderr);
-    assert!(std::fs::read(&out).unwrap() == content, "keyward read other content");
+    assert!(
+        run.stderr.contains("good signature from alice"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == content,
+        "keyward read other content"
+    );
+}
+
+/// A GnuPG home where `gpgsm` reaches the bed's SoftHSM through `gnupg-pkcs11-scd` (as its
+/// scdaemon; the PIN comes from a pinentry that answers with it), trusts the authority's CA,
+/// and has learnt the tokens' keys and certificates (`--learn-card`). CRL checks are off:
+/// revocation is not what this test is about.
+fn gpgsm_home(bed: &AuthorityBed) -> std::path::PathBuf {
+    for (program, package) in [
+        ("gpgsm", "gpgsm"),
+        ("gnupg-pkcs11-scd", "gnupg-pkcs11-scd"),
+        ("gpg-agent", "gpg-agent"),
+    ] {
+        util::require_tool(program, package);
+    }
+    // A short path: gpg-agent's socket must fit in a sockaddr_un.
+    let home = tempfile::Builder::new()
+        .prefix("kwg")
+        .tempdir_in("/tmp")
+        .expect("a GnuPG home")
+        .keep();
+    let pinentry = home.join("pinentry.sh");
+    std::fs::write(
+        &pinentry,
+        format!(
+            "#!/bin/sh\necho 'OK pleased'\nwhile read -r cmd rest; do\n  case \"$cmd\" in\n    GETPIN) echo 'D {USER_PIN}'; echo OK;;\n    BYE) echo OK; exit 0;;\n    *) echo OK;;\n  esac\ndone\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pinentry, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let scd = which("gnupg-pkcs11-scd");
+    std::fs::write(
+        home.join("gpg-agent.conf"),
+        format!(
+            "scdaemon-program {scd}\npinentry-program {}\n",
+            pinentry.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join("gnupg-pkcs11-scd.conf"),
+        format!(
+            "providers p1\nprovider-p1-library {}\n",
+            util::module().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(home.join("gpgsm.conf"), "disable-crl-checks\n").unwrap();
+    gpgsm(bed, &home, &["--import", &bed.ca]).ok();
+    let fpr = gpgsm(bed, &home, &["--with-colons", "--list-keys"])
+        .ok()
+        .stdout;
+    let fpr = fpr
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .map(str::to_string)
+        .expect("the CA's fingerprint");
+    std::fs::write(home.join("trustlist.txt"), format!("{fpr} S relax\n")).unwrap();
+    gpgsm(bed, &home, &["--learn-card"]).ok();
+    home
+}
+
+fn which(program: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .expect("sh");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn gpgsm(bed: &TestBed, home: &Path, args: &[&str]) -> Run {
+    let out = bed
+        .tool("gpgsm", "gpgsm")
+        .env("GNUPGHOME", home)
+        .arg("--batch")
+        .args(args)
+        .output()
+        .expect("run gpgsm");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Stops the GnuPG home's agent (and its scdaemon) and removes the home.
+struct GnupgHome(std::path::PathBuf);
+
+impl Drop for GnupgHome {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("gpgconf")
+            .env("GNUPGHOME", &self.0)
+            .args(["--kill", "all"])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn gpgsm_reads_keyward_messages_and_keyward_reads_gpgsm_messages() {
+    let bed = enrolled();
+    let content = content();
+    let input = bed.file("report.bin", &content);
+    let home = GnupgHome(gpgsm_home(&bed));
+    let home = home.0.as_path();
+
+    // keyward → gpgsm: decrypt with Bob's token key (through gnupg-pkcs11-scd), then verify
+    // the signed entity's base64 body (gpgsm reads no MIME headers).
+    let msg = p(&bed, "kw.p7m");
+    kw(
+        &bed,
+        &["send", "--keyset", ALICE, "--to", BOB, &input, "-o", &msg],
+    )
+    .ok();
+    let inner = p(&bed, "kw.inner");
+    gpgsm(&bed, home, &["--output", &inner, "--decrypt", &msg]).ok();
+    let inner = std::fs::read(&inner).unwrap();
+    assert!(find(&inner, b"smime-type=signed-data").is_some());
+    let signed = bed.file("kw.signed.b64", body(&inner));
+    let out = p(&bed, "kw.gpgsm.out");
+    let run = gpgsm(
+        &bed,
+        home,
+        &["--assume-base64", "--output", &out, "--verify", &signed],
+    )
+    .ok();
+    assert!(run.stderr.contains("Good signature"), "{}", run.stderr);
+    assert!(
+        body(&std::fs::read(&out).unwrap()) == content,
+        "gpgsm read other content"
+    );
+
+    // OAEP: gpgsm 2.2 cannot read it, which is what `send --oaep` warns about.
+    let oaep = p(&bed, "kw-oaep.p7m");
+    kw(
+        &bed,
+        &[
+            "send", "--keyset", ALICE, "--to", BOB, "--oaep", &input, "-o", &oaep,
+        ],
+    )
+    .ok();
+    gpgsm(&bed, home, &["--output", "/dev/null", "--decrypt", &oaep]).refused("decryption failed");
+
+    // gpgsm → keyward: signed with Alice's token key, encrypted to Bob's certificate.
+    let bob_enc = bed.file("bob-enc.pem", Keyset::of(&bed, BOB).enc_pem().as_bytes());
+    gpgsm(&bed, home, &["--import", &bob_enc]).ok();
+    let fpr = openssl(
+        &bed,
+        &format!("x509 -in {bob_enc} -noout -fingerprint -sha1"),
+    )
+    .ok()
+    .stdout;
+    let fpr: String = fpr
+        .split('=')
+        .nth(1)
+        .expect("a fingerprint")
+        .trim()
+        .replace(':', "");
+    let signed = p(&bed, "gpgsm.signed");
+    gpgsm(
+        &bed,
+        home,
+        &[
+            "-u",
+            "alice@example.org",
+            "--output",
+            &signed,
+            "--sign",
+            &input,
+        ],
+    )
+    .ok();
+    let gmsg = p(&bed, "gpgsm.p7m");
+    gpgsm(
+        &bed,
+        home,
+        &[
+            "-r",
+            &format!("0x{fpr}"),
+            "--output",
+            &gmsg,
+            "--encrypt",
+            &signed,
+        ],
+    )
+    .ok();
+    let out = p(&bed, "gpgsm.out");
+    let run = kw(&bed, &["read", "--keyset", BOB, &gmsg, "-o", &out]).ok();
+    assert!(
+        run.stderr.contains("good signature from alice"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == content,
+        "keyward read other content"
+    );
 }

@@ -105,7 +105,8 @@ pub fn read(
     let mut plain = BufReader::with_capacity(stream::CHUNK, plain);
     let found = verify_inner(&mut plain, env.inner_signed_data, out, whole)?;
     // The rest of the plaintext (a line break after the S/MIME body) and the padding.
-    let rest = std::io::copy(&mut plain.take(1 << 20), &mut std::io::sink()).map_err(parse_error)?;
+    let rest =
+        std::io::copy(&mut plain.take(1 << 20), &mut std::io::sink()).map_err(parse_error)?;
     if rest >= 1 << 20 {
         return Err(cms::CmsError::Corrupted("data after the signed message".into()).into());
     }
@@ -288,7 +289,10 @@ fn close_enveloped<R: Read>(
     ber.end_of(explicit, "the ContentInfo").map_err(e)?;
     ber.end_of(ci, "the ContentInfo").map_err(e)?;
     if !ber.at_end().map_err(e)? {
-        return Err(cms::CmsError::Corrupted("unexpected data after the end of the message".into()).into());
+        return Err(cms::CmsError::Corrupted(
+            "unexpected data after the end of the message".into(),
+        )
+        .into());
     }
     Ok(())
 }
@@ -531,6 +535,46 @@ fn verify_signed_stream(
         found,
         bytes,
     })
+}
+
+/// What [`parse_unverified`] got through, for the fuzz target (`fuzz/checks/message.rs`).
+#[derive(Debug, Default)]
+pub struct ParseReport {
+    /// Recipient slots found.
+    pub recipients: usize,
+    /// Whether the input, read as a signed message (the decrypted layer), verified.
+    pub signed_verified: bool,
+}
+
+/// Runs the streaming parsers over untrusted bytes without a token: the outer layers
+/// (DER/BER, PEM or S/MIME, then the EnvelopedData up to and through its encrypted content,
+/// decrypted with an all-zero key), and the same bytes as the decrypted layer (a signed
+/// S/MIME entity or SignedData, streamed and checked). For fuzzing: it must never panic
+/// and must stay in bounded memory.
+pub fn parse_unverified(input: &[u8]) -> ParseReport {
+    let mut report = ParseReport::default();
+    let mut reader = input;
+    if let Ok(der) = message_body(&mut reader) {
+        let mut ber = stream::BerReader::new(der);
+        if let Ok(env) = open_enveloped(&mut ber) {
+            report.recipients = env.slots.len();
+            let key = vec![0u8; env.key_len];
+            if let Some(plain) =
+                stream::CbcReader::new(ber.octets(env.content_header), &key, &env.iv)
+            {
+                let mut plain = BufReader::new(plain);
+                let _ = verify_inner(
+                    &mut plain,
+                    env.inner_signed_data,
+                    &mut std::io::sink(),
+                    false,
+                );
+            }
+        }
+    }
+    let mut plain = input;
+    report.signed_verified = verify_inner(&mut plain, false, &mut std::io::sink(), false).is_ok();
+    report
 }
 
 /// How far ahead of this machine's clock a signer's clock may be.
