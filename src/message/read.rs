@@ -417,7 +417,7 @@ fn verify_inner(
         }
         let verified = smime::verify_any(&all)?;
         let mut body = content::BodyWriter::new(out, whole);
-        body.write_all(&verified.content).map_err(|e| io_write(e))?;
+        body.write_all(&verified.content).map_err(io_write)?;
         let (found, bytes, _) = body.finish().map_err(io_write)?;
         return Ok(StreamVerified {
             signer: verified.signer,

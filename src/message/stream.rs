@@ -183,6 +183,7 @@ impl<W: Write> Write for CbcWriter<W> {
 pub struct Base64Lines<W: Write> {
     out: W,
     buf: Vec<u8>,
+    text: Vec<u8>,
 }
 
 /// 48 bytes make one 64-column line.
@@ -194,6 +195,7 @@ impl<W: Write> Base64Lines<W> {
         Base64Lines {
             out,
             buf: Vec::with_capacity(CHUNK),
+            text: Vec::with_capacity(CHUNK / LINE_BYTES * 66 + 70),
         }
     }
 
@@ -203,12 +205,15 @@ impl<W: Write> Base64Lines<W> {
         } else {
             self.buf.len() / LINE_BYTES * LINE_BYTES
         };
-        let mut text = Vec::with_capacity(take / LINE_BYTES * 66 + 70);
+        self.text.clear();
+        let mut encoded = [0u8; 64];
         for line in self.buf[..take].chunks(LINE_BYTES) {
-            text.extend_from_slice(Base64::encode_string(line).as_bytes());
-            text.extend_from_slice(b"\r\n");
+            let e = Base64::encode(line, &mut encoded)
+                .map_err(|_| io::Error::other("base64 encoding failed"))?;
+            self.text.extend_from_slice(e.as_bytes());
+            self.text.extend_from_slice(b"\r\n");
         }
-        self.out.write_all(&text)?;
+        self.out.write_all(&self.text)?;
         self.buf.drain(..take);
         Ok(())
     }
@@ -609,6 +614,7 @@ pub struct CbcReader<R: Read> {
     plain: Zeroizing<Vec<u8>>,
     /// Ciphertext bytes read but not yet a whole block.
     pending: Vec<u8>,
+    read_buf: Vec<u8>,
     pos: usize,
     done: bool,
 }
@@ -636,6 +642,7 @@ impl<R: Read> CbcReader<R> {
             cipher,
             plain: Zeroizing::new(Vec::with_capacity(CHUNK + 32)),
             pending: Vec::with_capacity(CHUNK + 16),
+            read_buf: vec![0u8; CHUNK],
             pos: 0,
             done: false,
         })
@@ -644,9 +651,8 @@ impl<R: Read> CbcReader<R> {
     fn fill(&mut self) -> io::Result<()> {
         self.plain.drain(..self.pos);
         self.pos = 0;
-        let mut buf = vec![0u8; CHUNK];
         let n = loop {
-            match self.inner.read(&mut buf) {
+            match self.inner.read(&mut self.read_buf) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -670,7 +676,7 @@ impl<R: Read> CbcReader<R> {
             self.plain.truncate(keep);
             return Ok(());
         }
-        self.pending.extend_from_slice(&buf[..n]);
+        self.pending.extend_from_slice(&self.read_buf[..n]);
         let whole = self.pending.len() / 16 * 16;
         let start = self.plain.len();
         self.plain.extend_from_slice(&self.pending[..whole]);
