@@ -355,7 +355,52 @@ fn alice_sends_bob_reads_in_every_form_and_alice_reads_her_own_copy() {
     assert_eq!(j["archived_key"], false, "{j}");
     assert_eq!(j["opened_with"], bob.enc_serial().as_str(), "{j}");
     assert_eq!(j["bytes"], content.len(), "{j}");
+    assert_eq!(
+        j["content_type"], "application/octet-stream; name=\"letter.bin\"",
+        "{j}"
+    );
     assert!(std::fs::read(&out).unwrap() == content);
+
+    // RFC 8551 content: UTF-8 text is text/plain; charset=utf-8; `read --mime` keeps the
+    // entity; --content-type chooses; a bad one is refused before anything is written.
+    let text = bed.file("note.txt", "Grüße, Bob\n".as_bytes());
+    let msg = p(&bed, "note.p7m");
+    send(&bed, ALICE, &[BOB], &text, &msg, &[]);
+    reads_back(&bed, BOB, &msg, &[], "Grüße, Bob\n".as_bytes());
+    let entity = p(&bed, "note.entity");
+    read(&bed, BOB, &msg, &entity, &["--mime"], USER_PIN).ok();
+    let entity = std::fs::read_to_string(&entity).unwrap();
+    assert!(
+        entity.starts_with("Content-Type: text/plain; charset=utf-8\r\n")
+            && entity.ends_with("\r\n\r\nGrüße, Bob\n"),
+        "{entity}"
+    );
+    let pdf = p(&bed, "pdf.p7m");
+    send(
+        &bed,
+        ALICE,
+        &[BOB],
+        &text,
+        &pdf,
+        &["--content-type", "application/pdf"],
+    );
+    let args = ["--json", "read", "--keyset", BOB, &pdf, "-o", &out];
+    let j = kw(&bed, &args, USER_PIN).ok().json();
+    assert_eq!(j["content_type"], "application/pdf", "{j}");
+    let bad = p(&bed, "bad-type.p7m");
+    let args = [
+        "send",
+        "--keyset",
+        ALICE,
+        "--to",
+        BOB,
+        "--content-type",
+        "pdf",
+        &text,
+        "-o",
+        &bad,
+    ];
+    refused(kw(&bed, &args, USER_PIN), &["is not a MIME type"], &bad);
 }
 
 #[test]
