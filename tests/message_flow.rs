@@ -970,3 +970,77 @@ fn bad_input_is_refused_with_one_error_line_and_nothing_written() {
     // Without a CRL keyward cannot know (as documented): the message still reads.
     reads_back(&bed, BOB, &good, &[], &content);
 }
+
+/// keyward `args` under GNU time: the run and its peak RSS in KiB.
+fn kw_rss(bed: &TestBed, args: &[&str]) -> (Run, u64) {
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "GNU time is not installed: run `bash testbeds/setup.sh` (apt-get install time)"
+    );
+    let kw = bed.keyward();
+    let rss_file = bed.path(&format!("rss-{}", args[0]));
+    let mut cmd = std::process::Command::new("/usr/bin/time");
+    cmd.arg("-f").arg("%M").arg("-o").arg(&rss_file);
+    cmd.arg(kw.get_program()).args(args).stdin(Stdio::null());
+    for (k, v) in kw.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("KEYWARD_PIN", USER_PIN);
+    let out = cmd.output().expect("run keyward under time");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let rss = std::fs::read_to_string(&rss_file).expect("time's output");
+    let rss = rss
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .expect("peak RSS");
+    (run, rss)
+}
+
+#[test]
+fn a_large_message_streams_in_bounded_memory() {
+    let bed = enrolled(&[
+        ("alice", ALICE, ALICE_CARD, &[]),
+        ("bob", BOB, BOB_CARD, &[]),
+    ]);
+    // 40 MiB of xorshift bytes: more than standard output holds back (32 MiB).
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..40 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let input = bed.file("big.bin", &big);
+    let msg = p(&bed, "big.p7m");
+    let (run, send_rss) = kw_rss(
+        &bed,
+        &["send", "--keyset", ALICE, "--to", BOB, &input, "-o", &msg],
+    );
+    let run = run.ok();
+    assert!(run.stderr.contains("yourself"), "{}", run.stderr);
+    let out = p(&bed, "big.out");
+    let (run, read_rss) = kw_rss(&bed, &["read", "--keyset", BOB, &msg, "-o", &out]);
+    run.ok();
+    assert!(std::fs::read(&out).unwrap() == big, "other content");
+    for (what, rss) in [("send", send_rss), ("read", read_rss)] {
+        assert!(rss < 64 * 1024, "{what} of 40 MiB peaked at {rss} KiB");
+    }
+    // To standard output the content waits until it is verified: too large, refused first.
+    // A usage error (exit 2), before the token is asked for anything.
+    let run = kw(&bed, &["read", "--keyset", BOB, &msg], WRONG_PIN);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    assert!(run.stderr.contains("pass -o FILE"), "{}", run.stderr);
+}
