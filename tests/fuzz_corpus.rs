@@ -13,6 +13,8 @@ use std::time::Instant;
 mod audit;
 #[path = "../fuzz/checks/loaders.rs"]
 mod loaders;
+#[path = "../fuzz/checks/message.rs"]
+mod message;
 #[path = "../fuzz/checks/reply.rs"]
 mod reply;
 #[path = "../fuzz/checks/request.rs"]
@@ -227,4 +229,19 @@ fn audit_corpus() {
             _ => assert!(verified.is_ok(), "{name}: {verified:?}"),
         }
     }
+}
+
+#[test]
+fn message_corpus() {
+    replay("message", message::check);
+    // The seeds' signed layers (keyward's, OpenSSL's) verify through the streaming path.
+    let signed = corpus("message")
+        .into_iter()
+        .filter(|(p, _)| p.to_string_lossy().contains("signed"))
+        .map(|(_, d)| keyward::message::read::parse_unverified(&d).signed_verified)
+        .collect::<Vec<_>>();
+    assert!(
+        !signed.is_empty() && signed.iter().all(|v| *v),
+        "{signed:?}"
+    );
 }

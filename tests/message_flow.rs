@@ -372,7 +372,52 @@ fn alice_sends_bob_reads_in_every_form_and_alice_reads_her_own_copy() {
         "{j}"
     );
     assert_eq!(j["bytes"], content.len(), "{j}");
+    assert_eq!(
+        j["content_type"], "application/octet-stream; name=\"letter.bin\"",
+        "{j}"
+    );
     assert!(std::fs::read(&out).unwrap() == content);
+
+    // RFC 8551 content: UTF-8 text is text/plain; charset=utf-8; `read --mime` keeps the
+    // entity; --content-type chooses; a bad one is refused before anything is written.
+    let text = bed.file("note.txt", "Grüße, Bob\n".as_bytes());
+    let msg = p(&bed, "note.p7m");
+    send(&bed, ALICE, &[BOB], &text, &msg, &[]);
+    reads_back(&bed, BOB, &msg, &[], "Grüße, Bob\n".as_bytes());
+    let entity = p(&bed, "note.entity");
+    read(&bed, BOB, &msg, &entity, &["--mime"], USER_PIN).ok();
+    let entity = std::fs::read_to_string(&entity).unwrap();
+    assert!(
+        entity.starts_with("Content-Type: text/plain; charset=utf-8\r\n")
+            && entity.ends_with("\r\n\r\nGrüße, Bob\n"),
+        "{entity}"
+    );
+    let pdf = p(&bed, "pdf.p7m");
+    send(
+        &bed,
+        ALICE,
+        &[BOB],
+        &text,
+        &pdf,
+        &["--content-type", "application/pdf"],
+    );
+    let args = ["--json", "read", "--keyset", BOB, &pdf, "-o", &out];
+    let j = kw(&bed, &args, USER_PIN).ok().json();
+    assert_eq!(j["content_type"], "application/pdf", "{j}");
+    let bad = p(&bed, "bad-type.p7m");
+    let args = [
+        "send",
+        "--keyset",
+        ALICE,
+        "--to",
+        BOB,
+        "--content-type",
+        "pdf",
+        &text,
+        "-o",
+        &bad,
+    ];
+    refused(kw(&bed, &args, USER_PIN), &["is not a MIME type"], &bad);
 }
 
 #[test]
@@ -423,8 +468,14 @@ fn openssl_opens_and_verifies_keyward_messages_and_keyward_reads_openssl_message
             "{}",
             run.stderr
         );
+        // The signed content is a MIME entity (RFC 8551): headers, then the file as it is.
         let got = std::fs::read(&out).unwrap();
-        assert!(got == content, "{name}: OpenSSL got other content");
+        let head = b"Content-Type: application/octet-stream; name=\"letter.bin\"\r\n";
+        assert!(got.starts_with(head), "{name}: no MIME header");
+        let body = find(&got, b"\r\n\r\n").expect("the header block ends") + 4;
+        assert!(got[body..] == content, "{name}: OpenSSL got other content");
+        let text = String::from_utf8_lossy(&got[..body]);
+        assert!(text.contains("Content-Transfer-Encoding: binary"), "{text}");
         assert_eq!(
             std::fs::read_to_string(&signer).unwrap().trim(),
             alice.signing_pem().trim(),
@@ -791,8 +842,17 @@ fn bad_input_is_refused_with_one_error_line_and_nothing_written() {
     ];
     let middle = flipped("middle.p7m", good_bytes.len() / 2);
     refused(bob_reads(&middle, &[]), damaged, &out);
-    let end = flipped("end.p7m", good_bytes.len() - 3);
+    // The message ends in ten end-of-contents octets (indefinite lengths); the last cipher
+    // block (the padding) is before them and its 04-piece header.
+    assert_eq!(
+        good_bytes[good_bytes.len() - 10..],
+        [0u8; 10],
+        "streamed BER"
+    );
+    let end = flipped("end.p7m", good_bytes.len() - 10 - 3);
     refused(bob_reads(&end, &[]), damaged, &out);
+    let eoc = flipped("eoc.p7m", good_bytes.len() - 3);
+    refused(bob_reads(&eoc, &[]), &["corrupted"], &out);
     let slot = find(&good_bytes, &unhex(&bob.enc_serial())).expect("Bob's slot names his serial");
     let key_at = slot + find(&good_bytes[slot..], &[0x04, 0x82, 0x01, 0x00]).expect("his key");
     let key = flipped("key.p7m", key_at + 4 + 100);
@@ -926,4 +986,78 @@ fn bad_input_is_refused_with_one_error_line_and_nothing_written() {
     }
     // Without a CRL keyward cannot know (as documented): the message still reads.
     reads_back(&bed, BOB, &good, &[], &content);
+}
+
+/// keyward `args` under GNU time: the run and its peak RSS in KiB.
+fn kw_rss(bed: &TestBed, args: &[&str]) -> (Run, u64) {
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "GNU time is not installed: run `bash testbeds/setup.sh` (apt-get install time)"
+    );
+    let kw = bed.keyward();
+    let rss_file = bed.path(&format!("rss-{}", args[0]));
+    let mut cmd = std::process::Command::new("/usr/bin/time");
+    cmd.arg("-f").arg("%M").arg("-o").arg(&rss_file);
+    cmd.arg(kw.get_program()).args(args).stdin(Stdio::null());
+    for (k, v) in kw.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("KEYWARD_PIN", USER_PIN);
+    let out = cmd.output().expect("run keyward under time");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let rss = std::fs::read_to_string(&rss_file).expect("time's output");
+    let rss = rss
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .expect("peak RSS");
+    (run, rss)
+}
+
+#[test]
+fn a_large_message_streams_in_bounded_memory() {
+    let bed = enrolled(&[
+        ("alice", ALICE, ALICE_CARD, &[]),
+        ("bob", BOB, BOB_CARD, &[]),
+    ]);
+    // 40 MiB of xorshift bytes: more than standard output holds back (32 MiB).
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..40 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let input = bed.file("big.bin", &big);
+    let msg = p(&bed, "big.p7m");
+    let (run, send_rss) = kw_rss(
+        &bed,
+        &["send", "--keyset", ALICE, "--to", BOB, &input, "-o", &msg],
+    );
+    let run = run.ok();
+    assert!(run.stderr.contains("yourself"), "{}", run.stderr);
+    let out = p(&bed, "big.out");
+    let (run, read_rss) = kw_rss(&bed, &["read", "--keyset", BOB, &msg, "-o", &out]);
+    run.ok();
+    assert!(std::fs::read(&out).unwrap() == big, "other content");
+    for (what, rss) in [("send", send_rss), ("read", read_rss)] {
+        assert!(rss < 64 * 1024, "{what} of 40 MiB peaked at {rss} KiB");
+    }
+    // To standard output the content waits until it is verified: too large, refused first.
+    // A usage error (exit 2), before the token is asked for anything.
+    let run = kw(&bed, &["read", "--keyset", BOB, &msg], WRONG_PIN);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    assert!(run.stderr.contains("pass -o FILE"), "{}", run.stderr);
 }

@@ -319,6 +319,9 @@ pub struct SendArgs {
     /// Wrap the message key with RSA-OAEP (SHA-1, RFC 3560 defaults) instead of PKCS#1 v1.5
     #[arg(long)]
     pub oaep: bool,
+    /// The content's MIME type (default: text/plain; charset=utf-8 for UTF-8 text, else application/octet-stream)
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
 }
 
 /// `keyward read`
@@ -338,6 +341,9 @@ pub struct ReadArgs {
     /// A CRL (PEM or DER) to check the signer against
     #[arg(long, value_name = "FILE")]
     pub crl: Option<PathBuf>,
+    /// Write the whole signed MIME entity (headers and body) instead of its body
+    #[arg(long)]
+    pub mime: bool,
 }
 
 /// `keyward authority …`

@@ -1,6 +1,6 @@
 //! `keyward send` and `keyward read`.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::args::{ReadArgs, SendArgs};
@@ -8,7 +8,7 @@ use super::output::{print_json, refuse_same_file};
 use super::Context;
 use crate::authority::x509;
 use crate::error::Error;
-use crate::keyset::registry::{write_atomic, KeysetState};
+use crate::keyset::registry::KeysetState;
 use crate::keyset::{KeysetError, KeysetRecord, Registry};
 use crate::message::cms::KeyTransport;
 use crate::message::send::current_encryption_cert;
@@ -22,32 +22,112 @@ fn io(action: &'static str, path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// Reads the input file (or standard input), refusing an output that is the input itself.
-fn read_input(input: Option<&Path>, output: Option<&Path>) -> Result<Vec<u8>, Error> {
+/// Opens the input file (or standard input), refusing an output that is the input itself.
+fn open_input(input: Option<&Path>, output: Option<&Path>) -> Result<Box<dyn BufRead>, Error> {
     if let (Some(i), Some(o)) = (input, output) {
         refuse_same_file(i, o)?;
     }
-    match input {
-        Some(p) => std::fs::read(p).map_err(|e| io("read", p, e)),
-        None => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| io("read", Path::new("standard input"), e))?;
-            Ok(buf)
+    Ok(match input {
+        Some(p) => {
+            let f = std::fs::File::open(p).map_err(|e| io("read", p, e))?;
+            Box::new(BufReader::with_capacity(IO_BUFFER, f))
+        }
+        None => Box::new(BufReader::with_capacity(IO_BUFFER, std::io::stdin())),
+    })
+}
+
+const IO_BUFFER: usize = 64 * 1024;
+
+/// The most `read` holds in memory for standard output: the content goes out only once
+/// the signature checks, so it waits somewhere; larger content needs `-o FILE`.
+const MAX_STDOUT_CONTENT: usize = 32 * 1024 * 1024;
+
+/// Where a command's output goes: a temporary file beside the target, renamed over it when
+/// the command succeeds and removed when it fails (not fsynced: the output can be made
+/// again), or standard output.
+enum Output {
+    File {
+        tmp: BufWriter<tempfile::NamedTempFile>,
+        path: PathBuf,
+    },
+    Stdout(std::io::StdoutLock<'static>),
+    /// Held back until the command succeeds.
+    Held(CappedBuffer),
+}
+
+impl Output {
+    fn to(path: Option<&PathBuf>, hold_stdout: bool) -> Result<Output, Error> {
+        Ok(match path {
+            Some(p) => {
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                let tmp = tempfile::Builder::new()
+                    .prefix(".keyward-")
+                    .suffix(".part")
+                    .tempfile_in(dir)
+                    .map_err(|e| io("write", p, e))?;
+                Output::File {
+                    tmp: BufWriter::with_capacity(IO_BUFFER, tmp),
+                    path: p.clone(),
+                }
+            }
+            None if hold_stdout => Output::Held(CappedBuffer::default()),
+            None => Output::Stdout(std::io::stdout().lock()),
+        })
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Output::File { tmp, .. } => tmp,
+            Output::Stdout(s) => s,
+            Output::Held(b) => b,
+        }
+    }
+
+    /// Makes the output final: renames the file into place, or writes what was held.
+    fn commit(self) -> Result<(), Error> {
+        match self {
+            Output::File { tmp, path } => {
+                let tmp = tmp
+                    .into_inner()
+                    .map_err(|e| io("write", &path, e.into_error()))?;
+                tmp.persist(&path)
+                    .map(drop)
+                    .map_err(|e| io("write", &path, e.error))
+            }
+            Output::Stdout(mut s) => s
+                .flush()
+                .map_err(|e| io("write", Path::new("standard output"), e)),
+            Output::Held(b) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&b.0)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| io("write", Path::new("standard output"), e))
+            }
         }
     }
 }
 
-fn write_output(output: Option<&PathBuf>, bytes: &[u8]) -> Result<(), Error> {
-    match output {
-        Some(p) => write_atomic(p, bytes).map_err(|e| io("write", p, e)),
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(bytes)
-                .and_then(|()| out.flush())
-                .map_err(|e| io("write", Path::new("standard output"), e))
+/// A buffer that refuses more than [`MAX_STDOUT_CONTENT`].
+#[derive(Default)]
+struct CappedBuffer(zeroize::Zeroizing<Vec<u8>>);
+
+impl Write for CappedBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + data.len() > MAX_STDOUT_CONTENT {
+            return Err(std::io::Error::other(format!(
+                "the content is larger than {} MiB, which is as much as keyward holds back for standard output until the signature is checked; pass -o FILE",
+                MAX_STDOUT_CONTENT >> 20
+            )));
         }
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -120,13 +200,28 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
         a.to.iter()
             .map(|spec| recipient(&registry, spec))
             .collect::<Result<Vec<_>, _>>()?;
+    if ctx.json() && a.output.is_none() {
+        return Err(Error::Usage(
+            "with --json, pass -o OUTPUT for the message (standard output carries the JSON)".into(),
+        ));
+    }
     let warnings = crate::revocation::check_recipients(&ctx.home()?, &registry, &recipients)?;
-    let content = read_input(a.input.as_deref(), a.output.as_deref())?;
+    let mut input = open_input(a.input.as_deref(), a.output.as_deref())?;
+    if a.oaep {
+        super::output::note!("{OAEP_WARNING}");
+    }
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
-    let msg = message::send(
+    let file_name = a
+        .input
+        .as_deref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    let mut out = Output::to(a.output.as_ref(), false)?;
+    let written = message::send(
         ctx.module()?,
-        &content,
+        &mut input,
+        out.writer(),
         SendOptions {
             keyset: &record,
             recipients: &recipients,
@@ -138,35 +233,35 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
             smime: a.smime,
             password: &password,
             policy,
+            content_type: a.content_type.as_deref(),
+            file_name: file_name.as_deref(),
         },
     )?;
-    if ctx.json() && a.output.is_none() {
-        return Err(Error::Usage(
-            "with --json, pass -o OUTPUT for the message (standard output carries the JSON)".into(),
-        ));
+    out.commit()?;
+    for w in &warnings {
+        eprintln!("{w}");
     }
-    write_output(a.output.as_ref(), &msg)?;
     if ctx.json() {
         print_json(&serde_json::json!({
             "keyset": record.name,
             "recipients": recipients.iter().map(|(who, _)| who).collect::<Vec<_>>(),
             "output": a.output.as_ref().map(|p| p.display().to_string()),
             "smime": a.smime,
-            "bytes": msg.len(),
+            "bytes": written,
         }));
         return Ok(());
     }
     super::output::note!(
-        "signed with keyset {:?} and encrypted to {} recipient(s) and yourself ({} bytes)",
+        "signed with keyset {:?} and encrypted to {} recipient(s) and yourself ({written} bytes)",
         record.name,
         recipients.len(),
-        msg.len()
     );
-    for w in warnings {
-        eprintln!("{w}");
-    }
     Ok(())
 }
+
+/// Which clients cannot open a message whose key is wrapped with RSA-OAEP (tested in
+/// tests/message_interop.rs).
+pub const OAEP_WARNING: &str = "warning: --oaep: NSS (Thunderbird, cmsutil; 3.87 tested) and gpgsm (2.2 with gnupg-pkcs11-scd) cannot open RSA-OAEP messages, OpenSSL can; leave --oaep out for mail clients";
 
 /// `keyward read`.
 pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
@@ -202,13 +297,29 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
             "with --json, pass -o OUTPUT for the content (standard output carries the JSON)".into(),
         ));
     }
-    let input = read_input(a.input.as_deref(), a.output.as_deref())?;
+    if a.output.is_none() {
+        let size = a
+            .input
+            .as_deref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len());
+        if size.is_some_and(|n| n > MAX_STDOUT_CONTENT as u64) {
+            return Err(Error::Usage(format!(
+                "the message is larger than {} MiB, as much as keyward holds back for standard output until the signature is checked; pass -o FILE",
+                MAX_STDOUT_CONTENT >> 20
+            )));
+        }
+    }
+    let mut input = open_input(a.input.as_deref(), a.output.as_deref())?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
     let (given_ca, warn) = (ca.clone(), crl.is_none());
+    let mut out = Output::to(a.output.as_ref(), true)?;
     let done = message::read(
         ctx.module()?,
-        &input,
+        &mut input,
+        out.writer(),
+        a.mime,
         ReadOptions {
             keyset: &record,
             ca,
@@ -219,6 +330,7 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
     )?;
     let signer = (done.signer.as_str(), done.signer_serial.as_str());
     crate::revocation::check_signer(&ctx.home()?, given_ca.as_ref(), &record, signer, warn)?;
+    out.commit()?;
     let signed_at = done
         .signed_at
         .map(|t| humantime::format_rfc3339_seconds(t).to_string());
@@ -237,9 +349,9 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
             signer_certificate_expired: Option<&'a str>,
             opened_with: &'a str,
             archived_key: bool,
-            bytes: usize,
+            bytes: u64,
+            content_type: Option<&'a str>,
         }
-        write_output(a.output.as_ref(), &done.content)?;
         print_json(&Out {
             signer: &done.signer,
             signer_serial: &done.signer_serial.to_lowercase(),
@@ -247,11 +359,11 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
             signer_certificate_expired: expired.as_deref(),
             opened_with: &done.opened_with.to_lowercase(),
             archived_key: done.archived_key,
-            bytes: done.content.len(),
+            bytes: done.bytes,
+            content_type: done.content_type.as_deref(),
         });
         return Ok(());
     }
-    write_output(a.output.as_ref(), &done.content)?;
     super::output::note!(
         "good signature from {} (certificate {}), signed {when}; opened with {} encryption key {}",
         done.signer,

@@ -290,36 +290,9 @@ pub fn sign(
     extra_certs: &[Certificate],
     signing_time: SystemTime,
 ) -> Result<Vec<u8>, CmsError> {
+    let digest: [u8; 32] = Sha256::digest(content).into();
+    let signer_info = signer_info(signer, &digest, signing_time)?;
     let cert = signer.certificate().clone();
-    let key = SignerKey::of(&cert)?;
-    let algorithm = signer.algorithm();
-    key.check_algorithm(&algorithm)?;
-
-    let digest = Sha256::digest(content);
-    let attrs: Attributes = SetOfVec::try_from(vec![
-        attribute(rfc5911::ID_CONTENT_TYPE, &rfc5911::ID_DATA)?,
-        attribute(rfc5911::ID_SIGNING_TIME, &to_time(signing_time)?)?,
-        attribute(
-            rfc5911::ID_MESSAGE_DIGEST,
-            &OctetString::new(&digest[..]).map_err(enc("messageDigest"))?,
-        )?,
-    ])
-    .map_err(enc("signed attributes"))?;
-    let attrs_der = attrs.to_der().map_err(enc("signed attributes"))?;
-    let signature = signer.sign(&attrs_der).map_err(CmsError::Signer)?;
-    if !key.verify(&algorithm, &attrs_der, &signature)? {
-        return Err(CmsError::SignerKeyMismatch);
-    }
-
-    let signer_info = SignerInfo {
-        version: CmsVersion::V1,
-        sid: SignerIdentifier::IssuerAndSerialNumber(issuer_and_serial(&cert)),
-        digest_alg: sha256_algorithm(),
-        signed_attrs: Some(attrs),
-        signature_algorithm: algorithm,
-        signature: OctetString::new(signature).map_err(enc("signature"))?,
-        unsigned_attrs: None,
-    };
     let mut certs: Vec<CertificateChoices> = Vec::new();
     let mut seen: Vec<Vec<u8>> = Vec::new();
     for c in std::iter::once(&cert).chain(extra_certs) {
@@ -346,6 +319,93 @@ pub fn sign(
         ),
     };
     content_info(rfc5911::ID_SIGNED_DATA, &signed, "SignedData")
+}
+
+/// The SignerInfo for content whose SHA-256 is `digest`: signed attributes contentType
+/// (id-data), signingTime and messageDigest, signed on the token (which signs the
+/// attributes, a few hundred bytes, never the content), checked with the certificate's key.
+pub(crate) fn signer_info(
+    signer: &mut dyn ContentSigner,
+    digest: &[u8; 32],
+    signing_time: SystemTime,
+) -> Result<SignerInfo, CmsError> {
+    let cert = signer.certificate().clone();
+    let key = SignerKey::of(&cert)?;
+    let algorithm = signer.algorithm();
+    key.check_algorithm(&algorithm)?;
+    let attrs: Attributes = SetOfVec::try_from(vec![
+        attribute(rfc5911::ID_CONTENT_TYPE, &rfc5911::ID_DATA)?,
+        attribute(rfc5911::ID_SIGNING_TIME, &to_time(signing_time)?)?,
+        attribute(
+            rfc5911::ID_MESSAGE_DIGEST,
+            &OctetString::new(&digest[..]).map_err(enc("messageDigest"))?,
+        )?,
+    ])
+    .map_err(enc("signed attributes"))?;
+    let attrs_der = attrs.to_der().map_err(enc("signed attributes"))?;
+    let signature = signer.sign(&attrs_der).map_err(CmsError::Signer)?;
+    if !key.verify(&algorithm, &attrs_der, &signature)? {
+        return Err(CmsError::SignerKeyMismatch);
+    }
+    Ok(SignerInfo {
+        version: CmsVersion::V1,
+        sid: SignerIdentifier::IssuerAndSerialNumber(issuer_and_serial(&cert)),
+        digest_alg: sha256_algorithm(),
+        signed_attrs: Some(attrs),
+        signature_algorithm: algorithm,
+        signature: OctetString::new(signature).map_err(enc("signature"))?,
+        unsigned_attrs: None,
+    })
+}
+
+/// The DER of [`signer_info`], and of the SignedData's digestAlgorithms SET (SHA-256).
+pub(crate) fn signer_info_der(
+    signer: &mut dyn ContentSigner,
+    digest: &[u8; 32],
+    signing_time: SystemTime,
+) -> Result<Vec<u8>, CmsError> {
+    signer_info(signer, digest, signing_time)?
+        .to_der()
+        .map_err(enc("signer info"))
+}
+
+/// The DER of the SHA-256 AlgorithmIdentifier.
+pub(crate) fn sha256_algorithm_der() -> Result<Vec<u8>, CmsError> {
+    sha256_algorithm().to_der().map_err(enc("digest algorithm"))
+}
+
+/// The DER of each certificate (`first`, then `extra`), as a SignedData carries them.
+pub(crate) fn certificate_ders(
+    first: &Certificate,
+    extra: &[Certificate],
+) -> Result<Vec<Vec<u8>>, CmsError> {
+    std::iter::once(first)
+        .chain(extra)
+        .map(|c| c.to_der().map_err(enc("certificate")))
+        .collect()
+}
+
+/// The DER of a KeyTransRecipientInfo for `r`, the content key wrapped to its key.
+pub(crate) fn recipient_info_der(r: &Recipient<'_>, cek: &[u8]) -> Result<Vec<u8>, CmsError> {
+    let (key_enc_alg, encrypted) = wrap_key(r, cek)?;
+    KeyTransRecipientInfo {
+        version: CmsVersion::V0,
+        rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_and_serial(r.cert)),
+        key_enc_alg,
+        enc_key: OctetString::new(encrypted).map_err(enc("encrypted key"))?,
+    }
+    .to_der()
+    .map_err(enc("recipient info"))
+}
+
+/// The DER of the AES-256-CBC AlgorithmIdentifier with `iv`.
+pub(crate) fn aes256_cbc_der(iv: &[u8; 16]) -> Result<Vec<u8>, CmsError> {
+    AlgorithmIdentifierOwned {
+        oid: rfc5911::ID_AES_256_CBC,
+        parameters: Some(Any::new(Tag::OctetString, iv.as_slice()).map_err(enc("IV"))?),
+    }
+    .to_der()
+    .map_err(enc("content encryption algorithm"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -539,6 +599,10 @@ pub fn recipients(enveloped: &[u8]) -> Result<Vec<RecipientSlot>, CmsError> {
     let root = ber::open(enveloped)?;
     let env = enveloped_node(&root)?;
     let (infos, _) = enveloped_parts(env)?;
+    slots_of(infos)
+}
+
+fn slots_of(infos: &ber::Node<'_>) -> Result<Vec<RecipientSlot>, CmsError> {
     let mut slots = Vec::new();
     for (index, node) in infos.children()?.iter().enumerate() {
         if node.ident != [0x30] {
@@ -627,23 +691,7 @@ pub fn decrypt_content(
         None => return Err(CmsError::NoEncryptedContent),
     };
 
-    let (name, want): (&'static str, usize) = if alg.oid == rfc5911::ID_AES_128_CBC {
-        ("AES-128-CBC", 16)
-    } else if alg.oid == rfc5911::ID_AES_192_CBC {
-        ("AES-192-CBC", 24)
-    } else if alg.oid == rfc5911::ID_AES_256_CBC {
-        ("AES-256-CBC", 32)
-    } else {
-        return Err(CmsError::UnsupportedContentEncryption(oid_name(&alg.oid)));
-    };
-    let iv = match &alg.parameters {
-        Some(p) if p.tag() == Tag::OctetString && p.value().len() == 16 => p.value(),
-        _ => {
-            return Err(CmsError::Corrupted(format!(
-                "the {name} parameters are not a 16-byte IV"
-            )))
-        }
-    };
+    let (name, want, iv) = cipher_of(&alg)?;
     if cek.len() != want {
         return Err(CmsError::ContentKeyLength {
             got: cek.len(),
@@ -664,6 +712,27 @@ pub fn decrypt_content(
         return Err(CmsError::UnsupportedInnerType(oid_name(&content_type)));
     };
     Ok((inner, plain))
+}
+
+/// The AES-CBC variant an AlgorithmIdentifier names: name, key length, IV.
+fn cipher_of(alg: &AlgorithmIdentifierOwned) -> Result<(&'static str, usize, &[u8]), CmsError> {
+    let (name, want): (&'static str, usize) = if alg.oid == rfc5911::ID_AES_128_CBC {
+        ("AES-128-CBC", 16)
+    } else if alg.oid == rfc5911::ID_AES_192_CBC {
+        ("AES-192-CBC", 24)
+    } else if alg.oid == rfc5911::ID_AES_256_CBC {
+        ("AES-256-CBC", 32)
+    } else {
+        return Err(CmsError::UnsupportedContentEncryption(oid_name(&alg.oid)));
+    };
+    match &alg.parameters {
+        Some(p) if p.tag() == Tag::OctetString && p.value().len() == 16 => {
+            Ok((name, want, p.value()))
+        }
+        _ => Err(CmsError::Corrupted(format!(
+            "the {name} parameters are not a 16-byte IV"
+        ))),
+    }
 }
 
 fn cbc_decrypt<C>(key: &[u8], iv: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, CmsError>
@@ -756,8 +825,30 @@ fn verify_inner(signed: &[u8], detached: Option<&[u8]>) -> Result<Verified, CmsE
         }
     }
 
-    // signerInfos
-    let infos = fields[fields.len() - 1].children()?;
+    let digest: [u8; 32] = Sha256::digest(&content).into();
+    let (signer, signing_time) = check_signer_infos(
+        &fields[fields.len() - 1],
+        &certificates,
+        &digest,
+        econtent_type,
+    )?;
+    Ok(Verified {
+        content,
+        signer,
+        signing_time,
+        certificates,
+    })
+}
+
+/// Checks the one SignerInfo of a signerInfos SET against the content's SHA-256 `digest`:
+/// returns the signer's certificate (found among `certificates`) and the signing time.
+fn check_signer_infos(
+    infos: &ber::Node<'_>,
+    certificates: &[Certificate],
+    digest: &[u8; 32],
+    econtent_type: ObjectIdentifier,
+) -> Result<(Certificate, Option<SystemTime>), CmsError> {
+    let infos = infos.children()?;
     let [si_node] = infos else {
         return Err(CmsError::SignerCount(infos.len()));
     };
@@ -774,7 +865,6 @@ fn verify_inner(signed: &[u8], detached: Option<&[u8]>) -> Result<Verified, CmsE
     let key = SignerKey::of(&signer)?;
     key.check_algorithm(&si.signature_algorithm)?;
 
-    let digest = Sha256::digest(&content);
     let mut signing_time = None;
     let signed_bytes: Cow<[u8]> = match &si.signed_attrs {
         Some(attrs) => {
@@ -811,7 +901,13 @@ fn verify_inner(signed: &[u8], detached: Option<&[u8]>) -> Result<Verified, CmsE
             der[0] = 0x31;
             Cow::Owned(der)
         }
-        None => Cow::Borrowed(&content),
+        None => {
+            // No signed attributes: the signature is over the content itself.
+            if !key.verify_prehash(&si.signature_algorithm, digest, si.signature.as_bytes())? {
+                return Err(CmsError::BadSignature);
+            }
+            return Ok((signer, None));
+        }
     };
     if !key.verify(
         &si.signature_algorithm,
@@ -820,12 +916,41 @@ fn verify_inner(signed: &[u8], detached: Option<&[u8]>) -> Result<Verified, CmsE
     )? {
         return Err(CmsError::BadSignature);
     }
-    Ok(Verified {
-        content,
-        signer,
-        signing_time,
-        certificates,
-    })
+    Ok((signer, signing_time))
+}
+
+/// [`check_signer_infos`] for a streamed SignedData: the signerInfos SET and the
+/// certificates `[0]` as read (BER), the content's SHA-256 computed while it passed.
+pub(crate) fn check_streamed_signer(
+    infos_ber: &[u8],
+    certificates_ber: Option<&[u8]>,
+    digest: &[u8; 32],
+) -> Result<(Certificate, Option<SystemTime>), CmsError> {
+    let mut certificates = Vec::new();
+    if let Some(raw) = certificates_ber {
+        for c in ber::parse(raw)?.children()? {
+            if c.ident == [0x30] {
+                certificates.push(Certificate::from_der(&c.to_der()).map_err(|e| {
+                    CmsError::Corrupted(format!("a certificate in the message: {e}"))
+                })?);
+            }
+        }
+    }
+    let infos = ber::parse(infos_ber)?;
+    check_signer_infos(&infos, &certificates, digest, rfc5911::ID_DATA)
+}
+
+/// The key-transport slots of a RecipientInfos SET as read (BER).
+pub(crate) fn recipients_of_set(set_ber: &[u8]) -> Result<Vec<RecipientSlot>, CmsError> {
+    slots_of(&ber::parse(set_ber)?)
+}
+
+/// The content-encryption algorithm of an EncryptedContentInfo (BER): its name, key length
+/// and IV; AES-128/192/256-CBC only.
+pub(crate) fn content_cipher(alg_ber: &[u8]) -> Result<(&'static str, usize, Vec<u8>), CmsError> {
+    let alg = AlgorithmIdentifierOwned::from_der(&ber::parse(alg_ber)?.to_der())
+        .map_err(|e| CmsError::Corrupted(format!("content encryption algorithm: {e}")))?;
+    cipher_of(&alg).map(|(n, w, iv)| (n, w, iv.to_vec()))
 }
 
 fn single_attr<'a>(
@@ -939,6 +1064,27 @@ impl SignerKey {
     ) -> Result<bool, CmsError> {
         self.check_algorithm(alg)?;
         Ok(self.0.verify(msg, sig).is_ok())
+    }
+}
+
+impl SignerKey {
+    /// Whether `sig` is this key's signature of the SHA-256 `digest` (of content too large
+    /// to hold).
+    fn verify_prehash(
+        &self,
+        alg: &AlgorithmIdentifierOwned,
+        digest: &[u8; 32],
+        sig: &[u8],
+    ) -> Result<bool, CmsError> {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier;
+        self.check_algorithm(alg)?;
+        Ok(match &self.0 {
+            PublicKey::Rsa(k) => k
+                .verify(rsa::Pkcs1v15Sign::new::<Sha256>(), digest, sig)
+                .is_ok(),
+            PublicKey::P256(k) => p256::ecdsa::Signature::from_der(sig)
+                .is_ok_and(|s| k.verify_prehash(digest, &s).is_ok()),
+        })
     }
 }
 

@@ -2,9 +2,11 @@
 //! sender); `read` decrypts the content key on the token and verifies the signer's chain.
 
 pub mod cms;
+pub mod content;
 pub mod read;
 pub mod send;
 pub mod smime;
+pub mod stream;
 
 use crate::authority::x509::X509Error;
 use crate::keyset::KeysetError;
@@ -40,6 +42,17 @@ pub enum MessageError {
         who: String,
         /// What is wrong.
         why: String,
+    },
+    /// The content cannot be sent as asked.
+    #[error("{0}")]
+    Content(String),
+    /// Reading the input or writing the output failed.
+    #[error("could not {action}: {reason}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The system's error.
+        reason: String,
     },
     /// The signer is not trusted.
     #[error("the message's signer {signer} {why}; the content was not written")]

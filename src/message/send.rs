@@ -1,14 +1,18 @@
 //! `send`: sign with the keyset's signing key on its token, then encrypt to every recipient.
 
+use std::io::{Read, Write};
 use std::time::SystemTime;
+
+use der::oid::db::rfc5911;
+use zeroize::Zeroizing;
 
 use secrecy::SecretString;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
-use super::cms::{self, ContentSigner, InnerType, KeyTransport, Recipient};
-use super::{decryption_keys_of, describe, enrollment_of, smime, MessageError};
+use super::cms::{self, ContentSigner, KeyTransport, Recipient};
+use super::{content, decryption_keys_of, describe, enrollment_of, smime, stream, MessageError};
 use crate::authority::x509;
 use crate::keyset::{KeysetRecord, KeysetSession, PublicKey};
 use crate::token::{LoginPolicy, Module};
@@ -27,6 +31,10 @@ pub struct SendOptions<'a> {
     pub password: &'a SecretString,
     /// `--final-try`.
     pub policy: LoginPolicy,
+    /// `--content-type`: the content's MIME type (default: text or binary, by its bytes).
+    pub content_type: Option<&'a str>,
+    /// The input file's name, for the MIME headers of binary content.
+    pub file_name: Option<&'a str>,
 }
 
 struct TokenSigner<'a> {
@@ -124,8 +132,21 @@ pub fn check_recipient(who: &str, cert: &Certificate) -> Result<(), MessageError
     Ok(())
 }
 
-/// Signs `content` on the sender's token and encrypts it to the recipients and the sender.
-pub fn send(module: &Module, content: &[u8], o: SendOptions<'_>) -> Result<Vec<u8>, MessageError> {
+/// Signs the content read from `input` on the sender's token and encrypts it to the
+/// recipients and the sender, writing the message to `out` as it goes: memory stays
+/// bounded whatever the size (see [`super::stream`]). Returns the bytes written.
+///
+/// The message is BER with indefinite lengths (as `openssl cms -stream` writes): a
+/// ContentInfo(EnvelopedData), AES-256-CBC, recipients' SET OF in DER order, whose content is
+/// the S/MIME entity of a ContentInfo(SignedData) (base64, as every client reads it), whose
+/// content is the input as a MIME entity ([`super::content`], body not base64-encoded). The
+/// token signs the signed attributes, which carry the content's SHA-256.
+pub fn send(
+    module: &Module,
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    o: SendOptions<'_>,
+) -> Result<u64, MessageError> {
     let record = o.keyset;
     let (signing_cert, chain) = signer_certs(record)?;
     let own = current_encryption_cert(record)?;
@@ -146,6 +167,16 @@ pub fn send(module: &Module, content: &[u8], o: SendOptions<'_>) -> Result<Vec<u
             transport: o.transport,
         });
     }
+    // The content's first bytes decide its MIME type; a bad --content-type stops here.
+    let mut head = Vec::with_capacity(content::SNIFF.min(64 * 1024));
+    input
+        .take(content::SNIFF as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| io_error("read the content", e))?;
+    let complete = head.len() < content::SNIFF;
+    let entity_header = content::header_for(&head, complete, o.file_name, o.content_type)
+        .map_err(MessageError::Content)?;
+
     let algorithm = PublicKey::from_pem(&record.signing_public_key)
         .map_err(crate::keyset::KeysetError::from)?
         .signature_algorithm();
@@ -158,12 +189,147 @@ pub fn send(module: &Module, content: &[u8], o: SendOptions<'_>) -> Result<Vec<u
         algorithm,
     };
     log::info!("signing as {}", describe(&signer.cert));
-    let signed = cms::sign(content, &mut signer, &chain, SystemTime::now())?;
-    let entity = smime::wrap_signed(&signed);
-    let enveloped = cms::encrypt(&entity, InnerType::Data, &all)?;
-    Ok(if o.smime {
-        smime::wrap_enveloped(&enveloped)
+    let mut counted = Counted { out, n: 0 };
+    let parts = Parts {
+        entity_header: entity_header.as_bytes(),
+        head: &head,
+        rest: input,
+        chain: &chain,
+        recipients: &all,
+    };
+    if o.smime {
+        counted
+            .write_all(smime::smime_header("enveloped-data").as_bytes())
+            .map_err(|e| io_error("write the message", e))?;
+        let lines = write_enveloped(stream::Base64Lines::new(&mut counted), parts, &mut signer)?;
+        let c = lines
+            .finish()
+            .map_err(|e| io_error("write the message", e))?;
+        c.write_all(b"\r\n")
+            .map_err(|e| io_error("write the message", e))?;
     } else {
-        enveloped
-    })
+        write_enveloped(&mut counted, parts, &mut signer)?;
+    }
+    counted
+        .flush()
+        .map_err(|e| io_error("write the message", e))?;
+    Ok(counted.n)
+}
+
+/// What goes into a message.
+struct Parts<'a, 'r> {
+    entity_header: &'a [u8],
+    head: &'a [u8],
+    rest: &'r mut dyn Read,
+    chain: &'a [Certificate],
+    recipients: &'a [Recipient<'a>],
+}
+
+fn io_error(action: &'static str, e: std::io::Error) -> MessageError {
+    MessageError::Io {
+        action,
+        reason: e.to_string(),
+    }
+}
+
+/// Counts what passes through.
+struct Counted<'a> {
+    out: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(data)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The ContentInfo(EnvelopedData), BER, to `out`.
+fn write_enveloped<W: Write>(
+    mut out: W,
+    p: Parts<'_, '_>,
+    signer: &mut dyn ContentSigner,
+) -> Result<W, MessageError> {
+    let w = |e: std::io::Error| io_error("write the message", e);
+    let mut cek = Zeroizing::new([0u8; 32]);
+    let mut iv = [0u8; 16];
+    getrandom::getrandom(cek.as_mut_slice()).map_err(|e| cms::CmsError::Random(e.to_string()))?;
+    getrandom::getrandom(&mut iv).map_err(|e| cms::CmsError::Random(e.to_string()))?;
+    let mut infos = Vec::new();
+    let mut seen = Vec::new();
+    for r in p.recipients {
+        if seen.contains(&r.cert) {
+            continue;
+        }
+        seen.push(r.cert);
+        infos.push(cms::recipient_info_der(r, cek.as_slice())?);
+    }
+    let mut head = vec![0x30, 0x80];
+    head.extend(oid_der(&rfc5911::ID_ENVELOPED_DATA));
+    head.extend([0xa0, 0x80, 0x30, 0x80, 0x02, 0x01, 0x00]);
+    head.extend(stream::set_of(0x31, infos));
+    head.extend([0x30, 0x80]);
+    head.extend(oid_der(&rfc5911::ID_DATA));
+    head.extend(cms::aes256_cbc_der(&iv)?);
+    head.extend([0xa0, 0x80]);
+    out.write_all(&head).map_err(w)?;
+
+    let chunks = stream::OctetChunks::new(out);
+    let mut cbc = stream::CbcWriter::new(chunks, &cek, &iv);
+    cbc.write_all(smime::smime_header("signed-data").as_bytes())
+        .map_err(w)?;
+    let lines = stream::Base64Lines::new(cbc);
+    let lines = write_signed(lines, p, signer)?;
+    let mut cbc = lines.finish().map_err(w)?;
+    cbc.write_all(b"\r\n").map_err(w)?;
+    let chunks = cbc.finish().map_err(w)?;
+    let mut out = chunks.finish().map_err(w)?;
+    // [0] encryptedContent, EncryptedContentInfo, EnvelopedData, [0], ContentInfo
+    out.write_all(&[0u8; 10]).map_err(w)?;
+    Ok(out)
+}
+
+/// The ContentInfo(SignedData), BER, of the content to `out`.
+fn write_signed<W: Write>(
+    mut out: W,
+    p: Parts<'_, '_>,
+    signer: &mut dyn ContentSigner,
+) -> Result<W, MessageError> {
+    let w = |e: std::io::Error| io_error("write the message", e);
+    let mut head = vec![0x30, 0x80];
+    head.extend(oid_der(&rfc5911::ID_SIGNED_DATA));
+    head.extend([0xa0, 0x80, 0x30, 0x80, 0x02, 0x01, 0x01]);
+    head.extend(stream::tlv(0x31, &cms::sha256_algorithm_der()?));
+    head.extend([0x30, 0x80]);
+    head.extend(oid_der(&rfc5911::ID_DATA));
+    head.extend([0xa0, 0x80, 0x24, 0x80]);
+    out.write_all(&head).map_err(w)?;
+
+    let mut hashed = stream::Sha256Writer::new(stream::OctetChunks::new(out));
+    hashed.write_all(p.entity_header).map_err(w)?;
+    hashed.write_all(p.head).map_err(w)?;
+    std::io::copy(p.rest, &mut hashed).map_err(|e| io_error("read the content", e))?;
+    let (digest, chunks) = hashed.finish();
+    let mut out = chunks.finish().map_err(w)?;
+    // OCTET STRING, [0] eContent, EncapsulatedContentInfo
+    out.write_all(&[0u8; 6]).map_err(w)?;
+
+    let signer_info = cms::signer_info_der(signer, &digest, SystemTime::now())?;
+    let certs = cms::certificate_ders(signer.certificate(), p.chain)?;
+    let mut tail = stream::set_of(0xa0, certs);
+    tail.extend(stream::tlv(0x31, &signer_info));
+    // SignedData, [0], ContentInfo
+    tail.extend([0u8; 6]);
+    out.write_all(&tail).map_err(w)?;
+    Ok(out)
+}
+
+fn oid_der(oid: &der::asn1::ObjectIdentifier) -> Vec<u8> {
+    stream::tlv(0x06, oid.as_bytes())
 }

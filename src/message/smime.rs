@@ -151,6 +151,35 @@ pub fn verify_any(bytes: &[u8]) -> Result<Verified, SmimeError> {
     }
 }
 
+/// What a streamed reader needs from a MIME header block (up to and including the empty
+/// line): the Content-Type (`type/subtype`, lower case), its `smime-type` parameter and the
+/// Content-Transfer-Encoding (lower case). `None` when the block is not MIME headers with a
+/// Content-Type.
+pub(crate) fn header_summary(block: &[u8]) -> Option<(String, Option<String>, Option<String>)> {
+    let entity = Entity::parse(block)?;
+    let ct = parse_content_type(entity.header("content-type")?);
+    let cte = entity
+        .header("content-transfer-encoding")
+        .map(|v| v.trim().to_ascii_lowercase());
+    let smime_type = ct.param("smime-type").map(|s| s.to_ascii_lowercase());
+    Some((ct.mime, smime_type, cte))
+}
+
+/// Whether a Content-Type (lower case) is one of the CMS ones.
+pub(crate) fn is_cms_content_type(mime: &str) -> bool {
+    is_cms_type(mime)
+}
+
+/// The S/MIME headers [`wrap_enveloped`] and [`wrap_signed`] write before the base64 body.
+pub(crate) fn smime_header(smime_type: &str) -> String {
+    format!(
+        "MIME-Version: 1.0\r\n\
+         Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\
+         Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // Internals
 
