@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crash::{Event, Fault, Probe, View};
+use util::beds::owned;
 use util::*;
 
 // ---- the world the commands start from -------------------------------------------------------
@@ -63,7 +64,7 @@ fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
         crash::require_strace();
-        let root = crash::states_root();
+        let root = crash::states_root("crash-sweep");
         let _ = std::fs::remove_dir_all(&root);
         let bed = AuthorityBed::new(
             &[
@@ -129,13 +130,6 @@ struct Case {
     /// For an enrollment: the user whose reply `keyward authority reply` writes again, where
     /// to, and whether it must then be completed (local enroll).
     reply: Option<(&'static str, String, bool)>,
-}
-
-fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// How many points to step: `KEYWARD_CRASH_STRIDE` when set, else the case's default — times
@@ -657,78 +651,7 @@ struct Known {
     reason: &'static str,
 }
 
-const KNOWN_FAILURES: &[Known] = &[
-    Known {
-        command: "keyset create",
-        fault: Fault::Kill,
-        class: "openat",
-        at: r#""{dir}/home", O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY"#,
-        reason: "the keys are on the token before the registry names them (no intent recorded): the kill leaves orphan objects, and the retry makes a second set",
-    },
-    Known {
-        command: "keyset create",
-        fault: Fault::Kill,
-        class: "write",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the keys are on the token before the registry names them (no intent recorded): the kill leaves orphan objects, and the retry makes a second set",
-    },
-    Known {
-        command: "keyset create",
-        fault: Fault::Kill,
-        class: "rename",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the keys are on the token before the registry names them (no intent recorded): the kill leaves orphan objects, and the retry makes a second set",
-    },
-    Known {
-        command: "keyset create",
-        fault: Fault::Enospc,
-        class: "fsync",
-        at: r#"{dir}/home>)"#,
-        reason: "the registry was renamed into place but the directory fsync failed: the command undoes the keys and reports an error, yet the registry names the keyset",
-    },
-    Known {
-        command: "keyset create",
-        fault: Fault::Eio,
-        class: "fsync",
-        at: r#"{dir}/home>)"#,
-        reason: "the registry was renamed into place but the directory fsync failed: the command undoes the keys and reports an error, yet the registry names the keyset",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Kill,
-        class: "openat",
-        at: r#""{dir}/home", O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Kill,
-        class: "write",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Kill,
-        class: "rename",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Enospc,
-        class: "rename",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Eio,
-        class: "rename",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-];
+const KNOWN_FAILURES: &[Known] = &[];
 
 fn known_for(case: &str, p: &Point) -> Option<&'static Known> {
     KNOWN_FAILURES.iter().find(|k| {

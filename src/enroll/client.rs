@@ -15,10 +15,11 @@ use crate::authority::tempkey::TempKey;
 use crate::authority::x509;
 use crate::keyset::create::{self, SigningKey};
 use crate::keyset::csr;
+use crate::keyset::journal;
 use crate::keyset::ops::unhex_id;
 use crate::keyset::registry::{
     EncryptionKey, Enrollment, KeyAlgorithm, KeysetRecord, KeysetState, PreparedSave, Registry,
-    RegistryLock, Security,
+    RegistryError, RegistryLock, Security,
 };
 use crate::keyset::{KeysetName, KeysetSession, PublicKey};
 use crate::token::keys::hex;
@@ -110,7 +111,7 @@ pub fn make_request(
 ) -> Result<Vec<u8>, EnrollError> {
     check_can_enroll(module, p.token)?;
     let label = p.keyset.label();
-    let (lock, mut registry) = Registry::lock(home)?;
+    let (lock, mut registry) = journal::lock_recovered(module, home)?;
     registry.check_free(p.keyset.as_str(), &label)?;
     let mut session = p.token.open_rw(module)?;
     session.login(module, PinRole::User, p.pin, p.policy)?;
@@ -312,7 +313,7 @@ pub fn complete(
     new_password: Option<&SecretString>,
     policy: LoginPolicy,
 ) -> Result<Completed, EnrollError> {
-    prepare_completion(module, home, reply_path, password, new_password, policy)?.commit(
+    prepare(module, home, reply_path, password, new_password, policy, true)?.commit(
         module,
         password,
         new_password,
@@ -324,8 +325,14 @@ pub fn complete(
 /// (the registry stays locked). [`PreparedCompletion::commit`] puts it in place (a rename);
 /// [`PreparedCompletion::undo`] removes what was stored instead.
 pub struct PreparedCompletion {
-    _lock: RegistryLock,
-    save: PreparedSave,
+    lock: RegistryLock,
+    /// The registry as the completion leaves it.
+    registry: Registry,
+    /// Without a journal: the registry written beside its place, to be renamed.
+    save: Option<PreparedSave>,
+    /// With a journal (see [`crate::keyset::journal`]): keyward's home, whose journal names
+    /// the completion until the registry says it.
+    journal: Option<std::path::PathBuf>,
     ks: KeysetSession,
     record: KeysetRecord,
     created: Vec<Vec<u8>>,
@@ -343,6 +350,24 @@ pub fn prepare_completion(
     new_password: Option<&SecretString>,
     policy: LoginPolicy,
 ) -> Result<PreparedCompletion, EnrollError> {
+    prepare(module, home, reply_path, password, new_password, policy, false)
+}
+
+/// [`prepare_completion`]; with `journaled`, the change is first written to the registry's
+/// journal, the token's part (keys, certificates, the transport key's removal) is done in one
+/// stretch with no file written in between, and the registry is written by the commit: a
+/// kill anywhere is then finished or dropped by the next keyward that opens the registry.
+/// Without it (a local enrollment, whose authority commits between the token and the
+/// registry), the registry is written beside its place before the transport key goes.
+fn prepare(
+    module: &Module,
+    home: &Path,
+    reply_path: &Path,
+    password: &SecretString,
+    new_password: Option<&SecretString>,
+    policy: LoginPolicy,
+    journaled: bool,
+) -> Result<PreparedCompletion, EnrollError> {
     let text = wire::read(reply_path, "reply")?;
     let signed: Signed<ReplyBody> = wire::open(reply_path, &text, "reply")?;
     wire::check_header(
@@ -351,7 +376,7 @@ pub fn prepare_completion(
         signed.body.version,
         wire::REPLY_FORMAT,
     )?;
-    let (lock, mut registry) = Registry::lock(home)?;
+    let (lock, mut registry) = journal::lock_recovered(module, home)?;
     let record = registry
         .keysets()
         .iter()
@@ -400,6 +425,44 @@ pub fn prepare_completion(
             delivery.describe()
         ),
     })?;
+    // The registry as the completion leaves it, made before the token changes.
+    let ids = signed
+        .body
+        .encryption_keys
+        .iter()
+        .map(|_| ks.session.random(16))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = planned_keys(&signed.body, &ca, &ids)?;
+    let n = keys.len();
+    let retired = registry_keysets_of(
+        &registry,
+        &enrollment.user,
+        &enrollment.authority_ca,
+        &record.name,
+    );
+    for name in &retired {
+        registry.get_mut(name)?.state = KeysetState::Retired;
+    }
+    {
+        let r = registry.get_mut(&record.name)?;
+        r.state = KeysetState::Active;
+        if let Some(e) = r.enrollment.as_mut() {
+            e.transport_id = None;
+            e.delivery = Some(delivery.name().to_string());
+            e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
+            e.encryption_keys = keys;
+        }
+    }
+    if journaled {
+        journal::Intent {
+            action: "enrollment completion".into(),
+            record: registry.get(&record.name)?.clone(),
+            retire: retired.clone(),
+            marker: journal::Marker::Certificate,
+            marker_id: record.signing_id.clone(),
+        }
+        .write(home, &lock)?;
+    }
     let mut created: Vec<Vec<u8>> = Vec::new();
     let mut transport = None;
     let result = store_everything(
@@ -410,44 +473,34 @@ pub fn prepare_completion(
         &signed.body,
         &ca,
         &signing_cert,
+        &ids,
         &mut created,
     )
-    .and_then(|keys| {
-        let retired = registry_keysets_of(
-            &registry,
-            &enrollment.user,
-            &enrollment.authority_ca,
-            &record.name,
-        );
-        for name in &retired {
-            registry.get_mut(name)?.state = KeysetState::Retired;
-        }
-        let n = keys.len();
-        {
-            let r = registry.get_mut(&record.name)?;
-            r.state = KeysetState::Active;
-            if let Some(e) = r.enrollment.as_mut() {
-                e.transport_id = None;
-                e.delivery = Some(delivery.name().to_string());
-                e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
-                e.encryption_keys = keys;
-            }
-        }
-        let save = registry.prepare_save(&lock)?;
+    .and_then(|_| {
+        let save = if journaled {
+            None
+        } else {
+            Some(registry.prepare_save(&lock)?)
+        };
         // Last on the token: without the transport key the reply cannot be completed again.
         remove_transport(&ks.session, &record, &enrollment, &mut transport)?;
-        Ok((save, n, retired))
+        Ok(save)
     });
-    let (save, n, retired) = match result {
-        Ok(done) => done,
+    let save = match result {
+        Ok(save) => save,
         Err(e) => {
             undo_completion(module, &mut ks.session, &record, &created, transport);
+            if journaled {
+                journal::clear(home);
+            }
             return Err(e);
         }
     };
     Ok(PreparedCompletion {
-        _lock: lock,
+        lock,
+        registry,
         save,
+        journal: journaled.then(|| home.to_path_buf()),
         done: Completed {
             keyset: record.name.clone(),
             user: enrollment.user.clone(),
@@ -469,7 +522,23 @@ impl PreparedCompletion {
         password: &SecretString,
         new_password: Option<&SecretString>,
     ) -> Result<Completed, EnrollError> {
-        self.save.commit()?;
+        match (self.save.take(), &self.journal) {
+            (Some(save), _) => save.commit()?,
+            (None, Some(home)) => {
+                // The token's part is done and cannot be undone (the transport key is gone):
+                // when the registry cannot be written, the journal stays to finish it.
+                self.registry.save(&self.lock).map_err(|e| RegistryError::Io {
+                    action: "record the completed enrollment in",
+                    path: Registry::file_in(home),
+                    reason: format!(
+                        "{e}; the keys and certificates are on the token, and the next keyward command that opens the registry (for instance `keyward keyset list`) records keyset {:?} as active",
+                        self.record.name
+                    ),
+                })?;
+                journal::clear(home);
+            }
+            (None, None) => {}
+        }
         if let Some(new) = new_password {
             let pin = crate::keyset::token_pin(&self.record, password)?;
             self.ks.session.set_user_pin(module, &pin, new)?;
@@ -634,6 +703,7 @@ fn store_everything(
     reply: &ReplyBody,
     ca: &x509_cert::Certificate,
     signing_cert: &x509_cert::Certificate,
+    ids: &[Vec<u8>],
     created: &mut Vec<Vec<u8>>,
 ) -> Result<Vec<EncryptionKey>, EnrollError> {
     let transport_id = unhex_id(enrollment.transport_id.as_deref().unwrap_or_default())?;
@@ -680,7 +750,7 @@ fn store_everything(
         signing_cert,
     )?;
     let mut keys = Vec::new();
-    for (i, k) in reply.encryption_keys.iter().enumerate() {
+    for (i, (k, id)) in reply.encryption_keys.iter().zip(ids).enumerate() {
         let cert = x509::certs_from_pem(&k.certificate)?
             .into_iter()
             .next()
@@ -688,7 +758,7 @@ fn store_everything(
                 EnrollError::BadReply("an encryption key without a certificate".into())
             })?;
         x509::verify_issued_by(&cert, ca)?;
-        let id = session.random(16)?;
+        let id = id.clone();
         created.push(id.clone());
         let label = format!("{} encryption key {}", record.label, i + 1);
         let wrapped = wire::b64(Path::new("reply"), "wrapped_key", &k.wrapped_key)?;
@@ -731,6 +801,35 @@ fn store_everything(
         });
     }
     Ok(keys)
+}
+
+/// The registry's records of a reply's encryption keys, to be stored with `ids`.
+fn planned_keys(
+    reply: &ReplyBody,
+    ca: &x509_cert::Certificate,
+    ids: &[Vec<u8>],
+) -> Result<Vec<EncryptionKey>, EnrollError> {
+    reply
+        .encryption_keys
+        .iter()
+        .zip(ids)
+        .map(|(k, id)| {
+            let cert = x509::certs_from_pem(&k.certificate)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    EnrollError::BadReply("an encryption key without a certificate".into())
+                })?;
+            x509::verify_issued_by(&cert, ca)?;
+            Ok(EncryptionKey {
+                id: hex(id),
+                cert_serial: x509::serial_hex(&cert),
+                certificate: x509::cert_to_pem(&cert)?,
+                current: k.current,
+                extra: toml::Table::new(),
+            })
+        })
+        .collect()
 }
 
 fn store_cert(
