@@ -56,7 +56,6 @@ mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use util::beds::*;
@@ -1051,6 +1050,30 @@ fn sweep_enroll_local() {
             ("KEYWARD_TEMP_KEY", &w.dave_key),
         ],
         Inspect::tokens(&[(AUTHORITY_TOKEN, AUTHORITY_PIN), ("dave-card", USER_PIN)]),
+    )
+    // The authority records the enrollment before the user's token takes the reply: a
+    // failure on the user's token after that names the reply and says to run the command
+    // again, which completes it.
+    .resumable(
+        "run this command again",
+        &[
+            "enroll",
+            "--user",
+            "dave",
+            "--keyset",
+            "Dave",
+            "--token",
+            "dave-card",
+            "--authority",
+            "{dir}/auth",
+            "--key-type",
+            "p256",
+        ],
+        &[
+            ("KEYWARD_PIN", USER_PIN),
+            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+            ("KEYWARD_TEMP_KEY", &w.dave_key),
+        ],
     ));
 }
 

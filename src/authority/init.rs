@@ -219,6 +219,7 @@ impl InitIntent {
         if dir.join(INIT_INTENT).exists() {
             Self::clear(dir);
         }
+        state::clean_temp_files(dir);
         // A copy for people: written before the commit, but a kill can still lose it to a
         // crash of the file system; the database holds the original.
     }
@@ -294,6 +295,8 @@ fn write_state(
     a.audit("operator", "init", &config.name, "ok", &detail);
     a.commit(module, session, pin)?;
     drop(a);
+    // The database file alone, its log moved in: what the rename below puts in place.
+    SqliteStore::checkpoint_file(&tmp)?;
     // A copy for people and tools (keyward itself reads the one in the database), in place
     // before the commit so that a committed authority always has it.
     crate::keyset::registry::write_atomic(&dir.join("ca.pem"), config.ca_pem.as_bytes())

@@ -132,17 +132,37 @@ pub fn make_request(
     })?;
     let signing_id = session.random(16)?;
     let transport_id = session.random(16)?;
+    let nonce = hex(&session.random(16)?);
+    // Before the token changes, the journal says what is coming (see keyset::journal).
+    let key = SigningKey {
+        label: &label,
+        id: &signing_id,
+        key_type: p.key_type,
+        security: p.security,
+    };
+    let mut planned = key.planned(p.keyset.as_str(), KeysetState::Pending, p.token);
+    planned.enrollment = Some(Enrollment {
+        user: p.user.to_string(),
+        authority_ca: p.authority.ca_pem.clone(),
+        nonce,
+        transport_id: Some(hex(&transport_id)),
+        signing_certificate: None,
+        encryption_keys: Vec::new(),
+        delivery: None,
+        extra: toml::Table::new(),
+    });
+    journal::Intent {
+        action: "enrollment request".into(),
+        record: planned.clone(),
+        retire: Vec::new(),
+        marker: journal::Marker::PublicKey,
+        marker_id: hex(&signing_id),
+    }
+    .write(home, &lock)?;
     let mut ks = KeysetSession::from_session(session, p.pin.clone());
     let result = (|| {
-        let (record, request) = generate_and_sign(
-            module,
-            &mut ks,
-            p,
-            &label,
-            &signing_id,
-            &transport_id,
-            receives,
-        )?;
+        let (record, request) =
+            generate_and_sign(module, &mut ks, p, &key, planned, &transport_id, receives)?;
         registry.add(record)?;
         registry.save(&lock)?;
         Ok(request)
@@ -156,6 +176,7 @@ pub fn make_request(
             }
         }
     }
+    journal::clear(home);
     result
 }
 
@@ -174,23 +195,20 @@ pub fn check_can_enroll(module: &Module, token: &crate::token::Token) -> Result<
     ))))
 }
 
+/// Makes the keys `planned` names and the signed request; returns the record (`planned` with
+/// its public key) and the request.
 fn generate_and_sign(
     module: &Module,
     ks: &mut KeysetSession,
     p: &RequestParams<'_>,
-    label: &str,
-    signing_id: &[u8],
+    key: &SigningKey<'_>,
+    planned: KeysetRecord,
     transport_id: &[u8],
     receives: Vec<Delivery>,
 ) -> Result<(KeysetRecord, Vec<u8>), EnrollError> {
     let session = &mut ks.session;
-    let key = SigningKey {
-        label,
-        id: signing_id,
-        key_type: p.key_type,
-        security: p.security,
-    };
-    create::generate_signing_pair(session, &key)?;
+    let label = key.label;
+    create::generate_signing_pair(session, key)?;
     let (transport_public, _) = session.generate_decryption_pair(&DecryptionPair {
         id: transport_id,
         label: &format!("{label} enrollment transport key"),
@@ -207,13 +225,18 @@ fn generate_and_sign(
     }
     let transport_pem =
         PublicKey::from_raw(&session.rsa_public_key(transport_public)?)?.to_pem()?;
-    let signing = create::read_signing_public(session, &key)?;
-    let record = key.record(p.keyset.as_str(), KeysetState::Pending, p.token, &signing)?;
+    let signing = create::read_signing_public(session, key)?;
+    let mut record = planned;
+    record.signing_public_key = signing.to_pem()?;
+    let nonce = record
+        .enrollment
+        .as_ref()
+        .map(|e| e.nonce.clone())
+        .unwrap_or_default();
     let subject = csr::parse_subject(&format!("CN={}", p.user))?;
     let (info, tbs) = csr::request_info(&subject, &signing)?;
     let csr_sig = ks.sign_bytes(module, &record, &tbs)?;
     let csr_pem = csr::finish(info, &signing, &csr_sig)?;
-    let nonce = hex(&ks.session.random(16)?);
     let body = RequestBody {
         format: wire::REQUEST_FORMAT.to_string(),
         version: wire::VERSION,
@@ -243,17 +266,6 @@ fn generate_and_sign(
                 .map_err(|e| e.to_string())
         },
     )?;
-    let mut record = record;
-    record.enrollment = Some(Enrollment {
-        user: p.user.to_string(),
-        authority_ca: p.authority.ca_pem.clone(),
-        nonce,
-        transport_id: Some(hex(transport_id)),
-        signing_certificate: None,
-        encryption_keys: Vec::new(),
-        delivery: None,
-        extra: toml::Table::new(),
-    });
     Ok((record, request))
 }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use super::TestBed;
 
 /// Files of a bed's directory that are not part of its state.
-fn scratch(name: &str) -> bool {
+pub fn scratch(name: &str) -> bool {
     name == "softhsm2.conf" || name == "shim-counts" || name == "tmp"
 }
 

@@ -22,10 +22,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
-pub use crate::util::beds::{cp_a, mask, mask_line, restore_state, save_state, states_root};
+pub use crate::util::beds::{mask, mask_line, restore_state, save_state, states_root};
 use crate::util::{
     files_under, p11_object_set, parse_pkcs11_tool_objects, require_tool, Run, TestBed,
 };
