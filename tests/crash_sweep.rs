@@ -36,12 +36,15 @@
 //! after-state and the files of a clean run — no key, keyset or file of the interrupted run
 //! left over.
 //!
-//! Every point is swept for the authority's commands but `authority init` (its key generation
-//! makes it the slowest: every 8th point); for the client commands (`keyset create`, `enroll
-//! --complete`, local `enroll --authority`) every second point; in the shim pass of
-//! `testbeds/test-all.sh` a quarter of those (each summary line says which).
-//! `KEYWARD_CRASH_STRIDE=1` sweeps every point of every command; a larger number thins them
-//! all. Points known to fail (keyward defects not yet fixed) are listed, exactly, in
+//! What is sampled, and why (each summary line says it): of a run of consecutive writes to one
+//! file, the first, the middle and the last call (every point of a run leaves the same state;
+//! see `sample_write_runs` — SQLite writes each transaction as such runs, most of an
+//! authority command's calls); of the remaining points, all for the authority's commands but
+//! `authority init` (its three key generations, twice per point with the retry, make it the
+//! slowest: every 8th point); for the client commands (`keyset create`, `enroll --complete`,
+//! local `enroll --authority`) every second point; in the shim pass of `testbeds/test-all.sh`
+//! a quarter of those. `KEYWARD_CRASH_STRIDE=1` sweeps every point (but the inner writes of a
+//! run) of every command; a larger number thins them all. Points known to fail (keyward defects not yet fixed) are listed, exactly, in
 //! `KNOWN_FAILURES` with the reason; the sweep fails on any other inconsistent point and on a
 //! listed point that has become consistent. Summaries go to `target/tmp/crash-sweep.txt` (printed by
 //! `testbeds/test-all.sh`); run with `-- --nocapture` to see them here.
@@ -405,7 +408,10 @@ impl<'a> Worker<'a> {
         if let (Some(Err(e)), false) = (&now.verify, no_authority_yet) {
             problems.push(format!("authority log --verify fails: {e}"));
         }
-        if why_not_before.is_some() && why_not_after.is_some() && !committed_no_output && !interrupted
+        if why_not_before.is_some()
+            && why_not_after.is_some()
+            && !committed_no_output
+            && !interrupted
         {
             problems.push("the state is neither as before nor as after".to_string());
         }

@@ -1028,53 +1028,55 @@ fn sweep_keyset_create_hardened() {
 #[test]
 fn sweep_enroll_local() {
     let w = world();
-    sweep(Case::new(
-        "enroll (local)",
-        &w.requested,
-        &[
-            "enroll",
-            "--user",
-            "dave",
-            "--keyset",
-            "Dave",
-            "--token",
-            "dave-card",
-            "--authority",
-            "{dir}/auth",
-            "--key-type",
-            "p256",
-        ],
-        &[
-            ("KEYWARD_PIN", USER_PIN),
-            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
-            ("KEYWARD_TEMP_KEY", &w.dave_key),
-        ],
-        Inspect::tokens(&[(AUTHORITY_TOKEN, AUTHORITY_PIN), ("dave-card", USER_PIN)]),
-    )
-    // The authority records the enrollment before the user's token takes the reply: a
-    // failure on the user's token after that names the reply and says to run the command
-    // again, which completes it.
-    .resumable(
-        "run this command again",
-        &[
-            "enroll",
-            "--user",
-            "dave",
-            "--keyset",
-            "Dave",
-            "--token",
-            "dave-card",
-            "--authority",
-            "{dir}/auth",
-            "--key-type",
-            "p256",
-        ],
-        &[
-            ("KEYWARD_PIN", USER_PIN),
-            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
-            ("KEYWARD_TEMP_KEY", &w.dave_key),
-        ],
-    ));
+    sweep(
+        Case::new(
+            "enroll (local)",
+            &w.requested,
+            &[
+                "enroll",
+                "--user",
+                "dave",
+                "--keyset",
+                "Dave",
+                "--token",
+                "dave-card",
+                "--authority",
+                "{dir}/auth",
+                "--key-type",
+                "p256",
+            ],
+            &[
+                ("KEYWARD_PIN", USER_PIN),
+                ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+                ("KEYWARD_TEMP_KEY", &w.dave_key),
+            ],
+            Inspect::tokens(&[(AUTHORITY_TOKEN, AUTHORITY_PIN), ("dave-card", USER_PIN)]),
+        )
+        // The authority records the enrollment before the user's token takes the reply: a
+        // failure on the user's token after that names the reply and says to run the command
+        // again, which completes it.
+        .resumable(
+            "run this command again",
+            &[
+                "enroll",
+                "--user",
+                "dave",
+                "--keyset",
+                "Dave",
+                "--token",
+                "dave-card",
+                "--authority",
+                "{dir}/auth",
+                "--key-type",
+                "p256",
+            ],
+            &[
+                ("KEYWARD_PIN", USER_PIN),
+                ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+                ("KEYWARD_TEMP_KEY", &w.dave_key),
+            ],
+        ),
+    );
 }
 
 #[test]

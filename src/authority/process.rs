@@ -470,7 +470,10 @@ fn issue_everything(
     })?;
     // benches/authority_scale.sh reads this line: key generation is most of `process`, and
     // its time varies run by run whatever the authority's size.
-    log::info!("generated the user's encryption key in {:?}", started.elapsed());
+    log::info!(
+        "generated the user's encryption key in {:?}",
+        started.elapsed()
+    );
     let archive_blob = session.wrap_rfc5649(mech, archive_key, enc_private)?;
     let enc_spki = PublicKey::from_raw(&session.rsa_public_key(enc_public)?)?.to_der()?;
 

@@ -325,11 +325,16 @@ pub fn complete(
     new_password: Option<&SecretString>,
     policy: LoginPolicy,
 ) -> Result<Completed, EnrollError> {
-    prepare(module, home, reply_path, password, new_password, policy, true)?.commit(
+    prepare(
         module,
+        home,
+        reply_path,
         password,
         new_password,
-    )
+        policy,
+        true,
+    )?
+    .commit(module, password, new_password)
 }
 
 /// A completion whose work on the token is done — keys and certificates stored, transport key
@@ -362,7 +367,15 @@ pub fn prepare_completion(
     new_password: Option<&SecretString>,
     policy: LoginPolicy,
 ) -> Result<PreparedCompletion, EnrollError> {
-    prepare(module, home, reply_path, password, new_password, policy, false)
+    prepare(
+        module,
+        home,
+        reply_path,
+        password,
+        new_password,
+        policy,
+        false,
+    )
 }
 
 /// [`prepare_completion`]; with `journaled`, the change is first written to the registry's

@@ -145,10 +145,7 @@ pub fn recover(
         Err(e) => {
             // Written by a rename after a sync: a journal that does not parse was not written
             // by keyward; nothing can be finished from it.
-            log::warn!(
-                "dropping {}, which does not parse ({e})",
-                p.display()
-            );
+            log::warn!("dropping {}, which does not parse ({e})", p.display());
             clear(home);
             return Ok(());
         }

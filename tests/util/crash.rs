@@ -749,7 +749,6 @@ pub fn only_outputs_differ(now: &View, after: &View) -> bool {
 
 // ---- beds -----------------------------------------------------------------------------------
 
-
 /// Appends a sweep's summary line to `target/tmp/crash-sweep.txt` (printed by
 /// `testbeds/test-all.sh`).
 pub fn record_summary(line: &str) {
