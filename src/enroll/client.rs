@@ -478,7 +478,9 @@ fn prepare(
             e.encryption_keys = keys;
         }
     }
-    if journaled {
+    // With the journal, the new registry is also written (beside its place) before the token
+    // changes: a registry that cannot be written is refused with nothing stored.
+    let early_save = if journaled {
         journal::Intent {
             action: "enrollment completion".into(),
             record: registry.get(&record.name)?.clone(),
@@ -487,7 +489,16 @@ fn prepare(
             marker_id: record.signing_id.clone(),
         }
         .write(home, &lock)?;
-    }
+        match registry.prepare_save(&lock) {
+            Ok(save) => Some(save),
+            Err(e) => {
+                journal::clear(home);
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     let mut created: Vec<Vec<u8>> = Vec::new();
     let mut transport = None;
     let result = store_everything(
@@ -502,17 +513,16 @@ fn prepare(
         &mut created,
     )
     .and_then(|_| {
-        let save = if journaled {
-            None
-        } else {
-            Some(registry.prepare_save(&lock)?)
+        let save = match early_save {
+            Some(save) => save,
+            None => registry.prepare_save(&lock)?,
         };
         // Last on the token: without the transport key the reply cannot be completed again.
         remove_transport(&ks.session, &record, &enrollment, &mut transport)?;
         Ok(save)
     });
     let save = match result {
-        Ok(save) => save,
+        Ok(save) => Some(save),
         Err(e) => {
             undo_completion(module, &mut ks.session, &record, &created, transport);
             if journaled {
@@ -548,11 +558,15 @@ impl PreparedCompletion {
         new_password: Option<&SecretString>,
     ) -> Result<Completed, EnrollError> {
         match (self.save.take(), &self.journal) {
-            (Some(save), _) => save.commit()?,
-            (None, Some(home)) => {
+            (Some(save), None) => save.commit()?,
+            (save, Some(home)) => {
                 // The token's part is done and cannot be undone (the transport key is gone):
-                // when the registry cannot be written, the journal stays to finish it.
-                self.registry.save(&self.lock).map_err(|e| RegistryError::Io {
+                // when the registry cannot be put in place, the journal stays to finish it.
+                let put = match save {
+                    Some(save) => save.commit(),
+                    None => self.registry.save(&self.lock),
+                };
+                put.map_err(|e| RegistryError::Io {
                     action: "record the completed enrollment in",
                     path: Registry::file_in(home),
                     reason: format!(
