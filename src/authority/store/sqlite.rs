@@ -126,6 +126,18 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| err(path, "open", &e))?;
+        // The mode the file itself records (a switch whose header write or journal removal
+        // failed can leave the old one).
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| err(path, "read the journal mode of", &e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError {
+                location: path.display().to_string(),
+                action: "configure",
+                reason: format!("it is in journal mode {mode:?} instead of WAL"),
+            });
+        }
         let (busy, log, done): (i64, i64, i64) = conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
