@@ -53,14 +53,37 @@ time_both() { # NAME RUNS COMMAND (@S: the size, @I: the run)
         result[$size,$name]=$(awk -v s="$size" '$1 == s {print $2}' "times-$name" | median)
     done
 }
+# `process` generates the user's RSA-2048 encryption key on the authority token; how long that
+# takes varies from run to run (the search for primes) whatever the authority's size, so the
+# time without it is shown too (keyward -v logs it).
+time_process() {
+    local i size s e kg
+    for i in $(seq "$N"); do
+        for size in small large; do
+            s=$(date +%s%N)
+            "$K" -v authority process --dir "$size" "$size-p$i.req" -o "$size-p$i.reply" >/dev/null 2>"process.err"
+            e=$(date +%s%N)
+            kg=$(sed -n 's/.*generated the user.s encryption key in \([0-9.]*\)\([a-zµ]*\)$/\1 \2/p' process.err |
+                awk '{ if ($2 == "s") printf "%d", $1 * 1000000; else if ($2 == "ms") printf "%d", $1 * 1000; else printf "%d", $1 }')
+            echo "$size $(( (e - s) / 1000 )) ${kg:-0}"
+        done
+    done > times-process
+    for size in small large; do
+        result[$size,process]=$(awk -v s="$size" '$1 == s {print $2}' times-process | median)
+        result[$size,process-keygen]=$(awk -v s="$size" '$1 == s {print $3}' times-process | median)
+        result[$size,process-rest]=$(awk -v s="$size" '$1 == s {print $2 - $3}' times-process | median)
+    done
+}
+echo "load before: $(uptime)" >&2
 time_both add-user "$N" "$K authority add-user --dir @S @S-a@I"
-time_both process "$N" "$K authority process --dir @S @S-p@I.req -o @S-p@I.reply"
+time_process
 time_both revoke "$N" "$K authority revoke --dir @S @S-p@I"
 time_both users 3 "$K authority users --dir @S"
 time_both crl 3 "$K authority crl --dir @S -o @S.crl"
 for size in small large; do "$K" authority log --dir "$size" --verify >/dev/null; done
 printf '%-22s %14s %14s %8s\n' command "$SMALL users" "$LARGE users" ratio
-for c in add-user process revoke users crl; do
+echo "load after: $(uptime)" >&2
+for c in add-user process process-keygen process-rest revoke users crl; do
     a=${result[small,$c]}; b=${result[large,$c]}
     printf '%-22s %11.1f ms %11.1f ms %8.2f\n' "authority $c" "$(echo "$a/1000" | bc -l)" "$(echo "$b/1000" | bc -l)" "$(echo "$b/$a" | bc -l)"
 done

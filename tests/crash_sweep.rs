@@ -24,12 +24,27 @@
 //!   bed holds exactly the files of a clean run (the same names, masked, as a multiset): no
 //!   temp file, orphan or copy is left behind, in `TMPDIR` either.
 //!
-//! Every point is swept for the authority's commands but `authority init` (its key generation
-//! makes it the slowest: every 8th point); for the client commands (`keyset create`, `enroll
-//! --complete`, local `enroll --authority`) every second point; in the shim pass of
-//! `testbeds/test-all.sh` a quarter of those (each summary line says which).
-//! `KEYWARD_CRASH_STRIDE=1` sweeps every point of every command; a larger number thins them
-//! all. Points known to fail (keyward defects not yet fixed) are listed, exactly, in
+//! The client commands that change a token and the keyset registry (`keyset create`, `enroll
+//! --complete`) write an intent journal before the token changes; the next keyward that opens
+//! the registry — the view's `keyset list` included — finishes or drops it without a login,
+//! so they too are judged as before or after right after the fault. Two commands span stores
+//! that no read-only command can settle without a login, and are marked so, with the reason
+//! ([`Case::interrupted_until_retry`]): `authority init` (keys on the token before the new
+//! database exists) and local `enroll --authority` (the user's token, the registry and the
+//! authority). For them, right after the fault the state may be in between (outcome
+//! `Interrupted`); the retry of the same command must then succeed and leave exactly the
+//! after-state and the files of a clean run — no key, keyset or file of the interrupted run
+//! left over.
+//!
+//! What is sampled, and why (each summary line says it): of a run of consecutive writes to one
+//! file, the first, the middle and the last call (every point of a run leaves the same state;
+//! see `sample_write_runs` — SQLite writes each transaction as such runs, most of an
+//! authority command's calls); of the remaining points, all for the authority's commands but
+//! `authority init` (its three key generations, twice per point with the retry, make it the
+//! slowest: every 8th point); for the client commands (`keyset create`, `enroll --complete`,
+//! local `enroll --authority`) every second point; in the shim pass of `testbeds/test-all.sh`
+//! a quarter of those. `KEYWARD_CRASH_STRIDE=1` sweeps every point (but the inner writes of a
+//! run) of every command; a larger number thins them all. Points known to fail (keyward defects not yet fixed) are listed, exactly, in
 //! `KNOWN_FAILURES` with the reason; the sweep fails on any other inconsistent point and on a
 //! listed point that has become consistent. Summaries go to `target/tmp/crash-sweep.txt` (printed by
 //! `testbeds/test-all.sh`); run with `-- --nocapture` to see them here.
@@ -44,6 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crash::{Event, Fault, Probe, View};
+use util::beds::owned;
 use util::*;
 
 // ---- the world the commands start from -------------------------------------------------------
@@ -63,7 +79,7 @@ fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
         crash::require_strace();
-        let root = crash::states_root();
+        let root = crash::states_root("crash-sweep");
         let _ = std::fs::remove_dir_all(&root);
         let bed = AuthorityBed::new(
             &[
@@ -129,13 +145,9 @@ struct Case {
     /// For an enrollment: the user whose reply `keyward authority reply` writes again, where
     /// to, and whether it must then be completed (local enroll).
     reply: Option<(&'static str, String, bool)>,
-}
-
-fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    /// The command spans stores that no one step can change together and that a read-only
+    /// command cannot repair without a login (see [`Case::interrupted_until_retry`]).
+    interruptible: Option<&'static str>,
 }
 
 /// How many points to step: `KEYWARD_CRASH_STRIDE` when set, else the case's default — times
@@ -173,7 +185,19 @@ impl Case {
             probe,
             stride: stride(default_stride),
             reply: None,
+            interruptible: None,
         }
+    }
+
+    /// Allows one more ending for this command only: right after the fault the state may be
+    /// neither before nor after (`why`: which stores no one step changes together, and why no
+    /// read-only command can settle them), provided the faulted run, if it lived, failed with
+    /// one clear line, and the retry of the same command (no fault) then succeeds and leaves
+    /// exactly the after-state and the files of a clean run: nothing made by the interrupted
+    /// run — no key on a token, no file — is left over.
+    fn interrupted_until_retry(mut self, why: &'static str) -> Case {
+        self.interruptible = Some(why);
+        self
     }
 
     fn with_reply(mut self, user: &'static str, out: &str, complete: bool) -> Case {
@@ -196,6 +220,9 @@ enum Outcome {
     /// process`: the stored reply) or made a new one (`authority crl`: the committed number
     /// is skipped, never reused). What the retry left is checked like any retry's.
     Redone,
+    /// Only for a case marked [`Case::interrupted_until_retry`]: the fault left the command
+    /// half done; the retry removed what it had made and finished the work.
+    Interrupted,
 }
 
 struct Point {
@@ -361,17 +388,31 @@ impl<'a> Worker<'a> {
             (None, _) => "as before".to_string(),
             (_, None) => "as after".to_string(),
             _ if committed_no_output => "committed, output not written".to_string(),
+            (Some(b), Some(a)) if self.case.interruptible.is_some() => {
+                format!("interrupted — not before ({b}); not after ({a})")
+            }
             (Some(b), Some(a)) => format!("IN BETWEEN — not before ({b}); not after ({a})"),
         };
         if point.fault != Fault::Kill && run.status.success() && why_not_after.is_some() {
             problems.push("exit 0, but the work is not done".to_string());
         }
-        // `log --verify` must pass, unless there was no authority before and still is none.
-        let no_authority_yet = matches!(before.verify, Some(Err(_))) && why_not_before.is_none();
+        let interrupted = self.case.interruptible.is_some()
+            && why_not_before.is_some()
+            && why_not_after.is_some()
+            && !committed_no_output;
+        // `log --verify` must pass, unless there was no authority before and still is none
+        // (an interrupted `authority init` has not made it yet).
+        let no_authority_yet = matches!(before.verify, Some(Err(_)))
+            && (why_not_before.is_none() || interrupted)
+            && matches!(now.verify, Some(Err(_)));
         if let (Some(Err(e)), false) = (&now.verify, no_authority_yet) {
             problems.push(format!("authority log --verify fails: {e}"));
         }
-        if why_not_before.is_some() && why_not_after.is_some() && !committed_no_output {
+        if why_not_before.is_some()
+            && why_not_after.is_some()
+            && !committed_no_output
+            && !interrupted
+        {
             problems.push("the state is neither as before nor as after".to_string());
         }
 
@@ -401,6 +442,8 @@ impl<'a> Worker<'a> {
                 retry_note.push_str(&format!("; then {how}"));
             } else if why_not_before.is_none() {
                 problems.push("the retry from the before-state fails".to_string());
+            } else if interrupted {
+                problems.push(format!("state {state}, and the retry fails"));
             } else if !one_line {
                 problems.push("the retry fails without one clear error line".to_string());
             }
@@ -416,7 +459,9 @@ impl<'a> Worker<'a> {
         let again = self.view();
         let files = crash::file_names(&self.bed);
         let (want, want_files, which) = match &r.twice {
-            Some((twice, twice_files)) if retry.code == 0 && why_not_before.is_some() => {
+            Some((twice, twice_files))
+                if retry.code == 0 && why_not_before.is_some() && !interrupted =>
+            {
                 (twice, &twice_files[..], "the state after two clean runs")
             }
             _ => (after, after_files, "the after-state"),
@@ -447,7 +492,9 @@ impl<'a> Worker<'a> {
                 one_line(&self.unhere(&run.stderr)),
             ));
         }
-        Ok(if resumed {
+        Ok(if interrupted {
+            Outcome::Interrupted
+        } else if resumed {
             Outcome::Resumed
         } else if redone {
             Outcome::Redone
@@ -521,6 +568,49 @@ fn one_line(text: &str) -> String {
         s.push('…');
     }
     s
+}
+
+/// The file a call writes (`pwrite64(6<{dir}/auth/authority.db-wal>` → the part up to `>`).
+fn written_file(e: &Event) -> Option<&str> {
+    if crash::class_of(&e.syscall) != "write" || e.stdout {
+        return None;
+    }
+    let start = e.what.find('(')?;
+    let end = e.what[start..].find('>')? + start;
+    Some(&e.what[start..=end])
+}
+
+/// Of each run of consecutive writes to one file (no other call between them), keeps the
+/// first, the middle and the last: within a run every point leaves the same state. A kill
+/// anywhere before a run's last write leaves what the run writes incomplete, and the next
+/// call that would give it meaning (the fsync of SQLite's WAL after its commit frame, the
+/// rename of a temporary file) never happens; an ENOSPC or EIO at any of them fails the same
+/// write loop the same way. SQLite writes a transaction as such runs (its WAL frames, its
+/// shared-memory index, the checkpoint into the database), which makes most of the calls of
+/// an authority command.
+fn sample_write_runs(events: Vec<Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut run: Vec<Event> = Vec::new();
+    let flush = |run: &mut Vec<Event>, out: &mut Vec<Event>| {
+        let n = run.len();
+        for (i, e) in run.drain(..).enumerate() {
+            if i == 0 || i == n / 2 || i + 1 == n {
+                out.push(e);
+            }
+        }
+    };
+    for e in events {
+        let same = match (run.last().and_then(written_file), written_file(&e)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        if !same {
+            flush(&mut run, &mut out);
+        }
+        run.push(e);
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// Keeps every `stride`-th of `items` (and the last one).
@@ -619,7 +709,7 @@ fn sweep(case: Case) {
             .filter(|e| fault == Fault::Kill || !e.stdout)
             .cloned()
             .collect();
-        for event in thin(eligible, case.stride) {
+        for event in thin(sample_write_runs(eligible), case.stride) {
             points.push(Point { fault, event });
         }
     }
@@ -657,78 +747,7 @@ struct Known {
     reason: &'static str,
 }
 
-const KNOWN_FAILURES: &[Known] = &[
-    Known {
-        command: "keyset create",
-        fault: Fault::Kill,
-        class: "openat",
-        at: r#""{dir}/home", O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY"#,
-        reason: "the keys are on the token before the registry names them (no intent recorded): the kill leaves orphan objects, and the retry makes a second set",
-    },
-    Known {
-        command: "keyset create",
-        fault: Fault::Kill,
-        class: "write",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the keys are on the token before the registry names them (no intent recorded): the kill leaves orphan objects, and the retry makes a second set",
-    },
-    Known {
-        command: "keyset create",
-        fault: Fault::Kill,
-        class: "rename",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the keys are on the token before the registry names them (no intent recorded): the kill leaves orphan objects, and the retry makes a second set",
-    },
-    Known {
-        command: "keyset create",
-        fault: Fault::Enospc,
-        class: "fsync",
-        at: r#"{dir}/home>)"#,
-        reason: "the registry was renamed into place but the directory fsync failed: the command undoes the keys and reports an error, yet the registry names the keyset",
-    },
-    Known {
-        command: "keyset create",
-        fault: Fault::Eio,
-        class: "fsync",
-        at: r#"{dir}/home>)"#,
-        reason: "the registry was renamed into place but the directory fsync failed: the command undoes the keys and reports an error, yet the registry names the keyset",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Kill,
-        class: "openat",
-        at: r#""{dir}/home", O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Kill,
-        class: "write",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Kill,
-        class: "rename",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Enospc,
-        class: "rename",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-    Known {
-        command: "enroll --complete",
-        fault: Fault::Eio,
-        class: "rename",
-        at: r#".keyward-keysets.toml"#,
-        reason: "the token holds the certificates and keys before the registry says active: the registry still says pending, and the retry cannot finish from the transport key it removed",
-    },
-];
+const KNOWN_FAILURES: &[Known] = &[];
 
 fn known_for(case: &str, p: &Point) -> Option<&'static Known> {
     KNOWN_FAILURES.iter().find(|k| {
@@ -798,7 +817,8 @@ fn report(
             2 => "; every 2nd point".to_string(),
             3 => "; every 3rd point".to_string(),
             n => format!("; every {n}th point"),
-        } + if via_shim() { ", through the shim" } else { "" },
+        } + " (of a run of writes to one file: first, middle, last)"
+            + if via_shim() { ", through the shim" } else { "" },
         consistent,
         outcomes
             .iter()
@@ -842,7 +862,6 @@ fn authority_env() -> [(&'static str, &'static str); 1] {
 }
 
 #[test]
-#[ignore = "known open (issue 11): a kill after the CA and exchange keys are on the token leaves them there and `authority.db.init*` behind — 170 of 311 points inconsistent; run with `cargo test --test crash_sweep -- --ignored` until fixed"]
 fn crash_authority_init() {
     let w = world();
     sweep(Case::new(
@@ -866,6 +885,9 @@ fn crash_authority_init() {
             outputs: Vec::new(),
         },
         INIT_STRIDE,
+    )
+    .interrupted_until_retry(
+        "the new keys on the token and the new database: between making the keys and the database's rename the token holds keys no authority names yet, and only a login can remove them, which read-only commands do not make; the retry (same command) removes them, as the intent it wrote first names them, and makes the authority",
     ));
 }
 
@@ -979,7 +1001,6 @@ fn crash_enroll_complete() {
 }
 
 #[test]
-#[ignore = "known open (issue 11): a kill after the pending keyset is registered makes the retry fail with \"a keyset named … already exists\" — 70 of 190 points inconsistent; run with `cargo test --test crash_sweep -- --ignored` until fixed"]
 fn crash_enroll_local() {
     let w = world();
     sweep(
@@ -1012,7 +1033,10 @@ fn crash_enroll_local() {
             },
             CLIENT_STRIDE,
         )
-        .with_reply("dave", "{dir}/dave.reply", true),
+        .with_reply("dave", "{dir}/dave.reply", true)
+        .interrupted_until_retry(
+            "the user's token, the keyset registry and the authority: a kill after the request's keys are made and before the authority records the enrollment leaves a pending keyset whose keys only the user's login removes, and one after the authority recorded it leaves the reply to complete on the token; the retry (same command) removes the pending keyset and enrolls again, or completes the recorded reply",
+        ),
     );
 }
 

@@ -56,9 +56,9 @@ mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+use util::beds::*;
 use util::*;
 
 /// The PKCS#11 calls that change a token, log in, or clean up: faulted with
@@ -80,79 +80,6 @@ const REMOVED_TOO: &[&str] = &[
 ];
 
 // ---- beds: start states and restoring them -------------------------------------------------
-
-/// Files of a bed's directory that are not part of its state.
-fn scratch(name: &str) -> bool {
-    name == "softhsm2.conf" || name == "shim-counts" || name == "tmp"
-}
-
-/// Copies everything of `bed`'s directory except its SoftHSM configuration into `to` (a new
-/// directory): the token store, the keyward home, the authority and every other file.
-fn save_state(bed: &TestBed, to: &Path) {
-    std::fs::create_dir_all(to).expect("state directory");
-    cp_a(bed.dir.path(), to);
-    for entry in std::fs::read_dir(to).expect("state directory") {
-        let entry = entry.expect("state entry");
-        if scratch(&entry.file_name().to_string_lossy()) {
-            remove(&entry.path());
-        }
-    }
-}
-
-fn remove(p: &Path) {
-    if p.is_dir() {
-        std::fs::remove_dir_all(p).expect("remove directory");
-    } else {
-        std::fs::remove_file(p).expect("remove file");
-    }
-}
-
-/// Makes `bed`'s directory hold exactly what `from` holds (plus its own SoftHSM configuration,
-/// whose token directory is this bed's): SoftHSM's store is plain files, so this restores
-/// every token exactly. No keyward process may be running on the bed.
-fn restore_state(bed: &TestBed, from: &Path) {
-    for entry in std::fs::read_dir(bed.dir.path()).expect("bed directory") {
-        let entry = entry.expect("bed entry");
-        if entry.file_name() != "softhsm2.conf" {
-            remove(&entry.path());
-        }
-    }
-    cp_a(from, bed.dir.path());
-    std::fs::create_dir_all(bed.path("tmp")).expect("bed tmp");
-}
-
-/// `cp -a FROM/. INTO/`: everything in directory FROM into directory INTO.
-fn cp_a(from: &Path, into: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from.join("."))
-        .arg(into)
-        .status()
-        .expect("run cp");
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        from.display(),
-        into.display()
-    );
-}
-
-/// Where the shared starting states live: under Cargo's target directory, one directory per
-/// test process (another may be sweeping at the same time); those of processes that have
-/// ended are removed.
-fn states_root() -> PathBuf {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("fault-sweep-") else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    tmp.join(format!("fault-sweep-{}", std::process::id()))
-}
 
 /// The world the authority's commands start from.
 struct World {
@@ -177,7 +104,7 @@ const LETTER: &[u8] = b"Dear Bob,\nthe fault sweep has run. Every call failed on
 fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
-        let root = states_root();
+        let root = states_root("fault-sweep");
         let _ = std::fs::remove_dir_all(&root);
         let bed = AuthorityBed::new(
             &["alice-card", "bob-card", "carol-card", "dave-card"],
@@ -589,81 +516,6 @@ fn shape(s: &State) -> Shape {
     }
 }
 
-/// Masks what differs between clean runs: PEM blocks, Argon2 hashes, RFC 3339 times, and runs
-/// of 16 or more hex/base64 characters with a digit in them (IDs, serials, nonces, wrapped keys,
-/// salts).
-fn mask(text: &str) -> String {
-    let mut out = String::new();
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
-        if let Some(kind) = line.strip_prefix("-----BEGIN ") {
-            for rest in lines.by_ref() {
-                if rest.starts_with("-----END ") {
-                    break;
-                }
-            }
-            out.push_str(&format!("<PEM {kind}\n"));
-            continue;
-        }
-        out.push_str(&mask_line(line));
-        out.push('\n');
-    }
-    out
-}
-
-fn mask_line(line: &str) -> String {
-    let chars: Vec<char> = line.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i] == '$' && chars[i..].iter().collect::<String>().starts_with("$argon2") {
-            let end = chars[i..]
-                .iter()
-                .position(|c| *c == '"' || c.is_whitespace())
-                .map_or(chars.len(), |p| i + p);
-            out.push_str("<PHC>");
-            i = end;
-            continue;
-        }
-        if is_time_at(&chars[i..]) {
-            out.push_str("<TIME>");
-            i += 20;
-            continue;
-        }
-        let token = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=';
-        if token(chars[i]) {
-            let end = chars[i..]
-                .iter()
-                .position(|c| !token(*c))
-                .map_or(chars.len(), |p| i + p);
-            let run: String = chars[i..end].iter().collect();
-            if run.len() >= 16 && run.chars().any(|c| c.is_ascii_digit()) {
-                out.push_str("<R>");
-            } else {
-                out.push_str(&run);
-            }
-            i = end;
-            continue;
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    out
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` at the start of `c`.
-fn is_time_at(c: &[char]) -> bool {
-    const PATTERN: &str = "dddd-dd-ddTdd:dd:ddZ";
-    c.len() >= PATTERN.len()
-        && PATTERN.chars().zip(c).all(|(p, ch)| {
-            if p == 'd' {
-                ch.is_ascii_digit()
-            } else {
-                p == *ch
-            }
-        })
-}
-
 // ---- one sweep ------------------------------------------------------------------------------
 
 /// Work beds per command: the faulted runs of one command are spread over this many beds (each
@@ -728,13 +580,6 @@ struct Report {
     survived: Vec<(Point, Outcome)>,
     /// What went wrong at the others.
     failures: Vec<String>,
-}
-
-fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 impl Case {
@@ -1039,22 +884,6 @@ fn shape_diff(now: &State, after: &Shape) -> String {
     )
 }
 
-/// Appends a sweep's summary line to `target/tmp/fault-sweep.txt`, which
-/// `testbeds/test-all.sh` prints after the tests (cargo test shows a passing test's output only
-/// with --nocapture). One short O_APPEND write per line: parallel sweeps do not interleave.
-fn record_summary(line: &str) {
-    use std::io::Write;
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-sweep.txt");
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
-    if let Err(e) = written {
-        eprintln!("cannot record the summary in {}: {e}", path.display());
-    }
-}
-
 /// Prints the report and fails the test unless every injection point survived.
 fn finish(report: Report) {
     let mut besides: BTreeMap<String, usize> = BTreeMap::new();
@@ -1080,7 +909,7 @@ fn finish(report: Report) {
         }
     );
     println!("{line}");
-    record_summary(&line);
+    record_summary("fault-sweep.txt", &line);
     assert!(
         report.failures.is_empty(),
         "{}: {} of {} injection points did not survive:\n\n{}",
@@ -1199,29 +1028,55 @@ fn sweep_keyset_create_hardened() {
 #[test]
 fn sweep_enroll_local() {
     let w = world();
-    sweep(Case::new(
-        "enroll (local)",
-        &w.requested,
-        &[
-            "enroll",
-            "--user",
-            "dave",
-            "--keyset",
-            "Dave",
-            "--token",
-            "dave-card",
-            "--authority",
-            "{dir}/auth",
-            "--key-type",
-            "p256",
-        ],
-        &[
-            ("KEYWARD_PIN", USER_PIN),
-            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
-            ("KEYWARD_TEMP_KEY", &w.dave_key),
-        ],
-        Inspect::tokens(&[(AUTHORITY_TOKEN, AUTHORITY_PIN), ("dave-card", USER_PIN)]),
-    ));
+    sweep(
+        Case::new(
+            "enroll (local)",
+            &w.requested,
+            &[
+                "enroll",
+                "--user",
+                "dave",
+                "--keyset",
+                "Dave",
+                "--token",
+                "dave-card",
+                "--authority",
+                "{dir}/auth",
+                "--key-type",
+                "p256",
+            ],
+            &[
+                ("KEYWARD_PIN", USER_PIN),
+                ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+                ("KEYWARD_TEMP_KEY", &w.dave_key),
+            ],
+            Inspect::tokens(&[(AUTHORITY_TOKEN, AUTHORITY_PIN), ("dave-card", USER_PIN)]),
+        )
+        // The authority records the enrollment before the user's token takes the reply: a
+        // failure on the user's token after that names the reply and says to run the command
+        // again, which completes it.
+        .resumable(
+            "run this command again",
+            &[
+                "enroll",
+                "--user",
+                "dave",
+                "--keyset",
+                "Dave",
+                "--token",
+                "dave-card",
+                "--authority",
+                "{dir}/auth",
+                "--key-type",
+                "p256",
+            ],
+            &[
+                ("KEYWARD_PIN", USER_PIN),
+                ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+                ("KEYWARD_TEMP_KEY", &w.dave_key),
+            ],
+        ),
+    );
 }
 
 #[test]

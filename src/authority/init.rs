@@ -83,6 +83,8 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     let policy = req.issuing.policy()?;
     let exists = |d: &Path| d.join(DB_FILE).exists() || d.join("authority.toml").exists();
     if exists(req.dir) {
+        let _lock = state::lock_dir(req.dir)?;
+        InitIntent::committed(req.dir);
         return Err(AuthorityError::AlreadyExists {
             dir: req.dir.to_path_buf(),
         });
@@ -105,10 +107,13 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     })?;
     let _lock = state::lock_dir(req.dir)?;
     if exists(req.dir) {
+        InitIntent::committed(req.dir);
         return Err(AuthorityError::AlreadyExists {
             dir: req.dir.to_path_buf(),
         });
     }
+    // An init killed before its commit: its keys go, then it starts again.
+    InitIntent::undo(req.dir, req.token, &session)?;
     state::clean_temp_files(req.dir);
     let placeholder = AuthorityConfig {
         schema: SCHEMA,
@@ -136,6 +141,8 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         exchange: session.random(16)?,
         archive: session.random(16)?,
     };
+    // Before the token changes: what this init will make there, for a retry to remove.
+    InitIntent::of(req.token, &ids, &config).write(req.dir)?;
     let result = make_everything(
         module,
         &mut session,
@@ -170,7 +177,119 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
             let _ = std::fs::remove_file(req.dir.join(f));
         }
     }
+    // Done or undone: either way the intent is spent.
+    InitIntent::clear(req.dir);
     result.map(|()| config)
+}
+
+/// What an `authority init` under way makes on the token, written (and synced) in the new
+/// directory before the token changes, removed when the init committed or was undone. A
+/// retry of the init finds it left by a killed run and removes those objects first, so no key
+/// the authority does not name stays on the token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InitIntent {
+    token_label: String,
+    token_serial: String,
+    /// The `CKA_ID`s of the CA, exchange and archive keys (hex).
+    key_ids: Vec<String>,
+    /// The labels of the token head objects.
+    head_labels: Vec<String>,
+}
+
+const INIT_INTENT: &str = "init.intent.toml";
+
+impl InitIntent {
+    fn of(token: &Token, ids: &KeyIds, config: &AuthorityConfig) -> InitIntent {
+        let mut probe = config.clone();
+        probe.ca_key_id = hex(&ids.ca);
+        let (head, pending) = head_labels(&probe);
+        InitIntent {
+            token_label: token.label().to_string(),
+            token_serial: token.serial().to_string(),
+            key_ids: [&ids.ca, &ids.exchange, &ids.archive]
+                .iter()
+                .map(|id| hex(id))
+                .collect(),
+            head_labels: vec![head, pending],
+        }
+    }
+
+    fn write(&self, dir: &Path) -> Result<(), AuthorityError> {
+        let path = dir.join(INIT_INTENT);
+        let text = toml::to_string(self).map_err(|e| AuthorityError::Io {
+            action: "encode",
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        crate::keyset::registry::write_atomic(&path, text.as_bytes()).map_err(|e| {
+            Self::clear(dir);
+            state::io("write", &path, &e)
+        })
+    }
+
+    /// Removes the intent (a failure is logged: the next init or retry removes it).
+    fn clear(dir: &Path) {
+        let path = dir.join(INIT_INTENT);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("could not remove {}: {e}", path.display()),
+        }
+    }
+
+    /// The init committed (the database is in place): its keys are the authority's, and an
+    /// intent left by a kill after the commit is only removed.
+    fn committed(dir: &Path) {
+        if dir.join(INIT_INTENT).exists() {
+            Self::clear(dir);
+        }
+        state::clean_temp_files(dir);
+        // A copy for people: written before the commit, but a kill can still lose it to a
+        // crash of the file system; the database holds the original.
+    }
+
+    /// Removes what a killed init left on `token` (logged in), as its intent names, and the
+    /// intent; refuses when the intent names another token.
+    fn undo(dir: &Path, token: &Token, session: &TokenSession) -> Result<(), AuthorityError> {
+        let path = dir.join(INIT_INTENT);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(state::io("read", &path, &e)),
+        };
+        let Ok(intent) = toml::from_str::<InitIntent>(&text) else {
+            // Renamed into place after a sync: one that does not parse is not keyward's.
+            log::warn!("ignoring {}, which does not parse", path.display());
+            Self::clear(dir);
+            return Ok(());
+        };
+        if intent.token_serial != token.serial() || intent.token_label != token.label() {
+            return Err(AuthorityError::BadRequest(format!(
+                "an earlier `authority init` in {} was interrupted after it began making keys on token {:?} (serial {}); run it again with that token (`--token {}`) so that those keys are removed",
+                dir.display(),
+                intent.token_label,
+                intent.token_serial,
+                intent.token_label
+            )));
+        }
+        for id in &intent.key_ids {
+            let raw = crate::keyset::ops::unhex_id(id)
+                .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+            session.destroy_by_id(&raw)?;
+        }
+        for label in &intent.head_labels {
+            session.destroy_data_object(label)?;
+        }
+        log::warn!(
+            "removed the keys of an earlier `authority init` in {} that was interrupted",
+            dir.display()
+        );
+        for f in ["ca.pem", "authority.db.init-wal", "authority.db.init-shm"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        Self::clear(dir);
+        Ok(())
+    }
 }
 
 /// Writes the new authority's database (configuration and the `init` entry, committed with
@@ -200,13 +319,21 @@ fn write_state(
     a.audit("operator", "init", &config.name, "ok", &detail);
     a.commit(module, session, pin)?;
     drop(a);
-    std::fs::rename(&tmp, dir.join(DB_FILE)).map_err(|e| state::io("create", &tmp, &e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| state::io("sync", dir, &e))?;
-    // A copy for people and tools; keyward itself reads the one in the database.
+    // The database file alone, its log moved in: what the rename below puts in place.
+    SqliteStore::checkpoint_file(&tmp)?;
+    // A copy for people and tools (keyward itself reads the one in the database), in place
+    // before the commit so that a committed authority always has it.
     crate::keyset::registry::write_atomic(&dir.join("ca.pem"), config.ca_pem.as_bytes())
-        .map_err(|e| state::io("write", &dir.join("ca.pem"), &e))
+        .map_err(|e| state::io("write", &dir.join("ca.pem"), &e))?;
+    // The commit: from here on the authority exists and its keys are named.
+    std::fs::rename(&tmp, dir.join(DB_FILE)).map_err(|e| state::io("create", &tmp, &e))?;
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        log::warn!(
+            "authority {} was created, but syncing its directory failed ({e}): it stands, but may be lost if the system stops before it syncs again",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn make_everything(

@@ -93,6 +93,8 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
     );
     a.commit(ch.module, &mut session, ch.pin)?;
     drop(a);
+    // The file alone, its log moved in and checked (a failure on close goes unreported).
+    super::store::sqlite::SqliteStore::checkpoint_file(&tmp)?;
     std::fs::rename(&tmp, dir.join(DB_FILE)).map_err(|e| state::io("create", &tmp, &e))?;
     sync_dir(dir)?;
     // The store is in place and is all keyward reads now; the old files move aside.

@@ -512,6 +512,7 @@ fn issue_everything(
 
     // The user's new encryption key: session objects, extractable only so it can be wrapped.
     let enc_id = session.random(16)?;
+    let started = std::time::Instant::now();
     let (enc_public, enc_private) = session.generate_decryption_pair(&DecryptionPair {
         id: &enc_id,
         label: "keyward user encryption key (in transit)",
@@ -520,6 +521,12 @@ fn issue_everything(
         extractable: true,
         always_authenticate: false,
     })?;
+    // benches/authority_scale.sh reads this line: key generation is most of `process`, and
+    // its time varies run by run whatever the authority's size.
+    log::info!(
+        "generated the user's encryption key in {:?}",
+        started.elapsed()
+    );
     let archive_blob = session.wrap_rfc5649(mech, archive_key, enc_private)?;
     let enc_spki = PublicKey::from_raw(&session.rsa_public_key(enc_public)?)?.to_der()?;
 
@@ -863,13 +870,25 @@ pub fn write_reply(
 /// `authority reply USER -o REPLY`: writes the last committed enrollment's reply again (reads
 /// only; the reply is checked like every record).
 pub fn reply_again(dir: &Path, user: &str, reply: &Path) -> Result<(), AuthorityError> {
-    let mut a = AuthorityDir::open_read(dir)?;
-    a.user(user)?;
-    let stored = stored_reply(&mut a, user)?.ok_or_else(|| {
+    let bytes = committed_reply(dir, user)?.ok_or_else(|| {
         AuthorityError::BadRequest(format!(
             "user {user:?} has no committed enrollment to reply to; process their request with `keyward authority process`"
         ))
     })?;
-    let bytes = wire::b64(Path::new("reply record"), "reply", &stored.reply)?;
     write_reply(dir, user, reply, &bytes)
+}
+
+/// The reply of user's last committed enrollment, if any (reads only; checked like every
+/// record).
+pub fn committed_reply(dir: &Path, user: &str) -> Result<Option<Vec<u8>>, AuthorityError> {
+    let mut a = AuthorityDir::open_read(dir)?;
+    a.user(user)?;
+    match stored_reply(&mut a, user)? {
+        Some(stored) => Ok(Some(wire::b64(
+            Path::new("reply record"),
+            "reply",
+            &stored.reply,
+        )?)),
+        None => Ok(None),
+    }
 }

@@ -912,7 +912,11 @@ pub fn clean_temp_files(dir: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(".keyward-") || name.ends_with(".db.init") {
+        if name.starts_with(".keyward-")
+            || name.ends_with(".db.init")
+            || name.ends_with(".db.init-wal")
+            || name.ends_with(".db.init-shm")
+        {
             if let Err(err) = std::fs::remove_file(e.path()) {
                 log::warn!(
                     "could not remove the leftover {}: {err}",

@@ -12,6 +12,7 @@ use crate::enroll::client::{self, AuthorityCerts, RequestParams};
 use crate::enroll::EnrollError;
 use crate::error::Error;
 use crate::keyset::registry::write_atomic;
+use crate::keyset::registry::KeysetState;
 use crate::keyset::{KeysetError, KeysetName};
 
 /// Runs `keyward enroll`.
@@ -43,6 +44,13 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     };
     let authority = AuthorityCerts::parse(&certs_text)?;
     let home = ctx.home()?;
+    if let Some(dir) = &a.authority {
+        // A local enrollment of this keyset that was interrupted: finished or undone first.
+        if let Some(done) = resume_local(ctx, dir, user, &name, &authority)? {
+            report(ctx, &done);
+            return Ok(());
+        }
+    }
     crate::keyset::Registry::load(&home)
         .and_then(|r| r.check_free(name.as_str(), &name.label()))
         .map_err(KeysetError::from)?;
@@ -78,7 +86,7 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     drop(spinner);
     let request = request?;
     match (&a.authority, &a.output) {
-        (Some(dir), _) => local(ctx, dir, &name, &request, &pin, new_password),
+        (Some(dir), _) => local(ctx, dir, user, &name, &request, &pin, new_password),
         (None, Some(out)) => {
             write_atomic(out, &request).map_err(|e| Error::Io {
                 action: "write",
@@ -104,18 +112,81 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
 }
 
 /// Request → process → complete, with the authority in a local directory. The request and
-/// reply are kept under `KEYWARD_HOME/replies/` (not a temporary folder): once the authority has
-/// recorded the enrollment, the reply is the user's way to finish it, and they are told where
-/// it is when this command cannot finish.
+/// reply are kept under `KEYWARD_HOME/replies/` (not a temporary folder). The authority records
+/// the enrollment first (certificates, archive, spent temporary key, reply: one transaction),
+/// then the reply is completed on the user's token like `enroll --complete`: when that cannot
+/// finish, the user is told where the reply is, and running this command again finishes it
+/// (see [`resume_local`]).
 fn local(
     ctx: &mut Context,
     dir: &Path,
+    user: &str,
     name: &KeysetName,
     request: &[u8],
     pin: &secrecy::SecretString,
     new: Option<secrecy::SecretString>,
 ) -> Result<(), Error> {
     let home = ctx.home()?;
+    let (req_path, reply_path) = local_files(&home, name);
+    let io_err = |path: &Path, e: std::io::Error| Error::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let policy = ctx.login_policy();
+    let recorded = write_atomic(&req_path, request)
+        .map_err(|e| io_err(&req_path, e))
+        .and_then(|()| {
+            let apin = ctx.authority_pin()?;
+            let ch = crate::authority::init::Change {
+                module: ctx.module()?,
+                pin: &apin,
+                policy,
+            };
+            let p = crate::authority::process::prepare(&ch, dir, &req_path)?;
+            Ok(p.commit(ch.module, &apin, &reply_path))
+        });
+    match recorded {
+        Ok(Ok(_)) => {}
+        // Recorded; its reply is written again from the authority's record.
+        Ok(Err(crate::authority::AuthorityError::ReplyNotWritten { .. })) => {
+            crate::authority::process::reply_again(dir, user, &reply_path).map_err(|e| {
+                Error::Io {
+                    action: "write the reply of",
+                    path: reply_path.clone(),
+                    reason: format!(
+                        "{e}; the authority recorded the enrollment: run this command again, or write the reply with `keyward authority reply --dir {} {user} -o REPLY` and finish with `keyward enroll --complete REPLY`",
+                        dir.display()
+                    ),
+                }
+            })?;
+        }
+        Ok(Err(e)) => {
+            give_up_local(ctx, &home, name, pin);
+            return Err(e.into());
+        }
+        Err(e) => {
+            give_up_local(ctx, &home, name, pin);
+            return Err(e);
+        }
+    }
+    let done = client::complete(ctx.module()?, &home, &reply_path, pin, new.as_ref(), policy)
+        .map_err(|e| Error::Io {
+            action: "complete the enrollment on your token",
+            path: reply_path.clone(),
+            reason: format!(
+                "{e}; the authority recorded it, and the authority's reply is kept in {}; finish with `keyward enroll --complete {}` (or run this command again)",
+                reply_path.display(),
+                reply_path.display()
+            ),
+        })?;
+    remove_local_files(&home, name);
+    report(ctx, &done);
+    Ok(())
+}
+
+/// Where a local enrollment of `name` keeps its request and reply.
+fn local_files(home: &Path, name: &KeysetName) -> (std::path::PathBuf, std::path::PathBuf) {
     let replies = home.join("replies");
     crate::authority::state::clean_temp_files(&replies);
     let stem: String = name
@@ -129,80 +200,112 @@ fn local(
             }
         })
         .collect();
-    let req_path = replies.join(format!("{stem}.request"));
-    let reply_path = replies.join(format!("{stem}.reply"));
-    let io_err = |path: &Path, e: std::io::Error| Error::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    write_atomic(&req_path, request).map_err(|e| io_err(&req_path, e))?;
-    let policy = ctx.login_policy();
-    // The authority answers, but records nothing (the temporary key stays unspent) until the
-    // user's token holds everything: a failure on either token leaves both as they were.
-    let prepared = ctx.authority_pin().and_then(|apin| {
-        let ch = crate::authority::init::Change {
-            module: ctx.module()?,
-            pin: &apin,
-            policy,
-        };
-        let p = crate::authority::process::prepare(&ch, dir, &req_path).map_err(Error::from)?;
-        Ok((p, apin))
-    });
-    let (prepared, apin) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = std::fs::remove_file(&req_path);
-            abandon_request(ctx, &home, name, pin);
-            return Err(e);
-        }
-    };
-    let completion = write_atomic(&reply_path, prepared.reply_bytes())
-        .map_err(|e| io_err(&reply_path, e))
-        .and_then(|()| {
-            client::prepare_completion(ctx.module()?, &home, &reply_path, pin, new.as_ref(), policy)
-                .map_err(Error::from)
-        });
-    let completion = match completion {
-        Ok(c) => c,
-        Err(e) => {
-            prepared.abandon(ctx.module()?, &apin, &e.to_string());
-            for f in [&req_path, &reply_path] {
-                let _ = std::fs::remove_file(f);
-            }
-            abandon_request(ctx, &home, name, pin);
-            return Err(e);
-        }
-    };
-    match prepared.commit(ctx.module()?, &apin, &reply_path) {
-        Ok(_) => {}
-        // Recorded; the reply is on disk already from above: finish with it.
-        Err(crate::authority::AuthorityError::ReplyNotWritten { .. }) => {}
-        Err(e) => {
-            completion.undo(ctx.module()?);
-            for f in [&req_path, &reply_path] {
-                let _ = std::fs::remove_file(f);
-            }
-            abandon_request(ctx, &home, name, pin);
-            return Err(e.into());
-        }
-    }
-    let done = completion
-        .commit(ctx.module()?, pin, new.as_ref())
-        .map_err(|e| Error::Io {
-            action: "complete the enrollment on your token",
-            path: reply_path.clone(),
-            reason: format!(
-                "{e}; the authority recorded it, and the authority's reply is kept in {}; finish with `keyward enroll --complete {}`",
-                reply_path.display(),
-                reply_path.display()
-            ),
-        })?;
+    (
+        replies.join(format!("{stem}.request")),
+        replies.join(format!("{stem}.reply")),
+    )
+}
+
+fn remove_local_files(home: &Path, name: &KeysetName) {
+    let (req_path, reply_path) = local_files(home, name);
     for f in [&req_path, &reply_path] {
         let _ = std::fs::remove_file(f);
     }
-    report(ctx, &done);
-    Ok(())
+    let _ = std::fs::remove_dir(home.join("replies"));
+}
+
+/// The authority did not record the enrollment: its files and the pending keyset go.
+fn give_up_local(ctx: &mut Context, home: &Path, name: &KeysetName, pin: &secrecy::SecretString) {
+    remove_local_files(home, name);
+    abandon_request(ctx, home, name, pin);
+}
+
+/// A local enrollment of keyset `name` for `user` that a kill (or a failure after the
+/// authority recorded it) left unfinished: when the authority recorded it, its reply is
+/// completed (returned); when not, the pending keyset is removed (its keys too) and the
+/// enrollment starts over (None). A keyset already enrolled whose local files are still there
+/// is done: the files go, and it is reported.
+fn resume_local(
+    ctx: &mut Context,
+    dir: &Path,
+    user: &str,
+    name: &KeysetName,
+    authority: &AuthorityCerts,
+) -> Result<Option<client::Completed>, Error> {
+    let home = ctx.home()?;
+    if crate::keyset::journal::pending(&home) {
+        crate::keyset::journal::recover_if_pending(ctx.module()?, &home)?;
+    }
+    let registry = crate::keyset::Registry::load(&home).map_err(KeysetError::from)?;
+    let Ok(record) = registry.get(name.as_str()) else {
+        return Ok(None);
+    };
+    let ours = record
+        .enrollment
+        .as_ref()
+        .is_some_and(|e| e.user == user && e.authority_ca == authority.ca_pem);
+    let (req_path, reply_path) = local_files(&home, name);
+    if !ours {
+        return Ok(None);
+    }
+    match record.state {
+        KeysetState::Pending => {}
+        KeysetState::Active if req_path.exists() || reply_path.exists() => {
+            remove_local_files(&home, name);
+            return Ok(Some(client::Completed {
+                keyset: record.name.clone(),
+                user: user.to_string(),
+                encryption_keys: record
+                    .enrollment
+                    .as_ref()
+                    .map_or(0, |e| e.encryption_keys.len()),
+                retired: Vec::new(),
+                delivery: record
+                    .enrollment
+                    .as_ref()
+                    .and_then(|e| e.delivery.clone())
+                    .and_then(|d| serde_json::from_value(serde_json::Value::String(d)).ok())
+                    .unwrap_or(crate::enroll::delivery::Delivery::Rfc5649),
+            }));
+        }
+        _ => return Ok(None),
+    }
+    let pin = ctx.pin()?;
+    let policy = ctx.login_policy();
+    if let Some(reply) = crate::authority::process::committed_reply(dir, user)? {
+        write_atomic(&reply_path, &reply).map_err(|e| Error::Io {
+            action: "write",
+            path: reply_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let new = ctx.new_password_if_given(name.as_str())?;
+        match client::complete(ctx.module()?, &home, &reply_path, &pin, new.as_ref(), policy) {
+            Ok(done) => {
+                remove_local_files(&home, name);
+                return Ok(Some(done));
+            }
+            // The authority's last reply answers another request: this one was not recorded.
+            Err(EnrollError::NoPendingRequest { .. }) => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    action: "complete the enrollment on your token",
+                    path: reply_path.clone(),
+                    reason: format!(
+                        "{e}; the authority recorded it, and its reply is kept in {}; finish with `keyward enroll --complete {}`",
+                        reply_path.display(),
+                        reply_path.display()
+                    ),
+                })
+            }
+        }
+    }
+    log::warn!(
+        "removing pending keyset {:?}, left by an interrupted local enrollment the authority did not record; enrolling again",
+        name.as_str()
+    );
+    remove_local_files(&home, name);
+    client::abandon(ctx.module()?, &home, name.as_str(), &pin)?;
+    Ok(None)
 }
 
 /// Removes the pending keyset of a local enrollment that failed (its keys and its entry).

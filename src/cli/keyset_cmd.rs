@@ -293,7 +293,15 @@ fn object_uri_for(r: &KeysetRecord, id_hex: &str, kind: ObjectKind) -> String {
 }
 
 fn list(ctx: &mut Context) -> Result<(), Error> {
-    let registry = Registry::load(&ctx.home()?).map_err(keyset::KeysetError::from)?;
+    let home = ctx.home()?;
+    // A change a killed command left half done is finished or dropped first (no login needed).
+    if keyset::journal::pending(&home) {
+        let module = ctx.module()?;
+        if let Err(e) = keyset::journal::recover_if_pending(module, &home) {
+            log::warn!("an interrupted change of the keyset registry is still open: {e}");
+        }
+    }
+    let registry = Registry::load(&home).map_err(keyset::KeysetError::from)?;
     if ctx.json() {
         #[derive(Serialize)]
         struct List {

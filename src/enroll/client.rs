@@ -15,10 +15,11 @@ use crate::authority::tempkey::TempKey;
 use crate::authority::x509;
 use crate::keyset::create::{self, SigningKey};
 use crate::keyset::csr;
+use crate::keyset::journal;
 use crate::keyset::ops::unhex_id;
 use crate::keyset::registry::{
     EncryptionKey, Enrollment, KeyAlgorithm, KeysetRecord, KeysetState, PreparedSave, Registry,
-    RegistryLock, Security,
+    RegistryError, RegistryLock, Security,
 };
 use crate::keyset::{KeysetName, KeysetSession, PublicKey};
 use crate::token::keys::hex;
@@ -110,7 +111,7 @@ pub fn make_request(
 ) -> Result<Vec<u8>, EnrollError> {
     check_can_enroll(module, p.token)?;
     let label = p.keyset.label();
-    let (lock, mut registry) = Registry::lock(home)?;
+    let (lock, mut registry) = journal::lock_recovered(module, home)?;
     registry.check_free(p.keyset.as_str(), &label)?;
     let mut session = p.token.open_rw(module)?;
     session.login(module, PinRole::User, p.pin, p.policy)?;
@@ -131,17 +132,39 @@ pub fn make_request(
     })?;
     let signing_id = session.random(16)?;
     let transport_id = session.random(16)?;
+    let nonce = hex(&session.random(16)?);
+    // Before the token changes, the journal says what is coming (see keyset::journal).
+    let key = SigningKey {
+        label: &label,
+        id: &signing_id,
+        key_type: p.key_type,
+        security: p.security,
+    };
+    let mut planned = key.planned(p.keyset.as_str(), KeysetState::Pending, p.token);
+    planned.enrollment = Some(Enrollment {
+        user: p.user.to_string(),
+        authority_ca: p.authority.ca_pem.clone(),
+        nonce,
+        transport_id: Some(hex(&transport_id)),
+        signing_certificate: None,
+        encryption_keys: Vec::new(),
+        delivery: None,
+        renewal: None,
+        history: Vec::new(),
+        extra: toml::Table::new(),
+    });
+    journal::Intent {
+        action: "enrollment request".into(),
+        record: planned.clone(),
+        retire: Vec::new(),
+        marker: journal::Marker::PublicKey,
+        marker_id: hex(&signing_id),
+    }
+    .write(home, &lock)?;
     let mut ks = KeysetSession::from_session(session, p.pin.clone());
     let result = (|| {
-        let (record, request) = generate_and_sign(
-            module,
-            &mut ks,
-            p,
-            &label,
-            &signing_id,
-            &transport_id,
-            receives,
-        )?;
+        let (record, request) =
+            generate_and_sign(module, &mut ks, p, &key, planned, &transport_id, receives)?;
         registry.add(record)?;
         registry.save(&lock)?;
         Ok(request)
@@ -155,6 +178,7 @@ pub fn make_request(
             }
         }
     }
+    journal::clear(home);
     result
 }
 
@@ -173,23 +197,20 @@ pub fn check_can_enroll(module: &Module, token: &crate::token::Token) -> Result<
     ))))
 }
 
+/// Makes the keys `planned` names and the signed request; returns the record (`planned` with
+/// its public key) and the request.
 fn generate_and_sign(
     module: &Module,
     ks: &mut KeysetSession,
     p: &RequestParams<'_>,
-    label: &str,
-    signing_id: &[u8],
+    key: &SigningKey<'_>,
+    planned: KeysetRecord,
     transport_id: &[u8],
     receives: Vec<Delivery>,
 ) -> Result<(KeysetRecord, Vec<u8>), EnrollError> {
     let session = &mut ks.session;
-    let key = SigningKey {
-        label,
-        id: signing_id,
-        key_type: p.key_type,
-        security: p.security,
-    };
-    create::generate_signing_pair(session, &key)?;
+    let label = key.label;
+    create::generate_signing_pair(session, key)?;
     let (transport_public, _) = session.generate_decryption_pair(&DecryptionPair {
         id: transport_id,
         label: &format!("{label} enrollment transport key"),
@@ -206,13 +227,18 @@ fn generate_and_sign(
     }
     let transport_pem =
         PublicKey::from_raw(&session.rsa_public_key(transport_public)?)?.to_pem()?;
-    let signing = create::read_signing_public(session, &key)?;
-    let record = key.record(p.keyset.as_str(), KeysetState::Pending, p.token, &signing)?;
+    let signing = create::read_signing_public(session, key)?;
+    let mut record = planned;
+    record.signing_public_key = signing.to_pem()?;
+    let nonce = record
+        .enrollment
+        .as_ref()
+        .map(|e| e.nonce.clone())
+        .unwrap_or_default();
     let subject = csr::parse_subject(&format!("CN={}", p.user))?;
     let (info, tbs) = csr::request_info(&subject, &signing)?;
     let csr_sig = ks.sign_bytes(module, &record, &tbs)?;
     let csr_pem = csr::finish(info, &signing, &csr_sig)?;
-    let nonce = hex(&ks.session.random(16)?);
     let body = RequestBody {
         format: wire::REQUEST_FORMAT.to_string(),
         version: wire::VERSION,
@@ -244,19 +270,6 @@ fn generate_and_sign(
                 .map_err(|e| e.to_string())
         },
     )?;
-    let mut record = record;
-    record.enrollment = Some(Enrollment {
-        user: p.user.to_string(),
-        authority_ca: p.authority.ca_pem.clone(),
-        nonce,
-        transport_id: Some(hex(transport_id)),
-        signing_certificate: None,
-        encryption_keys: Vec::new(),
-        delivery: None,
-        renewal: None,
-        history: Vec::new(),
-        extra: toml::Table::new(),
-    });
     Ok((record, request))
 }
 
@@ -316,11 +329,16 @@ pub fn complete(
     new_password: Option<&SecretString>,
     policy: LoginPolicy,
 ) -> Result<Completed, EnrollError> {
-    prepare_completion(module, home, reply_path, password, new_password, policy)?.commit(
+    prepare(
         module,
+        home,
+        reply_path,
         password,
         new_password,
-    )
+        policy,
+        true,
+    )?
+    .commit(module, password, new_password)
 }
 
 /// A completion whose work on the token is done — keys and certificates stored, transport key
@@ -328,8 +346,14 @@ pub fn complete(
 /// (the registry stays locked). [`PreparedCompletion::commit`] puts it in place (a rename);
 /// [`PreparedCompletion::undo`] removes what was stored instead.
 pub struct PreparedCompletion {
-    _lock: RegistryLock,
-    save: PreparedSave,
+    lock: RegistryLock,
+    /// The registry as the completion leaves it.
+    registry: Registry,
+    /// Without a journal: the registry written beside its place, to be renamed.
+    save: Option<PreparedSave>,
+    /// With a journal (see [`crate::keyset::journal`]): keyward's home, whose journal names
+    /// the completion until the registry says it.
+    journal: Option<std::path::PathBuf>,
     ks: KeysetSession,
     record: KeysetRecord,
     created: Vec<Vec<u8>>,
@@ -347,6 +371,32 @@ pub fn prepare_completion(
     new_password: Option<&SecretString>,
     policy: LoginPolicy,
 ) -> Result<PreparedCompletion, EnrollError> {
+    prepare(
+        module,
+        home,
+        reply_path,
+        password,
+        new_password,
+        policy,
+        false,
+    )
+}
+
+/// [`prepare_completion`]; with `journaled`, the change is first written to the registry's
+/// journal, the token's part (keys, certificates, the transport key's removal) is done in one
+/// stretch with no file written in between, and the registry is written by the commit: a
+/// kill anywhere is then finished or dropped by the next keyward that opens the registry.
+/// Without it (a local enrollment, whose authority commits between the token and the
+/// registry), the registry is written beside its place before the transport key goes.
+fn prepare(
+    module: &Module,
+    home: &Path,
+    reply_path: &Path,
+    password: &SecretString,
+    new_password: Option<&SecretString>,
+    policy: LoginPolicy,
+    journaled: bool,
+) -> Result<PreparedCompletion, EnrollError> {
     let text = wire::read(reply_path, "reply")?;
     let signed: Signed<ReplyBody> = wire::open(reply_path, &text, "reply")?;
     wire::check_header(
@@ -355,7 +405,7 @@ pub fn prepare_completion(
         signed.body.version,
         wire::REPLY_FORMAT,
     )?;
-    let (lock, mut registry) = Registry::lock(home)?;
+    let (lock, mut registry) = journal::lock_recovered(module, home)?;
     let record = registry
         .keysets()
         .iter()
@@ -404,6 +454,55 @@ pub fn prepare_completion(
             delivery.describe()
         ),
     })?;
+    // The registry as the completion leaves it, made before the token changes.
+    let ids = signed
+        .body
+        .encryption_keys
+        .iter()
+        .map(|_| ks.session.random(16))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = planned_keys(&signed.body, &ca, &ids)?;
+    let n = keys.len();
+    let retired = registry_keysets_of(
+        &registry,
+        &enrollment.user,
+        &enrollment.authority_ca,
+        &record.name,
+    );
+    for name in &retired {
+        registry.get_mut(name)?.state = KeysetState::Retired;
+    }
+    {
+        let r = registry.get_mut(&record.name)?;
+        r.state = KeysetState::Active;
+        if let Some(e) = r.enrollment.as_mut() {
+            e.transport_id = None;
+            e.delivery = Some(delivery.name().to_string());
+            e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
+            e.encryption_keys = keys;
+        }
+    }
+    // With the journal, the new registry is also written (beside its place) before the token
+    // changes: a registry that cannot be written is refused with nothing stored.
+    let early_save = if journaled {
+        journal::Intent {
+            action: "enrollment completion".into(),
+            record: registry.get(&record.name)?.clone(),
+            retire: retired.clone(),
+            marker: journal::Marker::Certificate,
+            marker_id: record.signing_id.clone(),
+        }
+        .write(home, &lock)?;
+        match registry.prepare_save(&lock) {
+            Ok(save) => Some(save),
+            Err(e) => {
+                journal::clear(home);
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     let mut created: Vec<Vec<u8>> = Vec::new();
     let mut transport = None;
     let result = store_everything(
@@ -414,44 +513,33 @@ pub fn prepare_completion(
         &signed.body,
         &ca,
         &signing_cert,
+        &ids,
         &mut created,
     )
-    .and_then(|keys| {
-        let retired = registry_keysets_of(
-            &registry,
-            &enrollment.user,
-            &enrollment.authority_ca,
-            &record.name,
-        );
-        for name in &retired {
-            registry.get_mut(name)?.state = KeysetState::Retired;
-        }
-        let n = keys.len();
-        {
-            let r = registry.get_mut(&record.name)?;
-            r.state = KeysetState::Active;
-            if let Some(e) = r.enrollment.as_mut() {
-                e.transport_id = None;
-                e.delivery = Some(delivery.name().to_string());
-                e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
-                e.encryption_keys = keys;
-            }
-        }
-        let save = registry.prepare_save(&lock)?;
+    .and_then(|_| {
+        let save = match early_save {
+            Some(save) => save,
+            None => registry.prepare_save(&lock)?,
+        };
         // Last on the token: without the transport key the reply cannot be completed again.
         remove_transport(&ks.session, &record, &enrollment, &mut transport)?;
-        Ok((save, n, retired))
+        Ok(save)
     });
-    let (save, n, retired) = match result {
-        Ok(done) => done,
+    let save = match result {
+        Ok(save) => Some(save),
         Err(e) => {
             undo_completion(module, &mut ks.session, &record, &created, transport);
+            if journaled {
+                journal::clear(home);
+            }
             return Err(e);
         }
     };
     Ok(PreparedCompletion {
-        _lock: lock,
+        lock,
+        registry,
         save,
+        journal: journaled.then(|| home.to_path_buf()),
         done: Completed {
             keyset: record.name.clone(),
             user: enrollment.user.clone(),
@@ -473,7 +561,27 @@ impl PreparedCompletion {
         password: &SecretString,
         new_password: Option<&SecretString>,
     ) -> Result<Completed, EnrollError> {
-        self.save.commit()?;
+        match (self.save.take(), &self.journal) {
+            (Some(save), None) => save.commit()?,
+            (save, Some(home)) => {
+                // The token's part is done and cannot be undone (the transport key is gone):
+                // when the registry cannot be put in place, the journal stays to finish it.
+                let put = match save {
+                    Some(save) => save.commit(),
+                    None => self.registry.save(&self.lock),
+                };
+                put.map_err(|e| RegistryError::Io {
+                    action: "record the completed enrollment in",
+                    path: Registry::file_in(home),
+                    reason: format!(
+                        "{e}; the keys and certificates are on the token, and the next keyward command that opens the registry (for instance `keyward keyset list`) records keyset {:?} as active",
+                        self.record.name
+                    ),
+                })?;
+                journal::clear(home);
+            }
+            (None, None) => {}
+        }
         if let Some(new) = new_password {
             let pin = crate::keyset::token_pin(&self.record, password)?;
             self.ks.session.set_user_pin(module, &pin, new)?;
@@ -638,6 +746,7 @@ pub(super) fn store_everything(
     reply: &ReplyBody,
     ca: &x509_cert::Certificate,
     signing_cert: &x509_cert::Certificate,
+    ids: &[Vec<u8>],
     created: &mut Vec<Vec<u8>>,
 ) -> Result<Vec<EncryptionKey>, EnrollError> {
     let transport_id = unhex_id(enrollment.transport_id.as_deref().unwrap_or_default())?;
@@ -684,7 +793,7 @@ pub(super) fn store_everything(
         signing_cert,
     )?;
     let mut keys = Vec::new();
-    for (i, k) in reply.encryption_keys.iter().enumerate() {
+    for (i, (k, id)) in reply.encryption_keys.iter().zip(ids).enumerate() {
         let cert = x509::certs_from_pem(&k.certificate)?
             .into_iter()
             .next()
@@ -692,7 +801,7 @@ pub(super) fn store_everything(
                 EnrollError::BadReply("an encryption key without a certificate".into())
             })?;
         x509::verify_issued_by(&cert, ca)?;
-        let id = session.random(16)?;
+        let id = id.clone();
         created.push(id.clone());
         let label = format!("{} encryption key {}", record.label, i + 1);
         let wrapped = wire::b64(Path::new("reply"), "wrapped_key", &k.wrapped_key)?;
@@ -735,6 +844,35 @@ pub(super) fn store_everything(
         });
     }
     Ok(keys)
+}
+
+/// The registry's records of a reply's encryption keys, to be stored with `ids`.
+fn planned_keys(
+    reply: &ReplyBody,
+    ca: &x509_cert::Certificate,
+    ids: &[Vec<u8>],
+) -> Result<Vec<EncryptionKey>, EnrollError> {
+    reply
+        .encryption_keys
+        .iter()
+        .zip(ids)
+        .map(|(k, id)| {
+            let cert = x509::certs_from_pem(&k.certificate)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    EnrollError::BadReply("an encryption key without a certificate".into())
+                })?;
+            x509::verify_issued_by(&cert, ca)?;
+            Ok(EncryptionKey {
+                id: hex(id),
+                cert_serial: x509::serial_hex(&cert),
+                certificate: x509::cert_to_pem(&cert)?,
+                current: k.current,
+                extra: toml::Table::new(),
+            })
+        })
+        .collect()
 }
 
 fn store_cert(

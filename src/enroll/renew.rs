@@ -384,6 +384,12 @@ pub fn prepare_renewal(
                 delivery.describe()
             ),
         })?;
+    let ids = signed
+        .body
+        .encryption_keys
+        .iter()
+        .map(|_| ks.session.random(16))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut created = Vec::new();
     let mut transport = None;
     let result = client::store_everything(
@@ -394,6 +400,7 @@ pub fn prepare_renewal(
         &signed.body,
         &ca,
         &signing_cert,
+        &ids,
         &mut created,
     )
     .and_then(|new_keys| {

@@ -3,6 +3,7 @@
 use secrecy::SecretString;
 
 use super::harden::Hardening;
+use super::journal;
 use super::name::KeysetName;
 use super::pubkey::PublicKey;
 use super::registry::{KeyAlgorithm, KeysetRecord, KeysetState, Registry, RegistryLock, Security};
@@ -51,6 +52,8 @@ pub fn create_locked(
     mut registry: Registry,
     req: CreateRequest<'_>,
 ) -> Result<KeysetRecord, KeysetError> {
+    let home = registry.home();
+    journal::recover(module, &home, &lock, &mut registry)?;
     let label = req.name.label();
     registry.check_free(req.name.as_str(), &label)?;
     check_pin_sharing(&registry, &req)?;
@@ -98,12 +101,26 @@ pub fn create_locked(
         key_type: req.key_type,
         security: req.security,
     };
+    // Before the token changes, the journal says what is coming: a kill between the token
+    // and the registry is finished (or dropped) by the next keyward that opens the registry.
+    let mut planned = key.planned(req.name.as_str(), KeysetState::Local, req.token);
+    planned.hardening = hardening.clone();
+    journal::Intent {
+        action: "creation".into(),
+        record: planned.clone(),
+        retire: Vec::new(),
+        marker: journal::Marker::PublicKey,
+        marker_id: hex(&id),
+    }
+    .write(&home, &lock)?;
     // A card can fail C_GenerateKeyPair after writing one half: from here on a failure
     // removes whatever carries the (fresh, so ours alone) id.
     let finished = generate_signing_pair(&session, &key)
         .and_then(|()| read_signing_public(&session, &key))
         .and_then(|public| {
-            let record = key.record(req.name.as_str(), KeysetState::Local, req.token, &public)?;
+            let mut record = planned;
+            record.signing_public_key = public.to_pem()?;
+            record.hardening = None;
             finish(
                 module,
                 &mut session,
@@ -124,6 +141,7 @@ pub fn create_locked(
     if result.is_err() {
         roll_back(module, &mut session, &req, &id, switched);
     }
+    journal::clear(&home);
     result
 }
 
@@ -190,8 +208,15 @@ impl SigningKey<'_> {
         token: &Token,
         public: &PublicKey,
     ) -> Result<KeysetRecord, KeysetError> {
+        let mut record = self.planned(name, state, token);
+        record.signing_public_key = public.to_pem()?;
+        Ok(record)
+    }
+
+    /// [`SigningKey::record`] before the key exists: its public key empty.
+    pub fn planned(&self, name: &str, state: KeysetState, token: &Token) -> KeysetRecord {
         let identity = crate::token::TokenIdentity::of(token);
-        Ok(KeysetRecord {
+        KeysetRecord {
             name: name.to_string(),
             label: self.label.to_string(),
             state,
@@ -202,13 +227,13 @@ impl SigningKey<'_> {
             token_manufacturer: identity.manufacturer,
             token_model: identity.model,
             signing_id: hex(self.id),
-            signing_public_key: public.to_pem()?,
+            signing_public_key: String::new(),
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             hardening: None,
             enrollment: None,
             adopted: None,
             extra: toml::Table::new(),
-        })
+        }
     }
 }
 

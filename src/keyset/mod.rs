@@ -4,6 +4,7 @@ pub mod adopt;
 pub mod create;
 pub mod csr;
 pub mod harden;
+pub mod journal;
 pub mod name;
 pub mod ops;
 pub mod pubkey;

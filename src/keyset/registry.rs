@@ -393,6 +393,11 @@ impl Registry {
         })
     }
 
+    /// The keyward home the registry is in.
+    pub fn home(&self) -> PathBuf {
+        parent_dir(&self.path).to_path_buf()
+    }
+
     /// Every keyset, in the order they were added.
     pub fn keysets(&self) -> &[KeysetRecord] {
         &self.file.keysets
@@ -531,7 +536,7 @@ fn write_beside(path: &Path, bytes: &[u8]) -> std::io::Result<tempfile::NamedTem
 
 /// Removes the files in `dir` whose names start with `prefix` (temporary files of an earlier
 /// write that was killed before its rename).
-fn remove_leftovers(dir: &Path, prefix: &str) {
+pub fn remove_leftovers(dir: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -560,9 +565,21 @@ pub struct PreparedSave {
 }
 
 impl PreparedSave {
-    /// Puts the new registry in place (a rename).
+    /// Puts the new registry in place (a rename): that is the commit. The directory is then
+    /// synced; when that fails the new registry is in place all the same (every reader sees
+    /// it), so the change stands and the failure is reported as a warning — undoing the change
+    /// after it became visible would leave the registry naming what is gone.
     pub fn commit(self) -> Result<(), RegistryError> {
-        persist(self.tmp, &self.path).map_err(|e| io("write", &self.path, &e))
+        self.tmp
+            .persist(&self.path)
+            .map_err(|e| io("write", &self.path, &e.error))?;
+        if let Err(e) = File::open(parent_dir(&self.path)).and_then(|d| d.sync_all()) {
+            log::warn!(
+                "the keyset registry {} was written, but syncing its directory failed ({e}): the change stands, but may be lost if the system stops before it syncs again",
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 }
 

@@ -22,9 +22,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
+pub use crate::util::beds::{mask, mask_line, restore_state, save_state, states_root};
 use crate::util::{
     files_under, p11_object_set, parse_pkcs11_tool_objects, require_tool, Run, TestBed,
 };
@@ -554,84 +555,6 @@ fn mask_value(v: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// Masks what differs between clean runs: RFC 3339 times (to the second, any fraction), and
-/// runs of 16 or more hex/base64 characters with a digit in them (IDs, serials, nonces,
-/// wrapped keys, salts).
-pub fn mask(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        out.push_str(&mask_line(line));
-        out.push('\n');
-    }
-    out
-}
-
-fn mask_line(line: &str) -> String {
-    let chars: Vec<char> = line.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        if is_time_at(&chars[i..]) {
-            out.push_str("<TIME>");
-            i += 19;
-            while i < chars.len() && (chars[i] == '.' || chars[i].is_ascii_digit()) {
-                i += 1;
-            }
-            if i < chars.len() && chars[i] == 'Z' {
-                i += 1;
-            }
-            continue;
-        }
-        if chars[i] == '%' {
-            // A percent-encoded ID in a PKCS#11 URI (`id=%3F%E6…`).
-            let mut end = i;
-            while end + 2 < chars.len()
-                && chars[end] == '%'
-                && chars[end + 1].is_ascii_hexdigit()
-                && chars[end + 2].is_ascii_hexdigit()
-            {
-                end += 3;
-            }
-            if end - i >= 12 {
-                out.push_str("<R>");
-                i = end;
-                continue;
-            }
-        }
-        let token = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=';
-        if token(chars[i]) {
-            let end = chars[i..]
-                .iter()
-                .position(|c| !token(*c))
-                .map_or(chars.len(), |p| i + p);
-            let run: String = chars[i..end].iter().collect();
-            if run.len() >= 16 && run.chars().any(|c| c.is_ascii_digit()) {
-                out.push_str("<R>");
-            } else {
-                out.push_str(&run);
-            }
-            i = end;
-            continue;
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    out
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` at the start of `c`.
-fn is_time_at(c: &[char]) -> bool {
-    const PATTERN: &str = "dddd-dd-ddTdd:dd:dd";
-    c.len() >= PATTERN.len()
-        && PATTERN.chars().zip(c).all(|(p, ch)| {
-            if p == 'd' {
-                ch.is_ascii_digit()
-            } else {
-                p == *ch
-            }
-        })
-}
-
 /// The names of the files under the bed (token store, SoftHSM configuration and lock files
 /// left out), each path component masked, sorted: a multiset of names, so that a file left
 /// behind shows even when its name looks like another's.
@@ -826,74 +749,8 @@ pub fn only_outputs_differ(now: &View, after: &View) -> bool {
 
 // ---- beds -----------------------------------------------------------------------------------
 
-/// Copies everything of `bed`'s directory except its SoftHSM configuration into `to`.
-pub fn save_state(bed: &TestBed, to: &Path) {
-    std::fs::create_dir_all(to).expect("state directory");
-    cp_a(bed.dir.path(), to);
-    let _ = std::fs::remove_file(to.join("softhsm2.conf"));
-}
-
-/// Makes `bed`'s directory hold exactly what `from` holds (plus its own SoftHSM
-/// configuration), with an empty `tmp/` for `TMPDIR`.
-pub fn restore_state(bed: &TestBed, from: &Path) {
-    for entry in std::fs::read_dir(bed.dir.path()).expect("bed directory") {
-        let entry = entry.expect("bed entry");
-        if entry.file_name() != "softhsm2.conf" {
-            let p = entry.path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).expect("remove directory");
-            } else {
-                std::fs::remove_file(&p).expect("remove file");
-            }
-        }
-    }
-    cp_a(from, bed.dir.path());
-    std::fs::create_dir_all(bed.path("tmp")).expect("bed tmp");
-}
-
-/// `cp -a FROM/. INTO/`.
-pub fn cp_a(from: &Path, into: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from.join("."))
-        .arg(into)
-        .status()
-        .expect("run cp");
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        from.display(),
-        into.display()
-    );
-}
-
-/// Where the sweep's shared starting states live: under Cargo's target directory, one
-/// directory per test process; those of processes that have ended are removed.
-pub fn states_root() -> PathBuf {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("crash-sweep-") else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    tmp.join(format!("crash-sweep-{}", std::process::id()))
-}
-
-/// Appends a sweep's summary line to `target/tmp/crash-sweep.txt`, which
-/// `testbeds/test-all.sh` prints after the tests (one short O_APPEND write per line).
+/// Appends a sweep's summary line to `target/tmp/crash-sweep.txt` (printed by
+/// `testbeds/test-all.sh`).
 pub fn record_summary(line: &str) {
-    use std::io::Write;
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("crash-sweep.txt");
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
-    if let Err(e) = written {
-        eprintln!("cannot record the summary in {}: {e}", path.display());
-    }
+    crate::util::beds::record_summary("crash-sweep.txt", line);
 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod beds;
 pub mod modules;
 
 pub const SO_PIN: &str = "so-secret-1";

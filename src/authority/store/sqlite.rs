@@ -116,22 +116,89 @@ impl SqliteStore {
         Ok(s)
     }
 
+    /// Moves everything in the write-ahead log of the database at `path` (no connection
+    /// open) into the database file and closes it, checking each step: afterwards the file
+    /// alone holds the database, so it can be renamed on its own. (Closing the last
+    /// connection does this too, but any failure there goes unreported.)
+    pub fn checkpoint_file(path: &Path) -> Result<(), StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| err(path, "open", &e))?;
+        // The mode the file itself records (a switch whose header write or journal removal
+        // failed can leave the old one).
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| err(path, "read the journal mode of", &e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError {
+                location: path.display().to_string(),
+                action: "configure",
+                reason: format!("it is in journal mode {mode:?} instead of WAL"),
+            });
+        }
+        let (busy, log, done): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| err(path, "checkpoint", &e))?;
+        if busy != 0 || log != done {
+            return Err(StoreError {
+                location: path.display().to_string(),
+                action: "checkpoint",
+                reason: format!("{done} of {log} log frames copied (busy: {busy})"),
+            });
+        }
+        conn.close().map_err(|(_, e)| err(path, "close", &e))?;
+        // A log left empty (its removal at close failed) holds nothing; it goes too.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = std::path::PathBuf::from(side);
+            match std::fs::metadata(&side) {
+                Ok(m) if suffix == "-wal" && m.len() > 0 => {
+                    return Err(StoreError {
+                        location: side.display().to_string(),
+                        action: "checkpoint",
+                        reason: "the write-ahead log is not empty after the checkpoint".into(),
+                    })
+                }
+                Ok(_) => std::fs::remove_file(&side).map_err(|e| StoreError {
+                    location: side.display().to_string(),
+                    action: "remove",
+                    reason: e.to_string(),
+                })?,
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     fn configure(&self) -> Result<(), StoreError> {
         self.conn
             .busy_timeout(Duration::from_secs(600))
             .map_err(|e| err(&self.path, "configure", &e))?;
         // WAL: readers never block the writer; FULL: a commit is on disk when it returns.
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .or_else(|e| {
-                // A read-only connection cannot switch modes; the file is WAL already.
-                if self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|e| err(&self.path, "configure", &e))?;
+        // SQLite answers with the mode it is in: a switch that failed (say, the old journal
+        // could not be removed) leaves the old one, which is refused here.
+        let readonly = self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false);
+        match self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+        {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => {}
+            // A read-only connection cannot switch modes; the file is WAL already.
+            _ if readonly => {}
+            Ok(mode) => {
+                return Err(StoreError {
+                    location: self.path.display().to_string(),
+                    action: "configure",
+                    reason: format!("it stays in journal mode {mode:?} instead of WAL"),
+                })
+            }
+            Err(e) => return Err(err(&self.path, "configure", &e)),
+        }
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(|e| err(&self.path, "configure", &e))
