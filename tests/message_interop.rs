@@ -50,47 +50,50 @@ fn body(entity: &[u8]) -> &[u8] {
     &entity[at..]
 }
 
-/// A keyset's `keyset show --json`, with what the other tools need.
-struct Keyset(serde_json::Value);
+/// A keyset's `keyset show --json` and its certificates (`keyset cert`), with what the other
+/// tools need.
+struct Keyset {
+    shown: serde_json::Value,
+    signing_pem: String,
+    enc_pem: String,
+}
 
 impl Keyset {
     fn of(bed: &TestBed, name: &str) -> Keyset {
-        Keyset(bed.keyset_json(name))
+        let cert = |extra: &[&str]| {
+            let mut args = vec!["keyset", "cert", name];
+            args.extend_from_slice(extra);
+            bed.run(&args).ok().stdout
+        };
+        Keyset {
+            shown: bed.keyset_json(name),
+            signing_pem: cert(&[]),
+            enc_pem: cert(&["--encryption"]),
+        }
     }
 
-    fn enc(&self) -> &serde_json::Value {
-        self.0["enrollment"]["encryption_key"]
+    fn enc_pem(&self) -> String {
+        self.enc_pem.clone()
+    }
+
+    fn enc_key_uri(&self) -> String {
+        let key = self.shown["enrollment"]["encryption_keys"]
             .as_array()
             .expect("encryption keys")
             .iter()
             .find(|k| k["current"] == true)
-            .expect("a current encryption key")
-    }
-
-    fn enc_pem(&self) -> String {
-        self.enc()["certificate"].as_str().unwrap().to_string()
-    }
-
-    fn enc_key_uri(&self) -> String {
-        let hex = self.enc()["id"].as_str().unwrap();
-        let id: String = (0..hex.len())
-            .step_by(2)
-            .map(|i| format!("%{}", &hex[i..i + 2]))
-            .collect();
-        let token = self.0["token_label"].as_str().unwrap();
-        format!("pkcs11:token={token};id={id};type=private;pin-value={USER_PIN}")
+            .expect("a current encryption key");
+        let uri = key["key_uri"].as_str().unwrap();
+        format!("{uri};pin-value={USER_PIN}")
     }
 
     fn signing_key_uri(&self) -> String {
-        let uri = self.0["signing_key_uri"].as_str().unwrap();
+        let uri = self.shown["signing_key_uri"].as_str().unwrap();
         format!("{uri};pin-value={USER_PIN}")
     }
 
     fn signing_pem(&self) -> String {
-        self.0["enrollment"]["signing_certificate"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        self.signing_pem.clone()
     }
 }
 
