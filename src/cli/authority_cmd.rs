@@ -57,7 +57,7 @@ fn token_state(ctx: &mut Context, a: super::args::TokenStateArgs) -> Result<(), 
                 "user": a.user,
                 "state": record.state,
                 "since": record.since,
-                "held": record.held,
+                "held": record.held.iter().map(|h| h.to_lowercase()).collect::<Vec<_>>(),
                 "history": record.history,
             }));
         } else {
@@ -92,7 +92,11 @@ fn token_state(ctx: &mut Context, a: super::args::TokenStateArgs) -> Result<(), 
             "user": done.user,
             "from": done.from,
             "to": done.to,
-            "certificates": done.certificates,
+            "certificates": done
+                .certificates
+                .iter()
+                .map(|c| c.to_lowercase())
+                .collect::<Vec<_>>(),
             "what": done.what,
             "temporary_key": done.temp_key.as_ref().map(|k| k.display()),
             "expires_in": done
@@ -492,6 +496,7 @@ fn users(
             issued: String,
             not_after: String,
             revoked: Option<RevokedOut>,
+            superseded: Option<String>,
         }
         #[derive(Serialize)]
         struct RevokedOut {
@@ -508,6 +513,7 @@ fn users(
                 at: r.at.clone(),
                 reason: r.reason.clone(),
             }),
+            superseded: c.superseded.clone(),
         };
         #[derive(Serialize)]
         struct TempKeyOut {

@@ -66,7 +66,7 @@ fn show(ctx: &Context, r: &BulkReport) -> Result<(), Error> {
         }
     );
     if r.stale_rows_dropped > 0 {
-        note!(
+        say!(
             "dropped {} rows of an interrupted earlier run (those users were never recorded and got new keys now)",
             r.stale_rows_dropped
         );
