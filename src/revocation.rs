@@ -395,32 +395,27 @@ pub fn check_recipients(
 /// `read`, once the signature verified: refuses a signer (`signer` = (who, serial hex)) on
 /// the CRL kept for its authority (`given_ca`, else the keyset's), before the content is
 /// written — also when `--crl` was given, as an older CRL does not undo a revocation; with
-/// `warn` (no `--crl`), a one-line warning when no current CRL is kept.
+/// `warn` (no `--crl`), the one-line warning to show when no current CRL is kept.
 pub fn check_signer(
     home: &Path,
     given_ca: Option<&Certificate>,
     record: &crate::keyset::KeysetRecord,
     (signer, serial_hex): (&str, &str),
     warn: bool,
-) -> Result<(), crate::error::Error> {
+) -> Result<Option<String>, crate::error::Error> {
     let authority_ca = || {
         let pem = &record.enrollment.as_ref()?.authority_ca;
         x509::certs_from_pem(pem).ok()?.into_iter().next()
     };
     let Some(ca) = given_ca.cloned().or_else(authority_ca) else {
-        return Ok(());
+        return Ok(None);
     };
     let serial = crate::keyset::ops::unhex_id(serial_hex)
         .map_err(|e| crate::error::Error::Usage(e.to_string()))?;
     let who = format!("the signer {signer}");
     match CrlStore::new(home).check(&ca, &serial, &who, SystemTime::now()) {
-        Ok(Checked::Good) => Ok(()),
-        Ok(Checked::Unchecked(w)) => {
-            if warn {
-                eprintln!("{w}");
-            }
-            Ok(())
-        }
+        Ok(Checked::Good) => Ok(None),
+        Ok(Checked::Unchecked(w)) => Ok(warn.then_some(w)),
         Err(RevocationError::Revoked { at, this_update, .. }) => {
             Err(crate::message::MessageError::Untrusted {
                 signer: signer.to_string(),

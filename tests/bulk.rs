@@ -243,23 +243,25 @@ fn provision_tokens_from_a_manifest() {
     let run = bed
         .run(&["token", "provision", "--manifest", &good, "--dry-run"])
         .ok();
+    // The summary is the result line, on standard output (PINs are not printed here).
     assert!(
-        run.stderr.contains("would initialise 3 tokens"),
+        run.stdout.contains("would initialise 3 tokens"),
         "{}",
-        run.stderr
+        run.stdout
     );
     assert_eq!(labels(&bed), start);
     assert!(!bed.path("pins").exists());
 
     let run = bed.run(&["token", "provision", "--manifest", &good]).ok();
     assert!(
-        run.stderr.contains("initialised 3 tokens"),
+        run.stdout.contains("initialised 3 tokens"),
         "{}",
-        run.stderr
+        run.stdout
     );
-    assert!(
-        run.stdout.is_empty(),
-        "no PIN on standard output: {}",
+    assert_eq!(
+        run.stdout.lines().count(),
+        1,
+        "the summary and no PIN on standard output: {}",
         run.stdout
     );
     assert_eq!(labels(&bed), vec!["card-1", "card-2", "card-3"]);
@@ -277,9 +279,9 @@ fn provision_tokens_from_a_manifest() {
     // Again: skipped and said so, the PIN files untouched.
     let run = bed.run(&["token", "provision", "--manifest", &good]).ok();
     assert!(
-        run.stderr.contains("initialised 0 tokens (-); 3 skipped"),
+        run.stdout.contains("initialised 0 tokens (-); 3 skipped"),
         "{}",
-        run.stderr
+        run.stdout
     );
     for (l, pin) in ["card-1", "card-2", "card-3"].iter().zip(&pins) {
         let f = bed.path(&format!("pins/{l}.pin"));

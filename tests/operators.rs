@@ -173,7 +173,7 @@ fn three_operators_recover_two() -> AuthorityBed {
         .run(&["--json", "authority", "operator", "list", "--dir", &bed.dir])
         .ok()
         .json();
-    let names: Vec<&str> = ops
+    let names: Vec<&str> = ops["operators"]
         .as_array()
         .unwrap()
         .iter()
@@ -181,7 +181,7 @@ fn three_operators_recover_two() -> AuthorityBed {
         .collect();
     assert_eq!(names, ["bob", "carol", "dave"]);
     // Each operator certificate is issued by the authority's CA.
-    for o in ops.as_array().unwrap() {
+    for o in ops["operators"].as_array().unwrap() {
         let cert = bed.file(
             &format!("op-{}.pem", o["name"].as_str().unwrap()),
             o["certificate"].as_str().unwrap().as_bytes(),
@@ -205,7 +205,7 @@ fn three_operators_recover_two() -> AuthorityBed {
         .ok()
         .json();
     let need = |a: &str| {
-        policy
+        policy["actions"]
             .as_array()
             .unwrap()
             .iter()
@@ -242,7 +242,7 @@ fn two_of_three_recovery_with_operators_on_their_own_tokens() {
         .run(&["--json", "authority", "request", "list", "--dir", &bed.dir])
         .ok()
         .json();
-    let req = list
+    let req = list["requests"]
         .as_array()
         .unwrap()
         .iter()
@@ -367,7 +367,7 @@ fn wrong_token_double_approval_expiry_and_rejection_are_refused_and_logged() {
         .run(&["--json", "authority", "operator", "list", "--dir", &bed.dir])
         .ok()
         .json();
-    let carol_id = ops
+    let carol_id = ops["operators"]
         .as_array()
         .unwrap()
         .iter()
@@ -481,7 +481,7 @@ fn wrong_token_double_approval_expiry_and_rejection_are_refused_and_logged() {
         .run(&["--json", "authority", "request", "list", "--dir", &bed.dir])
         .ok()
         .json();
-    let req = list
+    let req = list["requests"]
         .as_array()
         .unwrap()
         .iter()
@@ -527,7 +527,7 @@ fn an_operator_removed_mid_request_no_longer_counts() {
         ])
         .ok()
         .json();
-    let bob = all
+    let bob = all["operators"]
         .as_array()
         .unwrap()
         .iter()

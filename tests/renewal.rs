@@ -217,8 +217,8 @@ fn renewal_keeps_the_name_the_history_and_old_mail() {
     send_to_self(&bed, ALICE, b"new mail\n", "new.p7m");
     assert_eq!(read(&bed, ALICE, "new.p7m"), b"new mail\n");
     let list = bed.run(&["--json", "keyset", "list"]).ok().json();
-    assert!(list[0]["expires"].is_string(), "{list}");
-    assert!(list[0].get("expiry_warning").is_none(), "{list}");
+    assert!(list["keysets"][0]["expires"].is_string(), "{list}");
+    assert!(list["keysets"][0]["expiry_warning"].is_null(), "{list}");
     let expiring = bed
         .bed
         .run(&[
@@ -232,7 +232,7 @@ fn renewal_keeps_the_name_the_history_and_old_mail() {
         ])
         .ok()
         .json();
-    assert_eq!(expiring, serde_json::json!([]));
+    assert_eq!(expiring["users"], serde_json::json!([]));
 
     // Bob: by request file, with --revoke-old; completed with `enroll --complete`.
     let bob_key = bed.add_user("bob", &[]);
@@ -410,7 +410,9 @@ fn an_expired_certificate_cannot_renew_and_expiry_is_shown() {
 
     // In the last 20% of its life (the certificate starts five minutes back): warned.
     let list = bed.run(&["--json", "keyset", "list"]).ok().json();
-    let warning = list[0]["expiry_warning"].as_str().expect("a warning");
+    let warning = list["keysets"][0]["expiry_warning"]
+        .as_str()
+        .expect("a warning");
     assert!(warning.contains("enroll --renew \"Carol 1\""), "{warning}");
     let text = bed.run(&["keyset", "list"]).ok();
     assert!(
@@ -431,8 +433,8 @@ fn an_expired_certificate_cannot_renew_and_expiry_is_shown() {
         ])
         .ok()
         .json();
-    assert_eq!(expiring.as_array().unwrap().len(), 1, "{expiring}");
-    assert_eq!(expiring[0]["name"], "carol");
+    assert_eq!(expiring["users"].as_array().unwrap().len(), 1, "{expiring}");
+    assert_eq!(expiring["users"][0]["name"], "carol");
 
     // A renewal requested in time but reaching the authority after the expiry: refused there.
     renew(&bed, "Carol 1", USER_PIN, &["-o", &p(&bed, "late.req")]).ok();
@@ -450,7 +452,7 @@ fn an_expired_certificate_cannot_renew_and_expiry_is_shown() {
     assert_eq!(snapshot(&bed, ALICE_CARD), before);
     let list = bed.run(&["--json", "keyset", "list"]).ok().json();
     assert!(
-        list[0]["expiry_warning"]
+        list["keysets"][0]["expiry_warning"]
             .as_str()
             .unwrap()
             .contains("expired"),

@@ -89,18 +89,19 @@ pub struct GlobalArgs {
     #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub authority_pin_file: Option<PathBuf>,
     /// Read the acting operator's token PIN from FILE (else KEYWARD_OPERATOR_PIN, else a prompt)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Secrets")]
     pub operator_pin_file: Option<PathBuf>,
 }
 
 /// The secret-source flags: clap id, flag, help. Each is on the commands that read that
 /// secret (after the subcommand) and, for every command, before the subcommand.
-const SECRET_FLAGS: [(&str, &str, &str); 5] = [
+const SECRET_FLAGS: [(&str, &str, &str); 6] = [
     ("pin_file", "pin-file", "Read the (current) user PIN or keyset password from FILE (else KEYWARD_PIN, else a prompt)"),
     ("new_pin_file", "new-pin-file", "Read the new PIN or password from FILE (else KEYWARD_NEW_PIN, else a prompt)"),
     ("so_pin_file", "so-pin-file", "Read the SO PIN from FILE (else KEYWARD_SO_PIN, else a prompt)"),
     ("temp_key_file", "temp-key-file", "Read the temporary key from FILE (else KEYWARD_TEMP_KEY, else a prompt)"),
     ("authority_pin_file", "authority-pin-file", "Read the authority token's PIN from FILE (else KEYWARD_AUTHORITY_PIN, else a prompt)"),
+    ("operator_pin_file", "operator-pin-file", "Read the acting operator's token PIN from FILE (else KEYWARD_OPERATOR_PIN, else a prompt)"),
 ];
 
 const PIN: &str = "pin_file";
@@ -108,6 +109,7 @@ const NEW: &str = "new_pin_file";
 const SO: &str = "so_pin_file";
 const TEMP: &str = "temp_key_file";
 const AUTH: &str = "authority_pin_file";
+const OP: &str = "operator_pin_file";
 
 /// Which secrets each command reads. A command not listed gets every secret flag (a new
 /// command: add its line here).
@@ -133,13 +135,27 @@ const SECRETS_READ: &[(&str, &[&str])] = &[
     ("authority cert", &[]),
     ("authority add-user", &[PIN, AUTH]),
     ("authority process", &[PIN, AUTH]),
-    ("authority recover", &[PIN, AUTH]),
-    ("authority revoke", &[PIN, AUTH]),
+    ("authority recover", &[PIN, AUTH, OP]),
+    ("authority revoke", &[PIN, AUTH, OP]),
     ("authority crl", &[PIN, AUTH]),
     ("authority users", &[]),
     ("authority log", &[]),
     ("authority migrate", &[PIN, AUTH]),
     ("authority reply", &[]),
+    ("authority operator add", &[PIN, AUTH, OP]),
+    ("authority operator list", &[]),
+    ("authority operator remove", &[PIN, AUTH, OP]),
+    ("authority policy set", &[PIN, AUTH, OP]),
+    ("authority policy show", &[]),
+    ("authority request list", &[]),
+    ("authority approve", &[PIN, AUTH, OP]),
+    ("authority reject", &[PIN, AUTH, OP]),
+    ("authority add-users", &[PIN, AUTH]),
+    ("authority rollover", &[PIN, AUTH]),
+    ("authority token", &[PIN, AUTH]),
+    ("token provision", &[SO]),
+    ("crl import", &[]),
+    ("crl fetch", &[]),
     ("enroll", &[PIN, NEW, TEMP, AUTH]),
     ("send", &[PIN]),
     ("read", &[PIN]),
@@ -162,7 +178,7 @@ fn with_secret_flags(mut cmd: clap::Command, path: &str) -> clap::Command {
         let reads = SECRETS_READ
             .iter()
             .find(|(p, _)| *p == path)
-            .map_or(&[PIN, NEW, SO, TEMP, AUTH][..], |(_, r)| *r);
+            .map_or(&[PIN, NEW, SO, TEMP, AUTH, OP][..], |(_, r)| *r);
         for (id, long, help) in SECRET_FLAGS {
             if reads.contains(&id) {
                 cmd = cmd.arg(
@@ -223,6 +239,7 @@ pub fn take_secret_files(matches: &clap::ArgMatches, global: &mut GlobalArgs) {
         (SO, &mut global.so_pin_file),
         (TEMP, &mut global.temp_key_file),
         (AUTH, &mut global.authority_pin_file),
+        (OP, &mut global.operator_pin_file),
     ];
     for (id, slot) in slots {
         if let Some(p) = get(id) {
@@ -398,7 +415,7 @@ pub enum AuthorityCommand {
 #[derive(Debug, Args)]
 pub struct AddUsersArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The users: one `user,email` per line (a `user,email` header is allowed; email may be empty)
     #[arg(long, value_name = "CSV")]
@@ -421,7 +438,7 @@ pub struct AddUsersArgs {
 #[derive(Debug, Args)]
 pub struct RolloverArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// Roll over the archive key (run again to finish one that was stopped)
     #[arg(long, required = true)]
@@ -432,7 +449,7 @@ pub struct RolloverArgs {
 #[derive(Debug, Args)]
 pub struct TokenStateArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The user
     pub user: String,
@@ -462,7 +479,7 @@ pub struct ReplyArgs {
 #[derive(Debug, Args)]
 pub struct UsersArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// Only users with a current certificate that expires within DURATION (e.g. 30d): who needs to renew
     #[arg(long, value_name = "DURATION", value_parser = any_duration)]

@@ -53,7 +53,13 @@ fn token_state(ctx: &mut Context, a: super::args::TokenStateArgs) -> Result<(), 
         let mut dir = AuthorityDir::open_read(&a.dir)?;
         let record = tokenstate::read(&mut dir, &a.user)?;
         if ctx.json() {
-            print_json(&record);
+            print_json(&serde_json::json!({
+                "user": a.user,
+                "state": record.state,
+                "since": record.since,
+                "held": record.held.iter().map(|h| h.to_lowercase()).collect::<Vec<_>>(),
+                "history": record.history,
+            }));
         } else {
             outln!(
                 "the token of user {:?} is {} since {}{}",
@@ -81,10 +87,28 @@ fn token_state(ctx: &mut Context, a: super::args::TokenStateArgs) -> Result<(), 
         done.certificates.len(),
         done.what
     );
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "user": done.user,
+            "from": done.from,
+            "to": done.to,
+            "certificates": done
+                .certificates
+                .iter()
+                .map(|c| c.to_lowercase())
+                .collect::<Vec<_>>(),
+            "what": done.what,
+            "temporary_key": done.temp_key.as_ref().map(|k| k.display()),
+            "expires_in": done
+                .temp_key
+                .as_ref()
+                .map(|_| crate::authority::tempkey::format_lifetime(life).to_string()),
+        }));
+        return Ok(());
+    }
     match &done.temp_key {
         Some(key) => print_temp_key(ctx, &done.user, key, life, &what),
-        None if ctx.json() => print_json(&done),
-        None => outln!("{what}; publish a new CRL with `keyward authority crl`"),
+        None => say!("{what}; publish a new CRL with `keyward authority crl`"),
     }
     Ok(())
 }
@@ -371,7 +395,7 @@ pub(super) fn print_recovered(ctx: &Context, user: &str, done: &authority::users
     };
     print_temp_key(ctx, user, &done.key, life, &what);
     if let Some(issued) = &done.replaced {
-        eprintln!(
+        note!(
             "note: this replaces the unused temporary key issued {issued}; that one no longer works"
         );
     }
@@ -472,6 +496,7 @@ fn users(
             issued: String,
             not_after: String,
             revoked: Option<RevokedOut>,
+            superseded: Option<String>,
         }
         #[derive(Serialize)]
         struct RevokedOut {
@@ -488,6 +513,7 @@ fn users(
                 at: r.at.clone(),
                 reason: r.reason.clone(),
             }),
+            superseded: c.superseded.clone(),
         };
         #[derive(Serialize)]
         struct TempKeyOut {
@@ -547,7 +573,7 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
         let dir = match AuthorityDir::open_read(&a.dir) {
             Ok(d) => d,
             Err(e @ AuthorityError::Tampered { .. }) => {
-                eprintln!("warning: {e}");
+                note!("warning: {e}");
                 AuthorityDir::open_unchecked(&a.dir)?
             }
             Err(e) => return Err(e.into()),

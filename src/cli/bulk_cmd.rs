@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use super::args::AddUsersArgs;
 use super::authority_cmd::{lifetime, with_change};
-use super::output::{outln, print_json};
+use super::output::{note, outln, print_json, say};
 use super::Context;
 use crate::authority::bulk::{self, BulkOptions, BulkReport};
 use crate::error::Error;
@@ -55,7 +55,7 @@ fn show(ctx: &Context, r: &BulkReport) -> Result<(), Error> {
         return Ok(());
     }
     let verb = if r.dry_run { "would add" } else { "added" };
-    outln!(
+    say!(
         "{verb} {} users; {} skipped (they exist already: their keys were given out before; `keyward authority recover` issues a new one){}",
         r.added,
         r.skipped,
@@ -66,7 +66,7 @@ fn show(ctx: &Context, r: &BulkReport) -> Result<(), Error> {
         }
     );
     if r.stale_rows_dropped > 0 {
-        outln!(
+        say!(
             "dropped {} rows of an interrupted earlier run (those users were never recorded and got new keys now)",
             r.stale_rows_dropped
         );
@@ -80,7 +80,7 @@ pub fn provision(ctx: &mut Context, a: super::args::ProvisionArgs) -> Result<(),
     let m = Manifest::load(&a.manifest).map_err(provision_error)?;
     if a.dry_run {
         let plan = provision::plan(ctx.module()?, &m)?;
-        return show_provisioned(ctx, &plan);
+        return show_provisioned(ctx, &plan, false);
     }
     let plan = provision::plan(ctx.module()?, &m)?;
     let so_pin = match m.so_pin_path(&a.manifest) {
@@ -92,18 +92,15 @@ pub fn provision(ctx: &mut Context, a: super::args::ProvisionArgs) -> Result<(),
     let pin_dir = m.pin_dir(&a.manifest);
     let bar = progress_bar(ctx, m.tokens.len(), "provisioning tokens");
     let json = ctx.json();
+    // With --json the PINs go into the one document, printed at the end.
+    let mut pins: Vec<(String, secrecy::SecretString)> = Vec::new();
     let mut print = |label: &str, pin: &secrecy::SecretString| {
         use secrecy::ExposeSecret;
-        bar.suspend(|| {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"label": label, "user_pin": pin.expose_secret()})
-                );
-            } else {
-                println!("{label} {}", pin.expose_secret());
-            }
-        });
+        if json {
+            pins.push((label.to_string(), pin.clone()));
+        } else {
+            bar.suspend(|| outln!("{label} {}", pin.expose_secret()));
+        }
     };
     let out = match &pin_dir {
         Some(dir) => PinOut::Dir(dir),
@@ -114,25 +111,58 @@ pub fn provision(ctx: &mut Context, a: super::args::ProvisionArgs) -> Result<(),
     });
     bar.finish_and_clear();
     let done = done.map_err(provision_error)?;
-    if pin_dir.is_none() && !json {
-        eprintln!("(each user PIN above is shown once; give it to the token's holder)");
+    if json {
+        use secrecy::ExposeSecret;
+        #[derive(serde::Serialize)]
+        struct Pin<'a> {
+            label: &'a str,
+            user_pin: &'a str,
+        }
+        let user_pins: Vec<Pin<'_>> = pins
+            .iter()
+            .map(|(label, pin)| Pin {
+                label,
+                user_pin: pin.expose_secret(),
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "initialised": done.initialised,
+            "skipped": done.skipped,
+            "dry_run": false,
+            "pin_dir": pin_dir.as_ref().map(|d| d.display().to_string()),
+            "user_pins": user_pins,
+        }));
+        return Ok(());
+    }
+    if pin_dir.is_none() {
+        note!("(each user PIN above is shown once; give it to the token's holder)");
     }
     if let Some(dir) = &pin_dir {
-        if !done.initialised.is_empty() && !json {
-            eprintln!(
+        if !done.initialised.is_empty() {
+            note!(
                 "user PINs written to {}/LABEL.pin (mode 0600)",
                 dir.display()
             );
         }
     }
-    show_provisioned(ctx, &done)
+    show_provisioned(ctx, &done, pin_dir.is_none())
 }
 
-fn show_provisioned(ctx: &Context, p: &crate::token::provision::Provisioned) -> Result<(), Error> {
+/// The summary: a result line on standard output, or a note on standard error when the PINs
+/// (the data) are on standard output.
+fn show_provisioned(
+    ctx: &Context,
+    p: &crate::token::provision::Provisioned,
+    pins_on_stdout: bool,
+) -> Result<(), Error> {
     if ctx.json() {
-        if p.dry_run {
-            print_json(p);
-        }
+        print_json(&serde_json::json!({
+            "initialised": p.initialised,
+            "skipped": p.skipped,
+            "dry_run": p.dry_run,
+            "pin_dir": null,
+            "user_pins": [],
+        }));
         return Ok(());
     }
     let list = |v: &[String]| {
@@ -159,8 +189,11 @@ fn show_provisioned(ctx: &Context, p: &crate::token::provision::Provisioned) -> 
             ""
         }
     );
-    // With PINs printed on standard output, the summary goes to standard error.
-    eprintln!("{line}");
+    if pins_on_stdout && !p.dry_run {
+        note!("{line}");
+    } else {
+        say!("{line}");
+    }
     Ok(())
 }
 
@@ -197,14 +230,14 @@ pub fn rollover(ctx: &mut Context, a: super::args::RolloverArgs) -> Result<(), E
         print_json(&done);
         return Ok(());
     }
-    outln!(
+    say!(
         "{} the archive key rollover: {} archived keys re-wrapped under the new archive key {}",
         if done.resumed { "finished" } else { "did" },
         done.rewrapped,
         done.new_key_id
     );
     if let Some(why) = &done.old_key_left {
-        eprintln!("warning: the old archive key is still on the token ({why}); it wraps nothing now — remove it with pkcs11-tool");
+        note!("warning: the old archive key is still on the token ({why}); it wraps nothing now — remove it with pkcs11-tool");
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::args::{CrlCommand, CrlFetchArgs, CrlImportArgs};
-use super::output::{outln, print_json};
+use super::output::{print_json, say};
 use super::Context;
 use crate::authority::x509;
 use crate::error::Error;
@@ -48,25 +48,22 @@ fn cas(ctx: &Context, ca: Option<&Path>) -> Result<Vec<x509_cert::Certificate>, 
     Ok(out)
 }
 
-fn report(ctx: &Context, what: &str, i: &Imported) {
-    if ctx.json() {
-        print_json(i);
-        return;
-    }
+/// One kept CRL's result line (text only: `--json` prints the document).
+fn report(what: &str, i: &Imported) {
     let next = i
         .next_update
         .as_deref()
         .map(|n| format!(", next update due {n}"))
         .unwrap_or_default();
     if i.unchanged {
-        outln!(
+        say!(
             "{what}: the CRL of {:?} number {} is the one kept already (issued {}{next})",
             i.issuer,
             i.number,
             i.this_update
         );
     } else {
-        outln!(
+        say!(
             "{what}: kept the CRL of {:?} number {} listing {} revoked certificates (issued {}{next}); send and read check against it now",
             i.issuer,
             i.number,
@@ -80,7 +77,11 @@ fn import(ctx: &mut Context, a: CrlImportArgs) -> Result<(), Error> {
     let cas = cas(ctx, a.ca.as_deref())?;
     let bytes = read(&a.file)?;
     let imported = CrlStore::new(&ctx.home()?).import(&bytes, &cas)?;
-    report(ctx, &a.file.display().to_string(), &imported);
+    if ctx.json() {
+        print_json(&imported);
+    } else {
+        report(&a.file.display().to_string(), &imported);
+    }
     Ok(())
 }
 
@@ -121,10 +122,24 @@ fn fetch(ctx: &mut Context, a: CrlFetchArgs) -> Result<(), Error> {
     }
     let cas = cas(ctx, a.ca.as_deref())?;
     let store = CrlStore::new(&home);
+    /// `crl fetch --json`: each distribution point and what was kept from it.
+    #[derive(serde::Serialize)]
+    struct Fetched {
+        url: String,
+        #[serde(flatten)]
+        imported: Imported,
+    }
+    let mut fetched = Vec::new();
     for url in urls {
         let bytes = revocation::fetch(&url)?;
         let imported = store.import(&bytes, &cas)?;
-        report(ctx, &url, &imported);
+        if !ctx.json() {
+            report(&url, &imported);
+        }
+        fetched.push(Fetched { url, imported });
+    }
+    if ctx.json() {
+        print_json(&serde_json::json!({ "crls": fetched }));
     }
     Ok(())
 }

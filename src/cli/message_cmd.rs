@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::args::{ReadArgs, SendArgs};
-use super::output::{print_json, refuse_same_file};
+use super::output::{note, print_json, refuse_same_file};
 use super::Context;
 use crate::authority::x509;
 use crate::error::Error;
@@ -239,7 +239,7 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
     )?;
     out.commit()?;
     for w in &warnings {
-        eprintln!("{w}");
+        note!("{w}");
     }
     if ctx.json() {
         print_json(&serde_json::json!({
@@ -329,7 +329,11 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
         },
     )?;
     let signer = (done.signer.as_str(), done.signer_serial.as_str());
-    crate::revocation::check_signer(&ctx.home()?, given_ca.as_ref(), &record, signer, warn)?;
+    let unchecked =
+        crate::revocation::check_signer(&ctx.home()?, given_ca.as_ref(), &record, signer, warn)?;
+    if let Some(w) = unchecked {
+        note!("{w}");
+    }
     out.commit()?;
     let signed_at = done
         .signed_at

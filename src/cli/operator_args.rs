@@ -34,7 +34,7 @@ pub enum OperatorCommand {
 #[derive(Debug, Args)]
 pub struct OperatorAddArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The new operator's name
     pub name: String,
@@ -50,7 +50,7 @@ pub struct OperatorAddArgs {
 #[derive(Debug, Args)]
 pub struct OperatorListArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// Also list removed operators
     #[arg(long)]
@@ -61,7 +61,7 @@ pub struct OperatorListArgs {
 #[derive(Debug, Args)]
 pub struct OperatorRemoveArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The operator to remove
     pub name: String,
@@ -83,7 +83,7 @@ pub enum PolicyCommand {
 #[derive(Debug, Args)]
 pub struct PolicySetArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The action
     pub action: String,
@@ -98,7 +98,7 @@ pub struct PolicySetArgs {
 #[derive(Debug, Args)]
 pub struct PolicyShowArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
 }
 
@@ -113,7 +113,7 @@ pub enum RequestCommand {
 #[derive(Debug, Args)]
 pub struct RequestListArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
 }
 
@@ -121,7 +121,7 @@ pub struct RequestListArgs {
 #[derive(Debug, Args)]
 pub struct DecideArgs {
     /// The authority's state directory
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// The request's id (from `authority request list`)
     pub id: String,

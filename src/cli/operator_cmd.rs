@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::operator_args::{
     ActingArgs, DecideArgs, OperatorCommand, PolicyCommand, RequestCommand,
 };
-use super::output::{outln, print_json};
+use super::output::{outln, print_json, say};
 use super::Context;
 use crate::authority::approvals::{self, Acting, Decision, Executed, Outcome};
 use crate::authority::init::Change;
@@ -90,7 +90,7 @@ pub fn policy(ctx: &mut Context, cmd: PolicyCommand) -> Result<(), Error> {
                 })
                 .collect();
             if ctx.json() {
-                print_json(&lines);
+                print_json(&serde_json::json!({ "operators": n, "actions": lines }));
                 return Ok(());
             }
             if n == 0 {
@@ -133,7 +133,12 @@ pub fn request(ctx: &mut Context, cmd: RequestCommand) -> Result<(), Error> {
         expires: &'a str,
         approvals: usize,
         required: u32,
-        decisions: Vec<(&'a str, Decision)>,
+        decisions: Vec<DecisionOut<'a>>,
+    }
+    #[derive(Serialize)]
+    struct DecisionOut<'a> {
+        operator: &'a str,
+        decision: Decision,
     }
     let out: Vec<Out<'_>> = reqs
         .iter()
@@ -155,12 +160,15 @@ pub fn request(ctx: &mut Context, cmd: RequestCommand) -> Result<(), Error> {
             decisions: r
                 .approvals
                 .iter()
-                .map(|x| (x.operator.as_str(), x.decision))
+                .map(|x| DecisionOut {
+                    operator: x.operator.as_str(),
+                    decision: x.decision,
+                })
                 .collect(),
         })
         .collect();
     if ctx.json() {
-        print_json(&out);
+        print_json(&serde_json::json!({ "requests": out }));
         return Ok(());
     }
     if out.is_empty() {
@@ -183,7 +191,15 @@ pub fn request(ctx: &mut Context, cmd: RequestCommand) -> Result<(), Error> {
             r.required,
             r.decisions
                 .iter()
-                .map(|(o, d)| format!("{o}({})", if *d == Decision::Approve { "+" } else { "-" }))
+                .map(|d| format!(
+                    "{}({})",
+                    d.operator,
+                    if d.decision == Decision::Approve {
+                        "+"
+                    } else {
+                        "-"
+                    }
+                ))
                 .collect::<Vec<_>>()
                 .join(" "),
             r.expires
@@ -294,14 +310,16 @@ pub fn report(ctx: &Context, dir: &Path, outcome: Outcome) -> Result<(), Error> 
                     "request": id, "state": "pending", "approvals": have, "required": need
                 }));
             } else {
-                outln!("request {id}: approved by {have} of the {need} operators it needs; the others approve it with `keyward authority approve --dir {} {id} --as NAME` (or reject it)", dir.display());
+                say!("request {id}: approved by {have} of the {need} operators it needs; the others approve it with `keyward authority approve --dir {} {id} --as NAME` (or reject it)", dir.display());
             }
         }
         Outcome::Rejected { id } => {
             if ctx.json() {
-                print_json(&serde_json::json!({"request": id, "state": "rejected"}));
+                print_json(&serde_json::json!({
+                    "request": id, "state": "rejected", "approvals": null, "required": null
+                }));
             } else {
-                outln!("rejected request {id}; nothing was done");
+                say!("rejected request {id}; nothing was done");
             }
         }
         Outcome::Executed(done) => executed(ctx, done),
@@ -316,30 +334,30 @@ fn executed(ctx: &Context, done: Executed) {
         }
         Executed::Revoked { user, count } => {
             if ctx.json() {
-                print_json(&serde_json::json!({"revoked": user, "certificates": count}));
+                print_json(&serde_json::json!({"user": user, "revoked_certificates": count}));
             } else {
-                outln!("revoked user {user:?} and {count} certificates; publish a new CRL with `keyward authority crl`");
+                say!("revoked user {user:?} and {count} certificates; publish a new CRL with `keyward authority crl`");
             }
         }
         Executed::OperatorAdded { name } => {
             if ctx.json() {
-                print_json(&serde_json::json!({"operator_added": name}));
+                print_json(&serde_json::json!({"operator": name, "change": "added"}));
             } else {
-                outln!("added operator {name:?}: their key on their token is certified by the authority; from now on recover, revoke and operator changes need operators' approvals (see `keyward authority policy show`)");
+                say!("added operator {name:?}: their key on their token is certified by the authority; from now on recover, revoke and operator changes need operators' approvals (see `keyward authority policy show`)");
             }
         }
         Executed::OperatorRemoved { name } => {
             if ctx.json() {
-                print_json(&serde_json::json!({"operator_removed": name}));
+                print_json(&serde_json::json!({"operator": name, "change": "removed"}));
             } else {
-                outln!("removed operator {name:?}; their approvals of pending requests no longer count");
+                say!("removed operator {name:?}; their approvals of pending requests no longer count");
             }
         }
         Executed::PolicySet { action, required } => {
             if ctx.json() {
                 print_json(&serde_json::json!({"action": action, "required": required}));
             } else {
-                outln!(
+                say!(
                     "{action} now needs {required} approval{}",
                     if required == 1 { "" } else { "s" }
                 );
@@ -377,7 +395,7 @@ fn list_operators(ctx: &Context, dir: &Path, all: bool) -> Result<(), Error> {
                 certificate: &o.cert_pem,
             })
             .collect();
-        print_json(&out);
+        print_json(&serde_json::json!({ "operators": out }));
         return Ok(());
     }
     if ops.is_empty() {

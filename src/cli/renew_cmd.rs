@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use super::args::EnrollArgs;
 use super::authority_cmd::bundle;
-use super::output::{outln, print_json};
+use super::output::{print_json, say};
 use super::Context;
 use crate::enroll::client::AuthorityCerts;
 use crate::enroll::renew::{self, RenewParams};
@@ -62,10 +62,17 @@ pub fn renew(ctx: &mut Context, keyset: &str, a: &EnrollArgs) -> Result<(), Erro
                 path: out.clone(),
                 reason: e.to_string(),
             })?;
-            outln!(
-                "wrote a renewal request for keyset {keyset:?} to {} (signed by its current signing key); send it to the authority, then run `keyward enroll --complete REPLY`",
-                out.display()
-            );
+            if ctx.json() {
+                print_json(&serde_json::json!({
+                    "keyset": keyset,
+                    "request": out.display().to_string(),
+                }));
+            } else {
+                say!(
+                    "wrote a renewal request for keyset {keyset:?} to {} (signed by its current signing key); send it to the authority, then run `keyward enroll --complete REPLY`",
+                    out.display()
+                );
+            }
             Ok(())
         }
         (None, None) => unreachable!("checked above"),
@@ -186,7 +193,7 @@ fn report(ctx: &Context, done: &crate::enroll::client::Completed) {
         print_json(done);
         return;
     }
-    outln!(
+    say!(
         "renewed keyset {:?} for user {:?}: new signing certificate and encryption key stored on the token ({} encryption keys in all; the earlier ones stay for old mail), {}",
         done.keyset,
         done.user,
