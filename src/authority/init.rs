@@ -96,7 +96,10 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     crate::enroll::delivery::authority_wrap(&session, module)?;
     // The state head lives in private data objects on the token: refused up front too.
     session.check_data_objects()?;
-    if !req.force {
+    // A retry of an init killed midway finds that init's own keys on the token: they are
+    // removed below (InitIntent::undo), and the token is checked for another authority after.
+    let resuming = req.dir.join(INIT_INTENT).exists();
+    if !req.force && !resuming {
         refuse_second_authority(&session, req.token)?;
     }
     let wraps_cbc_pad = session.cbc_pad_wraps(module)?;
@@ -114,6 +117,9 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     }
     // An init killed before its commit: its keys go, then it starts again.
     InitIntent::undo(req.dir, req.token, &session)?;
+    if !req.force && resuming {
+        refuse_second_authority(&session, req.token)?;
+    }
     state::clean_temp_files(req.dir);
     let placeholder = AuthorityConfig {
         schema: SCHEMA,
