@@ -445,22 +445,9 @@ fn prepare(
     }
     // The delivery the reply used must be one this token can do now (its capabilities may
     // have changed since the request): refused here, before anything is stored.
-    let delivery = signed.body.delivery.unwrap_or(Delivery::Rfc5649);
-    let caps = ks.session.capabilities(module, Some(ks.token_pin()))?;
-    let how = receive_method(&caps, delivery).map_err(|why| EnrollError::CannotReceive {
-        token: ks.session.token().label().to_string(),
-        why: format!(
-            "the reply delivers its keys by {delivery} ({}), but {why}",
-            delivery.describe()
-        ),
-    })?;
+    let (delivery, how) = reply_receive_method(module, &ks, &signed.body)?;
     // The registry as the completion leaves it, made before the token changes.
-    let ids = signed
-        .body
-        .encryption_keys
-        .iter()
-        .map(|_| ks.session.random(16))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ids = new_key_ids(&ks, &signed.body)?;
     let keys = planned_keys(&signed.body, &ca, &ids)?;
     let n = keys.len();
     let retired = registry_keysets_of(
@@ -720,6 +707,37 @@ pub(super) enum Receive {
     CbcPad,
     /// Unwrapped in keyward's memory, then `C_CreateObject`.
     Import,
+}
+
+/// The reply's delivery and how this keyset's token takes it, or refused (nothing stored yet)
+/// when the token cannot, naming what it lacks.
+pub(super) fn reply_receive_method(
+    module: &Module,
+    ks: &KeysetSession,
+    reply: &ReplyBody,
+) -> Result<(Delivery, Receive), EnrollError> {
+    let delivery = reply.delivery.unwrap_or(Delivery::Rfc5649);
+    let caps = ks.session.capabilities(module, Some(ks.token_pin()))?;
+    let how = receive_method(&caps, delivery).map_err(|why| EnrollError::CannotReceive {
+        token: ks.session.token().label().to_string(),
+        why: format!(
+            "the reply delivers its keys by {delivery} ({}), but {why}",
+            delivery.describe()
+        ),
+    })?;
+    Ok((delivery, how))
+}
+
+/// Fresh token object ids for the reply's encryption keys, drawn before the token changes.
+pub(super) fn new_key_ids(
+    ks: &KeysetSession,
+    reply: &ReplyBody,
+) -> Result<Vec<Vec<u8>>, EnrollError> {
+    Ok(reply
+        .encryption_keys
+        .iter()
+        .map(|_| ks.session.random(16))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The way this token can take a reply's `delivery`, or what it lacks.

@@ -374,22 +374,8 @@ pub fn prepare_renewal(
     view_enrollment.transport_id = Some(pending.transport_id.clone());
 
     let mut ks = KeysetSession::open(module, &record, password, policy, true)?;
-    let delivery = signed.body.delivery.unwrap_or(Delivery::Rfc5649);
-    let caps = ks.session.capabilities(module, Some(ks.token_pin()))?;
-    let how =
-        client::receive_method(&caps, delivery).map_err(|why| EnrollError::CannotReceive {
-            token: ks.session.token().label().to_string(),
-            why: format!(
-                "the reply delivers its keys by {delivery} ({}), but {why}",
-                delivery.describe()
-            ),
-        })?;
-    let ids = signed
-        .body
-        .encryption_keys
-        .iter()
-        .map(|_| ks.session.random(16))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (delivery, how) = client::reply_receive_method(module, &ks, &signed.body)?;
+    let ids = client::new_key_ids(&ks, &signed.body)?;
     let mut created = Vec::new();
     let mut transport = None;
     let result = client::store_everything(
