@@ -229,25 +229,7 @@ fn openssl(bed: &TestBed, cmd: &str) -> Run {
 
 /// `openssl CMD -engine pkcs11` against the bed's SoftHSM.
 fn openssl_engine(bed: &TestBed, cmd: &str) -> Run {
-    let found = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
-        .iter()
-        .any(|arch| Path::new(&format!("/usr/lib/{arch}/engines-3/pkcs11.so")).exists());
-    assert!(
-        found,
-        "OpenSSL's PKCS#11 engine is missing: run `bash testbeds/setup.sh` (apt-get install libengine-pkcs11-openssl)"
-    );
-    let out = bed
-        .tool("openssl", "openssl")
-        .args(cmd.split_whitespace())
-        .args(["-engine", "pkcs11"])
-        .env("PKCS11_MODULE_PATH", util::module())
-        .output()
-        .expect("run openssl");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    bed.openssl_engine(&cmd.split_whitespace().collect::<Vec<_>>())
 }
 
 #[test]

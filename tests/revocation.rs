@@ -24,25 +24,7 @@ fn openssl(bed: &TestBed, args: &[&str]) -> Run {
 
 /// `openssl ARGS -engine pkcs11` against the bed's SoftHSM.
 fn openssl_engine(bed: &TestBed, args: &[&str]) -> Run {
-    let found = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
-        .iter()
-        .any(|arch| Path::new(&format!("/usr/lib/{arch}/engines-3/pkcs11.so")).exists());
-    assert!(
-        found,
-        "OpenSSL's PKCS#11 engine is missing: run `bash testbeds/setup.sh` (apt-get install libengine-pkcs11-openssl)"
-    );
-    let out = bed
-        .tool("openssl", "openssl")
-        .args(args)
-        .args(["-engine", "pkcs11"])
-        .env("PKCS11_MODULE_PATH", util::module())
-        .output()
-        .expect("run openssl");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    bed.openssl_engine(args)
 }
 
 /// An authority (CRL distribution point `file://BED/pub/ca.crl`) with `users` (user, keyset,

@@ -212,6 +212,30 @@ impl TestBed {
         cmd
     }
 
+    /// `openssl ARGS -engine pkcs11` against the bed's module (OpenSSL's PKCS#11 engine
+    /// reaches the bed's tokens through `PKCS11_MODULE_PATH`).
+    pub fn openssl_engine(&self, args: &[&str]) -> Run {
+        let found = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+            .iter()
+            .any(|arch| Path::new(&format!("/usr/lib/{arch}/engines-3/pkcs11.so")).exists());
+        assert!(
+            found,
+            "OpenSSL's PKCS#11 engine is missing: run `bash testbeds/setup.sh` (apt-get install libengine-pkcs11-openssl)"
+        );
+        let out = self
+            .tool("openssl", "openssl")
+            .args(args)
+            .args(["-engine", "pkcs11"])
+            .env("PKCS11_MODULE_PATH", module())
+            .output()
+            .expect("run openssl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Runs another program with args.
     pub fn run_tool(&self, program: &str, package: &str, args: &[&str]) -> Run {
         Run::from(
