@@ -427,21 +427,18 @@ fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
     let n = with_change(ctx, &a.dir, |ch| {
         authority::crl::publish_to(ch, &a.dir, out, a.valid_for)
     })?;
-    let mut places: Vec<String> = a.output.iter().map(|o| o.display().to_string()).collect();
-    if let Some(c) = cdp.filter(|c| a.output.as_ref() != Some(c)) {
-        places.push(format!("its distribution point {} (DER)", c.display()));
-    }
     if ctx.json() {
-        let written = a
-            .output
-            .clone()
-            .or_else(|| authority::crl::cdp_file(&AuthorityDir::open_read(&a.dir).ok()?.config));
+        let written = a.output.as_ref().or(cdp.as_ref());
         print_json(&serde_json::json!({
             "output": written.map(|o| o.display().to_string()).unwrap_or_default(),
             "revoked_certificates": n,
             "valid_for_seconds": a.valid_for.as_secs(),
         }));
         return Ok(());
+    }
+    let mut places: Vec<String> = a.output.iter().map(|o| o.display().to_string()).collect();
+    if let Some(c) = cdp.filter(|c| a.output.as_ref() != Some(c)) {
+        places.push(format!("its distribution point {} (DER)", c.display()));
     }
     say!(
         "wrote a CRL listing {n} revoked certificates to {}; publish the next one within {}",
