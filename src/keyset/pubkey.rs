@@ -148,8 +148,9 @@ impl PublicKey {
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
         match self {
             PublicKey::Rsa(k) => {
-                let sig =
-                    pkcs1v15::Signature::try_from(signature).map_err(|_| KeyError::BadSignature)?;
+                let full = rsa_signature_at_full_length(k, signature);
+                let sig = pkcs1v15::Signature::try_from(full.as_ref())
+                    .map_err(|_| KeyError::BadSignature)?;
                 pkcs1v15::VerifyingKey::<Sha256>::new(k.clone())
                     .verify(message, &sig)
                     .map_err(|_| KeyError::BadSignature)
@@ -163,9 +164,59 @@ impl PublicKey {
     }
 }
 
+/// An RSA signature as exactly the modulus' length, the form the `rsa` crate checks.
+///
+/// PKCS#1 says a signature is an octet string as long as the modulus, but some signers
+/// (GnuPG's `gpgsm`, which keeps the value as an integer) drop its leading zero bytes, once in
+/// 256 signatures. The value is the same integer, so it is padded back; a longer one is left
+/// as it is and fails.
+pub fn rsa_signature_at_full_length<'a>(
+    key: &rsa::RsaPublicKey,
+    signature: &'a [u8],
+) -> std::borrow::Cow<'a, [u8]> {
+    use rsa::traits::PublicKeyParts;
+    let k = key.size();
+    if signature.len() >= k {
+        return std::borrow::Cow::Borrowed(signature);
+    }
+    let mut full = vec![0u8; k - signature.len()];
+    full.extend_from_slice(signature);
+    std::borrow::Cow::Owned(full)
+}
+
 /// Turns a raw `r || s` ECDSA signature into DER, as OpenSSL and X.509 expect.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     p256::ecdsa::Signature::from_slice(raw)
         .map(|s| s.to_der().as_bytes().to_vec())
         .map_err(|e| KeyError::Encode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::signature::{SignatureEncoding, Signer};
+
+    /// A signature whose leading zero byte a signer dropped (as gpgsm does) still verifies;
+    /// one with a byte changed does not.
+    #[test]
+    fn rsa_signature_without_its_leading_zero_verifies() {
+        let mut rng = rand_core::OsRng;
+        let private = rsa::RsaPrivateKey::new(&mut rng, 1024).expect("key");
+        let key = PublicKey::Rsa(private.to_public_key());
+        let signer = pkcs1v15::SigningKey::<Sha256>::new(private);
+        let (message, signature) = (0u32..)
+            .map(|i| {
+                let m = i.to_be_bytes().to_vec();
+                let s = signer.sign(&m).to_vec();
+                (m, s)
+            })
+            .find(|(_, s)| s[0] == 0)
+            .expect("one in 256 signatures starts with a zero byte");
+        let short = &signature[1..];
+        key.verify(&message, &signature).expect("full length");
+        key.verify(&message, short).expect("leading zero dropped");
+        let mut bad = short.to_vec();
+        bad[10] ^= 1;
+        assert!(key.verify(&message, &bad).is_err());
+    }
 }

@@ -1080,7 +1080,11 @@ impl SignerKey {
         self.check_algorithm(alg)?;
         Ok(match &self.0 {
             PublicKey::Rsa(k) => k
-                .verify(rsa::Pkcs1v15Sign::new::<Sha256>(), digest, sig)
+                .verify(
+                    rsa::Pkcs1v15Sign::new::<Sha256>(),
+                    digest,
+                    &crate::keyset::pubkey::rsa_signature_at_full_length(k, sig),
+                )
                 .is_ok(),
             PublicKey::P256(k) => p256::ecdsa::Signature::from_der(sig)
                 .is_ok_and(|s| k.verify_prehash(digest, &s).is_ok()),
