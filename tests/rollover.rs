@@ -133,3 +133,233 @@ fn archive_rollover_resumes_and_old_keys_still_recover() {
     assert_ne!(config(&bed)["archive_key_id"], new_id.as_str());
     assert_eq!(secret_key_ids(&bed).len(), 1);
 }
+
+// ---- `authority rollover --ca` ---------------------------------------------------------------
+
+/// The registry's record of a keyset (keysets.toml, as TOML).
+fn registry_keyset(bed: &AuthorityBed, name: &str) -> toml::Table {
+    let text = bed.bed.registry_text().expect("keysets.toml");
+    let table: toml::Table = toml::from_str(&text).expect("keysets.toml parses");
+    table["keyset"]
+        .as_array()
+        .expect("keyset array")
+        .iter()
+        .filter_map(|k| k.as_table())
+        .find(|k| k["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no keyset {name} in keysets.toml"))
+        .clone()
+}
+
+/// The signing certificate (PEM) the registry records for a keyset, written to a file.
+fn signing_cert_file(bed: &AuthorityBed, keyset: &str, file: &str) -> String {
+    let k = registry_keyset(bed, keyset);
+    let pem = k["enrollment"]["signing_certificate"]
+        .as_str()
+        .expect("signing certificate")
+        .to_string();
+    bed.bed.file(file, pem.as_bytes())
+}
+
+/// `openssl verify -CAfile CA [-untrusted LINKS] CERT`.
+fn openssl_verify(bed: &AuthorityBed, ca: &str, untrusted: Option<&str>, cert: &str) -> util::Run {
+    let mut args = vec!["verify", "-purpose", "smimesign", "-CAfile", ca];
+    if let Some(u) = untrusted {
+        args.extend_from_slice(&["-untrusted", u]);
+    }
+    args.push(cert);
+    bed.bed.run_tool("openssl", "openssl", &args)
+}
+
+/// The CA chain `authority cert --all --json` prints: (role, PEM) pairs.
+fn chain(bed: &AuthorityBed) -> Vec<(String, String)> {
+    let out = bed
+        .bed
+        .run(&["--json", "authority", "cert", "--all", "--dir", &bed.dir])
+        .ok()
+        .json();
+    out["chain"]
+        .as_array()
+        .expect("a chain array")
+        .iter()
+        .map(|c| {
+            (
+                c["role"].as_str().unwrap().to_string(),
+                c["pem"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn first_pem(text: &str) -> String {
+    util::pem_blocks(text)
+        .into_iter()
+        .next()
+        .expect("a PEM block")
+}
+
+#[test]
+fn ca_rollover_story_old_and_new_users_interoperate() {
+    let bed = AuthorityBed::new(&["alice-card", "bob-card"], "CN=Rollover CA,O=Example");
+    let key = bed.add_user("alice", &["--email", "alice@example.org"]);
+    bed.enroll_local("alice", "Alice 1", "alice-card", &key, &[], &[])
+        .ok();
+    let old_root = bed.ca.clone();
+    let old_config = config(&bed);
+
+    // A dry run checks the token and says what it would do; nothing changes.
+    let files = bed.state_files();
+    let log = bed.state_file("audit.log");
+    let objects = secret_and_private(&bed);
+    let dry = bed.authority("rollover", &["--ca", "--dry-run"]).ok();
+    assert!(
+        dry.stdout.contains("would roll the CA key over"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(bed.state_file("audit.log"), log);
+    assert_eq!(bed.state_files(), files);
+    assert_eq!(secret_and_private(&bed), objects);
+
+    let run = bed.authority("rollover", &["--ca"]).ok();
+    assert!(run.stdout.contains("CA generation 2"), "{}", run.stdout);
+    let after = config(&bed);
+    assert_ne!(after["ca_key_id"], old_config["ca_key_id"]);
+    assert_eq!(after["previous_cas"][0]["key_id"], old_config["ca_key_id"]);
+    // The old CA key stays on the token (for CRLs of what it issued), next to the new one.
+    assert_eq!(private_ids(&bed).len(), objects.1.len() + 1);
+    bed.authority("log", &["--verify"]).ok();
+    bed.authority("log", &["--verify", "--ca", &old_root]).ok();
+
+    // The current CA, and the chain: old root, new root, and the two links.
+    let cert = bed
+        .bed
+        .run(&["authority", "cert", "--dir", &bed.dir])
+        .ok()
+        .stdout;
+    let new_root_pem = first_pem(&cert);
+    assert_ne!(
+        new_root_pem,
+        first_pem(&std::fs::read_to_string(&old_root).unwrap())
+    );
+    let new_root = bed.bed.file("new-root.pem", new_root_pem.as_bytes());
+    bed.authority("log", &["--verify", "--ca", &new_root]).ok();
+    let chain = chain(&bed);
+    let roles: Vec<&str> = chain.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        roles,
+        [
+            "ca",
+            "exchange",
+            "previous-ca",
+            "link-new-with-old",
+            "link-old-with-new"
+        ],
+        "{chain:?}"
+    );
+    let new_with_old = bed.bed.file("new-with-old.pem", chain[3].1.as_bytes());
+    let old_with_new = bed.bed.file("old-with-new.pem", chain[4].1.as_bytes());
+
+    // Bob enrolls after the rollover: his certificate comes from the new CA.
+    let key = bed.add_user("bob", &["--email", "bob@example.org"]);
+    bed.enroll_local("bob", "Bob 1", "bob-card", &key, &[], &[])
+        .ok();
+    let alice_cert = signing_cert_file(&bed, "Alice 1", "alice-sign.pem");
+    let bob_cert = signing_cert_file(&bed, "Bob 1", "bob-sign.pem");
+    // OpenSSL: each user's certificate verifies trusting only either root, with the link as
+    // an untrusted intermediate, and not without it.
+    openssl_verify(&bed, &new_root, None, &bob_cert).ok();
+    openssl_verify(&bed, &old_root, Some(&new_with_old), &bob_cert).ok();
+    assert_ne!(openssl_verify(&bed, &old_root, None, &bob_cert).code, 0);
+    openssl_verify(&bed, &old_root, None, &alice_cert).ok();
+    openssl_verify(&bed, &new_root, Some(&old_with_new), &alice_cert).ok();
+    assert_ne!(openssl_verify(&bed, &new_root, None, &alice_cert).code, 0);
+
+    // Alice (enrolled before) and Bob (after) exchange signed and encrypted mail both ways.
+    let letter = bed.bed.file("letter.txt", b"across the rollover\n");
+    for (from, to, out) in [
+        ("Alice 1", "Bob 1", "a2b.msg"),
+        ("Bob 1", "Alice 1", "b2a.msg"),
+    ] {
+        let out = bed.bed.path(out).to_string_lossy().into_owned();
+        bed.bed
+            .run_env(
+                &["send", "--keyset", from, "--to", to, &letter, "-o", &out],
+                &[("KEYWARD_PIN", USER_PIN)],
+            )
+            .ok();
+        let plain = bed.bed.path("plain.out").to_string_lossy().into_owned();
+        let _ = std::fs::remove_file(&plain);
+        bed.bed
+            .run_env(
+                &["read", "--keyset", to, &out, "-o", &plain],
+                &[("KEYWARD_PIN", USER_PIN)],
+            )
+            .ok();
+        assert_eq!(std::fs::read(&plain).unwrap(), b"across the rollover\n");
+    }
+
+    // Revoking Alice's certificate (old CA) puts it on the old CA's CRL, Bob's on the new:
+    // one CRL per CA, each with its own issuer key and number, each accepted by OpenSSL.
+    bed.authority("revoke", &["alice"]).ok();
+    let crl_file = bed.bed.path("ca.crl").to_string_lossy().into_owned();
+    let crl = bed
+        .bed
+        .run_env(
+            &[
+                "--json",
+                "authority",
+                "crl",
+                "--dir",
+                &bed.dir,
+                "-o",
+                &crl_file,
+            ],
+            &[("KEYWARD_PIN", AUTHORITY_PIN)],
+        )
+        .ok()
+        .json();
+    let crls = crl["crls"].as_array().expect("one CRL per CA").clone();
+    assert_eq!(crls.len(), 2, "{crl}");
+    assert_eq!(
+        (crls[0]["generation"].as_u64(), crls[0]["revoked"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(
+        (crls[1]["generation"].as_u64(), crls[1]["revoked"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(crls[1]["number"], 1, "the old CA's own sequence: {crl}");
+    let old_crl = crls[1]["files"][0].as_str().unwrap().to_string();
+    assert!(old_crl.ends_with("ca-g1.crl"), "{old_crl}");
+    let crl_check = |ca: &str, untrusted: Option<&str>, crl: &str, cert: &str| {
+        let mut args = vec!["verify", "-crl_check", "-CRLfile", crl, "-CAfile", ca];
+        if let Some(u) = untrusted {
+            args.extend_from_slice(&["-untrusted", u]);
+        }
+        args.push(cert);
+        bed.bed.run_tool("openssl", "openssl", &args)
+    };
+    let revoked = crl_check(&old_root, None, &old_crl, &alice_cert);
+    assert!(
+        revoked.code != 0 && format!("{}{}", revoked.stdout, revoked.stderr).contains("revoked"),
+        "{} {}",
+        revoked.stdout,
+        revoked.stderr
+    );
+    crl_check(&new_root, None, &crl_file, &bob_cert).ok();
+    // Sending to Alice now fails: her certificate is on the old CA's CRL.
+    bed.authority("log", &["--verify"]).ok();
+}
+
+/// (secret key ids, private key ids) on the authority's token.
+fn secret_and_private(bed: &AuthorityBed) -> (Vec<String>, Vec<String>) {
+    (secret_key_ids(bed), private_ids(bed))
+}
+
+fn private_ids(bed: &AuthorityBed) -> Vec<String> {
+    bed.token_objects(AUTHORITY_TOKEN, AUTHORITY_PIN)
+        .iter()
+        .filter(|o| o.is_private_key())
+        .map(|o| o.get("ID").to_string())
+        .collect()
+}

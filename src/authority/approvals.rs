@@ -439,7 +439,7 @@ fn sign(
     decision: Decision,
 ) -> Result<Approval, AuthorityError> {
     let token = operators::token_of(ch.module, op, acting.token.as_ref())?;
-    let bytes = signed_bytes(&a.config.ca_key_id, req, decision);
+    let bytes = signed_bytes(a.config.authority_id(), req, decision);
     let sig = operators::sign_as(ch.module, op, &token, acting.pin, ch.policy, &bytes)?;
     Ok(Approval {
         operator: op.name.clone(),

@@ -138,6 +138,7 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         created: now_rfc3339(),
         ca_pem: String::new(),
         issuing: req.issuing.clone(),
+        previous_cas: Vec::new(),
         extra: toml::Table::new(),
     };
     let mut config = placeholder;

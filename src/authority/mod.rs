@@ -15,6 +15,7 @@ pub mod process;
 pub mod records;
 pub mod renew;
 pub mod rollover;
+pub mod rollover_ca;
 pub mod signer;
 pub mod state;
 pub mod store;

@@ -54,9 +54,51 @@ pub struct AuthorityConfig {
     /// issued after. Absent: none of these.
     #[serde(default, skip_serializing_if = "IssuingOptions::is_empty")]
     pub issuing: IssuingOptions,
+    /// The CA generations before the current one, oldest first (`authority rollover --ca`):
+    /// each still verifies what it issued and signs CRLs for it. Absent: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_cas: Vec<PreviousCa>,
     /// Fields from a newer keyward, kept.
     #[serde(flatten)]
     pub extra: toml::Table,
+}
+
+impl AuthorityConfig {
+    /// The authority's lasting identity: the `CKA_ID` of its first CA key (hex), which names
+    /// the token's head objects and is what operators' approvals are bound to. It stays the
+    /// same across `authority rollover --ca`.
+    pub fn authority_id(&self) -> &str {
+        self.previous_cas
+            .first()
+            .map_or(self.ca_key_id.as_str(), |p| p.key_id.as_str())
+    }
+
+    /// The CA generation now issuing, counted from 1.
+    pub fn ca_generation(&self) -> usize {
+        self.previous_cas.len() + 1
+    }
+}
+
+/// A CA generation retired by `authority rollover --ca`: its key stays on the token, to sign
+/// CRLs for the certificates it issued.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PreviousCa {
+    /// `CKA_ID` of its key, hex.
+    pub key_id: String,
+    /// Its self-signed CA certificate, PEM.
+    pub cert_pem: String,
+    /// The link certificates made when it was retired, PEM: the next generation's key
+    /// certified by this one (new-with-old), then this key certified by the next
+    /// (old-with-new).
+    pub links_pem: String,
+    /// The last CRL number it issued.
+    #[serde(default)]
+    pub crl_number: u64,
+    /// Its CRL distribution point (the URL its certificates name), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_url: Option<String>,
+    /// Retired at, RFC 3339.
+    pub retired: String,
 }
 
 /// The authority's own policy OID and publication URLs, as given to `authority init`

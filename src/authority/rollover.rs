@@ -59,6 +59,16 @@ fn write(a: &mut AuthorityDir, r: &ArchiveRollover) -> Result<(), AuthorityError
     a.put(KIND, KEY, "", body)
 }
 
+/// The `CKA_ID` of the archive key after `current` (hex): derived, so that a run killed
+/// before its first commit leaves its key where the next run looks.
+pub fn next_archive_key_id(current: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"keyward-archive-rollover-v1\0");
+    h.update(current.as_bytes());
+    h.finalize()[..16].to_vec()
+}
+
 /// Refuses while an archive rollover is unfinished (the archive is under two keys).
 pub fn check_no_archive_rollover(a: &mut AuthorityDir) -> Result<(), AuthorityError> {
     match read(a)? {
@@ -94,8 +104,17 @@ pub fn archive(
     let (mut state, resumed) = match read(&mut a)? {
         Some(r) if r.finished.is_none() => (r, true),
         _ => {
-            let id = session.random(16)?;
+            // Derived from the current key, so that a key left by a run killed before this
+            // commit is found (and removed) by the next run.
+            let id = next_archive_key_id(&a.config.archive_key_id);
+            if session.destroy_by_id(&id)? > 0 {
+                log::warn!(
+                    "removed the archive key of an interrupted rollover from the authority's token"
+                );
+            }
+            a.fault("rollover-archive-key")?;
             session.generate_archive_key(&id, "keyward authority archive key")?;
+            a.fault("rollover-archive-start")?;
             let r = ArchiveRollover {
                 old_key_id: a.config.archive_key_id.clone(),
                 new_key_id: hex(&id),

@@ -119,7 +119,7 @@ fn head_value(seq: u64, hash: &str, root: &str) -> String {
 
 /// Labels of the two data objects on the authority's token: the head and the pending head.
 pub fn head_labels(config: &AuthorityConfig) -> (String, String) {
-    let id: String = config.ca_key_id.chars().take(16).collect();
+    let id: String = config.authority_id().chars().take(16).collect();
     (
         format!("keyward head {id}"),
         format!("keyward head {id} pending"),
@@ -152,6 +152,7 @@ pub struct AuthorityDir {
     entries: Vec<PendingEntry>,
     actor: Option<String>,
     config_dirty: bool,
+    checkpoint_key: Option<String>,
     vouched: bool,
     writable: bool,
     _lock: Option<File>,
@@ -242,6 +243,7 @@ impl AuthorityDir {
             entries: Vec::new(),
             actor: None,
             config_dirty: true,
+            checkpoint_key: None,
             vouched: true,
             writable: true,
             _lock: lock,
@@ -286,6 +288,7 @@ impl AuthorityDir {
             entries: Vec::new(),
             actor: None,
             config_dirty: false,
+            checkpoint_key: None,
             vouched: false,
             writable,
             _lock: None,
@@ -403,8 +406,17 @@ impl AuthorityDir {
         Ok(n)
     }
 
+    /// The key that signed the last checkpoint: the current CA's, or, when the last entry
+    /// is the CA rollover that made it current, the previous CA's.
     fn ca_public_key(&self) -> Result<PublicKey, AuthorityError> {
-        ca_key_of(&self.config.ca_pem)
+        let rolled = self
+            .last
+            .as_ref()
+            .is_some_and(|l| new_ca_key_named(&l.entry).is_some());
+        match self.config.previous_cas.last() {
+            Some(p) if rolled => ca_key_of(&p.cert_pem),
+            _ => ca_key_of(&self.config.ca_pem),
+        }
     }
 
     /// Checks the last checkpoint's signature with `ca`.
@@ -526,6 +538,12 @@ impl AuthorityDir {
         self.dirty_users.insert(user.name.clone());
         self.users.insert(user.name.clone(), user);
         Ok(())
+    }
+
+    /// Has this command's checkpoint signed with the CA key `key_id` (hex) instead of the one
+    /// the configuration names: `authority rollover --ca`, whose checkpoint the old key signs.
+    pub fn sign_checkpoint_with(&mut self, key_id: &str) {
+        self.checkpoint_key = Some(key_id.to_string());
     }
 
     /// Marks the configuration changed (the CRL number).
@@ -670,6 +688,7 @@ impl AuthorityDir {
         self.last = last_row;
         self.dirty_rows.clear();
         self.config_dirty = false;
+        self.checkpoint_key = None;
         self.store.begin()?;
         Ok(())
     }
@@ -700,8 +719,12 @@ impl AuthorityDir {
         hash: &str,
         root: &str,
     ) -> Result<Vec<u8>, AuthorityError> {
-        let id = unhex_id(&self.config.ca_key_id)
-            .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+        let id = unhex_id(
+            self.checkpoint_key
+                .as_deref()
+                .unwrap_or(&self.config.ca_key_id),
+        )
+        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
         let key = session.find_private_key(&id)?.ok_or_else(|| {
             AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
         })?;
@@ -734,12 +757,16 @@ impl AuthorityDir {
 }
 
 /// Test hook: `KEYWARD_FAULT=<point>` makes the named step fail, once per process (so that
-/// the failure itself can still be recorded).
+/// the failure itself can still be recorded); with `KEYWARD_FAULT_KILL=1` the process stops
+/// there at once instead, as if killed (no clean-up runs).
 pub fn fault(dir: &Path, point: &str) -> Result<(), AuthorityError> {
     static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if std::env::var("KEYWARD_FAULT").is_ok_and(|v| v == point)
         && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
     {
+        if std::env::var_os("KEYWARD_FAULT_KILL").is_some_and(|v| v == "1") {
+            std::process::exit(137);
+        }
         return Err(AuthorityError::Io {
             action: "write",
             path: dir.to_path_buf(),
@@ -749,9 +776,57 @@ pub fn fault(dir: &Path, point: &str) -> Result<(), AuthorityError> {
     Ok(())
 }
 
-/// Verifies the whole audit chain of `rows` and every checkpoint's signature with `ca`;
-/// returns the number of entries and the last checkpoint's root.
+/// Verifies the whole audit chain of `rows` and every checkpoint's signature with `ca`, an
+/// authority that never rolled its CA key over; returns the number of entries and the last
+/// checkpoint's root.
 pub fn verify_chain(rows: &[AuditRow], ca: &PublicKey) -> Result<(u64, String), AuthorityError> {
+    let c = verify_chain_across(rows, ca, &[])?;
+    Ok((c.entries, c.root))
+}
+
+/// The audit action and subject of the entry that records a CA key rollover; its detail names
+/// the new key as [`NEW_CA_KEY`] followed by the SHA-256 of its SubjectPublicKeyInfo (hex).
+pub const CA_ROLLOVER: (&str, &str) = ("rollover", "ca");
+/// See [`CA_ROLLOVER`].
+pub const NEW_CA_KEY: &str = "new CA key sha256:";
+
+/// The SHA-256 of a SubjectPublicKeyInfo (hex): how the audit log names a CA key.
+pub fn key_fingerprint(ca: &PublicKey) -> Result<String, AuthorityError> {
+    Ok(hex(&Sha256::digest(ca.to_der()?)))
+}
+
+/// The fingerprint of the new CA key a CA rollover entry names.
+pub fn new_ca_key_named(e: &AuditEntry) -> Option<&str> {
+    if (e.action.as_str(), e.subject.as_str()) != CA_ROLLOVER || e.outcome != "ok" {
+        return None;
+    }
+    let at = e.detail.find(NEW_CA_KEY)? + NEW_CA_KEY.len();
+    e.detail.get(at..at + 64)
+}
+
+/// What [`verify_chain_across`] found.
+#[derive(Debug)]
+pub struct ChainCheck {
+    /// The number of entries.
+    pub entries: u64,
+    /// The last checkpoint's root.
+    pub root: String,
+    /// The fingerprints of the CA keys that signed checkpoints, in the order they took over.
+    pub keys: Vec<String>,
+}
+
+/// Verifies the whole audit chain of `rows` and every checkpoint's signature, starting with
+/// the key `first` (the first CA's): a checkpoint on a CA rollover entry, signed by the key
+/// in force, hands over to the key the entry names, which must be one of `known` (the
+/// authority's CA certificates' keys); every later checkpoint must verify with it. A
+/// checkpoint signed by any key the chain did not hand over to is refused.
+pub fn verify_chain_across(
+    rows: &[AuditRow],
+    first: &PublicKey,
+    known: &[PublicKey],
+) -> Result<ChainCheck, AuthorityError> {
+    let mut ca = first.clone();
+    let mut keys = vec![key_fingerprint(first)?];
     let mut prev = GENESIS.to_string();
     let mut root = None;
     for (i, row) in rows.iter().enumerate() {
@@ -770,8 +845,29 @@ pub fn verify_chain(rows: &[AuditRow], ca: &PublicKey) -> Result<(u64, String), 
             return Err(log_broken(e.seq, "its contents do not match its hash"));
         }
         if row.root.is_some() || row.signature.is_some() {
-            check_checkpoint(ca, row)?;
+            check_checkpoint(&ca, row)?;
             root = row.root.clone();
+        }
+        if let Some(fpr) = new_ca_key_named(e) {
+            if row.signature.is_none() {
+                return Err(log_broken(
+                    e.seq,
+                    "it records a CA key rollover but carries no checkpoint signed by the key it replaces",
+                ));
+            }
+            let mut next = None;
+            for k in known {
+                if key_fingerprint(k)? == fpr {
+                    next = Some(k.clone());
+                }
+            }
+            ca = next.ok_or_else(|| {
+                log_broken(
+                    e.seq,
+                    &format!("it hands over to CA key sha256:{fpr}, which none of the authority's CA certificates holds"),
+                )
+            })?;
+            keys.push(fpr.to_string());
         }
         prev = e.hash.clone();
     }
@@ -784,7 +880,11 @@ pub fn verify_chain(rows: &[AuditRow], ca: &PublicKey) -> Result<(u64, String), 
             "the last entry carries no signed checkpoint: entries were appended outside keyward",
         ));
     }
-    Ok((last.entry.seq, root.unwrap_or_default()))
+    Ok(ChainCheck {
+        entries: last.entry.seq,
+        root: root.unwrap_or_default(),
+        keys,
+    })
 }
 
 fn check_checkpoint(ca: &PublicKey, row: &AuditRow) -> Result<(), AuthorityError> {
@@ -795,7 +895,7 @@ fn check_checkpoint(ca: &PublicKey, row: &AuditRow) -> Result<(), AuthorityError
     ca.verify(&bytes, sig).map_err(|_| {
         log_broken(
             row.entry.seq,
-            "its checkpoint signature does not verify with the CA key: the log was rewritten outside keyward",
+            "its checkpoint signature does not verify with the CA key in force at that point of the log: the log was rewritten outside keyward",
         )
     })
 }

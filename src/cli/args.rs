@@ -369,7 +369,8 @@ pub enum AuthorityCommand {
     /// Create an authority: CA, exchange and archive keys on its token, state in DIR (asks for the PIN)
     Init(AuthorityInitArgs),
     /// Print the authority's certificates (CA and exchange), PEM: what users enroll against
-    Cert(DirArg),
+    /// (--all: with every earlier CA generation and the link certificates between them)
+    Cert(AuthorityCertArgs),
     /// Add a user and print their one-time temporary key (asks for the PIN)
     AddUser(AddUserArgs),
     /// Process an enrollment request into a reply (asks for the PIN)
@@ -403,7 +404,7 @@ pub enum AuthorityCommand {
     Reject(super::operator_args::DecideArgs),
     /// Add many users from a CSV (user,email): temporary keys to one 0600 file per user or a CSV for a mail merge (asks for the PIN)
     AddUsers(AddUsersArgs),
-    /// Roll over the archive key: a new one on the token, every archived key re-wrapped under it (resumable; asks for the PIN)
+    /// Roll over the archive key (--archive: every archived key re-wrapped under a new one, resumable) or the CA key (--ca: a new CA with link certificates) (asks for the PIN)
     Rollover(RolloverArgs),
     /// A user's token state: show it, or set lost (certificates on hold, a temporary token
     /// allowed), found (off hold, the temporary token retired), damaged or terminated (revoked)
@@ -434,15 +435,35 @@ pub struct AddUsersArgs {
     pub dry_run: bool,
 }
 
+/// `authority cert`
+#[derive(Debug, Args)]
+pub struct AuthorityCertArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
+    pub dir: PathBuf,
+    /// After the current CA and exchange certificates, every earlier CA certificate and the
+    /// link certificates of each CA rollover (new key certified by the old, old by the new)
+    #[arg(long)]
+    pub all: bool,
+}
+
 /// `authority rollover`
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["archive", "ca"])))]
 pub struct RolloverArgs {
     /// The authority's state directory
     #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// Roll over the archive key (run again to finish one that was stopped)
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub archive: bool,
+    /// Roll over the CA key: a new CA key and certificate, with link certificates between
+    /// the old and the new; the old CA still verifies and revokes what it issued
+    #[arg(long)]
+    pub ca: bool,
+    /// With --ca: check the token and say what would be done; change nothing
+    #[arg(long, requires = "ca")]
+    pub dry_run: bool,
 }
 
 /// `authority token`

@@ -22,6 +22,7 @@ use crate::token::OaepHash;
 pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
     match cmd {
         AuthorityCommand::Init(a) => init(ctx, a),
+        AuthorityCommand::Cert(a) if a.all => cert_chain(ctx, &a.dir),
         AuthorityCommand::Cert(a) => cert(ctx, &a.dir),
         AuthorityCommand::AddUser(a) => add_user(ctx, a),
         AuthorityCommand::Process(a) => process(ctx, a),
@@ -424,17 +425,32 @@ fn crl(ctx: &mut Context, a: CrlArgs) -> Result<(), Error> {
         ));
     }
     let out = a.output.as_deref().map(|o| (o, a.der));
-    let n = with_change(ctx, &a.dir, |ch| {
-        authority::crl::publish_to(ch, &a.dir, out, a.valid_for)
+    let all = with_change(ctx, &a.dir, |ch| {
+        authority::crl::publish_all(ch, &a.dir, out, a.valid_for)
     })?;
+    let n = all.first().map_or(0, |p| p.revoked);
     if ctx.json() {
         let written = a.output.as_ref().or(cdp.as_ref());
-        print_json(&serde_json::json!({
+        let mut v = serde_json::json!({
             "output": written.map(|o| o.display().to_string()).unwrap_or_default(),
             "revoked_certificates": n,
             "valid_for_seconds": a.valid_for.as_secs(),
-        }));
+        });
+        if all.len() > 1 {
+            v["crls"] = serde_json::to_value(&all).unwrap_or_default();
+        }
+        print_json(&v);
         return Ok(());
+    }
+    for p in all.iter().skip(1) {
+        say!(
+            "wrote CRL #{} of CA generation {} (key id {}), listing {} revoked certificates it issued, to {}",
+            p.number,
+            p.generation,
+            p.issuer_key_id,
+            p.revoked,
+            p.files.join(" and ")
+        );
     }
     let mut places: Vec<String> = a.output.iter().map(|o| o.display().to_string()).collect();
     if let Some(c) = cdp.filter(|c| a.output.as_ref() != Some(c)) {
@@ -578,23 +594,31 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
         return print_log(ctx, &dir);
     }
     let mut dir = AuthorityDir::open_read(&a.dir)?;
-    let ca_pem = match &a.ca {
-        Some(f) => std::fs::read_to_string(f).map_err(|e| Error::Io {
+    // The chain and its signatures, from the first CA key on, handing over at each CA
+    // rollover to the key it names; opening checked the last checkpoint's root against the
+    // bucket digests, and this checks every record against its bucket.
+    let check = verify_log_chain(&dir)?;
+    if let Some(f) = &a.ca {
+        let pem = std::fs::read_to_string(f).map_err(|e| Error::Io {
             action: "read",
             path: f.clone(),
             reason: e.to_string(),
-        })?,
-        None => dir.config.ca_pem.clone(),
-    };
-    let ca = authority::state::ca_key_of(&ca_pem)?;
-    // The chain and its signatures; opening checked the last checkpoint's root against the
-    // bucket digests, and this checks every record against its bucket.
-    let (n, _root) = authority::state::verify_chain(&dir.audit_rows()?, &ca)?;
+        })?;
+        let given = authority::state::key_fingerprint(&authority::state::ca_key_of(&pem)?)?;
+        if !check.keys.contains(&given) {
+            return Err(authority::state::tampered(&format!(
+                "no checkpoint of the audit log is signed by the CA key in {} (sha256:{given}): the log and the state are not the ones that CA vouched for",
+                f.display()
+            ))
+            .into());
+        }
+    }
+    let n = check.entries;
     let records = dir.verify_all()?;
     // And every operator's approval against the certificate of the operator who signed it.
     let ops = authority::operators::all(&mut dir)?;
     for r in authority::approvals::all(&mut dir)? {
-        authority::approvals::verify_request(&dir.config.ca_key_id, &r, &ops)?;
+        authority::approvals::verify_request(dir.config.authority_id(), &r, &ops)?;
     }
     if ctx.json() {
         print_json(&serde_json::json!({
@@ -641,4 +665,111 @@ fn short_duration(d: std::time::Duration) -> String {
         (_, 0) => format!("{}h", s / 3600),
         _ => humantime::format_duration(d).to_string(),
     }
+}
+
+/// Verifies the audit chain of `dir` from its first CA key on, across every CA rollover.
+fn verify_log_chain(dir: &AuthorityDir) -> Result<authority::state::ChainCheck, Error> {
+    let mut known = Vec::new();
+    for p in &dir.config.previous_cas {
+        known.push(authority::state::ca_key_of(&p.cert_pem)?);
+    }
+    known.push(authority::state::ca_key_of(&dir.config.ca_pem)?);
+    let first = known[0].clone();
+    Ok(authority::state::verify_chain_across(
+        &dir.audit_rows()?,
+        &first,
+        &known,
+    )?)
+}
+
+/// One certificate of `authority cert --all`.
+#[derive(Serialize)]
+struct ChainCert {
+    /// ca, exchange, previous-ca, link-new-with-old, link-old-with-new.
+    role: &'static str,
+    /// The CA generation it belongs to (a link: the generation it leads to).
+    generation: usize,
+    subject: String,
+    issuer: String,
+    serial: String,
+    /// Subject key identifier, hex.
+    key_id: String,
+    not_before: String,
+    not_after: String,
+    pem: String,
+}
+
+/// `authority cert --all`: the current CA and exchange certificates, then, newest first,
+/// each earlier CA with the links of the rollover that retired it.
+fn cert_chain(ctx: &Context, dir: &std::path::Path) -> Result<(), Error> {
+    let a = AuthorityDir::open_read(dir)?;
+    let mut out = Vec::new();
+    let current = a.config.ca_generation();
+    let mut add = |role, generation, pem: &str| -> Result<(), Error> {
+        for c in authority::x509::certs_from_pem(pem).map_err(AuthorityError::from)? {
+            let v = &c.tbs_certificate.validity;
+            out.push(ChainCert {
+                role,
+                generation,
+                subject: c.tbs_certificate.subject.to_string(),
+                issuer: c.tbs_certificate.issuer.to_string(),
+                serial: authority::x509::serial_hex(&c),
+                key_id: crate::token::keys::hex(&authority::x509::key_id_of(&c)),
+                not_before: v.not_before.to_string(),
+                not_after: v.not_after.to_string(),
+                pem: authority::x509::cert_to_pem(&c).map_err(AuthorityError::from)?,
+            });
+        }
+        Ok(())
+    };
+    let mut bundle = authority::x509::certs_from_pem(&a.config.ca_pem)
+        .map_err(AuthorityError::from)?
+        .into_iter();
+    if let Some(ca) = bundle.next() {
+        add(
+            "ca",
+            current,
+            &authority::x509::cert_to_pem(&ca).map_err(AuthorityError::from)?,
+        )?;
+    }
+    for ex in bundle {
+        add(
+            "exchange",
+            current,
+            &authority::x509::cert_to_pem(&ex).map_err(AuthorityError::from)?,
+        )?;
+    }
+    for (i, p) in a.config.previous_cas.iter().enumerate().rev() {
+        add("previous-ca", i + 1, &p.cert_pem)?;
+        let links = authority::x509::certs_from_pem(&p.links_pem).map_err(AuthorityError::from)?;
+        for (role, c) in ["link-new-with-old", "link-old-with-new"]
+            .into_iter()
+            .zip(&links)
+        {
+            add(
+                role,
+                i + 2,
+                &authority::x509::cert_to_pem(c).map_err(AuthorityError::from)?,
+            )?;
+        }
+    }
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "dir": dir.display().to_string(),
+            "generation": current,
+            "chain": out,
+        }));
+        return Ok(());
+    }
+    for c in &out {
+        out!(
+            "# {} (generation {}): {} serial {}\n{}",
+            c.role,
+            c.generation,
+            c.subject,
+            c.serial,
+            c.pem
+        );
+    }
+    Ok(())
 }

@@ -216,7 +216,9 @@ fn provision_error(e: crate::token::provision::ProvisionError) -> Error {
 
 /// Runs `authority rollover --archive`.
 pub fn rollover(ctx: &mut Context, a: super::args::RolloverArgs) -> Result<(), Error> {
-    debug_assert!(a.archive);
+    if a.ca {
+        return rollover_ca(ctx, &a);
+    }
     let bar = progress_bar(ctx, 0, "re-wrapping archived keys");
     let done = with_change(ctx, &a.dir, |ch| {
         crate::authority::rollover::archive(ch, &a.dir, &mut |n, total| {
@@ -239,5 +241,52 @@ pub fn rollover(ctx: &mut Context, a: super::args::RolloverArgs) -> Result<(), E
     if let Some(why) = &done.old_key_left {
         note!("warning: the old archive key is still on the token ({why}); it wraps nothing now — remove it with pkcs11-tool");
     }
+    Ok(())
+}
+
+/// Runs `authority rollover --ca [--dry-run]`.
+fn rollover_ca(ctx: &mut Context, a: &super::args::RolloverArgs) -> Result<(), Error> {
+    let done = with_change(ctx, &a.dir, |ch| {
+        crate::authority::rollover_ca::ca(ch, &a.dir, a.dry_run)
+    })?;
+    if ctx.json() {
+        print_json(&done);
+        return Ok(());
+    }
+    if done.leftover_removed > 0 {
+        note!(
+            "{} {} objects of an interrupted CA rollover from the authority's token",
+            if done.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            done.leftover_removed
+        );
+    }
+    if done.dry_run {
+        say!(
+            "would roll the CA key over: CA generation {} with a new RSA 3072 key (id {}) on the authority's token, certified by the current CA key {} and certifying it; nothing was changed",
+            done.generation,
+            done.new_key_id,
+            done.old_key_id
+        );
+        return Ok(());
+    }
+    say!(
+        "rolled the CA key over: CA generation {} (key id {}, sha256:{}, valid until {}); the old CA key {} stays on the token for CRLs of what it issued",
+        done.generation,
+        done.new_key_id,
+        done.new_key_sha256.as_deref().unwrap_or(""),
+        done.not_after.as_deref().unwrap_or(""),
+        done.old_key_id
+    );
+    if let Some(url) = &done.crl_url {
+        note!("certificates issued from now on name the CRL at {url}");
+    }
+    note!(
+        "give relying parties the new CA and its link certificates: keyward authority cert --all --dir {}",
+        a.dir.display()
+    );
     Ok(())
 }

@@ -120,7 +120,7 @@ pub fn request(ctx: &mut Context, cmd: RequestCommand) -> Result<(), Error> {
     let mut reqs = approvals::all(&mut dir)?;
     reqs.sort_by(|x, y| x.created.cmp(&y.created).then(x.id.cmp(&y.id)));
     for r in &reqs {
-        approvals::verify_request(&dir.config.ca_key_id, r, &ops)?;
+        approvals::verify_request(dir.config.authority_id(), r, &ops)?;
     }
     #[derive(Serialize)]
     struct Out<'a> {

@@ -124,7 +124,8 @@ pub struct MechanismCaps {
 }
 
 impl MechanismCaps {
-    fn has(&self, flag: &str) -> bool {
+    /// Whether the token lists `flag` (sign, wrap, …) for it.
+    pub fn has(&self, flag: &str) -> bool {
         self.flags.contains(&flag)
     }
 }
