@@ -5,6 +5,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod bulk;
+pub mod chain;
 pub mod crl;
 pub mod init;
 pub mod legacy;

@@ -601,7 +601,7 @@ fn issue_everything(
         keyset: body.keyset.clone(),
         request_nonce: body.nonce.clone(),
         created: now_rfc3339(),
-        ca_certificate: x509::cert_to_pem(&ca_cert)?,
+        ca_certificate: format!("{}{}", x509::cert_to_pem(&ca_cert)?, a.config.links_pem()),
         signing_certificate: x509::cert_to_pem(&signing_cert)?,
         oaep,
         wrapped_aes_key: wire::to_b64(&wrapped_aes),

@@ -73,6 +73,16 @@ impl AuthorityConfig {
             .map_or(self.ca_key_id.as_str(), |p| p.key_id.as_str())
     }
 
+    /// The link certificates of every CA rollover, PEM, newest first (empty when the CA key
+    /// never rolled over): what relying parties need, next to either root, to reach the other.
+    pub fn links_pem(&self) -> String {
+        self.previous_cas
+            .iter()
+            .rev()
+            .map(|p| p.links_pem.as_str())
+            .collect()
+    }
+
     /// The CA generation now issuing, counted from 1.
     pub fn ca_generation(&self) -> usize {
         self.previous_cas.len() + 1

@@ -261,7 +261,8 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
 /// The certificate bundle users enroll against.
 pub fn bundle(dir: &std::path::Path) -> Result<String, AuthorityError> {
     let a = AuthorityDir::open_read(dir)?;
-    let pem = a.config.ca_pem.clone();
+    // The CA and exchange certificates, then the link certificates of any CA rollover.
+    let pem = format!("{}{}", a.config.ca_pem, a.config.links_pem());
     let hash = match a.config.exchange_oaep {
         OaepHash::Sha1 => "sha1",
         OaepHash::Sha256 => "sha256",

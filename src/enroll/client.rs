@@ -40,7 +40,8 @@ pub struct AuthorityCerts {
     pub exchange: x509_cert::Certificate,
     /// The RSA-OAEP hash the exchange key takes.
     pub oaep: OaepHash,
-    /// The CA certificate, PEM.
+    /// The CA certificate, PEM, then the link certificates of its CA rollovers, if any (what
+    /// the keyset trusts).
     pub ca_pem: String,
     /// The deliveries the authority makes (its `# keyward-deliveries:` line; `rfc5649` alone
     /// without one).
@@ -50,7 +51,9 @@ pub struct AuthorityCerts {
 impl AuthorityCerts {
     /// Reads the bundle `authority cert` prints.
     pub fn parse(text: &str) -> Result<AuthorityCerts, EnrollError> {
-        let certs = x509::certs_from_pem(text)?;
+        let mut certs = x509::certs_from_pem(text)?;
+        // After the CA and exchange certificates: the link certificates of CA rollovers.
+        let links = certs.split_off(certs.len().min(2));
         let [ca, exchange] = <[x509_cert::Certificate; 2]>::try_from(certs).map_err(|v| {
             EnrollError::Authority(format!(
                 "the authority certificate file holds {} certificates; expected the CA and the exchange certificate from `keyward authority cert`",
@@ -58,6 +61,10 @@ impl AuthorityCerts {
             ))
         })?;
         x509::verify_issued_by(&exchange, &ca)?;
+        let mut ca_pem = x509::cert_to_pem(&ca)?;
+        for l in &links {
+            ca_pem.push_str(&x509::cert_to_pem(l)?);
+        }
         let oaep = text
             .lines()
             .find_map(|l| l.strip_prefix(OAEP_MARKER))
@@ -69,7 +76,6 @@ impl AuthorityCerts {
                 }
             })
             .unwrap_or(OaepHash::Sha1);
-        let ca_pem = x509::cert_to_pem(&ca)?;
         Ok(AuthorityCerts {
             ca,
             exchange,
@@ -680,18 +686,24 @@ pub(super) fn verify_reply(
     signed: &Signed<ReplyBody>,
     enrollment: &Enrollment,
 ) -> Result<x509_cert::Certificate, EnrollError> {
-    let trusted = x509::certs_from_pem(&enrollment.authority_ca)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            EnrollError::BadReply("the registry holds no authority certificate".into())
-        })?;
-    let in_reply = x509::certs_from_pem(&signed.body.ca_certificate)?;
-    if in_reply.first().map(|c| c.to_der().ok()) != Some(trusted.to_der().ok()) {
+    let trust = x509::certs_from_pem(&enrollment.authority_ca)?;
+    if trust.is_empty() {
         return Err(EnrollError::BadReply(
-            "it names another authority than the one the request was made for".into(),
+            "the registry holds no authority certificate".into(),
         ));
     }
+    let in_reply = x509::certs_from_pem(&signed.body.ca_certificate)?;
+    // The CA the request was made for, or, after its CA key rolled over, the CA a link
+    // certificate (in the keyset's trust or the reply) leads to from it.
+    let trusted = in_reply
+        .first()
+        .filter(|c| crate::authority::chain::is_trusted_ca(c, &trust, &in_reply[1..]))
+        .cloned()
+        .ok_or_else(|| {
+            EnrollError::BadReply(
+                "it names another authority than the one the request was made for".into(),
+            )
+        })?;
     let key = PublicKey::from_spki_der(&x509::spki_der_of(&trusted))?;
     key.verify(&signed.signed_bytes, &signed.signature)
         .map_err(|_| EnrollError::BadReply("its signature does not verify with the authority's CA key: it was changed or forged".into()))?;

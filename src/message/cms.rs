@@ -926,6 +926,15 @@ pub(crate) fn check_streamed_signer(
     certificates_ber: Option<&[u8]>,
     digest: &[u8; 32],
 ) -> Result<(Certificate, Option<SystemTime>), CmsError> {
+    let certificates = streamed_certificates(certificates_ber)?;
+    let infos = ber::parse(infos_ber)?;
+    check_signer_infos(&infos, &certificates, digest, rfc5911::ID_DATA)
+}
+
+/// The certificates of a SignedData's `certificates` field as read (BER).
+pub(crate) fn streamed_certificates(
+    certificates_ber: Option<&[u8]>,
+) -> Result<Vec<Certificate>, CmsError> {
     let mut certificates = Vec::new();
     if let Some(raw) = certificates_ber {
         for c in ber::parse(raw)?.children()? {
@@ -936,8 +945,7 @@ pub(crate) fn check_streamed_signer(
             }
         }
     }
-    let infos = ber::parse(infos_ber)?;
-    check_signer_infos(&infos, &certificates, digest, rfc5911::ID_DATA)
+    Ok(certificates)
 }
 
 /// The key-transport slots of a RecipientInfos SET as read (BER).

@@ -123,10 +123,15 @@ pub fn read(
                     record.name
                 ),
             })?;
-            x509::certs_from_pem(pem)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?
+            let trust = x509::certs_from_pem(pem)?;
+            let anchor = trust
+                .first()
+                .cloned()
+                .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
+            // The keyset's CA, or one a link certificate of a CA rollover (in the keyset's
+            // trust or the message) leads to from it.
+            crate::authority::chain::issuer_of(&verified.signer, &trust, &verified.certificates)
+                .unwrap_or(anchor)
         }
     };
     check_signer(&verified.signer, &ca, o.crl.as_ref(), verified.signing_time)?;
@@ -374,6 +379,8 @@ fn open_enveloped<R: Read>(ber: &mut stream::BerReader<R>) -> Result<Envelope, M
 /// What the streamed signature check found.
 struct StreamVerified {
     signer: Certificate,
+    /// Every certificate the message carries (for a path across a CA rollover).
+    certificates: Vec<Certificate>,
     signing_time: Option<SystemTime>,
     found: content::Found,
     bytes: u64,
@@ -421,6 +428,7 @@ fn verify_inner(
         let (found, bytes, _) = body.finish().map_err(io_write)?;
         return Ok(StreamVerified {
             signer: verified.signer,
+            certificates: verified.certificates,
             signing_time: verified.signing_time,
             found,
             bytes,
@@ -531,6 +539,7 @@ fn verify_signed_stream(
         cms::check_streamed_signer(&infos, certificates.as_deref(), &digest)?;
     Ok(StreamVerified {
         signer,
+        certificates: cms::streamed_certificates(certificates.as_deref())?,
         signing_time,
         found,
         bytes,

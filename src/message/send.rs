@@ -91,10 +91,13 @@ fn signer_certs(record: &KeysetRecord) -> Result<(Certificate, Vec<Certificate>)
         .signing_certificate
         .as_deref()
         .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
-    Ok((
-        first_cert(signing_pem)?,
-        vec![first_cert(&enrollment.authority_ca)?],
-    ))
+    // The CA and, after a CA rollover, its link certificates: a reader holding either root
+    // builds the path with them.
+    let mut chain = x509::certs_from_pem(&enrollment.authority_ca)?;
+    if chain.is_empty() {
+        chain.push(first_cert(&enrollment.authority_ca)?);
+    }
+    Ok((first_cert(signing_pem)?, chain))
 }
 
 fn first_cert(pem: &str) -> Result<Certificate, MessageError> {
