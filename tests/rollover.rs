@@ -363,3 +363,251 @@ fn private_ids(bed: &AuthorityBed) -> Vec<String> {
         .map(|o| o.get("ID").to_string())
         .collect()
 }
+
+/// What a refused or undone CA rollover must leave exactly as it was: the configuration, the
+/// audit log, the files and the objects on the authority's token.
+fn ca_state(bed: &AuthorityBed) -> (Vec<u8>, Vec<u8>, Vec<String>, (Vec<String>, Vec<String>)) {
+    (
+        bed.state_file("authority.toml"),
+        bed.state_file("audit.log"),
+        bed.state_files().into_iter().collect(),
+        secret_and_private(bed),
+    )
+}
+
+#[test]
+fn ca_rollover_refusals_change_nothing() {
+    let bed = AuthorityBed::new(&["alice-card", "bob-card"], "CN=Refusing CA,O=Example");
+    for (user, keyset, card) in [
+        ("alice", "Alice 1", "alice-card"),
+        ("bob", "Bob 1", "bob-card"),
+    ] {
+        let key = bed.add_user(user, &[]);
+        bed.enroll_local(user, keyset, card, &key, &[], &[]).ok();
+    }
+    let before = ca_state(&bed);
+
+    // A wrong PIN.
+    bed.bed
+        .run_env(
+            &["authority", "rollover", "--dir", &bed.dir, "--ca"],
+            &[("KEYWARD_PIN", "wrong-pin-1234")],
+        )
+        .fails(1, "PIN");
+    assert_eq!(ca_state(&bed), before);
+
+    // A token that cannot generate RSA key pairs (SoftHSM through the shim, with
+    // CKM_RSA_PKCS_KEY_PAIR_GEN hidden): refused before anything changes, naming it.
+    let shim = util::shim_module().to_string_lossy().into_owned();
+    let real = util::module().to_string_lossy().into_owned();
+    let run = bed
+        .authority_env(
+            "rollover",
+            &["--ca"],
+            &[
+                ("KEYWARD_MODULE", shim.as_str()),
+                ("KEYWARD_SHIM_MODULE", real.as_str()),
+                ("KEYWARD_SHIM_HIDE_MECHANISMS", "0x0000"),
+            ],
+        )
+        .fails(1, "CKM_RSA_PKCS_KEY_PAIR_GEN");
+    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    assert_eq!(ca_state(&bed), before);
+    // So does the dry run.
+    bed.authority_env(
+        "rollover",
+        &["--ca", "--dry-run"],
+        &[
+            ("KEYWARD_MODULE", shim.as_str()),
+            ("KEYWARD_SHIM_MODULE", real.as_str()),
+            ("KEYWARD_SHIM_HIDE_MECHANISMS", "0x0000"),
+        ],
+    )
+    .fails(1, "CKM_RSA_PKCS_KEY_PAIR_GEN");
+    assert_eq!(ca_state(&bed), before);
+
+    // A CA rollover while an archive rollover is half done: refused, nothing changed.
+    bed.authority_env(
+        "rollover",
+        &["--archive"],
+        &[
+            ("KEYWARD_ROLLOVER_BATCH", "1"),
+            ("KEYWARD_FAULT", "rollover-batch-2"),
+        ],
+    )
+    .fails(1, "injected fault");
+    let half = ca_state(&bed);
+    bed.authority("rollover", &["--ca"])
+        .fails(1, "archive key rollover started");
+    assert_eq!(ca_state(&bed), half);
+    // Finished, the CA rollover goes ahead; both key generations verify the log.
+    bed.authority("rollover", &["--archive"]).ok();
+    bed.authority("rollover", &["--ca"]).ok();
+    bed.authority("log", &["--verify"]).ok();
+}
+
+fn pct(hex: &str) -> String {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| format!("%{}", &hex[i..i + 2]))
+        .collect()
+}
+
+#[test]
+fn ca_rollover_log_refuses_a_checkpoint_signed_by_the_retired_key() {
+    let bed = AuthorityBed::new(&[], "CN=Chained CA,O=Example");
+    bed.authority("rollover", &["--ca"]).ok();
+    bed.add_user("carol", &[]);
+    bed.authority("log", &["--verify"]).ok();
+    // The last checkpoint (made after the rollover) signed again, validly, by the OLD CA key
+    // on the token: a key the chain retired at the rollover entry.
+    let old = config(&bed)["previous_cas"][0]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let db = bed.db().unwrap();
+    let (seq, hash, root): (i64, String, String) = db
+        .query_row(
+            "SELECT seq, hash, root FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    drop(db);
+    let bytes = bed.bed.file(
+        "checkpoint.bin",
+        format!("keyward-checkpoint-v1\n{seq}\n{hash}\n{root}\n").as_bytes(),
+    );
+    let sig = bed
+        .bed
+        .path("checkpoint.sig")
+        .to_string_lossy()
+        .into_owned();
+    let key = format!(
+        "pkcs11:token={AUTHORITY_TOKEN};id={};type=private;pin-value={AUTHORITY_PIN}",
+        pct(&old)
+    );
+    let out = bed
+        .bed
+        .tool("openssl", "openssl")
+        .args(["dgst", "-engine", "pkcs11", "-sha256", "-sign", &key])
+        .args(["-keyform", "engine", "-out", &sig, &bytes])
+        .env("PKCS11_MODULE_PATH", util::module())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sig = std::fs::read(&sig).unwrap();
+    let hex: String = sig.iter().map(|b| format!("{b:02x}")).collect();
+    bed.tamper_sql(&format!(
+        "UPDATE audit SET signature = X'{hex}' WHERE seq = {seq}"
+    ));
+    let run = bed.authority("log", &["--verify"]);
+    assert_eq!(run.code, 3, "{} {}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("CA key in force"), "{}", run.stderr);
+}
+
+/// Each fault point of `rollover --ca`, as an error and as a kill: the authority is either as
+/// before or rolled over, its log verifies, and a rerun finishes with no key left over.
+#[test]
+fn ca_rollover_killed_at_each_point_is_all_or_nothing() {
+    let bed = AuthorityBed::new(&["alice-card"], "CN=Crash CA,O=Example");
+    let key = bed.add_user("alice", &[]);
+    bed.enroll_local("alice", "Alice 1", "alice-card", &key, &[], &[])
+        .ok();
+    let saved = tempfile::tempdir().unwrap();
+    util::beds::save_state(&bed.bed, saved.path());
+    let before = ca_state(&bed);
+    let keys_before = before.3 .1.len();
+    let old_id = config(&bed)["ca_key_id"].as_str().unwrap().to_string();
+    let points = [
+        "rollover-ca-key",
+        "rollover-ca-certs",
+        "users-save",
+        "db-commit",
+        "head-promote",
+    ];
+    for point in points {
+        for kill in [false, true] {
+            util::beds::restore_state(&bed.bed, saved.path());
+            let mut env = vec![("KEYWARD_FAULT", point)];
+            if kill {
+                env.push(("KEYWARD_FAULT_KILL", "1"));
+            }
+            let run = bed.authority_env("rollover", &["--ca"], &env);
+            let what = format!("{point} ({})", if kill { "killed" } else { "error" });
+            let rolled = config(&bed)["ca_key_id"].as_str().unwrap() != old_id;
+            if rolled {
+                // Committed: only the head's promotion was left, which the next command does.
+                assert_eq!(point, "head-promote", "{what}");
+                assert_eq!(config(&bed)["previous_cas"][0]["key_id"], old_id.as_str());
+            } else {
+                assert_ne!(run.code, 0, "{what}");
+                let now = ca_state(&bed);
+                assert_eq!(
+                    (&now.0, &now.1, &now.2),
+                    (&before.0, &before.1, &before.2),
+                    "{what}"
+                );
+                // The new key is gone (an error cleans up) or left for the next run (a kill).
+                let extra = now.3 .1.len() - keys_before;
+                assert_eq!(extra, usize::from(kill), "{what}");
+            }
+            bed.authority("log", &["--verify"]).ok();
+            if !rolled {
+                let again = bed.authority("rollover", &["--ca"]).ok();
+                assert!(
+                    again.stdout.contains("CA generation 2"),
+                    "{what}: {}",
+                    again.stdout
+                );
+            } else {
+                // A command after it promotes the head; the state is the rolled-over one.
+                bed.add_user("after", &[]);
+            }
+            bed.authority("log", &["--verify"]).ok();
+            assert_eq!(
+                private_ids(&bed).len(),
+                keys_before + 1,
+                "{what}: exactly the new CA key was added"
+            );
+            assert_eq!(
+                config(&bed)["previous_cas"].as_array().unwrap().len(),
+                1,
+                "{what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn archive_rollover_killed_before_its_first_commit_leaves_no_key() {
+    let bed = AuthorityBed::new(&["alice-card"], "CN=Archive Crash,O=Example");
+    let key = bed.add_user("alice", &[]);
+    bed.enroll_local("alice", "Alice 1", "alice-card", &key, &[], &[])
+        .ok();
+    let old_id = config(&bed)["archive_key_id"].as_str().unwrap().to_string();
+    for point in ["rollover-archive-start", "db-commit"] {
+        bed.authority_env(
+            "rollover",
+            &["--archive"],
+            &[("KEYWARD_FAULT", point), ("KEYWARD_FAULT_KILL", "1")],
+        )
+        .fails(137, "");
+        assert_eq!(config(&bed)["archive_key_id"], old_id.as_str(), "{point}");
+        assert_eq!(
+            secret_key_ids(&bed).len(),
+            2,
+            "{point}: the killed run's key is left"
+        );
+        bed.authority("log", &["--verify"]).ok();
+    }
+    // The next run removes it and finishes with exactly one archive key.
+    bed.authority("rollover", &["--archive"]).ok();
+    let new_id = config(&bed)["archive_key_id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, old_id);
+    assert_eq!(secret_key_ids(&bed), vec![new_id]);
+}
