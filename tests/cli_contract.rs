@@ -142,6 +142,12 @@ const STEPS: &[Step] = &[
     },
     ok("authority|log|--dir|{auth}", &[]),
     ok("authority|log|--dir|{auth}|--verify", &[]),
+    // A CA key rollover: a dry run, the rollover, the chain, one CRL per CA generation.
+    ok("authority|rollover|--dir|{auth}|--ca|--dry-run", APIN),
+    ok("authority|rollover|--dir|{auth}|--ca", APIN),
+    ok("authority|cert|--dir|{auth}|--all", &[]),
+    ok("authority|crl|--dir|{auth}|-o|{dir}/crl3.pem", APIN),
+    ok("authority|log|--dir|{auth}|--verify", &[]),
     ok(
         "token|provision|--manifest|{dir}/tokens.toml",
         &[("KEYWARD_SO_PIN", SO_PIN)],
