@@ -298,8 +298,49 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
         assert_eq!(std::fs::read(&plain).unwrap(), b"across the rollover\n");
     }
 
-    // Revoking Alice's certificate (old CA) puts it on the old CA's CRL, Bob's on the new:
-    // one CRL per CA, each with its own issuer key and number, each accepted by OpenSSL.
+    // Alice, enrolled before the rollover, renews: her new certificates come from the new
+    // CA, her keyset learns it, and Bob reads what she signs with the new key.
+    bed.bed
+        .run_env(
+            &["enroll", "--renew", "Alice 1", "--authority", &bed.dir],
+            &[
+                ("KEYWARD_PIN", USER_PIN),
+                ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+            ],
+        )
+        .ok();
+    let alice_new = signing_cert_file(&bed, "Alice 1", "alice-sign-2.pem");
+    openssl_verify(&bed, &new_root, None, &alice_new).ok();
+    openssl_verify(&bed, &old_root, Some(&new_with_old), &alice_new).ok();
+    let out = bed.bed.path("a2b-2.msg").to_string_lossy().into_owned();
+    bed.bed
+        .run_env(
+            &[
+                "send", "--keyset", "Alice 1", "--to", "Bob 1", &letter, "-o", &out,
+            ],
+            &[("KEYWARD_PIN", USER_PIN)],
+        )
+        .ok();
+    let plain = bed.bed.path("plain-2.out").to_string_lossy().into_owned();
+    bed.bed
+        .run_env(
+            &["read", "--keyset", "Bob 1", &out, "-o", &plain],
+            &[("KEYWARD_PIN", USER_PIN)],
+        )
+        .ok();
+    // And she still reads what Bob sent her before she renewed.
+    let plain = bed.bed.path("plain-3.out").to_string_lossy().into_owned();
+    let b2a = bed.bed.path("b2a.msg").to_string_lossy().into_owned();
+    bed.bed
+        .run_env(
+            &["read", "--keyset", "Alice 1", &b2a, "-o", &plain],
+            &[("KEYWARD_PIN", USER_PIN)],
+        )
+        .ok();
+
+    // Revoking Alice puts her old-CA certificates on the old CA's CRL and her new ones on
+    // the new CA's: one CRL per CA, each with its own issuer key and number, each accepted
+    // by OpenSSL.
     bed.authority("revoke", &["alice"]).ok();
     let crl_file = bed.bed.path("ca.crl").to_string_lossy().into_owned();
     let crl = bed
@@ -322,11 +363,13 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
     assert_eq!(crls.len(), 2, "{crl}");
     assert_eq!(
         (crls[0]["generation"].as_u64(), crls[0]["revoked"].as_u64()),
-        (Some(2), Some(0))
+        (Some(2), Some(2)),
+        "Alice's renewed certificates, from the new CA: {crl}"
     );
     assert_eq!(
         (crls[1]["generation"].as_u64(), crls[1]["revoked"].as_u64()),
-        (Some(1), Some(2))
+        (Some(1), Some(2)),
+        "Alice's first certificates, from the old CA: {crl}"
     );
     assert_eq!(crls[1]["number"], 1, "the old CA's own sequence: {crl}");
     let old_crl = crls[1]["files"][0].as_str().unwrap().to_string();
@@ -346,8 +389,25 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
         revoked.stdout,
         revoked.stderr
     );
+    let revoked = crl_check(&new_root, None, &crl_file, &alice_new);
+    assert!(
+        revoked.code != 0 && format!("{}{}", revoked.stdout, revoked.stderr).contains("revoked"),
+        "{} {}",
+        revoked.stdout,
+        revoked.stderr
+    );
     crl_check(&new_root, None, &crl_file, &bob_cert).ok();
-    // Sending to Alice now fails: her certificate is on the old CA's CRL.
+    // Bob's reader, given the old CA's CRL, finds Alice's first signature revoked.
+    let a2b = bed.bed.path("a2b.msg").to_string_lossy().into_owned();
+    let plain = bed.bed.path("plain-4.out").to_string_lossy().into_owned();
+    bed.bed
+        .run_env(
+            &[
+                "read", "--keyset", "Bob 1", &a2b, "-o", &plain, "--crl", &old_crl,
+            ],
+            &[("KEYWARD_PIN", USER_PIN)],
+        )
+        .fails(3, "REVOKED");
     bed.authority("log", &["--verify"]).ok();
 }
 

@@ -65,3 +65,32 @@ pub fn is_trusted_ca(ca: &Certificate, trusted: &[Certificate], offered: &[Certi
 fn is_ca(c: &Certificate) -> bool {
     matches!(c.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca)
 }
+
+/// Whether the CA bundle `offered` (an authority's CA and link certificates, as `authority
+/// cert` prints them) is the authority a keyset trusting `trusted` (PEM) enrolled with: the
+/// same CA, or the next generation of it through a link certificate.
+pub fn same_authority(trusted: &str, offered: &str) -> bool {
+    let (Ok(trust), Ok(offer)) = (x509::certs_from_pem(trusted), x509::certs_from_pem(offered))
+    else {
+        return false;
+    };
+    offer
+        .first()
+        .is_some_and(|ca| !trust.is_empty() && is_trusted_ca(ca, &trust, &offer[1..]))
+}
+
+/// `trusted` (PEM) followed by every CA certificate of `learned` (PEM) it does not hold yet
+/// that the trust reaches (see [`issuers`]): the anchor stays first.
+pub fn extend_trust(trusted: &str, learned: &str) -> Result<String, x509::X509Error> {
+    let mut trust = x509::certs_from_pem(trusted)?;
+    let offered = x509::certs_from_pem(learned)?;
+    let reached = issuers(&trust, &offered);
+    let mut out = trusted.to_string();
+    for c in offered {
+        if !trust.contains(&c) && reached.contains(&c) {
+            out.push_str(&x509::cert_to_pem(&c)?);
+            trust.push(c);
+        }
+    }
+    Ok(out)
+}

@@ -43,8 +43,12 @@ pub fn check_renewal(a: &mut AuthorityDir, req: &VerifiedRequest) -> Result<(), 
     let body = &req.body;
     let pem = body.renews.as_deref().unwrap_or_default();
     let cert = current_certificate(pem)?;
-    let ca = a.ca_certificate()?;
-    x509::verify_issued_by(&cert, &ca).map_err(|_| {
+    // Any CA generation of this authority: a keyset enrolled before a CA rollover renews.
+    let cas = a.ca_certificates()?;
+    cas.iter()
+        .find(|ca| x509::verify_issued_by(&cert, ca).is_ok())
+        .ok_or(())
+        .map_err(|_| {
         AuthorityError::BadRequest(format!(
             "keyset {:?} is not enrolled with this authority (its certificate was issued by another CA); enroll it here with a temporary key from this authority",
             body.keyset

@@ -750,6 +750,20 @@ impl AuthorityDir {
             .ok_or_else(|| tampered("the configuration holds no CA certificate"))
     }
 
+    /// Every CA certificate of the authority, the current one first, then earlier generations,
+    /// newest first.
+    pub fn ca_certificates(&self) -> Result<Vec<x509_cert::Certificate>, AuthorityError> {
+        let mut out = vec![self.ca_certificate()?];
+        for p in self.config.previous_cas.iter().rev() {
+            out.extend(
+                super::x509::certs_from_pem(&p.cert_pem)?
+                    .into_iter()
+                    .take(1),
+            );
+        }
+        Ok(out)
+    }
+
     /// Test hook: `KEYWARD_FAULT=<point>` makes the named step fail (used by the fault tests).
     pub fn fault(&self, point: &str) -> Result<(), AuthorityError> {
         fault(&self.dir, point)

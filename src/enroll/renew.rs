@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use der::Encode;
 use secrecy::SecretString;
 
 use super::client::{self, AuthorityCerts, Completed};
@@ -67,7 +66,7 @@ pub fn check_renewable(
         .clone()
         .ok_or_else(|| refuse("it holds no signing certificate".into()))?;
     if let Some(a) = authority {
-        if !same_ca(&e.authority_ca, &a.ca_pem) {
+        if !crate::authority::chain::same_authority(&e.authority_ca, &a.ca_pem) {
             let theirs = x509::certs_from_pem(&e.authority_ca)
                 .ok()
                 .and_then(|c| c.into_iter().next())
@@ -94,16 +93,6 @@ pub fn check_renewable(
         )));
     }
     Ok(current)
-}
-
-fn same_ca(a: &str, b: &str) -> bool {
-    let der = |pem: &str| {
-        x509::certs_from_pem(pem)
-            .ok()
-            .and_then(|c| c.into_iter().next())
-            .and_then(|c| c.to_der().ok())
-    };
-    der(a).is_some() && der(a) == der(b)
 }
 
 /// Makes the new signing and transport keys and the renewal request signed by the current
@@ -409,6 +398,12 @@ pub fn prepare_renewal(
             }
             e.encryption_keys.extend(new_keys);
             e.renewal = None;
+            // After a CA rollover the reply comes from the next CA generation: the keyset
+            // keeps the CA it trusted first and learns the new CA and the link certificates.
+            e.authority_ca = crate::authority::chain::extend_trust(
+                &e.authority_ca,
+                &signed.body.ca_certificate,
+            )?;
         }
         let total = r.enrollment.as_ref().map_or(n, |e| e.encryption_keys.len());
         let save = registry.prepare_save(&lock)?;
