@@ -298,6 +298,67 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
         assert_eq!(std::fs::read(&plain).unwrap(), b"across the rollover\n");
     }
 
+    // OpenSSL: each message decrypted with the recipient's token key, then its signature
+    // verified trusting only one root, the link certificate given as untrusted: Bob's (new
+    // CA) with the old root in one `cms -verify`. Alice's message (her keyset was enrolled
+    // before the rollover) carries her old root, which OpenSSL takes for her issuer among
+    // the untrusted certificates and then stops at: her signature is checked by `cms
+    // -verify -noverify`, and the signer it names by `verify` with the new root and the link.
+    for (msg, recipient, root, link, separately) in [
+        ("b2a.msg", "Alice 1", &old_root, &new_with_old, false),
+        ("a2b.msg", "Bob 1", &new_root, &old_with_new, true),
+    ] {
+        let k = bed.keyset_json(recipient);
+        let enc = k["enrollment"]["encryption_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["current"] == true)
+            .unwrap()
+            .clone();
+        let key = format!(
+            "pkcs11:token={};id={};type=private;pin-value={USER_PIN}",
+            k["token_label"].as_str().unwrap(),
+            pct(enc["id"].as_str().unwrap())
+        );
+        let pem = bed
+            .bed
+            .run(&["keyset", "cert", recipient, "--encryption"])
+            .ok()
+            .stdout;
+        let cert = bed.bed.file(&format!("{msg}.enc.pem"), pem.as_bytes());
+        let path = bed.bed.path(msg).to_string_lossy().into_owned();
+        let inner = format!("{path}.inner");
+        bed.bed
+            .openssl_engine(&[
+                "cms", "-decrypt", "-inform", "DER", "-in", &path, "-recip", &cert, "-inkey", &key,
+                "-keyform", "engine", "-out", &inner,
+            ])
+            .ok();
+        let content = format!("{path}.content");
+        let signer = format!("{path}.signer");
+        let mut args = vec!["cms", "-verify", "-CAfile", root, "-certfile", link];
+        if separately {
+            args.push("-noverify");
+        }
+        args.extend_from_slice(&[
+            "-in", &inner, "-binary", "-out", &content, "-signer", &signer,
+        ]);
+        let run = bed.bed.run_tool("openssl", "openssl", &args);
+        assert!(
+            run.code == 0 && run.stderr.contains("Verification successful"),
+            "{msg}: {}",
+            run.stderr
+        );
+        // The signed content is the MIME entity keyward wraps the letter in.
+        let signed = std::fs::read(&content).unwrap();
+        assert!(signed.ends_with(b"\r\n\r\nacross the rollover\n"), "{msg}");
+        if separately {
+            openssl_verify(&bed, root, Some(link), &signer).ok();
+            assert_ne!(openssl_verify(&bed, root, None, &signer).code, 0);
+        }
+    }
+
     // Alice, enrolled before the rollover, renews: her new certificates come from the new
     // CA, her keyset learns it, and Bob reads what she signs with the new key.
     bed.bed

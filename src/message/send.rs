@@ -91,13 +91,26 @@ fn signer_certs(record: &KeysetRecord) -> Result<(Certificate, Vec<Certificate>)
         .signing_certificate
         .as_deref()
         .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
-    // The CA and, after a CA rollover, its link certificates: a reader holding either root
-    // builds the path with them.
-    let mut chain = x509::certs_from_pem(&enrollment.authority_ca)?;
-    if chain.is_empty() {
-        chain.push(first_cert(&enrollment.authority_ca)?);
-    }
+    // The CA; after a CA rollover, the link certificates instead: a reader holding either
+    // root builds the path with them (a self-signed root among a message's certificates
+    // would be taken for the issuer by OpenSSL, and the path then ends at an untrusted root).
+    let all = x509::certs_from_pem(&enrollment.authority_ca)?;
+    let links: Vec<Certificate> = all
+        .iter()
+        .filter(|c| c.tbs_certificate.issuer != c.tbs_certificate.subject || !is_self_signed(c))
+        .cloned()
+        .collect();
+    let chain = if links.is_empty() {
+        vec![first_cert(&enrollment.authority_ca)?]
+    } else {
+        links
+    };
     Ok((first_cert(signing_pem)?, chain))
+}
+
+/// Whether `c` verifies with its own key (a root, not a link between two keys of one name).
+fn is_self_signed(c: &Certificate) -> bool {
+    x509::verify_issued_by(c, c).is_ok()
 }
 
 fn first_cert(pem: &str) -> Result<Certificate, MessageError> {
