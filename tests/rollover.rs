@@ -469,6 +469,17 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
             &[("KEYWARD_PIN", USER_PIN)],
         )
         .fails(3, "REVOKED");
+    // Both CRLs imported, Bob's reader (anchored at the new CA) checks Alice's first
+    // signature against the CRL of the CA that issued it, the old one.
+    for file in [&crl_file, &old_crl] {
+        bed.bed.run(&["crl", "import", file]).ok();
+    }
+    bed.bed
+        .run_env(
+            &["read", "--keyset", "Bob 1", &a2b, "-o", &plain],
+            &[("KEYWARD_PIN", USER_PIN)],
+        )
+        .fails(3, "REVOKED");
     bed.authority("log", &["--verify"]).ok();
 }
 

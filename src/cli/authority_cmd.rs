@@ -608,7 +608,7 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
         let given = authority::state::key_fingerprint(&authority::state::ca_key_of(&pem)?)?;
         if !check.keys.contains(&given) {
             return Err(authority::state::tampered(&format!(
-                "no checkpoint of the audit log is signed by the CA key in {} (sha256:{given}): the log and the state are not the ones that CA vouched for",
+                "the audit log does not verify with the CA key in {} (sha256:{given}): none of its checkpoints is signed by it, so the log and the state are not the ones that CA vouched for",
                 f.display()
             ))
             .into());

@@ -329,8 +329,11 @@ pub fn read(ctx: &mut Context, a: ReadArgs) -> Result<(), Error> {
         },
     )?;
     let signer = (done.signer.as_str(), done.signer_serial.as_str());
+    // The kept CRL of the CA that issued the signer (across a CA rollover, not necessarily
+    // the keyset's own CA).
+    let issuer = given_ca.as_ref().unwrap_or(&done.issuer);
     let unchecked =
-        crate::revocation::check_signer(&ctx.home()?, given_ca.as_ref(), &record, signer, warn)?;
+        crate::revocation::check_signer(&ctx.home()?, Some(issuer), &record, signer, warn)?;
     if let Some(w) = unchecked {
         note!("{w}");
     }

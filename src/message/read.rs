@@ -48,6 +48,9 @@ pub struct ReadOutcome {
     pub opened_with: String,
     /// Whether that key is an archived (older) one.
     pub archived_key: bool,
+    /// The CA certificate the signer's certificate was checked against: the keyset's CA,
+    /// or, across a CA rollover, the one a link certificate leads to (whose CRL applies).
+    pub issuer: Certificate,
 }
 
 /// The most of a decrypted message held in memory when it is not streamable: a
@@ -147,6 +150,7 @@ pub fn read(
         signer_expired: expired_since(&verified.signer),
         opened_with: key.cert_serial.clone(),
         archived_key: !key.current,
+        issuer: ca,
     })
 }
 
