@@ -498,7 +498,10 @@ fn private_ids(bed: &AuthorityBed) -> Vec<String> {
 
 /// What a refused or undone CA rollover must leave exactly as it was: the configuration, the
 /// audit log, the files and the objects on the authority's token.
-fn ca_state(bed: &AuthorityBed) -> (Vec<u8>, Vec<u8>, Vec<String>, (Vec<String>, Vec<String>)) {
+/// (configuration, audit log, files, (secret key ids, private key ids on the token)).
+type CaState = (Vec<u8>, Vec<u8>, Vec<String>, (Vec<String>, Vec<String>));
+
+fn ca_state(bed: &AuthorityBed) -> CaState {
     (
         bed.state_file("authority.toml"),
         bed.state_file("audit.log"),

@@ -354,3 +354,33 @@ fn missing(what: &str) -> AuthorityError {
         "the CA {what} is not on the authority's token; check that the right token is inserted"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_urls_keep_the_first_and_mark_later_ones() {
+        let url = "http://pki.example.org/ca.crl";
+        assert_eq!(generation_url(url, 1), url);
+        assert_eq!(generation_url(url, 2), "http://pki.example.org/ca-g2.crl");
+        assert_eq!(
+            generation_url("file:///srv/pki/current", 3),
+            "file:///srv/pki/current-g3"
+        );
+        // A dot in a directory name is not the file's extension.
+        assert_eq!(
+            generation_url("http://pki.example.org/crl", 2),
+            "http://pki.example.org/crl-g2"
+        );
+        assert_eq!(with_generation("/tmp/out.pem", 1), "/tmp/out-g1.pem");
+    }
+
+    #[test]
+    fn next_key_ids_are_derived_and_differ_per_generation() {
+        let a = next_key_id("00aa");
+        assert_eq!(a, next_key_id("00aa"));
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, next_key_id(&hex(&a)));
+    }
+}

@@ -630,9 +630,17 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
         }));
         return Ok(());
     }
+    let generations = if check.keys.len() > 1 {
+        format!(
+            " key in force (the first, then {} handed over at CA rollovers)",
+            check.keys.len() - 1
+        )
+    } else {
+        String::new()
+    };
     say!(
-        "audit log OK: {n} entries, hash chain intact, every checkpoint signed by the CA{}; state OK: {records} records match the last checkpoint",
-        if a.ca.is_some() { " you gave" } else { "" }
+        "audit log OK: {n} entries, hash chain intact, every checkpoint signed by the CA{generations}{}; state OK: {records} records match the last checkpoint",
+        if a.ca.is_some() { ", whose chain includes the CA you gave" } else { "" }
     );
     Ok(())
 }
