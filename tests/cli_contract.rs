@@ -31,13 +31,52 @@ struct Step {
     args: &'static str,
     env: &'static [(&'static str, &'static str)],
     exit: i32,
+    /// A copy of a file an earlier step wrote, altered, made before the step runs: (the file,
+    /// the copy, how it is altered), names relative to the test's directory.
+    tamper: Option<Tamper>,
+}
+
+type Tamper = (&'static str, &'static str, fn(&str) -> String);
+
+/// Flips one base64 character in the middle of a PEM file's second-to-last body line: inside
+/// the signature, which is the last thing a certificate or CRL holds.
+fn flip_in_signature(pem: &str) -> String {
+    let mut lines: Vec<String> = pem.lines().map(str::to_string).collect();
+    let end = lines
+        .iter()
+        .rposition(|l| l.starts_with("-----END"))
+        .unwrap();
+    let line = &mut lines[end - 2];
+    let mid = line.len() / 2;
+    let c = if &line[mid..=mid] == "A" { "B" } else { "A" };
+    line.replace_range(mid..=mid, c);
+    lines.join("\n") + "\n"
+}
+
+/// A step that reads an altered copy and must find it bad (exit status 3).
+const fn found_bad(
+    args: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    tamper: Tamper,
+) -> Step {
+    Step {
+        args,
+        env,
+        exit: 3,
+        tamper: Some(tamper),
+    }
 }
 
 const PIN: &[(&str, &str)] = &[("KEYWARD_PIN", USER_PIN)];
 const APIN: &[(&str, &str)] = &[("KEYWARD_PIN", AUTHORITY_PIN)];
 
 const fn ok(args: &'static str, env: &'static [(&'static str, &'static str)]) -> Step {
-    Step { args, env, exit: 0 }
+    Step {
+        args,
+        env,
+        exit: 0,
+        tamper: None,
+    }
 }
 
 /// The story every command appears in, in order (later steps use what earlier ones made).
@@ -68,6 +107,7 @@ const STEPS: &[Step] = &[
         args: "keyset|verify|alice|{dir}/other.txt|{dir}/data.sig",
         env: &[],
         exit: 3,
+        tamper: None,
     },
     ok(
         "keyset|passwd|alice",
@@ -94,9 +134,25 @@ const STEPS: &[Step] = &[
         "enroll|--user|bob|--keyset|Bob 1|--token|bob-card|--authority-cert|{bundle}|-o|{dir}/bob.req",
         &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", "{tk:bob}")],
     ),
+    // A request altered after signing: checked and found bad.
+    found_bad(
+        "authority|process|--dir|{auth}|{dir}/bob-t.req|-o|{dir}/bob-t.reply",
+        APIN,
+        ("bob.req", "bob-t.req", |t| {
+            t.replacen("keyset = \"Bob 1\"", "keyset = \"Bob 2\"", 1)
+        }),
+    ),
     ok(
         "authority|process|--dir|{auth}|{dir}/bob.req|-o|{dir}/bob.reply",
         APIN,
+    ),
+    // A reply altered after signing: checked and found bad, the request still pending.
+    found_bad(
+        "enroll|--complete|{dir}/bob-t.reply",
+        PIN,
+        ("bob.reply", "bob-t.reply", |t| {
+            t.replacen("current = true", "current = false", 1)
+        }),
     ),
     ok("enroll|--complete|{dir}/bob.reply", PIN),
     ok(
@@ -133,12 +189,19 @@ const STEPS: &[Step] = &[
     ok("authority|recover|--dir|{auth}|bob", APIN),
     ok("authority|revoke|--dir|{auth}|ann", APIN),
     ok("authority|crl|--dir|{auth}|-o|{dir}/crl2.pem", APIN),
+    // A CRL whose signature was altered: checked and found bad, not kept.
+    found_bad(
+        "crl|import|{dir}/crl-t.pem",
+        &[],
+        ("crl2.pem", "crl-t.pem", flip_in_signature),
+    ),
     ok("crl|import|{dir}/crl2.pem", &[]),
     // Ann's certificate is revoked now: her message is checked and found bad.
     Step {
         args: "read|--keyset|Bob 1|{dir}/msg.p7|-o|{dir}/plain2.txt|--crl|{dir}/crl2.pem",
         env: PIN,
         exit: 3,
+        tamper: None,
     },
     ok("authority|log|--dir|{auth}", &[]),
     ok("authority|log|--dir|{auth}|--verify", &[]),
@@ -169,16 +232,19 @@ const STEPS: &[Step] = &[
         args: "enroll|--complete|{dir}/nope.reply",
         env: &[],
         exit: 1,
+        tamper: None,
     },
     Step {
         args: "keyset|frobnicate",
         env: &[],
         exit: 2,
+        tamper: None,
     },
     Step {
         args: "authority|process|--dir|{auth}|{dir}/nope.req|-o|{dir}/nope.reply",
         env: &[],
         exit: 1,
+        tamper: None,
     },
 ];
 
@@ -312,6 +378,16 @@ fn run_step(
     vars: &BTreeMap<String, String>,
     extra: &[&str],
 ) -> Run {
+    if let Some((from, to, alter)) = step.tamper {
+        let text = std::fs::read_to_string(bed.path(from)).unwrap();
+        let altered = alter(&text);
+        assert_ne!(
+            altered, text,
+            "{}: the copy of {from} is not altered",
+            step.args
+        );
+        std::fs::write(bed.path(to), altered).unwrap();
+    }
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     args.extend(step.args.split('|').map(|a| fill(a, vars)));
     let env: Vec<(String, String)> = step

@@ -596,13 +596,7 @@ fn line_no(i: usize) -> u64 {
 
 /// Lower-case hex SHA-256.
 fn hex_sha256(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    crate::token::keys::hex(&Sha256::digest(bytes))
 }
 
 /// Obvious shapes of a secret: PEM private keys, and a temporary key as displayed

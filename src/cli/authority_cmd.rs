@@ -12,10 +12,10 @@ use super::args::{
 use super::output::print_json;
 use super::Context;
 use crate::authority::tempkey::{parse_lifetime, TempKey};
-use crate::authority::x509::CrlReason;
 use crate::authority::{self, AuthorityDir, AuthorityError};
 use crate::enroll::client::OAEP_MARKER;
 use crate::error::Error;
+use crate::pki::x509::CrlReason;
 use crate::token::OaepHash;
 
 /// Runs one `authority` subcommand.
@@ -579,11 +579,8 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     }
     let mut dir = AuthorityDir::open_read(&a.dir)?;
     let ca_pem = match &a.ca {
-        Some(f) => std::fs::read_to_string(f).map_err(|e| Error::Io {
-            action: "read",
-            path: f.clone(),
-            reason: e.to_string(),
-        })?,
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| Error::File(crate::error::IoError::new("read", f, e)))?,
         None => dir.config.ca_pem.clone(),
     };
     let ca = authority::state::ca_key_of(&ca_pem)?;

@@ -6,6 +6,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::token::keys::unhex;
+
 /// The alphabet of derived PINs: unambiguous base32 (RFC 4648 lowercase).
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// Digits, for tokens that only take short numeric PINs.
@@ -131,16 +133,6 @@ impl Hardening {
         }
         Ok(())
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

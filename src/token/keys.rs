@@ -534,7 +534,12 @@ fn unwrap_octet_string(v: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Lowercase hex.
+/// Lowercase hex (`base16ct`, keyward's one hex codec).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    base16ct::lower::encode_string(bytes)
+}
+
+/// Bytes from hex of either case (`base16ct`); `None` when it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    base16ct::mixed::decode_vec(text).ok()
 }
