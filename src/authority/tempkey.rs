@@ -124,8 +124,7 @@ impl TempKey {
     /// Makes a new key from 120 bits of OS randomness.
     pub fn generate() -> Result<TempKey, TempKeyError> {
         let mut bytes = Zeroizing::new([0u8; 16]);
-        getrandom::getrandom(&mut bytes[16 - RANDOM_BYTES..])
-            .map_err(|e| TempKeyError::Random(e))?;
+        getrandom::getrandom(&mut bytes[16 - RANDOM_BYTES..]).map_err(TempKeyError::Random)?;
         let mut n = u128::from_be_bytes(*bytes);
         let mut values = Zeroizing::new([0u8; KEY_CHARS]);
         for (i, v) in values[..DATA_CHARS].iter_mut().enumerate() {
@@ -198,7 +197,7 @@ impl TempKey {
             .map_err(|e| TempKeyError::Hash(e.to_string()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let mut salt = Zeroizing::new([0u8; SALT_BYTES]);
-        getrandom::getrandom(&mut salt[..]).map_err(|e| TempKeyError::Random(e))?;
+        getrandom::getrandom(&mut salt[..]).map_err(TempKeyError::Random)?;
         let salt =
             SaltString::encode_b64(&salt[..]).map_err(|e| TempKeyError::Hash(e.to_string()))?;
         let hash = argon

@@ -55,7 +55,7 @@ impl Hardening {
     /// New parameters (m = 19 MiB, t = 2, p = 1, fresh salt) fitted to the token's PIN limits.
     pub fn new(min_pin: usize, max_pin: usize) -> Result<Hardening, HardenError> {
         let mut salt = [0u8; 16];
-        getrandom::getrandom(&mut salt).map_err(|e| HardenError::Random(e))?;
+        getrandom::getrandom(&mut salt).map_err(HardenError::Random)?;
         let max = if max_pin == 0 { 255 } else { max_pin };
         let (alphabet, want) = if max < 16 {
             ("digits", max)
