@@ -312,9 +312,9 @@ impl TokenSession {
         // RSA: the input is kept, in case the token signs only with its own hashing.
         let mut input = Vec::new();
         data.read_to_end(&mut input)
-            .map_err(|e| TokenError::Wrapper {
-                what: "reading the data to sign".to_string(),
-                reason: e.to_string(),
+            .map_err(|source| TokenError::Input {
+                what: "reading the data to sign",
+                source,
             })?;
         let digest: [u8; 32] = Sha256::digest(&input).into();
         let raw = self.sign_with(
@@ -487,9 +487,9 @@ fn refused_by_token(e: &TokenError) -> bool {
 /// The SHA-256 digest of everything `data` yields, read in pieces.
 fn sha256_of(data: &mut dyn Read) -> Result<[u8; 32], TokenError> {
     let mut hasher = Sha256::new();
-    std::io::copy(data, &mut hasher).map_err(|e| TokenError::Wrapper {
-        what: "reading the data to sign".to_string(),
-        reason: e.to_string(),
+    std::io::copy(data, &mut hasher).map_err(|source| TokenError::Input {
+        what: "reading the data to sign",
+        source,
     })?;
     Ok(hasher.finalize().into())
 }
