@@ -41,6 +41,20 @@ pub enum Error {
     /// A file could not be read or written, with the `io::Error` as source.
     #[error("{0}")]
     File(#[from] IoError),
+    /// A step after the authority recorded an enrollment failed: the cause is kept as the
+    /// source, and the message says what is kept and how to finish.
+    #[error("cannot {action} {}: {source}; {next}", .path.display())]
+    Unfinished {
+        /// What could not be done.
+        action: &'static str,
+        /// The file kept to finish with.
+        path: std::path::PathBuf,
+        /// How to finish.
+        next: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// A file could not be read or written (the reason as text; new code uses `File`).
     #[error("cannot {action} {}: {reason}", .path.display())]
     Io {
@@ -118,10 +132,17 @@ impl Error {
 fn found_bad(e: &(dyn std::error::Error + 'static)) -> bool {
     use crate::authority::AuthorityError;
     use crate::keyset::pubkey::KeyError;
-    use crate::message::cms::CmsError;
     use crate::message::MessageError;
+    use crate::pki::cms::CmsError;
     e.downcast_ref::<crate::revocation::RevocationError>()
         .is_some_and(|r| r.found_bad())
+        || e.downcast_ref::<crate::enroll::wire::WireError>()
+            .is_some_and(|w| w.found_bad())
+        // A certificate or CRL whose issuer's signature does not verify.
+        || matches!(
+            e.downcast_ref::<crate::pki::x509::X509Error>(),
+            Some(crate::pki::x509::X509Error::BadSignature(_))
+        )
         || matches!(
         e.downcast_ref::<AuthorityError>(),
         Some(AuthorityError::Tampered { .. })
@@ -189,6 +210,26 @@ mod tests {
             )))
             .exit_code(),
             3
+        );
+        let bad_reply = crate::enroll::wire::WireError::BadSignature {
+            path: "r".into(),
+            what: "reply",
+            why: "its signature does not verify",
+            source: KeyError::BadSignature,
+        };
+        assert_eq!(Error::Enroll(EnrollError::Wire(bad_reply)).exit_code(), 3);
+        let bad_cert = crate::pki::x509::X509Error::BadSignature("certificate");
+        assert_eq!(
+            Error::Authority(AuthorityError::X509(bad_cert)).exit_code(),
+            3
+        );
+        // A request file that is not there was not checked: exit status 1.
+        let missing = crate::enroll::wire::read_request(std::path::Path::new("/nonexistent/r"))
+            .err()
+            .unwrap();
+        assert_eq!(
+            Error::Authority(AuthorityError::Wire(missing)).exit_code(),
+            1
         );
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);
         let io = IoError::new(

@@ -14,12 +14,13 @@ pub enum ConfigError {
     )]
     NoHome,
     /// The config file could not be read.
-    #[error("cannot read {}: {reason}", .path.display())]
+    #[error("cannot read {}: {source}", .path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The config file does not parse.
     #[error("{}:{line}:{column}: {message}; fix the file (it was not changed)", .path.display())]
@@ -73,12 +74,7 @@ impl Config {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(e) => {
-                return Err(ConfigError::Read {
-                    path,
-                    reason: e.to_string(),
-                })
-            }
+            Err(e) => return Err(ConfigError::Read { path, source: e }),
         };
         parse_toml(&path, &text)
     }

@@ -15,6 +15,7 @@ pub mod home;
 pub mod keyset;
 pub mod message;
 pub mod names;
+pub mod pki;
 pub mod revocation;
 pub mod secrets;
 pub mod token;

@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime};
 use x509_cert::crl::CertificateList;
 use x509_cert::Certificate;
 
-use crate::authority::x509::{self, X509Error};
 use crate::keyset::registry::write_atomic;
 use crate::keyset::Registry;
+use crate::pki::x509::{self, X509Error};
 
 /// The store's directory under `KEYWARD_HOME`.
 pub const DIR: &str = "crls";
@@ -84,14 +84,15 @@ pub enum RevocationError {
     #[error(transparent)]
     X509(#[from] X509Error),
     /// A file could not be read or written.
-    #[error("cannot {action} {}: {reason}", .path.display())]
+    #[error("cannot {action} {}: {source}", .path.display())]
     Io {
         /// "read", "write".
         action: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A distribution point could not be fetched.
     #[error("cannot fetch the CRL from {url}: {why}; check the URL (file:/ or http://) or get the CRL file and `keyward crl import` it")]
@@ -117,7 +118,7 @@ fn io(action: &'static str, path: &Path, e: std::io::Error) -> RevocationError {
     RevocationError::Io {
         action,
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source: e,
     }
 }
 
@@ -184,10 +185,7 @@ impl CrlStore {
     }
 
     fn key(ca: &Certificate) -> String {
-        x509::key_id_of(ca)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::token::keys::hex(&x509::key_id_of(ca))
     }
 
     fn crl_path(&self, ca: &Certificate) -> PathBuf {

@@ -24,14 +24,23 @@ pub enum SecretError {
         env: String,
     },
     /// The secret file could not be read.
-    #[error("cannot read {what} from {}: {reason}", .path.display())]
+    #[error("cannot read {what} from {}: {source}", .path.display())]
     File {
         /// What secret.
         what: String,
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The secret file holds more than one line.
+    #[error("cannot read {what} from {}: it has more than one line; put the secret alone on the first line", .path.display())]
+    MultiLine {
+        /// What secret.
+        what: String,
+        /// The file.
+        path: PathBuf,
     },
     /// The secret is empty.
     #[error("the {what} from {source_name} is empty")]
@@ -50,12 +59,13 @@ pub enum SecretError {
         source_name: String,
     },
     /// The prompt failed.
-    #[error("cannot read {what} from the terminal: {reason}")]
+    #[error("cannot read {what} from the terminal: {source}")]
     Prompt {
         /// What secret.
         what: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The two entries of a new secret differ.
     #[error("the two entries of the {what} differ; nothing was changed")]
@@ -135,7 +145,7 @@ impl SecretSource {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| SecretError::File {
             what: self.what.clone(),
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            source: e,
         })?);
         let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::NotUtf8 {
             what: self.what.clone(),
@@ -145,11 +155,9 @@ impl SecretSource {
         // are not part of it, but a second line is a mistake, not something to send.
         let line = text.trim_end_matches(['\n', '\r']);
         if line.contains('\n') {
-            return Err(SecretError::File {
+            return Err(SecretError::MultiLine {
                 what: self.what.clone(),
                 path: path.to_path_buf(),
-                reason: "it has more than one line; put the secret alone on the first line"
-                    .to_string(),
             });
         }
         self.nonempty(line, &path.display().to_string())
@@ -185,7 +193,7 @@ impl SecretSource {
             .map(SecretString::from)
             .map_err(|e| SecretError::Prompt {
                 what: self.what.clone(),
-                reason: e.to_string(),
+                source: e,
             })
     }
 }

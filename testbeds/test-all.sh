@@ -25,6 +25,10 @@ cargo build --locked --workspace --all-targets
 # The virtual PIV card (testbeds/vcard/, its own workspace and cached target dir) for
 # tests/piv_card.rs: built once per machine.
 bash testbeds/piv.sh build
+# Lints: the virtual card is its own workspace, so `cargo clippy --workspace` never sees it;
+# it is linted here, in its cached target dir (the build above made its dependencies).
+CARGO_TARGET_DIR=${KEYWARD_VCARD_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/keyward/vcard-target} \
+    cargo clippy --locked --release --all-targets --manifest-path testbeds/vcard/Cargo.toml -- -D warnings
 # tests/fault_sweep.rs appends one line per command here; printed after each pass.
 summary=${CARGO_TARGET_DIR:-target}/tmp/fault-sweep.txt
 # tests/crash_sweep.rs does the same for the syscall crash sweep.

@@ -11,7 +11,7 @@ mod util;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use keyward::authority::x509;
+use keyward::pki::x509;
 use util::{pem_blocks, AuthorityBed, TestBed, AUTHORITY_PIN, AUTHORITY_TOKEN, USER_PIN};
 
 const CA_NAME: &str = "CN=Example Mail CA,O=Example Org,C=DE";

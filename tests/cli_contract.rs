@@ -31,13 +31,56 @@ struct Step {
     args: &'static str,
     env: &'static [(&'static str, &'static str)],
     exit: i32,
+    /// A copy of a file an earlier step wrote, altered, made before the step runs: (the file,
+    /// the copy, how it is altered), names relative to the test's directory.
+    tamper: Option<Tamper>,
+}
+
+type Tamper = (&'static str, &'static str, fn(&str) -> String);
+
+/// Flips one base64 character in the middle of a PEM file's second-to-last body line: inside
+/// the signature, which is the last thing a certificate or CRL holds.
+fn flip_in_signature(pem: &str) -> String {
+    let mut lines: Vec<String> = pem.lines().map(str::to_string).collect();
+    let end = lines
+        .iter()
+        .rposition(|l| l.starts_with("-----END"))
+        .unwrap();
+    let line = &mut lines[end - 2];
+    let mid = line.len() / 2;
+    let c = if &line[mid..=mid] == "A" { "B" } else { "A" };
+    line.replace_range(mid..=mid, c);
+    lines.join("\n") + "\n"
+}
+
+/// A step that reads an altered copy and must find it bad (exit status 3).
+const fn found_bad(
+    args: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    tamper: Tamper,
+) -> Step {
+    Step {
+        args,
+        env,
+        exit: 3,
+        tamper: Some(tamper),
+    }
 }
 
 const PIN: &[(&str, &str)] = &[("KEYWARD_PIN", USER_PIN)];
 const APIN: &[(&str, &str)] = &[("KEYWARD_PIN", AUTHORITY_PIN)];
+const OPERATOR: &[(&str, &str)] = &[
+    ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+    ("KEYWARD_OPERATOR_PIN", USER_PIN),
+];
 
 const fn ok(args: &'static str, env: &'static [(&'static str, &'static str)]) -> Step {
-    Step { args, env, exit: 0 }
+    Step {
+        args,
+        env,
+        exit: 0,
+        tamper: None,
+    }
 }
 
 /// The story every command appears in, in order (later steps use what earlier ones made).
@@ -68,6 +111,7 @@ const STEPS: &[Step] = &[
         args: "keyset|verify|alice|{dir}/other.txt|{dir}/data.sig",
         env: &[],
         exit: 3,
+        tamper: None,
     },
     ok(
         "keyset|passwd|alice",
@@ -94,9 +138,25 @@ const STEPS: &[Step] = &[
         "enroll|--user|bob|--keyset|Bob 1|--token|bob-card|--authority-cert|{bundle}|-o|{dir}/bob.req",
         &[("KEYWARD_PIN", USER_PIN), ("KEYWARD_TEMP_KEY", "{tk:bob}")],
     ),
+    // A request altered after signing: checked and found bad.
+    found_bad(
+        "authority|process|--dir|{auth}|{dir}/bob-t.req|-o|{dir}/bob-t.reply",
+        APIN,
+        ("bob.req", "bob-t.req", |t| {
+            t.replacen("keyset = \"Bob 1\"", "keyset = \"Bob 2\"", 1)
+        }),
+    ),
     ok(
         "authority|process|--dir|{auth}|{dir}/bob.req|-o|{dir}/bob.reply",
         APIN,
+    ),
+    // A reply altered after signing: checked and found bad, the request still pending.
+    found_bad(
+        "enroll|--complete|{dir}/bob-t.reply",
+        PIN,
+        ("bob.reply", "bob-t.reply", |t| {
+            t.replacen("current = true", "current = false", 1)
+        }),
     ),
     ok("enroll|--complete|{dir}/bob.reply", PIN),
     ok(
@@ -119,6 +179,9 @@ const STEPS: &[Step] = &[
     ),
     ok("authority|users|--dir|{auth}|--expiring|3650d", &[]),
     ok("authority|token|--dir|{auth}|bob", &[]),
+    // Lost (certificates on hold, a temporary key printed), then found again.
+    ok("authority|token|--dir|{auth}|bob|--state|lost", APIN),
+    ok("authority|token|--dir|{auth}|bob|--state|found", APIN),
     ok(
         "authority|add-users|--dir|{auth}|--from|{dir}/users.csv|--out|{dir}/keys",
         APIN,
@@ -133,12 +196,19 @@ const STEPS: &[Step] = &[
     ok("authority|recover|--dir|{auth}|bob", APIN),
     ok("authority|revoke|--dir|{auth}|ann", APIN),
     ok("authority|crl|--dir|{auth}|-o|{dir}/crl2.pem", APIN),
+    // A CRL whose signature was altered: checked and found bad, not kept.
+    found_bad(
+        "crl|import|{dir}/crl-t.pem",
+        &[],
+        ("crl2.pem", "crl-t.pem", flip_in_signature),
+    ),
     ok("crl|import|{dir}/crl2.pem", &[]),
     // Ann's certificate is revoked now: her message is checked and found bad.
     Step {
         args: "read|--keyset|Bob 1|{dir}/msg.p7|-o|{dir}/plain2.txt|--crl|{dir}/crl2.pem",
         env: PIN,
         exit: 3,
+        tamper: None,
     },
     ok("authority|log|--dir|{auth}", &[]),
     ok("authority|log|--dir|{auth}|--verify", &[]),
@@ -152,6 +222,11 @@ const STEPS: &[Step] = &[
         "token|provision|--manifest|{dir}/tokens.toml",
         &[("KEYWARD_SO_PIN", SO_PIN)],
     ),
+    // pin_out = "-": the user PINs on standard output.
+    ok(
+        "token|provision|--manifest|{dir}/pins-stdout.toml",
+        &[("KEYWARD_SO_PIN", SO_PIN)],
+    ),
     // An operator: added while there is none (the authority's PIN holder alone), then
     // removed with their own approval (one operator: one approval needed).
     ok(
@@ -161,8 +236,24 @@ const STEPS: &[Step] = &[
             ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
         ],
     ),
+    // A second operator, approved by the first (adding one needs one approval).
+    ok(
+        "authority|operator|add|--dir|{auth}|opb|--token|opb-card|--as|opa",
+        &[
+            ("KEYWARD_PIN", USER_PIN),
+            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+            ("KEYWARD_OPERATOR_PIN", USER_PIN),
+        ],
+    ),
     ok("authority|operator|list|--dir|{auth}", &[]),
+    // With two operators a policy change needs both: opa asks, opb approves ({req} is the
+    // pending request's id)…
+    ok("authority|policy|set|--dir|{auth}|revoke|1|--as|opa", OPERATOR),
     ok("authority|request|list|--dir|{auth}", &[]),
+    ok("authority|approve|--dir|{auth}|{req}|--as|opb", OPERATOR),
+    // … or rejects.
+    ok("authority|policy|set|--dir|{auth}|revoke|1|--as|opa", OPERATOR),
+    ok("authority|reject|--dir|{auth}|{req}|--as|opb", OPERATOR),
     ok(
         "authority|operator|remove|--dir|{auth}|opa|--as|opa",
         &[
@@ -175,16 +266,19 @@ const STEPS: &[Step] = &[
         args: "enroll|--complete|{dir}/nope.reply",
         env: &[],
         exit: 1,
+        tamper: None,
     },
     Step {
         args: "keyset|frobnicate",
         env: &[],
         exit: 2,
+        tamper: None,
     },
     Step {
         args: "authority|process|--dir|{auth}|{dir}/nope.req|-o|{dir}/nope.reply",
         env: &[],
         exit: 1,
+        tamper: None,
     },
 ];
 
@@ -202,14 +296,6 @@ const ELSEWHERE: &[(&str, &str)] = &[
     (
         "authority migrate",
         "tests/authority_migrate.rs (an old TOML directory)",
-    ),
-    (
-        "authority approve",
-        "tests/operators.rs (a request waiting for a second operator)",
-    ),
-    (
-        "authority reject",
-        "tests/operators.rs (a request waiting for a second operator)",
     ),
     (
         "crl fetch",
@@ -318,22 +404,53 @@ fn run_step(
     vars: &BTreeMap<String, String>,
     extra: &[&str],
 ) -> Run {
+    if let Some((from, to, alter)) = step.tamper {
+        let text = std::fs::read_to_string(bed.path(from)).unwrap();
+        let altered = alter(&text);
+        assert_ne!(
+            altered, text,
+            "{}: the copy of {from} is not altered",
+            step.args
+        );
+        std::fs::write(bed.path(to), altered).unwrap();
+    }
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    args.extend(step.args.split('|').map(|a| fill(a, vars)));
+    let mut vars = vars.clone();
+    if step.args.contains("{req}") {
+        vars.insert("req".into(), pending_request(bed));
+    }
+    args.extend(step.args.split('|').map(|a| fill(a, &vars)));
     let env: Vec<(String, String)> = step
         .env
         .iter()
-        .map(|(k, v)| (k.to_string(), fill(v, vars)))
+        .map(|(k, v)| (k.to_string(), fill(v, &vars)))
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     bed.run_env(&args, &env)
 }
 
+/// The id of the authority's newest pending approval request.
+fn pending_request(bed: &AuthorityBed) -> String {
+    let list = bed
+        .run(&["--json", "authority", "request", "list", "--dir", &bed.dir])
+        .ok()
+        .json();
+    let pending: Vec<&str> = list["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "pending")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending.len(), 1, "one pending request: {list}");
+    pending[0].to_string()
+}
+
 /// The bed the story runs on, and its variables.
 fn story_bed() -> (AuthorityBed, BTreeMap<String, String>) {
     let bed = AuthorityBed::new(
-        &["card", "bob-card", "hard-card", "op-card"],
+        &["card", "bob-card", "hard-card", "op-card", "opb-card"],
         "CN=Contract CA",
     );
     let dir = bed
@@ -353,6 +470,11 @@ fn story_bed() -> (AuthorityBed, BTreeMap<String, String>) {
     std::fs::write(
         bed.path("tokens.toml"),
         b"so_pin_file = \"so.pin\"\npin_out = \"pins\"\n[[token]]\nlabel = \"prov\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        bed.path("pins-stdout.toml"),
+        b"so_pin_file = \"so.pin\"\npin_out = \"-\"\n[[token]]\nlabel = \"prov2\"\n",
     )
     .unwrap();
     let vars = BTreeMap::from([
@@ -385,6 +507,11 @@ const DATA: &[&str] = &[
     "authority request list",
 ];
 
+/// Steps of a data command that print a result line instead (an action's outcome), and steps
+/// of an action that print data (the user PINs of `token provision` with `pin_out = "-"`).
+const RESULT_STEPS: &[&str] = &["authority|token|--dir|{auth}|bob|--state|found"];
+const DATA_STEPS: &[&str] = &["token|provision|--manifest|{dir}/pins-stdout.toml"];
+
 /// The same story in text with `--quiet`: the same exit statuses; on success nothing on
 /// standard error, and on standard output the data of a data command and nothing for an
 /// action; on failure one `keyward: error:` line on standard error and nothing on standard
@@ -413,10 +540,12 @@ fn every_command_keeps_data_on_stdout_and_is_silent_with_quiet() {
         assert_eq!(run.stderr, "", "{label}: stderr with --quiet");
         let words: Vec<&str> = step.args.split('|').take(3).collect();
         // `authority log --verify` checks: its result is a line, not data.
-        let is_data = !step.args.ends_with("--verify")
-            && DATA
-                .iter()
-                .any(|d| *d == words[0] || *d == words[..2].join(" ") || *d == words.join(" "));
+        let is_data = DATA_STEPS.contains(&step.args)
+            || !step.args.ends_with("--verify")
+                && !RESULT_STEPS.contains(&step.args)
+                && DATA
+                    .iter()
+                    .any(|d| *d == words[0] || *d == words[..2].join(" ") || *d == words.join(" "));
         if is_data {
             assert!(!run.stdout.trim().is_empty(), "{label}: its data");
         } else {

@@ -8,7 +8,7 @@ mod util;
 
 use std::path::Path;
 
-use keyward::authority::x509;
+use keyward::pki::x509;
 use keyward::revocation::parse_crl;
 use util::{pem_blocks, AuthorityBed, Run, TestBed, AUTHORITY_PIN, AUTHORITY_TOKEN, USER_PIN};
 

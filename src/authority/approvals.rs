@@ -22,8 +22,8 @@ use super::operators::{self, OperatorRecord};
 use super::policy::{self, Action, Policy};
 use super::state::{kind, now_rfc3339, tampered, AuthorityDir};
 use super::users::Recovered;
-use super::x509::CrlReason;
 use super::AuthorityError;
+use crate::pki::x509::CrlReason;
 use crate::token::keys::hex;
 use crate::token::{Token, TokenSession};
 
@@ -587,9 +587,12 @@ fn execute(
     Ok(match action {
         Action::Recover => {
             let user = arg(args, "user")?.to_string();
-            let reason: CrlReason = arg(args, "reason")?
-                .parse()
-                .map_err(|e: super::x509::X509Error| AuthorityError::BadRequest(e.to_string()))?;
+            let reason: CrlReason =
+                arg(args, "reason")?
+                    .parse()
+                    .map_err(|e: crate::pki::x509::X509Error| {
+                        AuthorityError::BadRequest(e.to_string())
+                    })?;
             let secs: u64 = arg(args, "expires-seconds")?
                 .parse()
                 .map_err(|_| tampered("a request's temporary-key lifetime is not a number"))?;
@@ -598,9 +601,12 @@ fn execute(
         }
         Action::Revoke => {
             let user = arg(args, "user")?.to_string();
-            let reason: CrlReason = arg(args, "reason")?
-                .parse()
-                .map_err(|e: super::x509::X509Error| AuthorityError::BadRequest(e.to_string()))?;
+            let reason: CrlReason =
+                arg(args, "reason")?
+                    .parse()
+                    .map_err(|e: crate::pki::x509::X509Error| {
+                        AuthorityError::BadRequest(e.to_string())
+                    })?;
             let count = super::users::revoke_in(a, &user, reason)?;
             Executed::Revoked { user, count }
         }

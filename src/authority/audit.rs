@@ -83,7 +83,7 @@ impl AuditEntry {
             detail: &self.detail,
             prev: &self.prev,
         };
-        let json = serde_json::to_vec(&canonical).map_err(|e| AuditError::Encode(e.to_string()))?;
+        let json = serde_json::to_vec(&canonical).map_err(AuditError::Encode)?;
         Ok(hex_sha256(&json))
     }
 }
@@ -120,14 +120,15 @@ impl fmt::Display for Tamper {
 #[non_exhaustive]
 pub enum AuditError {
     /// A file operation failed.
-    #[error("cannot {action} the audit log {}: {reason}", .path.display())]
+    #[error("cannot {action} the audit log {}: {source}", .path.display())]
     Io {
         /// "open", "read", "write", "sync".
         action: &'static str,
         /// The log file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A line is not a valid entry.
     #[error(
@@ -173,7 +174,7 @@ pub enum AuditError {
     },
     /// An entry could not be serialised.
     #[error("cannot encode an audit entry: {0}")]
-    Encode(String),
+    Encode(#[source] serde_json::Error),
 }
 
 impl AuditError {
@@ -230,8 +231,8 @@ impl AuditLog {
             opts.mode(0o600);
         }
         let existed = self.path.exists();
-        let mut file = opts.open(&self.path).map_err(|e| self.io("open", &e))?;
-        let len = file.metadata().map_err(|e| self.io("read", &e))?.len();
+        let mut file = opts.open(&self.path).map_err(|e| self.io("open", e))?;
+        let len = file.metadata().map_err(|e| self.io("read", e))?.len();
 
         let (seq, prev) = self.next_link(&mut file, len)?;
 
@@ -247,13 +248,13 @@ impl AuditLog {
             hash: String::new(),
         };
         entry.hash = entry.compute_hash()?;
-        let mut line = serde_json::to_vec(&entry).map_err(|e| AuditError::Encode(e.to_string()))?;
+        let mut line = serde_json::to_vec(&entry).map_err(AuditError::Encode)?;
         line.push(b'\n');
 
         if let Err(e) = file.write_all(&line).and_then(|()| file.sync_all()) {
             // Leave no torn line behind if we can help it.
             let _ = file.set_len(len).and_then(|()| file.sync_all());
-            return Err(self.io("write", &e));
+            return Err(self.io("write", e));
         }
         if !existed {
             self.sync_dir()?;
@@ -268,9 +269,9 @@ impl AuditLog {
         let mut file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(self.io("open", &e)),
+            Err(e) => return Err(self.io("open", e)),
         };
-        let len = file.metadata().map_err(|e| self.io("read", &e))?.len();
+        let len = file.metadata().map_err(|e| self.io("read", e))?.len();
         self.next_link(&mut file, len).map(|_| ())
     }
 
@@ -416,9 +417,9 @@ impl AuditLog {
         let mut file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io("open", &e)),
+            Err(e) => return Err(self.io("open", e)),
         };
-        let len = file.metadata().map_err(|e| self.io("read", &e))?.len();
+        let len = file.metadata().map_err(|e| self.io("read", e))?.len();
         let Some(line) = self.last_line(&mut file, len)? else {
             return Ok(None);
         };
@@ -436,7 +437,7 @@ impl AuditLog {
         let mut last = [0u8; 1];
         file.seek(SeekFrom::Start(len - 1))
             .and_then(|_| file.read_exact(&mut last))
-            .map_err(|e| self.io("read", &e))?;
+            .map_err(|e| self.io("read", e))?;
         if last[0] != b'\n' {
             return Err(self.damaged(
                 "its last line is only partly written (no end of line; a crash during an \
@@ -453,7 +454,7 @@ impl AuditLog {
             let mut chunk = vec![0u8; usize::try_from(start - from).unwrap_or(0)];
             file.seek(SeekFrom::Start(from))
                 .and_then(|_| file.read_exact(&mut chunk))
-                .map_err(|e| self.io("read", &e))?;
+                .map_err(|e| self.io("read", e))?;
             if let Some(p) = chunk.iter().rposition(|&b| b == b'\n') {
                 chunk.drain(..=p);
                 chunk.extend_from_slice(&tail);
@@ -471,7 +472,7 @@ impl AuditLog {
         match std::fs::read(&self.path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io("read", &e)),
+            Err(e) => Err(self.io("read", e)),
         }
     }
 
@@ -527,17 +528,17 @@ impl AuditLog {
         #[cfg(unix)]
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| self.io("sync", &e))?;
+            .map_err(|e| self.io("sync", e))?;
         #[cfg(not(unix))]
         let _ = dir;
         Ok(())
     }
 
-    fn io(&self, action: &'static str, e: &std::io::Error) -> AuditError {
+    fn io(&self, action: &'static str, e: std::io::Error) -> AuditError {
         AuditError::Io {
             action,
             path: self.path.clone(),
-            reason: e.to_string(),
+            source: e,
         }
     }
 
@@ -596,13 +597,7 @@ fn line_no(i: usize) -> u64 {
 
 /// Lower-case hex SHA-256.
 fn hex_sha256(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    crate::token::keys::hex(&Sha256::digest(bytes))
 }
 
 /// Obvious shapes of a secret: PEM private keys, and a temporary key as displayed

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 use super::init::{open_vouched, Change};
 use super::signer::CaSigner;
 use super::state::{kind, AuthorityDir};
-use super::x509::{self, RevokedEntry};
 use super::AuthorityError;
 use crate::keyset::ops::unhex_id;
+use crate::pki::x509::{self, RevokedEntry};
 use crate::token::keys::hex;
 
 /// Writes a new CRL (PEM) to `out`, current for `lifetime` (its nextUpdate), and returns how

@@ -10,10 +10,10 @@ use super::records::IssuingOptions;
 use super::signer::CaSigner;
 use super::state::{self, head_labels, now_rfc3339, AuthorityConfig, AuthorityDir, SCHEMA};
 use super::store::sqlite::{SqliteStore, DB_FILE};
-use super::x509::{self, CertParams, CertProfile};
 use super::AuthorityError;
 use crate::keyset::csr::parse_subject;
 use crate::keyset::PublicKey;
+use crate::pki::x509::{self, CertParams, CertProfile};
 use crate::token::keys::hex;
 use crate::token::{
     DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, OaepHash, PinRole, Token,

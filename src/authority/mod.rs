@@ -23,7 +23,7 @@ pub mod store;
 pub mod tempkey;
 pub mod tokenstate;
 pub mod users;
-pub mod x509;
+pub use crate::pki::x509;
 
 use std::path::PathBuf;
 

@@ -4,23 +4,21 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use der::{DecodePem, Encode};
 use secrecy::SecretString;
-use x509_cert::request::CertReq;
 
 use super::init::{open_vouched, Change};
-use super::signer::{CaSigner, REPLY_SIGNATURE_ALGORITHM};
+use super::signer::CaSigner;
 use super::state::{
     kind, now_rfc3339, tampered, ArchivedKey, AuthorityDir, CertKind, IssuedCert, UserState,
 };
 use super::tempkey::{TempKey, TempKeyCheck};
 use super::users::state_error;
-use super::x509::{self, CertParams, CertProfile, TbsSigner};
 use super::AuthorityError;
 use crate::enroll::delivery::Delivery;
-use crate::enroll::wire::{self, ReplyBody, ReplyKey, RequestBody, Signed};
+use crate::enroll::wire::{self, ReplyBody, ReplyKey, REPLY_SIGNATURE_ALGORITHM};
 use crate::keyset::ops::unhex_id;
 use crate::keyset::PublicKey;
+use crate::pki::x509::{self, CertParams, CertProfile, TbsSigner};
 use crate::token::{
     DecryptionPair, Module, OaepHash, ObjectKindFilter, ObjectRef, Rfc5649Mechanism, TokenSession,
     UnwrapTemplate,
@@ -50,73 +48,16 @@ pub struct Processed {
     pub reply: PathBuf,
 }
 
-/// A request that parsed and whose signatures verified.
-pub struct VerifiedRequest {
-    /// The body.
-    pub body: RequestBody,
-    /// The signing key from the PKCS#10 request.
-    pub signing_key: PublicKey,
-    /// The SPKI DER of the signing key.
-    pub signing_spki: Vec<u8>,
-    /// The transport key.
-    pub transport: PublicKey,
-}
+pub use crate::enroll::wire::VerifiedRequest;
 
-/// Parses a request file and checks both signatures: the PKCS#10 self-signature and the
-/// signature over the whole request, which must be made by the same key.
+/// Parses a request file and checks both signatures ([`wire::read_request`]).
 pub fn read_request(path: &Path) -> Result<VerifiedRequest, AuthorityError> {
-    let text = wire::read(path, "request")?;
-    parse_request(path, &text)
+    Ok(wire::read_request(path)?)
 }
 
 /// [`read_request`] on text already read.
 pub fn parse_request(path: &Path, text: &str) -> Result<VerifiedRequest, AuthorityError> {
-    let signed: Signed<RequestBody> = wire::open(path, text, "request")?;
-    wire::check_header(
-        path,
-        &signed.body.format,
-        signed.body.version,
-        wire::REQUEST_FORMAT,
-    )?;
-    let csr = CertReq::from_pem(signed.body.csr.as_bytes()).map_err(|e| {
-        AuthorityError::BadRequest(format!("its PKCS#10 request does not parse: {e}"))
-    })?;
-    let spki =
-        csr.info.public_key.to_der().map_err(|e| {
-            AuthorityError::BadRequest(format!("its PKCS#10 key does not encode: {e}"))
-        })?;
-    let key = PublicKey::from_spki_der(&spki)?;
-    let info = csr.info.to_der().map_err(|e| {
-        AuthorityError::BadRequest(format!("its PKCS#10 request does not encode: {e}"))
-    })?;
-    key.verify(&info, csr.signature.raw_bytes()).map_err(|_| {
-        AuthorityError::BadRequest(
-            "the PKCS#10 request's self-signature does not verify (no proof of possession)".into(),
-        )
-    })?;
-    if let Some(current) = &signed.body.renews {
-        // A renewal is signed by the keyset's current signing key (its certificate is
-        // checked against the authority's records by `renew::check_renewal`).
-        super::renew::verify_renewal_signature(current, &signed.signed_bytes, &signed.signature)?;
-    } else {
-        key.verify(&signed.signed_bytes, &signed.signature).map_err(|_| {
-            AuthorityError::BadRequest(
-                "the request's signature does not verify with the key in its PKCS#10 request: it was changed after signing, or signed by another key".into(),
-            )
-        })?;
-    }
-    let transport = PublicKey::from_pem(&signed.body.transport_public_key)?;
-    if transport.rsa_parts().is_none() {
-        return Err(AuthorityError::BadRequest(
-            "the transport key must be RSA".into(),
-        ));
-    }
-    Ok(VerifiedRequest {
-        body: signed.body,
-        signing_key: key,
-        signing_spki: spki,
-        transport,
-    })
+    Ok(wire::verify_request(path, text)?)
 }
 
 /// Processes a request file into a reply file. A request whose enrollment is already recorded
@@ -612,7 +553,7 @@ fn issue_everything(
         "keyward enrollment reply",
         &reply,
         REPLY_SIGNATURE_ALGORITHM,
-        &mut |bytes: &[u8]| signer.sign_tbs(bytes),
+        &mut |bytes: &[u8]| signer.sign_tbs(bytes).map_err(Into::into),
     )?;
     Ok(Made {
         reply_bytes,

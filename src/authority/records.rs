@@ -112,7 +112,7 @@ pub struct PreviousCa {
 }
 
 /// The authority's own policy OID and publication URLs, as given to `authority init`
-/// (checked there; see [`crate::authority::x509::IssuingPolicy`]).
+/// (checked there; see [`crate::pki::x509::IssuingPolicy`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IssuingOptions {
     /// The organisation's certificate policy OID, dotted.
@@ -133,8 +133,8 @@ impl IssuingOptions {
     }
 
     /// The options as the X.509 layer takes them.
-    pub fn policy(&self) -> Result<super::x509::IssuingPolicy, super::x509::X509Error> {
-        super::x509::IssuingPolicy::new(
+    pub fn policy(&self) -> Result<crate::pki::x509::IssuingPolicy, crate::pki::x509::X509Error> {
+        crate::pki::x509::IssuingPolicy::new(
             self.policy_oid.as_deref(),
             self.crl_url.as_deref(),
             self.aia_url.as_deref(),

@@ -9,24 +9,8 @@ use std::time::SystemTime;
 use super::process::VerifiedRequest;
 use super::state::{AuthorityDir, CertKind, Revocation, UserRecord, UserState};
 use super::users::state_error;
-use super::x509::{self, CrlReason};
 use super::AuthorityError;
-use crate::keyset::PublicKey;
-
-/// Checks a renewal request's signature with the key of the certificate it renews.
-pub fn verify_renewal_signature(
-    current_pem: &str,
-    signed: &[u8],
-    signature: &[u8],
-) -> Result<(), AuthorityError> {
-    let cert = current_certificate(current_pem)?;
-    let key = PublicKey::from_spki_der(&x509::spki_der_of(&cert))?;
-    key.verify(signed, signature).map_err(|_| {
-        AuthorityError::BadRequest(
-            "the renewal's signature does not verify with the key of the certificate it renews: it was changed after signing, or signed by another key".into(),
-        )
-    })
-}
+use crate::pki::x509::{self, CrlReason};
 
 fn current_certificate(pem: &str) -> Result<x509_cert::Certificate, AuthorityError> {
     x509::certs_from_pem(pem)?

@@ -3,8 +3,8 @@
 use secrecy::SecretString;
 use spki::AlgorithmIdentifierOwned;
 
-use super::x509::TbsSigner;
 use crate::keyset::pubkey::SHA256_WITH_RSA;
+use crate::pki::x509::TbsSigner;
 use crate::token::{KeyRef, Module, TokenSession};
 
 /// The CA key on a logged-in session, as an X.509 signer (RSA PKCS#1 v1.5 with SHA-256).
@@ -35,5 +35,4 @@ impl TbsSigner for CaSigner<'_> {
     }
 }
 
-/// The signature algorithm name written in reply files.
-pub const REPLY_SIGNATURE_ALGORITHM: &str = "sha256WithRSAEncryption";
+pub use crate::enroll::wire::REPLY_SIGNATURE_ALGORITHM;

@@ -96,7 +96,7 @@ pub enum TempKeyError {
     Typo,
     /// The operating system's random source failed.
     #[error("cannot get random bytes from the operating system: {0}")]
-    Random(String),
+    Random(#[source] getrandom::Error),
     /// Argon2 failed while hashing.
     #[error("cannot hash the temporary key: {0}")]
     Hash(String),
@@ -124,8 +124,7 @@ impl TempKey {
     /// Makes a new key from 120 bits of OS randomness.
     pub fn generate() -> Result<TempKey, TempKeyError> {
         let mut bytes = Zeroizing::new([0u8; 16]);
-        getrandom::getrandom(&mut bytes[16 - RANDOM_BYTES..])
-            .map_err(|e| TempKeyError::Random(e.to_string()))?;
+        getrandom::getrandom(&mut bytes[16 - RANDOM_BYTES..]).map_err(TempKeyError::Random)?;
         let mut n = u128::from_be_bytes(*bytes);
         let mut values = Zeroizing::new([0u8; KEY_CHARS]);
         for (i, v) in values[..DATA_CHARS].iter_mut().enumerate() {
@@ -198,7 +197,7 @@ impl TempKey {
             .map_err(|e| TempKeyError::Hash(e.to_string()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let mut salt = Zeroizing::new([0u8; SALT_BYTES]);
-        getrandom::getrandom(&mut salt[..]).map_err(|e| TempKeyError::Random(e.to_string()))?;
+        getrandom::getrandom(&mut salt[..]).map_err(TempKeyError::Random)?;
         let salt =
             SaltString::encode_b64(&salt[..]).map_err(|e| TempKeyError::Hash(e.to_string()))?;
         let hash = argon

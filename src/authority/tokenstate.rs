@@ -27,8 +27,8 @@ use super::init::{open_vouched, Change};
 use super::state::{now_rfc3339, tampered, AuthorityDir, Revocation, UserRecord, UserState};
 use super::tempkey::{TempKey, TempKeyRecord};
 use super::users::state_error;
-use super::x509::CrlReason;
 use super::AuthorityError;
+use crate::pki::x509::CrlReason;
 
 /// The record kind of a user's token state.
 pub const KIND: &str = "token";

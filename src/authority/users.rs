@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use super::init::{open_vouched, Change};
 use super::state::{now_rfc3339, Revocation, UserRecord, UserState};
 use super::tempkey::{TempKey, TempKeyRecord};
-use super::x509::CrlReason;
 use super::AuthorityError;
+use crate::pki::x509::CrlReason;
 
 /// Checks a user name (see [`crate::names::check_user_name`]).
 pub fn check_user_name(name: &str) -> Result<(), AuthorityError> {

@@ -23,7 +23,7 @@ pub struct Cli {
 }
 
 /// The exit statuses, as `--help` and the man page state them.
-pub const EXIT_STATUS: &str = "Exit status: 0 success; 1 error; 2 usage error (the command line asks for something impossible); 3 checked and found bad (a signature that does not verify, a revoked or untrusted signer, a tampered authority state or log).";
+pub const EXIT_STATUS: &str = "Exit status: 0 success; 1 error; 2 usage error (the command line asks for something impossible); 3 checked and found bad (a signature that does not verify: a message, an enrollment request or reply, a certificate or CRL altered after signing; a revoked or untrusted signer; a tampered authority state or log).";
 
 /// Options every command takes, before or after the subcommand.
 #[derive(Debug, Args, Clone, Default)]

@@ -12,10 +12,10 @@ use super::args::{
 use super::output::print_json;
 use super::Context;
 use crate::authority::tempkey::{parse_lifetime, TempKey};
-use crate::authority::x509::CrlReason;
 use crate::authority::{self, AuthorityDir, AuthorityError};
 use crate::enroll::client::OAEP_MARKER;
 use crate::error::Error;
+use crate::pki::x509::CrlReason;
 use crate::token::OaepHash;
 
 /// Runs one `authority` subcommand.
@@ -600,11 +600,8 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     // bucket digests, and this checks every record against its bucket.
     let check = verify_log_chain(&dir)?;
     if let Some(f) = &a.ca {
-        let pem = std::fs::read_to_string(f).map_err(|e| Error::Io {
-            action: "read",
-            path: f.clone(),
-            reason: e.to_string(),
-        })?;
+        let pem = std::fs::read_to_string(f)
+            .map_err(|e| Error::File(crate::error::IoError::new("read", f, e)))?;
         let given = authority::state::key_fingerprint(&authority::state::ca_key_of(&pem)?)?;
         if !check.keys.contains(&given) {
             return Err(authority::state::tampered(&format!(

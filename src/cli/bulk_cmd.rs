@@ -206,11 +206,7 @@ fn provision_error(e: crate::token::provision::ProvisionError) -> Error {
             reason: format!("{why}; nothing was changed"),
         },
         P::Token(t) => Error::Token(t),
-        P::Io { path, reason } => Error::Io {
-            action: "write",
-            path,
-            reason,
-        },
+        P::Io { path, source } => Error::File(crate::error::IoError::new("write", &path, source)),
     }
 }
 

@@ -5,9 +5,9 @@ use std::path::Path;
 use super::args::{CrlCommand, CrlFetchArgs, CrlImportArgs};
 use super::output::{print_json, say};
 use super::Context;
-use crate::authority::x509;
 use crate::error::Error;
 use crate::keyset::{KeysetError, Registry};
+use crate::pki::x509;
 use crate::revocation::{self, CrlStore, Imported};
 
 /// Runs a `keyward crl` subcommand.
@@ -19,11 +19,7 @@ pub fn run(ctx: &mut Context, cmd: CrlCommand) -> Result<(), Error> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| Error::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    std::fs::read(path).map_err(|e| Error::File(crate::error::IoError::new("read", path, e)))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<x509_cert::Certificate>, Error> {

@@ -31,11 +31,8 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     let name = KeysetName::parse(keyset).map_err(KeysetError::from)?;
     let certs_text = match (&a.authority, &a.authority_cert) {
         (Some(dir), _) => bundle(dir)?,
-        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| Error::Io {
-            action: "read",
-            path: file.clone(),
-            reason: e.to_string(),
-        })?,
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| Error::File(crate::error::IoError::new("read", file, e)))?,
         (None, None) => {
             return Err(Error::Usage(
                 "pass --authority DIR (local authority) or --authority-cert FILE -o REQUEST".into(),
@@ -88,11 +85,8 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     match (&a.authority, &a.output) {
         (Some(dir), _) => local(ctx, dir, user, &name, &request, &pin, new_password),
         (None, Some(out)) => {
-            write_atomic(out, &request).map_err(|e| Error::Io {
-                action: "write",
-                path: out.clone(),
-                reason: e.to_string(),
-            })?;
+            write_atomic(out, &request)
+                .map_err(|e| Error::File(crate::error::IoError::new("write", out, e)))?;
             if ctx.json() {
                 print_json(&serde_json::json!({
                     "keyset": name.as_str(),
@@ -128,11 +122,8 @@ fn local(
 ) -> Result<(), Error> {
     let home = ctx.home()?;
     let (req_path, reply_path) = local_files(&home, name);
-    let io_err = |path: &Path, e: std::io::Error| Error::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let io_err =
+        |path: &Path, e: std::io::Error| Error::File(crate::error::IoError::new("write", path, e));
     let policy = ctx.login_policy();
     let recorded = write_atomic(&req_path, request)
         .map_err(|e| io_err(&req_path, e))
@@ -151,13 +142,14 @@ fn local(
         // Recorded; its reply is written again from the authority's record.
         Ok(Err(crate::authority::AuthorityError::ReplyNotWritten { .. })) => {
             crate::authority::process::reply_again(dir, user, &reply_path).map_err(|e| {
-                Error::Io {
+                Error::Unfinished {
                     action: "write the reply of",
                     path: reply_path.clone(),
-                    reason: format!(
-                        "{e}; the authority recorded the enrollment: run this command again, or write the reply with `keyward authority reply --dir {} {user} -o REPLY` and finish with `keyward enroll --complete REPLY`",
+                    next: format!(
+                        "the authority recorded the enrollment: run this command again, or write the reply with `keyward authority reply --dir {} {user} -o REPLY` and finish with `keyward enroll --complete REPLY`",
                         dir.display()
                     ),
+                    source: Box::new(e.into()),
                 }
             })?;
         }
@@ -171,14 +163,15 @@ fn local(
         }
     }
     let done = client::complete(ctx.module()?, &home, &reply_path, pin, new.as_ref(), policy)
-        .map_err(|e| Error::Io {
+        .map_err(|e| Error::Unfinished {
             action: "complete the enrollment on your token",
             path: reply_path.clone(),
-            reason: format!(
-                "{e}; the authority recorded it, and the authority's reply is kept in {}; finish with `keyward enroll --complete {}` (or run this command again)",
+            next: format!(
+                "the authority recorded it, and the authority's reply is kept in {}; finish with `keyward enroll --complete {}` (or run this command again)",
                 reply_path.display(),
                 reply_path.display()
             ),
+            source: Box::new(e.into()),
         })?;
     remove_local_files(&home, name);
     report(ctx, &done);
@@ -273,11 +266,8 @@ fn resume_local(
     let pin = ctx.pin()?;
     let policy = ctx.login_policy();
     if let Some(reply) = crate::authority::process::committed_reply(dir, user)? {
-        write_atomic(&reply_path, &reply).map_err(|e| Error::Io {
-            action: "write",
-            path: reply_path.clone(),
-            reason: e.to_string(),
-        })?;
+        write_atomic(&reply_path, &reply)
+            .map_err(|e| Error::File(crate::error::IoError::new("write", &reply_path, e)))?;
         let new = ctx.new_password_if_given(name.as_str())?;
         match client::complete(ctx.module()?, &home, &reply_path, &pin, new.as_ref(), policy) {
             Ok(done) => {
@@ -287,14 +277,15 @@ fn resume_local(
             // The authority's last reply answers another request: this one was not recorded.
             Err(EnrollError::NoPendingRequest { .. }) => {}
             Err(e) => {
-                return Err(Error::Io {
+                return Err(Error::Unfinished {
                     action: "complete the enrollment on your token",
                     path: reply_path.clone(),
-                    reason: format!(
-                        "{e}; the authority recorded it, and its reply is kept in {}; finish with `keyward enroll --complete {}`",
+                    next: format!(
+                        "the authority recorded it, and its reply is kept in {}; finish with `keyward enroll --complete {}`",
                         reply_path.display(),
                         reply_path.display()
                     ),
+                    source: Box::new(e.into()),
                 })
             }
         }

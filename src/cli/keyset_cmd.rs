@@ -277,9 +277,9 @@ fn object_uri(r: &KeysetRecord, kind: ObjectKind) -> String {
 }
 
 fn authority_name(pem: &str) -> String {
-    crate::authority::x509::certs_from_pem(pem)
+    crate::pki::x509::certs_from_pem(pem)
         .ok()
-        .and_then(|c| c.first().and_then(crate::authority::x509::common_name))
+        .and_then(|c| c.first().and_then(crate::pki::x509::common_name))
         .unwrap_or_else(|| "?".to_string())
 }
 
@@ -421,9 +421,9 @@ fn show(ctx: &mut Context, name: &str) -> Result<(), Error> {
         for h in &e.history {
             outln!(
                 "  renewed:     signing certificate {} superseded {}",
-                crate::authority::x509::certs_from_pem(&h.certificate)
+                crate::pki::x509::certs_from_pem(&h.certificate)
                     .ok()
-                    .and_then(|c| c.first().map(crate::authority::x509::serial_hex))
+                    .and_then(|c| c.first().map(crate::pki::x509::serial_hex))
                     .unwrap_or_default(),
                 h.superseded
             );
@@ -477,7 +477,7 @@ fn make_csr(ctx: &mut Context, a: CsrArgs) -> Result<(), Error> {
     let pem = csr::finish(info, &key, &signature).map_err(keyset::KeysetError::from)?;
     if ctx.json() {
         if let Some(p) = a.output.as_deref() {
-            write_atomic(p, pem.as_bytes()).map_err(|e| io("write", p, &e))?;
+            write_atomic(p, pem.as_bytes()).map_err(|e| io("write", p, e))?;
         }
         #[derive(Serialize)]
         struct Csr<'a> {
@@ -508,12 +508,12 @@ fn make_csr(ctx: &mut Context, a: CsrArgs) -> Result<(), Error> {
 fn sign(ctx: &mut Context, a: SignArgs) -> Result<(), Error> {
     let record = record(ctx, &a.name)?;
     refuse_same_file(&a.file, &a.output)?;
-    let mut file = std::fs::File::open(&a.file).map_err(|e| io("read", &a.file, &e))?;
+    let mut file = std::fs::File::open(&a.file).map_err(|e| io("read", &a.file, e))?;
     let password = ctx.password(&record.name)?;
     let policy = ctx.login_policy();
     let signature = keyset::sign(ctx.module()?, &record, &password, policy, &mut file)?;
     crate::keyset::registry::write_replace(&a.output, &signature)
-        .map_err(|e| io("write", &a.output, &e))?;
+        .map_err(|e| io("write", &a.output, e))?;
     if ctx.json() {
         #[derive(Serialize)]
         struct Signed<'a> {
@@ -541,8 +541,8 @@ fn sign(ctx: &mut Context, a: SignArgs) -> Result<(), Error> {
 
 fn verify(ctx: &mut Context, a: VerifyArgs) -> Result<(), Error> {
     let record = record(ctx, &a.name)?;
-    let data = std::fs::read(&a.file).map_err(|e| io("read", &a.file, &e))?;
-    let sig = std::fs::read(&a.signature).map_err(|e| io("read", &a.signature, &e))?;
+    let data = std::fs::read(&a.file).map_err(|e| io("read", &a.file, e))?;
+    let sig = std::fs::read(&a.signature).map_err(|e| io("read", &a.signature, e))?;
     let key = PublicKey::from_pem(&record.signing_public_key).map_err(keyset::KeysetError::from)?;
     key.verify(&data, &sig).map_err(keyset::KeysetError::from)?;
     if ctx.json() {
@@ -764,7 +764,7 @@ fn confirm(a: &RemoveArgs, what: &str) -> Result<(), Error> {
 
 fn write_or_print(path: Option<&std::path::Path>, bytes: &[u8]) -> Result<(), Error> {
     match path {
-        Some(p) => write_atomic(p, bytes).map_err(|e| io("write", p, &e)),
+        Some(p) => write_atomic(p, bytes).map_err(|e| io("write", p, e)),
         None => {
             out!("{}", String::from_utf8_lossy(bytes));
             Ok(())
@@ -772,12 +772,8 @@ fn write_or_print(path: Option<&std::path::Path>, bytes: &[u8]) -> Result<(), Er
     }
 }
 
-fn io(action: &'static str, path: &std::path::Path, e: &std::io::Error) -> Error {
-    Error::Io {
-        action,
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
+fn io(action: &'static str, path: &std::path::Path, e: std::io::Error) -> Error {
+    Error::File(crate::error::IoError::new(action, path, e))
 }
 
 /// Prints the keyset a command made: JSON (then true: nothing more to say) or its first line.

@@ -6,20 +6,16 @@ use std::path::{Path, PathBuf};
 use super::args::{ReadArgs, SendArgs};
 use super::output::{note, print_json, refuse_same_file};
 use super::Context;
-use crate::authority::x509;
 use crate::error::Error;
 use crate::keyset::registry::KeysetState;
 use crate::keyset::{KeysetError, KeysetRecord, Registry};
-use crate::message::cms::KeyTransport;
 use crate::message::send::current_encryption_cert;
 use crate::message::{self, MessageError, ReadOptions, SendOptions};
+use crate::pki::cms::KeyTransport;
+use crate::pki::x509;
 
 fn io(action: &'static str, path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        action,
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
+    Error::File(crate::error::IoError::new(action, path, e))
 }
 
 /// Opens the input file (or standard input), refusing an output that is the input itself.

@@ -171,7 +171,7 @@ fn man() -> Result<(), Error> {
         ("0", "Success."),
         ("1", "An error: the message on standard error says what and what to do."),
         ("2", "A usage error: the command line asks for something impossible."),
-        ("3", "Checked and found bad: a signature that does not verify, a revoked or untrusted signer, a tampered authority state or audit log."),
+        ("3", "Checked and found bad: a signature that does not verify (a message, an enrollment request or reply, a certificate or CRL altered after signing), a reply from another authority, a revoked or untrusted signer, a tampered authority state or audit log."),
     ] {
         buf.extend_from_slice(format!(".TP\n{code}\n{what}\n").as_bytes());
     }

@@ -19,11 +19,10 @@ use crate::keyset::registry::write_atomic;
 pub fn renew(ctx: &mut Context, keyset: &str, a: &EnrollArgs) -> Result<(), Error> {
     let certs_text = match (&a.authority, &a.authority_cert) {
         (Some(dir), _) => Some(bundle(dir)?),
-        (None, Some(file)) => Some(std::fs::read_to_string(file).map_err(|e| Error::Io {
-            action: "read",
-            path: file.clone(),
-            reason: e.to_string(),
-        })?),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| Error::File(crate::error::IoError::new("read", file, e)))?,
+        ),
         (None, None) => None,
     };
     if a.authority.is_none() && a.output.is_none() {
@@ -57,11 +56,8 @@ pub fn renew(ctx: &mut Context, keyset: &str, a: &EnrollArgs) -> Result<(), Erro
     match (&a.authority, &a.output) {
         (Some(dir), _) => local(ctx, dir, keyset, &request, &password),
         (None, Some(out)) => {
-            write_atomic(out, &request).map_err(|e| Error::Io {
-                action: "write",
-                path: out.clone(),
-                reason: e.to_string(),
-            })?;
+            write_atomic(out, &request)
+                .map_err(|e| Error::File(crate::error::IoError::new("write", out, e)))?;
             if ctx.json() {
                 print_json(&serde_json::json!({
                     "keyset": keyset,
@@ -103,11 +99,8 @@ fn local(
         .collect();
     let req_path = replies.join(format!("{stem}.renewal.request"));
     let reply_path = replies.join(format!("{stem}.renewal.reply"));
-    let io_err = |path: &Path, e: std::io::Error| Error::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let io_err =
+        |path: &Path, e: std::io::Error| Error::File(crate::error::IoError::new("write", path, e));
     let policy = ctx.login_policy();
     let abandon = |ctx: &mut Context| {
         let undone = ctx
@@ -162,14 +155,15 @@ fn local(
             return Err(e.into());
         }
     }
-    let done = completion.commit().map_err(|e| Error::Io {
+    let done = completion.commit().map_err(|e| Error::Unfinished {
         action: "complete the renewal on your token",
         path: reply_path.clone(),
-        reason: format!(
-            "{e}; the authority recorded it, and its reply is kept in {}; finish with `keyward enroll --complete {}`",
+        next: format!(
+            "the authority recorded it, and its reply is kept in {}; finish with `keyward enroll --complete {}`",
             reply_path.display(),
             reply_path.display()
         ),
+        source: Box::new(e.into()),
     })?;
     for f in [&req_path, &reply_path] {
         let _ = std::fs::remove_file(f);

@@ -12,7 +12,6 @@ use super::delivery::{self, Delivery};
 use super::wire::{self, ReplyBody, RequestBody, Signed};
 use super::EnrollError;
 use crate::authority::tempkey::TempKey;
-use crate::authority::x509;
 use crate::keyset::create::{self, SigningKey};
 use crate::keyset::csr;
 use crate::keyset::journal;
@@ -22,15 +21,14 @@ use crate::keyset::registry::{
     RegistryError, RegistryLock, Security,
 };
 use crate::keyset::{KeysetName, KeysetSession, PublicKey};
+use crate::pki::x509;
 use crate::token::keys::hex;
 use crate::token::{
     Capabilities, CertObject, DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter,
     PinRole, Rfc5649Mechanism, Token, TokenSession, UnwrapTemplate,
 };
 
-/// The marker `authority cert` writes after the certificates to say which RSA-OAEP hash its
-/// exchange key takes.
-pub const OAEP_MARKER: &str = "# keyward-exchange-oaep:";
+pub use super::wire::OAEP_MARKER;
 
 /// The authority as the user knows it: its CA and exchange certificates.
 pub struct AuthorityCerts {
@@ -271,10 +269,7 @@ fn generate_and_sign(
         "keyward enrollment request",
         &body,
         algorithm,
-        &mut |bytes: &[u8]| {
-            ks.sign_bytes(module, &record, bytes)
-                .map_err(|e| e.to_string())
-        },
+        &mut |bytes: &[u8]| ks.sign_bytes(module, &record, bytes).map_err(Into::into),
     )?;
     Ok((record, request))
 }
@@ -403,14 +398,7 @@ fn prepare(
     policy: LoginPolicy,
     journaled: bool,
 ) -> Result<PreparedCompletion, EnrollError> {
-    let text = wire::read(reply_path, "reply")?;
-    let signed: Signed<ReplyBody> = wire::open(reply_path, &text, "reply")?;
-    wire::check_header(
-        reply_path,
-        &signed.body.format,
-        signed.body.version,
-        wire::REPLY_FORMAT,
-    )?;
+    let signed = wire::read_reply(reply_path)?;
     let (lock, mut registry) = journal::lock_recovered(module, home)?;
     let record = registry
         .keysets()
@@ -431,7 +419,7 @@ fn prepare(
         .ok_or_else(|| EnrollError::NoPendingRequest {
             keyset: record.name.clone(),
         })?;
-    let ca = verify_reply(&signed, &enrollment)?;
+    let ca = verify_reply(reply_path, &signed, &enrollment)?;
     let signing_cert = x509::certs_from_pem(&signed.body.signing_certificate)?
         .into_iter()
         .next()
@@ -563,13 +551,10 @@ impl PreparedCompletion {
                     Some(save) => save.commit(),
                     None => self.registry.save(&self.lock),
                 };
-                put.map_err(|e| RegistryError::Io {
-                    action: "record the completed enrollment in",
+                put.map_err(|e| RegistryError::NotRecorded {
                     path: Registry::file_in(home),
-                    reason: format!(
-                        "{e}; the keys and certificates are on the token, and the next keyward command that opens the registry (for instance `keyward keyset list`) records keyset {:?} as active",
-                        self.record.name
-                    ),
+                    keyset: self.record.name.clone(),
+                    source: Box::new(e),
                 })?;
                 journal::clear(home);
             }
@@ -681,33 +666,13 @@ fn remove_stored(session: &TokenSession, record: &KeysetRecord, created: &[Vec<u
     }
 }
 
-/// Checks the reply's signature with the CA trusted at request time.
+/// Checks the reply's signature with the CA trusted at request time ([`wire::verify_reply`]).
 pub(super) fn verify_reply(
+    path: &Path,
     signed: &Signed<ReplyBody>,
     enrollment: &Enrollment,
 ) -> Result<x509_cert::Certificate, EnrollError> {
-    let trust = x509::certs_from_pem(&enrollment.authority_ca)?;
-    if trust.is_empty() {
-        return Err(EnrollError::BadReply(
-            "the registry holds no authority certificate".into(),
-        ));
-    }
-    let in_reply = x509::certs_from_pem(&signed.body.ca_certificate)?;
-    // The CA the request was made for, or, after its CA key rolled over, the CA a link
-    // certificate (in the keyset's trust or the reply) leads to from it.
-    let trusted = in_reply
-        .first()
-        .filter(|c| crate::authority::chain::is_trusted_ca(c, &trust, &in_reply[1..]))
-        .cloned()
-        .ok_or_else(|| {
-            EnrollError::BadReply(
-                "it names another authority than the one the request was made for".into(),
-            )
-        })?;
-    let key = PublicKey::from_spki_der(&x509::spki_der_of(&trusted))?;
-    key.verify(&signed.signed_bytes, &signed.signature)
-        .map_err(|_| EnrollError::BadReply("its signature does not verify with the authority's CA key: it was changed or forged".into()))?;
-    Ok(trusted)
+    Ok(wire::verify_reply(path, signed, &enrollment.authority_ca)?)
 }
 
 /// How this token takes the keys of a reply.

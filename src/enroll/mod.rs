@@ -8,8 +8,8 @@ pub mod wire;
 
 use std::path::PathBuf;
 
-use crate::authority::x509::X509Error;
 use crate::keyset::KeysetError;
+use crate::pki::x509::X509Error;
 use crate::token::TokenError;
 
 /// Errors of the client side of enrollment.
@@ -56,14 +56,15 @@ pub enum EnrollError {
         why: String,
     },
     /// Reading or writing a file.
-    #[error("cannot {action} {}: {reason}", .path.display())]
+    #[error("cannot {action} {}: {source}", .path.display())]
     Io {
         /// What.
         action: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 

@@ -10,9 +10,8 @@ use secrecy::SecretString;
 
 use super::client::{self, AuthorityCerts, Completed};
 use super::delivery::{self, Delivery};
-use super::wire::{self, ReplyBody, RequestBody, Signed};
+use super::wire::{self, ReplyBody, RequestBody};
 use super::EnrollError;
-use crate::authority::x509;
 use crate::keyset::create::{self, SigningKey};
 use crate::keyset::csr;
 use crate::keyset::ops::unhex_id;
@@ -20,6 +19,7 @@ use crate::keyset::registry::{
     KeysetRecord, KeysetState, PastSigning, PendingRenewal, PreparedSave, Registry, RegistryLock,
 };
 use crate::keyset::{KeysetError, KeysetSession, PublicKey};
+use crate::pki::x509;
 use crate::token::keys::hex;
 use crate::token::{DecryptionPair, LoginPolicy, Module, OaepHash};
 
@@ -231,10 +231,7 @@ fn generate_and_sign(
         "keyward renewal request",
         &body,
         algorithm,
-        &mut |bytes: &[u8]| {
-            ks.sign_bytes(module, record, bytes)
-                .map_err(|e| e.to_string())
-        },
+        &mut |bytes: &[u8]| ks.sign_bytes(module, record, bytes).map_err(Into::into),
     )?;
     Ok((
         PendingRenewal {
@@ -320,14 +317,7 @@ pub fn prepare_renewal(
     password: &SecretString,
     policy: LoginPolicy,
 ) -> Result<PreparedRenewal, EnrollError> {
-    let text = wire::read(reply_path, "reply")?;
-    let signed: Signed<ReplyBody> = wire::open(reply_path, &text, "reply")?;
-    wire::check_header(
-        reply_path,
-        &signed.body.format,
-        signed.body.version,
-        wire::REPLY_FORMAT,
-    )?;
+    let signed = wire::read_reply(reply_path)?;
     let (lock, mut registry) = Registry::lock(home)?;
     let record = registry
         .keysets()
@@ -344,7 +334,7 @@ pub fn prepare_renewal(
         })?;
     let enrollment = record.enrollment.clone().unwrap_or_else(|| unreachable!());
     let pending = enrollment.renewal.clone().unwrap_or_else(|| unreachable!());
-    let ca = client::verify_reply(&signed, &enrollment)?;
+    let ca = client::verify_reply(reply_path, &signed, &enrollment)?;
     let signing_cert = x509::certs_from_pem(&signed.body.signing_certificate)?
         .into_iter()
         .next()

@@ -1,5 +1,7 @@
-//! The enrollment request and reply files: a TOML body followed by a `[signature]` table that
-//! signs every byte before it. Documented in `docs/formats.md`.
+//! The enrollment protocol both sides import: the request and reply files (a TOML body
+//! followed by a `[signature]` table that signs every byte before it), their signature checks
+//! ([`verify_request`] at the authority, [`verify_reply`] at the user), and the markers of the
+//! authority's certificate bundle. Documented in `docs/formats.md`.
 //!
 //! ```text
 //! # keyward enrollment request
@@ -18,9 +20,14 @@ use base64ct::{Base64, Encoding};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use der::{DecodePem, Encode};
+use x509_cert::request::CertReq;
+
 use super::delivery::Delivery;
 use crate::home::{parse_toml, ConfigError};
-use crate::keyset::{KeyAlgorithm, Security};
+use crate::keyset::pubkey::KeyError;
+use crate::keyset::{KeyAlgorithm, PublicKey, Security};
+use crate::pki::x509::{self, X509Error};
 use crate::token::OaepHash;
 
 /// The format version this keyward reads and writes.
@@ -33,6 +40,11 @@ const SIGNATURE_HEADER: &str = "\n[signature]\n";
 /// The largest request or reply keyward reads. A real one is a few KiB (a reply with a long
 /// history of archived keys some tens); anything this big is not one, and arrives by mail.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// The signature algorithm the authority signs replies with (its CA key).
+pub const REPLY_SIGNATURE_ALGORITHM: &str = "sha256WithRSAEncryption";
+/// The marker `authority cert` writes after the certificates to say which RSA-OAEP hash its
+/// exchange key takes.
+pub const OAEP_MARKER: &str = "# keyward-exchange-oaep:";
 
 /// Errors reading a request or reply.
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +80,23 @@ pub enum WireError {
         found: u32,
     },
     /// The file cannot be read.
-    #[error("cannot read {}: {reason}", .path.display())]
+    #[error("cannot read {}: {source}", .path.display())]
     Read {
         /// The file.
         path: std::path::PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not UTF-8 text.
+    #[error("cannot read {}: not UTF-8 text (byte {at}); is it a keyward {what}?", .path.display())]
+    NotText {
+        /// The file.
+        path: std::path::PathBuf,
+        /// "request" or "reply".
+        what: &'static str,
+        /// The offset of the first byte that is not UTF-8.
+        at: usize,
     },
     /// Larger than any request or reply.
     #[error("{}: {size} bytes is too large for a keyward {what} (at most {MAX_FILE_BYTES}); is it the right file?", .path.display())]
@@ -96,6 +119,62 @@ pub enum WireError {
     /// Encoding failed.
     #[error("cannot encode the {0}: {1}")]
     Encode(&'static str, String),
+    /// Signing the file failed (on the token: the source names the PKCS#11 call).
+    #[error("cannot sign the {what}: {source}")]
+    Sign {
+        /// "request" or "reply".
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A signature in the file does not verify: checked and found bad (exit status 3).
+    #[error("{}: {what} refused: {why}; nothing was changed — do not use this {what}, get it again from its sender", .path.display())]
+    BadSignature {
+        /// The file.
+        path: std::path::PathBuf,
+        /// "request" or "reply".
+        what: &'static str,
+        /// Which signature, and what that means.
+        why: &'static str,
+        /// The verification's error.
+        #[source]
+        source: KeyError,
+    },
+    /// A reply signed by another authority than the one the request was made for: checked
+    /// and found bad (exit status 3).
+    #[error("{}: reply refused: it names another authority than the one the request was made for; nothing was changed — ask your authority for the reply to this request", .path.display())]
+    OtherAuthority {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// A certificate or key inside the file is unusable.
+    #[error("{}: {what} refused: {why}; nothing was changed — the {what} is damaged, get it again from its sender", .path.display())]
+    Content {
+        /// The file.
+        path: std::path::PathBuf,
+        /// "request" or "reply".
+        what: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// A certificate inside the file does not parse.
+    #[error("{0}")]
+    X509(#[from] X509Error),
+    /// A public key inside the file does not parse.
+    #[error("{0}")]
+    Key(#[from] KeyError),
+}
+
+impl WireError {
+    /// Whether a check found the file bad (a signature that does not verify, a reply of
+    /// another authority): exit status 3.
+    pub fn found_bad(&self) -> bool {
+        matches!(
+            self,
+            WireError::BadSignature { .. } | WireError::OtherAuthority { .. }
+        )
+    }
 }
 
 /// The signature table at the end of a file.
@@ -218,8 +297,9 @@ pub struct ReplyBody {
     pub encryption_keys: Vec<ReplyKey>,
 }
 
-/// Signs the bytes of a file body; the error is a sentence.
-pub type SignFn<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, String> + 'a;
+/// Signs the bytes of a file body; the error keeps its cause.
+pub type SignFn<'a> =
+    dyn FnMut(&[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> + 'a;
 
 /// Serialises a body and appends its signature.
 pub fn seal<T: Serialize>(
@@ -234,7 +314,12 @@ pub fn seal<T: Serialize>(
     if !bytes.ends_with(b"\n") {
         bytes.push(b'\n');
     }
-    let signature = sign(&bytes).map_err(|e| WireError::Encode("signature", e))?;
+    let what = if title.contains("reply") {
+        "reply"
+    } else {
+        "request"
+    };
+    let signature = sign(&bytes).map_err(|source| WireError::Sign { what, source })?;
     let table = toml::to_string(&SignatureOnly {
         signature: SignatureTable {
             algorithm: algorithm.to_string(),
@@ -251,9 +336,9 @@ pub fn seal<T: Serialize>(
 /// before reading it, and one that is not UTF-8.
 pub fn read(path: &Path, what: &'static str) -> Result<String, WireError> {
     use std::io::Read;
-    let failed = |e: std::io::Error| WireError::Read {
+    let failed = |source: std::io::Error| WireError::Read {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     };
     let file = std::fs::File::open(path).map_err(failed)?;
     let mut bytes = Vec::new();
@@ -270,12 +355,10 @@ pub fn read(path: &Path, what: &'static str) -> Result<String, WireError> {
             size,
         });
     }
-    let text = String::from_utf8(bytes).map_err(|e| WireError::Read {
+    let text = String::from_utf8(bytes).map_err(|e| WireError::NotText {
         path: path.to_path_buf(),
-        reason: format!(
-            "not UTF-8 text (byte {}); is it a keyward {what}?",
-            e.utf8_error().valid_up_to()
-        ),
+        what,
+        at: e.utf8_error().valid_up_to(),
     })?;
     Ok(text)
 }
@@ -346,6 +429,135 @@ pub fn check_header(
         });
     }
     Ok(())
+}
+
+/// A request that parsed and whose signatures verified.
+pub struct VerifiedRequest {
+    /// The body.
+    pub body: RequestBody,
+    /// The signing key from the PKCS#10 request.
+    pub signing_key: PublicKey,
+    /// The SPKI DER of the signing key.
+    pub signing_spki: Vec<u8>,
+    /// The transport key.
+    pub transport: PublicKey,
+}
+
+/// Reads a request file and checks it ([`verify_request`]).
+pub fn read_request(path: &Path) -> Result<VerifiedRequest, WireError> {
+    let text = read(path, "request")?;
+    verify_request(path, &text)
+}
+
+/// Parses a request and checks both its signatures: the PKCS#10 self-signature (proof of
+/// possession of the new signing key) and the signature over the whole request, made by that
+/// key, or for a renewal by the key of the certificate it renews (whether that certificate is
+/// the authority's own, current one is the authority's check).
+pub fn verify_request(path: &Path, text: &str) -> Result<VerifiedRequest, WireError> {
+    let content = |why: String| WireError::Content {
+        path: path.to_path_buf(),
+        what: "request",
+        why,
+    };
+    let bad = |why: &'static str, source: KeyError| WireError::BadSignature {
+        path: path.to_path_buf(),
+        what: "request",
+        why,
+        source,
+    };
+    let signed: Signed<RequestBody> = open(path, text, "request")?;
+    check_header(
+        path,
+        &signed.body.format,
+        signed.body.version,
+        REQUEST_FORMAT,
+    )?;
+    let csr = CertReq::from_pem(signed.body.csr.as_bytes())
+        .map_err(|e| content(format!("its PKCS#10 request does not parse: {e}")))?;
+    let spki = csr
+        .info
+        .public_key
+        .to_der()
+        .map_err(|e| content(format!("its PKCS#10 key does not encode: {e}")))?;
+    let key = PublicKey::from_spki_der(&spki)?;
+    let info = csr
+        .info
+        .to_der()
+        .map_err(|e| content(format!("its PKCS#10 request does not encode: {e}")))?;
+    key.verify(&info, csr.signature.raw_bytes()).map_err(|e| {
+        bad(
+            "the PKCS#10 request's self-signature does not verify (no proof of possession)",
+            e,
+        )
+    })?;
+    if let Some(current) = &signed.body.renews {
+        let cert = x509::certs_from_pem(current)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| content("the renewal names no current certificate".into()))?;
+        let renewing = PublicKey::from_spki_der(&x509::spki_der_of(&cert))?;
+        renewing
+            .verify(&signed.signed_bytes, &signed.signature)
+            .map_err(|e| bad("the renewal's signature does not verify with the key of the certificate it renews: it was changed after signing, or signed by another key", e))?;
+    } else {
+        key.verify(&signed.signed_bytes, &signed.signature)
+            .map_err(|e| bad("the request's signature does not verify with the key in its PKCS#10 request: it was changed after signing, or signed by another key", e))?;
+    }
+    let transport = PublicKey::from_pem(&signed.body.transport_public_key)?;
+    if transport.rsa_parts().is_none() {
+        return Err(content("the transport key must be RSA".into()));
+    }
+    Ok(VerifiedRequest {
+        body: signed.body,
+        signing_key: key,
+        signing_spki: spki,
+        transport,
+    })
+}
+
+/// Reads a reply file: parsed, its format and version checked, its signature not yet (that
+/// needs the authority the request was made for: [`verify_reply`]).
+pub fn read_reply(path: &Path) -> Result<Signed<ReplyBody>, WireError> {
+    let text = read(path, "reply")?;
+    let signed: Signed<ReplyBody> = open(path, &text, "reply")?;
+    check_header(path, &signed.body.format, signed.body.version, REPLY_FORMAT)?;
+    Ok(signed)
+}
+
+/// Checks a reply against the CA certificate (PEM) trusted when the request was made: the
+/// reply names that CA and is signed by its key. Returns the CA certificate.
+pub fn verify_reply(
+    path: &Path,
+    signed: &Signed<ReplyBody>,
+    trusted_ca_pem: &str,
+) -> Result<x509_cert::Certificate, WireError> {
+    let trust = x509::certs_from_pem(trusted_ca_pem)?;
+    if trust.is_empty() {
+        return Err(WireError::Content {
+            path: path.to_path_buf(),
+            what: "reply",
+            why: "the registry holds no authority certificate for its request".into(),
+        });
+    }
+    let in_reply = x509::certs_from_pem(&signed.body.ca_certificate)?;
+    // The CA the request was made for, or, after its CA key rolled over, the CA a link
+    // certificate (in the keyset's trust or the reply) leads to from it.
+    let trusted = in_reply
+        .first()
+        .filter(|c| crate::authority::chain::is_trusted_ca(c, &trust, &in_reply[1..]))
+        .cloned()
+        .ok_or_else(|| WireError::OtherAuthority {
+            path: path.to_path_buf(),
+        })?;
+    let key = PublicKey::from_spki_der(&x509::spki_der_of(&trusted))?;
+    key.verify(&signed.signed_bytes, &signed.signature)
+        .map_err(|source| WireError::BadSignature {
+            path: path.to_path_buf(),
+            what: "reply",
+            why: "its signature does not verify with the authority's CA key: it was changed or forged",
+            source,
+        })?;
+    Ok(trusted)
 }
 
 /// Decodes a base64 field.
@@ -421,7 +633,7 @@ mod tests {
             version: 1,
             user: "alice".into(),
         };
-        seal("test", &body, "alg", &mut |b: &[u8]| {
+        seal("test request", &body, "alg", &mut |b: &[u8]| {
             Ok(b.iter().rev().copied().collect())
         })
         .unwrap()

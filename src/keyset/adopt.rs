@@ -15,7 +15,7 @@ use super::registry::{
     Adoption, EncryptionKey, KeyAlgorithm, KeysetRecord, KeysetState, Registry, Security,
 };
 use super::KeysetError;
-use crate::authority::x509;
+use crate::pki::x509;
 use crate::token::keys::hex;
 use crate::token::uri::TokenFacts;
 use crate::token::{

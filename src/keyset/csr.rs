@@ -24,7 +24,10 @@ pub enum CsrError {
     },
     /// DER encoding failed.
     #[error("cannot encode the request: {0}")]
-    Encode(String),
+    Encode(#[source] der::Error),
+    /// The public key cannot be encoded.
+    #[error("cannot encode the request: {0}")]
+    Key(#[source] crate::keyset::pubkey::KeyError),
 }
 
 /// Parses an RFC 4514 subject such as `CN=Alice,O=Example`.
@@ -37,7 +40,7 @@ pub fn parse_subject(subject: &str) -> Result<Name, CsrError> {
 
 /// The part of a request that gets signed, DER.
 pub fn request_info(subject: &Name, key: &PublicKey) -> Result<(CertReqInfo, Vec<u8>), CsrError> {
-    let spki_der = key.to_der().map_err(|e| CsrError::Encode(e.to_string()))?;
+    let spki_der = key.to_der().map_err(CsrError::Key)?;
     let info = CertReqInfo {
         version: Version::V1,
         subject: subject.clone(),
@@ -59,5 +62,5 @@ pub fn finish(info: CertReqInfo, key: &PublicKey, signature: &[u8]) -> Result<St
 }
 
 fn enc(e: der::Error) -> CsrError {
-    CsrError::Encode(e.to_string())
+    CsrError::Encode(e)
 }

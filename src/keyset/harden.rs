@@ -6,6 +6,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::token::keys::unhex;
+
 /// The alphabet of derived PINs: unambiguous base32 (RFC 4648 lowercase).
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// Digits, for tokens that only take short numeric PINs.
@@ -42,7 +44,7 @@ pub enum HardenError {
     Argon(String),
     /// The system RNG failed.
     #[error("the system random generator failed: {0}")]
-    Random(String),
+    Random(#[source] getrandom::Error),
     /// A derivation this keyward does not know (written by a newer one): deriving anyway
     /// would give a wrong PIN and spend a PIN try.
     #[error("the keyset's password hardening uses {0}, which this keyward does not know; upgrade keyward (nothing was tried on the token)")]
@@ -53,7 +55,7 @@ impl Hardening {
     /// New parameters (m = 19 MiB, t = 2, p = 1, fresh salt) fitted to the token's PIN limits.
     pub fn new(min_pin: usize, max_pin: usize) -> Result<Hardening, HardenError> {
         let mut salt = [0u8; 16];
-        getrandom::getrandom(&mut salt).map_err(|e| HardenError::Random(e.to_string()))?;
+        getrandom::getrandom(&mut salt).map_err(HardenError::Random)?;
         let max = if max_pin == 0 { 255 } else { max_pin };
         let (alphabet, want) = if max < 16 {
             ("digits", max)
@@ -131,16 +133,6 @@ impl Hardening {
         }
         Ok(())
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

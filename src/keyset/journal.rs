@@ -64,10 +64,9 @@ impl Intent {
     /// Writes the journal (synced, renamed into place, directory synced). Needs the lock.
     pub fn write(&self, home: &Path, _lock: &RegistryLock) -> Result<(), RegistryError> {
         let p = path(home);
-        let text = toml::to_string_pretty(self).map_err(|e| RegistryError::Io {
-            action: "encode",
+        let text = toml::to_string_pretty(self).map_err(|source| RegistryError::Encode {
             path: p.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         let text = format!("# keyward: a registry change under way; finished or dropped by the next keyward that opens the registry\n{text}");
         if let Err(e) = write_atomic(&p, text.as_bytes()) {
@@ -76,7 +75,7 @@ impl Intent {
             return Err(RegistryError::Io {
                 action: "write",
                 path: p,
-                reason: e.to_string(),
+                source: e,
             });
         }
         Ok(())
@@ -135,7 +134,7 @@ pub fn recover(
             return Err(RegistryError::Io {
                 action: "read",
                 path: p,
-                reason: e.to_string(),
+                source: e,
             }
             .into())
         }

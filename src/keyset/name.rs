@@ -69,7 +69,7 @@ impl KeysetName {
             return self.0.clone();
         }
         let digest = Sha256::digest(self.0.as_bytes());
-        let suffix = format!("~{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2]);
+        let suffix = format!("~{}", crate::token::keys::hex(&digest[..3]));
         let room = LABEL_MAX - suffix.len();
         let mut cut = room;
         while !self.0.is_char_boundary(cut) {

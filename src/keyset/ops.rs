@@ -246,12 +246,8 @@ pub fn remove(
 
 /// A hex `CKA_ID` from the registry.
 pub fn unhex_id(s: &str) -> Result<Vec<u8>, KeysetError> {
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
-    match bytes {
-        Some(b) if !b.is_empty() && s.len().is_multiple_of(2) => Ok(b),
+    match crate::token::keys::unhex(s) {
+        Some(b) if !b.is_empty() => Ok(b),
         _ => Err(KeysetError::Unsupported(format!(
             "the registry's key id {s:?} is not hex; the entry is damaged"
         ))),

@@ -32,14 +32,44 @@ pub enum RegistryError {
         found: u32,
     },
     /// Reading, locking or writing failed.
-    #[error("cannot {action} keyset registry {}: {reason}", .path.display())]
+    #[error("cannot {action} keyset registry {}: {source}", .path.display())]
     Io {
         /// What was being done.
         action: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The registry (or its journal) cannot be encoded as TOML.
+    #[error("cannot encode keyset registry {}: {source}", .path.display())]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: toml::ser::Error,
+    },
+    /// keyward's home directory cannot be made private.
+    #[error("cannot create the directory of keyset registry {}: {source}", .path.display())]
+    Home {
+        /// The registry's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::fsguard::Unsafe,
+    },
+    /// A completed enrollment whose token part is done could not be put in the registry.
+    #[error("cannot record the completed enrollment in keyset registry {}: {source}; the keys and certificates are on the token, and the next keyward command that opens the registry (for instance `keyward keyset list`) records keyset {keyset:?} as active", .path.display())]
+    NotRecorded {
+        /// The file.
+        path: PathBuf,
+        /// The keyset.
+        keyset: String,
+        /// Why.
+        #[source]
+        source: Box<RegistryError>,
     },
     /// No keyset has that name.
     #[error("no keyset named {name:?}; known keysets: {}; run `keyward keyset list`", if .known.is_empty() { "none".to_string() } else { .known.join(", ") })]
@@ -313,7 +343,7 @@ impl Registry {
                     },
                 })
             }
-            Err(e) => return Err(io("read", &path, &e)),
+            Err(e) => return Err(io("read", &path, e)),
         };
         Self::parse(&path, &text)
     }
@@ -337,10 +367,9 @@ impl Registry {
     pub fn render(&self) -> Result<String, RegistryError> {
         let mut file = self.file.clone();
         file.schema = SCHEMA;
-        let body = toml::to_string_pretty(&file).map_err(|e| RegistryError::Io {
-            action: "encode",
+        let body = toml::to_string_pretty(&file).map_err(|source| RegistryError::Encode {
             path: self.path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         Ok(format!("# keyward keyset registry (schema {SCHEMA}). Written by keyward; edit with care.\n{body}"))
     }
@@ -349,10 +378,9 @@ impl Registry {
     pub fn lock(home: &Path) -> Result<(RegistryLock, Registry), RegistryError> {
         if !home.exists() {
             // KEYWARD_HOME holds the registry: private from the start, whatever the umask.
-            crate::fsguard::create_private_dir(home).map_err(|e| RegistryError::Io {
-                action: "create the directory of",
+            crate::fsguard::create_private_dir(home).map_err(|source| RegistryError::Home {
                 path: Self::file_in(home),
-                reason: e.reason,
+                source,
             })?;
         }
         let lock_path = home.join("keysets.toml.lock");
@@ -361,8 +389,8 @@ impl Registry {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| io("lock", &lock_path, &e))?;
-        file.lock().map_err(|e| io("lock", &lock_path, &e))?;
+            .map_err(|e| io("lock", &lock_path, e))?;
+        file.lock().map_err(|e| io("lock", &lock_path, e))?;
         let registry = Self::load(home)?;
         Ok((RegistryLock { _file: file }, registry))
     }
@@ -381,12 +409,12 @@ impl Registry {
             return Err(RegistryError::Io {
                 action: "write",
                 path: self.path.clone(),
-                reason: "injected fault (KEYWARD_FAULT=registry-save)".to_string(),
+                source: std::io::Error::other("injected fault (KEYWARD_FAULT=registry-save)"),
             });
         }
         let text = self.render()?;
         let tmp =
-            write_beside(&self.path, text.as_bytes()).map_err(|e| io("write", &self.path, &e))?;
+            write_beside(&self.path, text.as_bytes()).map_err(|e| io("write", &self.path, e))?;
         Ok(PreparedSave {
             tmp,
             path: self.path.clone(),
@@ -572,7 +600,7 @@ impl PreparedSave {
     pub fn commit(self) -> Result<(), RegistryError> {
         self.tmp
             .persist(&self.path)
-            .map_err(|e| io("write", &self.path, &e.error))?;
+            .map_err(|e| io("write", &self.path, e.error))?;
         if let Err(e) = File::open(parent_dir(&self.path)).and_then(|d| d.sync_all()) {
             log::warn!(
                 "the keyset registry {} was written, but syncing its directory failed ({e}): the change stands, but may be lost if the system stops before it syncs again",
@@ -583,11 +611,11 @@ impl PreparedSave {
     }
 }
 
-fn io(action: &'static str, path: &Path, e: &std::io::Error) -> RegistryError {
+fn io(action: &'static str, path: &Path, e: std::io::Error) -> RegistryError {
     RegistryError::Io {
         action,
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source: e,
     }
 }
 

@@ -1,11 +1,11 @@
 //! Messages: `send` signs with the keyset's token key and encrypts to every recipient (and the
 //! sender); `read` decrypts the content key on the token and verifies the signer's chain.
 
-pub mod cms;
+pub use crate::pki::cms;
 pub mod content;
 pub mod read;
 pub mod send;
-pub mod smime;
+pub use crate::pki::smime;
 pub mod stream;
 
 use crate::authority::x509::X509Error;

@@ -112,12 +112,19 @@ pub enum TokenError {
         registered: Vec<PathBuf>,
     },
     /// The module file could not be loaded as a PKCS#11 library.
-    #[error("cannot load PKCS#11 module {}: {reason}; check the path or pass another --module", .path.display())]
+    #[error("cannot load PKCS#11 module {}: {source}; check the path or pass another --module", .path.display())]
     ModuleLoad {
         /// The module path.
         path: PathBuf,
         /// What the loader said.
-        reason: String,
+        #[source]
+        source: CkError,
+    },
+    /// The module file does not exist.
+    #[error("cannot load PKCS#11 module {}: no such file; check the path or pass another --module", .path.display())]
+    ModuleMissing {
+        /// The module path.
+        path: PathBuf,
     },
     /// `C_Initialize` failed.
     #[error("PKCS#11 module {} failed to initialise ({code}); {hint}", .path.display())]
@@ -337,6 +344,24 @@ pub enum TokenError {
         /// The wrapper's message.
         reason: String,
     },
+    /// A failure of the cryptoki wrapper that is not a CKR code, with its error.
+    #[error("{what} failed: {source}")]
+    Cryptoki {
+        /// What keyward was doing.
+        what: String,
+        /// The wrapper's error.
+        #[source]
+        source: CkError,
+    },
+    /// Reading the data to sign or digest failed.
+    #[error("{what} failed: {source}")]
+    Input {
+        /// What keyward was doing.
+        what: &'static str,
+        /// The reader's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl TokenError {
@@ -386,9 +411,9 @@ pub(crate) fn map_error(err: CkError, ctx: ErrCtx<'_>) -> TokenError {
     let (rv, function) = match err {
         CkError::Pkcs11(rv, function) => (rv, function),
         other => {
-            return TokenError::Wrapper {
+            return TokenError::Cryptoki {
                 what: ctx.what.to_string(),
-                reason: other.to_string(),
+                source: other,
             }
         }
     };

@@ -312,9 +312,9 @@ impl TokenSession {
         // RSA: the input is kept, in case the token signs only with its own hashing.
         let mut input = Vec::new();
         data.read_to_end(&mut input)
-            .map_err(|e| TokenError::Wrapper {
-                what: "reading the data to sign".to_string(),
-                reason: e.to_string(),
+            .map_err(|source| TokenError::Input {
+                what: "reading the data to sign",
+                source,
             })?;
         let digest: [u8; 32] = Sha256::digest(&input).into();
         let raw = self.sign_with(
@@ -487,9 +487,9 @@ fn refused_by_token(e: &TokenError) -> bool {
 /// The SHA-256 digest of everything `data` yields, read in pieces.
 fn sha256_of(data: &mut dyn Read) -> Result<[u8; 32], TokenError> {
     let mut hasher = Sha256::new();
-    std::io::copy(data, &mut hasher).map_err(|e| TokenError::Wrapper {
-        what: "reading the data to sign".to_string(),
-        reason: e.to_string(),
+    std::io::copy(data, &mut hasher).map_err(|source| TokenError::Input {
+        what: "reading the data to sign",
+        source,
     })?;
     Ok(hasher.finalize().into())
 }
@@ -534,7 +534,12 @@ fn unwrap_octet_string(v: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Lowercase hex.
+/// Lowercase hex (`base16ct`, keyward's one hex codec).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    base16ct::lower::encode_string(bytes)
+}
+
+/// Bytes from hex of either case (`base16ct`); `None` when it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    base16ct::mixed::decode_vec(text).ok()
 }

@@ -75,9 +75,8 @@ impl Module {
 
     fn load_unguarded(path: &Path, init_args: Option<&str>) -> Result<Module, TokenError> {
         if !path.exists() {
-            return Err(TokenError::ModuleLoad {
+            return Err(TokenError::ModuleMissing {
                 path: path.to_path_buf(),
-                reason: "no such file".to_string(),
             });
         }
         let init_args = init_args
@@ -101,9 +100,9 @@ impl Module {
                 ""
             }
         );
-        let pkcs11 = Pkcs11::new(path).map_err(|e| TokenError::ModuleLoad {
+        let pkcs11 = Pkcs11::new(path).map_err(|source| TokenError::ModuleLoad {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })?;
         pkcs11
             .initialize(initialize_args(init_args.as_ref()))

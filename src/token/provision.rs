@@ -72,12 +72,13 @@ pub enum ProvisionError {
     #[error(transparent)]
     Token(#[from] TokenError),
     /// A PIN file.
-    #[error("cannot write {}: {reason}", .path.display())]
+    #[error("cannot write {}: {source}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -227,7 +228,10 @@ fn generate_pin(len: usize) -> Result<SecretString, ProvisionError> {
     while pin.len() < len {
         getrandom::getrandom(&mut byte).map_err(|e| ProvisionError::Io {
             path: PathBuf::from("/dev/urandom"),
-            reason: e.to_string(),
+            source: e.raw_os_error().map_or_else(
+                || std::io::Error::other(e.to_string()),
+                std::io::Error::from_raw_os_error,
+            ),
         })?;
         if usize::from(byte[0]) < limit {
             pin.push(char::from(
@@ -238,10 +242,10 @@ fn generate_pin(len: usize) -> Result<SecretString, ProvisionError> {
     Ok(SecretString::from(pin.as_str()))
 }
 
-fn io(path: &Path, e: &std::io::Error) -> ProvisionError {
+fn io(path: &Path, e: std::io::Error) -> ProvisionError {
     ProvisionError::Io {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source: e,
     }
 }
 
@@ -254,7 +258,7 @@ fn make_private_dir(dir: &Path) -> Result<(), ProvisionError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| io(dir, &e))
+        .map_err(|e| io(dir, e))
 }
 
 fn write_pin(dir: &Path, label: &str, pin: &SecretString) -> Result<(), ProvisionError> {
@@ -267,13 +271,13 @@ fn write_pin(dir: &Path, label: &str, pin: &SecretString) -> Result<(), Provisio
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|e| io(&tmp, &e))?;
+        .map_err(|e| io(&tmp, e))?;
     let line = Zeroizing::new(format!("{}\n", pin.expose_secret()));
     f.write_all(line.as_bytes())
         .and_then(|()| f.sync_all())
-        .map_err(|e| io(&tmp, &e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io(&path, &e))?;
+        .map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, &e))
+        .map_err(|e| io(dir, e))
 }
