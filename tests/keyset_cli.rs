@@ -234,6 +234,34 @@ fn sign_writes_a_relative_output_path_in_the_working_directory() {
     let data = sig_path(&bed, "in.txt");
     let sig = sig_path(&bed, "in.sig");
     verify(&bed, "Rel", &data, &sig).ok();
+
+    // `-o` naming a pipe (as `-o /dev/null` names a device) is written in place: the pipe
+    // stays a pipe and carries the signature.
+    use std::os::unix::fs::FileTypeExt;
+    let fifo = sig_path(&bed, "sig.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = std::process::Command::new("timeout")
+        .args(["120", "cat", &fifo])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cat");
+    sign(&bed, "Rel", &data, &fifo, USER_PIN).ok();
+    let through = reader.wait_with_output().expect("cat");
+    assert!(
+        through.status.success(),
+        "cat ended with {}",
+        through.status
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let piped_sig = bed.file("piped.sig", &through.stdout);
+    verify(&bed, "Rel", &data, &piped_sig).ok();
 }
 
 // ---- list and show -----------------------------------------------------------------------

@@ -117,6 +117,30 @@ fn piped(bed: &TestBed, args: &[&str], input: &[u8]) -> (i32, Vec<u8>, String) {
     (out.status.code().unwrap_or(-1), out.stdout, stderr)
 }
 
+/// Makes a FIFO at `path`, runs `write` (a keyward command with `-o path`) while `cat` drains
+/// it, and returns what came through; asserts the FIFO is still a FIFO afterwards.
+#[track_caller]
+fn through_fifo(path: &str, write: impl FnOnce()) -> Vec<u8> {
+    use std::os::unix::fs::FileTypeExt;
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {path}");
+    let reader = std::process::Command::new("timeout")
+        .args(["120", "cat", path])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cat");
+    write();
+    let out = reader.wait_with_output().expect("cat");
+    assert!(out.status.success(), "cat {path} ended with {}", out.status);
+    let kind = std::fs::symlink_metadata(path).unwrap().file_type();
+    assert!(kind.is_fifo(), "{path} was replaced by a file");
+    std::fs::remove_file(path).unwrap();
+    out.stdout
+}
+
 /// Asserts a clean refusal: exit 1, nothing on stdout, exactly one stderr line, a
 /// `keyward: error:` containing one of `needles`, and no file at `out`.
 #[track_caller]
@@ -254,6 +278,22 @@ fn alice_sends_bob_reads_in_every_form_and_alice_reads_her_own_copy() {
     );
     let der = std::fs::read(&by_name).unwrap();
     assert_eq!(der[0], 0x30, "not DER");
+
+    // `-o` naming a pipe (as `-o /dev/null` names a device): written in place, never replaced
+    // by a file through a rename; `read` writes it only after the signature checks.
+    let fifo = p(&bed, "out.fifo");
+    let via_pipe = through_fifo(&fifo, || {
+        send(&bed, ALICE, &[BOB], &input, &fifo, &[]);
+    });
+    assert_eq!(via_pipe[0], 0x30, "send wrote no DER message into the pipe");
+    let fifo2 = p(&bed, "read.fifo");
+    let read_pipe = through_fifo(&fifo2, || {
+        read(&bed, BOB, &by_name, &fifo2, &[], USER_PIN).ok();
+    });
+    assert!(
+        read_pipe == content,
+        "read wrote other content into the pipe"
+    );
     assert!(find(&der, b"launch code").is_none(), "content in the clear");
     assert!(find(&der, OAEP_OID).is_none(), "OAEP without --oaep");
     let dump = openssl(

@@ -7,7 +7,7 @@ use super::args::{ReadArgs, SendArgs};
 use super::output::{note, print_json, refuse_same_file};
 use super::Context;
 use crate::error::Error;
-use crate::keyset::registry::KeysetState;
+use crate::keyset::registry::{is_special_file, open_in_place, KeysetState};
 use crate::keyset::{KeysetError, KeysetRecord, Registry};
 use crate::message::send::current_encryption_cert;
 use crate::message::{self, MessageError, ReadOptions, SendOptions};
@@ -47,13 +47,29 @@ enum Output {
         path: PathBuf,
     },
     Stdout(std::io::StdoutLock<'static>),
-    /// Held back until the command succeeds.
-    Held(CappedBuffer),
+    /// A device or pipe named by `-o` (`/dev/null`, a FIFO): written in place, never
+    /// replaced by a rename.
+    Device {
+        file: BufWriter<std::fs::File>,
+        path: PathBuf,
+    },
+    /// Held back until the command succeeds, then written to standard output or the device.
+    Held(CappedBuffer, Option<PathBuf>),
 }
 
 impl Output {
     fn to(path: Option<&PathBuf>, hold_stdout: bool) -> Result<Output, Error> {
         Ok(match path {
+            Some(p) if is_special_file(p) && hold_stdout => {
+                Output::Held(CappedBuffer::default(), Some(p.clone()))
+            }
+            Some(p) if is_special_file(p) => Output::Device {
+                file: BufWriter::with_capacity(
+                    IO_BUFFER,
+                    open_in_place(p).map_err(|e| io("write", p, e))?,
+                ),
+                path: p.clone(),
+            },
             Some(p) => {
                 let dir = match p.parent() {
                     Some(d) if !d.as_os_str().is_empty() => d,
@@ -69,7 +85,7 @@ impl Output {
                     path: p.clone(),
                 }
             }
-            None if hold_stdout => Output::Held(CappedBuffer::default()),
+            None if hold_stdout => Output::Held(CappedBuffer::default(), None),
             None => Output::Stdout(std::io::stdout().lock()),
         })
     }
@@ -78,7 +94,8 @@ impl Output {
         match self {
             Output::File { tmp, .. } => tmp,
             Output::Stdout(s) => s,
-            Output::Held(b) => b,
+            Output::Device { file, .. } => file,
+            Output::Held(b, _) => b,
         }
     }
 
@@ -96,12 +113,16 @@ impl Output {
             Output::Stdout(mut s) => s
                 .flush()
                 .map_err(|e| io("write", Path::new("standard output"), e)),
-            Output::Held(b) => {
+            Output::Device { mut file, path } => file.flush().map_err(|e| io("write", &path, e)),
+            Output::Held(b, None) => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(&b.0)
                     .and_then(|()| out.flush())
                     .map_err(|e| io("write", Path::new("standard output"), e))
             }
+            Output::Held(b, Some(p)) => open_in_place(&p)
+                .and_then(|mut f| f.write_all(&b.0).and_then(|()| f.flush()))
+                .map_err(|e| io("write", &p, e)),
         }
     }
 }

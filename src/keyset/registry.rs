@@ -515,9 +515,32 @@ impl Registry {
     }
 }
 
+/// Whether `path` names something that exists and is neither a regular file nor a directory
+/// (`/dev/null`, a FIFO, a terminal), following symbolic links. Such an output is written in
+/// place: a rename over it would replace the device with a file.
+pub fn is_special_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Opens the device or pipe `path` for writing, as it is (no create, no truncate).
+pub fn open_in_place(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().write(true).open(path)
+}
+
+/// Writes `bytes` into the device or pipe `path`.
+fn write_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = open_in_place(path)?;
+    f.write_all(bytes)?;
+    f.flush()
+}
+
 /// Replaces `path` with `bytes` through a temp file and a rename (never a half-written file),
-/// without fsync: for outputs such as signatures, which can be made again.
+/// without fsync: for outputs such as signatures, which can be made again. A device or pipe
+/// (`-o /dev/null`) is written in place.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if is_special_file(path) {
+        return write_in_place(path, bytes);
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -531,7 +554,11 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename, fsync dir.
+/// A device or pipe (`-o /dev/null`) is written in place instead.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if is_special_file(path) {
+        return write_in_place(path, bytes);
+    }
     persist(write_beside(path, bytes)?, path)
 }
 
