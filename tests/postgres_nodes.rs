@@ -127,9 +127,9 @@ fn cluster() -> Cluster {
 }
 
 impl Cluster {
-    /// A P-256 enrollment request of `user` (keyset named after the user, on `card`).
-    fn request(&self, user: &str, temp_key: &str) -> String {
-        let out = self.one.bed.path(&format!("{user}.req"));
+    /// A P-256 enrollment request of `user` for `keyset` (on `card`).
+    fn request(&self, user: &str, keyset: &str, temp_key: &str) -> String {
+        let out = self.one.bed.path(&format!("{keyset}.req"));
         let out = out.to_string_lossy().into_owned();
         self.one
             .bed
@@ -139,7 +139,7 @@ impl Cluster {
                     "--user",
                     user,
                     "--keyset",
-                    user,
+                    keyset,
                     "--token",
                     "card",
                     "--key-type",
@@ -217,7 +217,7 @@ fn wait(child: Child) -> Run {
 fn the_whole_story_on_postgres() {
     let c = cluster();
     let key = c.one.add_user("alice");
-    let req = c.request("alice", &key);
+    let req = c.request("alice", "alice", &key);
     let reply = c.one.bed.path("alice.reply").to_string_lossy().into_owned();
     c.one.authority("process", &[&req, "-o", &reply]).ok();
     c.one
@@ -314,40 +314,63 @@ fn two_nodes_process_every_request_at_once_and_each_is_issued_once() {
     let mut requests = Vec::new();
     for i in 0..USERS {
         let user = format!("u{i:02}");
-        // Users are added on either node.
+        // Users are added on either node; each makes two requests with its one temporary key.
         let node = if i % 2 == 0 { &c.one } else { &c.two };
         let key = node.add_user(&user);
-        requests.push((user.clone(), c.request(&user, &key)));
+        let a = c.request(&user, &user, &key);
+        let b = c.request(&user, &format!("{user}b"), &key);
+        requests.push((i, user, a, b));
     }
     let started = Instant::now();
-    // Each request on both nodes at the same time, four users at a time (eight processes).
+    // At the same time: request A on one node, and on the other node request B (the same
+    // temporary key, another keyset) and request A again; four users at a time (twelve
+    // processes). Exactly one of A and B is issued; A again gets A's reply or fails cleanly.
     let mut issued = 0;
     for wave in requests.chunks(4) {
         let mut children = Vec::new();
-        for (user, req) in wave {
-            for (n, node) in [(1, &c.one), (2, &c.two)] {
-                let reply = node.bed.path(&format!("{user}.{n}.reply"));
+        for (i, user, a, b) in wave {
+            let (first, other) = if i % 2 == 0 {
+                ((1, &c.one), (2, &c.two))
+            } else {
+                ((2, &c.two), (1, &c.one))
+            };
+            for (tag, (n, node), req) in [("A", first, a), ("B", other, b), ("A", other, a)] {
+                let reply = node.bed.path(&format!("{user}.{tag}.{n}.reply"));
                 let reply = reply.to_string_lossy().into_owned();
                 children.push((
-                    format!("{user} on node {n}"),
-                    user.clone(),
+                    format!("{user} request {tag} on node {n}"),
+                    (user.clone(), tag),
+                    reply.clone(),
                     node.spawn("process", &[req, "-o", &reply]),
                 ));
             }
         }
-        let mut ok_per_user = std::collections::BTreeMap::<String, usize>::new();
-        for (what, user, child) in children {
+        let mut ok = std::collections::BTreeMap::<(String, &str), Vec<Vec<u8>>>::new();
+        for (what, key, reply, child) in children {
             let run = wait(child);
-            let ok = clean(&what, &run);
-            *ok_per_user.entry(user).or_default() += usize::from(ok);
+            let entry = ok.entry(key).or_default();
+            if clean(&what, &run) {
+                entry.push(std::fs::read(&reply).expect("the reply written"));
+            }
         }
-        for (user, ok) in ok_per_user {
-            assert_eq!(ok, 1, "{user}: {ok} of two concurrent `process` succeeded");
+        for (_, user, _, _) in wave {
+            let a = &ok[&(user.clone(), "A")];
+            let b = &ok[&(user.clone(), "B")];
+            assert!(
+                (a.is_empty() && b.len() == 1) || (!a.is_empty() && b.is_empty()),
+                "{user}: request A succeeded {} times, request B {} times",
+                a.len(),
+                b.len()
+            );
+            assert!(
+                a.windows(2).all(|w| w[0] == w[1]),
+                "{user}: two different replies to A"
+            );
             issued += 1;
         }
     }
     eprintln!(
-        "{USERS} requests, each processed on both nodes at once: {:.1}s",
+        "{USERS} users, three `process` each across both nodes at once: {:.1}s",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(issued, USERS);
@@ -409,6 +432,48 @@ fn two_nodes_process_every_request_at_once_and_each_is_issued_once() {
 #[test]
 fn postgres_restarted_mid_run_fails_cleanly_and_works_after() {
     let c = cluster();
+    // Commands of both nodes waiting on the authority's lock (held here by another session)
+    // when the server restarts: each fails with one error line and writes nothing.
+    let password = std::fs::read_to_string(&c.pg.password_file).expect("password");
+    let mut holder = Command::new(util::pg::pg_tool("psql"))
+        .args([
+            c.pg.url.as_str(),
+            "-c",
+            "SELECT pg_advisory_lock(30229394876363364), pg_sleep(120)",
+        ])
+        .env("PGPASSWORD", password.trim())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    std::thread::sleep(Duration::from_secs(1));
+    let waiting: Vec<_> = (0..4)
+        .map(|i| {
+            let node = if i % 2 == 0 { &c.one } else { &c.two };
+            (format!("w{i}"), node.spawn("add-user", &[&format!("w{i}")]))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    c.pg.restart();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    for (user, child) in waiting {
+        let run = wait(child);
+        assert!(!clean(&user, &run), "{user} succeeded past a held lock");
+        assert!(
+            run.stderr.contains("the authority's database"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            c.count(&format!(
+                "SELECT count(*) FROM records WHERE kind = 'user' AND key = '{user}'"
+            )),
+            0
+        );
+        c.one.add_user(&user);
+    }
+    // Commands of both nodes running when it restarts: done or not at all.
     let mut children = Vec::new();
     for i in 0..12 {
         let node = if i % 2 == 0 { &c.one } else { &c.two };

@@ -24,7 +24,7 @@ use crate::authority::audit::AuditEntry;
 pub const SCHEMA_VERSION: u32 = super::sqlite::SCHEMA_VERSION;
 
 /// The advisory lock every writing transaction takes (`keyward` in ASCII).
-const LOCK_KEY: i64 = 0x6b65_7977_6172_64;
+const LOCK_KEY: i64 = 0x006b_6579_7761_7264;
 
 /// The tables: SQLite's, in PostgreSQL's types.
 pub const SCHEMA_SQL: &str = "
@@ -125,7 +125,7 @@ impl PgLocation {
         config.application_name("keyward");
         config.connect(NoTls).map_err(|e| {
             self.error(
-                "connect to",
+                "connect",
                 format!(
                     "{}; check that the server runs and the URL and password are right",
                     describe(&e)
