@@ -464,6 +464,7 @@ pub fn join(module: &Module, req: JoinRequest<'_>) -> Result<AuthorityConfig, Au
     }
     let mut session = open_authority_token(module, &a.config, req.pin, req.policy)?;
     a.verify_log_with_token(&session)?;
+    a.seed_head_if_missing(&session)?;
     a.vouch(&session)?;
     a.verify_all()?;
     crate::fsguard::create_private_dir(req.dir).map_err(|e| AuthorityError::Io {

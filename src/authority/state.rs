@@ -261,6 +261,27 @@ impl AuthorityDir {
         Self::from_store(dir, store, true)
     }
 
+    /// A node joining with a token that holds no head for this authority (an HSM whose
+    /// cluster copies keys but not data objects): after
+    /// [`AuthorityDir::verify_log_with_token`] checked the whole log, its last checkpoint
+    /// becomes the token's head.
+    pub fn seed_head_if_missing(&self, session: &TokenSession) -> Result<(), AuthorityError> {
+        let (label, _) = head_labels(&self.config);
+        if read_head(session, &label)?.is_some() {
+            return Ok(());
+        }
+        let last = self
+            .last
+            .as_ref()
+            .ok_or_else(|| tampered("the audit log is empty: the state has no checkpoint"))?;
+        let root = last.root.clone().unwrap_or_default();
+        session.write_data_object(
+            &label,
+            head_value(last.entry.seq, &last.entry.hash, &root).as_bytes(),
+        )?;
+        Ok(())
+    }
+
     /// Verifies the whole audit chain and every checkpoint with the CA key on `session`'s
     /// token (a node joining checks everything once).
     pub fn verify_log_with_token(&self, session: &TokenSession) -> Result<u64, AuthorityError> {
