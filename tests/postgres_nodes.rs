@@ -286,6 +286,29 @@ fn the_whole_story_on_postgres() {
         .fails(1, "holds an authority already");
     assert_eq!(before, c.one.bed.token_snapshot());
     assert!(!std::path::Path::new(&again).join("store.toml").exists());
+    // Joining with a token that is not the authority's is refused; nothing is written.
+    let node3 = c.two.bed.path("node3").to_string_lossy().into_owned();
+    let seq = c.pg.sql("SELECT max(seq) FROM audit");
+    c.two
+        .bed
+        .run_env(
+            &[
+                "authority",
+                "join",
+                "--dir",
+                &node3,
+                "--token",
+                "card",
+                "--db",
+                &c.pg.url,
+                "--db-password-file",
+                &pw,
+            ],
+            &[("KEYWARD_PIN", USER_PIN)],
+        )
+        .fails(1, "is not the authority's token");
+    assert!(!std::path::Path::new(&node3).exists());
+    assert_eq!(seq, c.pg.sql("SELECT max(seq) FROM audit"));
     // A password in the URL is refused.
     c.one
         .bed
@@ -537,8 +560,9 @@ fn a_database_rolled_back_is_refused_by_a_node_that_saw_newer() {
     c.one.add_user("frank");
     let dump =
         c.pg.client("pg_dump", &["--clean", "--if-exists", &c.pg.url]);
+    // Both nodes see newer states than the dump.
     c.one.add_user("grace");
-    c.one.add_user("heidi");
+    c.two.add_user("heidi");
     // Restore the older dump.
     let file = c.pg.dir.path().join("old.sql");
     std::fs::write(&file, dump).expect("dump");
@@ -558,13 +582,15 @@ fn a_database_rolled_back_is_refused_by_a_node_that_saw_newer() {
         0
     );
     let before = c.pg.sql("SELECT max(seq) FROM audit");
-    c.one
-        .authority("add-user", &["ivan"])
-        .refused("rolled back");
+    for node in [&c.one, &c.two] {
+        node.authority("add-user", &["ivan"]).refused("rolled back");
+        node.authority("crl", &["-o", &node.bed.path("x.crl").to_string_lossy()])
+            .refused("rolled back");
+    }
     assert_eq!(
         before,
         c.pg.sql("SELECT max(seq) FROM audit"),
         "a refused command wrote"
     );
-    // Node 2 saw nothing after the dump: it cannot tell (docs/authority-integrity.md).
+    // A node that saw nothing after the dump could not tell (docs/formats.md, several nodes).
 }
