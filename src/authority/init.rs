@@ -9,7 +9,9 @@ use secrecy::SecretString;
 use super::records::IssuingOptions;
 use super::signer::CaSigner;
 use super::state::{self, head_labels, now_rfc3339, AuthorityConfig, AuthorityDir, SCHEMA};
+use super::store::postgres::{PgLocation, PgStore, StoreFile, STORE_FILE};
 use super::store::sqlite::{SqliteStore, DB_FILE};
+use super::store::Store;
 use super::AuthorityError;
 use crate::keyset::csr::parse_subject;
 use crate::keyset::PublicKey;
@@ -41,6 +43,8 @@ pub struct InitRequest<'a> {
     pub issuing: IssuingOptions,
     /// `--force`: create the authority even on a token that already holds one.
     pub force: bool,
+    /// `--db`: keep the state in this PostgreSQL database (empty) instead of SQLite.
+    pub db: Option<PgLocation>,
 }
 
 /// The three key ids of a new authority.
@@ -81,13 +85,19 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
     crate::names::check_dn_text(req.name).map_err(AuthorityError::BadRequest)?;
     let subject = parse_subject(req.name).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
     let policy = req.issuing.policy()?;
-    let exists = |d: &Path| d.join(DB_FILE).exists() || d.join("authority.toml").exists();
+    let exists = |d: &Path| {
+        d.join(DB_FILE).exists() || d.join(STORE_FILE).exists() || d.join("authority.toml").exists()
+    };
     if exists(req.dir) {
         let _lock = state::lock_dir(req.dir)?;
         InitIntent::committed(req.dir);
         return Err(AuthorityError::AlreadyExists {
             dir: req.dir.to_path_buf(),
         });
+    }
+    // The database must be reachable and empty before the token changes.
+    if let Some(db) = &req.db {
+        check_db_empty(db)?;
     }
     let mut session = req.token.open_rw(module)?;
     session.login(module, PinRole::User, req.pin, req.policy)?;
@@ -158,7 +168,10 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         (&subject, &policy),
         req.pin,
     )
-    .and_then(|()| write_state(module, &mut session, req.dir, &config, req.pin));
+    .and_then(|()| match &req.db {
+        Some(db) => write_state_pg(module, &mut session, req.dir, &config, req.pin, db),
+        None => write_state(module, &mut session, req.dir, &config, req.pin),
+    });
     if result.is_err() {
         let mut fresh = session.for_cleanup(module);
         let session = fresh.as_mut().unwrap_or(&mut session);
@@ -341,6 +354,140 @@ fn write_state(
         );
     }
     Ok(())
+}
+
+/// Refuses a database that cannot be reached or holds an authority already.
+fn check_db_empty(db: &PgLocation) -> Result<(), AuthorityError> {
+    db.check()?;
+    let store = PgStore::open(db)?;
+    if store.has_schema()? {
+        return Err(AuthorityError::BadRequest(format!(
+            "the database {} holds an authority already; add a node to it with `keyward authority join --db URL --dir DIR`, or give an empty database",
+            db.display()
+        )));
+    }
+    Ok(())
+}
+
+/// [`write_state`] for PostgreSQL: the schema, the configuration and the `init` entry in one
+/// database transaction, committed with the first checkpoint; then `ca.pem` and `store.toml`
+/// (the directory's commit: from then on it names the database).
+fn write_state_pg(
+    module: &Module,
+    session: &mut TokenSession,
+    dir: &Path,
+    config: &AuthorityConfig,
+    pin: &SecretString,
+    db: &PgLocation,
+) -> Result<(), AuthorityError> {
+    let store = PgStore::create(db, state::BUCKETS)?;
+    let mut a = AuthorityDir::create(dir, Box::new(store), config.clone(), None)?;
+    a.audit(
+        "operator",
+        "init",
+        &config.name,
+        "ok",
+        &format!(
+            "token {:?} serial {}; exchange OAEP {:?}; state in PostgreSQL",
+            config.token_label, config.token_serial, config.exchange_oaep
+        ),
+    );
+    a.commit(module, session, pin)?;
+    drop(a);
+    write_node_files(dir, config, db)
+}
+
+/// Writes a node's `ca.pem` and its `store.toml` naming the database (last: its rename is
+/// the directory's commit).
+pub fn write_node_files(
+    dir: &Path,
+    config: &AuthorityConfig,
+    db: &PgLocation,
+) -> Result<(), AuthorityError> {
+    crate::keyset::registry::write_atomic(&dir.join("ca.pem"), config.ca_pem.as_bytes())
+        .map_err(|e| state::io("write", &dir.join("ca.pem"), &e))?;
+    let file = StoreFile {
+        backend: "postgres".into(),
+        location: db.clone(),
+    };
+    crate::keyset::registry::write_atomic(&dir.join(STORE_FILE), file.to_text().as_bytes())
+        .map_err(|e| state::io("write", &dir.join(STORE_FILE), &e))?;
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        log::warn!("syncing {} failed ({e})", dir.display());
+    }
+    Ok(())
+}
+
+/// What `authority join` needs.
+pub struct JoinRequest<'a> {
+    /// The new node's directory (created).
+    pub dir: &'a Path,
+    /// The database the other nodes use.
+    pub db: &'a PgLocation,
+    /// This node's copy of the authority token.
+    pub token: &'a Token,
+    /// Its user PIN.
+    pub pin: &'a SecretString,
+    /// `--final-try`.
+    pub policy: LoginPolicy,
+}
+
+/// Adds a node to an authority kept in PostgreSQL: checks the whole signed log and the state
+/// against the CA key on this node's copy of the token, advances the copy's head to the
+/// database's last checkpoint, records the join in the log, and writes the directory.
+pub fn join(module: &Module, req: JoinRequest<'_>) -> Result<AuthorityConfig, AuthorityError> {
+    req.db.check()?;
+    let exists = |d: &Path| {
+        d.join(DB_FILE).exists() || d.join(STORE_FILE).exists() || d.join("authority.toml").exists()
+    };
+    if exists(req.dir) {
+        return Err(AuthorityError::AlreadyExists {
+            dir: req.dir.to_path_buf(),
+        });
+    }
+    let mut store = PgStore::open(req.db)?;
+    if !store.has_schema()? {
+        return Err(AuthorityError::BadRequest(format!(
+            "the database {} holds no authority; create one with `keyward authority init --db URL`",
+            req.db.display()
+        )));
+    }
+    store.begin()?;
+    let mut a = AuthorityDir::from_shared_store(req.dir, Box::new(store))?;
+    if a.config.token_serial != req.token.serial() || a.config.token_label != req.token.label() {
+        return Err(AuthorityError::BadRequest(format!(
+            "token {:?} (serial {}) is not the authority's token {:?} (serial {}); give this node a copy of that token",
+            req.token.label(),
+            req.token.serial(),
+            a.config.token_label,
+            a.config.token_serial
+        )));
+    }
+    let mut session = open_authority_token(module, &a.config, req.pin, req.policy)?;
+    a.verify_log_with_token(&session)?;
+    a.seed_head_if_missing(&session)?;
+    a.vouch(&session)?;
+    a.verify_all()?;
+    crate::fsguard::create_private_dir(req.dir).map_err(|e| AuthorityError::Io {
+        action: "use",
+        path: e.path.clone(),
+        reason: e.reason,
+    })?;
+    let _lock = state::lock_dir(req.dir)?;
+    InitIntent::clear(req.dir);
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    a.audit(
+        "operator",
+        "join",
+        &a.config.name.clone(),
+        "ok",
+        &format!("node {} on host {:?}", req.dir.display(), host.trim()),
+    );
+    a.commit(module, &mut session, req.pin)?;
+    let config = a.config.clone();
+    drop(a);
+    write_node_files(req.dir, &config, req.db)?;
+    Ok(config)
 }
 
 fn make_everything(

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::audit::AuditEntry;
+use super::store::postgres::{PgStore, StoreFile, STORE_FILE};
 use super::store::sqlite::{SqliteStore, DB_FILE};
 use super::store::{AuditRow, Row, Store};
 use super::AuthorityError;
@@ -192,9 +193,9 @@ impl AuthorityDir {
         check_is_authority(dir)?;
         let lock = lock_dir(dir)?;
         clean_temp_files(dir);
-        let mut store = SqliteStore::open(&dir.join(DB_FILE), true)?;
+        let mut store = open_store(dir, true)?;
         store.begin()?;
-        let mut a = Self::from_store(dir, Box::new(store), true)?;
+        let mut a = Self::from_store(dir, store, true)?;
         a._lock = Some(lock);
         Ok(a)
     }
@@ -203,9 +204,9 @@ impl AuthorityDir {
     /// checkpoint's signature against the CA key the state names; no token, no PIN.
     pub fn open_read(dir: &Path) -> Result<AuthorityDir, AuthorityError> {
         check_is_authority(dir)?;
-        let mut store = SqliteStore::open(&dir.join(DB_FILE), false)?;
+        let mut store = open_store(dir, false)?;
         store.begin_read()?;
-        let mut a = Self::from_store(dir, Box::new(store), false)?;
+        let mut a = Self::from_store(dir, store, false)?;
         a.check_root()?;
         a.load_config()?;
         let ca = a.ca_public_key()?;
@@ -218,9 +219,9 @@ impl AuthorityDir {
     /// that fails its checks, so that it can be investigated.
     pub fn open_unchecked(dir: &Path) -> Result<AuthorityDir, AuthorityError> {
         check_is_authority(dir)?;
-        let mut store = SqliteStore::open(&dir.join(DB_FILE), false)?;
+        let mut store = open_store(dir, false)?;
         store.begin_read()?;
-        Self::from_store(dir, Box::new(store), false)
+        Self::from_store(dir, store, false)
     }
 
     /// A new authority's state in `store` (already created, empty), to be committed once.
@@ -251,6 +252,44 @@ impl AuthorityDir {
         a.store.begin()?;
         a.buckets.insert(bucket_of(""), BTreeMap::new());
         Ok(a)
+    }
+
+    /// A shared store (its transaction begun) opened for a node joining it: nothing read is
+    /// trusted until [`AuthorityDir::verify_log_with_token`] and [`AuthorityDir::vouch`].
+    pub fn from_shared_store(
+        dir: &Path,
+        store: Box<dyn Store>,
+    ) -> Result<AuthorityDir, AuthorityError> {
+        Self::from_store(dir, store, true)
+    }
+
+    /// A node joining with a token that holds no head for this authority (an HSM whose
+    /// cluster copies keys but not data objects): after
+    /// [`AuthorityDir::verify_log_with_token`] checked the whole log, its last checkpoint
+    /// becomes the token's head.
+    pub fn seed_head_if_missing(&self, session: &TokenSession) -> Result<(), AuthorityError> {
+        let (label, _) = head_labels(&self.config);
+        if read_head(session, &label)?.is_some() {
+            return Ok(());
+        }
+        let last = self
+            .last
+            .as_ref()
+            .ok_or_else(|| tampered("the audit log is empty: the state has no checkpoint"))?;
+        let root = last.root.clone().unwrap_or_default();
+        session.write_data_object(
+            &label,
+            head_value(last.entry.seq, &last.entry.hash, &root).as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Verifies the whole audit chain and every checkpoint with the CA key on `session`'s
+    /// token (a node joining checks everything once).
+    pub fn verify_log_with_token(&self, session: &TokenSession) -> Result<u64, AuthorityError> {
+        let ca = self.token_ca_key(session)?;
+        let (seq, _) = verify_chain(&self.store.audit_all()?, &ca)?;
+        Ok(seq)
     }
 
     fn from_store(
@@ -299,6 +338,9 @@ impl AuthorityDir {
     /// must be the state's last checkpoint (or the pending one a crash left, which is then
     /// promoted), and the bucket digests must give that checkpoint's root.
     pub fn vouch(&mut self, session: &TokenSession) -> Result<(), AuthorityError> {
+        if self.store.shared() {
+            return self.vouch_shared(session);
+        }
         let last = self
             .last
             .clone()
@@ -347,6 +389,77 @@ impl AuthorityDir {
         self.load_config()?;
         self.vouched = true;
         Ok(())
+    }
+
+    /// [`AuthorityDir::vouch`] for a store other nodes change too (PostgreSQL): the head on
+    /// this node's token is a lower bound. The state must extend it: the entry the head names
+    /// is in the log with the same hash, every entry after it chains to it, every checkpoint
+    /// after it is signed by the CA key on this token, and the last one is a checkpoint whose
+    /// root the bucket digests give. Then the head advances to the state's last checkpoint. A
+    /// state older than the head (rolled back) or not extending it (rewritten) is refused.
+    fn vouch_shared(&mut self, session: &TokenSession) -> Result<(), AuthorityError> {
+        let last = self
+            .last
+            .clone()
+            .ok_or_else(|| tampered("the audit log is empty: the state has no checkpoint"))?;
+        let (label, pending_label) = head_labels(&self.config);
+        let Some(head) = read_head(session, &label)?.as_deref().and_then(parse_head) else {
+            return Err(tampered(
+                "the authority's token holds no state head for this authority: the state was not made on this token, or its head was removed",
+            ));
+        };
+        // A pending head the database holds too (a commit whose promotion was cut short) is
+        // a newer bound; one it does not hold (a commit that failed, or that another node's
+        // commit of the same number replaced) says nothing.
+        let mut bound = head.clone();
+        if let Some(p) = read_head(session, &pending_label)?
+            .as_deref()
+            .and_then(parse_head)
+        {
+            if p.seq > bound.seq && p.seq <= last.entry.seq {
+                let at = self.store.audit_since(p.seq)?;
+                if at
+                    .first()
+                    .is_some_and(|r| r.entry.seq == p.seq && r.entry.hash == p.hash)
+                {
+                    bound = p;
+                }
+            }
+        }
+        if last.entry.seq < bound.seq {
+            return Err(tampered(&format!(
+                "the state was rolled back: it ends at audit entry {}, but this node's authority token has seen entry {}",
+                last.entry.seq, bound.seq
+            )));
+        }
+        let ca = self.token_ca_key(session)?;
+        let rows = self.store.audit_since(bound.seq)?;
+        check_extends(&rows, &bound, &ca)?;
+        self.check_root()?;
+        self.load_config()?;
+        let newest = rows.last().map(|r| &r.entry).unwrap_or(&last.entry);
+        if newest.seq > bound.seq || bound.seq != head.seq {
+            let root = rows.last().and_then(|r| r.root.clone()).unwrap_or_default();
+            session.write_data_object(
+                &label,
+                head_value(newest.seq, &newest.hash, &root).as_bytes(),
+            )?;
+        }
+        self.last = rows.last().cloned().or(Some(last));
+        self.vouched = true;
+        Ok(())
+    }
+
+    /// The CA's public key as this node's token holds it (not as the state says).
+    fn token_ca_key(&self, session: &TokenSession) -> Result<PublicKey, AuthorityError> {
+        let id = unhex_id(&self.config.ca_key_id)
+            .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+        let raw = session.public_key(&id)?.ok_or_else(|| {
+            AuthorityError::BadRequest(
+                "the authority's CA public key is missing from its token".into(),
+            )
+        })?;
+        Ok(PublicKey::from_raw(&raw)?)
     }
 
     /// Reads the bucket digests and checks they give the last checkpoint's root; when not,
@@ -690,7 +803,30 @@ impl AuthorityDir {
         self.config_dirty = false;
         self.checkpoint_key = None;
         self.store.begin()?;
+        if self.store.shared() {
+            // Another node may have committed between this commit and the new lock: start
+            // from what the store holds, checked again against this node's token.
+            self.reload_shared(Some(session))?;
+        }
         Ok(())
+    }
+
+    /// Drops what is cached of a shared store and checks its state again: against the
+    /// token's head when a session is at hand, else the last checkpoint's signature with the
+    /// CA key and the root.
+    fn reload_shared(&mut self, session: Option<&TokenSession>) -> Result<(), AuthorityError> {
+        self.buckets.clear();
+        self.users.clear();
+        self.last = self.store.audit_last()?;
+        self.digests = self.store.digests()?;
+        match session {
+            Some(session) => self.vouch_shared(session),
+            None => {
+                let ca = self.ca_public_key()?;
+                self.check_last_signature(&ca)?;
+                self.check_root()
+            }
+        }
     }
 
     /// Drops every change not committed (records, users, audit entries) and starts afresh
@@ -705,6 +841,9 @@ impl AuthorityDir {
         self.entries.clear();
         self.config_dirty = false;
         self.store.begin()?;
+        if self.store.shared() {
+            return self.reload_shared(None);
+        }
         self.last = self.store.audit_last()?;
         self.digests = self.store.digests()?;
         Ok(())
@@ -914,6 +1053,75 @@ fn check_checkpoint(ca: &PublicKey, row: &AuditRow) -> Result<(), AuthorityError
     })
 }
 
+/// A token head: the last entry's seq and hash and the root.
+#[derive(Debug, Clone)]
+struct Head {
+    seq: u64,
+    hash: String,
+    root: String,
+}
+
+fn parse_head(text: &str) -> Option<Head> {
+    let mut parts = text.split(' ');
+    let seq = parts.next()?.parse().ok()?;
+    let hash = parts.next()?.to_string();
+    let root = parts.next()?.to_string();
+    Some(Head { seq, hash, root })
+}
+
+/// Checks that `rows` (the log from `head.seq` on) extend `head`: the first is the entry the
+/// head names (same hash and root), each after it chains to the one before with a hash that
+/// matches its contents, every checkpoint verifies with `ca`, and the last is a checkpoint.
+fn check_extends(rows: &[AuditRow], head: &Head, ca: &PublicKey) -> Result<(), AuthorityError> {
+    let first = rows.first().ok_or_else(|| {
+        tampered(&format!(
+            "the state was rolled back: audit entry {} that this node's authority token has seen is gone",
+            head.seq
+        ))
+    })?;
+    if first.entry.seq != head.seq
+        || first.entry.hash != head.hash
+        || first.root.as_deref() != Some(head.root.as_str())
+    {
+        return Err(tampered(&format!(
+            "audit entry {} is not the one this node's authority token has seen: the audit log or the state was rewritten (or restored from another authority)",
+            head.seq
+        )));
+    }
+    let mut prev = &first.entry;
+    for row in &rows[1..] {
+        let e = &row.entry;
+        if e.seq != prev.seq + 1 {
+            return Err(log_broken(
+                prev.seq + 1,
+                "entries are missing or out of order",
+            ));
+        }
+        if e.prev != prev.hash {
+            return Err(log_broken(
+                e.seq,
+                "it does not chain to the entry before it",
+            ));
+        }
+        check_entry_hash(e)?;
+        if row.root.is_some() || row.signature.is_some() {
+            check_checkpoint(ca, row)?;
+        }
+        prev = e;
+    }
+    let last = rows.last().unwrap_or(first);
+    if last.signature.is_none() {
+        return Err(log_broken(
+            last.entry.seq,
+            "the last entry carries no signed checkpoint: entries were appended outside keyward",
+        ));
+    }
+    if rows.len() > 1 {
+        check_checkpoint(ca, last)?;
+    }
+    Ok(())
+}
+
 fn check_entry_hash(e: &AuditEntry) -> Result<(), AuthorityError> {
     if e.compute_hash()? != e.hash {
         return Err(log_broken(e.seq, "its contents do not match its hash"));
@@ -983,7 +1191,7 @@ fn changed_records(rows: &[Row]) -> AuthorityError {
 
 /// Refuses a directory that holds no authority (before any PIN is asked for).
 pub fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
-    if dir.join(DB_FILE).exists() {
+    if dir.join(DB_FILE).exists() || dir.join(STORE_FILE).exists() {
         return check_dir_is_safe(dir);
     }
     if dir.join("authority.toml").exists() {
@@ -1012,10 +1220,20 @@ pub fn check_dir_is_safe(dir: &Path) -> Result<(), AuthorityError> {
         "authority.db-journal",
         "authority.lock",
         "ca.pem",
+        STORE_FILE,
     ] {
         crate::fsguard::check_plain_file(dir, name).map_err(unsafe_dir)?;
     }
     Ok(())
+}
+
+/// Opens the directory's store: the PostgreSQL database its `store.toml` names, else its
+/// SQLite file (read-only unless `writable`).
+pub fn open_store(dir: &Path, writable: bool) -> Result<Box<dyn Store>, AuthorityError> {
+    match StoreFile::read(dir)? {
+        Some(file) => Ok(Box::new(PgStore::open(&file.location)?)),
+        None => Ok(Box::new(SqliteStore::open(&dir.join(DB_FILE), writable)?)),
+    }
 }
 
 /// Removes `.keyward-*` temporary files a killed command left in `dir`.

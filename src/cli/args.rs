@@ -153,6 +153,7 @@ const SECRETS_READ: &[(&str, &[&str])] = &[
     ("authority add-users", &[PIN, AUTH]),
     ("authority rollover", &[PIN, AUTH]),
     ("authority token", &[PIN, AUTH]),
+    ("authority join", &[PIN, AUTH]),
     ("token provision", &[SO]),
     ("crl import", &[]),
     ("crl fetch", &[]),
@@ -410,6 +411,37 @@ pub enum AuthorityCommand {
     /// allowed), found (off hold, the temporary token retired), damaged or terminated (revoked)
     /// (asks for the PIN to change it)
     Token(TokenStateArgs),
+    /// Add a node to an authority kept in PostgreSQL: a new directory using the same database,
+    /// with this host's copy of the authority token (checked against the signed state; asks
+    /// for the PIN)
+    Join(AuthorityJoinArgs),
+}
+
+/// `--db URL` and `--db-password-file FILE`: the PostgreSQL database of an authority.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Keep the state in this PostgreSQL database (postgres://user@host/db, or
+    /// postgresql:///db?host=/socket/dir), without a password in it
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// Read the database password from FILE (its first line; the directory records the
+    /// file's path, never the password)
+    #[arg(long, value_name = "FILE", requires = "db", help_heading = "Secrets")]
+    pub db_password_file: Option<PathBuf>,
+}
+
+/// `authority join`
+#[derive(Debug, Args)]
+pub struct AuthorityJoinArgs {
+    /// The new node's state directory (created)
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
+    pub dir: PathBuf,
+    /// This node's copy of the authority's token: a PKCS#11 URI or a bare label
+    #[arg(long, value_name = "URI")]
+    pub token: String,
+    /// The PostgreSQL database
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 /// `authority add-users`
@@ -552,6 +584,9 @@ pub struct AuthorityInitArgs {
     /// Create the authority even on a token that already holds one
     #[arg(long)]
     pub force: bool,
+    /// The PostgreSQL database
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 /// `authority add-user`

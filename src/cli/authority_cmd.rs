@@ -45,6 +45,7 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::Token(a) => token_state(ctx, a),
         AuthorityCommand::AddUsers(a) => super::bulk_cmd::add_users(ctx, a),
         AuthorityCommand::Rollover(a) => super::bulk_cmd::rollover(ctx, a),
+        AuthorityCommand::Join(a) => join(ctx, a),
     }
 }
 
@@ -212,6 +213,7 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
                 aia_url: a.aia_url.clone(),
             },
             force: a.force,
+            db: db_location(&a.db)?,
         },
     );
     spinner.finish();
@@ -253,6 +255,71 @@ fn init(ctx: &mut Context, a: AuthorityInitArgs) -> Result<(), Error> {
         note!(
             "give users its certificates: keyward authority cert --dir {}",
             a.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The PostgreSQL database `--db` names (the password file's path made absolute: the
+/// directory records it for every command after).
+fn db_location(
+    a: &super::args::DbArgs,
+) -> Result<Option<authority::store::postgres::PgLocation>, Error> {
+    let Some(url) = &a.db else {
+        return Ok(None);
+    };
+    let password_file = match &a.db_password_file {
+        Some(p) => Some(std::path::absolute(p).map_err(|e| AuthorityError::Io {
+            action: "use",
+            path: p.clone(),
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
+    let location = authority::store::postgres::PgLocation {
+        url: url.clone(),
+        password_file,
+    };
+    location.check().map_err(AuthorityError::from)?;
+    Ok(Some(location))
+}
+
+fn join(ctx: &mut Context, a: super::args::AuthorityJoinArgs) -> Result<(), Error> {
+    let Some(db) = db_location(&a.db)? else {
+        return Err(AuthorityError::BadRequest(
+            "authority join needs the database the other nodes use: --db URL".into(),
+        )
+        .into());
+    };
+    let token = ctx.token(&a.token)?;
+    let pin = ctx.authority_command_pin()?;
+    let policy = ctx.login_policy();
+    let config = authority::init::join(
+        ctx.module()?,
+        authority::init::JoinRequest {
+            dir: &a.dir,
+            db: &db,
+            token: &token,
+            pin: &pin,
+            policy,
+        },
+    )?;
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "name": config.name,
+            "dir": a.dir.display().to_string(),
+            "db": db.url,
+            "token_label": config.token_label,
+            "token_serial": config.token_serial,
+        }));
+    } else {
+        say!(
+            "{} is a node of authority {:?} (state in {}), with token {:?} (serial {}): its signed log and state check out",
+            a.dir.display(),
+            config.name,
+            db.url,
+            config.token_label,
+            config.token_serial
         );
     }
     Ok(())

@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 pub mod beds;
 pub mod modules;
+pub mod pg;
 
 pub const SO_PIN: &str = "so-secret-1";
 pub const USER_PIN: &str = "user-secret-1";

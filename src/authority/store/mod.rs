@@ -1,5 +1,6 @@
 //! Where the authority keeps its state: one [`Store`] trait, so the same schema can live in the
-//! embedded SQLite file ([`sqlite::SqliteStore`], the default) or, later, in PostgreSQL.
+//! embedded SQLite file ([`sqlite::SqliteStore`], the default) or in PostgreSQL
+//! ([`postgres::PgStore`], shared by several nodes).
 //!
 //! A store knows nothing of users or certificates: it keeps *records* (a kind, a key, the user
 //! who owns them, a body), the per-bucket digests that bind records to the state root, and the
@@ -7,6 +8,7 @@
 //! ([`Store::begin`] … [`Store::commit`]); the integrity layer above (`state.rs`) decides what
 //! is written and checks everything that is read.
 
+pub mod postgres;
 pub mod sqlite;
 
 /// One record of the authority's state.
@@ -78,4 +80,17 @@ pub trait Store {
     fn audit_all(&self) -> Result<Vec<AuditRow>, StoreError>;
     /// A schema value (`schema`).
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// The audit entries from `seq` on, oldest first (a node catching up with the others).
+    fn audit_since(&self, seq: u64) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(self
+            .audit_all()?
+            .into_iter()
+            .filter(|r| r.entry.seq >= seq)
+            .collect())
+    }
+    /// Whether other nodes, each with its own copy of the authority token, change this store
+    /// too: the token's head is then a lower bound, not the state's exact head (`state.rs`).
+    fn shared(&self) -> bool {
+        false
+    }
 }
