@@ -152,6 +152,7 @@ const SECRETS_READ: &[(&str, &[&str])] = &[
     ("authority reject", &[PIN, AUTH, OP]),
     ("authority add-users", &[PIN, AUTH]),
     ("authority rollover", &[PIN, AUTH]),
+    ("authority serve", &[PIN, AUTH]),
     ("authority token", &[PIN, AUTH]),
     ("token provision", &[SO]),
     ("crl import", &[]),
@@ -409,6 +410,30 @@ pub enum AuthorityCommand {
     /// allowed), found (off hold, the temporary token retired), damaged or terminated (revoked)
     /// (asks for the PIN to change it)
     Token(TokenStateArgs),
+    /// Serve EST (RFC 7030) over HTTPS: enrollment, server key generation and renewal online
+    /// (asks for the PIN once; runs until stopped)
+    Serve(ServeArgs),
+}
+
+/// `authority serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
+    pub dir: PathBuf,
+    /// Where to listen, e.g. 0.0.0.0:8443 (port 0: any free port, printed on the first line)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// A name for the TLS certificate (DNS name or IP address; repeat for more). Default:
+    /// localhost and the listen address
+    #[arg(long = "server-name", value_name = "NAME")]
+    pub server_names: Vec<String>,
+    /// Write the bound address to FILE once the node accepts connections
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// How long a client has to send a request (headers, body, TLS handshake)
+    #[arg(long, value_name = "DURATION", value_parser = any_duration, default_value = "30s")]
+    pub request_timeout: std::time::Duration,
 }
 
 /// `authority add-users`

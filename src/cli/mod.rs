@@ -13,6 +13,7 @@ mod operator_cmd;
 mod output;
 pub mod progress;
 mod renew_cmd;
+mod serve_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;
