@@ -543,3 +543,122 @@ fn a_node_killed_mid_request_loses_nothing_and_the_retry_succeeds_once() {
     ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
         .ok();
 }
+
+/// A SoftHSM configuration of the user's own (its own token directory and so its own keyward
+/// process lock: the node holds the authority's while it runs, as on two hosts).
+fn user_softhsm(ab: &AuthorityBed, card: &str) -> String {
+    let tokens = ab.path("user-tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = ab.path("user-softhsm2.conf");
+    let template = include_str!("../testbeds/softhsm2.conf.in");
+    std::fs::write(
+        &conf,
+        template.replace("@TOKENDIR@", &tokens.to_string_lossy()),
+    )
+    .unwrap();
+    let conf = conf.to_string_lossy().into_owned();
+    ab.run_env(
+        &["token", "init", "--free", "--label", card],
+        &[
+            ("SOFTHSM2_CONF", &conf),
+            ("KEYWARD_SO_PIN", util::SO_PIN),
+            ("KEYWARD_NEW_PIN", util::USER_PIN),
+        ],
+    )
+    .ok();
+    conf
+}
+
+#[test]
+fn keyward_enrolls_online_and_its_keyset_signs_and_reads_mail() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("frank", &["--email", "frank@example.org"]);
+    let conf = user_softhsm(&ab, "frank-card");
+    let node = start(&ab, "a", &[]);
+    let url = format!("https://{}", node.addr);
+    let env = [
+        ("SOFTHSM2_CONF", conf.as_str()),
+        ("KEYWARD_PIN", util::USER_PIN),
+        ("KEYWARD_TEMP_KEY", key.as_str()),
+    ];
+    let enroll = |keyset: &str| {
+        ab.run_env(
+            &[
+                "--json",
+                "enroll",
+                "--user",
+                "frank",
+                "--keyset",
+                keyset,
+                "--token",
+                "frank-card",
+                "--authority-cert",
+                &ab.bundle,
+                "--server",
+                &url,
+            ],
+            &env,
+        )
+    };
+    let done = enroll("laptop").ok();
+    assert_eq!(done.json()["keyset"], "laptop", "{}", done.stdout);
+    assert_eq!(ab.user("frank")["state"], "active");
+    // The key is spent: a second enrollment is refused, and its pending keyset removed.
+    let again = enroll("phone");
+    assert_eq!(again.code, 1, "{}", again.stdout);
+    assert!(
+        again.stderr.contains("already enrolled"),
+        "{}",
+        again.stderr
+    );
+    let list = ab.run_env(&["--json", "keyset", "list"], &env).ok();
+    assert!(!list.stdout.contains("phone"), "{}", list.stdout);
+    // The keyset signs and reads mail like a file-enrolled one.
+    let msg = ab.file("msg.txt", b"hello over EST\n");
+    let sent = p(&ab, "msg.p7m");
+    ab.run_env(
+        &[
+            "send", "--keyset", "laptop", "--to", "laptop", &msg, "-o", &sent,
+        ],
+        &env,
+    )
+    .ok();
+    let back = p(&ab, "msg.out");
+    ab.run_env(&["read", "--keyset", "laptop", &sent, "-o", &back], &env)
+        .ok();
+    assert_eq!(std::fs::read(&back).unwrap(), b"hello over EST\n");
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+}
+
+#[test]
+fn keyward_refuses_a_node_whose_certificate_another_ca_issued() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let other = AuthorityBed::new(&[], "CN=Other CA,O=Example");
+    let key = ab.add_user("gina", &[]);
+    let conf = user_softhsm(&ab, "gina-card");
+    let node = start(&other, "a", &[]);
+    let url = format!("https://{}", node.addr);
+    ab.run_env(
+        &[
+            "enroll",
+            "--user",
+            "gina",
+            "--keyset",
+            "laptop",
+            "--token",
+            "gina-card",
+            "--authority-cert",
+            &ab.bundle,
+            "--server",
+            &url,
+        ],
+        &[
+            ("SOFTHSM2_CONF", conf.as_str()),
+            ("KEYWARD_PIN", util::USER_PIN),
+            ("KEYWARD_TEMP_KEY", key.as_str()),
+        ],
+    )
+    .fails(1, "cannot reach the EST node");
+    assert_eq!(ab.user("gina")["state"], "pending");
+}

@@ -706,8 +706,13 @@ pub struct EnrollArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["authority_cert", "output"])]
     pub authority: Option<PathBuf>,
     /// The authority's certificates (from `keyward authority cert`), to write a request file
-    #[arg(long, value_name = "FILE", requires = "output")]
+    /// (-o) or to enroll online (--server)
+    #[arg(long, value_name = "FILE")]
     pub authority_cert: Option<PathBuf>,
+    /// Enroll online with an EST node (`keyward authority serve`), e.g.
+    /// https://est.example.org:8443; trusts only the CA in --authority-cert
+    #[arg(long, value_name = "URL", requires = "authority_cert", conflicts_with_all = ["authority", "output", "complete"])]
+    pub server: Option<String>,
     /// Where to write the request
     #[arg(short, long, value_name = "REQUEST")]
     pub output: Option<PathBuf>,

@@ -4,6 +4,7 @@
 //! EnvelopedData a server-generated key travels in, and [`server`] the HTTPS listener of
 //! `keyward authority serve`.
 
+pub mod client;
 pub mod envelope;
 pub mod node;
 pub mod server;
@@ -16,6 +17,9 @@ pub enum EstError {
     /// The node could not start.
     #[error("{0}")]
     Serve(#[from] server::ServeError),
+    /// The client could not enroll.
+    #[error("{0}")]
+    Client(#[from] client::ClientError),
 }
 
 /// Test hook: `KEYWARD_FAULT=<point>` stops the process there at once, as a kill would (the

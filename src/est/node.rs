@@ -631,3 +631,30 @@ fn in_memory_cbc(
     out.extend(ciphertext);
     Ok((wrapped_cek, out))
 }
+
+/// keyward's one-call enrollment: a request file in, its reply out, processed exactly as
+/// `authority process` processes it (the same checks, the temporary key spent in the same
+/// transaction, a repeated request answered with its recorded reply).
+pub fn process_request(
+    ch: &Change<'_>,
+    dir: &Path,
+    request: &[u8],
+) -> Result<Vec<u8>, AuthorityError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("keyward-est")
+        .tempdir()
+        .map_err(|e| crate::authority::state::io("create", Path::new("a scratch directory"), &e))?;
+    let (req, reply) = (scratch.path().join("request"), scratch.path().join("reply"));
+    crate::keyset::registry::write_atomic(&req, request)
+        .map_err(|e| crate::authority::state::io("write", &req, &e))?;
+    match crate::authority::process::process(ch, dir, &req, &reply) {
+        Ok(_) => {}
+        Err(AuthorityError::ReplyNotWritten { user, .. }) => {
+            return crate::authority::process::committed_reply(dir, &user)?.ok_or_else(|| {
+                AuthorityError::Encode(format!("the reply of user {user:?} is not recorded"))
+            })
+        }
+        Err(e) => return Err(e),
+    }
+    std::fs::read(&reply).map_err(|e| crate::authority::state::io("read", &reply, &e))
+}

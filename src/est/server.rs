@@ -31,6 +31,15 @@ use crate::authority::AuthorityError;
 
 /// The path prefix of every EST endpoint.
 pub const PREFIX: &str = "/.well-known/est";
+/// keyward's extension: a whole enrollment (or renewal) in one call — the body is a request
+/// file (`keyward enroll -o`), the answer its reply file, both processed exactly as
+/// `authority process` does (the temporary key inside the request, encrypted to the
+/// authority's exchange key; a recovered user's archived keys in the reply).
+pub const KEYWARD_ENROLL: &str = "keyward-enroll";
+/// The media type of a request file.
+pub const KEYWARD_REQUEST: &str = "application/vnd.keyward.request";
+/// The media type of a reply file.
+pub const KEYWARD_REPLY: &str = "application/vnd.keyward.reply";
 
 /// How `authority serve` runs.
 #[derive(Debug, Clone)]
@@ -268,6 +277,7 @@ fn router(state: AppState) -> Router {
         .route(&format!("{PREFIX}/csrattrs"), get(csrattrs))
         .route(&format!("{PREFIX}/simpleenroll"), post(simpleenroll))
         .route(&format!("{PREFIX}/serverkeygen"), post(serverkeygen))
+        .route(&format!("{PREFIX}/{KEYWARD_ENROLL}"), post(keyward_enroll))
         .with_state(state)
 }
 
@@ -329,13 +339,41 @@ async fn read_csr(
             .and_then(|s| s.parse().ok())
             .unwrap_or(usize::MAX);
         if n > wire::MAX_BODY {
+            return Err(too_large());
+        }
+    }
+    wire::check_content_type(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()))?;
+    let bytes = read_limited(state, headers, body).await?;
+    wire::check_csr(&wire::decode_body(&bytes)?)
+}
+
+fn too_large() -> Refusal {
+    Refusal {
+        status: 413,
+        reason: format!("the body is over {} bytes", wire::MAX_BODY),
+    }
+}
+
+/// Reads a body of at most [`wire::MAX_BODY`] bytes (a larger declared length is refused
+/// before reading) that must arrive within the timeout.
+async fn read_limited(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Refusal> {
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        let n: usize = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(usize::MAX);
+        if n > wire::MAX_BODY {
             return Err(Refusal {
                 status: 413,
                 reason: format!("the body is over {} bytes", wire::MAX_BODY),
             });
         }
     }
-    wire::check_content_type(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()))?;
     let bytes = tokio::time::timeout(state.timeout, axum::body::to_bytes(body, wire::MAX_BODY))
         .await
         .map_err(|_| Refusal {
@@ -349,7 +387,7 @@ async fn read_csr(
                 wire::MAX_BODY
             ),
         })?;
-    wire::check_csr(&wire::decode_body(&bytes)?)
+    Ok(bytes.to_vec())
 }
 
 fn basic_of(headers: &HeaderMap) -> Result<wire::Basic, Refusal> {
@@ -420,6 +458,37 @@ async fn serverkeygen(State(state): State<AppState>, headers: HeaderMap, body: B
             )) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, v);
             }
+            resp
+        }
+        Err(r) => refused(r),
+    }
+}
+
+async fn keyward_enroll(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let media = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !media.starts_with(KEYWARD_REQUEST) {
+            return Err(Refusal::bad(format!(
+                "Content-Type {media:?} is not {KEYWARD_REQUEST}"
+            )));
+        }
+        let bytes = read_limited(&state, &headers, body).await?;
+        on_token(&state, move |ch, dir| {
+            node::process_request(ch, dir, &bytes).map_err(|e| node::refusal(&e))
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(reply) => {
+            let mut resp = (StatusCode::OK, reply).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(KEYWARD_REPLY),
+            );
             resp
         }
         Err(r) => refused(r),
