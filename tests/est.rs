@@ -9,7 +9,7 @@
 mod util;
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use util::{AuthorityBed, AUTHORITY_PIN};
@@ -52,6 +52,7 @@ fn start(ab: &AuthorityBed, tag: &str, env: &[(&str, &str)]) -> Node {
     let _ = std::fs::remove_file(&ready);
     let mut cmd = ab.keyward();
     cmd.args([
+        "--json",
         "authority",
         "serve",
         "--dir",
@@ -64,7 +65,7 @@ fn start(ab: &AuthorityBed, tag: &str, env: &[(&str, &str)]) -> Node {
         &ready.to_string_lossy(),
     ])
     .env("KEYWARD_PIN", AUTHORITY_PIN)
-    .stdout(Stdio::null())
+    .stdout(std::fs::File::create(ab.path(&format!("serve-{tag}.out"))).expect("stdout file"))
     .stderr(std::fs::File::create(&log).expect("log file"));
     for (k, v) in env {
         cmd.env(k, v);
@@ -269,6 +270,15 @@ fn cacerts_and_csrattrs_answer_as_rfc7030_says() {
     assert!(
         pem.contains(want.trim()),
         "cacerts is not the CA:\n{pem}\nwant:\n{want}"
+    );
+    // --json: one document once the node listens (docs/json.md).
+    let ready = std::fs::read_to_string(ab.path("serve-a.out")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&ready).expect("one JSON document");
+    assert_eq!(doc["command"], "authority serve");
+    assert_eq!(doc["listening"], node.addr.as_str());
+    assert_eq!(
+        doc["server_names"],
+        serde_json::json!(["localhost", "127.0.0.1"])
     );
     let attrs = curl(&ab, &node.url("csrattrs"), None, &[]);
     assert_eq!(attrs.status, 200);

@@ -3,8 +3,9 @@
 
 use super::args::ServeArgs;
 use super::authority_cmd::with_change_serve;
+use super::output::{outln, print_json};
 use super::Context;
-use crate::est::server::{serve as run, ServeOptions};
+use crate::est::server::{serve as run, ServeOptions, PREFIX};
 use crate::Error;
 
 /// Token work runs on this many threads; the authority's lock serialises their changes.
@@ -19,7 +20,24 @@ pub fn serve(ctx: &mut Context, a: &ServeArgs) -> Result<(), Error> {
         request_timeout: a.request_timeout,
         workers: WORKERS,
     };
+    let json = ctx.json();
+    let on_ready = move |bound: std::net::SocketAddr, names: &[String]| {
+        let url = format!("https://{bound}{PREFIX}/");
+        if json {
+            print_json(&serde_json::json!({
+                "listening": bound.to_string(),
+                "url": url,
+                "server_names": names,
+            }));
+        } else {
+            outln!(
+                "listening on {url} (TLS certificate for {})",
+                names.join(", ")
+            );
+        }
+        Ok(())
+    };
     with_change_serve(ctx, &a.dir, |ch| {
-        run(ch, &a.dir, &opts).map_err(|e| Error::Est(e.into()))
+        run(ch, &a.dir, &opts, &on_ready).map_err(|e| Error::Est(e.into()))
     })
 }

@@ -658,3 +658,137 @@ pub fn process_request(
     }
     std::fs::read(&reply).map_err(|e| crate::authority::state::io("read", &reply, &e))
 }
+
+/// `simplereenroll`: a new signing certificate for the request's key, authenticated by the TLS
+/// client certificate, which must be the user's current signing certificate from this
+/// authority (not revoked, superseded or expired). The old certificate is marked superseded
+/// in the same transaction; a retry with the same key after that gets the same certificate.
+pub fn simple_reenroll(
+    ch: &Change<'_>,
+    dir: &Path,
+    client_cert: &[u8],
+    csr: &CheckedCsr,
+) -> Result<Certificate, AuthorityError> {
+    let current = x509::cert_from_der(client_cert)?;
+    let (mut a, mut session) = open_vouched(ch, dir)?;
+    x509::verify_issued_by(&current, &a.ca_certificate()?).map_err(|_| {
+        AuthorityError::BadRequest(
+            "the TLS client certificate was not issued by this authority".into(),
+        )
+    })?;
+    let serial = x509::serial_hex(&current);
+    let user = a
+        .all_users()?
+        .into_iter()
+        .find(|u| {
+            u.certs
+                .iter()
+                .any(|c| c.serial == serial && c.kind == CertKind::Signing)
+        })
+        .ok_or_else(|| {
+            AuthorityError::BadRequest(format!(
+                "certificate {serial} is no signing certificate this authority issued to a user"
+            ))
+        })?;
+    let issued = user
+        .certs
+        .iter()
+        .find(|c| c.serial == serial)
+        .cloned()
+        .ok_or_else(|| crate::authority::state::tampered("a certificate vanished"))?;
+    if issued.superseded.is_some() && issued.revoked.is_none() {
+        if let Some(again) = renewed_for(&mut a, &user, &issued.keyset, &csr.spki)? {
+            return Ok(again);
+        }
+    }
+    if let Err(e) = check_current(&user, &issued, &current) {
+        record_refusal(ch, &mut a, &mut session, "simplereenroll", &user.name, &e);
+        return Err(e);
+    }
+    let cert = issue_user_cert(
+        ch,
+        &mut a,
+        &mut session,
+        &user.name,
+        &csr.spki,
+        CertProfile::UserSigning,
+    )?;
+    let new_serial = record_cert(&mut a, &user.name, &issued.keyset, &cert, CertKind::Signing)?;
+    let now = now_rfc3339();
+    if let Some(old) = a
+        .user_mut(&user.name)?
+        .certs
+        .iter_mut()
+        .find(|c| c.serial == serial)
+    {
+        old.superseded = Some(now);
+    }
+    a.audit(
+        "est",
+        "renew",
+        &user.name,
+        "ok",
+        &format!(
+            "simplereenroll of keyset {:?} with the TLS client certificate {serial}: signing cert {new_serial}; {serial} marked superseded",
+            issued.keyset
+        ),
+    );
+    a.commit(ch.module, &mut session, ch.pin)?;
+    Ok(cert)
+}
+
+/// Refuses a client certificate that is revoked, superseded or expired, or a user not active.
+fn check_current(
+    user: &crate::authority::UserRecord,
+    issued: &IssuedCert,
+    cert: &Certificate,
+) -> Result<(), AuthorityError> {
+    let refuse = |why: &str| {
+        Err(AuthorityError::UserState {
+            user: user.name.clone(),
+            state: format!("{:?}", user.state).to_lowercase(),
+            hint: format!(
+                "certificate {} {why}; renew with the current signing certificate, or have the authority recover the user",
+                issued.serial
+            ),
+        })
+    };
+    if issued.revoked.is_some() {
+        return refuse("was revoked");
+    }
+    if issued.superseded.is_some() {
+        return refuse("was renewed already");
+    }
+    if user.state != UserState::Active {
+        return refuse("belongs to a user who is not active");
+    }
+    if x509::check_validity(cert, SystemTime::now()).is_err() {
+        return refuse("is not valid now");
+    }
+    Ok(())
+}
+
+/// The keyset's current signing certificate when it is for `spki` (a renewal already made).
+fn renewed_for(
+    a: &mut AuthorityDir,
+    user: &crate::authority::UserRecord,
+    keyset: &str,
+    spki: &[u8],
+) -> Result<Option<Certificate>, AuthorityError> {
+    let Some(c) = user.certs.iter().rev().find(|c| {
+        c.kind == CertKind::Signing
+            && c.keyset == keyset
+            && c.superseded.is_none()
+            && c.revoked.is_none()
+    }) else {
+        return Ok(None);
+    };
+    let Some(row) = a.get(kind::ISSUED, &c.serial, &user.name)? else {
+        return Ok(None);
+    };
+    let pem = String::from_utf8_lossy(&row.body).into_owned();
+    Ok(x509::certs_from_pem(&pem)?
+        .into_iter()
+        .next()
+        .filter(|cert| x509::spki_der_of(cert) == spki))
+}

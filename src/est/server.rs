@@ -91,8 +91,17 @@ struct AppState {
 #[derive(Clone)]
 struct Peer(Option<Arc<Vec<u8>>>);
 
-/// Serves EST until the process is stopped.
-pub fn serve(ch: &Change<'_>, dir: &Path, opts: &ServeOptions) -> Result<(), ServeError> {
+/// What the caller says once the node accepts connections (the bound address, the TLS
+/// certificate's names).
+pub type OnReady<'a> = &'a (dyn Fn(SocketAddr, &[String]) -> std::io::Result<()> + Sync);
+
+/// Serves EST until the process is stopped; `on_ready` announces the node once it listens.
+pub fn serve(
+    ch: &Change<'_>,
+    dir: &Path,
+    opts: &ServeOptions,
+    on_ready: OnReady<'_>,
+) -> Result<(), ServeError> {
     let listener = std::net::TcpListener::bind(opts.listen).map_err(|source| ServeError::Io {
         what: format!("listen on {}", opts.listen),
         source,
@@ -115,7 +124,11 @@ pub fn serve(ch: &Change<'_>, dir: &Path, opts: &ServeOptions) -> Result<(), Ser
             dir: Arc::new(dir.to_path_buf()),
             timeout: opts.request_timeout,
         };
-        let result = run_listener(listener, bound, tls, state, opts);
+        let ready = || {
+            write_ready_file(bound, opts.ready_file.as_deref())?;
+            on_ready(bound, &names)
+        };
+        let result = run_listener(listener, tls, state, &ready);
         // Dropping the sender (inside `state`, moved into the runtime) ends the workers.
         result
     })
@@ -193,10 +206,9 @@ fn tls_config(
 
 fn run_listener(
     listener: std::net::TcpListener,
-    bound: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     state: AppState,
-    opts: &ServeOptions,
+    ready: &dyn Fn() -> std::io::Result<()>,
 ) -> Result<(), ServeError> {
     let io = |what: &str| {
         let what = what.to_string();
@@ -212,7 +224,7 @@ fn run_listener(
         .map_err(io("start the async runtime"))?;
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).map_err(io("listen"))?;
-        announce(bound, opts.ready_file.as_deref()).map_err(io("write the ready file"))?;
+        ready().map_err(io("announce the node"))?;
         let app = router(state.clone());
         let acceptor = TlsAcceptor::from(tls);
         loop {
@@ -229,17 +241,14 @@ fn run_listener(
     })
 }
 
-/// Prints the bound address as the first line of standard output (and into `ready`).
-fn announce(bound: SocketAddr, ready: Option<&Path>) -> std::io::Result<()> {
-    use std::io::Write;
+/// Writes the bound address to `ready` (atomically: a reader sees all of it or nothing).
+fn write_ready_file(bound: SocketAddr, ready: Option<&Path>) -> std::io::Result<()> {
     if let Some(path) = ready {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, format!("{bound}\n"))?;
         std::fs::rename(&tmp, path)?;
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "listening on https://{bound}{PREFIX}/")?;
-    out.flush()
+    Ok(())
 }
 
 async fn connection(
@@ -277,6 +286,7 @@ fn router(state: AppState) -> Router {
         .route(&format!("{PREFIX}/csrattrs"), get(csrattrs))
         .route(&format!("{PREFIX}/simpleenroll"), post(simpleenroll))
         .route(&format!("{PREFIX}/serverkeygen"), post(serverkeygen))
+        .route(&format!("{PREFIX}/simplereenroll"), post(simplereenroll))
         .route(&format!("{PREFIX}/{KEYWARD_ENROLL}"), post(keyward_enroll))
         .with_state(state)
 }
@@ -417,12 +427,7 @@ async fn csrattrs() -> Response {
     answer(wire::CSRATTRS, wire::encode_body(&wire::csr_attrs()))
 }
 
-async fn simpleenroll(
-    State(state): State<AppState>,
-    Extension(_peer): Extension<Peer>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn simpleenroll(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let basic = basic_of(&headers)?;
         let csr = read_csr(&state, &headers, body).await?;
@@ -491,6 +496,32 @@ async fn keyward_enroll(State(state): State<AppState>, headers: HeaderMap, body:
             );
             resp
         }
+        Err(r) => refused(r),
+    }
+}
+
+async fn simplereenroll(
+    State(state): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let cert = peer.0.ok_or_else(|| {
+            Refusal::unauthorized(
+                "simplereenroll needs a TLS client certificate: your current signing certificate and its key",
+            )
+        })?;
+        let csr = read_csr(&state, &headers, body).await?;
+        let cert = on_token(&state, move |ch, dir| {
+            node::simple_reenroll(ch, dir, &cert, &csr).map_err(|e| node::refusal(&e))
+        })
+        .await?;
+        wire::certs_only(&[cert])
+    }
+    .await;
+    match result {
+        Ok(der) => answer(wire::CERTS_ONLY, wire::encode_body(&der)),
         Err(r) => refused(r),
     }
 }
