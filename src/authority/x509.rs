@@ -1584,6 +1584,10 @@ mod tests {
                     assert_eq!(ku.0, KeyUsages::KeyEncipherment);
                     assert_eq!(eku.unwrap(), vec![rfc5280::ID_KP_EMAIL_PROTECTION]);
                 }
+                CertProfile::TlsServer => {
+                    assert_eq!(ku.0, FlagSet::from(KeyUsages::DigitalSignature));
+                    assert_eq!(eku.unwrap(), vec![rfc5280::ID_KP_SERVER_AUTH]);
+                }
             }
         }
     }

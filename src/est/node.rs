@@ -268,12 +268,12 @@ pub fn simple_enroll(
     let spki_hash = sha256_hex(&csr.spki);
     if let Some(b) = current_binding(&mut a, &basic.user)? {
         if b.signing_spki == spki_hash {
-            return Ok(x509::certs_from_pem(&b.signing_cert)?
+            return x509::certs_from_pem(&b.signing_cert)?
                 .into_iter()
                 .next()
                 .ok_or_else(|| {
                     crate::authority::state::tampered("an EST record without its certificate")
-                })?);
+                });
         }
         let e = AuthorityError::UserState {
             user: basic.user.clone(),

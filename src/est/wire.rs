@@ -59,7 +59,8 @@ impl Refusal {
     }
 }
 
-/// HTTP Basic credentials: the user name and the temporary key.
+/// HTTP Basic credentials: the user name and the temporary key (its `Debug` redacts the key).
+#[derive(Debug)]
 pub struct Basic {
     /// The user.
     pub user: String,
