@@ -32,6 +32,9 @@ pub enum Error {
     /// Keeping or checking against CRLs.
     #[error("{0}")]
     Revocation(#[from] crate::revocation::RevocationError),
+    /// EST: `authority serve` and `enroll --server`.
+    #[error("{0}")]
+    Est(#[from] crate::est::EstError),
     /// A malformed PKCS#11 URI.
     #[error("{0}")]
     Uri(#[from] UriError),

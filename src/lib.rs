@@ -10,6 +10,7 @@ pub mod authority;
 pub mod cli;
 pub mod enroll;
 pub mod error;
+pub mod est;
 pub mod fsguard;
 pub mod home;
 pub mod keyset;

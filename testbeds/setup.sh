@@ -3,7 +3,7 @@
 # is missing: SoftHSM2 and the real PKCS#11 peers (OpenSC pkcs11-tool, GnuTLS p11tool, OpenSSL's
 # PKCS#11 engine, ssh-keygen), pcscd + vsmartcard-vpcd for the virtual PIV card
 # (testbeds/piv.sh), strace for the crash sweep (tests/crash_sweep.rs), sqlite3 for
-# copying the authority database, python3-jsonschema for the JSON contract (tests/cli_contract.rs),
+# copying the authority database, curl as the EST client of tests/est.rs, python3-jsonschema for the JSON contract (tests/cli_contract.rs),
 # and what each module of the module matrix needs
 # (tests/module_matrix.rs; the beds are testbeds/<module>.sh). KEYWARD_TEST_MODULES (comma- or
 # space-separated; default: all of softhsm,kryoptic,nss,opencryptoki,tpm2) limits the modules.
@@ -11,7 +11,7 @@
 set -euo pipefail
 
 modules=${KEYWARD_TEST_MODULES:-softhsm,kryoptic,nss,opencryptoki,tpm2}
-wanted=(softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client python3 python3-venv python3-jsonschema pcscd vsmartcard-vpcd libnss3-tools p11-kit-modules strace sqlite3 postgresql gpgsm scdaemon gnupg-pkcs11-scd time ${KEYWARD_EXTRA_PACKAGES:-})
+wanted=(softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client python3 python3-venv python3-jsonschema pcscd vsmartcard-vpcd libnss3-tools p11-kit-modules strace sqlite3 postgresql gpgsm scdaemon gnupg-pkcs11-scd time curl ${KEYWARD_EXTRA_PACKAGES:-})
 for module in ${modules//,/ }; do
     case $module in
     softhsm) ;;

@@ -286,6 +286,10 @@ const STEPS: &[Step] = &[
 /// the schema all the same).
 const ELSEWHERE: &[(&str, &str)] = &[
     (
+        "authority serve",
+        "tests/est.rs (a node that runs until stopped; its ready document is checked there)",
+    ),
+    (
         "keyset adopt",
         "tests/keyset_adopt.rs (keys made by pkcs11-tool)",
     ),

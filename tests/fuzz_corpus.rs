@@ -11,6 +11,8 @@ use std::time::Instant;
 
 #[path = "../fuzz/checks/audit.rs"]
 mod audit;
+#[path = "../fuzz/checks/est.rs"]
+mod est;
 #[path = "../fuzz/checks/loaders.rs"]
 mod loaders;
 #[path = "../fuzz/checks/message.rs"]
@@ -244,4 +246,41 @@ fn message_corpus() {
         !signed.is_empty() && signed.iter().all(|v| *v),
         "{signed:?}"
     );
+}
+
+#[test]
+fn est_corpus() {
+    replay("est", est::check);
+    // The seeds are taken: a Basic header, P-256 and RSA requests (the RSA one is a transport
+    // key), a Content-Type, a multipart answer and a certs-only PKCS#7.
+    for (path, seed) in corpus("est") {
+        let (which, rest) = seed.split_first().expect("a seed");
+        let name = path.display();
+        match which {
+            b'b' => assert!(keyward::est::wire::parse_basic(rest).is_ok(), "{name}"),
+            b'c' => {
+                let der = keyward::est::wire::decode_body(rest).expect("seed base64");
+                let csr = keyward::est::wire::check_csr(&der).expect("seed CSR");
+                assert_eq!(
+                    keyward::est::wire::keyset_of(&csr.csr).ok().as_deref(),
+                    Some("laptop")
+                );
+                if name.to_string().ends_with("rsa") {
+                    assert!(keyward::est::wire::transport_key(&csr).is_ok(), "{name}");
+                }
+            }
+            b't' => assert!(keyward::est::wire::check_content_type(Some(rest)).is_ok()),
+            b'm' => assert!(keyward::est::wire::split_serverkeygen(text(rest)).is_ok()),
+            b'p' => {
+                let der = keyward::est::wire::decode_body(rest).expect("seed base64");
+                assert_eq!(
+                    keyward::est::wire::certs_of(&der)
+                        .expect("seed PKCS#7")
+                        .len(),
+                    1
+                );
+            }
+            _ => panic!("{name}: unknown seed kind"),
+        }
+    }
 }

@@ -152,6 +152,7 @@ const SECRETS_READ: &[(&str, &[&str])] = &[
     ("authority reject", &[PIN, AUTH, OP]),
     ("authority add-users", &[PIN, AUTH]),
     ("authority rollover", &[PIN, AUTH]),
+    ("authority serve", &[PIN, AUTH]),
     ("authority token", &[PIN, AUTH]),
     ("authority join", &[PIN, AUTH]),
     ("token provision", &[SO]),
@@ -415,6 +416,30 @@ pub enum AuthorityCommand {
     /// with this host's copy of the authority token (checked against the signed state; asks
     /// for the PIN)
     Join(AuthorityJoinArgs),
+    /// Serve EST (RFC 7030) over HTTPS: enrollment, server key generation and renewal online
+    /// (asks for the PIN once; runs until stopped)
+    Serve(ServeArgs),
+}
+
+/// `authority serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The authority's state directory
+    #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
+    pub dir: PathBuf,
+    /// Where to listen, e.g. 0.0.0.0:8443 (port 0: any free port, printed on the first line)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// A name for the TLS certificate (DNS name or IP address; repeat for more). Default:
+    /// localhost and the listen address
+    #[arg(long = "server-name", value_name = "NAME")]
+    pub server_names: Vec<String>,
+    /// Write the bound address to FILE once the node accepts connections
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// How long a client has to send a request (headers, body, TLS handshake)
+    #[arg(long, value_name = "DURATION", value_parser = any_duration, default_value = "30s")]
+    pub request_timeout: std::time::Duration,
 }
 
 /// `--db URL` and `--db-password-file FILE`: the PostgreSQL database of an authority.
@@ -737,8 +762,13 @@ pub struct EnrollArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["authority_cert", "output"])]
     pub authority: Option<PathBuf>,
     /// The authority's certificates (from `keyward authority cert`), to write a request file
-    #[arg(long, value_name = "FILE", requires = "output")]
+    /// (-o) or to enroll online (--server)
+    #[arg(long, value_name = "FILE")]
     pub authority_cert: Option<PathBuf>,
+    /// Enroll online with an EST node (`keyward authority serve`), e.g.
+    /// https://est.example.org:8443; trusts only the CA in --authority-cert
+    #[arg(long, value_name = "URL", requires = "authority_cert", conflicts_with_all = ["authority", "output", "complete"])]
+    pub server: Option<String>,
     /// Where to write the request
     #[arg(short, long, value_name = "REQUEST")]
     pub output: Option<PathBuf>,

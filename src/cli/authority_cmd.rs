@@ -46,6 +46,7 @@ pub fn run(ctx: &mut Context, cmd: AuthorityCommand) -> Result<(), Error> {
         AuthorityCommand::AddUsers(a) => super::bulk_cmd::add_users(ctx, a),
         AuthorityCommand::Rollover(a) => super::bulk_cmd::rollover(ctx, a),
         AuthorityCommand::Join(a) => join(ctx, a),
+        AuthorityCommand::Serve(a) => super::serve_cmd::serve(ctx, &a),
     }
 }
 
@@ -122,15 +123,24 @@ pub(super) fn with_change<T>(
     dir: &std::path::Path,
     f: impl FnOnce(&authority::init::Change<'_>) -> Result<T, AuthorityError>,
 ) -> Result<T, Error> {
+    with_change_serve(ctx, dir, |ch| Ok(f(ch)?))
+}
+
+/// [`with_change`] for a command whose errors are not only the authority's (`serve`).
+pub(super) fn with_change_serve<T>(
+    ctx: &mut Context,
+    dir: &std::path::Path,
+    f: impl FnOnce(&authority::init::Change<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
     authority::state::check_is_authority(dir)?;
     let pin = ctx.authority_command_pin()?;
     let policy = ctx.login_policy();
     let module = ctx.module()?;
-    Ok(f(&authority::init::Change {
+    f(&authority::init::Change {
         module,
         pin: &pin,
         policy,
-    })?)
+    })
 }
 
 /// [`with_change`] without the directory check (`migrate` reads the old format).

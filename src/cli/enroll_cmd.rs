@@ -41,6 +41,12 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     };
     let authority = AuthorityCerts::parse(&certs_text)?;
     let home = ctx.home()?;
+    if a.server.is_some() {
+        if let Some(done) = super::est_enroll_cmd::resume(ctx, &a, user, &name, &authority)? {
+            report(ctx, &done);
+            return Ok(());
+        }
+    }
     if let Some(dir) = &a.authority {
         // A local enrollment of this keyset that was interrupted: finished or undone first.
         if let Some(done) = resume_local(ctx, dir, user, &name, &authority)? {
@@ -58,9 +64,9 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     let pin = ctx.pin()?;
     // With a local authority the same command completes: read and check a new password now,
     // so one the token cannot take fails before the authority spends the temporary key.
-    let new_password = match &a.authority {
-        Some(_) => ctx.new_password_if_given(name.as_str())?,
-        None => None,
+    let new_password = match (&a.authority, &a.server) {
+        (None, None) => None,
+        _ => ctx.new_password_if_given(name.as_str())?,
     };
     if let Some(new) = &new_password {
         token.check_pin_length(crate::token::PinRole::User, new)?;
@@ -82,6 +88,13 @@ pub fn run(ctx: &mut Context, a: EnrollArgs) -> Result<(), Error> {
     let request = client::make_request(ctx.module()?, &home, &params);
     drop(spinner);
     let request = request?;
+    if let Some(url) = &a.server {
+        let home = ctx.home()?;
+        let (req_path, _) = local_files(&home, &name);
+        write_atomic(&req_path, &request)
+            .map_err(|e| crate::error::IoError::new("write", &req_path, e))?;
+        return super::est_enroll_cmd::send(ctx, url, &authority, &name, &pin, new_password);
+    }
     match (&a.authority, &a.output) {
         (Some(dir), _) => local(ctx, dir, user, &name, &request, &pin, new_password),
         (None, Some(out)) => {
@@ -179,7 +192,10 @@ fn local(
 }
 
 /// Where a local enrollment of `name` keeps its request and reply.
-fn local_files(home: &Path, name: &KeysetName) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(super) fn local_files(
+    home: &Path,
+    name: &KeysetName,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let replies = home.join("replies");
     crate::authority::state::clean_temp_files(&replies);
     let stem: String = name
@@ -199,7 +215,7 @@ fn local_files(home: &Path, name: &KeysetName) -> (std::path::PathBuf, std::path
     )
 }
 
-fn remove_local_files(home: &Path, name: &KeysetName) {
+pub(super) fn remove_local_files(home: &Path, name: &KeysetName) {
     let (req_path, reply_path) = local_files(home, name);
     for f in [&req_path, &reply_path] {
         let _ = std::fs::remove_file(f);
@@ -300,7 +316,12 @@ fn resume_local(
 }
 
 /// Removes the pending keyset of a local enrollment that failed (its keys and its entry).
-fn abandon_request(ctx: &mut Context, home: &Path, name: &KeysetName, pin: &secrecy::SecretString) {
+pub(super) fn abandon_request(
+    ctx: &mut Context,
+    home: &Path,
+    name: &KeysetName,
+    pin: &secrecy::SecretString,
+) {
     let undone = ctx
         .module()
         .and_then(|m| client::abandon(m, home, name.as_str(), pin).map_err(Error::from));

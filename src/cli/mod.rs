@@ -6,6 +6,7 @@ mod bulk_cmd;
 mod context;
 mod crl_cmd;
 mod enroll_cmd;
+mod est_enroll_cmd;
 mod keyset_cmd;
 mod message_cmd;
 pub mod operator_args;
@@ -13,6 +14,7 @@ mod operator_cmd;
 mod output;
 pub mod progress;
 mod renew_cmd;
+mod serve_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;

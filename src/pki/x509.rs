@@ -184,6 +184,9 @@ pub enum CertProfile {
     UserSigning,
     /// A user's encryption key: keyEncipherment, emailProtection.
     UserEncryption,
+    /// An EST node's TLS key (`authority serve`): digitalSignature, serverAuth; its names go
+    /// in the subjectAltName ([`issue_tls_server`]).
+    TlsServer,
 }
 
 /// The CA/B Forum reserved policy OID of a mailbox-validated strict S/MIME certificate.
@@ -460,6 +463,31 @@ pub fn issue_with_policy(
         signer.algorithm(),
         policy,
     )?;
+    sign_certificate(tbs, issuer_spki, signer)
+}
+
+/// A TLS server certificate ([`CertProfile::TlsServer`]) for `names` (DNS names and IP
+/// addresses, in its subjectAltName), issued by `issuer` through `signer`.
+pub fn issue_tls_server(
+    issuer: &Certificate,
+    p: &CertParams,
+    names: Vec<GeneralName>,
+    signer: &mut dyn TbsSigner,
+) -> Result<Certificate, X509Error> {
+    require_ca(issuer, KeyUsages::KeyCertSign)?;
+    let issuer_spki = &issuer.tbs_certificate.subject_public_key_info;
+    let spki = parse_spki(p.spki_der)?;
+    let mut tbs = build_tbs(
+        p,
+        spki,
+        issuer.tbs_certificate.subject.clone(),
+        &issuer_key_identifier(issuer),
+        signer.algorithm(),
+        &IssuingPolicy::default(),
+    )?;
+    if let Some(exts) = tbs.extensions.as_mut() {
+        exts.push(extension(&SubjectAltName(names), false)?);
+    }
     sign_certificate(tbs, issuer_spki, signer)
 }
 
@@ -1059,6 +1087,11 @@ fn profile_usages(profile: CertProfile) -> (bool, FlagSet<KeyUsages>, &'static [
             KeyUsages::KeyEncipherment.into(),
             &[rfc5280::ID_KP_EMAIL_PROTECTION],
         ),
+        CertProfile::TlsServer => (
+            false,
+            KeyUsages::DigitalSignature.into(),
+            &[rfc5280::ID_KP_SERVER_AUTH],
+        ),
     }
 }
 
@@ -1550,6 +1583,10 @@ mod tests {
                     // SMBR strict: keyEncipherment only, no dataEncipherment.
                     assert_eq!(ku.0, KeyUsages::KeyEncipherment);
                     assert_eq!(eku.unwrap(), vec![rfc5280::ID_KP_EMAIL_PROTECTION]);
+                }
+                CertProfile::TlsServer => {
+                    assert_eq!(ku.0, FlagSet::from(KeyUsages::DigitalSignature));
+                    assert_eq!(eku.unwrap(), vec![rfc5280::ID_KP_SERVER_AUTH]);
                 }
             }
         }

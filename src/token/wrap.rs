@@ -208,6 +208,29 @@ impl TokenSession {
             .map_err(|e| self.op_error(e, "generating a transport key"))
     }
 
+    /// A one-session AES-256 key with the given value, able to wrap (the EST node's key
+    /// transport on tokens that cannot wrap with CKM_AES_CBC_PAD: it knows the key it wraps
+    /// under, see src/est/node.rs).
+    pub fn import_wrapping_aes(&self, value: &[u8]) -> Result<ObjectRef, TokenError> {
+        let mut template = template::secret_key(
+            KeyType::AES,
+            Storage::session_only(),
+            Usage {
+                wrap: true,
+                ..Usage::default()
+            },
+            Protection {
+                extractable: false,
+                always_authenticate: false,
+            },
+        );
+        template.push(Attribute::Value(value.to_vec()));
+        self.session
+            .create_object(&template)
+            .map(ObjectRef)
+            .map_err(|e| self.op_error(e, "importing a wrapping key"))
+    }
+
     /// The one object of `class` with `CKA_ID` = `id`, or `None`; several is an error.
     pub fn find_object(
         &self,

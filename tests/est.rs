@@ -1,0 +1,674 @@
+//! EST (RFC 7030) against `keyward authority serve` on SoftHSM2, with curl and openssl as the
+//! client: cacerts, csrattrs, simpleenroll with an openssl P-256 request, serverkeygen whose
+//! key openssl decrypts, the temporary-key-once rule in any order, and the refusals — bad
+//! base64, CSR and content type (400), a wrong temporary key (401, counted, locked after 5),
+//! an oversized body (413), a slow client (timed out), a node killed mid-request (nothing
+//! lost, the retry succeeds once). Each node listens on 127.0.0.1:0 and announces its port
+//! in a ready file, so the tests run in parallel.
+
+mod util;
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use util::{AuthorityBed, AUTHORITY_PIN};
+
+/// A running `authority serve`, killed on drop.
+struct Node {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn url(&self, endpoint: &str) -> String {
+        format!("https://{}/.well-known/est/{endpoint}", self.addr)
+    }
+
+    /// Waits for the node to exit (a kill point) and returns its status code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+fn start(ab: &AuthorityBed, tag: &str, env: &[(&str, &str)]) -> Node {
+    let ready = ab.path(&format!("ready-{tag}"));
+    let log = ab.path(&format!("serve-{tag}.log"));
+    let _ = std::fs::remove_file(&ready);
+    let mut cmd = ab.keyward();
+    cmd.args([
+        "--json",
+        "authority",
+        "serve",
+        "--dir",
+        &ab.dir,
+        "--listen",
+        "127.0.0.1:0",
+        "--request-timeout",
+        "3s",
+        "--ready-file",
+        &ready.to_string_lossy(),
+    ])
+    .env("KEYWARD_PIN", AUTHORITY_PIN)
+    .stdout(std::fs::File::create(ab.path(&format!("serve-{tag}.out"))).expect("stdout file"))
+    .stderr(std::fs::File::create(&log).expect("log file"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start keyward authority serve");
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let addr = text.trim().to_string();
+            return Node { child, addr, log };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "authority serve exited with {status}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "authority serve did not get ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One HTTP answer.
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// curl against the node, trusting only the authority's CA; `user` goes in a config file
+/// (never in argv).
+fn curl(ab: &AuthorityBed, url: &str, user: Option<(&str, &str)>, args: &[&str]) -> Answer {
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let id = format!(
+        "{}-{}",
+        std::process::id(),
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let stamp = format!("{:?}", Instant::now()).replace(['.', ' ', '{', '}', ':', ','], "");
+    let body = ab.path(&format!("curl-body-{id}-{stamp}"));
+    let headers = ab.path(&format!("curl-headers-{id}-{stamp}"));
+    let mut cmd = ab.tool("curl", "curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "60",
+        "--cacert",
+        &ab.ca,
+        "-o",
+        &body.to_string_lossy(),
+        "-D",
+        &headers.to_string_lossy(),
+        "-w",
+        "%{http_code}",
+    ]);
+    if let Some((u, k)) = user {
+        let cfg = ab.path(&format!("curl-cfg-{id}-{stamp}"));
+        std::fs::write(&cfg, format!("user = \"{u}:{k}\"\n")).expect("curl config");
+        cmd.arg("-K").arg(&cfg);
+    }
+    cmd.args(args).arg(url);
+    let out = cmd.output().expect("run curl");
+    let status: u16 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "curl gave no status: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let head = std::fs::read_to_string(&headers).unwrap_or_default();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Answer {
+        status,
+        content_type,
+        body: std::fs::read(&body).unwrap_or_default(),
+    }
+}
+
+fn openssl(ab: &AuthorityBed, args: &[&str]) -> util::Run {
+    ab.run_tool("openssl", "openssl", args)
+}
+
+fn p(ab: &AuthorityBed, name: &str) -> String {
+    ab.path(name).to_string_lossy().into_owned()
+}
+
+/// An openssl key (`ec` P-256 or `rsa` 2048) and a PKCS#10 request with CN `cn`, as the base64
+/// body EST sends; returns (key file, body file).
+fn openssl_csr(ab: &AuthorityBed, name: &str, kind: &str, cn: &str) -> (String, String) {
+    let key = p(ab, &format!("{name}.key"));
+    let der = p(ab, &format!("{name}.csr.der"));
+    let b64 = p(ab, &format!("{name}.csr.b64"));
+    let newkey = if kind == "ec" {
+        vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    } else {
+        vec!["-newkey", "rsa:2048"]
+    };
+    let mut args = vec!["req", "-new", "-nodes"];
+    args.extend(newkey);
+    args.extend(["-keyout", &key, "-subj"]);
+    let subj = format!("/CN={cn}");
+    args.extend([subj.as_str(), "-outform", "DER", "-out", &der]);
+    openssl(ab, &args).ok();
+    openssl(ab, &["base64", "-in", &der, "-out", &b64]).ok();
+    (key, b64)
+}
+
+fn post(
+    ab: &AuthorityBed,
+    node: &Node,
+    endpoint: &str,
+    user: Option<(&str, &str)>,
+    body: &str,
+) -> Answer {
+    let data = format!("@{body}");
+    curl(
+        ab,
+        &node.url(endpoint),
+        user,
+        &[
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            &data,
+        ],
+    )
+}
+
+/// The certificates of a base64 certs-only answer, PEM (openssl pkcs7 -print_certs).
+fn certs_pem(ab: &AuthorityBed, name: &str, b64: &[u8]) -> String {
+    let f = ab.file(&format!("{name}.p7.b64"), b64);
+    let der = p(ab, &format!("{name}.p7.der"));
+    openssl(ab, &["base64", "-d", "-in", &f, "-out", &der]).ok();
+    openssl(
+        ab,
+        &["pkcs7", "-inform", "DER", "-in", &der, "-print_certs"],
+    )
+    .ok()
+    .stdout
+}
+
+/// The (EnvelopedData, certs-only) base64 parts of a serverkeygen answer.
+fn parts(answer: &Answer) -> Vec<String> {
+    let text = answer.text();
+    let boundary = answer
+        .content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("a multipart boundary")
+        .trim()
+        .to_string();
+    text.split(&format!("--{boundary}"))
+        .skip(1)
+        .filter(|p| !p.starts_with("--"))
+        .map(|p| {
+            p.split_once("\r\n\r\n")
+                .expect("part headers")
+                .1
+                .to_string()
+        })
+        .collect()
+}
+
+fn audit_len(ab: &AuthorityBed) -> usize {
+    ab.run(&["--json", "authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok()
+        .json()["entry_count"]
+        .as_u64()
+        .unwrap_or(0) as usize
+}
+
+#[test]
+fn cacerts_and_csrattrs_answer_as_rfc7030_says() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let node = start(&ab, "a", &[]);
+    let a = curl(&ab, &node.url("cacerts"), None, &[]);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.content_type,
+        "application/pkcs7-mime; smime-type=certs-only"
+    );
+    let pem = certs_pem(&ab, "cacerts", &a.body);
+    let want = std::fs::read_to_string(&ab.ca).unwrap();
+    assert!(
+        pem.contains(want.trim()),
+        "cacerts is not the CA:\n{pem}\nwant:\n{want}"
+    );
+    // --json: one document once the node listens (docs/json.md).
+    let ready = std::fs::read_to_string(ab.path("serve-a.out")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&ready).expect("one JSON document");
+    assert_eq!(doc["command"], "authority serve");
+    assert_eq!(doc["listening"], node.addr.as_str());
+    assert_eq!(
+        doc["server_names"],
+        serde_json::json!(["localhost", "127.0.0.1"])
+    );
+    let attrs = curl(&ab, &node.url("csrattrs"), None, &[]);
+    assert_eq!(attrs.status, 200);
+    assert_eq!(attrs.content_type, "application/csrattrs");
+    let f = ab.file("attrs.b64", &attrs.body);
+    let der = p(&ab, "attrs.der");
+    openssl(&ab, &["base64", "-d", "-in", &f, "-out", &der]).ok();
+    let parsed = openssl(&ab, &["asn1parse", "-inform", "DER", "-in", &der]).ok();
+    assert!(
+        parsed.stdout.contains("ecdsa-with-SHA256"),
+        "{}",
+        parsed.stdout
+    );
+}
+
+#[test]
+fn openssl_enrolls_and_decrypts_its_server_generated_key() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("alice", &["--email", "alice@example.org"]);
+    let node = start(&ab, "a", &[]);
+    let (_sig_key, sig_csr) = openssl_csr(&ab, "sig", "ec", "laptop");
+    let (tkey, t_csr) = openssl_csr(&ab, "transport", "rsa", "laptop");
+
+    // serverkeygen first: refused, nothing spent.
+    let early = post(&ab, &node, "serverkeygen", Some(("alice", &key)), &t_csr);
+    assert_eq!(early.status, 409, "{}", early.text());
+    assert!(
+        early.text().contains("simpleenroll first"),
+        "{}",
+        early.text()
+    );
+
+    let a = post(&ab, &node, "simpleenroll", Some(("alice", &key)), &sig_csr);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.content_type,
+        "application/pkcs7-mime; smime-type=certs-only"
+    );
+    let sig_pem = certs_pem(&ab, "sig", &a.body);
+    let sig_file = ab.file("sig.pem", sig_pem.as_bytes());
+    openssl(
+        &ab,
+        &[
+            "verify",
+            "-CAfile",
+            &ab.ca,
+            "-purpose",
+            "smimesign",
+            &sig_file,
+        ],
+    )
+    .ok();
+    // The same request again: the same certificate, nothing new.
+    let again = post(&ab, &node, "simpleenroll", Some(("alice", &key)), &sig_csr);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(certs_pem(&ab, "sig2", &again.body), sig_pem);
+    // Another key within the same enrollment: refused.
+    let (_k3, other) = openssl_csr(&ab, "other", "ec", "laptop");
+    let refused = post(&ab, &node, "simpleenroll", Some(("alice", &key)), &other);
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert_eq!(ab.user("alice")["state"], "pending");
+
+    let g = post(&ab, &node, "serverkeygen", Some(("alice", &key)), &t_csr);
+    assert_eq!(g.status, 200, "{}", g.text());
+    assert!(
+        g.content_type.starts_with("multipart/mixed"),
+        "{}",
+        g.content_type
+    );
+    let parts = parts(&g);
+    assert_eq!(parts.len(), 2);
+    let env_b64 = ab.file("key.env.b64", parts[0].as_bytes());
+    let env_der = p(&ab, "key.env.der");
+    openssl(&ab, &["base64", "-d", "-in", &env_b64, "-out", &env_der]).ok();
+    let pkcs8 = p(&ab, "key.p8.der");
+    openssl(
+        &ab,
+        &[
+            "cms", "-decrypt", "-inform", "DER", "-in", &env_der, "-inkey", &tkey, "-out", &pkcs8,
+        ],
+    )
+    .ok();
+    let key_mod = openssl(
+        &ab,
+        &["rsa", "-inform", "DER", "-in", &pkcs8, "-noout", "-modulus"],
+    )
+    .ok()
+    .stdout;
+    let enc_pem = certs_pem(&ab, "enc", parts[1].as_bytes());
+    let enc_file = ab.file("enc.pem", enc_pem.as_bytes());
+    let cert_mod = openssl(&ab, &["x509", "-in", &enc_file, "-noout", "-modulus"])
+        .ok()
+        .stdout;
+    assert_eq!(key_mod, cert_mod, "the decrypted key is the certificate's");
+    openssl(
+        &ab,
+        &[
+            "verify",
+            "-CAfile",
+            &ab.ca,
+            "-purpose",
+            "smimeencrypt",
+            &enc_file,
+        ],
+    )
+    .ok();
+
+    let user = ab.user("alice");
+    assert_eq!(user["state"], "active", "{user}");
+    // A retry (a lost answer) gets the same answer; nothing is issued twice.
+    let retry = post(&ab, &node, "serverkeygen", Some(("alice", &key)), &t_csr);
+    assert_eq!(retry.status, 200, "{}", retry.text());
+    assert_eq!(retry.body, g.body);
+    assert_eq!(
+        ab.user("alice")["certificates"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // After that the key is spent for everything else.
+    let (_k4, t2) = openssl_csr(&ab, "transport2", "rsa", "laptop");
+    let spent = post(&ab, &node, "serverkeygen", Some(("alice", &key)), &t2);
+    assert_eq!(spent.status, 409, "{}", spent.text());
+    assert!(
+        spent.text().contains("already enrolled"),
+        "{}",
+        spent.text()
+    );
+    let late = post(&ab, &node, "simpleenroll", Some(("alice", &key)), &sig_csr);
+    assert_eq!(late.status, 409, "{}", late.text());
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+}
+
+#[test]
+fn wrong_temporary_keys_are_counted_and_lock_after_five() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("bob", &[]);
+    // A well-formed key (its check character right), but another user's. (Added before the
+    // node starts: a node on SoftHSM holds keyward's SoftHSM process lock while it runs.)
+    let wrong = ab.add_user("eve", &[]);
+    let node = start(&ab, "a", &[]);
+    let (_k, csr) = openssl_csr(&ab, "sig", "ec", "laptop");
+    for i in 1..=5 {
+        let a = post(&ab, &node, "simpleenroll", Some(("bob", &wrong)), &csr);
+        assert_eq!(a.status, 401, "try {i}: {}", a.text());
+        assert_eq!(
+            ab.user("bob")["temporary_key"]["attempts"].as_u64(),
+            Some(i),
+            "{}",
+            ab.user("bob")
+        );
+    }
+    let right = post(&ab, &node, "simpleenroll", Some(("bob", &key)), &csr);
+    assert_eq!(right.status, 401, "{}", right.text());
+    assert!(right.text().contains("locked"), "{}", right.text());
+    assert_eq!(ab.user("bob")["state"], "pending");
+}
+
+#[test]
+fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("carol", &[]);
+    let node = start(&ab, "a", &[]);
+    let before = (ab.user("carol"), audit_len(&ab));
+    let (_k, csr) = openssl_csr(&ab, "sig", "ec", "laptop");
+    let cred = Some(("carol", key.as_str()));
+
+    let junk = ab.file("junk.b64", b"this is %% not base64");
+    let a = post(&ab, &node, "simpleenroll", cred, &junk);
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("not base64"), "{}", a.text());
+
+    let not_csr = ab.file("notcsr.b64", b"aGVsbG8gd29ybGQ=\n");
+    let a = post(&ab, &node, "simpleenroll", cred, &not_csr);
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("PKCS#10"), "{}", a.text());
+
+    let data = format!("@{csr}");
+    let a = curl(
+        &ab,
+        &node.url("simpleenroll"),
+        cred,
+        &["-H", "Content-Type: text/plain", "--data-binary", &data],
+    );
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("application/pkcs10"), "{}", a.text());
+
+    let big = ab.file("big.b64", &vec![b'A'; 64 * 1024]);
+    let a = post(&ab, &node, "simpleenroll", cred, &big);
+    assert_eq!(a.status, 413, "{}", a.text());
+
+    let a = post(&ab, &node, "simpleenroll", None, &csr);
+    assert_eq!(a.status, 401, "{}", a.text());
+
+    // A transport key that is not RSA.
+    let a = post(&ab, &node, "serverkeygen", cred, &csr);
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("RSA"), "{}", a.text());
+
+    assert_eq!((ab.user("carol"), audit_len(&ab)), before);
+}
+
+#[test]
+fn a_slow_client_is_timed_out() {
+    use std::io::Read;
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let node = start(&ab, "a", &[]);
+    let mut tcp = std::net::TcpStream::connect(&node.addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    // Sends nothing: the node closes the connection after --request-timeout (3 s).
+    let n = tcp.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the node answered a silent client");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+    // The node still serves.
+    assert_eq!(curl(&ab, &node.url("cacerts"), None, &[]).status, 200);
+}
+
+#[test]
+fn a_node_killed_mid_request_loses_nothing_and_the_retry_succeeds_once() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("dave", &[]);
+    let (_k, sig) = openssl_csr(&ab, "sig", "ec", "laptop");
+    let (_t, transport) = openssl_csr(&ab, "transport", "rsa", "laptop");
+    {
+        let node = start(&ab, "a", &[]);
+        assert_eq!(
+            post(&ab, &node, "simpleenroll", Some(("dave", &key)), &sig).status,
+            200
+        );
+    }
+    for (tag, point) in [
+        ("b", "est-kill-before-commit"),
+        ("c", "est-kill-after-commit"),
+    ] {
+        let mut node = start(&ab, tag, &[("KEYWARD_FAULT", point)]);
+        let a = curl(
+            &ab,
+            &node.url("serverkeygen"),
+            Some(("dave", &key)),
+            &[
+                "-H",
+                "Content-Type: application/pkcs10",
+                "--data-binary",
+                &format!("@{transport}"),
+            ],
+        );
+        assert_ne!(a.status, 200, "{point}: the node answered");
+        assert!(node.wait_exit().is_some(), "{point}: the node did not stop");
+        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let state = ab.user("dave")["state"].clone();
+        let want = if point.ends_with("before-commit") {
+            "pending"
+        } else {
+            "active"
+        };
+        assert_eq!(state, want, "{point}: {log}");
+    }
+    let node = start(&ab, "d", &[]);
+    let a = post(&ab, &node, "serverkeygen", Some(("dave", &key)), &transport);
+    assert_eq!(a.status, 200, "the retry: {}", a.text());
+    let user = ab.user("dave");
+    assert_eq!(
+        user["certificates"].as_array().map(Vec::len),
+        Some(2),
+        "{user}"
+    );
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+}
+
+/// A SoftHSM configuration of the user's own (its own token directory and so its own keyward
+/// process lock: the node holds the authority's while it runs, as on two hosts).
+fn user_softhsm(ab: &AuthorityBed, card: &str) -> String {
+    let tokens = ab.path("user-tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = ab.path("user-softhsm2.conf");
+    let template = include_str!("../testbeds/softhsm2.conf.in");
+    std::fs::write(
+        &conf,
+        template.replace("@TOKENDIR@", &tokens.to_string_lossy()),
+    )
+    .unwrap();
+    let conf = conf.to_string_lossy().into_owned();
+    ab.run_env(
+        &["token", "init", "--free", "--label", card],
+        &[
+            ("SOFTHSM2_CONF", &conf),
+            ("KEYWARD_SO_PIN", util::SO_PIN),
+            ("KEYWARD_NEW_PIN", util::USER_PIN),
+        ],
+    )
+    .ok();
+    conf
+}
+
+#[test]
+fn keyward_enrolls_online_and_its_keyset_signs_and_reads_mail() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("frank", &["--email", "frank@example.org"]);
+    let conf = user_softhsm(&ab, "frank-card");
+    let node = start(&ab, "a", &[]);
+    let url = format!("https://{}", node.addr);
+    let env = [
+        ("SOFTHSM2_CONF", conf.as_str()),
+        ("KEYWARD_PIN", util::USER_PIN),
+        ("KEYWARD_TEMP_KEY", key.as_str()),
+    ];
+    let enroll = |keyset: &str| {
+        ab.run_env(
+            &[
+                "--json",
+                "enroll",
+                "--user",
+                "frank",
+                "--keyset",
+                keyset,
+                "--token",
+                "frank-card",
+                "--authority-cert",
+                &ab.bundle,
+                "--server",
+                &url,
+            ],
+            &env,
+        )
+    };
+    let done = enroll("laptop").ok();
+    assert_eq!(done.json()["keyset"], "laptop", "{}", done.stdout);
+    assert_eq!(ab.user("frank")["state"], "active");
+    // The key is spent: a second enrollment is refused, and its pending keyset removed.
+    let again = enroll("phone");
+    assert_eq!(again.code, 1, "{}", again.stdout);
+    assert!(
+        again.stderr.contains("already enrolled"),
+        "{}",
+        again.stderr
+    );
+    let list = ab.run_env(&["--json", "keyset", "list"], &env).ok();
+    assert!(!list.stdout.contains("phone"), "{}", list.stdout);
+    // The keyset signs and reads mail like a file-enrolled one.
+    let msg = ab.file("msg.txt", b"hello over EST\n");
+    let sent = p(&ab, "msg.p7m");
+    ab.run_env(
+        &[
+            "send", "--keyset", "laptop", "--to", "laptop", &msg, "-o", &sent,
+        ],
+        &env,
+    )
+    .ok();
+    let back = p(&ab, "msg.out");
+    ab.run_env(&["read", "--keyset", "laptop", &sent, "-o", &back], &env)
+        .ok();
+    assert_eq!(std::fs::read(&back).unwrap(), b"hello over EST\n");
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+}
+
+#[test]
+fn keyward_refuses_a_node_whose_certificate_another_ca_issued() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let other = AuthorityBed::new(&[], "CN=Other CA,O=Example");
+    let key = ab.add_user("gina", &[]);
+    let conf = user_softhsm(&ab, "gina-card");
+    let node = start(&other, "a", &[]);
+    let url = format!("https://{}", node.addr);
+    ab.run_env(
+        &[
+            "enroll",
+            "--user",
+            "gina",
+            "--keyset",
+            "laptop",
+            "--token",
+            "gina-card",
+            "--authority-cert",
+            &ab.bundle,
+            "--server",
+            &url,
+        ],
+        &[
+            ("SOFTHSM2_CONF", conf.as_str()),
+            ("KEYWARD_PIN", util::USER_PIN),
+            ("KEYWARD_TEMP_KEY", key.as_str()),
+        ],
+    )
+    .fails(1, "cannot reach the EST node");
+    assert_eq!(ab.user("gina")["state"], "pending");
+}
