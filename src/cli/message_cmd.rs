@@ -13,6 +13,7 @@ use crate::keyset::{KeysetError, KeysetRecord, Registry};
 use crate::message::cms::KeyTransport;
 use crate::message::send::current_encryption_cert;
 use crate::message::{self, MessageError, ReadOptions, SendOptions};
+use crate::token::Module;
 
 fn io(action: &'static str, path: &Path, e: std::io::Error) -> Error {
     Error::Io {
@@ -217,9 +218,13 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
         .as_deref()
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned());
+    let (module_path, module_args) = ctx.module_choice()?;
     let mut out = Output::to(a.output.as_ref(), false)?;
     let written = message::send(
-        ctx.module()?,
+        move || {
+            Module::load_with_args(&module_path, module_args.as_deref())
+                .map_err(|e| MessageError::Keyset(e.into()))
+        },
         &mut input,
         out.writer(),
         SendOptions {
