@@ -94,9 +94,7 @@ impl Output {
                 let tmp = tmp
                     .into_inner()
                     .map_err(|e| io("write", &path, e.into_error()))?;
-                tmp.persist(&path)
-                    .map(drop)
-                    .map_err(|e| io("write", &path, e.error))
+                replace(tmp, &path)
             }
             Output::Stdout(mut s) => s
                 .flush()
@@ -109,6 +107,32 @@ impl Output {
             }
         }
     }
+}
+
+/// Puts the finished temporary file at `path`. Over an existing regular file the two are
+/// exchanged (renameat2 RENAME_EXCHANGE) and the old one, now under the temporary name, is
+/// removed: a plain rename over an existing file makes ext4 (`auto_da_alloc`) write the new
+/// file's data out there and then — an fsync in all but name, seconds for a large message
+/// when the disk is busy. Either way the name holds a whole file, the old or the new, at
+/// every moment; where the exchange is not supported, a plain rename.
+fn replace(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), Error> {
+    let over_a_file = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+    if over_a_file {
+        let exchanged = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            tmp.path(),
+            rustix::fs::CWD,
+            path,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        if exchanged.is_ok() {
+            // The temporary name now holds the old file: closing removes it.
+            return tmp.close().map_err(|e| io("write", path, e));
+        }
+    }
+    tmp.persist(path)
+        .map(drop)
+        .map_err(|e| io("write", path, e.error))
 }
 
 /// A buffer that refuses more than [`MAX_STDOUT_CONTENT`].
