@@ -51,17 +51,16 @@ enroll alice alice alice-card
 enroll bob bob bob-card
 "$kw" --json keyset show bob > bob.json
 "$kw" --json keyset show alice > alice.json
+"$kw" keyset cert --encryption bob > bob-enc.pem
+"$kw" keyset cert alice > alice-sign.pem
+"$kw" authority cert --dir auth | sed '/-----END CERTIFICATE-----/q' > ca.pem
 python3 - <<'PY'
 import json
 k = json.load(open("bob.json"))
-enc = next(e for e in k["enrollment"]["encryption_key"] if e["current"])
-open("bob-enc.pem", "w").write(enc["certificate"])
-open("bob-key.uri", "w").write("pkcs11:token=%s;id=%s;type=private;pin-value=bench-user-pin" % (
-    k["token_label"], "".join("%" + enc["id"][i:i + 2] for i in range(0, len(enc["id"]), 2))))
+enc = next(e for e in k["enrollment"]["encryption_keys"] if e["current"])
+open("bob-key.uri", "w").write(enc["key_uri"] + ";pin-value=bench-user-pin")
 k = json.load(open("alice.json"))
-open("alice-sign.pem", "w").write(k["enrollment"]["signing_certificate"])
 open("alice-key.uri", "w").write(k["signing_key_uri"] + ";pin-value=bench-user-pin")
-open("ca.pem", "w").write(k["enrollment"]["authority_ca"])
 PY
 bob_key=$(cat bob-key.uri)
 alice_key=$(cat alice-key.uri)

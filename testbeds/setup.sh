@@ -11,7 +11,7 @@
 set -euo pipefail
 
 modules=${KEYWARD_TEST_MODULES:-softhsm,kryoptic,nss,opencryptoki,tpm2}
-wanted=(softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client python3 python3-venv python3-jsonschema pcscd vsmartcard-vpcd libnss3-tools p11-kit-modules strace sqlite3 postgresql gpgsm scdaemon gnupg-pkcs11-scd time curl ${KEYWARD_EXTRA_PACKAGES:-})
+wanted=(softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client python3 python3-venv python3-jsonschema pcscd vsmartcard-vpcd libnss3-tools p11-kit-modules strace sqlite3 postgresql gpgsm gpg-agent dirmngr scdaemon gnupg-pkcs11-scd time curl ${KEYWARD_EXTRA_PACKAGES:-})
 for module in ${modules//,/ }; do
     case $module in
     softhsm) ;;

@@ -315,3 +315,69 @@ fn without_urls_no_cdp_nor_aia_and_bad_options_are_refused_before_anything_is_ma
         );
     }
 }
+
+/// A user without an e-mail address: the S/MIME BR cover only certificates that name a
+/// mailbox (SMBR 1.1), and allow no user name as commonName (7.1.4.2.2), so keyward's
+/// certificate for such a user names the user (commonName = the user name, no
+/// subjectAltName), does not claim the BR's reserved policy (pkilint cannot then take it for
+/// an S/MIME certificate) and lints clean as an RFC 5280 end-entity certificate.
+#[test]
+fn a_user_without_an_address_gets_a_plain_certificate_that_claims_no_smime_profile() {
+    let a = authority(&["--policy-oid", POLICY, "--crl-url", CRL_URL]);
+    a.bed.init_token("bob-card", USER_PIN);
+    let key = a.add_user("bob", &[]);
+    a.enroll_local("bob", "Bob", "bob-card", &key, &[], &[])
+        .ok();
+    let sig = a.run(&["keyset", "cert", "Bob"]).ok().stdout;
+    let enc = a
+        .run(&["keyset", "cert", "Bob", "--encryption"])
+        .ok()
+        .stdout;
+    let mut findings = Vec::new();
+    for (kind, pem) in [("signing", &sig), ("encryption", &enc)] {
+        let c = parse(pem);
+        assert_eq!(x509::common_name(&c).as_deref(), Some("bob"), "{kind}");
+        assert_eq!(x509::email_of(&c), None, "{kind}");
+        let file = a.file(&format!("bob-{kind}.pem"), pem.as_bytes());
+        let text = a
+            .run_tool(
+                "openssl",
+                "openssl",
+                &["x509", "-noout", "-text", "-in", &file],
+            )
+            .ok()
+            .stdout;
+        assert!(
+            !text.contains("2.23.140.1.5"),
+            "{kind}: claims the BR\n{text}"
+        );
+        assert!(
+            text.contains(POLICY),
+            "{kind}: no organisation policy\n{text}"
+        );
+        assert!(text.contains(CRL_URL), "{kind}: no CDP\n{text}");
+        assert!(text.contains("E-mail Protection"), "{kind}\n{text}");
+        let detected = Command::new(pkilint("lint_cabf_smime_cert"))
+            .args(["lint", "-d", "-o", "-s", "FATAL", &file])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&detected.stderr);
+        assert!(
+            said.contains("Could not determine validation level"),
+            "pkilint took the {kind} certificate of a user without an address for an S/MIME one: {said}"
+        );
+        findings.extend(
+            lint("lint_pkix_cert", &[], &file)
+                .into_iter()
+                .map(|f| format!("{kind}: {f}")),
+        );
+    }
+    assert!(
+        findings.is_empty(),
+        "pkilint findings:\n{}",
+        findings.join("\n")
+    );
+    // Alice, with an address, keeps the mailbox-strict profile in the same authority.
+    let alice = parse(&a.run(&["keyset", "cert", "Alice"]).ok().stdout);
+    assert_eq!(x509::email_of(&alice).as_deref(), Some("alice@example.org"));
+}

@@ -1083,3 +1083,48 @@ fn a_large_message_streams_in_bounded_memory() {
     assert!(run.stdout.is_empty());
     assert!(run.stderr.contains("pass -o FILE"), "{}", run.stderr);
 }
+
+/// An output that exists is replaced whole (the temporary file is exchanged with it, then the
+/// old one removed): the new message is there, nothing is left beside it; a failed send
+/// leaves the old one as it was.
+#[test]
+fn an_existing_output_is_replaced_whole_and_nothing_is_left_beside_it() {
+    let bed = enrolled(&[
+        ("alice", ALICE, ALICE_CARD, &[]),
+        ("bob", BOB, BOB_CARD, &[]),
+    ]);
+    let dir = bed.path("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = bed.file("letter.txt", &letter());
+    let out = p(&bed, "out/letter.p7m");
+    std::fs::write(&out, b"an older message\n").unwrap();
+    send(&bed, ALICE, &[BOB], &input, &out, &[]);
+    let first = std::fs::read(&out).unwrap();
+    assert!(first.len() > 1000 && first[0] == 0x30, "not a message");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["letter.p7m"], "left beside the output");
+    let read = p(&bed, "out.txt");
+    kw(
+        &bed,
+        &["read", "--keyset", BOB, &out, "-o", &read],
+        USER_PIN,
+    )
+    .ok();
+    assert!(std::fs::read(&read).unwrap() == letter());
+    // A wrong password: refused, the message there untouched, nothing beside it.
+    kw(
+        &bed,
+        &["send", "--keyset", ALICE, "--to", BOB, &input, "-o", &out],
+        WRONG_PIN,
+    )
+    .refused("wrong user PIN");
+    assert!(
+        std::fs::read(&out).unwrap() == first,
+        "the old output changed"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+}

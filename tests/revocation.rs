@@ -519,3 +519,301 @@ fn crl_fetch_keeps_the_crl_from_an_http_distribution_point() {
         run.stderr
     );
 }
+
+/// Alice's message to Bob as `keyward send` writes it, opened by OpenSSL with Bob's token
+/// key (through the PKCS#11 engine), down to the SignedData (DER) the other clients verify.
+fn signed_by_alice(a: &AuthorityBed, name: &str) -> String {
+    use base64ct::{Base64, Encoding};
+    let content = a.file(
+        &format!("{name}.txt"),
+        b"Bob, the keys are under the mat.\n",
+    );
+    let msg = p(a, &format!("{name}.p7m"));
+    kw(
+        a,
+        &[
+            "send", "--keyset", "Alice", "--to", "Bob", &content, "-o", &msg,
+        ],
+    )
+    .ok();
+    let bob = a.keyset_json("Bob");
+    let key = bob["enrollment"]["encryption_keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["current"] == true))
+        .and_then(|k| k["key_uri"].as_str())
+        .expect("Bob's current encryption key");
+    let key = format!("{key};pin-value={USER_PIN}");
+    let enc = a.file(
+        "bob-enc.pem",
+        kw(a, &["keyset", "cert", "--encryption", "Bob"])
+            .ok()
+            .stdout
+            .as_bytes(),
+    );
+    let inner = p(a, &format!("{name}.inner"));
+    openssl_engine(
+        a,
+        &[
+            "cms", "-decrypt", "-binary", "-inform", "DER", "-in", &msg, "-recip", &enc, "-inkey",
+            &key, "-keyform", "engine", "-out", &inner,
+        ],
+    )
+    .ok();
+    // The S/MIME entity of the SignedData: headers, an empty line, base64.
+    let inner = std::fs::read_to_string(&inner).unwrap();
+    let (_, b64) = inner.split_once("\r\n\r\n").expect("a MIME entity");
+    let b64: String = b64.split_whitespace().collect();
+    a.file(
+        &format!("{name}.signed.der"),
+        &Base64::decode_vec(&b64).expect("base64 SignedData"),
+    )
+}
+
+/// An NSS database (`certutil`) that trusts the authority's CA for e-mail.
+fn nss_db(a: &AuthorityBed, name: &str) -> String {
+    let db = format!("sql:{}", p(a, name));
+    std::fs::create_dir_all(a.path(name)).unwrap();
+    a.run_tool(
+        "certutil",
+        "libnss3-tools",
+        &["-N", "-d", &db, "--empty-password"],
+    )
+    .ok();
+    a.run_tool(
+        "certutil",
+        "libnss3-tools",
+        &["-A", "-d", &db, "-n", "ca", "-t", "C,C,C", "-i", &a.ca],
+    )
+    .ok();
+    db
+}
+
+/// A GnuPG home where `gpgsm` trusts the authority's CA, with CRL checks on (the default):
+/// its dirmngr fetches the CRL from the certificate's distribution point.
+struct GpgsmHome(std::path::PathBuf);
+
+impl GpgsmHome {
+    fn new(a: &AuthorityBed) -> GpgsmHome {
+        util::require_tool("dirmngr", "dirmngr");
+        util::require_tool("gpg-agent", "gpg-agent");
+        // A short path: the agents' sockets must fit in a sockaddr_un.
+        let home = tempfile::Builder::new()
+            .prefix("kwr")
+            .tempdir_in("/tmp")
+            .expect("a GnuPG home")
+            .keep();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let home = GpgsmHome(home);
+        home.run(a, &["--import", &a.ca]).ok();
+        let listed = home.run(a, &["--with-colons", "--list-keys"]).ok().stdout;
+        let fpr = listed
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .expect("the CA's fingerprint");
+        std::fs::write(home.0.join("trustlist.txt"), format!("{fpr} S relax\n")).unwrap();
+        home
+    }
+
+    fn run(&self, a: &AuthorityBed, args: &[&str]) -> Run {
+        let out = a
+            .tool("gpgsm", "gpgsm")
+            .env("GNUPGHOME", &self.0)
+            .arg("--batch")
+            .args(args)
+            .output()
+            .expect("run gpgsm");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// dirmngr's cached CRLs (it keeps one until its next update, 7 days here).
+    fn cached_crls(&self) -> usize {
+        std::fs::read_dir(self.0.join("crls.d"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".db"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Stops dirmngr and drops its CRL cache: what happens for a client when the cached
+    /// CRL's next update passes.
+    fn forget_crls(&self) {
+        std::process::Command::new("gpgconf")
+            .env("GNUPGHOME", &self.0)
+            .args(["--kill", "dirmngr"])
+            .status()
+            .expect("gpgconf --kill dirmngr");
+        let _ = std::fs::remove_dir_all(self.0.join("crls.d"));
+    }
+}
+
+impl Drop for GpgsmHome {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("gpgconf")
+            .env("GNUPGHOME", &self.0)
+            .args(["--kill", "all"])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Others see a revocation too, from the authority's CRL distribution point on a real HTTP
+/// server: NSS's path validator (`vfychain`, libpkix, which fetches the CRL from the CDP),
+/// NSS's CMS decoder (`cmsutil -D`, which fetches nothing: it uses the CRLs in its database,
+/// imported with `crlutil -I` the way an NSS application is given one) and `gpgsm --verify`
+/// (its dirmngr fetches the CRL from the CDP; CRL checks on, as by default) accept Alice's
+/// signature before `authority revoke` + `authority crl` and refuse it after.
+#[test]
+fn nss_and_gpgsm_see_a_revocation_at_the_http_distribution_point() {
+    let bed = TestBed::new();
+    std::fs::create_dir_all(bed.path("pub")).unwrap();
+    let server = HttpServer::serve(&p(&bed, "pub"));
+    let url = format!("http://127.0.0.1:{}/ca.crl", server.port);
+    let a = authority_at(
+        &[("alice", "Alice", "alice-card"), ("bob", "Bob", "bob-card")],
+        Some((bed, url)),
+    );
+    let served = p(&a, "pub/ca.crl");
+    a.authority("crl", &["-o", &served, "--der"]).ok();
+    let alice = a.file(
+        "alice.pem",
+        kw(&a, &["keyset", "cert", "Alice"]).ok().stdout.as_bytes(),
+    );
+    let before = signed_by_alice(&a, "before");
+
+    // NSS, libpkix: the e-mail signer usage, CRLs required and fetched from the CDP.
+    let db = nss_db(&a, "nssdb");
+    let vfychain = || {
+        a.run_tool(
+            "vfychain",
+            "libnss3-tools",
+            &[
+                "-d",
+                &db,
+                "-pp",
+                "-u",
+                "4",
+                "-g",
+                "leaf",
+                "-m",
+                "crl",
+                "-s",
+                "requireInfo",
+                "-a",
+                &alice,
+            ],
+        )
+    };
+    let run = vfychain();
+    assert!(
+        run.code == 0 && run.stderr.contains("Chain is good"),
+        "NSS refused Alice before her revocation (exit {}): {}{}",
+        run.code,
+        run.stdout,
+        run.stderr
+    );
+    // NSS's CMS decoder: a good signature.
+    let cmsutil = |db: &str, msg: &str| {
+        a.run_tool(
+            "cmsutil",
+            "libnss3-tools",
+            &["-D", "-d", db, "-i", msg, "-h", "0", "-n"],
+        )
+    };
+    let run = cmsutil(&db, &before);
+    assert!(
+        run.stdout.contains("signer0.status=GoodSignature"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    // gpgsm: a good signature, the CRL fetched from the CDP by dirmngr.
+    let home = GpgsmHome::new(&a);
+    let run = home.run(&a, &["--output", "/dev/null", "--verify", &before]);
+    assert!(
+        run.code == 0 && run.stderr.contains("Good signature"),
+        "gpgsm refused Alice before her revocation: {}",
+        run.stderr
+    );
+    assert_eq!(home.cached_crls(), 1, "dirmngr fetched no CRL");
+
+    a.authority("revoke", &["alice", "--reason", "keyCompromise"])
+        .ok();
+    a.authority("crl", &["-o", &served, "--der"]).ok();
+    // A message signed after the revocation (NSS checks the signer at the signing time,
+    // which is seconds: one second later is surely after).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let after = signed_by_alice(&a, "after");
+
+    let run = vfychain();
+    assert!(
+        run.code != 0 && run.stderr.contains("has been revoked"),
+        "NSS did not see the revocation at the CDP: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    // cmsutil fetches nothing: without the CRL the message still verifies…
+    let run = cmsutil(&db, &after);
+    assert!(
+        run.stdout.contains("signer0.status=GoodSignature"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    // …with the CRL imported it is refused; the message signed before the revocation stays
+    // good (NSS judges the signer at the signing time).
+    let crl = p(&a, "fetched.crl");
+    std::fs::copy(&served, &crl).unwrap();
+    a.run_tool(
+        "crlutil",
+        "libnss3-tools",
+        &["-I", "-d", &db, "-i", &crl, "-t", "1"],
+    )
+    .ok();
+    let run = cmsutil(&db, &after);
+    assert!(
+        run.stdout.contains("signer0.status=SigningCertNotTrusted"),
+        "NSS accepted a signature made after the revocation: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    let run = a.run_tool(
+        "cmsutil",
+        "libnss3-tools",
+        &["-D", "-d", &db, "-i", &after, "-o", "/dev/null"],
+    );
+    assert!(
+        run.code != 0 && run.stderr.contains("SEC_ERROR_REVOKED_CERTIFICATE"),
+        "{}",
+        run.stderr
+    );
+    let run = cmsutil(&db, &before);
+    assert!(
+        run.stdout.contains("signer0.status=GoodSignature"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+
+    // gpgsm: dirmngr keeps the first CRL until its next update; once it is due (here:
+    // forgotten), the new one is fetched and both signatures are refused (gpgsm judges the
+    // signer now).
+    home.forget_crls();
+    for msg in [&before, &after] {
+        let run = home.run(&a, &["--output", "/dev/null", "--verify", msg]);
+        assert!(
+            run.code != 0 && run.stderr.contains("certificate has been revoked"),
+            "gpgsm did not see the revocation at the CDP: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(home.cached_crls(), 1, "dirmngr fetched no CRL");
+    drop(server);
+}

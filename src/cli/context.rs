@@ -53,7 +53,9 @@ impl Context {
         Ok(self.module.as_ref().expect("module was just loaded"))
     }
 
-    fn module_choice(&self) -> Result<(PathBuf, Option<String>), Error> {
+    /// The module to load and its arguments (what [`Context::module`] loads), for a command
+    /// that loads it itself (`send`, on a thread of its own).
+    pub fn module_choice(&self) -> Result<(PathBuf, Option<String>), Error> {
         let flag_args = self.args.module_args.clone();
         if let Some(path) = &self.args.module {
             return Ok((path.clone(), flag_args));

@@ -13,6 +13,7 @@ use crate::message::send::current_encryption_cert;
 use crate::message::{self, MessageError, ReadOptions, SendOptions};
 use crate::pki::cms::KeyTransport;
 use crate::pki::x509;
+use crate::token::Module;
 
 fn io(action: &'static str, path: &Path, e: std::io::Error) -> Error {
     Error::File(crate::error::IoError::new(action, path, e))
@@ -106,9 +107,7 @@ impl Output {
                 let tmp = tmp
                     .into_inner()
                     .map_err(|e| io("write", &path, e.into_error()))?;
-                tmp.persist(&path)
-                    .map(drop)
-                    .map_err(|e| io("write", &path, e.error))
+                replace(tmp, &path)
             }
             Output::Stdout(mut s) => s
                 .flush()
@@ -125,6 +124,32 @@ impl Output {
                 .map_err(|e| io("write", &p, e)),
         }
     }
+}
+
+/// Puts the finished temporary file at `path`. Over an existing regular file the two are
+/// exchanged (renameat2 RENAME_EXCHANGE) and the old one, now under the temporary name, is
+/// removed: a plain rename over an existing file makes ext4 (`auto_da_alloc`) write the new
+/// file's data out there and then — an fsync in all but name, seconds for a large message
+/// when the disk is busy. Either way the name holds a whole file, the old or the new, at
+/// every moment; where the exchange is not supported, a plain rename.
+fn replace(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), Error> {
+    let over_a_file = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+    if over_a_file {
+        let exchanged = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            tmp.path(),
+            rustix::fs::CWD,
+            path,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        if exchanged.is_ok() {
+            // The temporary name now holds the old file: closing removes it.
+            return tmp.close().map_err(|e| io("write", path, e));
+        }
+    }
+    tmp.persist(path)
+        .map(drop)
+        .map_err(|e| io("write", path, e.error))
 }
 
 /// A buffer that refuses more than [`MAX_STDOUT_CONTENT`].
@@ -234,9 +259,13 @@ pub fn send(ctx: &mut Context, a: SendArgs) -> Result<(), Error> {
         .as_deref()
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned());
+    let (module_path, module_args) = ctx.module_choice()?;
     let mut out = Output::to(a.output.as_ref(), false)?;
     let written = message::send(
-        ctx.module()?,
+        move || {
+            Module::load_with_args(&module_path, module_args.as_deref())
+                .map_err(|e| MessageError::Keyset(e.into()))
+        },
         &mut input,
         out.writer(),
         SendOptions {

@@ -1,6 +1,7 @@
 //! `send`: sign with the keyset's signing key on its token, then encrypt to every recipient.
 
 use std::io::{Read, Write};
+use std::thread::ScopedJoinHandle;
 use std::time::SystemTime;
 
 use der::oid::db::rfc5911;
@@ -37,15 +38,51 @@ pub struct SendOptions<'a> {
     pub file_name: Option<&'a str>,
 }
 
-struct TokenSigner<'a> {
-    module: &'a Module,
-    session: &'a mut KeysetSession,
+/// The sender's token once it is ready: a logged-in session and the module it runs on
+/// (fields drop in order: the session closes before the module is finalised).
+struct ReadyToken {
+    session: KeysetSession,
+    module: Module,
+}
+
+/// The token being made ready on a thread of its own while the content streams.
+type PendingToken<'scope> = ScopedJoinHandle<'scope, Result<ReadyToken, MessageError>>;
+
+/// Signs on the sender's token. The token (module load, C_Initialize, session, login) is made
+/// ready on another thread while the content is hashed and encrypted, which needs no token:
+/// [`TokenSigner::poll`] stops the content as soon as that fails (a wrong password costs no
+/// more than one chunk), [`TokenSigner::ready`] waits for it before the signature.
+struct TokenSigner<'a, 'scope> {
+    pending: Option<PendingToken<'scope>>,
+    token: Option<ReadyToken>,
     record: &'a KeysetRecord,
     cert: Certificate,
     algorithm: AlgorithmIdentifierOwned,
 }
 
-impl ContentSigner for TokenSigner<'_> {
+impl TokenSigner<'_, '_> {
+    /// Takes the token's result if it is there; its error, if it failed.
+    fn poll(&mut self) -> Result<(), MessageError> {
+        if self.pending.as_ref().is_some_and(|p| p.is_finished()) {
+            self.ready()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the token.
+    fn ready(&mut self) -> Result<(), MessageError> {
+        if let Some(pending) = self.pending.take() {
+            let token = pending.join().map_err(|_| MessageError::Io {
+                action: "open the token",
+                reason: "the thread opening the token panicked".into(),
+            })??;
+            self.token = Some(token);
+        }
+        Ok(())
+    }
+}
+
+impl ContentSigner for TokenSigner<'_, '_> {
     fn certificate(&self) -> &Certificate {
         &self.cert
     }
@@ -55,8 +92,13 @@ impl ContentSigner for TokenSigner<'_> {
     }
 
     fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, String> {
-        self.session
-            .sign_bytes(self.module, self.record, signed_attrs_der)
+        let token = self
+            .token
+            .as_mut()
+            .ok_or("the token was not ready before the signature (a bug in keyward)")?;
+        token
+            .session
+            .sign_bytes(&token.module, self.record, signed_attrs_der)
             .map_err(|e| e.to_string())
     }
 }
@@ -152,17 +194,24 @@ pub fn check_recipient(who: &str, cert: &Certificate) -> Result<(), MessageError
 /// recipients and the sender, writing the message to `out` as it goes: memory stays
 /// bounded whatever the size (see [`super::stream`]). Returns the bytes written.
 ///
+/// `load_module` loads the PKCS#11 module; it runs, with the login, on a thread of its own
+/// while the content streams (see [`TokenSigner`]), as `openssl cms -sign | openssl cms
+/// -encrypt` overlaps its two processes.
+///
 /// The message is BER with indefinite lengths (as `openssl cms -stream` writes): a
 /// ContentInfo(EnvelopedData), AES-256-CBC, recipients' SET OF in DER order, whose content is
 /// the S/MIME entity of a ContentInfo(SignedData) (base64, as every client reads it), whose
 /// content is the input as a MIME entity ([`super::content`], body not base64-encoded). The
 /// token signs the signed attributes, which carry the content's SHA-256.
-pub fn send(
-    module: &Module,
+pub fn send<L>(
+    load_module: L,
     input: &mut dyn Read,
     out: &mut dyn Write,
     o: SendOptions<'_>,
-) -> Result<u64, MessageError> {
+) -> Result<u64, MessageError>
+where
+    L: FnOnce() -> Result<Module, MessageError> + Send,
+{
     let record = o.keyset;
     let (signing_cert, chain) = signer_certs(record)?;
     let own = current_encryption_cert(record)?;
@@ -184,7 +233,8 @@ pub fn send(
         });
     }
     // The content's first bytes decide its MIME type; a bad --content-type stops here.
-    let mut head = Vec::with_capacity(content::SNIFF.min(64 * 1024));
+    // Capacity for all of it: the pages are touched only as far as the content goes.
+    let mut head = Vec::with_capacity(content::SNIFF);
     input
         .take(content::SNIFF as u64)
         .read_to_end(&mut head)
@@ -196,35 +246,52 @@ pub fn send(
     let algorithm = PublicKey::from_pem(&record.signing_public_key)
         .map_err(crate::keyset::KeysetError::from)?
         .signature_algorithm();
-    let mut session = KeysetSession::open(module, record, o.password, o.policy, false)?;
-    let mut signer = TokenSigner {
-        module,
-        session: &mut session,
-        record,
-        cert: signing_cert,
-        algorithm,
-    };
-    log::info!("signing as {}", describe(&signer.cert));
+    let (password, policy) = (o.password, o.policy);
+    std::thread::scope(|scope| {
+        let pending = scope.spawn(move || -> Result<ReadyToken, MessageError> {
+            let module = load_module()?;
+            let session = KeysetSession::open(&module, record, password, policy, false)?;
+            Ok(ReadyToken { session, module })
+        });
+        let mut signer = TokenSigner {
+            pending: Some(pending),
+            token: None,
+            record,
+            cert: signing_cert,
+            algorithm,
+        };
+        log::info!("signing as {}", describe(&signer.cert));
+        let parts = Parts {
+            entity_header: entity_header.as_bytes(),
+            head: &head,
+            rest: input,
+            chain: &chain,
+            recipients: &all,
+        };
+        write_message(out, o.smime, parts, &mut signer)
+    })
+}
+
+/// The message, DER or S/MIME, to `out`; the bytes written.
+fn write_message(
+    out: &mut dyn Write,
+    smime: bool,
+    parts: Parts<'_, '_>,
+    signer: &mut TokenSigner<'_, '_>,
+) -> Result<u64, MessageError> {
     let mut counted = Counted { out, n: 0 };
-    let parts = Parts {
-        entity_header: entity_header.as_bytes(),
-        head: &head,
-        rest: input,
-        chain: &chain,
-        recipients: &all,
-    };
-    if o.smime {
+    if smime {
         counted
             .write_all(smime::smime_header("enveloped-data").as_bytes())
             .map_err(|e| io_error("write the message", e))?;
-        let lines = write_enveloped(stream::Base64Lines::new(&mut counted), parts, &mut signer)?;
+        let lines = write_enveloped(stream::Base64Lines::new(&mut counted), parts, signer)?;
         let c = lines
             .finish()
             .map_err(|e| io_error("write the message", e))?;
         c.write_all(b"\r\n")
             .map_err(|e| io_error("write the message", e))?;
     } else {
-        write_enveloped(&mut counted, parts, &mut signer)?;
+        write_enveloped(&mut counted, parts, signer)?;
     }
     counted
         .flush()
@@ -270,7 +337,7 @@ impl Write for Counted<'_> {
 fn write_enveloped<W: Write>(
     mut out: W,
     p: Parts<'_, '_>,
-    signer: &mut dyn ContentSigner,
+    signer: &mut TokenSigner<'_, '_>,
 ) -> Result<W, MessageError> {
     let w = |e: std::io::Error| io_error("write the message", e);
     let mut cek = Zeroizing::new([0u8; 32]);
@@ -315,7 +382,7 @@ fn write_enveloped<W: Write>(
 fn write_signed<W: Write>(
     mut out: W,
     p: Parts<'_, '_>,
-    signer: &mut dyn ContentSigner,
+    signer: &mut TokenSigner<'_, '_>,
 ) -> Result<W, MessageError> {
     let w = |e: std::io::Error| io_error("write the message", e);
     let mut head = vec![0x30, 0x80];
@@ -330,7 +397,18 @@ fn write_signed<W: Write>(
     let mut hashed = stream::Sha256Writer::new(stream::OctetChunks::new(out));
     hashed.write_all(p.entity_header).map_err(w)?;
     hashed.write_all(p.head).map_err(w)?;
-    std::io::copy(p.rest, &mut hashed).map_err(|e| io_error("read the content", e))?;
+    let mut buf = vec![0u8; stream::CHUNK];
+    loop {
+        let n = match p.rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error("read the content", e)),
+        };
+        hashed.write_all(&buf[..n]).map_err(w)?;
+        signer.poll()?;
+    }
+    signer.ready()?;
     let (digest, chunks) = hashed.finish();
     let mut out = chunks.finish().map_err(w)?;
     // OCTET STRING, [0] eContent, EncapsulatedContentInfo

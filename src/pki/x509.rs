@@ -1044,6 +1044,7 @@ fn build_tbs(
         },
         false,
     )?);
+    let mailbox = email.is_some();
     if let Some(email) = email {
         // RFC 5280 4.2.1.6: critical when the subject name is empty.
         extensions.push(extension(
@@ -1051,7 +1052,7 @@ fn build_tbs(
             p.subject.is_empty(),
         )?);
     }
-    extensions.extend(policy_extensions(p.profile, policy)?);
+    extensions.extend(policy_extensions(p.profile, mailbox, policy)?);
 
     Ok(TbsCertificate {
         version: Version::V3,
@@ -1096,17 +1097,23 @@ fn profile_usages(profile: CertProfile) -> (bool, FlagSet<KeyUsages>, &'static [
 }
 
 /// certificatePolicies, cRLDistributionPoints and authorityInformationAccess of an issued
-/// (not self-signed) certificate. The user profiles always carry the BR's reserved OID.
+/// (not self-signed) certificate. A user certificate that names a mailbox carries the BR's
+/// reserved OID; one without a mailbox address is no S/MIME certificate in the BR's sense
+/// (SMBR 1.1: an S/MIME certificate has the emailProtection EKU *and* a mailbox address in
+/// its subjectAltName), so it claims no BR profile.
 fn policy_extensions(
     profile: CertProfile,
+    mailbox: bool,
     policy: &IssuingPolicy,
 ) -> Result<Vec<Extension>, X509Error> {
     let mut out = Vec::new();
     let mut oids = Vec::new();
-    if matches!(
-        profile,
-        CertProfile::UserSigning | CertProfile::UserEncryption
-    ) {
+    if mailbox
+        && matches!(
+            profile,
+            CertProfile::UserSigning | CertProfile::UserEncryption
+        )
+    {
         oids.push(SMIME_MAILBOX_STRICT);
     }
     if profile != CertProfile::Ca {
@@ -1152,7 +1159,9 @@ fn uri(url: &str) -> Result<GeneralName, X509Error> {
 /// The subject of a user certificate (SMBR 7.1.4.2, mailbox-validated): commonName = the
 /// mailbox address, an allowed source; empty (the subjectAltName then critical) when the
 /// address is longer than the 64 characters a commonName may hold. Without an address the
-/// user name is the commonName, which no S/MIME profile allows: give users an e-mail address.
+/// user name is the commonName: such a certificate names no mailbox, so it is outside the
+/// S/MIME BR (SMBR 1.1) and does not claim their policy ([`policy_extensions`]); mail
+/// clients cannot match it to an address. Give users an e-mail address.
 pub fn user_subject(user: &str, email: Option<&str>) -> Result<Name, X509Error> {
     use der::asn1::{SetOfVec, Utf8StringRef};
     use x509_cert::attr::AttributeTypeAndValue;
@@ -1598,6 +1607,12 @@ mod tests {
         let c = issue_user(&ca, &mut signer, CertProfile::UserSigning, None);
         assert!(c.tbs_certificate.get::<SubjectAltName>().unwrap().is_none());
         assert_eq!(email_of(&c), None);
+        // No mailbox: no S/MIME certificate in the BR's sense, so not their policy OID.
+        assert!(c
+            .tbs_certificate
+            .get::<CertificatePolicies>()
+            .unwrap()
+            .is_none());
 
         let (_, spki) = rsa_signer(1);
         let serial = random_serial().unwrap();
