@@ -73,6 +73,12 @@ struct World {
     processed: PathBuf,
     /// Dave's temporary key.
     dave_key: String,
+    /// `processed` with Alice's renewal requested (`alice-renew.req`, by the keyset "Alice").
+    renew_requested: PathBuf,
+    /// `renew_requested` with the renewal processed (`alice-renew.reply`), not completed.
+    renew_processed: PathBuf,
+    /// `renew_processed` with Bob's token lost (his certificates on hold).
+    bob_lost: PathBuf,
 }
 
 fn world() -> &'static World {
@@ -107,15 +113,43 @@ fn world() -> &'static World {
         bed.request("carol", "Carol", "carol-card", &carol_key, "carol.req")
             .ok();
         let dave_key = bed.add_user("dave", &[]);
+        // The inputs of the bulk commands: Dave exists (skipped), Frank and Grace are new; two
+        // tokens to provision with the SO PIN from a file.
+        bed.file(
+            "users.csv",
+            b"user,email\nfrank,frank@example.org\ndave,\ngrace,\n",
+        );
+        bed.secret_file("so.pin", SO_PIN);
+        bed.file(
+            "tokens.toml",
+            b"so_pin_file = \"so.pin\"\npin_out = \"pins\"\n[[token]]\nlabel = \"prov-1\"\n[[token]]\nlabel = \"prov-2\"\n",
+        );
         let requested = root.join("requested");
         crash::save_state(&bed, &requested);
         bed.process("carol.req", "carol.reply").ok();
         let processed = root.join("processed");
         crash::save_state(&bed, &processed);
+        let renew_out = bed.path("alice-renew.req");
+        bed.run_env(
+            &["enroll", "--renew", "Alice", "-o", &renew_out.to_string_lossy()],
+            &[("KEYWARD_PIN", USER_PIN)],
+        )
+        .ok();
+        let renew_requested = root.join("renew-requested");
+        crash::save_state(&bed, &renew_requested);
+        bed.process("alice-renew.req", "alice-renew.reply").ok();
+        let renew_processed = root.join("renew-processed");
+        crash::save_state(&bed, &renew_processed);
+        bed.authority("token", &["bob", "--state", "lost"]).ok();
+        let bob_lost = root.join("bob-lost");
+        crash::save_state(&bed, &bob_lost);
         World {
             requested,
             processed,
             dave_key,
+            renew_requested,
+            renew_processed,
+            bob_lost,
         }
     })
 }
@@ -148,6 +182,9 @@ struct Case {
     /// The command spans stores that no one step can change together and that a read-only
     /// command cannot repair without a login (see [`Case::interrupted_until_retry`]).
     interruptible: Option<&'static str>,
+    /// The command commits its work in steps and a rerun finishes it (see
+    /// [`Case::resumable`]).
+    resumable: Option<&'static str>,
 }
 
 /// How many points to step: `KEYWARD_CRASH_STRIDE` when set, else the case's default — times
@@ -186,6 +223,7 @@ impl Case {
             stride: stride(default_stride),
             reply: None,
             interruptible: None,
+            resumable: None,
         }
     }
 
@@ -197,6 +235,16 @@ impl Case {
     /// run — no key on a token, no file — is left over.
     fn interrupted_until_retry(mut self, why: &'static str) -> Case {
         self.interruptible = Some(why);
+        self
+    }
+
+    /// Allows one more ending for a command that commits its work in steps (batches of
+    /// users, of tokens, of archived keys) and is documented to resume: right after the fault
+    /// the state may be part way (`why`: which steps), provided the faulted run, if it lived,
+    /// failed with one clear line, and the rerun of the same command finishes it to exactly
+    /// the after-state and the files of a clean run: nothing issued twice, nothing left over.
+    fn resumable(mut self, why: &'static str) -> Case {
+        self.resumable = Some(why);
         self
     }
 
@@ -223,6 +271,9 @@ enum Outcome {
     /// Only for a case marked [`Case::interrupted_until_retry`]: the fault left the command
     /// half done; the retry removed what it had made and finished the work.
     Interrupted,
+    /// Only for a case marked [`Case::resumable`]: the fault left some of the command's
+    /// steps committed; the rerun finished the rest.
+    Partial,
 }
 
 struct Point {
@@ -391,12 +442,15 @@ impl<'a> Worker<'a> {
             (Some(b), Some(a)) if self.case.interruptible.is_some() => {
                 format!("interrupted — not before ({b}); not after ({a})")
             }
+            (Some(b), Some(a)) if self.case.resumable.is_some() => {
+                format!("part way — not before ({b}); not after ({a})")
+            }
             (Some(b), Some(a)) => format!("IN BETWEEN — not before ({b}); not after ({a})"),
         };
         if point.fault != Fault::Kill && run.status.success() && why_not_after.is_some() {
             problems.push("exit 0, but the work is not done".to_string());
         }
-        let interrupted = self.case.interruptible.is_some()
+        let interrupted = (self.case.interruptible.is_some() || self.case.resumable.is_some())
             && why_not_before.is_some()
             && why_not_after.is_some()
             && !committed_no_output;
@@ -492,7 +546,9 @@ impl<'a> Worker<'a> {
                 one_line(&self.unhere(&run.stderr)),
             ));
         }
-        Ok(if interrupted {
+        Ok(if interrupted && self.case.resumable.is_some() {
+            Outcome::Partial
+        } else if interrupted {
             Outcome::Interrupted
         } else if resumed {
             Outcome::Resumed
@@ -854,6 +910,7 @@ fn authority_probe(outputs: &[&str]) -> Probe {
         keysets: false,
         tokens: Vec::new(),
         outputs: outputs.iter().map(|s| s.to_string()).collect(),
+        listings: Vec::new(),
     }
 }
 
@@ -883,6 +940,7 @@ fn crash_authority_init() {
             keysets: false,
             tokens: vec![("spare".into(), AUTHORITY_PIN.into())],
             outputs: Vec::new(),
+            listings: Vec::new(),
         },
         INIT_STRIDE,
     )
@@ -995,6 +1053,7 @@ fn crash_enroll_complete() {
             keysets: true,
             tokens: vec![("carol-card".into(), USER_PIN.into())],
             outputs: Vec::new(),
+            listings: Vec::new(),
         },
         CLIENT_STRIDE,
     ));
@@ -1030,6 +1089,7 @@ fn crash_enroll_local() {
                 keysets: true,
                 tokens: vec![("dave-card".into(), USER_PIN.into())],
                 outputs: Vec::new(),
+                listings: Vec::new(),
             },
             CLIENT_STRIDE,
         )
@@ -1061,7 +1121,250 @@ fn crash_keyset_create() {
             keysets: true,
             tokens: vec![("maker".into(), USER_PIN.into())],
             outputs: Vec::new(),
+            listings: Vec::new(),
         },
         CLIENT_STRIDE,
     ));
+}
+
+// ---- the lifecycle commands (issue 14) ------------------------------------------------------
+
+#[test]
+fn crash_enroll_renew_local() {
+    let w = world();
+    sweep(
+        Case::new(
+            "enroll --renew (local)",
+            &w.requested,
+            &["enroll", "--renew", "Bob", "--authority", "{dir}/auth"],
+            &[
+                ("KEYWARD_PIN", USER_PIN),
+                ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+            ],
+            Probe {
+                authority: Some("{dir}/auth".into()),
+                keysets: true,
+                tokens: vec![("bob-card".into(), USER_PIN.into())],
+                outputs: Vec::new(),
+                listings: Vec::new(),
+            },
+            CLIENT_STRIDE,
+        )
+        .with_reply("bob", "{dir}/bob-renew.reply", true)
+        .interrupted_until_retry(
+            "the user's token, the keyset registry and the authority, as for a local enroll",
+        ),
+    );
+}
+
+#[test]
+fn crash_authority_process_renewal() {
+    let w = world();
+    sweep(
+        Case::new(
+            "authority process (renewal)",
+            &w.renew_requested,
+            &[
+                "authority",
+                "process",
+                "--dir",
+                "{dir}/auth",
+                "{dir}/alice-renew.req",
+                "-o",
+                "{dir}/alice-renew.reply",
+            ],
+            &authority_env(),
+            authority_probe(&["{dir}/alice-renew.reply"]),
+            1,
+        )
+        .with_reply("alice", "{dir}/alice-renew.reply", false),
+    );
+}
+
+#[test]
+fn crash_enroll_complete_renewal() {
+    let w = world();
+    sweep(Case::new(
+        "enroll --complete (renewal)",
+        &w.renew_processed,
+        &["enroll", "--complete", "{dir}/alice-renew.reply"],
+        &[("KEYWARD_PIN", USER_PIN)],
+        Probe {
+            authority: None,
+            keysets: true,
+            tokens: vec![("alice-card".into(), USER_PIN.into())],
+            outputs: Vec::new(),
+            listings: Vec::new(),
+        },
+        CLIENT_STRIDE,
+    ));
+}
+
+#[test]
+fn crash_authority_token_lost() {
+    let w = world();
+    sweep(Case::new(
+        "authority token lost",
+        &w.requested,
+        &[
+            "authority",
+            "token",
+            "--dir",
+            "{dir}/auth",
+            "bob",
+            "--state",
+            "lost",
+        ],
+        &authority_env(),
+        authority_probe(&[]),
+        1,
+    ));
+}
+
+#[test]
+fn crash_authority_token_found() {
+    let w = world();
+    sweep(Case::new(
+        "authority token found",
+        &w.bob_lost,
+        &[
+            "authority",
+            "token",
+            "--dir",
+            "{dir}/auth",
+            "bob",
+            "--state",
+            "found",
+        ],
+        &authority_env(),
+        authority_probe(&[]),
+        1,
+    ));
+}
+
+#[test]
+fn crash_authority_token_terminated() {
+    let w = world();
+    sweep(Case::new(
+        "authority token terminated",
+        &w.requested,
+        &[
+            "authority",
+            "token",
+            "--dir",
+            "{dir}/auth",
+            "alice",
+            "--state",
+            "terminated",
+        ],
+        &authority_env(),
+        authority_probe(&[]),
+        1,
+    ));
+}
+
+/// The steps `authority add-users` commits one by one here (one user per batch).
+const BULK_RESUMES: &str = "one batch of users per commit (`KEYWARD_BULK_BATCH=1`): the users of the committed batches are issued, their keys written; the rerun skips them and issues the rest";
+
+#[test]
+fn crash_authority_add_users_files() {
+    let w = world();
+    sweep(
+        Case::new(
+            "authority add-users",
+            &w.requested,
+            &[
+                "authority",
+                "add-users",
+                "--dir",
+                "{dir}/auth",
+                "--from",
+                "{dir}/users.csv",
+                "--out",
+                "{dir}/keys",
+            ],
+            &[("KEYWARD_PIN", AUTHORITY_PIN), ("KEYWARD_BULK_BATCH", "1")],
+            authority_probe(&["{dir}/keys/frank.tempkey", "{dir}/keys/grace.tempkey"]),
+            1,
+        )
+        .resumable(BULK_RESUMES),
+    );
+}
+
+#[test]
+fn crash_authority_add_users_csv() {
+    let w = world();
+    sweep(
+        Case::new(
+            "authority add-users --format csv",
+            &w.requested,
+            &[
+                "authority",
+                "add-users",
+                "--dir",
+                "{dir}/auth",
+                "--from",
+                "{dir}/users.csv",
+                "--out",
+                "{dir}/mail",
+                "--format",
+                "csv",
+            ],
+            &[("KEYWARD_PIN", AUTHORITY_PIN), ("KEYWARD_BULK_BATCH", "1")],
+            authority_probe(&["{dir}/mail/temporary-keys.csv"]),
+            1,
+        )
+        .resumable(BULK_RESUMES),
+    );
+}
+
+#[test]
+fn crash_token_provision() {
+    let w = world();
+    sweep(
+        Case::new(
+            "token provision",
+            &w.requested,
+            &["token", "provision", "--manifest", "{dir}/tokens.toml"],
+            &[],
+            Probe {
+                authority: None,
+                keysets: false,
+                tokens: Vec::new(),
+                outputs: vec!["{dir}/pins/prov-1.pin".into(), "{dir}/pins/prov-2.pin".into()],
+                listings: vec![vec!["--json".into(), "token".into(), "list".into()]],
+            },
+            1,
+        )
+        .resumable(
+            "one token per step: the tokens initialised, each with its PIN file written first; the rerun skips them and provisions the rest",
+        ),
+    );
+}
+
+#[test]
+fn crash_authority_rollover_archive() {
+    let w = world();
+    sweep(
+        Case::new(
+            "authority rollover --archive",
+            &w.requested,
+            &["authority", "rollover", "--dir", "{dir}/auth", "--archive"],
+            &[
+                ("KEYWARD_PIN", AUTHORITY_PIN),
+                ("KEYWARD_ROLLOVER_BATCH", "1"),
+            ],
+            Probe {
+                authority: Some("{dir}/auth".into()),
+                keysets: false,
+                tokens: vec![(AUTHORITY_TOKEN.into(), AUTHORITY_PIN.into())],
+                outputs: Vec::new(),
+                listings: Vec::new(),
+            },
+            1,
+        )
+        .resumable(
+            "the new archive key made and recorded, then one archived key re-wrapped per commit (`KEYWARD_ROLLOVER_BATCH=1`); the rerun re-wraps the rest and destroys the old key",
+        ),
+    );
 }

@@ -369,6 +369,9 @@ pub struct Probe {
     pub tokens: Vec<(String, String)>,
     /// Output files (`{dir}/…`) whose existence is part of the state.
     pub outputs: Vec<String>,
+    /// More keyward commands (`{dir}` for the bed) whose masked standard output is part of
+    /// the state, such as `--json token list` for tokens whose PINs the sweep does not know.
+    pub listings: Vec<Vec<String>>,
 }
 
 /// One audit entry: its masked text and whether its outcome is `ok`.
@@ -452,14 +455,42 @@ pub fn view(bed: &TestBed, probe: &Probe, env: &[(String, String)]) -> View {
     for (label, pin) in &probe.tokens {
         parts.insert(format!("token {label}"), token_objects(bed, label, pin));
     }
-    for out in &probe.outputs {
-        let present = Path::new(&here(out)).exists();
+    for args in &probe.listings {
+        let args: Vec<String> = args.iter().map(|a| here(a)).collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = keyward(bed, &refs, env);
         parts.insert(
-            format!("output {out}"),
-            if present { "present" } else { "absent" }.to_string(),
+            format!("listing {}", probe_name(&args, bed)),
+            if run.code == 0 {
+                masked_json(&run.stdout)
+            } else {
+                format!("error: {}", error_line(bed, &run.stderr))
+            },
         );
     }
+    for out in &probe.outputs {
+        let path = here(out);
+        let present = Path::new(&path).exists();
+        let mut what = if present { "present" } else { "absent" }.to_string();
+        // A CSV of issued secrets (one row per user): whose rows it holds, in order, so that a
+        // row issued twice or one the authority never recorded shows.
+        if present && out.ends_with(".csv") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let users: Vec<&str> = text
+                .lines()
+                .map(|l| l.split(',').next().unwrap_or_default())
+                .collect();
+            what = format!("present, rows {users:?}");
+        }
+        parts.insert(format!("output {out}"), what);
+    }
     View { parts, log, verify }
+}
+
+/// A listing's name: its arguments, the bed shown as `{dir}`.
+fn probe_name(args: &[String], bed: &TestBed) -> String {
+    args.join(" ")
+        .replace(&*bed.dir.path().to_string_lossy(), "{dir}")
 }
 
 /// A token's objects as (class, label, ID) with the IDs renamed by first appearance.
