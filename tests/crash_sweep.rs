@@ -257,6 +257,10 @@ impl Case {
 /// How a point ended when it was consistent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Outcome {
+    /// The fault came before the command changed a byte: the bed is exactly the start (see
+    /// [`crash::bed_digest`]), so neither the view nor the retry is run again — they would be
+    /// the reference's before-view and clean run.
+    Untouched,
     /// The state stayed as before; the retry did the work.
     Before,
     /// The work was done; the retry succeeded or said so.
@@ -290,6 +294,8 @@ struct Reference {
     /// The state after the command ran twice (None: the second run refuses, as `add-user`
     /// of the same user does).
     twice: Option<(View, Vec<String>)>,
+    /// [`crash::bed_digest`] of a fresh copy of the start.
+    start: [u8; 32],
 }
 
 impl Point {
@@ -411,6 +417,10 @@ impl<'a> Worker<'a> {
             ));
         }
         let mut problems = Vec::new();
+        // The fault came before the command changed anything: the bed is byte for byte the
+        // start, so the view is `before` and the retry would be the clean run the reference
+        // made (twice). Only the faulted run's own exit is left to judge.
+        let untouched = !run.status.success() && crash::bed_digest(&self.bed) == r.start;
         let error_lines = run
             .stderr
             .lines()
@@ -428,7 +438,28 @@ impl<'a> Worker<'a> {
                     "{error_lines} `keyward: error:` lines, want 1: {}",
                     run.stderr.trim()
                 ));
+            } else if !point
+                .fault
+                .named_in(&crash::error_line(&self.bed, &run.stderr))
+            {
+                problems.push(format!(
+                    "the error line does not name the cause ({}): {}",
+                    point.fault.name(),
+                    crash::error_line(&self.bed, &run.stderr)
+                ));
             }
+        }
+        if untouched {
+            return if problems.is_empty() {
+                Ok(Outcome::Untouched)
+            } else {
+                Err(format!(
+                    "{}\n    state after the fault: byte for byte the start\n    exit {:?}; stderr: {}",
+                    problems.join("\n    "),
+                    run.status.code(),
+                    one_line(&self.unhere(&run.stderr)),
+                ))
+            };
         }
         let now = self.view();
         let why_not_before = crash::differs_from_before(&now, before);
@@ -685,6 +716,7 @@ fn sweep(case: Case) {
     let started = std::time::Instant::now();
     let first = Worker::new(&case);
     crash::restore_state(&first.bed, &case.start);
+    let start = crash::bed_digest(&first.bed);
     let before = first.view();
     let (counted, trace) = crash::count(
         &first.bed,
@@ -755,6 +787,7 @@ fn sweep(case: Case) {
         after,
         after_files,
         twice,
+        start,
     };
 
     let mut points = Vec::new();
@@ -1367,4 +1400,103 @@ fn crash_authority_rollover_archive() {
             "the new archive key made and recorded, then one archived key re-wrapped per commit (`KEYWARD_ROLLOVER_BATCH=1`); the rerun re-wraps the rest and destroys the old key",
         ),
     );
+}
+
+// ---- what an interrupted `authority init` leaves, and who finishes it ----------------------
+
+/// `authority init` killed at the rename that commits its database (the last call of the
+/// window the sweep marks `Interrupted`): the token holds keys no authority names and the
+/// directory holds no authority. Every command on the directory — read-only or not — says so
+/// in one line naming the token and the command that finishes it; running that command
+/// removes the interrupted run's keys and creates the authority, with no key left over.
+#[test]
+fn interrupted_init_is_named_and_finished_by_its_rerun() {
+    let w = world();
+    let bed = TestBed::new();
+    crash::restore_state(&bed, &w.requested);
+    let dir = bed.path("auth2").to_string_lossy().into_owned();
+    let init: Vec<String> = [
+        "authority",
+        "init",
+        "--dir",
+        &dir,
+        "--token",
+        "spare",
+        "--name",
+        "CN=Second Authority",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = owned(&[("KEYWARD_PIN", AUTHORITY_PIN)]);
+    let trace = bed.path("init.trace");
+    let strace_args: Vec<String> = [
+        "-f",
+        "-q",
+        "-P",
+        &format!("{dir}/authority.db.init"),
+        "-e",
+        "trace=rename,renameat,renameat2",
+        "-e",
+        "inject=rename,renameat,renameat2:signal=KILL:when=1",
+        "-o",
+        &trace.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let killed = crash::run_straced(crash::straced(&bed, &strace_args, &init, &env), &trace);
+    assert!(
+        killed.trace.contains("killed by SIGKILL"),
+        "the kill at the database's rename was not injected: {}\n{}",
+        killed.trace,
+        killed.stderr
+    );
+    let keys = |what: &str| {
+        bed.token_objects("spare", AUTHORITY_PIN)
+            .iter()
+            .filter(|o| o.header.starts_with(what))
+            .count()
+    };
+    assert!(
+        keys("Private Key Object") > 0,
+        "killed at its commit, the init had made its keys on the token"
+    );
+    let pin = [("KEYWARD_PIN", AUTHORITY_PIN)];
+    for args in [
+        vec!["authority", "users", "--dir", &dir],
+        vec!["authority", "log", "--dir", &dir, "--verify"],
+        vec!["authority", "add-user", "--dir", &dir, "zoe"],
+    ] {
+        let run = bed.run_env(&args, &pin);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        assert_eq!(
+            run.stderr
+                .lines()
+                .filter(|l| l.starts_with("keyward: error:"))
+                .count(),
+            1,
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("was interrupted")
+                && run
+                    .stderr
+                    .contains(&format!("keyward authority init --dir {dir} --token spare")),
+            "{args:?} names neither the interrupted init nor the command that finishes it: {}",
+            run.stderr
+        );
+    }
+    let args: Vec<&str> = init.iter().map(String::as_str).collect();
+    bed.run_env(&args, &pin).ok();
+    bed.run_env(&["authority", "log", "--dir", &dir, "--verify"], &pin)
+        .ok();
+    assert_eq!(
+        keys("Private Key Object"),
+        2,
+        "the CA and exchange keys, once"
+    );
+    assert_eq!(keys("Secret Key Object"), 1, "the archive key, once");
+    assert!(!bed.path("auth2/init.intent.toml").exists());
 }
