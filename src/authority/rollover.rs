@@ -94,8 +94,10 @@ pub fn archive(
     let (mut state, resumed) = match read(&mut a)? {
         Some(r) if r.finished.is_none() => (r, true),
         _ => {
+            // Recorded before the key is made: a run stopped between the two leaves a record
+            // naming a key not made yet, which the rerun makes (below), never a key on the
+            // token that nothing names.
             let id = session.random(16)?;
-            session.generate_archive_key(&id, "keyward authority archive key")?;
             let r = ArchiveRollover {
                 old_key_id: a.config.archive_key_id.clone(),
                 new_key_id: hex(&id),
@@ -111,16 +113,11 @@ pub fn archive(
                 "archive",
                 "started",
                 &format!(
-                    "new archive key {} made on the token; re-wrapping every archived key under it",
+                    "new archive key {} to be made on the token; re-wrapping every archived key under it",
                     r.new_key_id
                 ),
             );
-            if let Err(e) = a.commit(ch.module, &mut session, ch.pin) {
-                if let Err(d) = session.destroy_by_id(&id) {
-                    log::error!("could not remove the new archive key after a failure: {d}");
-                }
-                return Err(e);
-            }
+            a.commit(ch.module, &mut session, ch.pin)?;
             (r, false)
         }
     };
@@ -135,6 +132,16 @@ pub fn archive(
                 ))
             })
     };
+    if state.done == 0 && state.cursor.is_none() {
+        let id =
+            unhex_id(&state.new_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+        if session
+            .find_object(ObjectKindFilter::SecretKey, &id)?
+            .is_none()
+        {
+            session.generate_archive_key(&id, "keyward authority archive key")?;
+        }
+    }
     let old_key = key(&session, &state.old_key_id)?;
     let new_key = key(&session, &state.new_key_id)?;
     // Every archived key, in a fixed order (the checked listing: linear by design).
