@@ -34,7 +34,14 @@
 //! authority). For them, right after the fault the state may be in between (outcome
 //! `Interrupted`); the retry of the same command must then succeed and leave exactly the
 //! after-state and the files of a clean run — no key, keyset or file of the interrupted run
-//! left over.
+//! left over (`interrupted_init_is_named_and_finished_by_its_rerun` shows what every other
+//! command says meanwhile). The commands documented as resumable (`authority add-users`,
+//! `token provision`, `authority rollover --archive`: one commit per batch) may be part way
+//! (outcome `Partial`); the rerun must finish them to exactly the after-state.
+//!
+//! A point whose fault came before the command changed a byte (the bed's digest is the
+//! start's) is judged by the faulted run's exit alone (outcome `Untouched`): its view is the
+//! before-view and its retry the clean run the reference already made.
 //!
 //! What is sampled, and why (each summary line says it): of a run of consecutive writes to one
 //! file, the first, the middle and the last call (every point of a run leaves the same state;
