@@ -381,9 +381,9 @@ pub struct Probe {
     pub tokens: Vec<(String, String)>,
     /// Output files (`{dir}/…`) whose existence is part of the state.
     pub outputs: Vec<String>,
-    /// More keyward commands (`{dir}` for the bed) whose masked standard output is part of
-    /// the state, such as `--json token list` for tokens whose PINs the sweep does not know.
-    pub listings: Vec<Vec<String>>,
+    /// Whether the labels of the initialised tokens (`token list --json`) are part of the
+    /// state: for tokens whose PINs the sweep does not know (their slot IDs vary run to run).
+    pub token_labels: bool,
 }
 
 /// One audit entry: its masked text and whether its outcome is `ok`.
@@ -467,18 +467,23 @@ pub fn view(bed: &TestBed, probe: &Probe, env: &[(String, String)]) -> View {
     for (label, pin) in &probe.tokens {
         parts.insert(format!("token {label}"), token_objects(bed, label, pin));
     }
-    for args in &probe.listings {
-        let args: Vec<String> = args.iter().map(|a| here(a)).collect();
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = keyward(bed, &refs, env);
-        parts.insert(
-            format!("listing {}", probe_name(&args, bed)),
-            if run.code == 0 {
-                masked_json(&run.stdout)
-            } else {
-                format!("error: {}", error_line(bed, &run.stderr))
-            },
-        );
+    if probe.token_labels {
+        let run = keyward(bed, &["--json", "token", "list"], env);
+        let labels = if run.code == 0 {
+            let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+            let mut labels: Vec<String> = v["slots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["token"]["initialized"] == true)
+                .map(|s| s["token"]["label"].as_str().unwrap_or_default().to_string())
+                .collect();
+            labels.sort();
+            labels.join(", ")
+        } else {
+            format!("error: {}", error_line(bed, &run.stderr))
+        };
+        parts.insert("token labels".to_string(), labels);
     }
     for out in &probe.outputs {
         let path = here(out);
@@ -497,12 +502,6 @@ pub fn view(bed: &TestBed, probe: &Probe, env: &[(String, String)]) -> View {
         parts.insert(format!("output {out}"), what);
     }
     View { parts, log, verify }
-}
-
-/// A listing's name: its arguments, the bed shown as `{dir}`.
-fn probe_name(args: &[String], bed: &TestBed) -> String {
-    args.join(" ")
-        .replace(&*bed.dir.path().to_string_lossy(), "{dir}")
 }
 
 /// A token's objects as (class, label, ID) with the IDs renamed by first appearance.
