@@ -70,6 +70,14 @@ pub fn check_no_archive_rollover(a: &mut AuthorityDir) -> Result<(), AuthorityEr
     }
 }
 
+/// Whether the authority's token holds the secret key `id` (hex).
+fn has_key(session: &crate::token::TokenSession, id: &str) -> Result<bool, AuthorityError> {
+    let id = unhex_id(id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    Ok(session
+        .find_object(ObjectKindFilter::SecretKey, &id)?
+        .is_some())
+}
+
 /// What a rollover did.
 #[derive(Debug, Serialize)]
 pub struct RolledOver {
@@ -93,6 +101,19 @@ pub fn archive(
     let mech = crate::enroll::delivery::authority_wrap(&session, ch.module)?;
     let (mut state, resumed) = match read(&mut a)? {
         Some(r) if r.finished.is_none() => (r, true),
+        // Finished and committed, but stopped before the old key was destroyed: that is
+        // what is left to do (not a second rollover).
+        Some(r) if r.old_key_id != a.config.archive_key_id && has_key(&session, &r.old_key_id)? => {
+            let id =
+                unhex_id(&r.old_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+            session.destroy_by_id(&id)?;
+            return Ok(RolledOver {
+                new_key_id: r.new_key_id,
+                rewrapped: r.done,
+                resumed: true,
+                old_key_left: None,
+            });
+        }
         _ => {
             // Recorded before the key is made: a run stopped between the two leaves a record
             // naming a key not made yet, which the rerun makes (below), never a key on the
