@@ -312,31 +312,43 @@ fn open_csv(a: &mut AuthorityDir, path: &Path) -> Result<(File, usize), Authorit
                 dropped += 1;
             }
         }
-        if dropped > 0 {
-            let tmp = path.with_extension("csv.tmp");
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| io("write", &tmp, &e))?;
-            f.write_all(kept.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| io("write", &tmp, &e))?;
-            std::fs::rename(&tmp, path).map_err(|e| io("rename", path, &e))?;
+        // A CSV made by a run stopped before its header was written (by an earlier keyward)
+        // gets it back.
+        let headless = !text.starts_with("user,");
+        if dropped > 0 || headless {
+            if headless {
+                kept.insert_str(0, "user,email,temporary_key,expires\n");
+            }
+            replace_file(path, kept.as_bytes())?;
         }
     }
-    let new = !path.exists();
-    let mut f = OpenOptions::new()
+    if !path.exists() {
+        // Made whole with its header (written, synced, renamed): a run stopped while making
+        // it leaves no CSV, never one without its header for the next run to append to.
+        replace_file(path, b"user,email,temporary_key,expires\n")?;
+    }
+    let f = OpenOptions::new()
         .append(true)
-        .create(true)
         .mode(0o600)
         .open(path)
         .map_err(|e| io("open", path, &e))?;
-    if new {
-        f.write_all(b"user,email,temporary_key,expires\n")
-            .map_err(|e| io("write", path, &e))?;
-    }
     Ok((f, dropped))
+}
+
+/// Puts `bytes` in `path` (0600) by a synced temporary file renamed over it, then syncs the
+/// directory.
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), AuthorityError> {
+    let tmp = path.with_extension("csv.tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io("write", &tmp, &e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io("write", &tmp, &e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("rename", path, &e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }

@@ -218,6 +218,18 @@ struct InitIntent {
 
 const INIT_INTENT: &str = "init.intent.toml";
 
+/// The label of the token an `authority init` in `dir` was making keys on when it was
+/// interrupted (its intent is still there, and no database), if any.
+pub fn interrupted(dir: &Path) -> Option<String> {
+    if dir.join(DB_FILE).exists() {
+        return None;
+    }
+    let text = std::fs::read_to_string(dir.join(INIT_INTENT)).ok()?;
+    toml::from_str::<InitIntent>(&text)
+        .ok()
+        .map(|i| i.token_label)
+}
+
 impl InitIntent {
     fn of(token: &Token, ids: &KeyIds, config: &AuthorityConfig) -> InitIntent {
         let mut probe = config.clone();

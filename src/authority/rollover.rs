@@ -59,16 +59,6 @@ fn write(a: &mut AuthorityDir, r: &ArchiveRollover) -> Result<(), AuthorityError
     a.put(KIND, KEY, "", body)
 }
 
-/// The `CKA_ID` of the archive key after `current` (hex): derived, so that a run killed
-/// before its first commit leaves its key where the next run looks.
-pub fn next_archive_key_id(current: &str) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"keyward-archive-rollover-v1\0");
-    h.update(current.as_bytes());
-    h.finalize()[..16].to_vec()
-}
-
 /// Refuses while an archive rollover is unfinished (the archive is under two keys).
 pub fn check_no_archive_rollover(a: &mut AuthorityDir) -> Result<(), AuthorityError> {
     match read(a)? {
@@ -78,6 +68,14 @@ pub fn check_no_archive_rollover(a: &mut AuthorityDir) -> Result<(), AuthorityEr
         ))),
         _ => Ok(()),
     }
+}
+
+/// Whether the authority's token holds the secret key `id` (hex).
+fn has_key(session: &crate::token::TokenSession, id: &str) -> Result<bool, AuthorityError> {
+    let id = unhex_id(id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    Ok(session
+        .find_object(ObjectKindFilter::SecretKey, &id)?
+        .is_some())
 }
 
 /// What a rollover did.
@@ -103,18 +101,24 @@ pub fn archive(
     let mech = crate::enroll::delivery::authority_wrap(&session, ch.module)?;
     let (mut state, resumed) = match read(&mut a)? {
         Some(r) if r.finished.is_none() => (r, true),
+        // Finished and committed, but stopped before the old key was destroyed: that is
+        // what is left to do (not a second rollover).
+        Some(r) if r.old_key_id != a.config.archive_key_id && has_key(&session, &r.old_key_id)? => {
+            let id =
+                unhex_id(&r.old_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+            session.destroy_by_id(&id)?;
+            return Ok(RolledOver {
+                new_key_id: r.new_key_id,
+                rewrapped: r.done,
+                resumed: true,
+                old_key_left: None,
+            });
+        }
         _ => {
-            // Derived from the current key, so that a key left by a run killed before this
-            // commit is found (and removed) by the next run.
-            let id = next_archive_key_id(&a.config.archive_key_id);
-            if session.destroy_by_id(&id)? > 0 {
-                log::warn!(
-                    "removed the archive key of an interrupted rollover from the authority's token"
-                );
-            }
-            a.fault("rollover-archive-key")?;
-            session.generate_archive_key(&id, "keyward authority archive key")?;
-            a.fault("rollover-archive-start")?;
+            // Recorded before the key is made: a run stopped between the two leaves a record
+            // naming a key not made yet, which the rerun makes (below), never a key on the
+            // token that nothing names.
+            let id = session.random(16)?;
             let r = ArchiveRollover {
                 old_key_id: a.config.archive_key_id.clone(),
                 new_key_id: hex(&id),
@@ -130,16 +134,11 @@ pub fn archive(
                 "archive",
                 "started",
                 &format!(
-                    "new archive key {} made on the token; re-wrapping every archived key under it",
+                    "new archive key {} to be made on the token; re-wrapping every archived key under it",
                     r.new_key_id
                 ),
             );
-            if let Err(e) = a.commit(ch.module, &mut session, ch.pin) {
-                if let Err(d) = session.destroy_by_id(&id) {
-                    log::error!("could not remove the new archive key after a failure: {d}");
-                }
-                return Err(e);
-            }
+            a.commit(ch.module, &mut session, ch.pin)?;
             (r, false)
         }
     };
@@ -154,6 +153,17 @@ pub fn archive(
                 ))
             })
     };
+    if state.done == 0 && state.cursor.is_none() {
+        let id =
+            unhex_id(&state.new_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+        if session
+            .find_object(ObjectKindFilter::SecretKey, &id)?
+            .is_none()
+        {
+            a.fault("rollover-archive-key")?;
+            session.generate_archive_key(&id, "keyward authority archive key")?;
+        }
+    }
     let old_key = key(&session, &state.old_key_id)?;
     let new_key = key(&session, &state.new_key_id)?;
     // Every archived key, in a fixed order (the checked listing: linear by design).

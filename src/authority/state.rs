@@ -1199,6 +1199,13 @@ pub fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
             dir: dir.to_path_buf(),
         });
     }
+    if let Some(token) = super::init::interrupted(dir) {
+        return Err(AuthorityError::BadRequest(format!(
+            "{} holds no authority yet: an `authority init` there was interrupted before it committed, and token {token:?} may hold keys it made; run `keyward authority init --dir {} --token {token}` again, which removes them and creates the authority",
+            dir.display(),
+            dir.display()
+        )));
+    }
     Err(AuthorityError::NotAnAuthority {
         dir: dir.to_path_buf(),
     })

@@ -136,7 +136,7 @@ fn local(
     let completion = write_atomic(&reply_path, prepared.reply_bytes())
         .map_err(|e| io_err(&reply_path, e))
         .and_then(|()| {
-            renew::prepare_renewal(ctx.module()?, &home, &reply_path, password, policy)
+            renew::prepare_renewal(ctx.module()?, &home, &reply_path, password, policy, false)
                 .map_err(Error::from)
         });
     let completion = match completion {

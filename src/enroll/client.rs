@@ -842,7 +842,7 @@ pub(super) fn store_everything(
 }
 
 /// The registry's records of a reply's encryption keys, to be stored with `ids`.
-fn planned_keys(
+pub(super) fn planned_keys(
     reply: &ReplyBody,
     ca: &x509_cert::Certificate,
     ids: &[Vec<u8>],

@@ -14,9 +14,11 @@ use super::wire::{self, ReplyBody, RequestBody};
 use super::EnrollError;
 use crate::keyset::create::{self, SigningKey};
 use crate::keyset::csr;
+use crate::keyset::journal;
 use crate::keyset::ops::unhex_id;
 use crate::keyset::registry::{
-    KeysetRecord, KeysetState, PastSigning, PendingRenewal, PreparedSave, Registry, RegistryLock,
+    EncryptionKey, KeysetRecord, KeysetState, PastSigning, PendingRenewal, PreparedSave, Registry,
+    RegistryError, RegistryLock,
 };
 use crate::keyset::{KeysetError, KeysetSession, PublicKey};
 use crate::pki::x509;
@@ -272,6 +274,8 @@ pub fn renewal_for_reply(home: &Path, reply_path: &Path) -> Result<Option<String
 pub struct PreparedRenewal {
     _lock: RegistryLock,
     save: PreparedSave,
+    /// Keyward's home, when the renewal was written to the registry's journal first.
+    journal_home: Option<std::path::PathBuf>,
     ks: KeysetSession,
     view: KeysetRecord,
     created: Vec<Vec<u8>>,
@@ -281,8 +285,28 @@ pub struct PreparedRenewal {
 impl PreparedRenewal {
     /// Records the renewal (the registry's rename).
     pub fn commit(self) -> Result<Completed, EnrollError> {
-        self.save.commit()?;
-        Ok(self.done)
+        let PreparedRenewal {
+            _lock: lock,
+            save,
+            journal_home,
+            done,
+            ..
+        } = self;
+        match journal_home {
+            None => save.commit()?,
+            Some(home) => {
+                // The token's part is done and cannot be undone (the transport key is gone):
+                // when the registry cannot be put in place, the journal stays to finish it.
+                save.commit().map_err(|e| RegistryError::NotRecorded {
+                    path: Registry::file_in(&home),
+                    keyset: done.keyset.clone(),
+                    source: Box::new(e),
+                })?;
+                journal::clear(&home);
+            }
+        }
+        drop(lock);
+        Ok(done)
     }
 
     /// Removes what was stored; the registry stays as it was (the renewal pending, its
@@ -306,19 +330,25 @@ pub fn complete_renewal(
     password: &SecretString,
     policy: LoginPolicy,
 ) -> Result<Completed, EnrollError> {
-    prepare_renewal(module, home, reply_path, password, policy)?.commit()
+    prepare_renewal(module, home, reply_path, password, policy, true)?.commit()
 }
 
-/// [`complete_renewal`] up to the registry's rename.
+/// [`complete_renewal`] up to the registry's rename. With `journaled` (`enroll --complete`),
+/// the renewal is first written to the registry's journal and the new registry beside its
+/// place, so that a kill after the token changed is finished by the next keyward that opens
+/// the registry (see [`crate::keyset::journal`]); without it (a local renewal, whose authority
+/// commits between the token and the registry), the registry is written beside its place
+/// after the token's part.
 pub fn prepare_renewal(
     module: &Module,
     home: &Path,
     reply_path: &Path,
     password: &SecretString,
     policy: LoginPolicy,
+    journaled: bool,
 ) -> Result<PreparedRenewal, EnrollError> {
     let signed = wire::read_reply(reply_path)?;
-    let (lock, mut registry) = Registry::lock(home)?;
+    let (lock, mut registry) = journal::lock_recovered(module, home)?;
     let record = registry
         .keysets()
         .iter()
@@ -355,6 +385,38 @@ pub fn prepare_renewal(
     let mut ks = KeysetSession::open(module, &record, password, policy, true)?;
     let (delivery, how) = client::reply_receive_method(module, &ks, &signed.body)?;
     let ids = client::new_key_ids(&ks, &signed.body)?;
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    // With the journal, the registry as the renewal leaves it is written (the journal, and the
+    // registry beside its place) before the token changes.
+    let early_save = if journaled {
+        let keys = client::planned_keys(&signed.body, &ca, &ids)?;
+        record_renewal(
+            &mut registry,
+            &record,
+            &pending,
+            &signing_cert,
+            keys,
+            &now,
+            &signed.body.ca_certificate,
+        )?;
+        journal::Intent {
+            action: "renewal completion".into(),
+            record: registry.get(&record.name)?.clone(),
+            retire: Vec::new(),
+            marker: journal::Marker::Certificate,
+            marker_id: pending.signing_id.clone(),
+        }
+        .write(home, &lock)?;
+        match registry.prepare_save(&lock) {
+            Ok(save) => Some(save),
+            Err(e) => {
+                journal::clear(home);
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     let mut created = Vec::new();
     let mut transport = None;
     let result = client::store_everything(
@@ -369,48 +431,44 @@ pub fn prepare_renewal(
         &mut created,
     )
     .and_then(|new_keys| {
-        let n = new_keys.len();
-        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let r = registry.get_mut(&record.name)?;
-        r.signing_id = pending.signing_id.clone();
-        r.signing_public_key = pending.signing_public_key.clone();
-        if let Some(e) = r.enrollment.as_mut() {
-            if let Some(old) = e.signing_certificate.take() {
-                e.history.push(PastSigning {
-                    signing_id: record.signing_id.clone(),
-                    certificate: old,
-                    superseded: now,
-                });
+        let save = match early_save {
+            Some(save) => save,
+            None => {
+                record_renewal(
+                    &mut registry,
+                    &record,
+                    &pending,
+                    &signing_cert,
+                    new_keys,
+                    &now,
+                    &signed.body.ca_certificate,
+                )?;
+                registry.prepare_save(&lock)?
             }
-            e.signing_certificate = Some(x509::cert_to_pem(&signing_cert)?);
-            for k in &mut e.encryption_keys {
-                k.current = false;
-            }
-            e.encryption_keys.extend(new_keys);
-            e.renewal = None;
-            // After a CA rollover the reply comes from the next CA generation: the keyset
-            // keeps the CA it trusted first and learns the new CA and the link certificates.
-            e.authority_ca = crate::authority::chain::extend_trust(
-                &e.authority_ca,
-                &signed.body.ca_certificate,
-            )?;
-        }
-        let total = r.enrollment.as_ref().map_or(n, |e| e.encryption_keys.len());
-        let save = registry.prepare_save(&lock)?;
+        };
         // Last on the token: without its transport key the reply cannot be completed again.
         client::remove_transport(&ks.session, &view, &view_enrollment, &mut transport)?;
-        Ok((save, total))
+        Ok(save)
     });
-    let (save, total) = match result {
-        Ok(done) => done,
+    let save = match result {
+        Ok(save) => save,
         Err(e) => {
             client::undo_completion(module, &mut ks.session, &view, &created, transport);
+            if journaled {
+                journal::clear(home);
+            }
             return Err(e);
         }
     };
+    let total = registry
+        .get(&record.name)?
+        .enrollment
+        .as_ref()
+        .map_or(0, |e| e.encryption_keys.len());
     Ok(PreparedRenewal {
         _lock: lock,
         save,
+        journal_home: journaled.then(|| home.to_path_buf()),
         ks,
         view,
         created,
@@ -422,6 +480,41 @@ pub fn prepare_renewal(
             delivery,
         },
     })
+}
+
+/// The registry's record of keyset `record` renewed: the new signing key and certificate, the
+/// old signing certificate in the history, the new encryption keys current, nothing pending.
+fn record_renewal(
+    registry: &mut Registry,
+    record: &KeysetRecord,
+    pending: &PendingRenewal,
+    signing_cert: &x509_cert::Certificate,
+    new_keys: Vec<EncryptionKey>,
+    now: &str,
+    reply_ca_bundle: &str,
+) -> Result<(), EnrollError> {
+    let r = registry.get_mut(&record.name)?;
+    r.signing_id = pending.signing_id.clone();
+    r.signing_public_key = pending.signing_public_key.clone();
+    if let Some(e) = r.enrollment.as_mut() {
+        if let Some(old) = e.signing_certificate.take() {
+            e.history.push(PastSigning {
+                signing_id: record.signing_id.clone(),
+                certificate: old,
+                superseded: now.to_string(),
+            });
+        }
+        e.signing_certificate = Some(x509::cert_to_pem(signing_cert)?);
+        for k in &mut e.encryption_keys {
+            k.current = false;
+        }
+        e.encryption_keys.extend(new_keys);
+        e.renewal = None;
+        // After a CA rollover the reply comes from the next CA generation: the keyset
+        // keeps the CA it trusted first and learns the new CA and the link certificates.
+        e.authority_ca = crate::authority::chain::extend_trust(&e.authority_ca, reply_ca_bundle)?;
+    }
+    Ok(())
 }
 
 /// Takes back a renewal request the authority did not serve (a local renewal that failed):

@@ -193,7 +193,16 @@ fn finish(
 ) -> Result<(), KeysetError> {
     let mut changed = false;
     match registry.get_mut(&record.name) {
-        Ok(existing) if existing.signing_id == record.signing_id => {
+        // The same keyset, or (a renewal's completion) the keyset whose pending renewal made
+        // the record's new signing key.
+        Ok(existing)
+            if existing.signing_id == record.signing_id
+                || existing
+                    .enrollment
+                    .as_ref()
+                    .and_then(|e| e.renewal.as_ref())
+                    .is_some_and(|r| r.signing_id == record.signing_id) =>
+        {
             if *existing != record {
                 *existing = record;
                 changed = true;

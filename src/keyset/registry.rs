@@ -60,8 +60,9 @@ pub enum RegistryError {
         #[source]
         source: crate::fsguard::Unsafe,
     },
-    /// A completed enrollment whose token part is done could not be put in the registry.
-    #[error("cannot record the completed enrollment in keyset registry {}: {source}; the keys and certificates are on the token, and the next keyward command that opens the registry (for instance `keyward keyset list`) records keyset {keyset:?} as active", .path.display())]
+    /// A completed enrollment or renewal whose token part is done could not be put in the
+    /// registry.
+    #[error("cannot record the completed enrollment in keyset registry {}: {source}; the keys and certificates are on the token, and the next keyward command that opens the registry (for instance `keyward keyset list`) records keyset {keyset:?} as enrolled", .path.display())]
     NotRecorded {
         /// The file.
         path: PathBuf,

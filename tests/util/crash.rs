@@ -82,6 +82,18 @@ impl Fault {
         }
     }
 
+    /// Whether an error line names this fault as its cause: the system's message for the
+    /// error, or SQLite's for it (SQLite reports a failed write of its files in its own
+    /// words).
+    pub fn named_in(self, line: &str) -> bool {
+        let words: &[&str] = match self {
+            Fault::Kill => return true,
+            Fault::Enospc => &["No space left on device", "database or disk is full"],
+            Fault::Eio => &["Input/output error", "disk I/O error"],
+        };
+        words.iter().any(|w| line.contains(w))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::Kill => "SIGKILL",
@@ -120,7 +132,7 @@ pub fn require_strace() {
 }
 
 /// `strace … keyward ARGS` with the bed's environment (see [`TestBed::keyward`]) plus `env`.
-fn straced(
+pub fn straced(
     bed: &TestBed,
     strace_args: &[String],
     args: &[String],
@@ -160,7 +172,7 @@ pub struct Straced {
     pub trace: String,
 }
 
-fn run_straced(mut cmd: Command, trace: &Path) -> Straced {
+pub fn run_straced(mut cmd: Command, trace: &Path) -> Straced {
     let out = cmd.output().expect("run strace");
     Straced {
         status: out.status,
@@ -369,6 +381,9 @@ pub struct Probe {
     pub tokens: Vec<(String, String)>,
     /// Output files (`{dir}/…`) whose existence is part of the state.
     pub outputs: Vec<String>,
+    /// Whether the labels of the initialised tokens (`token list --json`) are part of the
+    /// state: for tokens whose PINs the sweep does not know (their slot IDs vary run to run).
+    pub token_labels: bool,
 }
 
 /// One audit entry: its masked text and whether its outcome is `ok`.
@@ -452,12 +467,39 @@ pub fn view(bed: &TestBed, probe: &Probe, env: &[(String, String)]) -> View {
     for (label, pin) in &probe.tokens {
         parts.insert(format!("token {label}"), token_objects(bed, label, pin));
     }
+    if probe.token_labels {
+        let run = keyward(bed, &["--json", "token", "list"], env);
+        let labels = if run.code == 0 {
+            let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+            let mut labels: Vec<String> = v["slots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["token"]["initialized"] == true)
+                .map(|s| s["token"]["label"].as_str().unwrap_or_default().to_string())
+                .collect();
+            labels.sort();
+            labels.join(", ")
+        } else {
+            format!("error: {}", error_line(bed, &run.stderr))
+        };
+        parts.insert("token labels".to_string(), labels);
+    }
     for out in &probe.outputs {
-        let present = Path::new(&here(out)).exists();
-        parts.insert(
-            format!("output {out}"),
-            if present { "present" } else { "absent" }.to_string(),
-        );
+        let path = here(out);
+        let present = Path::new(&path).exists();
+        let mut what = if present { "present" } else { "absent" }.to_string();
+        // A CSV of issued secrets (one row per user): whose rows it holds, in order, so that a
+        // row issued twice or one the authority never recorded shows.
+        if present && out.ends_with(".csv") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let users: Vec<&str> = text
+                .lines()
+                .map(|l| l.split(',').next().unwrap_or_default())
+                .collect();
+            what = format!("present, rows {users:?}");
+        }
+        parts.insert(format!("output {out}"), what);
     }
     View { parts, log, verify }
 }
@@ -753,4 +795,48 @@ pub fn only_outputs_differ(now: &View, after: &View) -> bool {
 /// `testbeds/test-all.sh`).
 pub fn record_summary(line: &str) {
     crate::util::beds::record_summary("crash-sweep.txt", line);
+}
+
+/// A digest of everything under the bed but its SoftHSM configuration (which names the bed):
+/// every directory and file by its path relative to the bed, its permission bits and, for a
+/// file, its bytes. Two beds with the same digest hold the same state byte for byte, so
+/// keyward run on either does the same.
+pub fn bed_digest(bed: &TestBed) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(root: &Path, dir: &Path, h: &mut Sha256) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if rel == "softhsm2.conf" {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            h.update(rel.as_bytes());
+            h.update([0]);
+            h.update(meta.permissions().mode().to_le_bytes());
+            if meta.is_dir() {
+                h.update(b"d");
+                walk(root, &p, h);
+            } else {
+                h.update(b"f");
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    walk(bed.dir.path(), bed.dir.path(), &mut h);
+    h.finalize().into()
 }

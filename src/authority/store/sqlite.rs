@@ -178,7 +178,7 @@ impl SqliteStore {
     fn configure(&self) -> Result<(), StoreError> {
         self.conn
             .busy_timeout(Duration::from_secs(600))
-            .map_err(|e| err(&self.path, "configure", &e))?;
+            .map_err(self.e("configure"))?;
         // WAL: readers never block the writer; FULL: a commit is on disk when it returns.
         // SQLite answers with the mode it is in: a switch that failed (say, the old journal
         // could not be removed) leaves the old one, which is refused here.
@@ -197,16 +197,46 @@ impl SqliteStore {
                     reason: format!("it stays in journal mode {mode:?} instead of WAL"),
                 })
             }
-            Err(e) => return Err(err(&self.path, "configure", &e)),
+            Err(e) => return Err(self.e("configure")(e)),
         }
         self.conn
             .pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| err(&self.path, "configure", &e))
+            .map_err(self.e("configure"))
     }
 
+    /// A failure of this connection, with the system's reason when SQLite's is only its own
+    /// category ("disk I/O error", "unable to open database file"): ENOSPC and EIO named.
     fn e(&self, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |e| err(&self.path, action, &e)
+        move |e| {
+            let mut out = err(&self.path, action, &e);
+            if let Some(cause) = system_cause(&self.conn, &e) {
+                out.reason = format!("{} ({cause})", out.reason);
+            }
+            out
+        }
     }
+}
+
+/// The system error behind a file-system failure SQLite reports in its own words, if any.
+fn system_cause(conn: &Connection, e: &rusqlite::Error) -> Option<std::io::Error> {
+    use rusqlite::ErrorCode;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return None;
+    };
+    if !matches!(
+        f.code,
+        ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+    ) {
+        return None;
+    }
+    // SAFETY: `handle` is this open connection's own pointer, used on this thread for one
+    // call that only reads the errno SQLite saved from its last failed system call.
+    #[allow(unsafe_code)]
+    let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+    (errno != 0).then(|| std::io::Error::from_raw_os_error(errno))
 }
 
 fn err(path: &Path, action: &'static str, e: &rusqlite::Error) -> StoreError {
