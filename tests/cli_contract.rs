@@ -286,6 +286,10 @@ const STEPS: &[Step] = &[
 /// the schema all the same).
 const ELSEWHERE: &[(&str, &str)] = &[
     (
+        "authority join",
+        "tests/postgres_nodes.rs (a second node on one PostgreSQL database; its document is validated there)",
+    ),
+    (
         "authority serve",
         "tests/est.rs (a node that runs until stopped; its ready document is checked there)",
     ),
@@ -319,47 +323,7 @@ fn def_name(command: &str) -> String {
     format!("cmd_{}", command.replace([' ', '-'], "_"))
 }
 
-/// Validates `docs` (label, document) against the schema with python3-jsonschema; returns
-/// the failures.
-fn validate(docs: &[(String, serde_json::Value)]) -> Vec<String> {
-    let check = r#"
-import json, sys
-try:
-    import jsonschema
-except ImportError:
-    sys.exit("python3-jsonschema is missing: apt-get install python3-jsonschema (testbeds/setup.sh)")
-schema = json.load(open(sys.argv[1]))
-jsonschema.Draft202012Validator.check_schema(schema)
-v = jsonschema.Draft202012Validator(schema)
-for label, doc in json.load(sys.stdin):
-    for e in v.iter_errors(doc):
-        print(f"{label}: {e.message[:400]} at {list(e.absolute_path)}")
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", check, SCHEMA])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 (apt-get install python3 python3-jsonschema)");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(serde_json::to_string(docs).unwrap().as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the schema check did not run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
+use util::schema_errors as validate;
 
 /// The leaf commands the binary has, from its own `--help` (`keyset list`, `enroll`).
 fn commands_of_binary(bed: &util::TestBed) -> BTreeSet<String> {

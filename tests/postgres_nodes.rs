@@ -95,6 +95,7 @@ fn cluster() -> Cluster {
     let joined = bed2
         .run_env(
             &[
+                "--json",
                 "authority",
                 "join",
                 "--dir",
@@ -109,10 +110,11 @@ fn cluster() -> Cluster {
             &[("KEYWARD_PIN", AUTHORITY_PIN)],
         )
         .ok();
-    assert!(
-        format!("{}{}", joined.stdout, joined.stderr).contains("is a node of authority"),
-        "{joined:?}"
-    );
+    let doc = joined.json();
+    assert_eq!(doc["command"], "authority join", "{doc}");
+    assert_eq!(doc["dir"], dir2.as_str(), "{doc}");
+    let invalid = util::schema_errors(&[("authority join".into(), doc)]);
+    assert!(invalid.is_empty(), "{invalid:?}");
     let cert = bed.run(&["authority", "cert", "--dir", &dir1]).ok();
     let bundle = bed.file("authority-cert.pem", cert.stdout.as_bytes());
     Cluster {

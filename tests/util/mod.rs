@@ -892,3 +892,48 @@ impl TestBed {
         Run::from(cmd.output().expect("run keyward"))
     }
 }
+
+/// The JSON Schema of every command's `--json` output.
+pub const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/keyward.schema.json");
+
+/// Validates `docs` (label, document) against the schema with python3-jsonschema; returns
+/// the failures.
+pub fn schema_errors(docs: &[(String, serde_json::Value)]) -> Vec<String> {
+    let check = r#"
+import json, sys
+try:
+    import jsonschema
+except ImportError:
+    sys.exit("python3-jsonschema is missing: apt-get install python3-jsonschema (testbeds/setup.sh)")
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator.check_schema(schema)
+v = jsonschema.Draft202012Validator(schema)
+for label, doc in json.load(sys.stdin):
+    for e in v.iter_errors(doc):
+        print(f"{label}: {e.message[:400]} at {list(e.absolute_path)}")
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", check, SCHEMA_FILE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (apt-get install python3 python3-jsonschema)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(serde_json::to_string(docs).unwrap().as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the schema check did not run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
