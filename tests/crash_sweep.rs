@@ -1195,7 +1195,6 @@ fn crash_keyset_create() {
 // ---- the lifecycle commands (issue 14) ------------------------------------------------------
 
 #[test]
-#[ignore = "local `enroll --renew --authority` is not crash-safe yet: in a sweep of every 2nd point, 36 of 129 SIGKILL points (from the token's part to the registry's rename, and after the authority's commit) left a state the rerun does not finish (a second signing key, the encryption key missing, or a retry naming `enroll --complete REPLY` with no reply kept); run it with `--ignored`"]
 fn crash_enroll_renew_local() {
     let w = world();
     sweep(

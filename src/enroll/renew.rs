@@ -128,6 +128,19 @@ pub fn make_renewal(
     })?;
     let signing_id = ks.session.random(16)?;
     let transport_id = ks.session.random(16)?;
+    // Recorded before the token changes: a renewal stopped between its keys and its request
+    // leaves this entry (no nonce, no public key), which names the keys the next run removes
+    // (see [`is_unfinished_request`]), never keys on the token that nothing names.
+    if let Some(e) = registry.get_mut(&record.name)?.enrollment.as_mut() {
+        e.renewal = Some(PendingRenewal {
+            nonce: String::new(),
+            signing_id: hex(&signing_id),
+            signing_public_key: String::new(),
+            transport_id: hex(&transport_id),
+            requested: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+    }
+    registry.save(&lock)?;
     let result = (|| {
         let (pending, request) = generate_and_sign(
             module,
@@ -146,8 +159,27 @@ pub fn make_renewal(
     })();
     if result.is_err() {
         remove_ids(module, &mut ks, &[&signing_id, &transport_id]);
+        if let Ok(r) = registry.get_mut(&record.name) {
+            if let Some(e) = r.enrollment.as_mut() {
+                e.renewal = None;
+            }
+        }
+        if let Err(e) = registry.save(&lock) {
+            log::error!("could not take the unfinished renewal out of the registry: {e}");
+        }
     }
     result
+}
+
+/// Whether `record`'s pending renewal is one whose request was never finished (stopped
+/// between recording its key ids and writing its request): nothing was sent, so it is taken
+/// back (its keys removed) before a new renewal.
+pub fn is_unfinished_request(record: &KeysetRecord) -> bool {
+    record
+        .enrollment
+        .as_ref()
+        .and_then(|e| e.renewal.as_ref())
+        .is_some_and(|r| r.nonce.is_empty())
 }
 
 fn remove_ids(module: &Module, ks: &mut KeysetSession, ids: &[&[u8]]) {
