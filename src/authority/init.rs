@@ -350,6 +350,7 @@ fn write_state(
     );
     a.audit("operator", "init", &config.name, "ok", &detail);
     a.commit(module, session, pin)?;
+    a.checkpoint_store()?;
     drop(a);
     // The database file alone, its log moved in: what the rename below puts in place.
     SqliteStore::checkpoint_file(&tmp)?;

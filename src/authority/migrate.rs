@@ -92,6 +92,7 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
         ),
     );
     a.commit(ch.module, &mut session, ch.pin)?;
+    a.checkpoint_store()?;
     drop(a);
     // The file alone, its log moved in and checked (a failure on close goes unreported).
     super::store::sqlite::SqliteStore::checkpoint_file(&tmp)?;

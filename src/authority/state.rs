@@ -176,6 +176,12 @@ impl Drop for AuthorityDir {
 }
 
 impl AuthorityDir {
+    /// Moves the store's write-ahead log into its file, checked (before the directory is
+    /// closed and its file renamed into place).
+    pub fn checkpoint_store(&mut self) -> Result<(), AuthorityError> {
+        Ok(self.store.checkpoint()?)
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir

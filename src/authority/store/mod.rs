@@ -93,4 +93,9 @@ pub trait Store {
     fn shared(&self) -> bool {
         false
     }
+    /// Moves what the store keeps beside its file into it (SQLite's write-ahead log), checked
+    /// on this connection so that a failure names its cause (a close does it silently).
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

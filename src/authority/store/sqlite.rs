@@ -126,23 +126,33 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| err(path, "open", &e))?;
+        // SQLite's own words, with the system's reason when it has one (ENOSPC, EIO).
+        let fail = |action: &'static str, e: rusqlite::Error| {
+            let mut out = err(path, action, &e);
+            if let Some(cause) = system_cause(&conn, &e) {
+                out.reason = format!("{} ({cause})", out.reason);
+            }
+            out
+        };
         // The mode the file itself records (a switch whose header write or journal removal
         // failed can leave the old one).
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|e| err(path, "read the journal mode of", &e))?;
+            .map_err(|e| fail("read the journal mode of", e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError {
                 location: path.display().to_string(),
                 action: "configure",
-                reason: format!("it is in journal mode {mode:?} instead of WAL"),
+                reason: format!(
+                    "it is in journal mode {mode:?} instead of WAL: a write to it failed (is the disk full or failing?); nothing was put in place"
+                ),
             });
         }
         let (busy, log, done): (i64, i64, i64) = conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
-            .map_err(|e| err(path, "checkpoint", &e))?;
+            .map_err(|e| fail("checkpoint", e))?;
         if busy != 0 || log != done {
             return Err(StoreError {
                 location: path.display().to_string(),
@@ -426,5 +436,25 @@ impl Store for SqliteStore {
             })
             .optional()
             .map_err(self.e("read"))
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        // Called once the command has committed, just before the connection closes: a
+        // transaction still open holds nothing to keep (closing would roll it back too).
+        self.rollback()?;
+        let (busy, log, done): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(self.e("checkpoint"))?;
+        if busy != 0 || log != done {
+            return Err(StoreError {
+                location: self.path.display().to_string(),
+                action: "checkpoint",
+                reason: format!("{done} of {log} log frames copied (busy: {busy})"),
+            });
+        }
+        Ok(())
     }
 }
