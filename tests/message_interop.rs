@@ -591,18 +591,29 @@ fn gpgsm_reads_keyward_messages_and_keyward_reads_gpgsm_messages() {
         .expect("a fingerprint")
         .trim()
         .replace(':', "");
+    // Alice's signing certificate by its fingerprint: her encryption certificate names the
+    // same address, and which of the two `-u alice@example.org` picks is not fixed.
+    let alice_sig = bed.file(
+        "alice-sig.pem",
+        Keyset::of(&bed, ALICE).signing_pem().as_bytes(),
+    );
+    let alice_fpr: String = openssl(
+        &bed,
+        &format!("x509 -in {alice_sig} -noout -fingerprint -sha1"),
+    )
+    .ok()
+    .stdout
+    .split('=')
+    .nth(1)
+    .expect("a fingerprint")
+    .trim()
+    .replace(':', "");
+    let alice_fpr = format!("0x{alice_fpr}");
     let signed = p(&bed, "gpgsm.signed");
     gpgsm(
         &bed,
         home,
-        &[
-            "-u",
-            "alice@example.org",
-            "--output",
-            &signed,
-            "--sign",
-            &input,
-        ],
+        &["-u", &alice_fpr, "--output", &signed, "--sign", &input],
     )
     .ok();
     let gmsg = p(&bed, "gpgsm.p7m");

@@ -166,17 +166,26 @@ impl PublicKey {
 
 /// An RSA signature as exactly the modulus' length, the form the `rsa` crate checks.
 ///
-/// PKCS#1 says a signature is an octet string as long as the modulus, but some signers
-/// (GnuPG's `gpgsm`, which keeps the value as an integer) drop its leading zero bytes, once in
-/// 256 signatures. The value is the same integer, so it is padded back; a longer one is left
-/// as it is and fails.
+/// PKCS#1 says a signature is an octet string as long as the modulus, but GnuPG's `gpgsm`
+/// keeps the value as an integer: it drops leading zero bytes (once in 256 signatures) and
+/// puts a zero byte in front when the top bit is set (often). The value is the same integer,
+/// so it is brought back to the modulus' length; any other length is left as it is and fails.
 pub fn rsa_signature_at_full_length<'a>(
     key: &rsa::RsaPublicKey,
     signature: &'a [u8],
 ) -> std::borrow::Cow<'a, [u8]> {
     use rsa::traits::PublicKeyParts;
     let k = key.size();
-    if signature.len() >= k {
+    if signature.len() > k {
+        // A leading zero byte added to keep the integer positive (GnuPG writes the value
+        // as a signed integer when its top bit is set): the same value, one byte shorter.
+        let extra = signature.len() - k;
+        if signature[..extra].iter().all(|b| *b == 0) {
+            return std::borrow::Cow::Borrowed(&signature[extra..]);
+        }
+        return std::borrow::Cow::Borrowed(signature);
+    }
+    if signature.len() == k {
         return std::borrow::Cow::Borrowed(signature);
     }
     let mut full = vec![0u8; k - signature.len()];
@@ -215,6 +224,10 @@ mod tests {
         let short = &signature[1..];
         key.verify(&message, &signature).expect("full length");
         key.verify(&message, short).expect("leading zero dropped");
+        let mut long = vec![0u8];
+        long.extend_from_slice(&signature);
+        key.verify(&message, &long)
+            .expect("a zero byte put in front");
         let mut bad = short.to_vec();
         bad[10] ^= 1;
         assert!(key.verify(&message, &bad).is_err());
