@@ -744,6 +744,9 @@ fn nss_and_gpgsm_see_a_revocation_at_the_http_distribution_point() {
     );
     assert_eq!(home.cached_crls(), 1, "dirmngr fetched no CRL");
 
+    // The revocation a second after the "before" message at least (NSS compares the signing
+    // time with the revocation time, both in whole seconds).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     a.authority("revoke", &["alice", "--reason", "keyCompromise"])
         .ok();
     a.authority("crl", &["-o", &served, "--der"]).ok();
