@@ -441,15 +441,7 @@ fn issue_everything(
 ) -> Result<Made, AuthorityError> {
     let body = &req.body;
     let user = a.user(&body.user)?.clone();
-    let archive_id = unhex_id(&a.config.archive_key_id)
-        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-    let archive_key = session
-        .find_object(ObjectKindFilter::SecretKey, &archive_id)?
-        .ok_or_else(|| {
-            AuthorityError::BadRequest(
-                "the authority's archive key is missing from its token".into(),
-            )
-        })?;
+    let archive_key = archive_key(a, session)?;
 
     // The user's new encryption key: session objects, extractable only so it can be wrapped.
     let enc_id = session.random(16)?;
@@ -655,6 +647,22 @@ fn rewrap_archived(
 
 /// Records the archive entry, the issued certificates, the reply and the spent temporary key
 /// with the audit entry in one transaction; then writes the reply file.
+/// The authority's current archive key on its token.
+pub(crate) fn archive_key(
+    a: &AuthorityDir,
+    session: &TokenSession,
+) -> Result<ObjectRef, AuthorityError> {
+    let archive_id = unhex_id(&a.config.archive_key_id)
+        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    session
+        .find_object(ObjectKindFilter::SecretKey, &archive_id)?
+        .ok_or_else(|| {
+            AuthorityError::BadRequest(
+                "the authority's archive key is missing from its token".into(),
+            )
+        })
+}
+
 fn commit(
     a: &mut AuthorityDir,
     module: &Module,

@@ -36,7 +36,7 @@ use crate::authority::x509::{self, CertParams, CertProfile};
 use crate::authority::AuthorityError;
 use crate::keyset::ops::unhex_id;
 use crate::keyset::PublicKey;
-use crate::token::{DecryptionPair, OaepHash, ObjectKindFilter, TokenSession};
+use crate::token::{DecryptionPair, OaepHash, TokenSession};
 
 /// The record kind of an EST enrollment in progress or done (keyed and owned by the user).
 pub const EST_KIND: &str = "est";
@@ -443,15 +443,7 @@ fn make_encryption_key(
     csr: &CheckedCsr,
 ) -> Result<MadeKey, AuthorityError> {
     let mech = crate::enroll::delivery::authority_wrap(session, ch.module)?;
-    let archive_id = unhex_id(&a.config.archive_key_id)
-        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-    let archive_key = session
-        .find_object(ObjectKindFilter::SecretKey, &archive_id)?
-        .ok_or_else(|| {
-            AuthorityError::BadRequest(
-                "the authority's archive key is missing from its token".into(),
-            )
-        })?;
+    let archive_key = crate::authority::process::archive_key(a, session)?;
     let enc_id = session.random(16)?;
     let (enc_public, enc_private) = session.generate_decryption_pair(&DecryptionPair {
         id: &enc_id,
