@@ -196,10 +196,19 @@ pub(super) fn local_files(
     home: &Path,
     name: &KeysetName,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (replies, stem) = replies_and_stem(home, name.as_str());
+    (
+        replies.join(format!("{stem}.request")),
+        replies.join(format!("{stem}.reply")),
+    )
+}
+
+/// `KEYWARD_HOME/replies` (its leftover temporary files removed) and the file-name stem of
+/// keyset `name` there: its letters, digits, `-` and `_`, anything else as `_`.
+pub(super) fn replies_and_stem(home: &Path, name: &str) -> (std::path::PathBuf, String) {
     let replies = home.join("replies");
     crate::authority::state::clean_temp_files(&replies);
-    let stem: String = name
-        .as_str()
+    let stem = name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_".contains(c) {
@@ -209,10 +218,7 @@ pub(super) fn local_files(
             }
         })
         .collect();
-    (
-        replies.join(format!("{stem}.request")),
-        replies.join(format!("{stem}.reply")),
-    )
+    (replies, stem)
 }
 
 pub(super) fn remove_local_files(home: &Path, name: &KeysetName) {

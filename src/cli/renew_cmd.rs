@@ -124,18 +124,7 @@ fn local_files(home: &Path, keyset: &str) -> (PathBuf, PathBuf) {
 /// The request, the reply and the marker that says a local renewal of `keyset` is under way
 /// (written before its request is made, removed last).
 fn local_paths(home: &Path, keyset: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let replies = home.join("replies");
-    crate::authority::state::clean_temp_files(&replies);
-    let stem: String = keyset
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let (replies, stem) = super::enroll_cmd::replies_and_stem(home, keyset);
     (
         replies.join(format!("{stem}.renewal.request")),
         replies.join(format!("{stem}.renewal.reply")),
