@@ -282,7 +282,7 @@ fn db_location(
         Some(p) => Some(std::path::absolute(p).map_err(|e| AuthorityError::Io {
             action: "use",
             path: p.clone(),
-            reason: e.to_string(),
+            source: e,
         })?),
         None => None,
     };

@@ -47,12 +47,13 @@ pub enum MessageError {
     #[error("{0}")]
     Content(String),
     /// Reading the input or writing the output failed.
-    #[error("could not {action}: {reason}")]
+    #[error("could not {action}: {source}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// The system's error.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The signer is not trusted.
     #[error("the message's signer {signer} {why}; the content was not written")]

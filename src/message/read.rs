@@ -165,7 +165,7 @@ fn parse_error(e: std::io::Error) -> MessageError {
         ErrorKind::InvalidData => cms::CmsError::Corrupted(e.to_string()).into(),
         _ => MessageError::Io {
             action: "read the message",
-            reason: e.to_string(),
+            source: e,
         },
     }
 }
@@ -459,7 +459,7 @@ fn io_write(e: std::io::Error) -> MessageError {
         ErrorKind::InvalidData => cms::CmsError::Corrupted(e.to_string()).into(),
         _ => MessageError::Io {
             action: "write the content",
-            reason: e.to_string(),
+            source: e,
         },
     }
 }

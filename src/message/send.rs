@@ -74,7 +74,7 @@ impl TokenSigner<'_, '_> {
         if let Some(pending) = self.pending.take() {
             let token = pending.join().map_err(|_| MessageError::Io {
                 action: "open the token",
-                reason: "the thread opening the token panicked".into(),
+                source: std::io::Error::other("the thread opening the token panicked"),
             })??;
             self.token = Some(token);
         }
@@ -91,15 +91,14 @@ impl ContentSigner for TokenSigner<'_, '_> {
         self.algorithm.clone()
     }
 
-    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, String> {
+    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
         let token = self
             .token
             .as_mut()
             .ok_or("the token was not ready before the signature (a bug in keyward)")?;
-        token
+        Ok(token
             .session
-            .sign_bytes(&token.module, self.record, signed_attrs_der)
-            .map_err(|e| e.to_string())
+            .sign_bytes(&token.module, self.record, signed_attrs_der)?)
     }
 }
 
@@ -309,10 +308,7 @@ struct Parts<'a, 'r> {
 }
 
 fn io_error(action: &'static str, e: std::io::Error) -> MessageError {
-    MessageError::Io {
-        action,
-        reason: e.to_string(),
-    }
+    MessageError::Io { action, source: e }
 }
 
 /// Counts what passes through.
@@ -342,8 +338,8 @@ fn write_enveloped<W: Write>(
     let w = |e: std::io::Error| io_error("write the message", e);
     let mut cek = Zeroizing::new([0u8; 32]);
     let mut iv = [0u8; 16];
-    getrandom::getrandom(cek.as_mut_slice()).map_err(|e| cms::CmsError::Random(e.to_string()))?;
-    getrandom::getrandom(&mut iv).map_err(|e| cms::CmsError::Random(e.to_string()))?;
+    getrandom::getrandom(cek.as_mut_slice()).map_err(cms::CmsError::Random)?;
+    getrandom::getrandom(&mut iv).map_err(cms::CmsError::Random)?;
     let mut infos = Vec::new();
     let mut seen = Vec::new();
     for r in p.recipients {

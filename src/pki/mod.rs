@@ -5,3 +5,8 @@
 pub mod cms;
 pub mod smime;
 pub mod x509;
+
+/// Why a signer (a key on a token) could not sign: the signer's own error, kept as the
+/// source of [`x509::X509Error::Signer`] and [`cms::CmsError::Signer`] so that `-v` finds the
+/// PKCS#11 call behind it by walking the chain.
+pub type SignError = Box<dyn std::error::Error + Send + Sync + 'static>;

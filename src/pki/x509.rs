@@ -47,7 +47,7 @@ pub trait TbsSigner {
     /// The signature algorithm, as it goes into the certificate (see [`rsa_sha256_algorithm`], [`ecdsa_p256_sha256_algorithm`]).
     fn algorithm(&self) -> AlgorithmIdentifierOwned;
     /// Signs `tbs_der` with the issuer's private key; the error says what the token refused.
-    fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, String>;
+    fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, super::SignError>;
 }
 
 /// What went wrong building, reading or checking a certificate or CRL.
@@ -118,11 +118,22 @@ pub enum X509Error {
     /// The issuing certificate may not sign certificates or CRLs.
     #[error("the issuer certificate {0} is not a CA that may sign certificates and CRLs; issue with the authority's CA certificate")]
     IssuerNotCa(String),
-    /// The token refused to sign.
+    /// The token refused to sign; the token's error is the source.
     #[error(
-        "the token could not sign: {0}; check that the token is present and logged in, then retry"
+        "the token could not sign: {source}; check that the token is present and logged in, then retry"
     )]
-    Signer(String),
+    Signer {
+        /// The signer's error (the token layer's, with the PKCS#11 call).
+        source: super::SignError,
+    },
+    /// The token signed, but what it returned is not a signature of the expected form.
+    #[error("the token returned a {len}-byte signature that is not {form}; check that the token holds the issuer's key and supports its mechanism")]
+    MalformedSignature {
+        /// The form expected.
+        form: String,
+        /// The length returned.
+        len: usize,
+    },
     /// The token signed, but not with the issuer certificate's key.
     #[error("the token's signature does not verify with the issuer certificate's key; check that the token holds the key of this CA certificate")]
     SignerKeyMismatch,
@@ -392,12 +403,11 @@ pub fn ecdsa_p256_sha256_algorithm() -> AlgorithmIdentifierOwned {
 
 /// Converts a raw P-256 ECDSA signature (`r || s`, 64 bytes, as PKCS#11 returns it) to DER.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, X509Error> {
-    let sig = p256::ecdsa::Signature::from_slice(raw).map_err(|_| {
-        X509Error::Signer(format!(
-            "it returned a {}-byte ECDSA signature, not a P-256 r || s of 64 bytes",
-            raw.len()
-        ))
-    })?;
+    let sig =
+        p256::ecdsa::Signature::from_slice(raw).map_err(|_| X509Error::MalformedSignature {
+            form: "a P-256 ECDSA signature (r || s, 64 bytes)".into(),
+            len: raw.len(),
+        })?;
     Ok(sig.to_der().as_bytes().to_vec())
 }
 
@@ -908,15 +918,20 @@ fn sign_checked(
     issuer_spki: &SubjectPublicKeyInfoOwned,
     signer: &mut dyn TbsSigner,
 ) -> Result<BitString, X509Error> {
-    let sig = signer.sign_tbs(tbs_der).map_err(X509Error::Signer)?;
+    let sig = signer
+        .sign_tbs(tbs_der)
+        .map_err(|source| X509Error::Signer { source })?;
     let bits = BitString::from_bytes(&sig).map_err(encode_err("signature"))?;
     match check_signature(issuer_spki, alg, tbs_der, &bits)? {
         SigCheck::Valid => Ok(bits),
         SigCheck::Invalid => Err(X509Error::SignerKeyMismatch),
-        SigCheck::Malformed => Err(X509Error::Signer(format!(
-            "it returned a signature that is not a {} signature as X.509 carries it",
-            signature_kind(alg)?.name()
-        ))),
+        SigCheck::Malformed => Err(X509Error::MalformedSignature {
+            form: format!(
+                "a {} signature as X.509 carries it",
+                signature_kind(alg)?.name()
+            ),
+            len: sig.len(),
+        }),
     }
 }
 
@@ -1273,7 +1288,7 @@ mod tests {
                 TestSigner::P256(_) => ecdsa_p256_sha256_algorithm(),
             }
         }
-        fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, String> {
+        fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
             Ok(match self {
                 TestSigner::Rsa(k) => k.sign(tbs_der).to_vec(),
                 TestSigner::P256(k) => {
@@ -1295,9 +1310,9 @@ mod tests {
         fn algorithm(&self) -> AlgorithmIdentifierOwned {
             self.alg.clone()
         }
-        fn sign_tbs(&mut self, _tbs_der: &[u8]) -> Result<Vec<u8>, String> {
+        fn sign_tbs(&mut self, _tbs_der: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
             self.calls += 1;
-            self.answer.clone()
+            self.answer.clone().map_err(Into::into)
         }
     }
 
@@ -1766,6 +1781,8 @@ mod tests {
         };
         let err = issue(&ca, &p, &mut failing).unwrap_err();
         assert!(err.to_string().contains("CKR_USER_NOT_LOGGED_IN"), "{err}");
+        let cause = std::error::Error::source(&err).expect("the token's error is kept");
+        assert_eq!(cause.to_string(), "CKR_USER_NOT_LOGGED_IN");
         // An EC algorithm for an RSA CA is refused before the token is asked.
         let mut ec = FixedSigner {
             alg: ecdsa_p256_sha256_algorithm(),
@@ -1803,18 +1820,21 @@ mod tests {
             fn algorithm(&self) -> AlgorithmIdentifierOwned {
                 ecdsa_p256_sha256_algorithm()
             }
-            fn sign_tbs(&mut self, tbs: &[u8]) -> Result<Vec<u8>, String> {
+            fn sign_tbs(&mut self, tbs: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
                 let sig: p256::ecdsa::Signature = self.0.sign(tbs);
                 let raw = sig.to_bytes().to_vec();
                 if self.1 {
-                    ecdsa_raw_to_der(&raw).map_err(|e| e.to_string())
+                    ecdsa_raw_to_der(&raw).map_err(Into::into)
                 } else {
                     Ok(raw)
                 }
             }
         }
         let err = self_signed_ca(&p_ca, &mut Raw(key.clone(), false)).unwrap_err();
-        assert!(matches!(err, X509Error::Signer(_)), "{err}");
+        assert!(
+            matches!(err, X509Error::MalformedSignature { len: 64, .. }),
+            "{err}"
+        );
         let ec_ca = self_signed_ca(&p_ca, &mut Raw(key, true)).unwrap();
         verify_issued_by(&ec_ca, &ec_ca).unwrap();
         assert!(ecdsa_raw_to_der(&[0; 10]).is_err());
