@@ -186,6 +186,16 @@ mod tests {
             Error::Keyset(KeysetError::Token(wrong_pin())),
             Error::Enroll(EnrollError::Keyset(KeysetError::Token(wrong_pin()))),
             Error::Message(MessageError::Keyset(KeysetError::Token(wrong_pin()))),
+            // The CA signer (certificates, CRLs) and the CMS signer (messages) keep the
+            // token's error as their source.
+            Error::Authority(crate::authority::AuthorityError::X509(
+                crate::pki::x509::X509Error::Signer {
+                    source: Box::new(wrong_pin()),
+                },
+            )),
+            Error::Message(MessageError::Cms(crate::pki::cms::CmsError::Signer {
+                source: Box::new(KeysetError::Token(wrong_pin())),
+            })),
         ];
         for e in deep {
             let call = e.call().unwrap_or_else(|| panic!("no call in {e:?}"));

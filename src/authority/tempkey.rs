@@ -103,9 +103,15 @@ pub enum TempKeyError {
     /// A stored hash cannot be read.
     #[error("the stored temporary-key hash is damaged ({0}); issue a new temporary key")]
     DamagedHash(String),
-    /// A stored record cannot be read.
-    #[error("the temporary-key record is damaged ({0}); issue a new temporary key")]
-    DamagedRecord(String),
+    /// A stored expiry time does not parse.
+    #[error("the temporary-key record is damaged (expiry {value:?}: {source}); issue a new temporary key")]
+    DamagedExpiry {
+        /// The stored text.
+        value: String,
+        /// The parser's error.
+        #[source]
+        source: humantime::TimestampError,
+    },
     /// A lifetime that cannot be read or is out of range.
     #[error("{0}")]
     Lifetime(String),
@@ -380,8 +386,12 @@ impl TempKeyRecord {
         if self.spent {
             return Ok(TempKeyCheck::Spent);
         }
-        let expires = humantime::parse_rfc3339_weak(&self.expires)
-            .map_err(|e| TempKeyError::DamagedRecord(format!("expiry {:?}: {e}", self.expires)))?;
+        let expires = humantime::parse_rfc3339_weak(&self.expires).map_err(|source| {
+            TempKeyError::DamagedExpiry {
+                value: self.expires.clone(),
+                source,
+            }
+        })?;
         if now >= expires {
             return Ok(TempKeyCheck::Expired {
                 at: self.expires.clone(),
@@ -779,7 +789,7 @@ mod tests {
         bad.expires = "next tuesday".into();
         assert!(matches!(
             bad.check(&key, now),
-            Err(TempKeyError::DamagedRecord(_))
+            Err(TempKeyError::DamagedExpiry { .. })
         ));
         // Locked records are not hashed: a damaged hash goes unnoticed until then.
         let mut locked = TempKeyRecord {

@@ -43,6 +43,15 @@ pub enum MessageError {
         /// What is wrong.
         why: String,
     },
+    /// A recipient's certificate does not check (expired, key does not decode).
+    #[error("recipient {who}: {source}")]
+    RecipientCertificate {
+        /// The recipient as given.
+        who: String,
+        /// The certificate's or key's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The content cannot be sent as asked.
     #[error("{0}")]
     Content(String),

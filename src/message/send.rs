@@ -167,7 +167,12 @@ pub fn check_recipient(who: &str, cert: &Certificate) -> Result<(), MessageError
         who: who.to_string(),
         why,
     };
-    x509::check_validity(cert, SystemTime::now()).map_err(|e| err(e.to_string()))?;
+    let unusable =
+        |source: Box<dyn std::error::Error + Send + Sync>| MessageError::RecipientCertificate {
+            who: who.to_string(),
+            source,
+        };
+    x509::check_validity(cert, SystemTime::now()).map_err(|e| unusable(e.into()))?;
     let for_encryption = match cert.tbs_certificate.get::<KeyUsage>() {
         Ok(Some((_, ku))) => ku.0.contains(KeyUsages::KeyEncipherment),
         Ok(None) => true,
@@ -180,7 +185,7 @@ pub fn check_recipient(who: &str, cert: &Certificate) -> Result<(), MessageError
             describe(cert)
         )));
     }
-    let key = PublicKey::from_spki_der(&x509::spki_der_of(cert)).map_err(|e| err(e.to_string()))?;
+    let key = PublicKey::from_spki_der(&x509::spki_der_of(cert)).map_err(|e| unusable(e.into()))?;
     if key.rsa_parts().is_none() {
         return Err(err(
             "the certificate's key is not RSA; only RSA keys can receive messages".into(),

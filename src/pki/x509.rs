@@ -103,7 +103,16 @@ pub enum X509Error {
     #[error(
         "unusable public key ({0}); use an RSA or P-256 key exported as a DER SubjectPublicKeyInfo"
     )]
-    InvalidPublicKey(String),
+    InvalidPublicKey(&'static str),
+    /// The public key's algorithm is neither RSA nor EC.
+    #[error("unusable public key (key algorithm {0} is neither RSA nor EC); use an RSA or P-256 key exported as a DER SubjectPublicKeyInfo")]
+    KeyAlgorithm(ObjectIdentifier),
+    /// The public key does not decode.
+    #[error("unusable public key ({source}); use an RSA or P-256 key exported as a DER SubjectPublicKeyInfo")]
+    BadPublicKey {
+        /// The decoder's error.
+        source: super::SignError,
+    },
     /// The signature algorithm is not one this module supports.
     #[error("unsupported signature algorithm {0}; use RSA PKCS#1 v1.5 with SHA-256 or ECDSA P-256 with SHA-256")]
     UnsupportedAlgorithm(String),
@@ -827,7 +836,7 @@ fn check_period(start: SystemTime, end: SystemTime) -> Result<(), X509Error> {
 
 fn parse_spki(der: &[u8]) -> Result<SubjectPublicKeyInfoOwned, X509Error> {
     let spki = SubjectPublicKeyInfoOwned::from_der(der)
-        .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
+        .map_err(|e| X509Error::BadPublicKey { source: e.into() })?;
     key_kind(&spki)?;
     Ok(spki)
 }
@@ -846,13 +855,10 @@ fn key_kind(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, X509Error> {
             return Ok(KeyKind::P256);
         }
         return Err(X509Error::InvalidPublicKey(
-            "an EC key on a curve other than P-256".to_owned(),
+            "an EC key on a curve other than P-256",
         ));
     }
-    Err(X509Error::InvalidPublicKey(format!(
-        "key algorithm {} is neither RSA nor EC",
-        alg.oid
-    )))
+    Err(X509Error::KeyAlgorithm(alg.oid))
 }
 
 fn signature_kind(alg: &AlgorithmIdentifierOwned) -> Result<KeyKind, X509Error> {
@@ -897,9 +903,9 @@ fn check_signature(
     };
     let spki_der = spki
         .to_der()
-        .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
+        .map_err(|e| X509Error::BadPublicKey { source: e.into() })?;
     let key = crate::keyset::PublicKey::from_spki_der(&spki_der)
-        .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
+        .map_err(|e| X509Error::BadPublicKey { source: e.into() })?;
     if !key.is_signature_well_formed(sig) {
         return Ok(SigCheck::Malformed);
     }
@@ -1876,7 +1882,7 @@ mod tests {
         );
         assert!(matches!(
             issue(&ca, &p, &mut signer),
-            Err(X509Error::InvalidPublicKey(_))
+            Err(X509Error::BadPublicKey { .. })
         ));
         // self_signed_ca wants the CA profile; issue wants a CA issuer.
         let p = params(&subject, &spki, &serial, CertProfile::UserSigning, None);
