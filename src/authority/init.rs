@@ -14,8 +14,8 @@ use super::store::sqlite::{SqliteStore, DB_FILE};
 use super::store::Store;
 use super::AuthorityError;
 use crate::keyset::csr::parse_subject;
-use crate::keyset::PublicKey;
 use crate::pki::x509::{self, CertParams, CertProfile};
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{
     DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, OaepHash, PinRole, Token,

@@ -23,7 +23,6 @@ pub mod store;
 pub mod tempkey;
 pub mod tokenstate;
 pub mod users;
-pub use crate::pki::x509;
 
 use std::path::PathBuf;
 
@@ -45,7 +44,7 @@ pub enum AuthorityError {
     Parse(#[from] ConfigError),
     /// Certificates and CRLs.
     #[error("{0}")]
-    X509(#[from] x509::X509Error),
+    X509(#[from] crate::pki::x509::X509Error),
     /// The audit log.
     #[error("{0}")]
     Audit(#[from] audit::AuditError),
@@ -57,7 +56,7 @@ pub enum AuthorityError {
     Wire(#[from] crate::enroll::wire::WireError),
     /// Keys and signatures.
     #[error("{0}")]
-    Key(#[from] crate::keyset::pubkey::KeyError),
+    Key(#[from] crate::pki::key::KeyError),
     /// The directory holds no authority.
     #[error("{} is not an authority directory (no authority.db); create one with `keyward authority init --dir DIR --token URI`", .dir.display())]
     NotAnAuthority {

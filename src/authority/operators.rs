@@ -14,8 +14,8 @@ use super::state::{self, kind, AuthorityDir};
 use super::AuthorityError;
 use crate::keyset::csr::parse_subject;
 use crate::keyset::ops::unhex_id;
-use crate::keyset::PublicKey;
 use crate::pki::x509::{self, CertParams, CertProfile};
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{KeySpec, KeyTemplate, LoginPolicy, Module, PinRole, Token, TokenSession};
 

@@ -16,8 +16,8 @@ use super::users::state_error;
 use super::AuthorityError;
 use crate::enroll::delivery::Delivery;
 use crate::enroll::wire::{self, ReplyBody, ReplyKey, REPLY_SIGNATURE_ALGORITHM};
-use crate::keyset::PublicKey;
 use crate::pki::x509::{self, CertParams, CertProfile, TbsSigner};
+use crate::pki::PublicKey;
 use crate::token::{
     DecryptionPair, Module, OaepHash, ObjectKindFilter, ObjectRef, Rfc5649Mechanism, TokenSession,
     UnwrapTemplate,
@@ -47,7 +47,7 @@ pub struct Processed {
     pub reply: PathBuf,
 }
 
-pub use crate::enroll::wire::VerifiedRequest;
+use crate::enroll::wire::VerifiedRequest;
 
 /// Parses a request file and checks both signatures ([`wire::read_request`]).
 pub fn read_request(path: &Path) -> Result<VerifiedRequest, AuthorityError> {
@@ -538,7 +538,7 @@ fn issue_everything(
         "keyward enrollment reply",
         &reply,
         REPLY_SIGNATURE_ALGORITHM,
-        &mut |bytes: &[u8]| signer.sign_tbs(bytes).map_err(Into::into),
+        &mut |bytes: &[u8]| signer.sign_tbs(bytes),
     )?;
     Ok(Made {
         reply_bytes,

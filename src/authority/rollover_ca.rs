@@ -25,9 +25,9 @@ use super::init::{open_vouched, Change};
 use super::records::PreviousCa;
 use super::signer::CaSigner;
 use super::state::{self, now_rfc3339, tampered, AuthorityDir, NEW_CA_KEY};
-use super::x509::{self, CertParams, CertProfile, IssuingPolicy};
 use super::AuthorityError;
-use crate::keyset::PublicKey;
+use crate::pki::x509::{self, CertParams, CertProfile, IssuingPolicy};
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{KeySpec, KeyTemplate, Module, TokenSession};
 

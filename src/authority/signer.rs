@@ -3,7 +3,7 @@
 use secrecy::SecretString;
 use spki::AlgorithmIdentifierOwned;
 
-use crate::keyset::pubkey::SHA256_WITH_RSA;
+use crate::pki::key::SHA256_WITH_RSA;
 use crate::pki::x509::TbsSigner;
 use crate::pki::SignError;
 use crate::token::{KeyRef, Module, TokenSession};
@@ -35,5 +35,3 @@ impl TbsSigner for CaSigner<'_> {
             .sign(self.module, &self.key, &mut reader, self.pin)?)
     }
 }
-
-pub use crate::enroll::wire::REPLY_SIGNATURE_ALGORITHM;

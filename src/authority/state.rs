@@ -25,7 +25,7 @@ use super::store::postgres::{PgStore, StoreFile, STORE_FILE};
 use super::store::sqlite::{SqliteStore, DB_FILE};
 use super::store::{AuditRow, Row, Store};
 use super::AuthorityError;
-use crate::keyset::PublicKey;
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{Module, TokenSession};
 
@@ -885,7 +885,7 @@ impl AuthorityDir {
 
     /// The CA certificate (first of the configuration's bundle).
     pub fn ca_certificate(&self) -> Result<x509_cert::Certificate, AuthorityError> {
-        super::x509::certs_from_pem(&self.config.ca_pem)?
+        crate::pki::x509::certs_from_pem(&self.config.ca_pem)?
             .into_iter()
             .next()
             .ok_or_else(|| tampered("the configuration holds no CA certificate"))
@@ -897,7 +897,7 @@ impl AuthorityDir {
         let mut out = vec![self.ca_certificate()?];
         for p in self.config.previous_cas.iter().rev() {
             out.extend(
-                super::x509::certs_from_pem(&p.cert_pem)?
+                crate::pki::x509::certs_from_pem(&p.cert_pem)?
                     .into_iter()
                     .take(1),
             );
@@ -1134,7 +1134,7 @@ fn check_entry_hash(e: &AuditEntry) -> Result<(), AuthorityError> {
 /// The CA's public key from a PEM bundle whose first certificate is the CA's.
 pub fn ca_key_of(pem: &str) -> Result<PublicKey, AuthorityError> {
     use der::Encode;
-    let ca = super::x509::certs_from_pem(pem)?
+    let ca = crate::pki::x509::certs_from_pem(pem)?
         .into_iter()
         .next()
         .ok_or_else(|| AuthorityError::BadRequest("no CA certificate in the bundle".into()))?;

@@ -20,8 +20,9 @@ use crate::keyset::registry::{
     EncryptionKey, Enrollment, KeyAlgorithm, KeysetRecord, KeysetState, PreparedSave, Registry,
     RegistryError, RegistryLock, Security,
 };
-use crate::keyset::{KeysetName, KeysetSession, PublicKey};
+use crate::keyset::{KeysetName, KeysetSession};
 use crate::pki::x509::{self, X509Error};
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{
     Capabilities, CertObject, DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter,

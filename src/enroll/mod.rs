@@ -93,6 +93,6 @@ macro_rules! keyset_from {
 }
 keyset_from!(
     crate::keyset::RegistryError,
-    crate::keyset::pubkey::KeyError,
+    crate::pki::key::KeyError,
     crate::keyset::csr::CsrError
 );

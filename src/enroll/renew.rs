@@ -20,8 +20,9 @@ use crate::keyset::registry::{
     EncryptionKey, KeysetRecord, KeysetState, PastSigning, PendingRenewal, PreparedSave, Registry,
     RegistryError, RegistryLock,
 };
-use crate::keyset::{KeysetError, KeysetSession, PublicKey};
+use crate::keyset::{KeysetError, KeysetSession};
 use crate::pki::x509;
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{DecryptionPair, LoginPolicy, Module, OaepHash};
 

@@ -8,7 +8,7 @@ use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 
-use super::pubkey::PublicKey;
+use crate::pki::key::PublicKey;
 
 /// Errors building a request.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum CsrError {
     Encode(#[source] der::Error),
     /// The public key cannot be encoded.
     #[error("cannot encode the request: {0}")]
-    Key(#[source] crate::keyset::pubkey::KeyError),
+    Key(#[source] crate::pki::key::KeyError),
 }
 
 /// Parses an RFC 4514 subject such as `CN=Alice,O=Example`.

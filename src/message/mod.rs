@@ -1,15 +1,14 @@
 //! Messages: `send` signs with the keyset's token key and encrypts to every recipient (and the
 //! sender); `read` decrypts the content key on the token and verifies the signer's chain.
 
-pub use crate::pki::cms;
 pub mod content;
 pub mod read;
 pub mod send;
-pub use crate::pki::smime;
 pub mod stream;
 
-use crate::authority::x509::X509Error;
 use crate::keyset::KeysetError;
+use crate::pki::x509::X509Error;
+use crate::pki::{cms, smime};
 
 pub use read::{read, ReadOptions, ReadOutcome};
 pub use send::{send, SendOptions};
@@ -82,8 +81,8 @@ impl From<crate::token::TokenError> for MessageError {
 
 /// A certificate's holder for messages: `CN <email>`.
 pub fn describe(cert: &x509_cert::Certificate) -> String {
-    let cn = crate::authority::x509::common_name(cert).unwrap_or_else(|| "(no name)".into());
-    match crate::authority::x509::email_of(cert) {
+    let cn = crate::pki::x509::common_name(cert).unwrap_or_else(|| "(no name)".into());
+    match crate::pki::x509::email_of(cert) {
         // A mailbox certificate's commonName is the address itself.
         Some(e) if e == cn => e,
         Some(e) => format!("{cn} <{e}>"),

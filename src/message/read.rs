@@ -8,11 +8,12 @@ use secrecy::SecretString;
 use x509_cert::crl::CertificateList;
 use x509_cert::Certificate;
 
-use super::cms::{self, KeyTransport};
-use super::{content, decryption_keys_of, describe, smime, stream, MessageError};
-use crate::authority::x509;
+use super::{content, decryption_keys_of, describe, stream, MessageError};
 use crate::keyset::ops::unhex_id;
 use crate::keyset::{KeysetRecord, KeysetSession};
+use crate::pki::cms::{self, KeyTransport};
+use crate::pki::smime;
+use crate::pki::x509;
 use crate::token::{KeyTransportScheme, LoginPolicy, Module, OaepHash};
 
 /// How to read.
@@ -672,7 +673,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::message::cms::test_pki::Pki;
+    use crate::pki::cms::test_pki::Pki;
 
     #[test]
     fn the_signing_time_must_not_be_in_the_future_nor_outside_the_certificate() {

@@ -12,10 +12,12 @@ use spki::AlgorithmIdentifierOwned;
 use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
-use super::cms::{self, ContentSigner, KeyTransport, Recipient};
-use super::{content, decryption_keys_of, describe, enrollment_of, smime, stream, MessageError};
-use crate::authority::x509;
-use crate::keyset::{KeysetRecord, KeysetSession, PublicKey};
+use super::{content, decryption_keys_of, describe, enrollment_of, stream, MessageError};
+use crate::keyset::{KeysetRecord, KeysetSession};
+use crate::pki::cms::{self, ContentSigner, KeyTransport, Recipient};
+use crate::pki::smime;
+use crate::pki::x509;
+use crate::pki::PublicKey;
 use crate::token::{LoginPolicy, Module};
 
 /// How to send.

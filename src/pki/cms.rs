@@ -48,7 +48,7 @@ use x509_cert::time::Time;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
-use crate::keyset::PublicKey;
+use super::key::PublicKey;
 
 /// Signs on a token for [`sign`].
 pub trait ContentSigner {
@@ -1115,7 +1115,7 @@ impl SignerKey {
                 .verify(
                     rsa::Pkcs1v15Sign::new::<Sha256>(),
                     digest,
-                    &crate::keyset::pubkey::rsa_signature_at_full_length(k, sig),
+                    &super::key::rsa_signature_at_full_length(k, sig),
                 )
                 .is_ok(),
             PublicKey::P256(k) => p256::ecdsa::Signature::from_der(sig)
@@ -1178,7 +1178,7 @@ fn content_info<T: Encode>(
 
 /// The signingTime as X.509 writes times (UTCTime through 2049, GeneralizedTime after).
 fn to_time(t: SystemTime) -> Result<Time, CmsError> {
-    crate::authority::x509::to_time(t).map_err(|_| CmsError::InvalidTime(format!("{t:?}")))
+    crate::pki::x509::to_time(t).map_err(|_| CmsError::InvalidTime(format!("{t:?}")))
 }
 
 fn strip_zeros(bytes: &[u8]) -> &[u8] {
@@ -1548,7 +1548,7 @@ mod ber {
 #[cfg(test)]
 pub(crate) mod test_pki {
     use super::*;
-    use crate::authority::x509::{self, CertParams, CertProfile, TbsSigner};
+    use crate::pki::x509::{self, CertParams, CertProfile, TbsSigner};
     use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
     use rsa::signature::{SignatureEncoding, Signer};
     use std::path::Path;
@@ -1782,14 +1782,14 @@ pub(crate) mod test_pki {
             &self,
             user: &str,
             message: &[u8],
-        ) -> Result<Verified, crate::message::smime::SmimeError> {
+        ) -> Result<Verified, crate::pki::smime::SmimeError> {
             let u = self.user(user);
-            let der = crate::message::smime::read_any(message)?;
+            let der = crate::pki::smime::read_any(message)?;
             let slots = recipients(&der)?;
             let (slot, _) = match_recipient(&slots, std::slice::from_ref(&u.enc_cert))?;
             let cek = unwrap_cek(&u.key, slot);
             let (_, inner) = decrypt_content(&der, &cek)?;
-            crate::message::smime::verify_any(&inner)
+            crate::pki::smime::verify_any(&inner)
         }
     }
 
@@ -1836,8 +1836,8 @@ pub(crate) mod test_pki {
 mod tests {
     use super::test_pki::*;
     use super::*;
-    use crate::authority::x509::{self, CertProfile};
-    use crate::message::smime;
+    use crate::pki::smime;
+    use crate::pki::x509::{self, CertProfile};
     use rsa::pkcs8::EncodePublicKey;
     use std::time::Instant;
     use std::time::{Duration, UNIX_EPOCH};

@@ -904,7 +904,7 @@ fn check_signature(
     let spki_der = spki
         .to_der()
         .map_err(|e| X509Error::BadPublicKey { source: e.into() })?;
-    let key = crate::keyset::PublicKey::from_spki_der(&spki_der)
+    let key = super::key::PublicKey::from_spki_der(&spki_der)
         .map_err(|e| X509Error::BadPublicKey { source: e.into() })?;
     if !key.is_signature_well_formed(sig) {
         return Ok(SigCheck::Malformed);
