@@ -220,10 +220,10 @@ impl TempKey {
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let mut salt = Zeroizing::new([0u8; SALT_BYTES]);
         getrandom::getrandom(&mut salt[..]).map_err(TempKeyError::Random)?;
-        let salt = SaltString::encode_b64(&salt[..]).map_err(|e| TempKeyError::Hash(e.into()))?;
+        let salt = SaltString::encode_b64(&salt[..]).map_err(TempKeyError::Hash)?;
         let hash = argon
             .hash_password(self.expose().as_bytes(), &salt)
-            .map_err(|e| TempKeyError::Hash(e.into()))?;
+            .map_err(TempKeyError::Hash)?;
         Ok(hash.to_string())
     }
 
