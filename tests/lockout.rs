@@ -776,6 +776,29 @@ fn a_refused_ca_signature_names_its_pkcs11_call_with_v() {
         run.stderr
     );
     assert!(!crl.exists(), "a CRL was written after the refusal");
+    // With --json the error document names the same call.
+    let run = auth.bed.run_shim(
+        &[
+            "--json",
+            "authority",
+            "crl",
+            "--dir",
+            &auth.dir,
+            "-o",
+            &crl_arg,
+        ],
+        &[
+            ("KEYWARD_PIN", AUTHORITY_PIN),
+            ("KEYWARD_SHIM_FAULT", "CKR_DEVICE_ERROR@C_Sign:1"),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let doc: serde_json::Value = serde_json::from_str(run.stderr.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.stderr));
+    let call = &doc["error"]["pkcs11"];
+    assert_eq!(call["function"], "C_Sign", "{doc}");
+    assert_eq!(call["code"], "CKR_DEVICE_ERROR", "{doc}");
+    assert!(!crl.exists(), "a CRL was written after the refusal");
     // Without the fault the same command works.
     auth.authority("crl", &["-o", &crl_arg]).ok();
 }
