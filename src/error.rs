@@ -134,9 +134,9 @@ impl Error {
 /// Whether one error of a chain is a check that found something bad (exit status 3).
 fn found_bad(e: &(dyn std::error::Error + 'static)) -> bool {
     use crate::authority::AuthorityError;
-    use crate::keyset::pubkey::KeyError;
     use crate::message::MessageError;
     use crate::pki::cms::CmsError;
+    use crate::pki::key::KeyError;
     e.downcast_ref::<crate::revocation::RevocationError>()
         .is_some_and(|r| r.found_bad())
         || e.downcast_ref::<crate::enroll::wire::WireError>()
@@ -186,6 +186,16 @@ mod tests {
             Error::Keyset(KeysetError::Token(wrong_pin())),
             Error::Enroll(EnrollError::Keyset(KeysetError::Token(wrong_pin()))),
             Error::Message(MessageError::Keyset(KeysetError::Token(wrong_pin()))),
+            // The CA signer (certificates, CRLs) and the CMS signer (messages) keep the
+            // token's error as their source.
+            Error::Authority(crate::authority::AuthorityError::X509(
+                crate::pki::x509::X509Error::Signer {
+                    source: Box::new(wrong_pin()),
+                },
+            )),
+            Error::Message(MessageError::Cms(crate::pki::cms::CmsError::Signer {
+                source: Box::new(KeysetError::Token(wrong_pin())),
+            })),
         ];
         for e in deep {
             let call = e.call().unwrap_or_else(|| panic!("no call in {e:?}"));
@@ -198,7 +208,8 @@ mod tests {
     fn checked_and_found_bad_is_exit_status_3_at_any_depth() {
         use crate::authority::AuthorityError;
         use crate::enroll::EnrollError;
-        use crate::keyset::{pubkey::KeyError, KeysetError};
+        use crate::keyset::KeysetError;
+        use crate::pki::KeyError;
         let tampered = || AuthorityError::Tampered {
             what: "a record".into(),
         };

@@ -745,3 +745,60 @@ fn faults_by_overall_call_index_and_other_codes_give_clear_errors() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("KEYWARD_SHIM_FAULT"), "{}", run.stderr);
 }
+
+/// A CA signature the token refuses (here on a CRL): the CA signer keeps the token's error as
+/// the source of the certificate/CRL error, so `-v` names the PKCS#11 call and its code; no
+/// CRL is written.
+#[test]
+fn a_refused_ca_signature_names_its_pkcs11_call_with_v() {
+    let auth = AuthorityBed::new(&[], "CN=Fault CA");
+    let crl = auth.bed.path("refused.crl");
+    let crl_arg = crl.to_string_lossy();
+    let (run, counts) = {
+        let file = auth.bed.path("shim-counts");
+        let file_arg = file.to_string_lossy();
+        let run = auth.bed.run_shim(
+            &["-v", "authority", "crl", "--dir", &auth.dir, "-o", &crl_arg],
+            &[
+                ("KEYWARD_PIN", AUTHORITY_PIN),
+                ("KEYWARD_SHIM_FAULT", "CKR_DEVICE_ERROR@C_Sign:1"),
+                ("KEYWARD_SHIM_COUNT_FILE", &*file_arg),
+            ],
+        );
+        (run, ShimCounts::read(&file))
+    };
+    assert_eq!(counts.faults.len(), 1, "the fault never hit: {counts:?}");
+    let run = run.fails(1, "the token could not sign");
+    assert!(
+        run.stderr
+            .contains("keyward: detail: C_Sign: CKR_DEVICE_ERROR (0x30)"),
+        "-v does not name the call:\n{}",
+        run.stderr
+    );
+    assert!(!crl.exists(), "a CRL was written after the refusal");
+    // With --json the error document names the same call.
+    let run = auth.bed.run_shim(
+        &[
+            "--json",
+            "authority",
+            "crl",
+            "--dir",
+            &auth.dir,
+            "-o",
+            &crl_arg,
+        ],
+        &[
+            ("KEYWARD_PIN", AUTHORITY_PIN),
+            ("KEYWARD_SHIM_FAULT", "CKR_DEVICE_ERROR@C_Sign:1"),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let doc: serde_json::Value = serde_json::from_str(run.stderr.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.stderr));
+    let call = &doc["error"]["pkcs11"];
+    assert_eq!(call["function"], "C_Sign", "{doc}");
+    assert_eq!(call["code"], "CKR_DEVICE_ERROR", "{doc}");
+    assert!(!crl.exists(), "a CRL was written after the refusal");
+    // Without the fault the same command works.
+    auth.authority("crl", &["-o", &crl_arg]).ok();
+}

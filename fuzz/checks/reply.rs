@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use keyward::authority::x509;
 use keyward::enroll::client::AuthorityCerts;
 use keyward::enroll::wire::{self, ReplyBody, Signed};
+use keyward::pki::x509;
 
 /// One input: must not panic; see the module comment for what else must hold.
 pub fn check(data: &[u8]) {

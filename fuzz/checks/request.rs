@@ -9,7 +9,7 @@ use std::path::Path;
 
 use keyward::authority::process::parse_request;
 use keyward::enroll::wire::{self, RequestBody, Signed};
-use keyward::keyset::PublicKey;
+use keyward::pki::PublicKey;
 
 /// One input: must not panic; see the module comment for what else must hold.
 pub fn check(data: &[u8]) {

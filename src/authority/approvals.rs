@@ -473,7 +473,8 @@ fn load(a: &mut AuthorityDir, id: &str) -> Result<Request, AuthorityError> {
 }
 
 fn put(a: &mut AuthorityDir, req: &Request) -> Result<(), AuthorityError> {
-    let body = serde_json::to_vec(req).map_err(|e| AuthorityError::Encode(e.to_string()))?;
+    let body =
+        serde_json::to_vec(req).map_err(|e| AuthorityError::serialize("approval request", e))?;
     a.put(kind::REQUEST, &req.id, "", body)
 }
 
@@ -587,12 +588,7 @@ fn execute(
     Ok(match action {
         Action::Recover => {
             let user = arg(args, "user")?.to_string();
-            let reason: CrlReason =
-                arg(args, "reason")?
-                    .parse()
-                    .map_err(|e: crate::pki::x509::X509Error| {
-                        AuthorityError::BadRequest(e.to_string())
-                    })?;
+            let reason: CrlReason = arg(args, "reason")?.parse().map_err(AuthorityError::X509)?;
             let secs: u64 = arg(args, "expires-seconds")?
                 .parse()
                 .map_err(|_| tampered("a request's temporary-key lifetime is not a number"))?;
@@ -601,12 +597,7 @@ fn execute(
         }
         Action::Revoke => {
             let user = arg(args, "user")?.to_string();
-            let reason: CrlReason =
-                arg(args, "reason")?
-                    .parse()
-                    .map_err(|e: crate::pki::x509::X509Error| {
-                        AuthorityError::BadRequest(e.to_string())
-                    })?;
+            let reason: CrlReason = arg(args, "reason")?.parse().map_err(AuthorityError::X509)?;
             let count = super::users::revoke_in(a, &user, reason)?;
             Executed::Revoked { user, count }
         }

@@ -132,17 +132,32 @@ pub enum AuditError {
     },
     /// A line is not a valid entry.
     #[error(
-        "line {line} of the audit log {} cannot be read: {reason}; the log is damaged or \
+        "line {line} of the audit log {} cannot be read: {}; the log is damaged or \
          was edited — keep a copy and investigate",
-        .path.display()
+        .path.display(),
+        .source.as_ref().map_or_else(|| "the line is empty".to_string(), ToString::to_string)
     )]
     Parse {
         /// The log file.
         path: PathBuf,
         /// Line number, from 1.
         line: u64,
+        /// The parser's complaint (none for an empty line).
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+    /// `append` refuses to chain onto a last line that does not parse.
+    #[error(
+        "will not append to the audit log {}: its last line cannot be read ({source}); run \
+         `keyward authority log --verify` and repair the log first",
+        .path.display()
+    )]
+    LastLine {
+        /// The log file.
+        path: PathBuf,
         /// The parser's complaint.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// The chain is broken at `line`.
     #[error(
@@ -280,8 +295,11 @@ impl AuditLog {
         match self.last_line(file, len)? {
             None => Ok((1, GENESIS.to_string())),
             Some(line) => {
-                let last: AuditEntry = serde_json::from_slice(&line)
-                    .map_err(|e| self.damaged(format!("its last line cannot be read ({e})")))?;
+                let last: AuditEntry =
+                    serde_json::from_slice(&line).map_err(|source| AuditError::LastLine {
+                        path: self.path.clone(),
+                        source,
+                    })?;
                 if last.compute_hash()? != last.hash {
                     return Err(self.damaged(format!(
                         "its last line (entry {}) was edited: its hash does not match",
@@ -423,8 +441,11 @@ impl AuditLog {
         let Some(line) = self.last_line(&mut file, len)? else {
             return Ok(None);
         };
-        let entry: AuditEntry = serde_json::from_slice(&line)
-            .map_err(|e| self.damaged(format!("its last line cannot be read ({e})")))?;
+        let entry: AuditEntry =
+            serde_json::from_slice(&line).map_err(|source| AuditError::LastLine {
+                path: self.path.clone(),
+                source,
+            })?;
         Ok(Some((entry.seq, entry.hash)))
     }
 
@@ -482,13 +503,13 @@ impl AuditLog {
             return Err(AuditError::Parse {
                 path: self.path.clone(),
                 line: n,
-                reason: "the line is empty".into(),
+                source: None,
             });
         }
         serde_json::from_slice(bytes).map_err(|e| AuditError::Parse {
             path: self.path.clone(),
             line: n,
-            reason: e.to_string(),
+            source: Some(e),
         })
     }
 

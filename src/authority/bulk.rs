@@ -226,7 +226,7 @@ pub fn add_users(
                         expires
                     ));
                     f.write_all(row.as_bytes())
-                        .map_err(|e| io("write", &report.output, &e))?;
+                        .map_err(|e| io("write", &report.output, e))?;
                 }
                 None => written.push(write_key_file(opts.out, &u.name, &display)?),
             }
@@ -234,7 +234,7 @@ pub fn add_users(
         }
         // The keys are on disk before the authority records them.
         match csv_out.as_mut() {
-            Some(f) => f.sync_all().map_err(|e| io("sync", &report.output, &e))?,
+            Some(f) => f.sync_all().map_err(|e| io("sync", &report.output, e))?,
             None if !written.is_empty() => sync_dir(opts.out)?,
             None => {}
         }
@@ -267,7 +267,7 @@ fn make_private_dir(dir: &Path) -> Result<(), AuthorityError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| io("create", dir, &e))
+        .map_err(|e| io("create", dir, e))
 }
 
 /// `DIR/USER.tempkey`, mode 0600, written to a temporary name and renamed (the directory is
@@ -281,18 +281,18 @@ fn write_key_file(dir: &Path, user: &str, key: &str) -> Result<PathBuf, Authorit
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|e| io("write", &tmp, &e))?;
+        .map_err(|e| io("write", &tmp, e))?;
     f.write_all(format!("{key}\n").as_bytes())
         .and_then(|()| f.sync_all())
-        .map_err(|e| io("write", &tmp, &e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io("rename", &path, &e))?;
+        .map_err(|e| io("write", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io("rename", &path, e))?;
     Ok(path)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), AuthorityError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io("sync", dir, &e))
+        .map_err(|e| io("sync", dir, e))
 }
 
 /// Opens the CSV for appending (0600, with a header when new). Rows of users the authority
@@ -301,7 +301,7 @@ fn sync_dir(dir: &Path) -> Result<(), AuthorityError> {
 fn open_csv(a: &mut AuthorityDir, path: &Path) -> Result<(File, usize), AuthorityError> {
     let mut dropped = 0;
     if path.exists() {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| io("read", path, &e))?);
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| io("read", path, e))?);
         let mut kept = Zeroizing::new(String::with_capacity(text.len()));
         for line in text.lines() {
             let user = line.split(',').next().unwrap_or_default();
@@ -331,7 +331,7 @@ fn open_csv(a: &mut AuthorityDir, path: &Path) -> Result<(File, usize), Authorit
         .append(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| io("open", path, &e))?;
+        .map_err(|e| io("open", path, e))?;
     Ok((f, dropped))
 }
 
@@ -345,10 +345,10 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), AuthorityError> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|e| io("write", &tmp, &e))?;
+        .map_err(|e| io("write", &tmp, e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| io("write", &tmp, &e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", path, &e))?;
+        .map_err(|e| io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("rename", path, e))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }

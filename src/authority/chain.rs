@@ -10,7 +10,7 @@
 use x509_cert::ext::pkix::BasicConstraints;
 use x509_cert::Certificate;
 
-use super::x509;
+use crate::pki::x509;
 
 /// The anchor (first of `trusted`) and every CA certificate among the rest of `trusted` and
 /// `offered` (say, the certificates a message carries) that a trusted one issued, followed

@@ -7,7 +7,6 @@ use super::init::{open_vouched, Change};
 use super::signer::CaSigner;
 use super::state::{kind, AuthorityDir};
 use super::AuthorityError;
-use crate::keyset::ops::unhex_id;
 use crate::pki::x509::{self, RevokedEntry};
 use crate::token::keys::hex;
 
@@ -89,12 +88,9 @@ pub fn publish_all(
     });
     let mut made = Vec::new();
     for i in &issuers {
-        let id = unhex_id(&i.key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+        let id = super::state::key_id("CA key", &i.key_id)?;
         let key = session.find_private_key(&id)?.ok_or_else(|| {
-            AuthorityError::BadRequest(format!(
-                "the authority's CA key {} (generation {}) is missing from its token",
-                i.key_id, i.generation
-            ))
+            super::state::key_missing(format!("CA key {} (generation {})", i.key_id, i.generation))
         })?;
         let number = i.number + 1;
         let mut signer = CaSigner {
@@ -162,7 +158,7 @@ pub fn publish_all(
         }
         for (path, bytes) in &files {
             crate::keyset::registry::write_atomic(path, bytes)
-                .map_err(|e| super::state::io("write", path, &e))?;
+                .map_err(|e| super::state::io("write", path, e))?;
         }
         done.push(Published {
             generation: i.generation,
@@ -248,11 +244,12 @@ fn revoked_entries(
     for user in a.all_users()? {
         for cert in &user.certs {
             let Some(r) = &cert.revoked else { continue };
-            let serial =
-                unhex_id(&cert.serial).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-            let revoked_at = humantime::parse_rfc3339(&r.at).map_err(|e| {
-                AuthorityError::BadRequest(format!("revocation time {:?}: {e}", r.at))
-            })?;
+            let serial = super::state::key_id("certificate serial", &cert.serial)?;
+            let revoked_at =
+                humantime::parse_rfc3339(&r.at).map_err(|e| AuthorityError::BadTime {
+                    value: r.at.clone(),
+                    source: e,
+                })?;
             out.push((
                 user.name.clone(),
                 cert.serial.clone(),

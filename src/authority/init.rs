@@ -14,8 +14,8 @@ use super::store::sqlite::{SqliteStore, DB_FILE};
 use super::store::Store;
 use super::AuthorityError;
 use crate::keyset::csr::parse_subject;
-use crate::keyset::PublicKey;
 use crate::pki::x509::{self, CertParams, CertProfile};
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{
     DecryptionPair, KeySpec, KeyTemplate, LoginPolicy, Module, OaepHash, PinRole, Token,
@@ -83,7 +83,7 @@ const DB_INIT: &str = "authority.db.init";
 /// Creates the authority. On failure, keys made on the token are destroyed and no state is written.
 pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, AuthorityError> {
     crate::names::check_dn_text(req.name).map_err(AuthorityError::BadRequest)?;
-    let subject = parse_subject(req.name).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let subject = parse_subject(req.name).map_err(AuthorityError::Name)?;
     let policy = req.issuing.policy()?;
     let exists = |d: &Path| {
         d.join(DB_FILE).exists() || d.join(STORE_FILE).exists() || d.join("authority.toml").exists()
@@ -113,11 +113,7 @@ pub fn init(module: &Module, req: InitRequest<'_>) -> Result<AuthorityConfig, Au
         refuse_second_authority(&session, req.token)?;
     }
     let wraps_cbc_pad = session.cbc_pad_wraps(module)?;
-    crate::fsguard::create_private_dir(req.dir).map_err(|e| AuthorityError::Io {
-        action: "use",
-        path: e.path.clone(),
-        reason: e.reason,
-    })?;
+    crate::fsguard::create_private_dir(req.dir)?;
     let _lock = state::lock_dir(req.dir)?;
     if exists(req.dir) {
         InitIntent::committed(req.dir);
@@ -248,14 +244,11 @@ impl InitIntent {
 
     fn write(&self, dir: &Path) -> Result<(), AuthorityError> {
         let path = dir.join(INIT_INTENT);
-        let text = toml::to_string(self).map_err(|e| AuthorityError::Io {
-            action: "encode",
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let text =
+            toml::to_string(self).map_err(|e| AuthorityError::serialize("init intent", e))?;
         crate::keyset::registry::write_atomic(&path, text.as_bytes()).map_err(|e| {
             Self::clear(dir);
-            state::io("write", &path, &e)
+            state::io("write", &path, e)
         })
     }
 
@@ -287,7 +280,7 @@ impl InitIntent {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(state::io("read", &path, &e)),
+            Err(e) => return Err(state::io("read", &path, e)),
         };
         let Ok(intent) = toml::from_str::<InitIntent>(&text) else {
             // Renamed into place after a sync: one that does not parse is not keyward's.
@@ -305,8 +298,7 @@ impl InitIntent {
             )));
         }
         for id in &intent.key_ids {
-            let raw = crate::keyset::ops::unhex_id(id)
-                .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+            let raw = state::key_id("new key", id)?;
             session.destroy_by_id(&raw)?;
         }
         for label in &intent.head_labels {
@@ -357,9 +349,9 @@ fn write_state(
     // A copy for people and tools (keyward itself reads the one in the database), in place
     // before the commit so that a committed authority always has it.
     crate::keyset::registry::write_atomic(&dir.join("ca.pem"), config.ca_pem.as_bytes())
-        .map_err(|e| state::io("write", &dir.join("ca.pem"), &e))?;
+        .map_err(|e| state::io("write", &dir.join("ca.pem"), e))?;
     // The commit: from here on the authority exists and its keys are named.
-    std::fs::rename(&tmp, dir.join(DB_FILE)).map_err(|e| state::io("create", &tmp, &e))?;
+    std::fs::rename(&tmp, dir.join(DB_FILE)).map_err(|e| state::io("create", &tmp, e))?;
     if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
         log::warn!(
             "authority {} was created, but syncing its directory failed ({e}): it stands, but may be lost if the system stops before it syncs again",
@@ -418,13 +410,13 @@ pub fn write_node_files(
     db: &PgLocation,
 ) -> Result<(), AuthorityError> {
     crate::keyset::registry::write_atomic(&dir.join("ca.pem"), config.ca_pem.as_bytes())
-        .map_err(|e| state::io("write", &dir.join("ca.pem"), &e))?;
+        .map_err(|e| state::io("write", &dir.join("ca.pem"), e))?;
     let file = StoreFile {
         backend: "postgres".into(),
         location: db.clone(),
     };
     crate::keyset::registry::write_atomic(&dir.join(STORE_FILE), file.to_text().as_bytes())
-        .map_err(|e| state::io("write", &dir.join(STORE_FILE), &e))?;
+        .map_err(|e| state::io("write", &dir.join(STORE_FILE), e))?;
     if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
         log::warn!("syncing {} failed ({e})", dir.display());
     }
@@ -481,11 +473,7 @@ pub fn join(module: &Module, req: JoinRequest<'_>) -> Result<AuthorityConfig, Au
     a.seed_head_if_missing(&session)?;
     a.vouch(&session)?;
     a.verify_all()?;
-    crate::fsguard::create_private_dir(req.dir).map_err(|e| AuthorityError::Io {
-        action: "use",
-        path: e.path.clone(),
-        reason: e.reason,
-    })?;
+    crate::fsguard::create_private_dir(req.dir)?;
     let _lock = state::lock_dir(req.dir)?;
     InitIntent::clear(req.dir);
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -566,7 +554,7 @@ fn make_everything(
         "CN={} key exchange",
         sanitize(&x509::common_name(&ca).unwrap_or_else(|| "keyward authority".into()))
     ))
-    .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    .map_err(AuthorityError::Name)?;
     let exchange = x509::issue_with_policy(
         &ca,
         &CertParams {

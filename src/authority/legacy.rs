@@ -38,7 +38,7 @@ pub struct LegacyDir {
 /// Reads a schema-1 directory.
 pub fn read(dir: &Path) -> Result<LegacyDir, AuthorityError> {
     let cfg_path = dir.join("authority.toml");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| io("read", &cfg_path, &e))?;
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| io("read", &cfg_path, e))?;
     let config: AuthorityConfig = parse_toml(&cfg_path, &text)?;
     if config.schema > SCHEMA {
         return Err(AuthorityError::NewerSchema {
@@ -50,7 +50,7 @@ pub fn read(dir: &Path) -> Result<LegacyDir, AuthorityError> {
     let users: UsersFile = match std::fs::read_to_string(&users_path) {
         Ok(t) => parse_toml(&users_path, &t)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => UsersFile::default(),
-        Err(e) => return Err(io("read", &users_path, &e)),
+        Err(e) => return Err(io("read", &users_path, e)),
     };
     if users.schema > SCHEMA {
         return Err(AuthorityError::NewerSchema {

@@ -96,11 +96,11 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
     drop(a);
     // The file alone, its log moved in and checked (a failure on close goes unreported).
     super::store::sqlite::SqliteStore::checkpoint_file(&tmp)?;
-    std::fs::rename(&tmp, dir.join(DB_FILE)).map_err(|e| state::io("create", &tmp, &e))?;
+    std::fs::rename(&tmp, dir.join(DB_FILE)).map_err(|e| state::io("create", &tmp, e))?;
     sync_dir(dir)?;
     // The store is in place and is all keyward reads now; the old files move aside.
     let aside = dir.join("pre-migration");
-    std::fs::create_dir_all(&aside).map_err(|e| state::io("create", &aside, &e))?;
+    std::fs::create_dir_all(&aside).map_err(|e| state::io("create", &aside, e))?;
     for name in [
         "authority.toml",
         "users.toml",
@@ -110,7 +110,7 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
     ] {
         let from = dir.join(name);
         if from.exists() {
-            std::fs::rename(&from, aside.join(name)).map_err(|e| state::io("move", &from, &e))?;
+            std::fs::rename(&from, aside.join(name)).map_err(|e| state::io("move", &from, e))?;
         }
     }
     sync_dir(dir)?;
@@ -119,7 +119,7 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, AuthorityError> {
     let p = dir.join(name);
-    std::fs::read(&p).map_err(|e| state::io("read", &p, &e))
+    std::fs::read(&p).map_err(|e| state::io("read", &p, e))
 }
 
 fn read_text(dir: &Path, name: &str) -> Result<String, AuthorityError> {
@@ -129,5 +129,5 @@ fn read_text(dir: &Path, name: &str) -> Result<String, AuthorityError> {
 fn sync_dir(dir: &Path) -> Result<(), AuthorityError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| state::io("sync", dir, &e))
+        .map_err(|e| state::io("sync", dir, e))
 }

@@ -23,7 +23,6 @@ pub mod store;
 pub mod tempkey;
 pub mod tokenstate;
 pub mod users;
-pub use crate::pki::x509;
 
 use std::path::PathBuf;
 
@@ -45,7 +44,7 @@ pub enum AuthorityError {
     Parse(#[from] ConfigError),
     /// Certificates and CRLs.
     #[error("{0}")]
-    X509(#[from] x509::X509Error),
+    X509(#[from] crate::pki::x509::X509Error),
     /// The audit log.
     #[error("{0}")]
     Audit(#[from] audit::AuditError),
@@ -57,7 +56,7 @@ pub enum AuthorityError {
     Wire(#[from] crate::enroll::wire::WireError),
     /// Keys and signatures.
     #[error("{0}")]
-    Key(#[from] crate::keyset::pubkey::KeyError),
+    Key(#[from] crate::pki::key::KeyError),
     /// The directory holds no authority.
     #[error("{} is not an authority directory (no authority.db); create one with `keyward authority init --dir DIR --token URI`", .dir.display())]
     NotAnAuthority {
@@ -83,14 +82,15 @@ pub enum AuthorityError {
         what: String,
     },
     /// A committed enrollment whose reply file could not be written.
-    #[error("the enrollment of user {user:?} is recorded, but its reply could not be written to {}: {reason}; write it again with `keyward authority reply --dir DIR {user} -o REPLY`", .reply.display())]
+    #[error("the enrollment of user {user:?} is recorded, but its reply could not be written to {}: {source}; write it again with `keyward authority reply --dir DIR {user} -o REPLY`", .reply.display())]
     ReplyNotWritten {
         /// The user.
         user: String,
         /// Where it was to go.
         reply: PathBuf,
         /// Why not.
-        reason: String,
+        #[source]
+        source: Box<AuthorityError>,
     },
     /// The database.
     #[error("{0}")]
@@ -110,18 +110,58 @@ pub enum AuthorityError {
         found: u32,
     },
     /// Reading or writing state failed.
-    #[error("cannot {action} {}: {reason}", .path.display())]
+    #[error("cannot {action} {}: {source}", .path.display())]
     Io {
         /// What was being done.
         action: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
-    /// Encoding state failed.
+    /// A directory or file the authority will not trust (others can write to it, or it is a
+    /// symbolic link).
+    #[error("cannot use {0}")]
+    Unsafe(#[from] crate::fsguard::Unsafe),
+    /// Encoding state failed (the EST node's text; the rest of the authority uses `Serialize`).
     #[error("cannot encode the authority state: {0}")]
     Encode(String),
+    /// A record of the authority's state could not be encoded.
+    #[error("cannot encode the authority state ({what}): {source}; this is a bug in keyward, please report it")]
+    Serialize {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's error (JSON or TOML).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A key id in the authority's state is not hex.
+    #[error("the authority's {what} id {id:?} is not hex; the state is damaged — restore the directory from a trusted backup")]
+    BadKeyId {
+        /// Which key.
+        what: &'static str,
+        /// The stored id.
+        id: String,
+    },
+    /// A time in the authority's state does not parse.
+    #[error("the authority's state holds the time {value:?}, which does not parse: {source}; the state is damaged — restore the directory from a trusted backup")]
+    BadTime {
+        /// The stored text.
+        value: String,
+        /// The parser's error.
+        #[source]
+        source: humantime::TimestampError,
+    },
+    /// A key the authority's state names is not on the token present.
+    #[error("the authority's {what} is missing from its token; insert the authority's own token (check with `keyward token list`)")]
+    KeyMissing {
+        /// Which key ("CA key", "exchange key", "archive key", "CA public key").
+        what: String,
+    },
+    /// A name the authority builds for a certificate does not parse.
+    #[error("request refused: {0}")]
+    Name(#[source] crate::keyset::csr::CsrError),
     /// No such user.
     #[error(
         "no user {user:?} at this authority; add one with `keyward authority add-user --dir DIR {user}`"
@@ -174,7 +214,8 @@ pub enum AuthorityError {
         /// The user.
         user: String,
     },
-    /// The request is not acceptable.
+    /// The request is not acceptable: a refusal whose sentence is the whole information (a
+    /// policy check, a value shown back). Lower-level failures have their own variants.
     #[error("request refused: {0}")]
     BadRequest(String),
     /// The authority's token is missing or swapped.
@@ -185,4 +226,17 @@ pub enum AuthorityError {
         /// Serial.
         serial: String,
     },
+}
+
+impl AuthorityError {
+    /// A record that could not be encoded (`what` names it).
+    pub fn serialize(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        AuthorityError::Serialize {
+            what,
+            source: Box::new(source),
+        }
+    }
 }

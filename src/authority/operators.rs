@@ -14,8 +14,8 @@ use super::state::{self, kind, AuthorityDir};
 use super::AuthorityError;
 use crate::keyset::csr::parse_subject;
 use crate::keyset::ops::unhex_id;
-use crate::keyset::PublicKey;
 use crate::pki::x509::{self, CertParams, CertProfile};
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{KeySpec, KeyTemplate, LoginPolicy, Module, PinRole, Token, TokenSession};
 
@@ -103,7 +103,7 @@ pub fn find_active(a: &mut AuthorityDir, name: &str) -> Result<OperatorRecord, A
 
 /// Writes an operator's record.
 pub fn put(a: &mut AuthorityDir, op: &OperatorRecord) -> Result<(), AuthorityError> {
-    let body = serde_json::to_vec(op).map_err(|e| AuthorityError::Encode(e.to_string()))?;
+    let body = serde_json::to_vec(op).map_err(|e| AuthorityError::serialize("operator", e))?;
     a.put(kind::OPERATOR, &op.name, "", body)
 }
 
@@ -163,16 +163,15 @@ pub fn certify(
     name: &str,
     spki_hex: &str,
 ) -> Result<String, AuthorityError> {
-    let spki = unhex_id(spki_hex).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let spki = super::state::key_id("operator public key", spki_hex)?;
     PublicKey::from_spki_der(&spki)?;
     let ca = a.ca_certificate()?;
-    let ca_id =
-        unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-    let key = session.find_private_key(&ca_id)?.ok_or_else(|| {
-        AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
-    })?;
-    let subject = parse_subject(&format!("CN={name},OU=keyward operators"))
-        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let ca_id = super::state::key_id("CA key", &a.config.ca_key_id)?;
+    let key = session
+        .find_private_key(&ca_id)?
+        .ok_or_else(|| super::state::key_missing("CA key"))?;
+    let subject =
+        parse_subject(&format!("CN={name},OU=keyward operators")).map_err(AuthorityError::Name)?;
     let now = SystemTime::now();
     let mut signer = CaSigner {
         module,
@@ -232,7 +231,7 @@ pub fn sign_as(
 ) -> Result<Vec<u8>, AuthorityError> {
     let mut session = token.open_rw(module)?;
     session.login(module, PinRole::User, pin, policy)?;
-    let id = unhex_id(&op.key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let id = super::state::key_id("operator key", &op.key_id)?;
     let key = session.find_private_key(&id)?.ok_or_else(|| {
         AuthorityError::BadRequest(format!(
             "token {:?} does not hold operator {:?}'s key; use the operator's own token",

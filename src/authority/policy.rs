@@ -124,7 +124,7 @@ pub fn load(a: &mut AuthorityDir) -> Result<Policy, AuthorityError> {
 
 /// Writes the policy.
 pub fn store(a: &mut AuthorityDir, p: &Policy) -> Result<(), AuthorityError> {
-    let body = serde_json::to_vec(p).map_err(|e| AuthorityError::Encode(e.to_string()))?;
+    let body = serde_json::to_vec(p).map_err(|e| AuthorityError::serialize("policy", e))?;
     a.put(kind::POLICY, "policy", "", body)
 }
 

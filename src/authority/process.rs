@@ -16,9 +16,8 @@ use super::users::state_error;
 use super::AuthorityError;
 use crate::enroll::delivery::Delivery;
 use crate::enroll::wire::{self, ReplyBody, ReplyKey, REPLY_SIGNATURE_ALGORITHM};
-use crate::keyset::ops::unhex_id;
-use crate::keyset::PublicKey;
 use crate::pki::x509::{self, CertParams, CertProfile, TbsSigner};
+use crate::pki::PublicKey;
 use crate::token::{
     DecryptionPair, Module, OaepHash, ObjectKindFilter, ObjectRef, Rfc5649Mechanism, TokenSession,
     UnwrapTemplate,
@@ -48,7 +47,7 @@ pub struct Processed {
     pub reply: PathBuf,
 }
 
-pub use crate::enroll::wire::VerifiedRequest;
+use crate::enroll::wire::VerifiedRequest;
 
 /// Parses a request file and checks both signatures ([`wire::read_request`]).
 pub fn read_request(path: &Path) -> Result<VerifiedRequest, AuthorityError> {
@@ -361,15 +360,10 @@ fn check_temp_key(
             body.user, body.keyset
         )));
     }
-    let exchange_id = unhex_id(&a.config.exchange_key_id)
-        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let exchange_id = super::state::key_id("exchange key", &a.config.exchange_key_id)?;
     let exchange = session
         .find_object(ObjectKindFilter::PrivateKey, &exchange_id)?
-        .ok_or_else(|| {
-            AuthorityError::BadRequest(
-                "the authority's exchange key is missing from its token".into(),
-            )
-        })?;
+        .ok_or_else(|| super::state::key_missing("exchange key"))?;
     let ciphertext = wire::b64(
         Path::new("request"),
         "encrypted_temp_key",
@@ -491,11 +485,10 @@ fn issue_everything(
     let new_wrapped = wrap_for(session, delivery, mech, aes, enc_private)?;
     session.destroy(enc_private)?;
 
-    let ca_id =
-        unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-    let ca_key = session.find_private_key(&ca_id)?.ok_or_else(|| {
-        AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
-    })?;
+    let ca_id = super::state::key_id("CA key", &a.config.ca_key_id)?;
+    let ca_key = session
+        .find_private_key(&ca_id)?
+        .ok_or_else(|| super::state::key_missing("CA key"))?;
     let ca_cert = a.ca_certificate()?;
     let subject = x509::user_subject(&body.user, user.email.as_deref())?;
     let policy = a.config.issuing.policy()?;
@@ -545,7 +538,7 @@ fn issue_everything(
         "keyward enrollment reply",
         &reply,
         REPLY_SIGNATURE_ALGORITHM,
-        &mut |bytes: &[u8]| signer.sign_tbs(bytes).map_err(Into::into),
+        &mut |bytes: &[u8]| signer.sign_tbs(bytes),
     )?;
     Ok(Made {
         reply_bytes,
@@ -652,15 +645,10 @@ pub(crate) fn archive_key(
     a: &AuthorityDir,
     session: &TokenSession,
 ) -> Result<ObjectRef, AuthorityError> {
-    let archive_id = unhex_id(&a.config.archive_key_id)
-        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let archive_id = super::state::key_id("archive key", &a.config.archive_key_id)?;
     session
         .find_object(ObjectKindFilter::SecretKey, &archive_id)?
-        .ok_or_else(|| {
-            AuthorityError::BadRequest(
-                "the authority's archive key is missing from its token".into(),
-            )
-        })
+        .ok_or_else(|| super::state::key_missing("archive key"))
 }
 
 fn commit(
@@ -712,7 +700,8 @@ fn commit(
         kind::REPLY,
         user_name,
         user_name,
-        serde_json::to_vec(&stored).map_err(|e| AuthorityError::Encode(e.to_string()))?,
+        serde_json::to_vec(&stored)
+            .map_err(|e| AuthorityError::serialize("enrollment reply", e))?,
     )?;
     let user = a.user_mut(user_name)?;
     let superseded = if made.renewal {
@@ -807,12 +796,12 @@ pub fn write_reply(
 ) -> Result<(), AuthorityError> {
     let written = super::state::fault(dir, "reply-write").and_then(|()| {
         crate::keyset::registry::write_atomic(reply, bytes)
-            .map_err(|e| super::state::io("write", reply, &e))
+            .map_err(|e| super::state::io("write", reply, e))
     });
     written.map_err(|e| AuthorityError::ReplyNotWritten {
         user: user.to_string(),
         reply: reply.to_path_buf(),
-        reason: e.to_string(),
+        source: Box::new(e),
     })
 }
 

@@ -6,10 +6,10 @@
 
 use std::time::SystemTime;
 
-use super::process::VerifiedRequest;
 use super::state::{AuthorityDir, CertKind, Revocation, UserRecord, UserState};
 use super::users::state_error;
 use super::AuthorityError;
+use crate::enroll::wire::VerifiedRequest;
 use crate::pki::x509::{self, CrlReason};
 
 fn current_certificate(pem: &str) -> Result<x509_cert::Certificate, AuthorityError> {

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use super::init::{open_vouched, Change};
 use super::state::{kind, now_rfc3339, tampered, AuthorityDir};
 use super::AuthorityError;
-use crate::keyset::ops::unhex_id;
 use crate::token::keys::hex;
 use crate::token::{ObjectKindFilter, UnwrapTemplate};
 
@@ -55,7 +54,7 @@ fn read(a: &mut AuthorityDir) -> Result<Option<ArchiveRollover>, AuthorityError>
 }
 
 fn write(a: &mut AuthorityDir, r: &ArchiveRollover) -> Result<(), AuthorityError> {
-    let body = serde_json::to_vec(r).map_err(|e| AuthorityError::Encode(e.to_string()))?;
+    let body = serde_json::to_vec(r).map_err(|e| AuthorityError::serialize("rollover", e))?;
     a.put(KIND, KEY, "", body)
 }
 
@@ -72,7 +71,7 @@ pub fn check_no_archive_rollover(a: &mut AuthorityDir) -> Result<(), AuthorityEr
 
 /// Whether the authority's token holds the secret key `id` (hex).
 fn has_key(session: &crate::token::TokenSession, id: &str) -> Result<bool, AuthorityError> {
-    let id = unhex_id(id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let id = super::state::key_id("archive key", id)?;
     Ok(session
         .find_object(ObjectKindFilter::SecretKey, &id)?
         .is_some())
@@ -104,8 +103,7 @@ pub fn archive(
         // Finished and committed, but stopped before the old key was destroyed: that is
         // what is left to do (not a second rollover).
         Some(r) if r.old_key_id != a.config.archive_key_id && has_key(&session, &r.old_key_id)? => {
-            let id =
-                unhex_id(&r.old_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+            let id = super::state::key_id("old CA key", &r.old_key_id)?;
             session.destroy_by_id(&id)?;
             return Ok(RolledOver {
                 new_key_id: r.new_key_id,
@@ -143,7 +141,7 @@ pub fn archive(
         }
     };
     let key = |session: &crate::token::TokenSession, id: &str| {
-        let id = unhex_id(id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+        let id = super::state::key_id("archive key", id)?;
         session
             .find_object(ObjectKindFilter::SecretKey, &id)?
             .ok_or_else(|| {
@@ -154,8 +152,7 @@ pub fn archive(
             })
     };
     if state.done == 0 && state.cursor.is_none() {
-        let id =
-            unhex_id(&state.new_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+        let id = super::state::key_id("new CA key", &state.new_key_id)?;
         if session
             .find_object(ObjectKindFilter::SecretKey, &id)?
             .is_none()

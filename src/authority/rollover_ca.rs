@@ -25,10 +25,9 @@ use super::init::{open_vouched, Change};
 use super::records::PreviousCa;
 use super::signer::CaSigner;
 use super::state::{self, now_rfc3339, tampered, AuthorityDir, NEW_CA_KEY};
-use super::x509::{self, CertParams, CertProfile, IssuingPolicy};
 use super::AuthorityError;
-use crate::keyset::ops::unhex_id;
-use crate::keyset::PublicKey;
+use crate::pki::x509::{self, CertParams, CertProfile, IssuingPolicy};
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{KeySpec, KeyTemplate, Module, TokenSession};
 
@@ -343,7 +342,7 @@ fn ca_params<'a>(
 }
 
 fn private_key(session: &TokenSession, id: &str) -> Result<crate::token::KeyRef, AuthorityError> {
-    let raw = unhex_id(id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let raw = super::state::key_id("CA key", id)?;
     session
         .find_private_key(&raw)?
         .ok_or_else(|| missing(&format!("private key {id}")))

@@ -3,8 +3,9 @@
 use secrecy::SecretString;
 use spki::AlgorithmIdentifierOwned;
 
-use crate::keyset::pubkey::SHA256_WITH_RSA;
+use crate::pki::key::SHA256_WITH_RSA;
 use crate::pki::x509::TbsSigner;
+use crate::pki::SignError;
 use crate::token::{KeyRef, Module, TokenSession};
 
 /// The CA key on a logged-in session, as an X.509 signer (RSA PKCS#1 v1.5 with SHA-256).
@@ -27,12 +28,10 @@ impl TbsSigner for CaSigner<'_> {
         }
     }
 
-    fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, String> {
+    fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, SignError> {
         let mut reader = tbs_der;
-        self.session
-            .sign(self.module, &self.key, &mut reader, self.pin)
-            .map_err(|e| e.to_string())
+        Ok(self
+            .session
+            .sign(self.module, &self.key, &mut reader, self.pin)?)
     }
 }
-
-pub use crate::enroll::wire::REPLY_SIGNATURE_ALGORITHM;

@@ -25,8 +25,7 @@ use super::store::postgres::{PgStore, StoreFile, STORE_FILE};
 use super::store::sqlite::{SqliteStore, DB_FILE};
 use super::store::{AuditRow, Row, Store};
 use super::AuthorityError;
-use crate::keyset::ops::unhex_id;
-use crate::keyset::PublicKey;
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{Module, TokenSession};
 
@@ -458,13 +457,10 @@ impl AuthorityDir {
 
     /// The CA's public key as this node's token holds it (not as the state says).
     fn token_ca_key(&self, session: &TokenSession) -> Result<PublicKey, AuthorityError> {
-        let id = unhex_id(&self.config.ca_key_id)
-            .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-        let raw = session.public_key(&id)?.ok_or_else(|| {
-            AuthorityError::BadRequest(
-                "the authority's CA public key is missing from its token".into(),
-            )
-        })?;
+        let id = key_id("CA key", &self.config.ca_key_id)?;
+        let raw = session
+            .public_key(&id)?
+            .ok_or_else(|| key_missing("CA public key"))?;
         Ok(PublicKey::from_raw(&raw)?)
     }
 
@@ -727,12 +723,12 @@ impl AuthorityDir {
         // Users and configuration into their records.
         for name in std::mem::take(&mut self.dirty_users) {
             let body = serde_json::to_vec(&self.users[&name])
-                .map_err(|e| AuthorityError::Encode(e.to_string()))?;
+                .map_err(|e| AuthorityError::serialize("user record", e))?;
             self.put(kind::USER, &name, &name, body)?;
         }
         if self.config_dirty {
             let body = serde_json::to_vec(&self.config)
-                .map_err(|e| AuthorityError::Encode(e.to_string()))?;
+                .map_err(|e| AuthorityError::serialize("configuration", e))?;
             self.put(kind::CONFIG, "authority", "", body)?;
         }
         // Changed rows and their buckets' digests.
@@ -864,15 +860,15 @@ impl AuthorityDir {
         hash: &str,
         root: &str,
     ) -> Result<Vec<u8>, AuthorityError> {
-        let id = unhex_id(
+        let id = key_id(
+            "checkpoint key",
             self.checkpoint_key
                 .as_deref()
                 .unwrap_or(&self.config.ca_key_id),
-        )
-        .map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
-        let key = session.find_private_key(&id)?.ok_or_else(|| {
-            AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
-        })?;
+        )?;
+        let key = session
+            .find_private_key(&id)?
+            .ok_or_else(|| key_missing("CA key"))?;
         let bytes = checkpoint_bytes(seq, hash, root);
         Ok(session.sign(module, &key, &mut bytes.as_slice(), pin)?)
     }
@@ -889,7 +885,7 @@ impl AuthorityDir {
 
     /// The CA certificate (first of the configuration's bundle).
     pub fn ca_certificate(&self) -> Result<x509_cert::Certificate, AuthorityError> {
-        super::x509::certs_from_pem(&self.config.ca_pem)?
+        crate::pki::x509::certs_from_pem(&self.config.ca_pem)?
             .into_iter()
             .next()
             .ok_or_else(|| tampered("the configuration holds no CA certificate"))
@@ -901,7 +897,7 @@ impl AuthorityDir {
         let mut out = vec![self.ca_certificate()?];
         for p in self.config.previous_cas.iter().rev() {
             out.extend(
-                super::x509::certs_from_pem(&p.cert_pem)?
+                crate::pki::x509::certs_from_pem(&p.cert_pem)?
                     .into_iter()
                     .take(1),
             );
@@ -929,7 +925,7 @@ pub fn fault(dir: &Path, point: &str) -> Result<(), AuthorityError> {
         return Err(AuthorityError::Io {
             action: "write",
             path: dir.to_path_buf(),
-            reason: format!("injected fault (KEYWARD_FAULT={point})"),
+            source: std::io::Error::other(format!("injected fault (KEYWARD_FAULT={point})")),
         });
     }
     Ok(())
@@ -1138,7 +1134,7 @@ fn check_entry_hash(e: &AuditEntry) -> Result<(), AuthorityError> {
 /// The CA's public key from a PEM bundle whose first certificate is the CA's.
 pub fn ca_key_of(pem: &str) -> Result<PublicKey, AuthorityError> {
     use der::Encode;
-    let ca = super::x509::certs_from_pem(pem)?
+    let ca = crate::pki::x509::certs_from_pem(pem)?
         .into_iter()
         .next()
         .ok_or_else(|| AuthorityError::BadRequest("no CA certificate in the bundle".into()))?;
@@ -1146,7 +1142,10 @@ pub fn ca_key_of(pem: &str) -> Result<PublicKey, AuthorityError> {
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .map_err(|e| AuthorityError::BadRequest(format!("the CA key does not encode: {e}")))?;
+        .map_err(|source| crate::pki::x509::X509Error::Encode {
+            what: "CA public key",
+            source,
+        })?;
     Ok(PublicKey::from_spki_der(&spki)?)
 }
 
@@ -1220,11 +1219,7 @@ pub fn check_is_authority(dir: &Path) -> Result<(), AuthorityError> {
 /// Refuses an authority directory others can write to, or whose files are symbolic links or
 /// directories (see [`crate::fsguard`]).
 pub fn check_dir_is_safe(dir: &Path) -> Result<(), AuthorityError> {
-    let unsafe_dir = |e: crate::fsguard::Unsafe| AuthorityError::Io {
-        action: "use",
-        path: e.path,
-        reason: e.reason,
-    };
+    let unsafe_dir = AuthorityError::Unsafe;
     crate::fsguard::check_private_dir(dir).map_err(unsafe_dir)?;
     for name in [
         DB_FILE,
@@ -1282,18 +1277,53 @@ fn operator(role: &str) -> String {
 /// Takes the directory's lock file (serialises commands, token heads included).
 pub fn lock_dir(dir: &Path) -> Result<File, AuthorityError> {
     let path = dir.join("authority.lock");
-    let file = crate::fsguard::open_nofollow(&path).map_err(|e| io("lock", &path, &e))?;
-    file.lock().map_err(|e| io("lock", &path, &e))?;
+    let file = crate::fsguard::open_nofollow(&path).map_err(|e| io("lock", &path, e))?;
+    file.lock().map_err(|e| io("lock", &path, e))?;
     Ok(file)
 }
 
-/// An I/O error with its file.
-pub fn io(action: &'static str, path: &Path, e: &std::io::Error) -> AuthorityError {
+/// An I/O error with its file: the `io::Error` itself when given, a copy (kind and text) when
+/// borrowed.
+pub fn io(action: &'static str, path: &Path, e: impl IoCause) -> AuthorityError {
     AuthorityError::Io {
         action,
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source: e.into_io(),
     }
+}
+
+/// An `io::Error` for [`io`]: kept when owned, copied (kind and text) when borrowed.
+pub trait IoCause {
+    /// The error to keep as the source.
+    fn into_io(self) -> std::io::Error;
+}
+
+impl IoCause for std::io::Error {
+    fn into_io(self) -> std::io::Error {
+        self
+    }
+}
+
+impl IoCause for &std::io::Error {
+    fn into_io(self) -> std::io::Error {
+        std::io::Error::new(self.kind(), self.to_string())
+    }
+}
+
+/// The key id (hex, as the state stores it) of the authority's `what`.
+pub fn key_id(what: &'static str, id: &str) -> Result<Vec<u8>, AuthorityError> {
+    match crate::token::keys::unhex(id) {
+        Some(b) if !b.is_empty() => Ok(b),
+        _ => Err(AuthorityError::BadKeyId {
+            what,
+            id: id.to_string(),
+        }),
+    }
+}
+
+/// The authority's `what` is not on the token present.
+pub fn key_missing(what: impl Into<String>) -> AuthorityError {
+    AuthorityError::KeyMissing { what: what.into() }
 }
 
 /// Now, RFC 3339 (seconds).

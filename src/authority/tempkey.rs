@@ -99,13 +99,35 @@ pub enum TempKeyError {
     Random(#[source] getrandom::Error),
     /// Argon2 failed while hashing.
     #[error("cannot hash the temporary key: {0}")]
-    Hash(String),
+    Hash(#[source] argon2::password_hash::Error),
     /// A stored hash cannot be read.
     #[error("the stored temporary-key hash is damaged ({0}); issue a new temporary key")]
-    DamagedHash(String),
-    /// A stored record cannot be read.
-    #[error("the temporary-key record is damaged ({0}); issue a new temporary key")]
-    DamagedRecord(String),
+    DamagedHash(#[source] argon2::password_hash::Error),
+    /// A stored hash is not Argon2id.
+    #[error("the stored temporary-key hash is damaged (algorithm {found} instead of argon2id); issue a new temporary key")]
+    HashAlgorithm {
+        /// The hash's algorithm.
+        found: String,
+    },
+    /// A stored hash has weaker parameters than keyward makes.
+    #[error("the stored temporary-key hash is damaged (parameters m={m},t={t},p={p} are weaker than m={M_COST_KIB},t={T_COST},p={P_COST}); issue a new temporary key")]
+    WeakHash {
+        /// Memory, KiB.
+        m: u32,
+        /// Passes.
+        t: u32,
+        /// Lanes.
+        p: u32,
+    },
+    /// A stored expiry time does not parse.
+    #[error("the temporary-key record is damaged (expiry {value:?}: {source}); issue a new temporary key")]
+    DamagedExpiry {
+        /// The stored text.
+        value: String,
+        /// The parser's error.
+        #[source]
+        source: humantime::TimestampError,
+    },
     /// A lifetime that cannot be read or is out of range.
     #[error("{0}")]
     Lifetime(String),
@@ -194,45 +216,40 @@ impl TempKey {
     /// An Argon2id hash of the key as a PHC string (m = 19 MiB, t = 2, p = 1, random salt).
     pub fn hash(&self) -> Result<String, TempKeyError> {
         let params = Params::new(M_COST_KIB, T_COST, P_COST, None)
-            .map_err(|e| TempKeyError::Hash(e.to_string()))?;
+            .map_err(|e| TempKeyError::Hash(e.into()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let mut salt = Zeroizing::new([0u8; SALT_BYTES]);
         getrandom::getrandom(&mut salt[..]).map_err(TempKeyError::Random)?;
-        let salt =
-            SaltString::encode_b64(&salt[..]).map_err(|e| TempKeyError::Hash(e.to_string()))?;
+        let salt = SaltString::encode_b64(&salt[..]).map_err(TempKeyError::Hash)?;
         let hash = argon
             .hash_password(self.expose().as_bytes(), &salt)
-            .map_err(|e| TempKeyError::Hash(e.to_string()))?;
+            .map_err(TempKeyError::Hash)?;
         Ok(hash.to_string())
     }
 
     /// Checks the key against a PHC string in constant time: `Ok(false)` for another key, an
     /// error only for a damaged or too-weak hash.
     pub fn verify(&self, phc: &str) -> Result<bool, TempKeyError> {
-        let parsed =
-            PasswordHash::new(phc).map_err(|e| TempKeyError::DamagedHash(e.to_string()))?;
+        let parsed = PasswordHash::new(phc).map_err(TempKeyError::DamagedHash)?;
         if parsed.algorithm != Algorithm::Argon2id.ident() {
-            return Err(TempKeyError::DamagedHash(format!(
-                "algorithm {} instead of argon2id",
-                parsed.algorithm
-            )));
+            return Err(TempKeyError::HashAlgorithm {
+                found: parsed.algorithm.to_string(),
+            });
         }
-        let params =
-            Params::try_from(&parsed).map_err(|e| TempKeyError::DamagedHash(e.to_string()))?;
+        let params = Params::try_from(&parsed).map_err(TempKeyError::DamagedHash)?;
         if params.m_cost() < M_COST_KIB || params.t_cost() < T_COST || params.p_cost() < P_COST {
-            return Err(TempKeyError::DamagedHash(format!(
-                "parameters m={},t={},p={} are weaker than m={M_COST_KIB},t={T_COST},p={P_COST}",
-                params.m_cost(),
-                params.t_cost(),
-                params.p_cost()
-            )));
+            return Err(TempKeyError::WeakHash {
+                m: params.m_cost(),
+                t: params.t_cost(),
+                p: params.p_cost(),
+            });
         }
         // `verify_password` recomputes with the hash's own parameters and compares the
         // outputs in constant time.
         match Argon2::default().verify_password(self.expose().as_bytes(), &parsed) {
             Ok(()) => Ok(true),
             Err(argon2::password_hash::Error::Password) => Ok(false),
-            Err(e) => Err(TempKeyError::DamagedHash(e.to_string())),
+            Err(e) => Err(TempKeyError::DamagedHash(e)),
         }
     }
 
@@ -380,8 +397,12 @@ impl TempKeyRecord {
         if self.spent {
             return Ok(TempKeyCheck::Spent);
         }
-        let expires = humantime::parse_rfc3339_weak(&self.expires)
-            .map_err(|e| TempKeyError::DamagedRecord(format!("expiry {:?}: {e}", self.expires)))?;
+        let expires = humantime::parse_rfc3339_weak(&self.expires).map_err(|source| {
+            TempKeyError::DamagedExpiry {
+                value: self.expires.clone(),
+                source,
+            }
+        })?;
         if now >= expires {
             return Ok(TempKeyCheck::Expired {
                 at: self.expires.clone(),
@@ -708,12 +729,12 @@ mod tests {
         let weak = phc.replace("m=19456", "m=8");
         assert!(matches!(
             key.verify(&weak),
-            Err(TempKeyError::DamagedHash(_))
+            Err(TempKeyError::WeakHash { m: 8, .. })
         ));
         let other_alg = phc.replace("$argon2id$", "$argon2i$");
         assert!(matches!(
             key.verify(&other_alg),
-            Err(TempKeyError::DamagedHash(_))
+            Err(TempKeyError::HashAlgorithm { .. })
         ));
     }
 
@@ -779,7 +800,7 @@ mod tests {
         bad.expires = "next tuesday".into();
         assert!(matches!(
             bad.check(&key, now),
-            Err(TempKeyError::DamagedRecord(_))
+            Err(TempKeyError::DamagedExpiry { .. })
         ));
         // Locked records are not hashed: a damaged hash goes unnoticed until then.
         let mut locked = TempKeyRecord {

@@ -236,7 +236,8 @@ pub fn change(
     record.history.push(format!("{from} until {now}"));
     record.state = to;
     record.since = now;
-    let body = serde_json::to_vec(&record).map_err(|e| AuthorityError::Encode(e.to_string()))?;
+    let body =
+        serde_json::to_vec(&record).map_err(|e| AuthorityError::serialize("token record", e))?;
     a.put(KIND, name, name, body)?;
     a.audit(
         "operator",

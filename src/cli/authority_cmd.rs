@@ -282,7 +282,7 @@ fn db_location(
         Some(p) => Some(std::path::absolute(p).map_err(|e| AuthorityError::Io {
             action: "use",
             path: p.clone(),
-            reason: e.to_string(),
+            source: e,
         })?),
         None => None,
     };
@@ -789,42 +789,42 @@ fn cert_chain(ctx: &Context, dir: &std::path::Path) -> Result<(), Error> {
     let mut out = Vec::new();
     let current = a.config.ca_generation();
     let mut add = |role, generation, pem: &str| -> Result<(), Error> {
-        for c in authority::x509::certs_from_pem(pem).map_err(AuthorityError::from)? {
+        for c in crate::pki::x509::certs_from_pem(pem).map_err(AuthorityError::from)? {
             let v = &c.tbs_certificate.validity;
             out.push(ChainCert {
                 role,
                 generation,
                 subject: c.tbs_certificate.subject.to_string(),
                 issuer: c.tbs_certificate.issuer.to_string(),
-                serial: authority::x509::serial_hex(&c),
-                key_id: crate::token::keys::hex(&authority::x509::key_id_of(&c)),
+                serial: crate::pki::x509::serial_hex(&c),
+                key_id: crate::token::keys::hex(&crate::pki::x509::key_id_of(&c)),
                 not_before: v.not_before.to_string(),
                 not_after: v.not_after.to_string(),
-                pem: authority::x509::cert_to_pem(&c).map_err(AuthorityError::from)?,
+                pem: crate::pki::x509::cert_to_pem(&c).map_err(AuthorityError::from)?,
             });
         }
         Ok(())
     };
-    let mut bundle = authority::x509::certs_from_pem(&a.config.ca_pem)
+    let mut bundle = crate::pki::x509::certs_from_pem(&a.config.ca_pem)
         .map_err(AuthorityError::from)?
         .into_iter();
     if let Some(ca) = bundle.next() {
         add(
             "ca",
             current,
-            &authority::x509::cert_to_pem(&ca).map_err(AuthorityError::from)?,
+            &crate::pki::x509::cert_to_pem(&ca).map_err(AuthorityError::from)?,
         )?;
     }
     for ex in bundle {
         add(
             "exchange",
             current,
-            &authority::x509::cert_to_pem(&ex).map_err(AuthorityError::from)?,
+            &crate::pki::x509::cert_to_pem(&ex).map_err(AuthorityError::from)?,
         )?;
     }
     for (i, p) in a.config.previous_cas.iter().enumerate().rev() {
         add("previous-ca", i + 1, &p.cert_pem)?;
-        let links = authority::x509::certs_from_pem(&p.links_pem).map_err(AuthorityError::from)?;
+        let links = crate::pki::x509::certs_from_pem(&p.links_pem).map_err(AuthorityError::from)?;
         for (role, c) in ["link-new-with-old", "link-old-with-new"]
             .into_iter()
             .zip(&links)
@@ -832,7 +832,7 @@ fn cert_chain(ctx: &Context, dir: &std::path::Path) -> Result<(), Error> {
             add(
                 role,
                 i + 2,
-                &authority::x509::cert_to_pem(c).map_err(AuthorityError::from)?,
+                &crate::pki::x509::cert_to_pem(c).map_err(AuthorityError::from)?,
             )?;
         }
     }

@@ -14,7 +14,8 @@ use super::Context;
 use crate::error::Error;
 use crate::keyset::ops::unhex_id;
 use crate::keyset::registry::write_atomic;
-use crate::keyset::{self, csr, KeysetName, KeysetRecord, KeysetSession, PublicKey, Registry};
+use crate::keyset::{self, csr, KeysetName, KeysetRecord, KeysetSession, Registry};
+use crate::pki::PublicKey;
 use crate::token::{ObjectKind, Pkcs11Uri};
 
 /// Runs one `keyset` subcommand.

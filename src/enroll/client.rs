@@ -20,8 +20,9 @@ use crate::keyset::registry::{
     EncryptionKey, Enrollment, KeyAlgorithm, KeysetRecord, KeysetState, PreparedSave, Registry,
     RegistryError, RegistryLock, Security,
 };
-use crate::keyset::{KeysetName, KeysetSession, PublicKey};
-use crate::pki::x509;
+use crate::keyset::{KeysetName, KeysetSession};
+use crate::pki::x509::{self, X509Error};
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{
     Capabilities, CertObject, DecryptionPair, LoginPolicy, Module, OaepHash, ObjectKindFilter,
@@ -52,12 +53,8 @@ impl AuthorityCerts {
         let mut certs = x509::certs_from_pem(text)?;
         // After the CA and exchange certificates: the link certificates of CA rollovers.
         let links = certs.split_off(certs.len().min(2));
-        let [ca, exchange] = <[x509_cert::Certificate; 2]>::try_from(certs).map_err(|v| {
-            EnrollError::Authority(format!(
-                "the authority certificate file holds {} certificates; expected the CA and the exchange certificate from `keyward authority cert`",
-                v.len()
-            ))
-        })?;
+        let [ca, exchange] = <[x509_cert::Certificate; 2]>::try_from(certs)
+            .map_err(|v| EnrollError::AuthorityBundle { count: v.len() })?;
         x509::verify_issued_by(&exchange, &ca)?;
         let mut ca_pem = x509::cert_to_pem(&ca)?;
         for l in &links {
@@ -282,15 +279,12 @@ fn encrypt_temp_key(p: &RequestParams<'_>, nonce: &str) -> Result<Vec<u8>, Enrol
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .map_err(|e| {
-            EnrollError::Authority(format!(
-                "the exchange certificate's key does not encode: {e}"
-            ))
+        .map_err(|source| X509Error::Encode {
+            what: "exchange certificate's key",
+            source,
         })?;
     let PublicKey::Rsa(key) = PublicKey::from_spki_der(&spki)? else {
-        return Err(EnrollError::Authority(
-            "the authority's exchange key is not RSA".into(),
-        ));
+        return Err(EnrollError::ExchangeKeyNotRsa);
     };
     let plain =
         Zeroizing::new(format!("{}\0{}\0{}", p.user, nonce, p.temp_key.expose()).into_bytes());
@@ -300,7 +294,7 @@ fn encrypt_temp_key(p: &RequestParams<'_>, nonce: &str) -> Result<Vec<u8>, Enrol
         OaepHash::Sha256 => Oaep::new::<sha2::Sha256>(),
     };
     key.encrypt(&mut rng, padding, &plain)
-        .map_err(|e| EnrollError::Authority(format!("cannot encrypt the temporary key: {e}")))
+        .map_err(EnrollError::EncryptTempKey)
 }
 
 /// What completing a reply did.
@@ -423,12 +417,12 @@ fn prepare(
     let signing_cert = x509::certs_from_pem(&signed.body.signing_certificate)?
         .into_iter()
         .next()
-        .ok_or_else(|| EnrollError::BadReply("no signing certificate".into()))?;
+        .ok_or_else(|| EnrollError::BadReply("no signing certificate"))?;
     x509::verify_issued_by(&signing_cert, &ca)?;
     let ours = PublicKey::from_pem(&record.signing_public_key)?.to_der()?;
     if x509::spki_der_of(&signing_cert) != ours {
         return Err(EnrollError::BadReply(
-            "the signing certificate is for another key".into(),
+            "the signing certificate is for another key",
         ));
     }
 
@@ -755,11 +749,7 @@ pub(super) fn store_everything(
         "wrapped_aes_key",
         &reply.wrapped_aes_key,
     )?;
-    let bad_transport = |e: crate::token::TokenError| {
-        EnrollError::BadReply(format!(
-            "its transport key does not unwrap on this token ({e})"
-        ))
-    };
+    let bad_transport = EnrollError::TransportKey;
     // Unwrap: the AES key stays in the token. Import: it is decrypted into keyward's memory
     // (zeroized when dropped), and so is each private key, for its one C_CreateObject.
     let (aes, aes_plain) = match how {
@@ -792,9 +782,7 @@ pub(super) fn store_everything(
         let cert = x509::certs_from_pem(&k.certificate)?
             .into_iter()
             .next()
-            .ok_or_else(|| {
-                EnrollError::BadReply("an encryption key without a certificate".into())
-            })?;
+            .ok_or_else(|| EnrollError::BadReply("an encryption key without a certificate"))?;
         x509::verify_issued_by(&cert, ca)?;
         let id = id.clone();
         created.push(id.clone());
@@ -818,12 +806,12 @@ pub(super) fn store_everything(
                 let pkcs8 = crate::token::transfer::unwrap_rfc5649_in_memory(kek, &wrapped)
                     .ok_or_else(|| {
                         EnrollError::BadReply(
-                            "an encryption key does not unwrap with the reply's AES key".into(),
+                            "an encryption key does not unwrap with the reply's AES key",
                         )
                     })?;
                 session.import_private_key(&pkcs8, &template)?;
             }
-            _ => return Err(EnrollError::BadReply("no transport key".into())),
+            _ => return Err(EnrollError::BadReply("no transport key")),
         }
         let public = PublicKey::from_spki_der(&x509::spki_der_of(&cert))?;
         if let Some((n, e)) = public.rsa_parts() {
@@ -855,9 +843,7 @@ pub(super) fn planned_keys(
             let cert = x509::certs_from_pem(&k.certificate)?
                 .into_iter()
                 .next()
-                .ok_or_else(|| {
-                    EnrollError::BadReply("an encryption key without a certificate".into())
-                })?;
+                .ok_or_else(|| EnrollError::BadReply("an encryption key without a certificate"))?;
             x509::verify_issued_by(&cert, ca)?;
             Ok(EncryptionKey {
                 id: hex(id),
@@ -876,7 +862,10 @@ fn store_cert(
     label: &str,
     cert: &x509_cert::Certificate,
 ) -> Result<(), EnrollError> {
-    let enc = |e: der::Error| EnrollError::BadReply(format!("a certificate does not encode: {e}"));
+    let enc = |source: der::Error| X509Error::Encode {
+        what: "certificate",
+        source,
+    };
     let der = cert.to_der().map_err(enc)?;
     let tbs = &cert.tbs_certificate;
     session.store_certificate(&CertObject {

@@ -28,12 +28,26 @@ pub enum EnrollError {
     /// Certificates.
     #[error("{0}")]
     X509(#[from] X509Error),
-    /// The authority's files or answers are unusable.
-    #[error("{0}")]
-    Authority(String),
-    /// The reply is unusable.
+    /// The authority certificate file is not the CA and exchange certificates.
+    #[error("the authority certificate file holds {count} certificates; expected the CA and the exchange certificate from `keyward authority cert`")]
+    AuthorityBundle {
+        /// Certificates found.
+        count: usize,
+    },
+    /// The authority's exchange certificate has a key the temporary key cannot be encrypted to.
+    #[error("the authority's exchange key is not RSA; get the authority's certificates again with `keyward authority cert`")]
+    ExchangeKeyNotRsa,
+    /// Encrypting the temporary key to the authority's exchange key failed.
+    #[error("cannot encrypt the temporary key to the authority's exchange key: {0}")]
+    EncryptTempKey(#[source] rsa::Error),
+    /// The reply fails a check (the sentence names which).
     #[error("reply refused: {0}; nothing was changed")]
-    BadReply(String),
+    BadReply(&'static str),
+    /// The reply's transport key does not unwrap on this token.
+    #[error(
+        "reply refused: its transport key does not unwrap on this token ({0}); nothing was changed"
+    )]
+    TransportKey(#[source] TokenError),
     /// No pending request matches the reply.
     #[error("no pending enrollment request matches this reply (keyset {keyset:?}); was it made for another keyward home, or completed already?")]
     NoPendingRequest {
@@ -79,6 +93,6 @@ macro_rules! keyset_from {
 }
 keyset_from!(
     crate::keyset::RegistryError,
-    crate::keyset::pubkey::KeyError,
+    crate::pki::key::KeyError,
     crate::keyset::csr::CsrError
 );

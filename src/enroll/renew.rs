@@ -20,8 +20,9 @@ use crate::keyset::registry::{
     EncryptionKey, KeysetRecord, KeysetState, PastSigning, PendingRenewal, PreparedSave, Registry,
     RegistryError, RegistryLock,
 };
-use crate::keyset::{KeysetError, KeysetSession, PublicKey};
+use crate::keyset::{KeysetError, KeysetSession};
 use crate::pki::x509;
+use crate::pki::PublicKey;
 use crate::token::keys::hex;
 use crate::token::{DecryptionPair, LoginPolicy, Module, OaepHash};
 
@@ -400,12 +401,12 @@ pub fn prepare_renewal(
     let signing_cert = x509::certs_from_pem(&signed.body.signing_certificate)?
         .into_iter()
         .next()
-        .ok_or_else(|| EnrollError::BadReply("no signing certificate".into()))?;
+        .ok_or_else(|| EnrollError::BadReply("no signing certificate"))?;
     x509::verify_issued_by(&signing_cert, &ca)?;
     let ours = PublicKey::from_pem(&pending.signing_public_key)?.to_der()?;
     if x509::spki_der_of(&signing_cert) != ours {
         return Err(EnrollError::BadReply(
-            "the signing certificate is for another key than the renewal's".into(),
+            "the signing certificate is for another key than the renewal's",
         ));
     }
     // The record as the token will hold it: the new signing key, the renewal's transport key.

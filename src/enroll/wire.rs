@@ -25,9 +25,10 @@ use x509_cert::request::CertReq;
 
 use super::delivery::Delivery;
 use crate::home::{parse_toml, ConfigError};
-use crate::keyset::pubkey::KeyError;
-use crate::keyset::{KeyAlgorithm, PublicKey, Security};
+use crate::keyset::{KeyAlgorithm, Security};
+use crate::pki::key::KeyError;
 use crate::pki::x509::{self, X509Error};
+use crate::pki::PublicKey;
 use crate::token::OaepHash;
 
 /// The format version this keyward reads and writes.
@@ -118,7 +119,7 @@ pub enum WireError {
     },
     /// Encoding failed.
     #[error("cannot encode the {0}: {1}")]
-    Encode(&'static str, String),
+    Encode(&'static str, #[source] toml::ser::Error),
     /// Signing the file failed (on the token: the source names the PKCS#11 call).
     #[error("cannot sign the {what}: {source}")]
     Sign {
@@ -308,8 +309,7 @@ pub fn seal<T: Serialize>(
     algorithm: &str,
     sign: &mut SignFn<'_>,
 ) -> Result<Vec<u8>, WireError> {
-    let text =
-        toml::to_string_pretty(body).map_err(|e| WireError::Encode("body", e.to_string()))?;
+    let text = toml::to_string_pretty(body).map_err(|e| WireError::Encode("body", e))?;
     let mut bytes = format!("# {title}\n{text}").into_bytes();
     if !bytes.ends_with(b"\n") {
         bytes.push(b'\n');
@@ -326,7 +326,7 @@ pub fn seal<T: Serialize>(
             value: Base64::encode_string(&signature),
         },
     })
-    .map_err(|e| WireError::Encode("signature", e.to_string()))?;
+    .map_err(|e| WireError::Encode("signature", e))?;
     bytes.extend_from_slice(b"\n");
     bytes.extend_from_slice(table.as_bytes());
     Ok(bytes)

@@ -32,10 +32,10 @@ use crate::authority::state::{
     kind, now_rfc3339, ArchivedKey, AuthorityDir, CertKind, IssuedCert, UserState,
 };
 use crate::authority::tempkey::{TempKey, TempKeyCheck};
-use crate::authority::x509::{self, CertParams, CertProfile};
 use crate::authority::AuthorityError;
 use crate::keyset::ops::unhex_id;
-use crate::keyset::PublicKey;
+use crate::pki::x509::{self, CertParams, CertProfile};
+use crate::pki::PublicKey;
 use crate::token::{DecryptionPair, OaepHash, TokenSession};
 
 /// The record kind of an EST enrollment in progress or done (keyed and owned by the user).

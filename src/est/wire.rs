@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use x509_cert::request::CertReq;
 use x509_cert::Certificate;
 
-use crate::keyset::PublicKey;
+use crate::pki::PublicKey;
 
 /// `application/pkcs10`: what simpleenroll, simplereenroll and serverkeygen take.
 pub const PKCS10: &str = "application/pkcs10";

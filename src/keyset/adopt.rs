@@ -10,11 +10,11 @@
 use secrecy::SecretString;
 
 use super::name::KeysetName;
-use super::pubkey::PublicKey;
 use super::registry::{
     Adoption, EncryptionKey, KeyAlgorithm, KeysetRecord, KeysetState, Registry, Security,
 };
 use super::KeysetError;
+use crate::pki::key::PublicKey;
 use crate::pki::x509;
 use crate::token::keys::hex;
 use crate::token::uri::TokenFacts;

@@ -5,9 +5,9 @@ use secrecy::SecretString;
 use super::harden::Hardening;
 use super::journal;
 use super::name::KeysetName;
-use super::pubkey::PublicKey;
 use super::registry::{KeyAlgorithm, KeysetRecord, KeysetState, Registry, RegistryLock, Security};
 use super::KeysetError;
+use crate::pki::key::PublicKey;
 use crate::token::caps::{check_context_login, KeyGenCaps};
 use crate::token::keys::hex;
 use crate::token::{

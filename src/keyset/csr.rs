@@ -8,33 +8,33 @@ use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 
-use super::pubkey::PublicKey;
+use crate::pki::key::PublicKey;
 
 /// Errors building a request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CsrError {
     /// The subject does not parse.
-    #[error("subject {subject:?} is not a distinguished name ({reason}); write it like \"CN=Alice Smith,O=Example\"")]
+    #[error("subject {subject:?} is not a distinguished name ({source}); write it like \"CN=Alice Smith,O=Example\"")]
     Subject {
         /// What was given.
         subject: String,
-        /// Why.
-        reason: String,
+        /// The parser's error.
+        source: der::Error,
     },
     /// DER encoding failed.
     #[error("cannot encode the request: {0}")]
     Encode(#[source] der::Error),
     /// The public key cannot be encoded.
     #[error("cannot encode the request: {0}")]
-    Key(#[source] crate::keyset::pubkey::KeyError),
+    Key(#[source] crate::pki::key::KeyError),
 }
 
 /// Parses an RFC 4514 subject such as `CN=Alice,O=Example`.
 pub fn parse_subject(subject: &str) -> Result<Name, CsrError> {
-    Name::from_str(subject).map_err(|e| CsrError::Subject {
+    Name::from_str(subject).map_err(|source| CsrError::Subject {
         subject: subject.to_string(),
-        reason: e.to_string(),
+        source,
     })
 }
 

@@ -41,7 +41,13 @@ pub struct Hardening {
 pub enum HardenError {
     /// Argon2 refused the parameters.
     #[error("cannot derive the token PIN: {0}; the keyset's hardening record is damaged")]
-    Argon(String),
+    Argon(#[source] argon2::Error),
+    /// The stored salt is not hex.
+    #[error("cannot derive the token PIN: its salt is not hex; the keyset's hardening record is damaged")]
+    BadSalt,
+    /// The stored PIN length is out of range.
+    #[error("cannot derive the token PIN: a {0}-character PIN cannot be derived (1 to 64); the keyset's hardening record is damaged")]
+    PinLength(usize),
     /// The system RNG failed.
     #[error("the system random generator failed: {0}")]
     Random(#[source] getrandom::Error),
@@ -78,14 +84,14 @@ impl Hardening {
     /// The token PIN for `password`.
     pub fn derive(&self, password: &SecretString) -> Result<SecretString, HardenError> {
         self.check_known()?;
-        let params = Params::new(self.m_kib, self.t, self.p, Some(64))
-            .map_err(|e| HardenError::Argon(e.to_string()))?;
+        let params =
+            Params::new(self.m_kib, self.t, self.p, Some(64)).map_err(HardenError::Argon)?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let salt = unhex(&self.salt).ok_or_else(|| HardenError::Argon("salt is not hex".into()))?;
+        let salt = unhex(&self.salt).ok_or(HardenError::BadSalt)?;
         let mut out = Zeroizing::new([0u8; 64]);
         argon
             .hash_password_into(password.expose_secret().as_bytes(), &salt, out.as_mut())
-            .map_err(|e| HardenError::Argon(e.to_string()))?;
+            .map_err(HardenError::Argon)?;
         let alphabet = if self.alphabet == "digits" {
             DIGITS
         } else {
@@ -119,10 +125,7 @@ impl Hardening {
             )));
         }
         if self.pin_len == 0 || self.pin_len > 64 {
-            return Err(HardenError::Argon(format!(
-                "a {}-character PIN cannot be derived (1 to 64)",
-                self.pin_len
-            )));
+            return Err(HardenError::PinLength(self.pin_len));
         }
         if !self.extra.is_empty() {
             let fields: Vec<&str> = self.extra.keys().map(String::as_str).collect();

@@ -19,7 +19,8 @@ use super::registry::{
     remove_leftovers, write_atomic, KeysetRecord, KeysetState, Registry, RegistryError,
     RegistryLock,
 };
-use super::{keyset_token, KeysetError, PublicKey};
+use super::{keyset_token, KeysetError};
+use crate::pki::PublicKey;
 use crate::token::{Module, ObjectKindFilter};
 
 /// The journal's file name in keyward's home.

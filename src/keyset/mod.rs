@@ -7,7 +7,6 @@ pub mod harden;
 pub mod journal;
 pub mod name;
 pub mod ops;
-pub mod pubkey;
 pub mod registry;
 
 pub use adopt::{adopt, AdoptRequest};
@@ -15,7 +14,6 @@ pub use create::{create, CreateRequest};
 pub use harden::Hardening;
 pub use name::{KeysetName, NameError};
 pub use ops::{change_password, keyset_token, remove, sign, token_pin, KeysetSession};
-pub use pubkey::PublicKey;
 pub use registry::{KeyAlgorithm, KeysetRecord, KeysetState, Registry, RegistryError, Security};
 
 use crate::token::TokenError;
@@ -35,7 +33,7 @@ pub enum KeysetError {
     Name(#[from] NameError),
     /// Keys and signatures.
     #[error("{0}")]
-    Key(#[from] pubkey::KeyError),
+    Key(#[from] crate::pki::KeyError),
     /// PKCS#10.
     #[error("{0}")]
     Csr(#[from] csr::CsrError),

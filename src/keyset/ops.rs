@@ -6,9 +6,9 @@ use std::path::Path;
 
 use secrecy::SecretString;
 
-use super::pubkey::ecdsa_raw_to_der;
 use super::registry::{KeyAlgorithm, KeysetRecord, Registry};
 use super::{Hardening, KeysetError};
+use crate::pki::key::ecdsa_raw_to_der;
 use crate::token::keys::hex;
 use crate::token::{IdentityLookup, KeyRef, LoginPolicy, Module, PinRole, Token, TokenSession};
 

@@ -1,15 +1,14 @@
 //! Messages: `send` signs with the keyset's token key and encrypts to every recipient (and the
 //! sender); `read` decrypts the content key on the token and verifies the signer's chain.
 
-pub use crate::pki::cms;
 pub mod content;
 pub mod read;
 pub mod send;
-pub use crate::pki::smime;
 pub mod stream;
 
-use crate::authority::x509::X509Error;
 use crate::keyset::KeysetError;
+use crate::pki::x509::X509Error;
+use crate::pki::{cms, smime};
 
 pub use read::{read, ReadOptions, ReadOutcome};
 pub use send::{send, SendOptions};
@@ -43,16 +42,26 @@ pub enum MessageError {
         /// What is wrong.
         why: String,
     },
+    /// A recipient's certificate does not check (expired, key does not decode).
+    #[error("recipient {who}: {source}")]
+    RecipientCertificate {
+        /// The recipient as given.
+        who: String,
+        /// The certificate's or key's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The content cannot be sent as asked.
     #[error("{0}")]
     Content(String),
     /// Reading the input or writing the output failed.
-    #[error("could not {action}: {reason}")]
+    #[error("could not {action}: {source}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// The system's error.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The signer is not trusted.
     #[error("the message's signer {signer} {why}; the content was not written")]
@@ -72,8 +81,8 @@ impl From<crate::token::TokenError> for MessageError {
 
 /// A certificate's holder for messages: `CN <email>`.
 pub fn describe(cert: &x509_cert::Certificate) -> String {
-    let cn = crate::authority::x509::common_name(cert).unwrap_or_else(|| "(no name)".into());
-    match crate::authority::x509::email_of(cert) {
+    let cn = crate::pki::x509::common_name(cert).unwrap_or_else(|| "(no name)".into());
+    match crate::pki::x509::email_of(cert) {
         // A mailbox certificate's commonName is the address itself.
         Some(e) if e == cn => e,
         Some(e) => format!("{cn} <{e}>"),

@@ -8,11 +8,12 @@ use secrecy::SecretString;
 use x509_cert::crl::CertificateList;
 use x509_cert::Certificate;
 
-use super::cms::{self, KeyTransport};
-use super::{content, decryption_keys_of, describe, smime, stream, MessageError};
-use crate::authority::x509;
+use super::{content, decryption_keys_of, describe, stream, MessageError};
 use crate::keyset::ops::unhex_id;
 use crate::keyset::{KeysetRecord, KeysetSession};
+use crate::pki::cms::{self, KeyTransport};
+use crate::pki::smime;
+use crate::pki::x509;
 use crate::token::{KeyTransportScheme, LoginPolicy, Module, OaepHash};
 
 /// How to read.
@@ -165,7 +166,7 @@ fn parse_error(e: std::io::Error) -> MessageError {
         ErrorKind::InvalidData => cms::CmsError::Corrupted(e.to_string()).into(),
         _ => MessageError::Io {
             action: "read the message",
-            reason: e.to_string(),
+            source: e,
         },
     }
 }
@@ -459,7 +460,7 @@ fn io_write(e: std::io::Error) -> MessageError {
         ErrorKind::InvalidData => cms::CmsError::Corrupted(e.to_string()).into(),
         _ => MessageError::Io {
             action: "write the content",
-            reason: e.to_string(),
+            source: e,
         },
     }
 }
@@ -672,7 +673,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::message::cms::test_pki::Pki;
+    use crate::pki::cms::test_pki::Pki;
 
     #[test]
     fn the_signing_time_must_not_be_in_the_future_nor_outside_the_certificate() {

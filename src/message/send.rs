@@ -12,10 +12,12 @@ use spki::AlgorithmIdentifierOwned;
 use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
-use super::cms::{self, ContentSigner, KeyTransport, Recipient};
-use super::{content, decryption_keys_of, describe, enrollment_of, smime, stream, MessageError};
-use crate::authority::x509;
-use crate::keyset::{KeysetRecord, KeysetSession, PublicKey};
+use super::{content, decryption_keys_of, describe, enrollment_of, stream, MessageError};
+use crate::keyset::{KeysetRecord, KeysetSession};
+use crate::pki::cms::{self, ContentSigner, KeyTransport, Recipient};
+use crate::pki::smime;
+use crate::pki::x509;
+use crate::pki::PublicKey;
 use crate::token::{LoginPolicy, Module};
 
 /// How to send.
@@ -74,7 +76,7 @@ impl TokenSigner<'_, '_> {
         if let Some(pending) = self.pending.take() {
             let token = pending.join().map_err(|_| MessageError::Io {
                 action: "open the token",
-                reason: "the thread opening the token panicked".into(),
+                source: std::io::Error::other("the thread opening the token panicked"),
             })??;
             self.token = Some(token);
         }
@@ -91,15 +93,14 @@ impl ContentSigner for TokenSigner<'_, '_> {
         self.algorithm.clone()
     }
 
-    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, String> {
+    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
         let token = self
             .token
             .as_mut()
             .ok_or("the token was not ready before the signature (a bug in keyward)")?;
-        token
+        Ok(token
             .session
-            .sign_bytes(&token.module, self.record, signed_attrs_der)
-            .map_err(|e| e.to_string())
+            .sign_bytes(&token.module, self.record, signed_attrs_der)?)
     }
 }
 
@@ -168,7 +169,12 @@ pub fn check_recipient(who: &str, cert: &Certificate) -> Result<(), MessageError
         who: who.to_string(),
         why,
     };
-    x509::check_validity(cert, SystemTime::now()).map_err(|e| err(e.to_string()))?;
+    let unusable =
+        |source: Box<dyn std::error::Error + Send + Sync>| MessageError::RecipientCertificate {
+            who: who.to_string(),
+            source,
+        };
+    x509::check_validity(cert, SystemTime::now()).map_err(|e| unusable(e.into()))?;
     let for_encryption = match cert.tbs_certificate.get::<KeyUsage>() {
         Ok(Some((_, ku))) => ku.0.contains(KeyUsages::KeyEncipherment),
         Ok(None) => true,
@@ -181,7 +187,7 @@ pub fn check_recipient(who: &str, cert: &Certificate) -> Result<(), MessageError
             describe(cert)
         )));
     }
-    let key = PublicKey::from_spki_der(&x509::spki_der_of(cert)).map_err(|e| err(e.to_string()))?;
+    let key = PublicKey::from_spki_der(&x509::spki_der_of(cert)).map_err(|e| unusable(e.into()))?;
     if key.rsa_parts().is_none() {
         return Err(err(
             "the certificate's key is not RSA; only RSA keys can receive messages".into(),
@@ -309,10 +315,7 @@ struct Parts<'a, 'r> {
 }
 
 fn io_error(action: &'static str, e: std::io::Error) -> MessageError {
-    MessageError::Io {
-        action,
-        reason: e.to_string(),
-    }
+    MessageError::Io { action, source: e }
 }
 
 /// Counts what passes through.
@@ -342,8 +345,8 @@ fn write_enveloped<W: Write>(
     let w = |e: std::io::Error| io_error("write the message", e);
     let mut cek = Zeroizing::new([0u8; 32]);
     let mut iv = [0u8; 16];
-    getrandom::getrandom(cek.as_mut_slice()).map_err(|e| cms::CmsError::Random(e.to_string()))?;
-    getrandom::getrandom(&mut iv).map_err(|e| cms::CmsError::Random(e.to_string()))?;
+    getrandom::getrandom(cek.as_mut_slice()).map_err(cms::CmsError::Random)?;
+    getrandom::getrandom(&mut iv).map_err(cms::CmsError::Random)?;
     let mut infos = Vec::new();
     let mut seen = Vec::new();
     for r in p.recipients {

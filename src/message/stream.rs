@@ -8,7 +8,7 @@
 //! Reading: [`BerReader`], a small streaming BER reader for the outer layers of a CMS
 //! message (the headers of the SEQUENCEs, the small elements whole, the big OCTET STRING
 //! piece by piece, definite or indefinite lengths); the small inner structures it returns
-//! whole are decoded with `der` (through [`super::cms`]). [`OctetsReader`] reads the
+//! whole are decoded with `der` (through [`crate::pki::cms`]). [`OctetsReader`] reads the
 //! content of a (possibly constructed) OCTET STRING as a byte stream, [`CbcReader`] decrypts
 //! one, [`Base64Reader`] decodes a base64 body.
 

@@ -48,7 +48,7 @@ use x509_cert::time::Time;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
-use crate::keyset::PublicKey;
+use super::key::PublicKey;
 
 /// Signs on a token for [`sign`].
 pub trait ContentSigner {
@@ -59,7 +59,7 @@ pub trait ContentSigner {
     fn algorithm(&self) -> AlgorithmIdentifierOwned;
     /// Signs the DER of the SignedAttributes SET (RSA PKCS#1 v1.5 SHA-256, or DER ECDSA P-256
     /// SHA-256); the signer hashes the bytes itself. The error says what the token refused.
-    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, String>;
+    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, super::SignError>;
 }
 
 /// How the content-encryption key is wrapped to a recipient's RSA key.
@@ -147,13 +147,30 @@ pub enum CmsError {
         /// The key type.
         key: &'static str,
     },
-    /// A certificate's public key cannot be used.
+    /// A certificate's public key cannot be used (the sentence says why).
     #[error("the certificate for {subject} has an unusable key: {reason}")]
     UnusableKey {
         /// The certificate's subject.
         subject: String,
         /// What is wrong with the key.
-        reason: String,
+        reason: &'static str,
+    },
+    /// A certificate's public key does not decode.
+    #[error("the certificate for {subject} has an unusable key: {source}")]
+    BadKey {
+        /// The certificate's subject.
+        subject: String,
+        /// The decoder's error (SubjectPublicKeyInfo or key).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A certificate's key is neither RSA nor EC.
+    #[error("the certificate for {subject} has an unusable key: key algorithm {algorithm} is neither RSA nor EC")]
+    UnsupportedKey {
+        /// The certificate's subject.
+        subject: String,
+        /// The key's algorithm OID (with its name when known).
+        algorithm: String,
     },
     /// [`encrypt`] was given no recipients.
     #[error("no recipients given; name at least one certificate to encrypt to")]
@@ -198,28 +215,32 @@ pub enum CmsError {
     /// The signature is detached and no content was given.
     #[error("the signature is detached and no content was given; read the whole S/MIME message (multipart/signed) instead")]
     Detached,
-    /// The token refused to sign.
+    /// The token refused to sign; the token's error is the source.
     #[error(
-        "the token could not sign: {0}; check that the token is present and logged in, then retry"
+        "the token could not sign: {source}; check that the token is present and logged in, then retry"
     )]
-    Signer(String),
+    Signer {
+        /// The signer's error (the token layer's, with the PKCS#11 call).
+        source: super::SignError,
+    },
     /// The token signed, but not with the certificate's key.
     #[error("the token's signature does not verify with the signer certificate's key; check that the token holds the key of this certificate")]
     SignerKeyMismatch,
     /// Wrapping the content key to a recipient failed.
-    #[error("could not encrypt the content key to {subject}: {reason}")]
+    #[error("could not encrypt the content key to {subject}: {source}")]
     KeyTransport {
         /// The recipient certificate's subject.
         subject: String,
         /// The RSA error.
-        reason: String,
+        #[source]
+        source: rsa::Error,
     },
     /// A time cannot be written as a signing time.
     #[error("cannot use {0} as the signing time; check the system clock")]
     InvalidTime(String),
     /// The operating system's random generator failed.
     #[error("could not get random bytes from the operating system ({0}); check the system's entropy source and retry")]
-    Random(String),
+    Random(#[source] getrandom::Error),
     /// A structure could not be DER-encoded.
     #[error("could not encode the {what}: {source}; this is a bug in keyward, please report it")]
     Encode {
@@ -343,7 +364,9 @@ pub(crate) fn signer_info(
     ])
     .map_err(enc("signed attributes"))?;
     let attrs_der = attrs.to_der().map_err(enc("signed attributes"))?;
-    let signature = signer.sign(&attrs_der).map_err(CmsError::Signer)?;
+    let signature = signer
+        .sign(&attrs_der)
+        .map_err(|source| CmsError::Signer { source })?;
     if !key.verify(&algorithm, &attrs_der, &signature)? {
         return Err(CmsError::SignerKeyMismatch);
     }
@@ -436,8 +459,8 @@ pub fn encrypt(
 
     let mut cek = Zeroizing::new([0u8; 32]);
     let mut iv = [0u8; 16];
-    getrandom::getrandom(cek.as_mut_slice()).map_err(|e| CmsError::Random(e.to_string()))?;
-    getrandom::getrandom(&mut iv).map_err(|e| CmsError::Random(e.to_string()))?;
+    getrandom::getrandom(cek.as_mut_slice()).map_err(CmsError::Random)?;
+    getrandom::getrandom(&mut iv).map_err(CmsError::Random)?;
 
     let mut infos = Vec::with_capacity(recipients.len());
     let mut seen: Vec<Vec<u8>> = Vec::new();
@@ -486,7 +509,7 @@ fn wrap_key(
         PublicKey::P256(_) => {
             return Err(CmsError::UnusableKey {
                 subject,
-                reason: "it is a P-256 key and keyward encrypts to RSA keys only; use the recipient's RSA encryption certificate".to_owned(),
+                reason: "it is a P-256 key and keyward encrypts to RSA keys only; use the recipient's RSA encryption certificate",
             })
         }
     };
@@ -496,10 +519,7 @@ fn wrap_key(
         KeyTransport::RsaOaepSha1 => key.encrypt(&mut rng, rsa::Oaep::new::<sha1::Sha1>(), cek),
         KeyTransport::RsaOaepSha256 => key.encrypt(&mut rng, rsa::Oaep::new::<Sha256>(), cek),
     };
-    let encrypted = result.map_err(|e| CmsError::KeyTransport {
-        subject,
-        reason: e.to_string(),
-    })?;
+    let encrypted = result.map_err(|source| CmsError::KeyTransport { subject, source })?;
     Ok((key_transport_algorithm(r.transport)?, encrypted))
 }
 
@@ -1013,24 +1033,28 @@ impl SignerKey {
     fn of(cert: &Certificate) -> Result<Self, CmsError> {
         use rsa::pkcs8::DecodePublicKey;
         let spki = &cert.tbs_certificate.subject_public_key_info;
-        let unusable = |reason: String| CmsError::UnusableKey {
-            subject: cert.tbs_certificate.subject.to_string(),
-            reason,
+        let subject = || cert.tbs_certificate.subject.to_string();
+        let bad_key = |source: Box<dyn std::error::Error + Send + Sync>| CmsError::BadKey {
+            subject: subject(),
+            source,
         };
-        let der = spki.to_der().map_err(|e| unusable(e.to_string()))?;
+        let der = spki.to_der().map_err(|e| bad_key(e.into()))?;
         if spki.algorithm.oid == rfc5912::RSA_ENCRYPTION {
             rsa::RsaPublicKey::from_public_key_der(&der)
                 .map(|k| SignerKey(PublicKey::Rsa(k)))
-                .map_err(|e| unusable(e.to_string()))
+                .map_err(|e| bad_key(e.into()))
         } else if spki.algorithm.oid == rfc5912::ID_EC_PUBLIC_KEY {
             p256::ecdsa::VerifyingKey::from_public_key_der(&der)
                 .map(|k| SignerKey(PublicKey::P256(k)))
-                .map_err(|_| unusable("an EC key, but not on P-256".to_owned()))
+                .map_err(|_| CmsError::UnusableKey {
+                    subject: subject(),
+                    reason: "an EC key, but not on P-256",
+                })
         } else {
-            Err(unusable(format!(
-                "key algorithm {} is neither RSA nor EC",
-                oid_name(&spki.algorithm.oid)
-            )))
+            Err(CmsError::UnsupportedKey {
+                subject: subject(),
+                algorithm: oid_name(&spki.algorithm.oid),
+            })
         }
     }
 
@@ -1091,7 +1115,7 @@ impl SignerKey {
                 .verify(
                     rsa::Pkcs1v15Sign::new::<Sha256>(),
                     digest,
-                    &crate::keyset::pubkey::rsa_signature_at_full_length(k, sig),
+                    &super::key::rsa_signature_at_full_length(k, sig),
                 )
                 .is_ok(),
             PublicKey::P256(k) => p256::ecdsa::Signature::from_der(sig)
@@ -1154,7 +1178,7 @@ fn content_info<T: Encode>(
 
 /// The signingTime as X.509 writes times (UTCTime through 2049, GeneralizedTime after).
 fn to_time(t: SystemTime) -> Result<Time, CmsError> {
-    crate::authority::x509::to_time(t).map_err(|_| CmsError::InvalidTime(format!("{t:?}")))
+    crate::pki::x509::to_time(t).map_err(|_| CmsError::InvalidTime(format!("{t:?}")))
 }
 
 fn strip_zeros(bytes: &[u8]) -> &[u8] {
@@ -1524,7 +1548,7 @@ mod ber {
 #[cfg(test)]
 pub(crate) mod test_pki {
     use super::*;
-    use crate::authority::x509::{self, CertParams, CertProfile, TbsSigner};
+    use crate::pki::x509::{self, CertParams, CertProfile, TbsSigner};
     use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
     use rsa::signature::{SignatureEncoding, Signer};
     use std::path::Path;
@@ -1561,7 +1585,7 @@ pub(crate) mod test_pki {
         fn algorithm(&self) -> AlgorithmIdentifierOwned {
             x509::rsa_sha256_algorithm()
         }
-        fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, String> {
+        fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
             Ok(self.0.sign(tbs_der).to_vec())
         }
     }
@@ -1591,7 +1615,7 @@ pub(crate) mod test_pki {
                 SoftKey::P256(_) => x509::ecdsa_p256_sha256_algorithm(),
             }
         }
-        fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, String> {
+        fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
             Ok(match &self.key {
                 SoftKey::Rsa(k) => rsa::pkcs1v15::SigningKey::<Sha256>::new((**k).clone())
                     .sign(data)
@@ -1758,14 +1782,14 @@ pub(crate) mod test_pki {
             &self,
             user: &str,
             message: &[u8],
-        ) -> Result<Verified, crate::message::smime::SmimeError> {
+        ) -> Result<Verified, crate::pki::smime::SmimeError> {
             let u = self.user(user);
-            let der = crate::message::smime::read_any(message)?;
+            let der = crate::pki::smime::read_any(message)?;
             let slots = recipients(&der)?;
             let (slot, _) = match_recipient(&slots, std::slice::from_ref(&u.enc_cert))?;
             let cek = unwrap_cek(&u.key, slot);
             let (_, inner) = decrypt_content(&der, &cek)?;
-            crate::message::smime::verify_any(&inner)
+            crate::pki::smime::verify_any(&inner)
         }
     }
 
@@ -1812,8 +1836,8 @@ pub(crate) mod test_pki {
 mod tests {
     use super::test_pki::*;
     use super::*;
-    use crate::authority::x509::{self, CertProfile};
-    use crate::message::smime;
+    use crate::pki::smime;
+    use crate::pki::x509::{self, CertProfile};
     use rsa::pkcs8::EncodePublicKey;
     use std::time::Instant;
     use std::time::{Duration, UNIX_EPOCH};
@@ -2397,9 +2421,9 @@ mod tests {
         fn algorithm(&self) -> AlgorithmIdentifierOwned {
             self.inner.algorithm()
         }
-        fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, String> {
+        fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
             if self.fail {
-                Err("CKR_DEVICE_REMOVED".to_owned())
+                Err("CKR_DEVICE_REMOVED".into())
             } else {
                 self.inner.sign(data)
             }
@@ -2431,7 +2455,7 @@ mod tests {
             fn algorithm(&self) -> AlgorithmIdentifierOwned {
                 x509::ecdsa_p256_sha256_algorithm()
             }
-            fn sign(&mut self, _: &[u8]) -> Result<Vec<u8>, String> {
+            fn sign(&mut self, _: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
                 panic!("token asked")
             }
         }

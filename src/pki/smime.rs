@@ -501,8 +501,8 @@ fn canonical_crlf(content: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::cms::test_pki::*;
-    use crate::message::cms::{self, InnerType, KeyTransport};
+    use crate::pki::cms::test_pki::*;
+    use crate::pki::cms::{self, InnerType, KeyTransport};
 
     const MSG: &[u8] = b"Hello Bob,\nline two\n\nlast line, no newline";
 

@@ -47,7 +47,7 @@ pub trait TbsSigner {
     /// The signature algorithm, as it goes into the certificate (see [`rsa_sha256_algorithm`], [`ecdsa_p256_sha256_algorithm`]).
     fn algorithm(&self) -> AlgorithmIdentifierOwned;
     /// Signs `tbs_der` with the issuer's private key; the error says what the token refused.
-    fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, String>;
+    fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, super::SignError>;
 }
 
 /// What went wrong building, reading or checking a certificate or CRL.
@@ -103,7 +103,16 @@ pub enum X509Error {
     #[error(
         "unusable public key ({0}); use an RSA or P-256 key exported as a DER SubjectPublicKeyInfo"
     )]
-    InvalidPublicKey(String),
+    InvalidPublicKey(&'static str),
+    /// The public key's algorithm is neither RSA nor EC.
+    #[error("unusable public key (key algorithm {0} is neither RSA nor EC); use an RSA or P-256 key exported as a DER SubjectPublicKeyInfo")]
+    KeyAlgorithm(ObjectIdentifier),
+    /// The public key does not decode.
+    #[error("unusable public key ({source}); use an RSA or P-256 key exported as a DER SubjectPublicKeyInfo")]
+    BadPublicKey {
+        /// The decoder's error.
+        source: super::SignError,
+    },
     /// The signature algorithm is not one this module supports.
     #[error("unsupported signature algorithm {0}; use RSA PKCS#1 v1.5 with SHA-256 or ECDSA P-256 with SHA-256")]
     UnsupportedAlgorithm(String),
@@ -118,11 +127,22 @@ pub enum X509Error {
     /// The issuing certificate may not sign certificates or CRLs.
     #[error("the issuer certificate {0} is not a CA that may sign certificates and CRLs; issue with the authority's CA certificate")]
     IssuerNotCa(String),
-    /// The token refused to sign.
+    /// The token refused to sign; the token's error is the source.
     #[error(
-        "the token could not sign: {0}; check that the token is present and logged in, then retry"
+        "the token could not sign: {source}; check that the token is present and logged in, then retry"
     )]
-    Signer(String),
+    Signer {
+        /// The signer's error (the token layer's, with the PKCS#11 call).
+        source: super::SignError,
+    },
+    /// The token signed, but what it returned is not a signature of the expected form.
+    #[error("the token returned a {len}-byte signature that is not {form}; check that the token holds the issuer's key and supports its mechanism")]
+    MalformedSignature {
+        /// The form expected.
+        form: String,
+        /// The length returned.
+        len: usize,
+    },
     /// The token signed, but not with the issuer certificate's key.
     #[error("the token's signature does not verify with the issuer certificate's key; check that the token holds the key of this CA certificate")]
     SignerKeyMismatch,
@@ -392,12 +412,11 @@ pub fn ecdsa_p256_sha256_algorithm() -> AlgorithmIdentifierOwned {
 
 /// Converts a raw P-256 ECDSA signature (`r || s`, 64 bytes, as PKCS#11 returns it) to DER.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, X509Error> {
-    let sig = p256::ecdsa::Signature::from_slice(raw).map_err(|_| {
-        X509Error::Signer(format!(
-            "it returned a {}-byte ECDSA signature, not a P-256 r || s of 64 bytes",
-            raw.len()
-        ))
-    })?;
+    let sig =
+        p256::ecdsa::Signature::from_slice(raw).map_err(|_| X509Error::MalformedSignature {
+            form: "a P-256 ECDSA signature (r || s, 64 bytes)".into(),
+            len: raw.len(),
+        })?;
     Ok(sig.to_der().as_bytes().to_vec())
 }
 
@@ -817,7 +836,7 @@ fn check_period(start: SystemTime, end: SystemTime) -> Result<(), X509Error> {
 
 fn parse_spki(der: &[u8]) -> Result<SubjectPublicKeyInfoOwned, X509Error> {
     let spki = SubjectPublicKeyInfoOwned::from_der(der)
-        .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
+        .map_err(|e| X509Error::BadPublicKey { source: e.into() })?;
     key_kind(&spki)?;
     Ok(spki)
 }
@@ -836,13 +855,10 @@ fn key_kind(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, X509Error> {
             return Ok(KeyKind::P256);
         }
         return Err(X509Error::InvalidPublicKey(
-            "an EC key on a curve other than P-256".to_owned(),
+            "an EC key on a curve other than P-256",
         ));
     }
-    Err(X509Error::InvalidPublicKey(format!(
-        "key algorithm {} is neither RSA nor EC",
-        alg.oid
-    )))
+    Err(X509Error::KeyAlgorithm(alg.oid))
 }
 
 fn signature_kind(alg: &AlgorithmIdentifierOwned) -> Result<KeyKind, X509Error> {
@@ -887,9 +903,9 @@ fn check_signature(
     };
     let spki_der = spki
         .to_der()
-        .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
-    let key = crate::keyset::PublicKey::from_spki_der(&spki_der)
-        .map_err(|e| X509Error::InvalidPublicKey(e.to_string()))?;
+        .map_err(|e| X509Error::BadPublicKey { source: e.into() })?;
+    let key = super::key::PublicKey::from_spki_der(&spki_der)
+        .map_err(|e| X509Error::BadPublicKey { source: e.into() })?;
     if !key.is_signature_well_formed(sig) {
         return Ok(SigCheck::Malformed);
     }
@@ -908,15 +924,20 @@ fn sign_checked(
     issuer_spki: &SubjectPublicKeyInfoOwned,
     signer: &mut dyn TbsSigner,
 ) -> Result<BitString, X509Error> {
-    let sig = signer.sign_tbs(tbs_der).map_err(X509Error::Signer)?;
+    let sig = signer
+        .sign_tbs(tbs_der)
+        .map_err(|source| X509Error::Signer { source })?;
     let bits = BitString::from_bytes(&sig).map_err(encode_err("signature"))?;
     match check_signature(issuer_spki, alg, tbs_der, &bits)? {
         SigCheck::Valid => Ok(bits),
         SigCheck::Invalid => Err(X509Error::SignerKeyMismatch),
-        SigCheck::Malformed => Err(X509Error::Signer(format!(
-            "it returned a signature that is not a {} signature as X.509 carries it",
-            signature_kind(alg)?.name()
-        ))),
+        SigCheck::Malformed => Err(X509Error::MalformedSignature {
+            form: format!(
+                "a {} signature as X.509 carries it",
+                signature_kind(alg)?.name()
+            ),
+            len: sig.len(),
+        }),
     }
 }
 
@@ -1273,7 +1294,7 @@ mod tests {
                 TestSigner::P256(_) => ecdsa_p256_sha256_algorithm(),
             }
         }
-        fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, String> {
+        fn sign_tbs(&mut self, tbs_der: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
             Ok(match self {
                 TestSigner::Rsa(k) => k.sign(tbs_der).to_vec(),
                 TestSigner::P256(k) => {
@@ -1295,9 +1316,9 @@ mod tests {
         fn algorithm(&self) -> AlgorithmIdentifierOwned {
             self.alg.clone()
         }
-        fn sign_tbs(&mut self, _tbs_der: &[u8]) -> Result<Vec<u8>, String> {
+        fn sign_tbs(&mut self, _tbs_der: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
             self.calls += 1;
-            self.answer.clone()
+            self.answer.clone().map_err(Into::into)
         }
     }
 
@@ -1766,6 +1787,8 @@ mod tests {
         };
         let err = issue(&ca, &p, &mut failing).unwrap_err();
         assert!(err.to_string().contains("CKR_USER_NOT_LOGGED_IN"), "{err}");
+        let cause = std::error::Error::source(&err).expect("the token's error is kept");
+        assert_eq!(cause.to_string(), "CKR_USER_NOT_LOGGED_IN");
         // An EC algorithm for an RSA CA is refused before the token is asked.
         let mut ec = FixedSigner {
             alg: ecdsa_p256_sha256_algorithm(),
@@ -1803,18 +1826,21 @@ mod tests {
             fn algorithm(&self) -> AlgorithmIdentifierOwned {
                 ecdsa_p256_sha256_algorithm()
             }
-            fn sign_tbs(&mut self, tbs: &[u8]) -> Result<Vec<u8>, String> {
+            fn sign_tbs(&mut self, tbs: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
                 let sig: p256::ecdsa::Signature = self.0.sign(tbs);
                 let raw = sig.to_bytes().to_vec();
                 if self.1 {
-                    ecdsa_raw_to_der(&raw).map_err(|e| e.to_string())
+                    ecdsa_raw_to_der(&raw).map_err(Into::into)
                 } else {
                     Ok(raw)
                 }
             }
         }
         let err = self_signed_ca(&p_ca, &mut Raw(key.clone(), false)).unwrap_err();
-        assert!(matches!(err, X509Error::Signer(_)), "{err}");
+        assert!(
+            matches!(err, X509Error::MalformedSignature { len: 64, .. }),
+            "{err}"
+        );
         let ec_ca = self_signed_ca(&p_ca, &mut Raw(key, true)).unwrap();
         verify_issued_by(&ec_ca, &ec_ca).unwrap();
         assert!(ecdsa_raw_to_der(&[0; 10]).is_err());
@@ -1856,7 +1882,7 @@ mod tests {
         );
         assert!(matches!(
             issue(&ca, &p, &mut signer),
-            Err(X509Error::InvalidPublicKey(_))
+            Err(X509Error::BadPublicKey { .. })
         ));
         // self_signed_ca wants the CA profile; issue wants a CA issuer.
         let p = params(&subject, &spki, &serial, CertProfile::UserSigning, None);

@@ -771,7 +771,10 @@ impl TokenSession {
                 Err(self.op_error(e, "an import probe"))
             }
             Err(super::transfer::ImportFailure::Token(e)) => Ok(Probe::No(short(&e))),
-            Err(super::transfer::ImportFailure::Key(why)) => Ok(Probe::NotProbed(why)),
+            Err(super::transfer::ImportFailure::Decode(e)) => Ok(Probe::NotProbed(format!(
+                "the private key does not decode: {e}"
+            ))),
+            Err(super::transfer::ImportFailure::Key(why)) => Ok(Probe::NotProbed(why.into())),
         }
     }
 

@@ -344,6 +344,15 @@ pub enum TokenError {
         /// The wrapper's message.
         reason: String,
     },
+    /// A private key to import does not decode (PKCS#8).
+    #[error("{what} failed: the private key does not decode: {source}")]
+    KeyDecode {
+        /// What keyward was doing.
+        what: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: rsa::pkcs8::Error,
+    },
     /// A failure of the cryptoki wrapper that is not a CKR code, with its error.
     #[error("{what} failed: {source}")]
     Cryptoki {

@@ -67,7 +67,9 @@ pub(crate) enum ImportFailure {
     /// The token refused.
     Token(CkError),
     /// The key itself does not decode.
-    Key(String),
+    Decode(rsa::pkcs8::Error),
+    /// The key lacks a part the token needs (the sentence says which).
+    Key(&'static str),
 }
 
 impl TokenSession {
@@ -81,8 +83,7 @@ impl TokenSession {
         use rsa::pkcs8::DecodePrivateKey;
         use rsa::traits::{PrivateKeyParts, PublicKeyParts};
         use zeroize::Zeroize;
-        let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
-            .map_err(|e| ImportFailure::Key(format!("the private key does not decode: {e}")))?;
+        let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8).map_err(ImportFailure::Decode)?;
         let primes = key.primes();
         let (Some(p), Some(q), Some(dp), Some(dq), Some(qinv)) = (
             primes.first(),
@@ -91,9 +92,7 @@ impl TokenSession {
             key.dq(),
             key.crt_coefficient(),
         ) else {
-            return Err(ImportFailure::Key(
-                "the private key lacks its CRT parts".into(),
-            ));
+            return Err(ImportFailure::Key("the private key lacks its CRT parts"));
         };
         let mut template = received_key_template(t);
         template.extend([
@@ -161,9 +160,13 @@ impl TokenSession {
     ) -> Result<ObjectRef, TokenError> {
         self.create_rsa_private(pkcs8, t).map_err(|f| match f {
             ImportFailure::Token(e) => self.op_error(e, "importing a private key (C_CreateObject)"),
+            ImportFailure::Decode(source) => TokenError::KeyDecode {
+                what: "importing a private key",
+                source,
+            },
             ImportFailure::Key(reason) => TokenError::Wrapper {
                 what: "importing a private key".into(),
-                reason,
+                reason: reason.into(),
             },
         })
     }

@@ -23,15 +23,48 @@ const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The token's public key cannot be encoded.
-    #[error("the token returned a public key keyward cannot encode: {0}")]
-    Encode(String),
+    /// The token's public key (or signature) cannot be encoded.
+    #[error("the token returned a public key keyward cannot encode: {source}")]
+    Encode {
+        /// The encoder's error (RSA, P-256, SPKI).
+        source: BoxError,
+    },
     /// A stored public key does not parse.
-    #[error("the stored public key does not parse ({0}); the registry entry is damaged")]
-    Decode(String),
+    #[error("the stored public key does not parse ({source}); the registry entry is damaged")]
+    Decode {
+        /// The decoder's error (PEM, SPKI, RSA).
+        source: BoxError,
+    },
+    /// A stored public key is PEM, but not a public key.
+    #[error("the stored public key does not parse (a {label:?} PEM block, not \"PUBLIC KEY\"); the registry entry is damaged")]
+    PemLabel {
+        /// The PEM block's label.
+        label: String,
+    },
+    /// A stored public key is neither RSA nor P-256.
+    #[error("the stored public key does not parse (key algorithm {oid} is neither RSA nor EC on P-256); the registry entry is damaged")]
+    Algorithm {
+        /// The key's algorithm (the curve's OID for an EC key on another curve).
+        oid: ObjectIdentifier,
+    },
     /// The signature does not verify.
     #[error("signature does NOT verify: the file or the signature was changed, or it was made by another key")]
     BadSignature,
+}
+
+/// A lower-level encoder's or decoder's error, kept as the source.
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+fn encode_err(e: impl std::error::Error + Send + Sync + 'static) -> KeyError {
+    KeyError::Encode {
+        source: Box::new(e),
+    }
+}
+
+fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> KeyError {
+    KeyError::Decode {
+        source: Box::new(e),
+    }
 }
 
 /// A public key that verifies keyward's signatures.
@@ -52,21 +85,21 @@ impl PublicKey {
                 rsa::BigUint::from_bytes_be(exponent),
             )
             .map(PublicKey::Rsa)
-            .map_err(|e| KeyError::Encode(e.to_string())),
+            .map_err(encode_err),
             RawPublicKey::Ec { point, .. } => p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
                 .map(PublicKey::P256)
-                .map_err(|e| KeyError::Encode(e.to_string())),
+                .map_err(encode_err),
         }
     }
 
     /// From SubjectPublicKeyInfo PEM.
     pub fn from_pem(pem: &str) -> Result<PublicKey, KeyError> {
         let (label, der) = der::pem::decode_vec(pem.trim().as_bytes())
-            .map_err(|e| KeyError::Decode(format!("not PEM: {e}")))?;
+            .map_err(|e| decode_err(der::Error::from(e)))?;
         if label != "PUBLIC KEY" {
-            return Err(KeyError::Decode(format!(
-                "a {label:?} PEM block, not \"PUBLIC KEY\""
-            )));
+            return Err(KeyError::PemLabel {
+                label: label.to_string(),
+            });
         }
         PublicKey::from_spki_der(&der)
     }
@@ -74,19 +107,20 @@ impl PublicKey {
     /// From SubjectPublicKeyInfo DER, parsed as what its algorithm says it is.
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, KeyError> {
         use der::Decode;
-        let spki = spki::SubjectPublicKeyInfoRef::from_der(der)
-            .map_err(|e| KeyError::Decode(e.to_string()))?;
-        let decode = |e: &dyn std::fmt::Display| KeyError::Decode(e.to_string());
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(decode_err)?;
         match spki.algorithm.oid {
             RSA_ENCRYPTION => rsa::RsaPublicKey::from_public_key_der(der)
                 .map(PublicKey::Rsa)
-                .map_err(|e| decode(&e)),
+                .map_err(decode_err),
             EC_PUBLIC_KEY => p256::ecdsa::VerifyingKey::from_public_key_der(der)
                 .map(PublicKey::P256)
-                .map_err(|_| KeyError::Decode("an EC key, but not on P-256".into())),
-            other => Err(KeyError::Decode(format!(
-                "key algorithm {other} is neither RSA nor EC"
-            ))),
+                .map_err(|_| KeyError::Algorithm {
+                    oid: spki
+                        .algorithm
+                        .parameters_oid()
+                        .unwrap_or(spki.algorithm.oid),
+                }),
+            oid => Err(KeyError::Algorithm { oid }),
         }
     }
 
@@ -105,7 +139,7 @@ impl PublicKey {
             PublicKey::Rsa(k) => k.to_public_key_pem(LineEnding::LF),
             PublicKey::P256(k) => k.to_public_key_pem(LineEnding::LF),
         }
-        .map_err(|e| KeyError::Encode(e.to_string()))
+        .map_err(encode_err)
     }
 
     /// SubjectPublicKeyInfo DER.
@@ -115,7 +149,7 @@ impl PublicKey {
             PublicKey::P256(k) => k.to_public_key_der(),
         }
         .map(|d| d.into_vec())
-        .map_err(|e| KeyError::Encode(e.to_string()))
+        .map_err(encode_err)
     }
 
     /// The signature algorithm keyward uses with this key.
@@ -197,7 +231,7 @@ pub fn rsa_signature_at_full_length<'a>(
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     p256::ecdsa::Signature::from_slice(raw)
         .map(|s| s.to_der().as_bytes().to_vec())
-        .map_err(|e| KeyError::Encode(e.to_string()))
+        .map_err(encode_err)
 }
 
 #[cfg(test)]
