@@ -350,9 +350,33 @@ fn openssl_enrolls_and_decrypts_its_server_generated_key() {
     );
     let parts = parts(&g);
     assert_eq!(parts.len(), 2);
-    let env_b64 = ab.file("key.env.b64", parts[0].as_bytes());
+    // RFC 7030 §4.4.2: the key's EnvelopedData inside a SignedData of the authority.
+    let signed_b64 = ab.file("key.signed.b64", parts[0].as_bytes());
+    let signed_der = p(&ab, "key.signed.der");
+    openssl(
+        &ab,
+        &["base64", "-d", "-in", &signed_b64, "-out", &signed_der],
+    )
+    .ok();
     let env_der = p(&ab, "key.env.der");
-    openssl(&ab, &["base64", "-d", "-in", &env_b64, "-out", &env_der]).ok();
+    openssl(
+        &ab,
+        &[
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            &signed_der,
+            "-CAfile",
+            &ab.ca,
+            "-purpose",
+            "any",
+            "-out",
+            &env_der,
+        ],
+    )
+    .ok();
     let pkcs8 = p(&ab, "key.p8.der");
     openssl(
         &ab,
@@ -498,6 +522,68 @@ fn a_slow_client_is_timed_out() {
         "closed after {waited:?}"
     );
     // The node still serves.
+    assert_eq!(curl(&ab, &node.url("cacerts"), None, &[]).status, 200);
+}
+
+#[test]
+fn a_client_that_stalls_its_body_is_cut_off_and_the_node_serves_others() {
+    use std::io::{Read, Write};
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("hank", &[]);
+    let node = start(&ab, "a", &[]);
+    let before = (ab.user("hank"), audit_len(&ab));
+    // Over TLS (openssl s_client): the headers of a simpleenroll with a 2000-byte body, then 10
+    // bytes of it, then nothing while the connection stays open.
+    let mut client = ab
+        .tool("openssl", "openssl")
+        .args([
+            "s_client", "-quiet", "-connect", &node.addr, "-CAfile", &ab.ca,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let auth =
+        <base64ct::Base64 as base64ct::Encoding>::encode_string(format!("hank:{key}").as_bytes());
+    write!(
+        stdin,
+        "POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/pkcs10\r\nContent-Length: 2000\r\n\r\nMIIBIjANBg",
+        node.addr
+    )
+    .expect("send the headers");
+    stdin.flush().expect("flush");
+    let started = Instant::now();
+    let mut stdout = client.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        let _ = stdout.read_to_end(&mut answer);
+        (answer, started.elapsed())
+    });
+    // Meanwhile the node serves another client.
+    std::thread::sleep(Duration::from_millis(500));
+    let other = curl(&ab, &node.url("cacerts"), None, &[]);
+    assert_eq!(other.status, 200, "{}", other.text());
+    let (answer, waited) = reader.join().expect("the reader");
+    drop(stdin);
+    let _ = client.kill();
+    let _ = client.wait();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    // --request-timeout is 3 s: the node answers 408 (or closes) then, not after the client.
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(15),
+        "cut off after {waited:?}: {answer}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(
+        (ab.user("hank"), audit_len(&ab)),
+        before,
+        "a stalled request changed the state"
+    );
     assert_eq!(curl(&ab, &node.url("cacerts"), None, &[]).status, 200);
 }
 

@@ -2,7 +2,11 @@
 //! pieces the authority's token made: the content-encryption key (AES-256) wrapped with
 //! RSA-OAEP (SHA-1, RFC 3560 defaults) to the transport key, and the private key wrapped with
 //! CKM_AES_CBC_PAD under it, which is AES-256-CBC of its PKCS#8 PrivateKeyInfo. The plaintext
-//! key never leaves the token; `openssl cms -decrypt -inkey TRANSPORT.pem` opens it.
+//! key never leaves the token. As RFC 7030 §4.4.2 asks, the EnvelopedData travels inside a
+//! SignedData that the authority's CA key signs on its token ([`signed`]): the content is the
+//! EnvelopedData's ContentInfo as id-data (as SCEP carries its pkcsPKIEnvelope), so
+//! `openssl cms -verify -CAfile CA.pem` gives exactly what `openssl cms -decrypt -inkey
+//! TRANSPORT.pem` opens.
 
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
@@ -17,6 +21,9 @@ use spki::AlgorithmIdentifierOwned;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 
 use super::wire::Refusal;
+use crate::authority::signer::CaSigner;
+use crate::pki::cms::ContentSigner;
+use crate::pki::x509::TbsSigner;
 
 /// The pieces the token made.
 pub struct Wrapped<'a> {
@@ -81,4 +88,37 @@ pub fn enveloped(w: &Wrapped<'_>) -> Result<Vec<u8>, Refusal> {
     }
     .to_der()
     .map_err(|e| fail("ContentInfo", e))
+}
+
+/// The authority's CA key on its token as the signer of serverkeygen's SignedData.
+pub struct CaContentSigner<'a, 's> {
+    /// The CA certificate (it identifies the signer and goes into the SignedData).
+    pub ca: &'a x509_cert::Certificate,
+    /// The CA key on the logged-in session.
+    pub signer: CaSigner<'s>,
+}
+
+impl ContentSigner for CaContentSigner<'_, '_> {
+    fn certificate(&self) -> &x509_cert::Certificate {
+        self.ca
+    }
+
+    fn algorithm(&self) -> AlgorithmIdentifierOwned {
+        self.signer.algorithm()
+    }
+
+    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, String> {
+        self.signer.sign_tbs(signed_attrs_der)
+    }
+}
+
+/// ContentInfo(SignedData) around `enveloped` (a ContentInfo(EnvelopedData), as id-data),
+/// signed by `signer` now, DER.
+pub fn signed(enveloped: &[u8], signer: &mut dyn ContentSigner) -> Result<Vec<u8>, Refusal> {
+    crate::pki::cms::sign(enveloped, signer, &[], std::time::SystemTime::now()).map_err(|e| {
+        Refusal {
+            status: 500,
+            reason: format!("cannot sign the server-generated key's EnvelopedData: {e}"),
+        }
+    })
 }

@@ -340,7 +340,11 @@ pub fn server_keygen(
 ) -> Result<String, AuthorityError> {
     let (n, e) = wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
     let transport_hash = sha256_hex(&csr.spki);
-    let (mut a, mut session) = open_vouched(ch, dir)?;
+    // The token work that needs no shared state is done before the authority's lock (see
+    // [`prepare_key`]); what it made is used only if the state under the lock still allows it.
+    let (mut session, prepared) = prepare_key(ch, dir, basic, csr, (&n, &e))?;
+    let mut a = AuthorityDir::open_locked(dir)?;
+    a.vouch(&session)?;
     if let Some(answer) = answered_before(&mut a, basic, &transport_hash)? {
         return Ok(answer);
     }
@@ -360,7 +364,12 @@ pub fn server_keygen(
             return Err(e);
         }
     };
-    let made = make_encryption_key(ch, &mut a, &mut session, &basic.user, (&n, &e), csr)?;
+    let archive_key_id = a.config.archive_key_id.clone();
+    let key = match prepared.filter(|p| p.archive_key_id == archive_key_id) {
+        Some(p) => p,
+        None => generate_enveloped(ch, &a, &session, (&n, &e), csr)?,
+    };
+    let made = finish_encryption_key(ch, &mut a, &mut session, &basic.user, key)?;
     let user = basic.user.as_str();
     let enc_serial = record_cert(
         &mut a,
@@ -432,16 +441,78 @@ struct MadeKey {
     answer: String,
 }
 
-/// Generates the encryption key on the token, archives it under the archive key, issues its
-/// certificate and envelopes it to the transport key.
-fn make_encryption_key(
+/// An encryption key made on the token and gone from it again: archived (wrapped under the
+/// archive key `archive_key_id`) and enveloped to the transport key, its certificate not yet
+/// issued.
+struct Enveloped {
+    archive_key_id: String,
+    enc_spki: Vec<u8>,
+    archive_blob: Vec<u8>,
+    enveloped: Vec<u8>,
+}
+
+/// The part of serverkeygen that depends on no shared state, done before the authority's
+/// lock so that nodes (and a node's workers) generate keys at the same time: a login to the
+/// token, and — when a read-only snapshot of the state says the request will be granted (the
+/// temporary key right, unspent and bound by simpleenroll) — the encryption key generated,
+/// archived and enveloped. Nothing is recorded or signed here: under the lock the request is
+/// checked again on the current state, the key's certificate issued and everything committed;
+/// if the state changed meanwhile (another node spent the key, the archive key rolled over)
+/// the prepared key is discarded (it exists only wrapped, in this process' memory). A request
+/// the snapshot refuses gets no key made: a wrong temporary key costs the node no key pair.
+fn prepare_key(
     ch: &Change<'_>,
-    a: &mut AuthorityDir,
-    session: &mut TokenSession,
-    user: &str,
+    dir: &Path,
+    basic: &Basic,
+    csr: &CheckedCsr,
+    transport: (&[u8], &[u8]),
+) -> Result<(TokenSession, Option<Enveloped>), AuthorityError> {
+    let mut snapshot = AuthorityDir::open_read(dir)?;
+    let session = crate::authority::init::open_authority_token(
+        ch.module,
+        &snapshot.config,
+        ch.pin,
+        ch.policy,
+    )?;
+    if !likely_granted(&mut snapshot, basic)? {
+        return Ok((session, None));
+    }
+    let made = generate_enveloped(ch, &snapshot, &session, transport, csr)?;
+    Ok((session, Some(made)))
+}
+
+/// Whether a snapshot of the state would grant serverkeygen to `basic` (counting nothing).
+fn likely_granted(a: &mut AuthorityDir, basic: &Basic) -> Result<bool, AuthorityError> {
+    let Ok(user) = a.user(&basic.user).cloned() else {
+        return Ok(false);
+    };
+    if !matches!(user.state, UserState::Pending | UserState::Recovering) {
+        return Ok(false);
+    }
+    let Some(record) = user.temp_key.as_ref().filter(|t| !t.spent) else {
+        return Ok(false);
+    };
+    let Some(bound) = current_binding(a, &basic.user)? else {
+        return Ok(false);
+    };
+    if bound.done.is_some() || bound.temp_key_issued != record.issued {
+        return Ok(false);
+    }
+    let Ok(key) = TempKey::parse(basic.password.expose_secret()) else {
+        return Ok(false);
+    };
+    Ok(key.verify(&record.phc).unwrap_or(false))
+}
+
+/// Generates the encryption key on the token, archives it under the archive key and
+/// envelopes it to the transport key; the key object is gone from the token after.
+fn generate_enveloped(
+    ch: &Change<'_>,
+    a: &AuthorityDir,
+    session: &TokenSession,
     (n, e): (&[u8], &[u8]),
     csr: &CheckedCsr,
-) -> Result<MadeKey, AuthorityError> {
+) -> Result<Enveloped, AuthorityError> {
     let mech = crate::enroll::delivery::authority_wrap(session, ch.module)?;
     let archive_key = crate::authority::process::archive_key(a, session)?;
     let enc_id = session.random(16)?;
@@ -453,14 +524,19 @@ fn make_encryption_key(
         extractable: true,
         always_authenticate: false,
     })?;
-    let archive_blob = session.wrap_rfc5649(mech, archive_key, enc_private)?;
-    let enc_spki = PublicKey::from_raw(&session.rsa_public_key(enc_public)?)?.to_der()?;
+    let archived = session.wrap_rfc5649(mech, archive_key, enc_private);
+    let enc_spki = session
+        .rsa_public_key(enc_public)
+        .map_err(AuthorityError::from)
+        .and_then(|raw| Ok(PublicKey::from_raw(&raw)?.to_der()?));
     let wrapped = match on_token_cbc_pad(session, enc_private, (n, e)) {
         Ok(w) => Ok(w),
         Err(err) if refused_by_token(&err) => in_memory_cbc(session, mech, enc_private, csr),
         Err(err) => Err(err),
     };
     session.destroy(enc_private)?;
+    let _ = session.destroy(enc_public);
+    let (archive_blob, enc_spki) = (archived?, enc_spki?);
     let (wrapped_cek, wrapped_key) = wrapped?;
     let bits = csr
         .csr
@@ -475,14 +551,63 @@ fn make_encryption_key(
         iv_and_ciphertext: &wrapped_key,
     })
     .map_err(|r| AuthorityError::Encode(r.reason))?;
-    let cert = issue_user_cert(ch, a, session, user, &enc_spki, CertProfile::UserEncryption)?;
+    Ok(Enveloped {
+        archive_key_id: a.config.archive_key_id.clone(),
+        enc_spki,
+        archive_blob,
+        enveloped,
+    })
+}
+
+/// Issues the enveloped key's certificate (under the lock) and makes serverkeygen's answer.
+fn finish_encryption_key(
+    ch: &Change<'_>,
+    a: &mut AuthorityDir,
+    session: &mut TokenSession,
+    user: &str,
+    key: Enveloped,
+) -> Result<MadeKey, AuthorityError> {
+    let cert = issue_user_cert(
+        ch,
+        a,
+        session,
+        user,
+        &key.enc_spki,
+        CertProfile::UserEncryption,
+    )?;
     let certs = wire::certs_only(std::slice::from_ref(&cert))
         .map_err(|r| AuthorityError::Encode(r.reason))?;
+    let signed = sign_enveloped(ch, a, session, &key.enveloped)?;
     Ok(MadeKey {
         cert,
-        archive_blob,
-        answer: wire::serverkeygen_body(&enveloped, &certs),
+        archive_blob: key.archive_blob,
+        answer: wire::serverkeygen_body(&signed, &certs),
     })
+}
+
+/// The SignedData around the key's EnvelopedData, signed by the CA key (RFC 7030 §4.4.2).
+fn sign_enveloped(
+    ch: &Change<'_>,
+    a: &mut AuthorityDir,
+    session: &mut TokenSession,
+    enveloped: &[u8],
+) -> Result<Vec<u8>, AuthorityError> {
+    let ca_id =
+        unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let key = session.find_private_key(&ca_id)?.ok_or_else(|| {
+        AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
+    })?;
+    let ca = a.ca_certificate()?;
+    let mut signer = envelope::CaContentSigner {
+        ca: &ca,
+        signer: CaSigner {
+            module: ch.module,
+            session,
+            key,
+            pin: ch.pin,
+        },
+    };
+    envelope::signed(enveloped, &mut signer).map_err(|r| AuthorityError::Encode(r.reason))
 }
 
 /// Issues the node's TLS certificate for `names` to the key `spki` (made in memory at start,
