@@ -130,14 +130,19 @@ for p in a b; do
         printf 'user = "%s:%s"\n' "$p$i" "$(tr -d '\n' < "est-keys/$p$i.tempkey")" > "est/$p$i.curl"
     done
 done
-serve() { # CONF DIR TAG → the address
+serve() { # CONF DIR TAG: starts a node (in this shell, so that it is stopped at the end)
     rm -f "ready-$3"
     SOFTHSM2_CONF=$1 "$K" authority serve --dir "$2" --listen 127.0.0.1:0 --ready-file "ready-$3" \
         >/dev/null 2>"serve-$3.log" &
     nodes+=($!)
     local _
     for _ in $(seq 600); do [[ -s ready-$3 ]] && break; sleep 0.1; done
-    cat "ready-$3"
+    [[ -s ready-$3 ]] || { echo "node $3 did not start:" >&2; cat "serve-$3.log" >&2; exit 1; }
+}
+stop_nodes() {
+    kill "${nodes[@]}" 2>/dev/null || true
+    wait "${nodes[@]}" 2>/dev/null || true
+    nodes=()
 }
 est_one() { # USER ADDR → latency in ms
     local s e
@@ -161,13 +166,13 @@ est_case() { # NAME PREFIX ADDR... → wall ms; latencies in NAME.lat
     echo $(( ($(now) - s) / 1000000 ))
 }
 pct() { sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int(NR*p/100+0.999); if(i<1)i=1; print a[i]}'; }
-a1=$(serve "$conf_one" pg1 one)
-one_ms=$(est_case est-1 a "$a1")
-kill "${nodes[@]}"; wait "${nodes[@]}" 2>/dev/null || true; nodes=()
-a1=$(serve "$conf_one" pg1 one)
-a2=$(serve "$work/two.conf" pg2 two)
-two_ms=$(est_case est-2 b "$a1" "$a2")
-kill "${nodes[@]}"; wait "${nodes[@]}" 2>/dev/null || true; nodes=()
+serve "$conf_one" pg1 one
+one_ms=$(est_case est-1 a "$(cat ready-one)")
+stop_nodes
+serve "$conf_one" pg1 one
+serve "$work/two.conf" pg2 two
+two_ms=$(est_case est-2 b "$(cat ready-one)" "$(cat ready-two)")
+stop_nodes
 "$K" authority log --dir pg1 --verify >/dev/null
 printf '\nEST over PostgreSQL (%s build, %d cores, %d enrollments, %d at a time)\n\n' "$PROFILE" "$(nproc)" "$EN" "$C"
 printf '| nodes | ok | wall ms | enrollments/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n'

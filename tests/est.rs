@@ -758,3 +758,258 @@ fn keyward_refuses_a_node_whose_certificate_another_ca_issued() {
     .fails(1, "cannot reach the EST node");
     assert_eq!(ab.user("gina")["state"], "pending");
 }
+
+/// A P-256 PKCS#10 request with CN `cn` carrying an AsymmetricDecryptKeyIdentifier attribute
+/// (RFC 7030 §4.4.1.2) of `key_id`, base64 as EST sends it (openssl cannot put an OCTET
+/// STRING attribute into a request, so it is built here and signed with a fresh key).
+fn csr_with_decrypt_key_id(ab: &AuthorityBed, name: &str, cn: &str, key_id: &[u8]) -> String {
+    use der::asn1::{Any, BitString, ObjectIdentifier, OctetString, SetOfVec};
+    use der::{Decode, Encode};
+    use p256::ecdsa::signature::Signer;
+    use p256::pkcs8::EncodePublicKey;
+    use x509_cert::attr::Attribute;
+    use x509_cert::request::{CertReq, CertReqInfo, Version};
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let spki_der = key.verifying_key().to_public_key_der().unwrap();
+    let attr = Attribute {
+        oid: ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.54"),
+        values: SetOfVec::try_from(vec![
+            Any::encode_from(&OctetString::new(key_id).unwrap()).unwrap()
+        ])
+        .unwrap(),
+    };
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject: format!("CN={cn}").parse().unwrap(),
+        public_key: spki::SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).unwrap(),
+        attributes: SetOfVec::try_from(vec![attr]).unwrap(),
+    };
+    let sig: p256::ecdsa::DerSignature = key.sign(&info.to_der().unwrap());
+    let req = CertReq {
+        info,
+        algorithm: spki::AlgorithmIdentifierOwned {
+            oid: der::oid::db::rfc5912::ECDSA_WITH_SHA_256,
+            parameters: None,
+        },
+        signature: BitString::from_bytes(sig.as_bytes()).unwrap(),
+    };
+    let der_file = ab.file(&format!("{name}.csr.der"), &req.to_der().unwrap());
+    let b64 = p(ab, &format!("{name}.csr.b64"));
+    openssl(ab, &["base64", "-in", &der_file, "-out", &b64]).ok();
+    b64
+}
+
+/// The subject key identifier of a PEM certificate (openssl's reading), bytes.
+fn ski_of(ab: &AuthorityBed, cert_pem: &str) -> Vec<u8> {
+    let out = openssl(
+        ab,
+        &[
+            "x509",
+            "-in",
+            cert_pem,
+            "-noout",
+            "-ext",
+            "subjectKeyIdentifier",
+        ],
+    )
+    .ok()
+    .stdout;
+    let hex = out
+        .lines()
+        .nth(1)
+        .expect("a key identifier")
+        .trim()
+        .replace(':', "");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn serverkeygen_envelopes_to_the_key_the_request_names() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("ivy", &["--email", "ivy@example.org"]);
+    let node = start(&ab, "a", &[]);
+    let cred = Some(("ivy", key.as_str()));
+    // An RSA signing key: the encryption key is to go to it, named by its certificate's key
+    // identifier; the serverkeygen request's own key (P-256) cannot take it.
+    let (sig_key, sig_csr) = openssl_csr(&ab, "sig", "rsa", "laptop");
+    let a = post(&ab, &node, "simpleenroll", cred, &sig_csr);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sig_pem = ab.file("sig.pem", certs_pem(&ab, "sig", &a.body).as_bytes());
+    let ski = ski_of(&ab, &sig_pem);
+
+    // A key identifier the authority never issued: 400, nothing changed.
+    let before = (ab.user("ivy"), audit_len(&ab));
+    let unknown = csr_with_decrypt_key_id(&ab, "unknown", "laptop", &[0x42; 20]);
+    let r = post(&ab, &node, "serverkeygen", cred, &unknown);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("AsymmetricDecryptKeyIdentifier"),
+        "{}",
+        r.text()
+    );
+    assert_eq!((ab.user("ivy"), audit_len(&ab)), before);
+
+    let named = csr_with_decrypt_key_id(&ab, "named", "laptop", &ski);
+    let g = post(&ab, &node, "serverkeygen", cred, &named);
+    assert_eq!(g.status, 200, "{}", g.text());
+    let parts = parts(&g);
+    let signed_b64 = ab.file("named.signed.b64", parts[0].as_bytes());
+    let signed_der = p(&ab, "named.signed.der");
+    openssl(
+        &ab,
+        &["base64", "-d", "-in", &signed_b64, "-out", &signed_der],
+    )
+    .ok();
+    let env_der = p(&ab, "named.env.der");
+    openssl(
+        &ab,
+        &[
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            &signed_der,
+            "-CAfile",
+            &ab.ca,
+            "-purpose",
+            "any",
+            "-out",
+            &env_der,
+        ],
+    )
+    .ok();
+    // Named by the identifier the request gave.
+    {
+        use cms::content_info::ContentInfo;
+        use cms::enveloped_data::{EnvelopedData, RecipientIdentifier, RecipientInfo};
+        use der::Decode;
+        let info = ContentInfo::from_der(&std::fs::read(&env_der).unwrap()).unwrap();
+        let env: EnvelopedData = info.content.decode_as().unwrap();
+        let rids: Vec<_> = env
+            .recip_infos
+            .0
+            .iter()
+            .filter_map(|r| match r {
+                RecipientInfo::Ktri(k) => Some(k.rid.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(rids.as_slice(), [RecipientIdentifier::SubjectKeyIdentifier(s)] if s.0.as_bytes() == ski.as_slice()),
+            "{rids:?}"
+        );
+    }
+    // The signing key opens it; the key is the encryption certificate's.
+    let pkcs8 = p(&ab, "named.p8.der");
+    openssl(
+        &ab,
+        &[
+            "cms", "-decrypt", "-inform", "DER", "-in", &env_der, "-inkey", &sig_key, "-out",
+            &pkcs8,
+        ],
+    )
+    .ok();
+    let key_mod = openssl(
+        &ab,
+        &["rsa", "-inform", "DER", "-in", &pkcs8, "-noout", "-modulus"],
+    )
+    .ok()
+    .stdout;
+    let enc_file = ab.file(
+        "named.enc.pem",
+        certs_pem(&ab, "named.enc", parts[1].as_bytes()).as_bytes(),
+    );
+    let cert_mod = openssl(&ab, &["x509", "-in", &enc_file, "-noout", "-modulus"])
+        .ok()
+        .stdout;
+    assert_eq!(key_mod, cert_mod);
+    assert_eq!(ab.user("ivy")["state"], "active");
+}
+
+#[test]
+fn keyward_renews_online_and_a_revoked_certificate_is_refused() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("jack", &["--email", "jack@example.org"]);
+    let conf = user_softhsm(&ab, "jack-card");
+    let node = start(&ab, "a", &[]);
+    let url = format!("https://{}", node.addr);
+    let env = [
+        ("SOFTHSM2_CONF", conf.as_str()),
+        ("KEYWARD_PIN", util::USER_PIN),
+        ("KEYWARD_TEMP_KEY", key.as_str()),
+    ];
+    ab.run_env(
+        &[
+            "enroll",
+            "--user",
+            "jack",
+            "--keyset",
+            "laptop",
+            "--token",
+            "jack-card",
+            "--authority-cert",
+            &ab.bundle,
+            "--server",
+            &url,
+        ],
+        &env,
+    )
+    .ok();
+    let renew = |url: &str| {
+        ab.run_env(
+            &[
+                "--json",
+                "enroll",
+                "--renew",
+                "laptop",
+                "--server",
+                url,
+                "--authority-cert",
+                &ab.bundle,
+            ],
+            &env,
+        )
+    };
+    let before = ab.user("jack")["certificates"].as_array().map(Vec::len);
+    let done = renew(&url).ok();
+    assert_eq!(done.json()["keyset"], "laptop", "{}", done.stdout);
+    let user = ab.user("jack");
+    let certs = user["certificates"].as_array().expect("certificates");
+    assert!(certs.len() > before.unwrap_or(0), "{user}");
+    // The renewed keyset signs and reads mail.
+    let msg = ab.file("renewed.txt", b"renewed over EST\n");
+    let sent = p(&ab, "renewed.p7m");
+    ab.run_env(
+        &[
+            "send", "--keyset", "laptop", "--to", "laptop", &msg, "-o", &sent,
+        ],
+        &env,
+    )
+    .ok();
+    let back = p(&ab, "renewed.out");
+    ab.run_env(&["read", "--keyset", "laptop", &sent, "-o", &back], &env)
+        .ok();
+    assert_eq!(std::fs::read(&back).unwrap(), b"renewed over EST\n");
+    // Revoked (the node stops: it holds the authority's SoftHSM lock while it serves): the
+    // renewal is refused, the authority's record and the client's keyset stay as they were.
+    drop(node);
+    ab.authority("revoke", &["jack"]).ok();
+    let node = start(&ab, "b", &[]);
+    let url = format!("https://{}", node.addr);
+    let (user_before, keysets_before) = (
+        ab.user("jack"),
+        ab.run_env(&["--json", "keyset", "list"], &env).ok().stdout,
+    );
+    let refused = renew(&url);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(refused.stderr.contains("refused"), "{}", refused.stderr);
+    assert_eq!(ab.user("jack"), user_before);
+    assert_eq!(
+        ab.run_env(&["--json", "keyset", "list"], &env).ok().stdout,
+        keysets_before
+    );
+}

@@ -27,8 +27,8 @@ use crate::pki::x509::TbsSigner;
 
 /// The pieces the token made.
 pub struct Wrapped<'a> {
-    /// The transport key's subjectPublicKey bits (its key identifier is their SHA-1).
-    pub transport_key_bits: &'a [u8],
+    /// The transport key's identifier (the RecipientIdentifier's subjectKeyIdentifier).
+    pub key_identifier: &'a [u8],
     /// The AES key wrapped with RSA-OAEP SHA-1 to the transport key.
     pub wrapped_cek: &'a [u8],
     /// The private key wrapped with CKM_AES_CBC_PAD: the 16-byte IV, then the ciphertext.
@@ -54,8 +54,7 @@ pub fn enveloped(w: &Wrapped<'_>) -> Result<Vec<u8>, Refusal> {
         });
     }
     let (iv, ciphertext) = w.iv_and_ciphertext.split_at(16);
-    let ski = OctetString::new(key_identifier(w.transport_key_bits))
-        .map_err(|e| fail("key identifier", e))?;
+    let ski = OctetString::new(w.key_identifier).map_err(|e| fail("key identifier", e))?;
     let ktri = KeyTransRecipientInfo {
         version: CmsVersion::V2,
         rid: RecipientIdentifier::SubjectKeyIdentifier(SubjectKeyIdentifier(ski)),

@@ -338,11 +338,15 @@ pub fn server_keygen(
     basic: &Basic,
     csr: &CheckedCsr,
 ) -> Result<String, AuthorityError> {
-    let (n, e) = wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    let decrypt_key_id = wire::asymmetric_decrypt_key_id(&csr.csr)
+        .map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    if decrypt_key_id.is_none() {
+        wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    }
     let transport_hash = sha256_hex(&csr.spki);
     // The token work that needs no shared state is done before the authority's lock (see
     // [`prepare_key`]); what it made is used only if the state under the lock still allows it.
-    let (mut session, prepared) = prepare_key(ch, dir, basic, csr, (&n, &e))?;
+    let (mut session, prepared) = prepare_key(ch, dir, basic, csr, decrypt_key_id.as_deref())?;
     let mut a = AuthorityDir::open_locked(dir)?;
     a.vouch(&session)?;
     if let Some(answer) = answered_before(&mut a, basic, &transport_hash)? {
@@ -364,10 +368,15 @@ pub fn server_keygen(
             return Err(e);
         }
     };
+    // A request naming a key the authority does not know is a bad request: refused, nothing
+    // recorded (the transaction is dropped).
+    let transport = transport_for(&mut a, &basic.user, csr, decrypt_key_id.as_deref())?;
     let archive_key_id = a.config.archive_key_id.clone();
-    let key = match prepared.filter(|p| p.archive_key_id == archive_key_id) {
+    let key = match prepared
+        .filter(|p| p.archive_key_id == archive_key_id && p.transport_spki == transport.spki)
+    {
         Some(p) => p,
-        None => generate_enveloped(ch, &a, &session, (&n, &e), csr)?,
+        None => generate_enveloped(ch, &a, &session, &transport)?,
     };
     let made = finish_encryption_key(ch, &mut a, &mut session, &basic.user, key)?;
     let user = basic.user.as_str();
@@ -446,9 +455,103 @@ struct MadeKey {
 /// issued.
 struct Enveloped {
     archive_key_id: String,
+    transport_spki: Vec<u8>,
     enc_spki: Vec<u8>,
     archive_blob: Vec<u8>,
     enveloped: Vec<u8>,
+}
+
+/// The RSA key a server-generated key is enveloped to, and how the EnvelopedData names it.
+struct Transport {
+    key: PublicKey,
+    n: Vec<u8>,
+    e: Vec<u8>,
+    /// Its SubjectPublicKeyInfo, DER (to tell whether a prepared key went to the same key).
+    spki: Vec<u8>,
+    /// The RecipientIdentifier's subjectKeyIdentifier.
+    key_id: Vec<u8>,
+}
+
+/// Where serverkeygen's key goes (RFC 7030 §4.4.1.2): with an AsymmetricDecryptKeyIdentifier
+/// in the request, to the RSA key of a certificate this authority issued to the user (not
+/// revoked) whose subject key identifier it is — the identifier then names it in the
+/// EnvelopedData; without one, to the request's own key (RSA, 2048 bits or more), named by
+/// the SHA-1 of its subjectPublicKey.
+fn transport_for(
+    a: &mut AuthorityDir,
+    user: &str,
+    csr: &CheckedCsr,
+    decrypt_key_id: Option<&[u8]>,
+) -> Result<Transport, AuthorityError> {
+    let Some(id) = decrypt_key_id else {
+        let (n, e) = wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+        let bits = csr.csr.info.public_key.subject_public_key.raw_bytes();
+        return Ok(Transport {
+            key: csr.key.clone(),
+            n,
+            e,
+            spki: csr.spki.clone(),
+            key_id: envelope::key_identifier(bits),
+        });
+    };
+    let certs = a.user(user)?.certs.clone();
+    for issued in certs.iter().filter(|c| c.revoked.is_none()) {
+        let Some(row) = a.get(kind::ISSUED, &issued.serial, user)? else {
+            continue;
+        };
+        let pem = String::from_utf8_lossy(&row.body).into_owned();
+        let Some(cert) = x509::certs_from_pem(&pem)?.into_iter().next() else {
+            continue;
+        };
+        if subject_key_id(&cert).as_deref() != Some(id) {
+            continue;
+        }
+        let spki = x509::spki_der_of(&cert);
+        let key = PublicKey::from_spki_der(&spki).map_err(|e| {
+            AuthorityError::BadRequest(format!("certificate {}: {e}", issued.serial))
+        })?;
+        let Some((n, e)) = key.rsa_parts() else {
+            return Err(AuthorityError::BadRequest(format!(
+                "the request's AsymmetricDecryptKeyIdentifier names the key of certificate {}, which is not RSA; name an RSA encryption key, or leave the attribute out to have the key encrypted to the request's own key",
+                issued.serial
+            )));
+        };
+        return Ok(Transport {
+            key,
+            n,
+            e,
+            spki,
+            key_id: id.to_vec(),
+        });
+    }
+    Err(AuthorityError::BadRequest(format!(
+        "the request's AsymmetricDecryptKeyIdentifier {} names no key of a certificate this authority issued to user {user:?} (and did not revoke); name one of those, or leave the attribute out to have the key encrypted to the request's own key",
+        hex_of(id)
+    )))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A certificate's subject key identifier: its extension, else the SHA-1 of its key's bits.
+fn subject_key_id(cert: &Certificate) -> Option<Vec<u8>> {
+    use der::Decode;
+    let ext = cert.tbs_certificate.extensions.as_ref().and_then(|exts| {
+        exts.iter()
+            .find(|e| e.extn_id == der::oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER)
+    });
+    match ext {
+        Some(e) => x509_cert::ext::pkix::SubjectKeyIdentifier::from_der(e.extn_value.as_bytes())
+            .ok()
+            .map(|ski| ski.0.as_bytes().to_vec()),
+        None => Some(envelope::key_identifier(
+            cert.tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes(),
+        )),
+    }
 }
 
 /// The part of serverkeygen that depends on no shared state, done before the authority's
@@ -465,7 +568,7 @@ fn prepare_key(
     dir: &Path,
     basic: &Basic,
     csr: &CheckedCsr,
-    transport: (&[u8], &[u8]),
+    decrypt_key_id: Option<&[u8]>,
 ) -> Result<(TokenSession, Option<Enveloped>), AuthorityError> {
     let mut snapshot = AuthorityDir::open_read(dir)?;
     let session = crate::authority::init::open_authority_token(
@@ -477,7 +580,10 @@ fn prepare_key(
     if !likely_granted(&mut snapshot, basic)? {
         return Ok((session, None));
     }
-    let made = generate_enveloped(ch, &snapshot, &session, transport, csr)?;
+    let Ok(transport) = transport_for(&mut snapshot, &basic.user, csr, decrypt_key_id) else {
+        return Ok((session, None));
+    };
+    let made = generate_enveloped(ch, &snapshot, &session, &transport)?;
     Ok((session, Some(made)))
 }
 
@@ -510,9 +616,9 @@ fn generate_enveloped(
     ch: &Change<'_>,
     a: &AuthorityDir,
     session: &TokenSession,
-    (n, e): (&[u8], &[u8]),
-    csr: &CheckedCsr,
+    transport: &Transport,
 ) -> Result<Enveloped, AuthorityError> {
+    let (n, e) = (transport.n.as_slice(), transport.e.as_slice());
     let mech = crate::enroll::delivery::authority_wrap(session, ch.module)?;
     let archive_key = crate::authority::process::archive_key(a, session)?;
     let enc_id = session.random(16)?;
@@ -531,28 +637,24 @@ fn generate_enveloped(
         .and_then(|raw| Ok(PublicKey::from_raw(&raw)?.to_der()?));
     let wrapped = match on_token_cbc_pad(session, enc_private, (n, e)) {
         Ok(w) => Ok(w),
-        Err(err) if refused_by_token(&err) => in_memory_cbc(session, mech, enc_private, csr),
+        Err(err) if refused_by_token(&err) => {
+            in_memory_cbc(session, mech, enc_private, &transport.key)
+        }
         Err(err) => Err(err),
     };
     session.destroy(enc_private)?;
     let _ = session.destroy(enc_public);
     let (archive_blob, enc_spki) = (archived?, enc_spki?);
     let (wrapped_cek, wrapped_key) = wrapped?;
-    let bits = csr
-        .csr
-        .info
-        .public_key
-        .subject_public_key
-        .raw_bytes()
-        .to_vec();
     let enveloped = envelope::enveloped(&envelope::Wrapped {
-        transport_key_bits: &bits,
+        key_identifier: &transport.key_id,
         wrapped_cek: &wrapped_cek,
         iv_and_ciphertext: &wrapped_key,
     })
     .map_err(|r| AuthorityError::Encode(r.reason))?;
     Ok(Enveloped {
         archive_key_id: a.config.archive_key_id.clone(),
+        transport_spki: transport.spki.clone(),
         enc_spki,
         archive_blob,
         enveloped,
@@ -713,7 +815,7 @@ fn in_memory_cbc(
     session: &TokenSession,
     mech: crate::token::Rfc5649Mechanism,
     key: crate::token::ObjectRef,
-    csr: &CheckedCsr,
+    transport: &PublicKey,
 ) -> Result<(Vec<u8>, Vec<u8>), AuthorityError> {
     use aes::cipher::{BlockEncryptMut, KeyIvInit};
     let random = |n: usize| -> Result<zeroize::Zeroizing<Vec<u8>>, AuthorityError> {
@@ -736,7 +838,7 @@ fn in_memory_cbc(
     let ciphertext =
         cbc::Encryptor::<aes::Aes256>::new(cek.as_slice().into(), iv.as_slice().into())
             .encrypt_padded_vec_mut::<cbc::cipher::block_padding::Pkcs7>(&plain);
-    let PublicKey::Rsa(transport) = &csr.key else {
+    let PublicKey::Rsa(transport) = transport else {
         return Err(AuthorityError::BadRequest(
             "the transport key must be RSA".into(),
         ));
