@@ -139,6 +139,11 @@ serve() { # CONF DIR TAG: starts a node (in this shell, so that it is stopped at
     for _ in $(seq 600); do [[ -s ready-$3 ]] && break; sleep 0.1; done
     [[ -s ready-$3 ]] || { echo "node $3 did not start:" >&2; cat "serve-$3.log" >&2; exit 1; }
 }
+node_cpu() { # the CPU seconds the running nodes used (user + system), summed
+    local p t=0
+    for p in "${nodes[@]}"; do t=$((t + $(ps -o times= -p "$p" 2>/dev/null || echo 0))); done
+    echo "$t"
+}
 stop_nodes() {
     kill "${nodes[@]}" 2>/dev/null || true
     wait "${nodes[@]}" 2>/dev/null || true
@@ -147,11 +152,13 @@ stop_nodes() {
 est_one() { # USER ADDR → latency in ms
     local s e
     s=$(date +%s%N)
-    curl -sf --cacert est-ca.pem -K "est/$1.curl" -H 'Content-Type: application/pkcs10' \
-        --data-binary "@est/$1.b64" "https://$2/.well-known/est/simpleenroll" -o "est/$1.p7" &&
-    curl -sf --cacert est-ca.pem -K "est/$1.curl" -H 'Content-Type: application/pkcs10' \
-        --data-binary "@est/t.b64" "https://$2/.well-known/est/serverkeygen" -o "est/$1.mp" ||
-        { echo "FAIL $1 on $2" >&2; return 1; }
+    local a b
+    a=$(curl -s --cacert est-ca.pem -K "est/$1.curl" -H 'Content-Type: application/pkcs10' \
+        --data-binary "@est/$1.b64" "https://$2/.well-known/est/simpleenroll" -o "est/$1.p7" -w '%{http_code}')
+    b=$(curl -s --cacert est-ca.pem -K "est/$1.curl" -H 'Content-Type: application/pkcs10' \
+        --data-binary "@est/t.b64" "https://$2/.well-known/est/serverkeygen" -o "est/$1.mp" -w '%{http_code}')
+    [[ $a == 200 && $b == 200 ]] ||
+        { echo "FAIL $1 on $2: simpleenroll $a, serverkeygen $b: $(head -c 300 "est/$1.mp")" >&2; return 1; }
     e=$(date +%s%N)
     echo $(( (e - s) / 1000000 ))
 }
@@ -166,22 +173,28 @@ est_case() { # NAME PREFIX ADDR... → wall ms; latencies in NAME.lat
     echo $(( ($(now) - s) / 1000000 ))
 }
 pct() { sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int(NR*p/100+0.999); if(i<1)i=1; print a[i]}'; }
+load0=$(cut -d' ' -f1 /proc/loadavg)
 serve "$conf_one" pg1 one
 one_ms=$(est_case est-1 a "$(cat ready-one)")
+one_cpu=$(node_cpu)
 stop_nodes
 serve "$conf_one" pg1 one
 serve "$work/two.conf" pg2 two
 two_ms=$(est_case est-2 b "$(cat ready-one)" "$(cat ready-two)")
+two_cpu=$(node_cpu)
+load1=$(cut -d' ' -f1 /proc/loadavg)
 stop_nodes
 "$K" authority log --dir pg1 --verify >/dev/null
 printf '\nEST over PostgreSQL (%s build, %d cores, %d enrollments, %d at a time)\n\n' "$PROFILE" "$(nproc)" "$EN" "$C"
-printf '| nodes | ok | wall ms | enrollments/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n'
+printf '| nodes | ok | wall ms | enrollments/s | p50 ms | p99 ms | node CPU s per enrollment |\n|---|---|---|---|---|---|---|\n'
 for c in 1 2; do
-    ms=$one_ms; [[ $c == 2 ]] && ms=$two_ms
-    ok=$(wc -l < "est-$c.lat")
-    printf '| %d | %d | %d | %s | %s | %s |\n' "$c" "$ok" "$ms" \
+    ms=$one_ms; cpu=$one_cpu; [[ $c == 2 ]] && { ms=$two_ms; cpu=$two_cpu; }
+    ok=$(grep -c '^[0-9]' "est-$c.lat" || true)
+    printf '| %d | %d | %d | %s | %s | %s | %s |\n' "$c" "$ok" "$ms" \
         "$(awk -v n="$ok" -v ms="$ms" 'BEGIN {printf "%.2f", n * 1000 / ms}')" \
-        "$(pct "est-$c.lat" 50)" "$(pct "est-$c.lat" 99)"
+        "$(pct "est-$c.lat" 50)" "$(pct "est-$c.lat" 99)" \
+        "$(awk -v c="$cpu" -v n="$ok" 'BEGIN {printf "%.2f", c / (n ? n : 1)}')"
 done
+echo "load average: $load0 before, $load1 after"
 awk -v a="$one_ms" -v b="$two_ms" -v na="$(wc -l < est-1.lat)" -v nb="$(wc -l < est-2.lat)" \
     'BEGIN { printf "EST: two nodes / one = %.2fx\n", (nb / b) / (na / a) }'

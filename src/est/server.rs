@@ -2,9 +2,10 @@
 //! (hyper through axum's router), rustls terminates TLS with a certificate the authority's CA
 //! issues at start to a P-256 key made in memory, and asks for (does not require) a client
 //! certificate, which only `simplereenroll` uses. The token work is synchronous PKCS#11: it
-//! runs on a few worker threads that hold the authority's [`Change`], each request opening
-//! the authority as every command does, so the authority's own lock and transaction serialise
-//! it and concurrent requests are safe.
+//! runs on worker threads (`authority serve` starts one: the module is used from one thread at
+//! a time) that hold the authority's [`Change`], each request opening the authority as every
+//! command does, so the authority's own lock and transaction serialise its changes and
+//! concurrent requests (on this node and others sharing its store) are safe.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
