@@ -1013,3 +1013,116 @@ fn keyward_renews_online_and_a_revoked_certificate_is_refused() {
         keysets_before
     );
 }
+
+/// Opens one SignedData(EnvelopedData) part of an answer with openssl (verify against the CA,
+/// then decrypt with `key`) and returns the key's RSA modulus line; and the modulus of the
+/// certificate part after it.
+fn open_key_part(
+    ab: &AuthorityBed,
+    name: &str,
+    key_b64: &str,
+    cert_b64: &str,
+    key: &str,
+) -> (String, String) {
+    let signed_b64 = ab.file(&format!("{name}.signed.b64"), key_b64.as_bytes());
+    let signed = p(ab, &format!("{name}.signed.der"));
+    openssl(ab, &["base64", "-d", "-in", &signed_b64, "-out", &signed]).ok();
+    let env = p(ab, &format!("{name}.env.der"));
+    openssl(
+        ab,
+        &[
+            "cms", "-verify", "-inform", "DER", "-in", &signed, "-CAfile", &ab.ca, "-purpose",
+            "any", "-out", &env,
+        ],
+    )
+    .ok();
+    let pkcs8 = p(ab, &format!("{name}.p8.der"));
+    openssl(
+        ab,
+        &[
+            "cms", "-decrypt", "-inform", "DER", "-in", &env, "-inkey", key, "-out", &pkcs8,
+        ],
+    )
+    .ok();
+    let key_mod = openssl(
+        ab,
+        &["rsa", "-inform", "DER", "-in", &pkcs8, "-noout", "-modulus"],
+    )
+    .ok()
+    .stdout;
+    let cert = ab.file(
+        &format!("{name}.cert.pem"),
+        certs_pem(ab, &format!("{name}.cert"), cert_b64.as_bytes()).as_bytes(),
+    );
+    let cert_mod = openssl(ab, &["x509", "-in", &cert, "-noout", "-modulus"])
+        .ok()
+        .stdout;
+    (key_mod, cert_mod)
+}
+
+#[test]
+fn a_recovered_user_gets_the_archived_keys_with_curl_and_openssl() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let first_key = ab.add_user("kate", &["--email", "kate@example.org"]);
+    let (_s1, sig1) = openssl_csr(&ab, "sig1", "ec", "laptop");
+    let (t1, tr1) = openssl_csr(&ab, "t1", "rsa", "laptop");
+    let first_enc = {
+        let node = start(&ab, "a", &[]);
+        let cred = Some(("kate", first_key.as_str()));
+        assert_eq!(post(&ab, &node, "simpleenroll", cred, &sig1).status, 200);
+        let g = post(&ab, &node, "serverkeygen", cred, &tr1);
+        assert_eq!(g.status, 200, "{}", g.text());
+        let parts = parts(&g);
+        open_key_part(&ab, "first", &parts[0], &parts[1], &t1).1
+    };
+    // Recovered (the node stopped: it holds the authority's SoftHSM lock while it serves).
+    let key = ab
+        .authority("recover", &["kate"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let node = start(&ab, "b", &[]);
+    let cred = Some(("kate", key.as_str()));
+    let (t2, tr2) = openssl_csr(&ab, "t2", "rsa", "laptop2");
+    // Before the new enrollment is finished: refused, nothing given.
+    let early = post(&ab, &node, "keyward-archive", cred, &tr2);
+    assert_eq!(early.status, 409, "{}", early.text());
+    let (_s2, sig2) = openssl_csr(&ab, "sig2", "ec", "laptop2");
+    assert_eq!(post(&ab, &node, "simpleenroll", cred, &sig2).status, 200);
+    let g = post(&ab, &node, "serverkeygen", cred, &tr2);
+    assert_eq!(g.status, 200, "{}", g.text());
+    let new_enc = {
+        let parts = parts(&g);
+        open_key_part(&ab, "second", &parts[0], &parts[1], &t2).1
+    };
+    // A wrong key: 401, counted.
+    let wrong = post(
+        &ab,
+        &node,
+        "keyward-archive",
+        Some(("kate", &first_key)),
+        &tr2,
+    );
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    assert_eq!(
+        ab.user("kate")["temporary_key"]["attempts"].as_u64(),
+        Some(1)
+    );
+    // The history: both archived keys, oldest first, each opened by the transport key.
+    let h = post(&ab, &node, "keyward-archive", cred, &tr2);
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert!(
+        h.content_type.starts_with("multipart/mixed"),
+        "{}",
+        h.content_type
+    );
+    let parts = parts(&h);
+    assert_eq!(parts.len(), 4, "two keys, each with its certificate");
+    let (k1, c1) = open_key_part(&ab, "h1", &parts[0], &parts[1], &t2);
+    let (k2, c2) = open_key_part(&ab, "h2", &parts[2], &parts[3], &t2);
+    assert_eq!((k1.as_str(), k2.as_str()), (c1.as_str(), c2.as_str()));
+    assert_eq!((c1, c2), (first_enc, new_enc));
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+}

@@ -1011,3 +1011,142 @@ fn renewed_for(
         .next()
         .filter(|cert| x509::spki_der_of(cert) == spki))
 }
+
+/// keyward's extension `keyward-archive`: a recovered user's archived encryption keys, after
+/// the EST enrollment with the recovery's temporary key is finished (simpleenroll, then
+/// serverkeygen). The same temporary key authenticates it (spent, it is checked against its
+/// hash; a wrong one is counted, 5 lock it); each archived key (oldest first, the new one
+/// last) is unwrapped on the authority's token, enveloped to the request's transport key (as
+/// serverkeygen's: the key the AsymmetricDecryptKeyIdentifier names, else the request's own)
+/// and signed by the CA key; the giving-out is in the audit log. Returns the multipart answer:
+/// per key, its SignedData(EnvelopedData) part and its certificate, certs-only.
+pub fn archive_history(
+    ch: &Change<'_>,
+    dir: &Path,
+    basic: &Basic,
+    csr: &CheckedCsr,
+) -> Result<String, AuthorityError> {
+    let decrypt_key_id = wire::asymmetric_decrypt_key_id(&csr.csr)
+        .map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    if decrypt_key_id.is_none() {
+        wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    }
+    let (mut a, mut session) = open_vouched(ch, dir)?;
+    if let Err(e) = check_history_key(&mut a, basic) {
+        record_refusal(ch, &mut a, &mut session, "archive-history", &basic.user, &e);
+        return Err(e);
+    }
+    let user = basic.user.as_str();
+    let transport = transport_for(&mut a, user, csr, decrypt_key_id.as_deref())?;
+    let mech = crate::enroll::delivery::authority_wrap(&session, ch.module)?;
+    let archive_key = crate::authority::process::archive_key(&a, &session)?;
+    let archived = a.user(user)?.archive.clone();
+    let mut parts = Vec::new();
+    for old in &archived {
+        let missing = |what: &str| {
+            crate::authority::state::tampered(&format!(
+                "the {what} of user {user:?}'s certificate {} is missing",
+                old.cert_serial
+            ))
+        };
+        let blob = a
+            .get(kind::ARCHIVE, &old.cert_serial, user)?
+            .ok_or_else(|| missing("archived key"))?
+            .body
+            .clone();
+        let pem = a
+            .get(kind::ISSUED, &old.cert_serial, user)?
+            .ok_or_else(|| missing("issued certificate"))?
+            .body
+            .clone();
+        let cert = x509::certs_from_pem(&String::from_utf8_lossy(&pem))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| missing("issued certificate"))?;
+        let id = session.random(16)?;
+        let key = session.unwrap_private_rfc5649(
+            mech,
+            archive_key,
+            &blob,
+            &crate::token::UnwrapTemplate {
+                persistent: false,
+                id: &id,
+                label: "keyward archived key (in transit)",
+                extractable: true,
+                always_authenticate: false,
+            },
+        )?;
+        let wrapped = match on_token_cbc_pad(&session, key, (&transport.n, &transport.e)) {
+            Ok(w) => Ok(w),
+            Err(err) if refused_by_token(&err) => {
+                in_memory_cbc(&session, mech, key, &transport.key)
+            }
+            Err(err) => Err(err),
+        };
+        session.destroy(key)?;
+        let (wrapped_cek, wrapped_key) = wrapped?;
+        let enveloped = envelope::enveloped(&envelope::Wrapped {
+            key_identifier: &transport.key_id,
+            wrapped_cek: &wrapped_cek,
+            iv_and_ciphertext: &wrapped_key,
+        })
+        .map_err(|r| AuthorityError::Encode(r.reason))?;
+        let signed = sign_enveloped(ch, &mut a, &mut session, &enveloped)?;
+        let certs = wire::certs_only(std::slice::from_ref(&cert))
+            .map_err(|r| AuthorityError::Encode(r.reason))?;
+        parts.push((signed, certs));
+    }
+    a.audit(
+        "est",
+        "archive-history",
+        user,
+        "ok",
+        &format!(
+            "{} archived encryption keys enveloped to the request's transport key",
+            parts.len()
+        ),
+    );
+    a.commit(ch.module, &mut session, ch.pin)?;
+    Ok(wire::keys_body(&parts))
+}
+
+/// The temporary key of the user's finished EST enrollment (spent), checked against its hash;
+/// a wrong one is counted (5 lock it).
+fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), AuthorityError> {
+    let user = a.user(&basic.user)?.clone();
+    let not_yet = || {
+        AuthorityError::UserState {
+        user: user.name.clone(),
+        state: format!("{:?}", user.state).to_lowercase(),
+        hint: "the archived keys are given out with the temporary key of a finished EST enrollment (simpleenroll, then serverkeygen)".into(),
+    }
+    };
+    if user.state != UserState::Active {
+        return Err(not_yet());
+    }
+    let Some(record) = user.temp_key.as_ref().filter(|t| t.spent) else {
+        return Err(not_yet());
+    };
+    if !current_binding(a, &basic.user)?.is_some_and(|b| b.done.is_some()) {
+        return Err(not_yet());
+    }
+    if record.attempts >= MAX_TRIES {
+        return Err(AuthorityError::TempKeyLocked {
+            user: basic.user.clone(),
+        });
+    }
+    let key = TempKey::parse(basic.password.expose_secret())?;
+    if key.verify(&record.phc)? {
+        return Ok(());
+    }
+    let attempts = record.attempts + 1;
+    if let Some(t) = a.user_mut(&basic.user)?.temp_key.as_mut() {
+        t.attempts = attempts;
+    }
+    Err(AuthorityError::WrongTempKey {
+        user: basic.user.clone(),
+        tries_left: MAX_TRIES.saturating_sub(attempts),
+    })
+}
+
+use crate::authority::tempkey::MAX_ATTEMPTS as MAX_TRIES;

@@ -339,6 +339,21 @@ pub fn serverkeygen_body(enveloped: &[u8], certs_only_der: &[u8]) -> String {
     )
 }
 
+/// keyward-archive's multipart/mixed answer: per key, its SignedData(EnvelopedData) part (as
+/// serverkeygen's) and its certificate, certs-only, all base64.
+pub fn keys_body(keys: &[(Vec<u8>, Vec<u8>)]) -> String {
+    let mut body = String::new();
+    for (key, certs) in keys {
+        body.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Type: {SERVER_KEY}\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--{BOUNDARY}\r\nContent-Type: {CERTS_ONLY}\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+            encode_body(key),
+            encode_body(certs),
+        ));
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    body
+}
+
 /// The two parts of a serverkeygen answer, decoded: (EnvelopedData, certs-only PKCS#7).
 pub fn split_serverkeygen(body: &str) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
     let mut parts = Vec::new();
