@@ -132,8 +132,8 @@ for p in a b; do
 done
 serve() { # CONF DIR TAG: starts a node (in this shell, so that it is stopped at the end)
     rm -f "ready-$3"
-    SOFTHSM2_CONF=$1 "$K" authority serve --dir "$2" --listen 127.0.0.1:0 --ready-file "ready-$3" \
-        >/dev/null 2>"serve-$3.log" &
+    SOFTHSM2_CONF=$1 RUST_LOG=keyward::est::node=info "$K" authority serve --dir "$2" \
+        --listen 127.0.0.1:0 --ready-file "ready-$3" >/dev/null 2>"serve-$3.log" &
     nodes+=($!)
     local _
     for _ in $(seq 600); do [[ -s ready-$3 ]] && break; sleep 0.1; done
@@ -174,27 +174,35 @@ est_case() { # NAME PREFIX ADDR... → wall ms; latencies in NAME.lat
 }
 pct() { sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int(NR*p/100+0.999); if(i<1)i=1; print a[i]}'; }
 load0=$(cut -d' ' -f1 /proc/loadavg)
+lock_ms() { # the ms granted requests held the authority's lock, from the nodes' logs
+    cat "$@" | sed -n "s/.* \([0-9]*\) ms of it holding the authority's lock.*/\1/p" |
+        awk '{t += $1} END {print t + 0}'
+}
 serve "$conf_one" pg1 one
 one_ms=$(est_case est-1 a "$(cat ready-one)")
+one_lock=$(lock_ms serve-one.log)
 one_cpu=$(node_cpu)
 stop_nodes
 serve "$conf_one" pg1 one
 serve "$work/two.conf" pg2 two
 two_ms=$(est_case est-2 b "$(cat ready-one)" "$(cat ready-two)")
 two_cpu=$(node_cpu)
+two_lock=$(lock_ms serve-one.log serve-two.log)
 load1=$(cut -d' ' -f1 /proc/loadavg)
 stop_nodes
 "$K" authority log --dir pg1 --verify >/dev/null
 printf '\nEST over PostgreSQL (%s build, %d cores, %d enrollments, %d at a time)\n\n' "$PROFILE" "$(nproc)" "$EN" "$C"
-printf '| nodes | ok | wall ms | enrollments/s | p50 ms | p99 ms | node CPU s per enrollment |\n|---|---|---|---|---|---|---|\n'
+printf '| nodes | ok | wall ms | enrollments/s | p50 ms | p99 ms | node CPU s per enrollment | lock held, ms per enrollment |\n|---|---|---|---|---|---|---|---|\n'
 for c in 1 2; do
-    ms=$one_ms; cpu=$one_cpu; [[ $c == 2 ]] && { ms=$two_ms; cpu=$two_cpu; }
+    ms=$one_ms; cpu=$one_cpu; lk=$one_lock; [[ $c == 2 ]] && { ms=$two_ms; cpu=$two_cpu; lk=$two_lock; }
     ok=$(grep -c '^[0-9]' "est-$c.lat" || true)
     printf '| %d | %d | %d | %s | %s | %s | %s |\n' "$c" "$ok" "$ms" \
         "$(awk -v n="$ok" -v ms="$ms" 'BEGIN {printf "%.2f", n * 1000 / ms}')" \
         "$(pct "est-$c.lat" 50)" "$(pct "est-$c.lat" 99)" \
-        "$(awk -v c="$cpu" -v n="$ok" 'BEGIN {printf "%.2f", c / (n ? n : 1)}')"
+        "$(awk -v c="$cpu" -v n="$ok" 'BEGIN {printf "%.2f", c / (n ? n : 1)}')" \
+        "$(awk -v l="$lk" -v n="$ok" 'BEGIN {printf "%d", l / (n ? n : 1)}')"
 done
 echo "load average: $load0 before, $load1 after"
+echo "(the lock is one for all nodes: enrollments/s cannot pass 1000 / (lock ms per enrollment))"
 awk -v a="$one_ms" -v b="$two_ms" -v na="$(wc -l < est-1.lat)" -v nb="$(wc -l < est-2.lat)" \
     'BEGIN { printf "EST: two nodes / one = %.2fx\n", (nb / b) / (na / a) }'

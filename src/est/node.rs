@@ -70,6 +70,16 @@ struct Done {
     answer: String,
 }
 
+/// Logs (info) how long a granted request took and how much of it held the authority's lock
+/// (what nodes sharing a store cannot do at the same time: `benches/postgres.sh` sums it).
+fn timing(endpoint: &str, user: &str, started: std::time::Instant, locked: std::time::Instant) {
+    log::info!(
+        "{endpoint} of user {user:?}: {} ms, {} ms of it holding the authority's lock",
+        started.elapsed().as_millis(),
+        locked.elapsed().as_millis()
+    );
+}
+
 /// Turns an authority error into the HTTP refusal a client sees.
 pub fn refusal(e: &AuthorityError) -> Refusal {
     let status = match e {
@@ -256,7 +266,9 @@ pub fn simple_enroll(
     basic: &Basic,
     csr: &CheckedCsr,
 ) -> Result<Certificate, AuthorityError> {
+    let started = std::time::Instant::now();
     let keyset = wire::keyset_of(&csr.csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    let locked = std::time::Instant::now();
     let (mut a, mut session) = open_vouched(ch, dir)?;
     let issued = match check_temp_key(&mut a, basic) {
         Ok(issued) => issued,
@@ -326,6 +338,7 @@ pub fn simple_enroll(
         ),
     );
     a.commit(ch.module, &mut session, ch.pin)?;
+    timing("simpleenroll", &basic.user, started, locked);
     Ok(cert)
 }
 
@@ -338,6 +351,7 @@ pub fn server_keygen(
     basic: &Basic,
     csr: &CheckedCsr,
 ) -> Result<String, AuthorityError> {
+    let started = std::time::Instant::now();
     let decrypt_key_id = wire::asymmetric_decrypt_key_id(&csr.csr)
         .map_err(|r| AuthorityError::BadRequest(r.reason))?;
     if decrypt_key_id.is_none() {
@@ -347,6 +361,7 @@ pub fn server_keygen(
     // The token work that needs no shared state is done before the authority's lock (see
     // [`prepare_key`]); what it made is used only if the state under the lock still allows it.
     let (mut session, prepared) = prepare_key(ch, dir, basic, csr, decrypt_key_id.as_deref())?;
+    let locked = std::time::Instant::now();
     let mut a = AuthorityDir::open_locked(dir)?;
     a.vouch(&session)?;
     if let Some(answer) = answered_before(&mut a, basic, &transport_hash)? {
@@ -416,6 +431,7 @@ pub fn server_keygen(
     super::kill_point("est-kill-before-commit");
     a.commit(ch.module, &mut session, ch.pin)?;
     super::kill_point("est-kill-after-commit");
+    timing("serverkeygen", &basic.user, started, locked);
     Ok(made.answer)
 }
 
@@ -1127,7 +1143,7 @@ fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), Authorit
     let Some(record) = user.temp_key.as_ref().filter(|t| t.spent) else {
         return Err(not_yet());
     };
-    if !current_binding(a, &basic.user)?.is_some_and(|b| b.done.is_some()) {
+    if current_binding(a, &basic.user)?.is_none_or(|b| b.done.is_none()) {
         return Err(not_yet());
     }
     if record.attempts >= MAX_TRIES {
