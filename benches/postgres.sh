@@ -196,7 +196,7 @@ printf '| nodes | ok | wall ms | enrollments/s | p50 ms | p99 ms | node CPU s pe
 for c in 1 2; do
     ms=$one_ms; cpu=$one_cpu; lk=$one_lock; [[ $c == 2 ]] && { ms=$two_ms; cpu=$two_cpu; lk=$two_lock; }
     ok=$(grep -c '^[0-9]' "est-$c.lat" || true)
-    printf '| %d | %d | %d | %s | %s | %s | %s |\n' "$c" "$ok" "$ms" \
+    printf '| %d | %d | %d | %s | %s | %s | %s | %s |\n' "$c" "$ok" "$ms" \
         "$(awk -v n="$ok" -v ms="$ms" 'BEGIN {printf "%.2f", n * 1000 / ms}')" \
         "$(pct "est-$c.lat" 50)" "$(pct "est-$c.lat" 99)" \
         "$(awk -v c="$cpu" -v n="$ok" 'BEGIN {printf "%.2f", c / (n ? n : 1)}')" \
