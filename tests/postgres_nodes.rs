@@ -764,6 +764,8 @@ fn hex(bytes: &[u8]) -> String {
 
 /// How many users enroll over EST across the two nodes.
 const EST_USERS: usize = 40;
+/// How many users enroll with keyward's own client, each from two hosts (one per node) at once.
+const KEYWARD_USERS: usize = 2;
 /// How many users enroll at once (each with two clients, one per node: 2× this many curls).
 const EST_AT_ONCE: usize = 8;
 
@@ -780,8 +782,12 @@ fn two_est_nodes_enroll_every_user_once_with_each_key_tried_on_both() {
     let c = cluster();
     // The users, added on node 1 in one command (their temporary keys in files).
     let users: Vec<String> = (0..EST_USERS).map(|i| format!("e{i:02}")).collect();
+    // And KEYWARD_USERS users enrolling with keyward's own client (`enroll --server`), each
+    // from two hosts at once (a SoftHSM and a home of their own), one per node.
+    let kusers: Vec<String> = (0..KEYWARD_USERS).map(|i| format!("k{i}")).collect();
     let csv: String = users
         .iter()
+        .chain(&kusers)
         .map(|u| format!("{u},{u}@example.org\n"))
         .collect();
     let csv = c.one.bed.file("users.csv", csv.as_bytes());
@@ -808,8 +814,51 @@ fn two_est_nodes_enroll_every_user_once_with_each_key_tried_on_both() {
             .map(|n| openssl_csr(&c.one.bed, &format!("{u}-{n}"), "ec", &format!("{u}-n{n}")));
         work.push((u.clone(), key_of(u), sig));
     }
+    let hosts: Vec<[TestBed; 2]> = kusers
+        .iter()
+        .map(|_| {
+            [0, 1].map(|_| {
+                let host = TestBed::new();
+                host.init_token("card", USER_PIN);
+                host
+            })
+        })
+        .collect();
     let nodes = [c.one.serve("est1"), c.two.serve("est2")];
     let started = Instant::now();
+    let keyward_clients: Vec<(String, [Child; 2])> = kusers
+        .iter()
+        .zip(&hosts)
+        .map(|(u, pair)| {
+            let key = key_of(u);
+            let mut n = 0;
+            let children = pair.each_ref().map(|host| {
+                let url = format!("https://{}", nodes[n].addr);
+                n += 1;
+                host.keyward()
+                    .args([
+                        "enroll",
+                        "--user",
+                        u,
+                        "--keyset",
+                        u,
+                        "--token",
+                        "card",
+                        "--authority-cert",
+                        &c.bundle,
+                        "--server",
+                        &url,
+                    ])
+                    .env("KEYWARD_PIN", USER_PIN)
+                    .env("KEYWARD_TEMP_KEY", &key)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("keyward enroll --server")
+            });
+            (u.clone(), children)
+        })
+        .collect();
     // Both clients of a user at the same time, each on its own node: simpleenroll, then
     // serverkeygen whatever simpleenroll answered (the temporary key is tried on both nodes for
     // both steps). EST_AT_ONCE users at a time.
@@ -859,6 +908,16 @@ fn two_est_nodes_enroll_every_user_once_with_each_key_tried_on_both() {
                 .collect::<Vec<_>>()
         });
         runs.extend(wave_runs);
+    }
+    // keyward's clients: on exactly one host per user the enrollment succeeded, the other
+    // got one clean error line.
+    for (u, [a, b]) in keyward_clients {
+        let ok = [wait(a), wait(b)]
+            .iter()
+            .enumerate()
+            .filter(|(n, run)| clean(&format!("{u}'s keyward client on node {}", n + 1), run))
+            .count();
+        assert_eq!(ok, 1, "{u}: {ok} keyward clients enrolled");
     }
     let took = started.elapsed();
     eprintln!(
@@ -914,7 +973,7 @@ fn two_est_nodes_enroll_every_user_once_with_each_key_tried_on_both() {
     // The store holds exactly what the clients got: one pair per user, every serial once.
     assert_eq!(
         c.count("SELECT count(*) FROM records WHERE kind = 'issued'"),
-        2 * EST_USERS,
+        2 * (EST_USERS + KEYWARD_USERS),
         "issued: one pair per user"
     );
     assert_eq!(
@@ -949,9 +1008,13 @@ fn two_est_nodes_enroll_every_user_once_with_each_key_tried_on_both() {
         .ok()
         .json();
     let listed = listed["users"].as_array().expect("users");
-    assert_eq!(listed.len(), EST_USERS);
+    assert_eq!(listed.len(), EST_USERS + KEYWARD_USERS);
     for u in listed {
         let name = u["name"].as_str().expect("a name");
+        if kusers.iter().any(|k| k == name) {
+            assert_eq!(u["certificates"].as_array().map(Vec::len), Some(2), "{u}");
+            continue;
+        }
         assert_eq!(u["state"], "active", "{u}");
         let mut got: Vec<String> = u["certificates"]
             .as_array()
