@@ -2,8 +2,10 @@
 //! client: cacerts, csrattrs, simpleenroll with an openssl P-256 request, serverkeygen whose
 //! key openssl decrypts, the temporary-key-once rule in any order, and the refusals — bad
 //! base64, CSR and content type (400), a wrong temporary key (401, counted, locked after 5),
-//! an oversized body (413), a slow client (timed out), a node killed mid-request (nothing
-//! lost, the retry succeeds once). Each node listens on 127.0.0.1:0 and announces its port
+//! an oversized body (413), a slow client (timed out: silent, or stalling its body), a node
+//! killed mid-request (nothing lost, the retry succeeds once); serverkeygen's SignedData and
+//! the AsymmetricDecryptKeyIdentifier; keyward's client enrolling and renewing online; the
+//! archived keys of a recovered user (`keyward-archive`). Each node listens on 127.0.0.1:0 and announces its port
 //! in a ready file, so the tests run in parallel.
 
 mod util;
