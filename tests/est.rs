@@ -2,8 +2,10 @@
 //! client: cacerts, csrattrs, simpleenroll with an openssl P-256 request, serverkeygen whose
 //! key openssl decrypts, the temporary-key-once rule in any order, and the refusals — bad
 //! base64, CSR and content type (400), a wrong temporary key (401, counted, locked after 5),
-//! an oversized body (413), a slow client (timed out), a node killed mid-request (nothing
-//! lost, the retry succeeds once). Each node listens on 127.0.0.1:0 and announces its port
+//! an oversized body (413), a slow client (timed out: silent, or stalling its body), a node
+//! killed mid-request (nothing lost, the retry succeeds once); serverkeygen's SignedData and
+//! the AsymmetricDecryptKeyIdentifier; keyward's client enrolling and renewing online; the
+//! archived keys of a recovered user (`keyward-archive`). Each node listens on 127.0.0.1:0 and announces its port
 //! in a ready file, so the tests run in parallel.
 
 mod util;
@@ -350,9 +352,33 @@ fn openssl_enrolls_and_decrypts_its_server_generated_key() {
     );
     let parts = parts(&g);
     assert_eq!(parts.len(), 2);
-    let env_b64 = ab.file("key.env.b64", parts[0].as_bytes());
+    // RFC 7030 §4.4.2: the key's EnvelopedData inside a SignedData of the authority.
+    let signed_b64 = ab.file("key.signed.b64", parts[0].as_bytes());
+    let signed_der = p(&ab, "key.signed.der");
+    openssl(
+        &ab,
+        &["base64", "-d", "-in", &signed_b64, "-out", &signed_der],
+    )
+    .ok();
     let env_der = p(&ab, "key.env.der");
-    openssl(&ab, &["base64", "-d", "-in", &env_b64, "-out", &env_der]).ok();
+    openssl(
+        &ab,
+        &[
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            &signed_der,
+            "-CAfile",
+            &ab.ca,
+            "-purpose",
+            "any",
+            "-out",
+            &env_der,
+        ],
+    )
+    .ok();
     let pkcs8 = p(&ab, "key.p8.der");
     openssl(
         &ab,
@@ -498,6 +524,68 @@ fn a_slow_client_is_timed_out() {
         "closed after {waited:?}"
     );
     // The node still serves.
+    assert_eq!(curl(&ab, &node.url("cacerts"), None, &[]).status, 200);
+}
+
+#[test]
+fn a_client_that_stalls_its_body_is_cut_off_and_the_node_serves_others() {
+    use std::io::{Read, Write};
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("hank", &[]);
+    let node = start(&ab, "a", &[]);
+    let before = (ab.user("hank"), audit_len(&ab));
+    // Over TLS (openssl s_client): the headers of a simpleenroll with a 2000-byte body, then 10
+    // bytes of it, then nothing while the connection stays open.
+    let mut client = ab
+        .tool("openssl", "openssl")
+        .args([
+            "s_client", "-quiet", "-connect", &node.addr, "-CAfile", &ab.ca,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let auth =
+        <base64ct::Base64 as base64ct::Encoding>::encode_string(format!("hank:{key}").as_bytes());
+    write!(
+        stdin,
+        "POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/pkcs10\r\nContent-Length: 2000\r\n\r\nMIIBIjANBg",
+        node.addr
+    )
+    .expect("send the headers");
+    stdin.flush().expect("flush");
+    let started = Instant::now();
+    let mut stdout = client.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        let _ = stdout.read_to_end(&mut answer);
+        (answer, started.elapsed())
+    });
+    // Meanwhile the node serves another client.
+    std::thread::sleep(Duration::from_millis(500));
+    let other = curl(&ab, &node.url("cacerts"), None, &[]);
+    assert_eq!(other.status, 200, "{}", other.text());
+    let (answer, waited) = reader.join().expect("the reader");
+    drop(stdin);
+    let _ = client.kill();
+    let _ = client.wait();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    // --request-timeout is 3 s: the node answers 408 (or closes) then, not after the client.
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(15),
+        "cut off after {waited:?}: {answer}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(
+        (ab.user("hank"), audit_len(&ab)),
+        before,
+        "a stalled request changed the state"
+    );
     assert_eq!(curl(&ab, &node.url("cacerts"), None, &[]).status, 200);
 }
 
@@ -671,4 +759,372 @@ fn keyward_refuses_a_node_whose_certificate_another_ca_issued() {
     )
     .fails(1, "cannot reach the EST node");
     assert_eq!(ab.user("gina")["state"], "pending");
+}
+
+/// A P-256 PKCS#10 request with CN `cn` carrying an AsymmetricDecryptKeyIdentifier attribute
+/// (RFC 7030 §4.4.1.2) of `key_id`, base64 as EST sends it (openssl cannot put an OCTET
+/// STRING attribute into a request, so it is built here and signed with a fresh key).
+fn csr_with_decrypt_key_id(ab: &AuthorityBed, name: &str, cn: &str, key_id: &[u8]) -> String {
+    use der::asn1::{Any, BitString, ObjectIdentifier, OctetString, SetOfVec};
+    use der::{Decode, Encode};
+    use p256::ecdsa::signature::Signer;
+    use p256::pkcs8::EncodePublicKey;
+    use x509_cert::attr::Attribute;
+    use x509_cert::request::{CertReq, CertReqInfo, Version};
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let spki_der = key.verifying_key().to_public_key_der().unwrap();
+    let attr = Attribute {
+        oid: ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.54"),
+        values: SetOfVec::try_from(vec![
+            Any::encode_from(&OctetString::new(key_id).unwrap()).unwrap()
+        ])
+        .unwrap(),
+    };
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject: format!("CN={cn}").parse().unwrap(),
+        public_key: spki::SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).unwrap(),
+        attributes: SetOfVec::try_from(vec![attr]).unwrap(),
+    };
+    let sig: p256::ecdsa::DerSignature = key.sign(&info.to_der().unwrap());
+    let req = CertReq {
+        info,
+        algorithm: spki::AlgorithmIdentifierOwned {
+            oid: der::oid::db::rfc5912::ECDSA_WITH_SHA_256,
+            parameters: None,
+        },
+        signature: BitString::from_bytes(sig.as_bytes()).unwrap(),
+    };
+    let der_file = ab.file(&format!("{name}.csr.der"), &req.to_der().unwrap());
+    let b64 = p(ab, &format!("{name}.csr.b64"));
+    openssl(ab, &["base64", "-in", &der_file, "-out", &b64]).ok();
+    b64
+}
+
+/// The subject key identifier of a PEM certificate (openssl's reading), bytes.
+fn ski_of(ab: &AuthorityBed, cert_pem: &str) -> Vec<u8> {
+    let out = openssl(
+        ab,
+        &[
+            "x509",
+            "-in",
+            cert_pem,
+            "-noout",
+            "-ext",
+            "subjectKeyIdentifier",
+        ],
+    )
+    .ok()
+    .stdout;
+    let hex = out
+        .lines()
+        .nth(1)
+        .expect("a key identifier")
+        .trim()
+        .replace(':', "");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn serverkeygen_envelopes_to_the_key_the_request_names() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("ivy", &["--email", "ivy@example.org"]);
+    let node = start(&ab, "a", &[]);
+    let cred = Some(("ivy", key.as_str()));
+    // An RSA signing key: the encryption key is to go to it, named by its certificate's key
+    // identifier; the serverkeygen request's own key (P-256) cannot take it.
+    let (sig_key, sig_csr) = openssl_csr(&ab, "sig", "rsa", "laptop");
+    let a = post(&ab, &node, "simpleenroll", cred, &sig_csr);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sig_pem = ab.file("sig.pem", certs_pem(&ab, "sig", &a.body).as_bytes());
+    let ski = ski_of(&ab, &sig_pem);
+
+    // A key identifier the authority never issued: 400, nothing changed.
+    let before = (ab.user("ivy"), audit_len(&ab));
+    let unknown = csr_with_decrypt_key_id(&ab, "unknown", "laptop", &[0x42; 20]);
+    let r = post(&ab, &node, "serverkeygen", cred, &unknown);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("AsymmetricDecryptKeyIdentifier"),
+        "{}",
+        r.text()
+    );
+    assert_eq!((ab.user("ivy"), audit_len(&ab)), before);
+
+    let named = csr_with_decrypt_key_id(&ab, "named", "laptop", &ski);
+    let g = post(&ab, &node, "serverkeygen", cred, &named);
+    assert_eq!(g.status, 200, "{}", g.text());
+    let parts = parts(&g);
+    let signed_b64 = ab.file("named.signed.b64", parts[0].as_bytes());
+    let signed_der = p(&ab, "named.signed.der");
+    openssl(
+        &ab,
+        &["base64", "-d", "-in", &signed_b64, "-out", &signed_der],
+    )
+    .ok();
+    let env_der = p(&ab, "named.env.der");
+    openssl(
+        &ab,
+        &[
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            &signed_der,
+            "-CAfile",
+            &ab.ca,
+            "-purpose",
+            "any",
+            "-out",
+            &env_der,
+        ],
+    )
+    .ok();
+    // Named by the identifier the request gave.
+    {
+        use cms::content_info::ContentInfo;
+        use cms::enveloped_data::{EnvelopedData, RecipientIdentifier, RecipientInfo};
+        use der::Decode;
+        let info = ContentInfo::from_der(&std::fs::read(&env_der).unwrap()).unwrap();
+        let env: EnvelopedData = info.content.decode_as().unwrap();
+        let rids: Vec<_> = env
+            .recip_infos
+            .0
+            .iter()
+            .filter_map(|r| match r {
+                RecipientInfo::Ktri(k) => Some(k.rid.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(rids.as_slice(), [RecipientIdentifier::SubjectKeyIdentifier(s)] if s.0.as_bytes() == ski.as_slice()),
+            "{rids:?}"
+        );
+    }
+    // The signing key opens it; the key is the encryption certificate's.
+    let pkcs8 = p(&ab, "named.p8.der");
+    openssl(
+        &ab,
+        &[
+            "cms", "-decrypt", "-inform", "DER", "-in", &env_der, "-inkey", &sig_key, "-out",
+            &pkcs8,
+        ],
+    )
+    .ok();
+    let key_mod = openssl(
+        &ab,
+        &["rsa", "-inform", "DER", "-in", &pkcs8, "-noout", "-modulus"],
+    )
+    .ok()
+    .stdout;
+    let enc_file = ab.file(
+        "named.enc.pem",
+        certs_pem(&ab, "named.enc", parts[1].as_bytes()).as_bytes(),
+    );
+    let cert_mod = openssl(&ab, &["x509", "-in", &enc_file, "-noout", "-modulus"])
+        .ok()
+        .stdout;
+    assert_eq!(key_mod, cert_mod);
+    assert_eq!(ab.user("ivy")["state"], "active");
+}
+
+#[test]
+fn keyward_renews_online_and_a_revoked_certificate_is_refused() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("jack", &["--email", "jack@example.org"]);
+    let conf = user_softhsm(&ab, "jack-card");
+    let node = start(&ab, "a", &[]);
+    let url = format!("https://{}", node.addr);
+    let env = [
+        ("SOFTHSM2_CONF", conf.as_str()),
+        ("KEYWARD_PIN", util::USER_PIN),
+        ("KEYWARD_TEMP_KEY", key.as_str()),
+    ];
+    ab.run_env(
+        &[
+            "enroll",
+            "--user",
+            "jack",
+            "--keyset",
+            "laptop",
+            "--token",
+            "jack-card",
+            "--authority-cert",
+            &ab.bundle,
+            "--server",
+            &url,
+        ],
+        &env,
+    )
+    .ok();
+    let renew = |url: &str| {
+        ab.run_env(
+            &[
+                "--json",
+                "enroll",
+                "--renew",
+                "laptop",
+                "--server",
+                url,
+                "--authority-cert",
+                &ab.bundle,
+            ],
+            &env,
+        )
+    };
+    let before = ab.user("jack")["certificates"].as_array().map(Vec::len);
+    let done = renew(&url).ok();
+    assert_eq!(done.json()["keyset"], "laptop", "{}", done.stdout);
+    let user = ab.user("jack");
+    let certs = user["certificates"].as_array().expect("certificates");
+    assert!(certs.len() > before.unwrap_or(0), "{user}");
+    // The renewed keyset signs and reads mail.
+    let msg = ab.file("renewed.txt", b"renewed over EST\n");
+    let sent = p(&ab, "renewed.p7m");
+    ab.run_env(
+        &[
+            "send", "--keyset", "laptop", "--to", "laptop", &msg, "-o", &sent,
+        ],
+        &env,
+    )
+    .ok();
+    let back = p(&ab, "renewed.out");
+    ab.run_env(&["read", "--keyset", "laptop", &sent, "-o", &back], &env)
+        .ok();
+    assert_eq!(std::fs::read(&back).unwrap(), b"renewed over EST\n");
+    // Revoked (the node stops: it holds the authority's SoftHSM lock while it serves): the
+    // renewal is refused, the authority's record and the client's keyset stay as they were.
+    drop(node);
+    ab.authority("revoke", &["jack"]).ok();
+    let node = start(&ab, "b", &[]);
+    let url = format!("https://{}", node.addr);
+    let (user_before, keysets_before) = (
+        ab.user("jack"),
+        ab.run_env(&["--json", "keyset", "list"], &env).ok().stdout,
+    );
+    let refused = renew(&url);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(refused.stderr.contains("refused"), "{}", refused.stderr);
+    assert_eq!(ab.user("jack"), user_before);
+    assert_eq!(
+        ab.run_env(&["--json", "keyset", "list"], &env).ok().stdout,
+        keysets_before
+    );
+}
+
+/// Opens one SignedData(EnvelopedData) part of an answer with openssl (verify against the CA,
+/// then decrypt with `key`) and returns the key's RSA modulus line; and the modulus of the
+/// certificate part after it.
+fn open_key_part(
+    ab: &AuthorityBed,
+    name: &str,
+    key_b64: &str,
+    cert_b64: &str,
+    key: &str,
+) -> (String, String) {
+    let signed_b64 = ab.file(&format!("{name}.signed.b64"), key_b64.as_bytes());
+    let signed = p(ab, &format!("{name}.signed.der"));
+    openssl(ab, &["base64", "-d", "-in", &signed_b64, "-out", &signed]).ok();
+    let env = p(ab, &format!("{name}.env.der"));
+    openssl(
+        ab,
+        &[
+            "cms", "-verify", "-inform", "DER", "-in", &signed, "-CAfile", &ab.ca, "-purpose",
+            "any", "-out", &env,
+        ],
+    )
+    .ok();
+    let pkcs8 = p(ab, &format!("{name}.p8.der"));
+    openssl(
+        ab,
+        &[
+            "cms", "-decrypt", "-inform", "DER", "-in", &env, "-inkey", key, "-out", &pkcs8,
+        ],
+    )
+    .ok();
+    let key_mod = openssl(
+        ab,
+        &["rsa", "-inform", "DER", "-in", &pkcs8, "-noout", "-modulus"],
+    )
+    .ok()
+    .stdout;
+    let cert = ab.file(
+        &format!("{name}.cert.pem"),
+        certs_pem(ab, &format!("{name}.cert"), cert_b64.as_bytes()).as_bytes(),
+    );
+    let cert_mod = openssl(ab, &["x509", "-in", &cert, "-noout", "-modulus"])
+        .ok()
+        .stdout;
+    (key_mod, cert_mod)
+}
+
+#[test]
+fn a_recovered_user_gets_the_archived_keys_with_curl_and_openssl() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let first_key = ab.add_user("kate", &["--email", "kate@example.org"]);
+    let (_s1, sig1) = openssl_csr(&ab, "sig1", "ec", "laptop");
+    let (t1, tr1) = openssl_csr(&ab, "t1", "rsa", "laptop");
+    let first_enc = {
+        let node = start(&ab, "a", &[]);
+        let cred = Some(("kate", first_key.as_str()));
+        assert_eq!(post(&ab, &node, "simpleenroll", cred, &sig1).status, 200);
+        let g = post(&ab, &node, "serverkeygen", cred, &tr1);
+        assert_eq!(g.status, 200, "{}", g.text());
+        let parts = parts(&g);
+        open_key_part(&ab, "first", &parts[0], &parts[1], &t1).1
+    };
+    // Recovered (the node stopped: it holds the authority's SoftHSM lock while it serves).
+    let key = ab
+        .authority("recover", &["kate"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let node = start(&ab, "b", &[]);
+    let cred = Some(("kate", key.as_str()));
+    let (t2, tr2) = openssl_csr(&ab, "t2", "rsa", "laptop2");
+    // Before the new enrollment is finished: refused, nothing given.
+    let early = post(&ab, &node, "keyward-archive", cred, &tr2);
+    assert_eq!(early.status, 409, "{}", early.text());
+    let (_s2, sig2) = openssl_csr(&ab, "sig2", "ec", "laptop2");
+    assert_eq!(post(&ab, &node, "simpleenroll", cred, &sig2).status, 200);
+    let g = post(&ab, &node, "serverkeygen", cred, &tr2);
+    assert_eq!(g.status, 200, "{}", g.text());
+    let new_enc = {
+        let parts = parts(&g);
+        open_key_part(&ab, "second", &parts[0], &parts[1], &t2).1
+    };
+    // A wrong key: 401, counted.
+    let wrong = post(
+        &ab,
+        &node,
+        "keyward-archive",
+        Some(("kate", &first_key)),
+        &tr2,
+    );
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    assert_eq!(
+        ab.user("kate")["temporary_key"]["attempts"].as_u64(),
+        Some(1)
+    );
+    // The history: both archived keys, oldest first, each opened by the transport key.
+    let h = post(&ab, &node, "keyward-archive", cred, &tr2);
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert!(
+        h.content_type.starts_with("multipart/mixed"),
+        "{}",
+        h.content_type
+    );
+    let parts = parts(&h);
+    assert_eq!(parts.len(), 4, "two keys, each with its certificate");
+    let (k1, c1) = open_key_part(&ab, "h1", &parts[0], &parts[1], &t2);
+    let (k2, c2) = open_key_part(&ab, "h2", &parts[2], &parts[3], &t2);
+    assert_eq!((k1.as_str(), k2.as_str()), (c1.as_str(), c2.as_str()));
+    assert_eq!((c1, c2), (first_enc, new_enc));
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
 }

@@ -424,6 +424,11 @@ fn two_nodes_process_every_request_at_once_and_each_is_issued_once() {
     );
     c.log_verifies();
     // CRLs from both nodes at once: every number once.
+    crl_numbers_unique(&c);
+}
+
+/// Three CRLs from each node at once: six numbers, each once.
+fn crl_numbers_unique(c: &Cluster) {
     let mut children = Vec::new();
     for i in 0..3 {
         for (n, node) in [(1, &c.one), (2, &c.two)] {
@@ -595,4 +600,434 @@ fn a_database_rolled_back_is_refused_by_a_node_that_saw_newer() {
         "a refused command wrote"
     );
     // A node that saw nothing after the dump could not tell (docs/formats.md, several nodes).
+}
+
+// ---- Two EST nodes (`authority serve`) over the one PostgreSQL store ----
+
+/// A running `authority serve` of one node, killed on drop (a failing test too).
+struct Serving {
+    child: Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    /// Starts `authority serve` on 127.0.0.1:0 and waits for its ready file.
+    fn serve(&self, tag: &str) -> Serving {
+        let ready = self.bed.path(&format!("ready-{tag}"));
+        let log = self.bed.path(&format!("serve-{tag}.log"));
+        let ready_arg = ready.to_string_lossy().into_owned();
+        let mut child = self
+            .cmd(
+                "serve",
+                &[
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--request-timeout",
+                    "30s",
+                    "--ready-file",
+                    &ready_arg,
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start keyward authority serve");
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                return Serving {
+                    child,
+                    addr: text.trim().to_string(),
+                    log,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "authority serve exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "authority serve did not get ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One EST answer: the HTTP status and the body.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// POSTs the base64 CSR in `csr` to `endpoint` of the node at `addr` with curl, trusting only
+/// the authority's CA, the user's name and temporary key in a curl config file (never argv).
+fn est_post(
+    bed: &TestBed,
+    ca: &str,
+    addr: &str,
+    endpoint: &str,
+    (user, key): (&str, &str),
+    csr: &str,
+    tag: &str,
+) -> Answer {
+    let cfg = bed.file(
+        &format!("curl-{tag}.cfg"),
+        format!("user = \"{user}:{key}\"\n").as_bytes(),
+    );
+    let body = bed.path(&format!("curl-{tag}.body"));
+    let out = bed
+        .tool("curl", "curl")
+        .args(["-sS", "--max-time", "150", "--cacert", ca, "-K", &cfg, "-o"])
+        .arg(&body)
+        .args([
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            &format!("@{csr}"),
+            &format!("https://{addr}/.well-known/est/{endpoint}"),
+        ])
+        .output()
+        .expect("run curl");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "{tag}: curl gave no status: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    Answer {
+        status,
+        body: std::fs::read(&body).unwrap_or_default(),
+    }
+}
+
+/// An openssl key and PKCS#10 request (`ec` P-256 or `rsa` 2048) with CN `cn`, base64 as EST
+/// sends it; returns the body file.
+fn openssl_csr(bed: &TestBed, name: &str, kind: &str, cn: &str) -> String {
+    let key = bed
+        .path(&format!("{name}.key"))
+        .to_string_lossy()
+        .into_owned();
+    let der = bed
+        .path(&format!("{name}.csr.der"))
+        .to_string_lossy()
+        .into_owned();
+    let b64 = bed
+        .path(&format!("{name}.csr.b64"))
+        .to_string_lossy()
+        .into_owned();
+    let newkey: &[&str] = if kind == "ec" {
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    } else {
+        &["-newkey", "rsa:2048"]
+    };
+    let subj = format!("/CN={cn}");
+    let mut args = vec!["req", "-new", "-nodes"];
+    args.extend(newkey);
+    args.extend([
+        "-keyout", &key, "-subj", &subj, "-outform", "DER", "-out", &der,
+    ]);
+    bed.run_tool("openssl", "openssl", &args).ok();
+    bed.run_tool("openssl", "openssl", &["base64", "-in", &der, "-out", &b64])
+        .ok();
+    b64
+}
+
+/// The serials of the certificates in a base64 certs-only PKCS#7.
+fn serials_of_certs_only(b64: &[u8]) -> Vec<String> {
+    let der = keyward::est::wire::decode_body(b64).expect("base64 answer");
+    keyward::est::wire::certs_of(&der)
+        .expect("a certs-only PKCS#7")
+        .iter()
+        .map(|c| hex(c.tbs_certificate.serial_number.as_bytes()))
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How many users enroll over EST across the two nodes.
+const EST_USERS: usize = 40;
+/// How many users enroll with keyward's own client, each from two hosts (one per node) at once.
+const KEYWARD_USERS: usize = 2;
+/// How many users enroll at once (each with two clients, one per node: 2× this many curls).
+const EST_AT_ONCE: usize = 8;
+
+/// What the two clients of one user got, one per node: (simpleenroll, serverkeygen) each.
+struct UserRun {
+    user: String,
+    /// Per client (node 1's, node 2's): the statuses and the successful bodies.
+    clients: [(Answer, Answer); 2],
+}
+
+#[test]
+fn two_est_nodes_enroll_every_user_once_with_each_key_tried_on_both() {
+    util::require_tool("curl", "curl");
+    let c = cluster();
+    // The users, added on node 1 in one command (their temporary keys in files).
+    let users: Vec<String> = (0..EST_USERS).map(|i| format!("e{i:02}")).collect();
+    // And KEYWARD_USERS users enrolling with keyward's own client (`enroll --server`), each
+    // from two hosts at once (a SoftHSM and a home of their own), one per node.
+    let kusers: Vec<String> = (0..KEYWARD_USERS).map(|i| format!("k{i}")).collect();
+    let csv: String = users
+        .iter()
+        .chain(&kusers)
+        .map(|u| format!("{u},{u}@example.org\n"))
+        .collect();
+    let csv = c.one.bed.file("users.csv", csv.as_bytes());
+    let keys_dir = c.one.bed.path("keys").to_string_lossy().into_owned();
+    c.one
+        .authority("add-users", &["--from", &csv, "--out", &keys_dir])
+        .ok();
+    let key_of = |u: &str| {
+        std::fs::read_to_string(c.one.bed.path(&format!("keys/{u}.tempkey")))
+            .expect("a temporary key file")
+            .trim()
+            .to_string()
+    };
+    // Each user's two clients: another P-256 signing key each (so at most one can bind the
+    // enrollment) and another RSA transport key each (node 1's clients share one, node 2's
+    // another: a transport key only names where the key goes).
+    let transports = [
+        openssl_csr(&c.one.bed, "transport1", "rsa", "t1"),
+        openssl_csr(&c.one.bed, "transport2", "rsa", "t2"),
+    ];
+    let mut work = Vec::new();
+    for u in &users {
+        let sig = [1, 2]
+            .map(|n| openssl_csr(&c.one.bed, &format!("{u}-{n}"), "ec", &format!("{u}-n{n}")));
+        work.push((u.clone(), key_of(u), sig));
+    }
+    let hosts: Vec<[TestBed; 2]> = kusers
+        .iter()
+        .map(|_| {
+            [0, 1].map(|_| {
+                let host = TestBed::new();
+                host.init_token("card", USER_PIN);
+                host
+            })
+        })
+        .collect();
+    let nodes = [c.one.serve("est1"), c.two.serve("est2")];
+    let started = Instant::now();
+    let keyward_clients: Vec<(String, [Child; 2])> = kusers
+        .iter()
+        .zip(&hosts)
+        .map(|(u, pair)| {
+            let key = key_of(u);
+            let mut n = 0;
+            let children = pair.each_ref().map(|host| {
+                let url = format!("https://{}", nodes[n].addr);
+                n += 1;
+                host.keyward()
+                    .args([
+                        "enroll",
+                        "--user",
+                        u,
+                        "--keyset",
+                        u,
+                        "--token",
+                        "card",
+                        "--authority-cert",
+                        &c.bundle,
+                        "--server",
+                        &url,
+                    ])
+                    .env("KEYWARD_PIN", USER_PIN)
+                    .env("KEYWARD_TEMP_KEY", &key)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("keyward enroll --server")
+            });
+            (u.clone(), children)
+        })
+        .collect();
+    // Both clients of a user at the same time, each on its own node: simpleenroll, then
+    // serverkeygen whatever simpleenroll answered (the temporary key is tried on both nodes for
+    // both steps). EST_AT_ONCE users at a time.
+    let mut runs: Vec<UserRun> = Vec::new();
+    for wave in work.chunks(EST_AT_ONCE) {
+        let wave_runs = std::thread::scope(|scope| {
+            let handles: Vec<_> = wave
+                .iter()
+                .map(|(user, key, sig)| {
+                    let clients = [0usize, 1].map(|n| {
+                        let (bed, addr) = (&c.one.bed, nodes[n].addr.clone());
+                        let (ca, transport) = (c.bundle.clone(), transports[n].clone());
+                        let (user, key, sig) = (user.clone(), key.clone(), sig[n].clone());
+                        scope.spawn(move || {
+                            let tag = format!("{user}-{}", n + 1);
+                            let cred = (user.as_str(), key.as_str());
+                            let enrolled = est_post(
+                                bed,
+                                &ca,
+                                &addr,
+                                "simpleenroll",
+                                cred,
+                                &sig,
+                                &format!("{tag}-se"),
+                            );
+                            let keygen = est_post(
+                                bed,
+                                &ca,
+                                &addr,
+                                "serverkeygen",
+                                cred,
+                                &transport,
+                                &format!("{tag}-kg"),
+                            );
+                            (enrolled, keygen)
+                        })
+                    });
+                    (user.clone(), clients)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(user, [a, b])| UserRun {
+                    user,
+                    clients: [a.join().expect("client 1"), b.join().expect("client 2")],
+                })
+                .collect::<Vec<_>>()
+        });
+        runs.extend(wave_runs);
+    }
+    // keyward's clients: on exactly one host per user the enrollment succeeded, the other
+    // got one clean error line.
+    for (u, [a, b]) in keyward_clients {
+        let ok = [wait(a), wait(b)]
+            .iter()
+            .enumerate()
+            .filter(|(n, run)| clean(&format!("{u}'s keyward client on node {}", n + 1), run))
+            .count();
+        assert_eq!(ok, 1, "{u}: {ok} keyward clients enrolled");
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "{EST_USERS} users over EST, two clients each (one per node) at once, {EST_AT_ONCE} users at a time: {:.1}s",
+        took.as_secs_f64()
+    );
+    // Every client got an answer or a clean refusal; per user exactly one signing and one
+    // encryption certificate went out.
+    let mut sent: std::collections::BTreeMap<String, (String, String)> = Default::default();
+    for r in &runs {
+        let mut signing = Vec::new();
+        let mut encryption = Vec::new();
+        for (n, (se, kg)) in r.clients.iter().enumerate() {
+            for (what, a) in [("simpleenroll", se), ("serverkeygen", kg)] {
+                assert!(
+                    matches!(a.status, 200 | 401 | 409),
+                    "{} on node {}: {what} answered {}: {}",
+                    r.user,
+                    n + 1,
+                    a.status,
+                    String::from_utf8_lossy(&a.body)
+                );
+            }
+            if se.status == 200 {
+                signing.extend(serials_of_certs_only(&se.body));
+            }
+            if kg.status == 200 {
+                let text = String::from_utf8_lossy(&kg.body);
+                let (_key, certs) =
+                    keyward::est::wire::split_serverkeygen(&text).expect("a serverkeygen answer");
+                let certs = keyward::est::wire::certs_of(&certs).expect("certs-only");
+                encryption.extend(
+                    certs
+                        .iter()
+                        .map(|c| hex(c.tbs_certificate.serial_number.as_bytes())),
+                );
+            }
+        }
+        assert_eq!(
+            signing.len(),
+            1,
+            "{}: signing certificates {signing:?}",
+            r.user
+        );
+        assert_eq!(
+            encryption.len(),
+            1,
+            "{}: encryption certificates {encryption:?}",
+            r.user
+        );
+        sent.insert(r.user.clone(), (signing[0].clone(), encryption[0].clone()));
+    }
+    // The store holds exactly what the clients got: one pair per user, every serial once.
+    assert_eq!(
+        c.count("SELECT count(*) FROM records WHERE kind = 'issued'"),
+        2 * (EST_USERS + KEYWARD_USERS),
+        "issued: one pair per user"
+    );
+    assert_eq!(
+        c.count("SELECT count(*) FROM audit WHERE action = 'process' AND detail LIKE 'EST enrollment%' AND outcome = 'ok'"),
+        EST_USERS
+    );
+    assert_eq!(
+        c.count("SELECT count(*) FROM (SELECT subject FROM audit WHERE action = 'process' AND detail LIKE 'EST enrollment%' AND outcome = 'ok' GROUP BY subject HAVING count(*) > 1) AS twice"),
+        0,
+        "a temporary key spent twice"
+    );
+    assert_eq!(
+        c.count("SELECT max(seq) - count(*) FROM audit"),
+        0,
+        "the audit log has gaps"
+    );
+    // The nodes stop (each holds keyward's SoftHSM lock on its copy of the token while it
+    // serves); then both verify the one log, and list what the clients got.
+    let logs: Vec<String> = nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
+        .collect();
+    drop(nodes);
+    for log in &logs {
+        assert!(!log.contains("panicked"), "a node panicked:\n{log}");
+    }
+    c.log_verifies();
+    let listed = c
+        .two
+        .bed
+        .run(&["--json", "authority", "users", "--dir", &c.two.dir])
+        .ok()
+        .json();
+    let listed = listed["users"].as_array().expect("users");
+    assert_eq!(listed.len(), EST_USERS + KEYWARD_USERS);
+    for u in listed {
+        let name = u["name"].as_str().expect("a name");
+        if kusers.iter().any(|k| k == name) {
+            assert_eq!(u["certificates"].as_array().map(Vec::len), Some(2), "{u}");
+            continue;
+        }
+        assert_eq!(u["state"], "active", "{u}");
+        let mut got: Vec<String> = u["certificates"]
+            .as_array()
+            .expect("certificates")
+            .iter()
+            .map(|c| c["serial"].as_str().expect("a serial").to_lowercase())
+            .collect();
+        got.sort();
+        let (s, e) = &sent[name];
+        let mut want = vec![s.to_lowercase(), e.to_lowercase()];
+        want.sort();
+        assert_eq!(got, want, "{name}: the store and the clients disagree");
+    }
+    // CRLs from both nodes at once: every number once.
+    crl_numbers_unique(&c);
 }

@@ -1,6 +1,6 @@
 //! The EST request parsers of `authority serve` (`keyward::est::wire`) on arbitrary bytes: the
 //! first byte picks the parser — `b` the HTTP Basic header, `c` a base64 PKCS#10 body with the
-//! CSR checks (self-signature, keyset name, transport key), `t` the Content-Type, `m` a
+//! CSR checks (self-signature, keyset name, transport key, AsymmetricDecryptKeyIdentifier), `t` the Content-Type, `m` a
 //! serverkeygen multipart answer, `p` a base64 certs-only PKCS#7 — the rest is its input. Any
 //! panic is a bug: every one of these reads untrusted network input. Refusals carry a status
 //! (400, 401, 413) and a reason.
@@ -30,6 +30,7 @@ pub fn check(data: &[u8]) {
             Ok(csr) => {
                 let _ = wire::keyset_of(&csr.csr).map_err(|r| refused(&r));
                 let _ = wire::transport_key(&csr).map_err(|r| refused(&r));
+                let _ = wire::asymmetric_decrypt_key_id(&csr.csr).map_err(|r| refused(&r));
             }
             Err(r) => refused(&r),
         },

@@ -112,3 +112,60 @@ pub fn resume(
     let url = a.server.as_deref().unwrap_or_default();
     send_kept(ctx, url, authority, name, &pin, new).map(Some)
 }
+
+/// `enroll --renew NAME --server URL`: the renewal request (signed by the keyset's current
+/// signing key, as `enroll --renew -o` writes it) sent to the node's one-call extension, which
+/// processes it as `authority process` does, and its reply completed on the token. A refusal
+/// takes the renewal back (the new keys and the pending entry go; the keyset is as before); a
+/// node that cannot be reached, or an answer lost, keeps the pending renewal and its request
+/// under `KEYWARD_HOME/replies/`: the node answers that request again with its recorded reply
+/// (`curl --data-binary @REQUEST -H 'Content-Type: application/vnd.keyward.request'
+/// …/keyward-enroll -o REPLY`, then `keyward enroll --complete REPLY`).
+pub fn renew_online(
+    ctx: &mut Context,
+    url: &str,
+    authority: &AuthorityCerts,
+    keyset: &str,
+    request: Vec<u8>,
+    password: &SecretString,
+) -> Result<client::Completed, Error> {
+    let home = ctx.home()?;
+    let (replies, stem) = super::enroll_cmd::replies_and_stem(&home, keyset);
+    let req_path = replies.join(format!("{stem}.online-renewal.request"));
+    let reply_path = replies.join(format!("{stem}.online-renewal.reply"));
+    write_atomic(&req_path, &request)
+        .map_err(|e| crate::error::IoError::new("write", &req_path, e))?;
+    let spinner = super::progress::Spinner::start("renewing with the EST node");
+    let path = format!("{PREFIX}/{KEYWARD_ENROLL}");
+    let answer = post(url, &path, &authority.ca, KEYWARD_REQUEST, request);
+    drop(spinner);
+    let reply = match answer {
+        Ok(reply) => reply,
+        Err(e @ ClientError::Refused { .. }) => {
+            let _ = std::fs::remove_file(&req_path);
+            if let Err(undo) =
+                crate::enroll::renew::abandon_renewal(ctx.module()?, &home, keyset, password)
+            {
+                log::warn!("could not take back the refused renewal of keyset {keyset:?}: {undo}");
+            }
+            return Err(Error::Est(e.into()));
+        }
+        Err(e) => {
+            log::warn!(
+                "the renewal of keyset {keyset:?} stays pending; its request is kept in {}: send it to the node's keyward-enroll endpoint again and complete the reply with `keyward enroll --complete REPLY`",
+                req_path.display()
+            );
+            return Err(Error::Est(e.into()));
+        }
+    };
+    write_atomic(&reply_path, &reply)
+        .map_err(|e| crate::error::IoError::new("write", &reply_path, e))?;
+    let policy = ctx.login_policy();
+    let done =
+        crate::enroll::renew::complete_renewal(ctx.module()?, &home, &reply_path, password, policy)
+            .map_err(|e| kept_reply(&reply_path, e))?;
+    for f in [&req_path, &reply_path] {
+        let _ = std::fs::remove_file(f);
+    }
+    Ok(done)
+}

@@ -25,9 +25,14 @@ pub fn renew(ctx: &mut Context, keyset: &str, a: &EnrollArgs) -> Result<(), Erro
         ),
         (None, None) => None,
     };
-    if a.authority.is_none() && a.output.is_none() {
+    if a.authority.is_none() && a.output.is_none() && a.server.is_none() {
         return Err(Error::Usage(
-            "with --renew pass --authority DIR (local authority) or -o REQUEST".into(),
+            "with --renew pass --authority DIR (local authority), --server URL --authority-cert FILE (an EST node) or -o REQUEST".into(),
+        ));
+    }
+    if a.server.is_some() && a.authority_cert.is_none() {
+        return Err(Error::Usage(
+            "with --renew --server pass --authority-cert FILE (the authority's certificates: the node's TLS certificate is checked against them)".into(),
         ));
     }
     let authority = certs_text
@@ -93,6 +98,10 @@ pub fn renew(ctx: &mut Context, keyset: &str, a: &EnrollArgs) -> Result<(), Erro
             return Err(e.into());
         }
     };
+    if let (Some(url), Some(certs), None) = (&a.server, &authority, &a.authority) {
+        return super::est_enroll_cmd::renew_online(ctx, url, certs, keyset, request, &password)
+            .map(|done| report(ctx, &done));
+    }
     match (&a.authority, &a.output) {
         (Some(dir), _) => local(ctx, dir, keyset, &request, &password),
         (None, Some(out)) => {
@@ -310,7 +319,7 @@ pub fn complete(ctx: &mut Context, keyset: &str, reply: &Path) -> Result<(), Err
     Ok(())
 }
 
-fn report(ctx: &Context, done: &crate::enroll::client::Completed) {
+pub(super) fn report(ctx: &Context, done: &crate::enroll::client::Completed) {
     if ctx.json() {
         print_json(done);
         return;

@@ -8,8 +8,12 @@ use super::Context;
 use crate::est::server::{serve as run, ServeOptions, PREFIX};
 use crate::Error;
 
-/// Token work runs on this many threads; the authority's lock serialises their changes.
-const WORKERS: usize = 2;
+/// Token work runs on one thread per node: keyward initialises the PKCS#11 module without
+/// promising OS locking (some modules take that as leave to skip their own), so a process uses
+/// its token from one thread at a time. Since serverkeygen generates its key before taking the
+/// authority's lock (src/est/node.rs), one node's key generation overlaps the other nodes'
+/// commits: nodes, each with its own token, are what scale.
+const WORKERS: usize = 1;
 
 /// Runs the node until it is stopped.
 pub fn serve(ctx: &mut Context, a: &ServeArgs) -> Result<(), Error> {

@@ -2,7 +2,11 @@
 //! pieces the authority's token made: the content-encryption key (AES-256) wrapped with
 //! RSA-OAEP (SHA-1, RFC 3560 defaults) to the transport key, and the private key wrapped with
 //! CKM_AES_CBC_PAD under it, which is AES-256-CBC of its PKCS#8 PrivateKeyInfo. The plaintext
-//! key never leaves the token; `openssl cms -decrypt -inkey TRANSPORT.pem` opens it.
+//! key never leaves the token. As RFC 7030 §4.4.2 asks, the EnvelopedData travels inside a
+//! SignedData that the authority's CA key signs on its token ([`signed`]): the content is the
+//! EnvelopedData's ContentInfo as id-data (as SCEP carries its pkcsPKIEnvelope), so
+//! `openssl cms -verify -CAfile CA.pem` gives exactly what `openssl cms -decrypt -inkey
+//! TRANSPORT.pem` opens.
 
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
@@ -17,11 +21,14 @@ use spki::AlgorithmIdentifierOwned;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 
 use super::wire::Refusal;
+use crate::authority::signer::CaSigner;
+use crate::pki::cms::ContentSigner;
+use crate::pki::x509::TbsSigner;
 
 /// The pieces the token made.
 pub struct Wrapped<'a> {
-    /// The transport key's subjectPublicKey bits (its key identifier is their SHA-1).
-    pub transport_key_bits: &'a [u8],
+    /// The transport key's identifier (the RecipientIdentifier's subjectKeyIdentifier).
+    pub key_identifier: &'a [u8],
     /// The AES key wrapped with RSA-OAEP SHA-1 to the transport key.
     pub wrapped_cek: &'a [u8],
     /// The private key wrapped with CKM_AES_CBC_PAD: the 16-byte IV, then the ciphertext.
@@ -47,8 +54,7 @@ pub fn enveloped(w: &Wrapped<'_>) -> Result<Vec<u8>, Refusal> {
         });
     }
     let (iv, ciphertext) = w.iv_and_ciphertext.split_at(16);
-    let ski = OctetString::new(key_identifier(w.transport_key_bits))
-        .map_err(|e| fail("key identifier", e))?;
+    let ski = OctetString::new(w.key_identifier).map_err(|e| fail("key identifier", e))?;
     let ktri = KeyTransRecipientInfo {
         version: CmsVersion::V2,
         rid: RecipientIdentifier::SubjectKeyIdentifier(SubjectKeyIdentifier(ski)),
@@ -81,4 +87,37 @@ pub fn enveloped(w: &Wrapped<'_>) -> Result<Vec<u8>, Refusal> {
     }
     .to_der()
     .map_err(|e| fail("ContentInfo", e))
+}
+
+/// The authority's CA key on its token as the signer of serverkeygen's SignedData.
+pub struct CaContentSigner<'a, 's> {
+    /// The CA certificate (it identifies the signer and goes into the SignedData).
+    pub ca: &'a x509_cert::Certificate,
+    /// The CA key on the logged-in session.
+    pub signer: CaSigner<'s>,
+}
+
+impl ContentSigner for CaContentSigner<'_, '_> {
+    fn certificate(&self) -> &x509_cert::Certificate {
+        self.ca
+    }
+
+    fn algorithm(&self) -> AlgorithmIdentifierOwned {
+        self.signer.algorithm()
+    }
+
+    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, String> {
+        self.signer.sign_tbs(signed_attrs_der)
+    }
+}
+
+/// ContentInfo(SignedData) around `enveloped` (a ContentInfo(EnvelopedData), as id-data),
+/// signed by `signer` now, DER.
+pub fn signed(enveloped: &[u8], signer: &mut dyn ContentSigner) -> Result<Vec<u8>, Refusal> {
+    crate::pki::cms::sign(enveloped, signer, &[], std::time::SystemTime::now()).map_err(|e| {
+        Refusal {
+            status: 500,
+            reason: format!("cannot sign the server-generated key's EnvelopedData: {e}"),
+        }
+    })
 }

@@ -70,6 +70,16 @@ struct Done {
     answer: String,
 }
 
+/// Logs (info) how long a granted request took and how much of it held the authority's lock
+/// (what nodes sharing a store cannot do at the same time: `benches/postgres.sh` sums it).
+fn timing(endpoint: &str, user: &str, started: std::time::Instant, locked: std::time::Instant) {
+    log::info!(
+        "{endpoint} of user {user:?}: {} ms, {} ms of it holding the authority's lock",
+        started.elapsed().as_millis(),
+        locked.elapsed().as_millis()
+    );
+}
+
 /// Turns an authority error into the HTTP refusal a client sees.
 pub fn refusal(e: &AuthorityError) -> Refusal {
     let status = match e {
@@ -256,7 +266,9 @@ pub fn simple_enroll(
     basic: &Basic,
     csr: &CheckedCsr,
 ) -> Result<Certificate, AuthorityError> {
+    let started = std::time::Instant::now();
     let keyset = wire::keyset_of(&csr.csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    let locked = std::time::Instant::now();
     let (mut a, mut session) = open_vouched(ch, dir)?;
     let issued = match check_temp_key(&mut a, basic) {
         Ok(issued) => issued,
@@ -326,6 +338,7 @@ pub fn simple_enroll(
         ),
     );
     a.commit(ch.module, &mut session, ch.pin)?;
+    timing("simpleenroll", &basic.user, started, locked);
     Ok(cert)
 }
 
@@ -338,9 +351,19 @@ pub fn server_keygen(
     basic: &Basic,
     csr: &CheckedCsr,
 ) -> Result<String, AuthorityError> {
-    let (n, e) = wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    let started = std::time::Instant::now();
+    let decrypt_key_id = wire::asymmetric_decrypt_key_id(&csr.csr)
+        .map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    if decrypt_key_id.is_none() {
+        wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    }
     let transport_hash = sha256_hex(&csr.spki);
-    let (mut a, mut session) = open_vouched(ch, dir)?;
+    // The token work that needs no shared state is done before the authority's lock (see
+    // [`prepare_key`]); what it made is used only if the state under the lock still allows it.
+    let (mut session, prepared) = prepare_key(ch, dir, basic, csr, decrypt_key_id.as_deref())?;
+    let locked = std::time::Instant::now();
+    let mut a = AuthorityDir::open_locked(dir)?;
+    a.vouch(&session)?;
     if let Some(answer) = answered_before(&mut a, basic, &transport_hash)? {
         return Ok(answer);
     }
@@ -360,7 +383,17 @@ pub fn server_keygen(
             return Err(e);
         }
     };
-    let made = make_encryption_key(ch, &mut a, &mut session, &basic.user, (&n, &e), csr)?;
+    // A request naming a key the authority does not know is a bad request: refused, nothing
+    // recorded (the transaction is dropped).
+    let transport = transport_for(&mut a, &basic.user, csr, decrypt_key_id.as_deref())?;
+    let archive_key_id = a.config.archive_key_id.clone();
+    let key = match prepared
+        .filter(|p| p.archive_key_id == archive_key_id && p.transport_spki == transport.spki)
+    {
+        Some(p) => p,
+        None => generate_enveloped(ch, &a, &session, &transport)?,
+    };
+    let made = finish_encryption_key(ch, &mut a, &mut session, &basic.user, key)?;
     let user = basic.user.as_str();
     let enc_serial = record_cert(
         &mut a,
@@ -398,6 +431,7 @@ pub fn server_keygen(
     super::kill_point("est-kill-before-commit");
     a.commit(ch.module, &mut session, ch.pin)?;
     super::kill_point("est-kill-after-commit");
+    timing("serverkeygen", &basic.user, started, locked);
     Ok(made.answer)
 }
 
@@ -432,16 +466,175 @@ struct MadeKey {
     answer: String,
 }
 
-/// Generates the encryption key on the token, archives it under the archive key, issues its
-/// certificate and envelopes it to the transport key.
-fn make_encryption_key(
-    ch: &Change<'_>,
+/// An encryption key made on the token and gone from it again: archived (wrapped under the
+/// archive key `archive_key_id`) and enveloped to the transport key, its certificate not yet
+/// issued.
+struct Enveloped {
+    archive_key_id: String,
+    transport_spki: Vec<u8>,
+    enc_spki: Vec<u8>,
+    archive_blob: Vec<u8>,
+    enveloped: Vec<u8>,
+}
+
+/// The RSA key a server-generated key is enveloped to, and how the EnvelopedData names it.
+struct Transport {
+    key: PublicKey,
+    n: Vec<u8>,
+    e: Vec<u8>,
+    /// Its SubjectPublicKeyInfo, DER (to tell whether a prepared key went to the same key).
+    spki: Vec<u8>,
+    /// The RecipientIdentifier's subjectKeyIdentifier.
+    key_id: Vec<u8>,
+}
+
+/// Where serverkeygen's key goes (RFC 7030 §4.4.1.2): with an AsymmetricDecryptKeyIdentifier
+/// in the request, to the RSA key of a certificate this authority issued to the user (not
+/// revoked) whose subject key identifier it is — the identifier then names it in the
+/// EnvelopedData; without one, to the request's own key (RSA, 2048 bits or more), named by
+/// the SHA-1 of its subjectPublicKey.
+fn transport_for(
     a: &mut AuthorityDir,
-    session: &mut TokenSession,
     user: &str,
-    (n, e): (&[u8], &[u8]),
     csr: &CheckedCsr,
-) -> Result<MadeKey, AuthorityError> {
+    decrypt_key_id: Option<&[u8]>,
+) -> Result<Transport, AuthorityError> {
+    let Some(id) = decrypt_key_id else {
+        let (n, e) = wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+        let bits = csr.csr.info.public_key.subject_public_key.raw_bytes();
+        return Ok(Transport {
+            key: csr.key.clone(),
+            n,
+            e,
+            spki: csr.spki.clone(),
+            key_id: envelope::key_identifier(bits),
+        });
+    };
+    let certs = a.user(user)?.certs.clone();
+    for issued in certs.iter().filter(|c| c.revoked.is_none()) {
+        let Some(row) = a.get(kind::ISSUED, &issued.serial, user)? else {
+            continue;
+        };
+        let pem = String::from_utf8_lossy(&row.body).into_owned();
+        let Some(cert) = x509::certs_from_pem(&pem)?.into_iter().next() else {
+            continue;
+        };
+        if subject_key_id(&cert).as_deref() != Some(id) {
+            continue;
+        }
+        let spki = x509::spki_der_of(&cert);
+        let key = PublicKey::from_spki_der(&spki).map_err(|e| {
+            AuthorityError::BadRequest(format!("certificate {}: {e}", issued.serial))
+        })?;
+        let Some((n, e)) = key.rsa_parts() else {
+            return Err(AuthorityError::BadRequest(format!(
+                "the request's AsymmetricDecryptKeyIdentifier names the key of certificate {}, which is not RSA; name an RSA encryption key, or leave the attribute out to have the key encrypted to the request's own key",
+                issued.serial
+            )));
+        };
+        return Ok(Transport {
+            key,
+            n,
+            e,
+            spki,
+            key_id: id.to_vec(),
+        });
+    }
+    Err(AuthorityError::BadRequest(format!(
+        "the request's AsymmetricDecryptKeyIdentifier {} names no key of a certificate this authority issued to user {user:?} (and did not revoke); name one of those, or leave the attribute out to have the key encrypted to the request's own key",
+        hex_of(id)
+    )))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A certificate's subject key identifier: its extension, else the SHA-1 of its key's bits.
+fn subject_key_id(cert: &Certificate) -> Option<Vec<u8>> {
+    use der::Decode;
+    let ext = cert.tbs_certificate.extensions.as_ref().and_then(|exts| {
+        exts.iter()
+            .find(|e| e.extn_id == der::oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER)
+    });
+    match ext {
+        Some(e) => x509_cert::ext::pkix::SubjectKeyIdentifier::from_der(e.extn_value.as_bytes())
+            .ok()
+            .map(|ski| ski.0.as_bytes().to_vec()),
+        None => Some(envelope::key_identifier(
+            cert.tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes(),
+        )),
+    }
+}
+
+/// The part of serverkeygen that depends on no shared state, done before the authority's
+/// lock so that nodes (and a node's workers) generate keys at the same time: a login to the
+/// token, and — when a read-only snapshot of the state says the request will be granted (the
+/// temporary key right, unspent and bound by simpleenroll) — the encryption key generated,
+/// archived and enveloped. Nothing is recorded or signed here: under the lock the request is
+/// checked again on the current state, the key's certificate issued and everything committed;
+/// if the state changed meanwhile (another node spent the key, the archive key rolled over)
+/// the prepared key is discarded (it exists only wrapped, in this process' memory). A request
+/// the snapshot refuses gets no key made: a wrong temporary key costs the node no key pair.
+fn prepare_key(
+    ch: &Change<'_>,
+    dir: &Path,
+    basic: &Basic,
+    csr: &CheckedCsr,
+    decrypt_key_id: Option<&[u8]>,
+) -> Result<(TokenSession, Option<Enveloped>), AuthorityError> {
+    let mut snapshot = AuthorityDir::open_read(dir)?;
+    let session = crate::authority::init::open_authority_token(
+        ch.module,
+        &snapshot.config,
+        ch.pin,
+        ch.policy,
+    )?;
+    if !likely_granted(&mut snapshot, basic)? {
+        return Ok((session, None));
+    }
+    let Ok(transport) = transport_for(&mut snapshot, &basic.user, csr, decrypt_key_id) else {
+        return Ok((session, None));
+    };
+    let made = generate_enveloped(ch, &snapshot, &session, &transport)?;
+    Ok((session, Some(made)))
+}
+
+/// Whether a snapshot of the state would grant serverkeygen to `basic` (counting nothing).
+fn likely_granted(a: &mut AuthorityDir, basic: &Basic) -> Result<bool, AuthorityError> {
+    let Ok(user) = a.user(&basic.user).cloned() else {
+        return Ok(false);
+    };
+    if !matches!(user.state, UserState::Pending | UserState::Recovering) {
+        return Ok(false);
+    }
+    let Some(record) = user.temp_key.as_ref().filter(|t| !t.spent) else {
+        return Ok(false);
+    };
+    let Some(bound) = current_binding(a, &basic.user)? else {
+        return Ok(false);
+    };
+    if bound.done.is_some() || bound.temp_key_issued != record.issued {
+        return Ok(false);
+    }
+    let Ok(key) = TempKey::parse(basic.password.expose_secret()) else {
+        return Ok(false);
+    };
+    Ok(key.verify(&record.phc).unwrap_or(false))
+}
+
+/// Generates the encryption key on the token, archives it under the archive key and
+/// envelopes it to the transport key; the key object is gone from the token after.
+fn generate_enveloped(
+    ch: &Change<'_>,
+    a: &AuthorityDir,
+    session: &TokenSession,
+    transport: &Transport,
+) -> Result<Enveloped, AuthorityError> {
+    let (n, e) = (transport.n.as_slice(), transport.e.as_slice());
     let mech = crate::enroll::delivery::authority_wrap(session, ch.module)?;
     let archive_key = crate::authority::process::archive_key(a, session)?;
     let enc_id = session.random(16)?;
@@ -453,36 +646,86 @@ fn make_encryption_key(
         extractable: true,
         always_authenticate: false,
     })?;
-    let archive_blob = session.wrap_rfc5649(mech, archive_key, enc_private)?;
-    let enc_spki = PublicKey::from_raw(&session.rsa_public_key(enc_public)?)?.to_der()?;
+    let archived = session.wrap_rfc5649(mech, archive_key, enc_private);
+    let enc_spki = session
+        .rsa_public_key(enc_public)
+        .map_err(AuthorityError::from)
+        .and_then(|raw| Ok(PublicKey::from_raw(&raw)?.to_der()?));
     let wrapped = match on_token_cbc_pad(session, enc_private, (n, e)) {
         Ok(w) => Ok(w),
-        Err(err) if refused_by_token(&err) => in_memory_cbc(session, mech, enc_private, csr),
+        Err(err) if refused_by_token(&err) => {
+            in_memory_cbc(session, mech, enc_private, &transport.key)
+        }
         Err(err) => Err(err),
     };
     session.destroy(enc_private)?;
+    let _ = session.destroy(enc_public);
+    let (archive_blob, enc_spki) = (archived?, enc_spki?);
     let (wrapped_cek, wrapped_key) = wrapped?;
-    let bits = csr
-        .csr
-        .info
-        .public_key
-        .subject_public_key
-        .raw_bytes()
-        .to_vec();
     let enveloped = envelope::enveloped(&envelope::Wrapped {
-        transport_key_bits: &bits,
+        key_identifier: &transport.key_id,
         wrapped_cek: &wrapped_cek,
         iv_and_ciphertext: &wrapped_key,
     })
     .map_err(|r| AuthorityError::Encode(r.reason))?;
-    let cert = issue_user_cert(ch, a, session, user, &enc_spki, CertProfile::UserEncryption)?;
+    Ok(Enveloped {
+        archive_key_id: a.config.archive_key_id.clone(),
+        transport_spki: transport.spki.clone(),
+        enc_spki,
+        archive_blob,
+        enveloped,
+    })
+}
+
+/// Issues the enveloped key's certificate (under the lock) and makes serverkeygen's answer.
+fn finish_encryption_key(
+    ch: &Change<'_>,
+    a: &mut AuthorityDir,
+    session: &mut TokenSession,
+    user: &str,
+    key: Enveloped,
+) -> Result<MadeKey, AuthorityError> {
+    let cert = issue_user_cert(
+        ch,
+        a,
+        session,
+        user,
+        &key.enc_spki,
+        CertProfile::UserEncryption,
+    )?;
     let certs = wire::certs_only(std::slice::from_ref(&cert))
         .map_err(|r| AuthorityError::Encode(r.reason))?;
+    let signed = sign_enveloped(ch, a, session, &key.enveloped)?;
     Ok(MadeKey {
         cert,
-        archive_blob,
-        answer: wire::serverkeygen_body(&enveloped, &certs),
+        archive_blob: key.archive_blob,
+        answer: wire::serverkeygen_body(&signed, &certs),
     })
+}
+
+/// The SignedData around the key's EnvelopedData, signed by the CA key (RFC 7030 §4.4.2).
+fn sign_enveloped(
+    ch: &Change<'_>,
+    a: &mut AuthorityDir,
+    session: &mut TokenSession,
+    enveloped: &[u8],
+) -> Result<Vec<u8>, AuthorityError> {
+    let ca_id =
+        unhex_id(&a.config.ca_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))?;
+    let key = session.find_private_key(&ca_id)?.ok_or_else(|| {
+        AuthorityError::BadRequest("the authority's CA key is missing from its token".into())
+    })?;
+    let ca = a.ca_certificate()?;
+    let mut signer = envelope::CaContentSigner {
+        ca: &ca,
+        signer: CaSigner {
+            module: ch.module,
+            session,
+            key,
+            pin: ch.pin,
+        },
+    };
+    envelope::signed(enveloped, &mut signer).map_err(|r| AuthorityError::Encode(r.reason))
 }
 
 /// Issues the node's TLS certificate for `names` to the key `spki` (made in memory at start,
@@ -588,7 +831,7 @@ fn in_memory_cbc(
     session: &TokenSession,
     mech: crate::token::Rfc5649Mechanism,
     key: crate::token::ObjectRef,
-    csr: &CheckedCsr,
+    transport: &PublicKey,
 ) -> Result<(Vec<u8>, Vec<u8>), AuthorityError> {
     use aes::cipher::{BlockEncryptMut, KeyIvInit};
     let random = |n: usize| -> Result<zeroize::Zeroizing<Vec<u8>>, AuthorityError> {
@@ -611,7 +854,7 @@ fn in_memory_cbc(
     let ciphertext =
         cbc::Encryptor::<aes::Aes256>::new(cek.as_slice().into(), iv.as_slice().into())
             .encrypt_padded_vec_mut::<cbc::cipher::block_padding::Pkcs7>(&plain);
-    let PublicKey::Rsa(transport) = &csr.key else {
+    let PublicKey::Rsa(transport) = transport else {
         return Err(AuthorityError::BadRequest(
             "the transport key must be RSA".into(),
         ));
@@ -784,3 +1027,142 @@ fn renewed_for(
         .next()
         .filter(|cert| x509::spki_der_of(cert) == spki))
 }
+
+/// keyward's extension `keyward-archive`: a recovered user's archived encryption keys, after
+/// the EST enrollment with the recovery's temporary key is finished (simpleenroll, then
+/// serverkeygen). The same temporary key authenticates it (spent, it is checked against its
+/// hash; a wrong one is counted, 5 lock it); each archived key (oldest first, the new one
+/// last) is unwrapped on the authority's token, enveloped to the request's transport key (as
+/// serverkeygen's: the key the AsymmetricDecryptKeyIdentifier names, else the request's own)
+/// and signed by the CA key; the giving-out is in the audit log. Returns the multipart answer:
+/// per key, its SignedData(EnvelopedData) part and its certificate, certs-only.
+pub fn archive_history(
+    ch: &Change<'_>,
+    dir: &Path,
+    basic: &Basic,
+    csr: &CheckedCsr,
+) -> Result<String, AuthorityError> {
+    let decrypt_key_id = wire::asymmetric_decrypt_key_id(&csr.csr)
+        .map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    if decrypt_key_id.is_none() {
+        wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
+    }
+    let (mut a, mut session) = open_vouched(ch, dir)?;
+    if let Err(e) = check_history_key(&mut a, basic) {
+        record_refusal(ch, &mut a, &mut session, "archive-history", &basic.user, &e);
+        return Err(e);
+    }
+    let user = basic.user.as_str();
+    let transport = transport_for(&mut a, user, csr, decrypt_key_id.as_deref())?;
+    let mech = crate::enroll::delivery::authority_wrap(&session, ch.module)?;
+    let archive_key = crate::authority::process::archive_key(&a, &session)?;
+    let archived = a.user(user)?.archive.clone();
+    let mut parts = Vec::new();
+    for old in &archived {
+        let missing = |what: &str| {
+            crate::authority::state::tampered(&format!(
+                "the {what} of user {user:?}'s certificate {} is missing",
+                old.cert_serial
+            ))
+        };
+        let blob = a
+            .get(kind::ARCHIVE, &old.cert_serial, user)?
+            .ok_or_else(|| missing("archived key"))?
+            .body
+            .clone();
+        let pem = a
+            .get(kind::ISSUED, &old.cert_serial, user)?
+            .ok_or_else(|| missing("issued certificate"))?
+            .body
+            .clone();
+        let cert = x509::certs_from_pem(&String::from_utf8_lossy(&pem))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| missing("issued certificate"))?;
+        let id = session.random(16)?;
+        let key = session.unwrap_private_rfc5649(
+            mech,
+            archive_key,
+            &blob,
+            &crate::token::UnwrapTemplate {
+                persistent: false,
+                id: &id,
+                label: "keyward archived key (in transit)",
+                extractable: true,
+                always_authenticate: false,
+            },
+        )?;
+        let wrapped = match on_token_cbc_pad(&session, key, (&transport.n, &transport.e)) {
+            Ok(w) => Ok(w),
+            Err(err) if refused_by_token(&err) => {
+                in_memory_cbc(&session, mech, key, &transport.key)
+            }
+            Err(err) => Err(err),
+        };
+        session.destroy(key)?;
+        let (wrapped_cek, wrapped_key) = wrapped?;
+        let enveloped = envelope::enveloped(&envelope::Wrapped {
+            key_identifier: &transport.key_id,
+            wrapped_cek: &wrapped_cek,
+            iv_and_ciphertext: &wrapped_key,
+        })
+        .map_err(|r| AuthorityError::Encode(r.reason))?;
+        let signed = sign_enveloped(ch, &mut a, &mut session, &enveloped)?;
+        let certs = wire::certs_only(std::slice::from_ref(&cert))
+            .map_err(|r| AuthorityError::Encode(r.reason))?;
+        parts.push((signed, certs));
+    }
+    a.audit(
+        "est",
+        "archive-history",
+        user,
+        "ok",
+        &format!(
+            "{} archived encryption keys enveloped to the request's transport key",
+            parts.len()
+        ),
+    );
+    a.commit(ch.module, &mut session, ch.pin)?;
+    Ok(wire::keys_body(&parts))
+}
+
+/// The temporary key of the user's finished EST enrollment (spent), checked against its hash;
+/// a wrong one is counted (5 lock it).
+fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), AuthorityError> {
+    let user = a.user(&basic.user)?.clone();
+    let not_yet = || {
+        AuthorityError::UserState {
+        user: user.name.clone(),
+        state: format!("{:?}", user.state).to_lowercase(),
+        hint: "the archived keys are given out with the temporary key of a finished EST enrollment (simpleenroll, then serverkeygen)".into(),
+    }
+    };
+    if user.state != UserState::Active {
+        return Err(not_yet());
+    }
+    let Some(record) = user.temp_key.as_ref().filter(|t| t.spent) else {
+        return Err(not_yet());
+    };
+    if current_binding(a, &basic.user)?.is_none_or(|b| b.done.is_none()) {
+        return Err(not_yet());
+    }
+    if record.attempts >= MAX_TRIES {
+        return Err(AuthorityError::TempKeyLocked {
+            user: basic.user.clone(),
+        });
+    }
+    let key = TempKey::parse(basic.password.expose_secret())?;
+    if key.verify(&record.phc)? {
+        return Ok(());
+    }
+    let attempts = record.attempts + 1;
+    if let Some(t) = a.user_mut(&basic.user)?.temp_key.as_mut() {
+        t.attempts = attempts;
+    }
+    Err(AuthorityError::WrongTempKey {
+        user: basic.user.clone(),
+        tries_left: MAX_TRIES.saturating_sub(attempts),
+    })
+}
+
+use crate::authority::tempkey::MAX_ATTEMPTS as MAX_TRIES;

@@ -2,9 +2,10 @@
 //! (hyper through axum's router), rustls terminates TLS with a certificate the authority's CA
 //! issues at start to a P-256 key made in memory, and asks for (does not require) a client
 //! certificate, which only `simplereenroll` uses. The token work is synchronous PKCS#11: it
-//! runs on a few worker threads that hold the authority's [`Change`], each request opening
-//! the authority as every command does, so the authority's own lock and transaction serialise
-//! it and concurrent requests are safe.
+//! runs on worker threads (`authority serve` starts one: the module is used from one thread at
+//! a time) that hold the authority's [`Change`], each request opening the authority as every
+//! command does, so the authority's own lock and transaction serialise its changes and
+//! concurrent requests (on this node and others sharing its store) are safe.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,11 @@ pub const PREFIX: &str = "/.well-known/est";
 /// `authority process` does (the temporary key inside the request, encrypted to the
 /// authority's exchange key; a recovered user's archived keys in the reply).
 pub const KEYWARD_ENROLL: &str = "keyward-enroll";
+/// keyward's extension: a recovered user's archived encryption keys, after the EST enrollment
+/// with the recovery's temporary key (HTTP Basic, as serverkeygen; the body a PKCS#10 naming
+/// the transport key, as serverkeygen's); answered as serverkeygen answers, one key and
+/// certificate pair per archived key.
+pub const KEYWARD_ARCHIVE: &str = "keyward-archive";
 /// The media type of a request file.
 pub const KEYWARD_REQUEST: &str = "application/vnd.keyward.request";
 /// The media type of a reply file.
@@ -288,6 +294,10 @@ fn router(state: AppState) -> Router {
         .route(&format!("{PREFIX}/serverkeygen"), post(serverkeygen))
         .route(&format!("{PREFIX}/simplereenroll"), post(simplereenroll))
         .route(&format!("{PREFIX}/{KEYWARD_ENROLL}"), post(keyward_enroll))
+        .route(
+            &format!("{PREFIX}/{KEYWARD_ARCHIVE}"),
+            post(keyward_archive),
+        )
         .with_state(state)
 }
 
@@ -454,6 +464,28 @@ async fn serverkeygen(State(state): State<AppState>, headers: HeaderMap, body: B
         .await
     }
     .await;
+    multipart(result)
+}
+
+async fn keyward_archive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let basic = basic_of(&headers)?;
+        let csr = read_csr(&state, &headers, body).await?;
+        on_token(&state, move |ch, dir| {
+            node::archive_history(ch, dir, &basic, &csr).map_err(|e| node::refusal(&e))
+        })
+        .await
+    }
+    .await;
+    multipart(result)
+}
+
+/// A multipart/mixed answer (serverkeygen's, keyward-archive's), or the refusal.
+fn multipart(result: Result<String, Refusal>) -> Response {
     match result {
         Ok(body) => {
             let mut resp = (StatusCode::OK, body).into_response();

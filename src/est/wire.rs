@@ -230,6 +230,42 @@ pub fn transport_key(csr: &CheckedCsr) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
     Ok((n, e))
 }
 
+/// id-aa-asymmDecryptKeyID (RFC 7030 §4.4.1.2): the CSR attribute naming the key a
+/// server-generated key is to be encrypted to.
+pub const ASYMM_DECRYPT_KEY_ID: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.54");
+
+/// The request's AsymmetricDecryptKeyIdentifier (an OCTET STRING), if it has one.
+pub fn asymmetric_decrypt_key_id(csr: &CertReq) -> Result<Option<Vec<u8>>, Refusal> {
+    let Some(attr) = csr
+        .info
+        .attributes
+        .iter()
+        .find(|a| a.oid == ASYMM_DECRYPT_KEY_ID)
+    else {
+        return Ok(None);
+    };
+    let value = match attr.values.as_slice() {
+        [one] => one,
+        _ => {
+            return Err(Refusal::bad(
+                "the request's AsymmetricDecryptKeyIdentifier must have exactly one value",
+            ))
+        }
+    };
+    let id: der::asn1::OctetString = value.decode_as().map_err(|e| {
+        Refusal::bad(format!(
+            "the request's AsymmetricDecryptKeyIdentifier is not an OCTET STRING: {e}"
+        ))
+    })?;
+    if id.as_bytes().is_empty() {
+        return Err(Refusal::bad(
+            "the request's AsymmetricDecryptKeyIdentifier is empty",
+        ));
+    }
+    Ok(Some(id.as_bytes().to_vec()))
+}
+
 /// A certs-only PKCS#7 (a SignedData without signers, RFC 7030 §4.1.3), DER.
 pub fn certs_only(certs: &[Certificate]) -> Result<Vec<u8>, Refusal> {
     use cms::content_info::{CmsVersion, ContentInfo};
@@ -301,6 +337,21 @@ pub fn serverkeygen_body(enveloped: &[u8], certs_only_der: &[u8]) -> String {
         encode_body(enveloped),
         encode_body(certs_only_der),
     )
+}
+
+/// keyward-archive's multipart/mixed answer: per key, its SignedData(EnvelopedData) part (as
+/// serverkeygen's) and its certificate, certs-only, all base64.
+pub fn keys_body(keys: &[(Vec<u8>, Vec<u8>)]) -> String {
+    let mut body = String::new();
+    for (key, certs) in keys {
+        body.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Type: {SERVER_KEY}\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--{BOUNDARY}\r\nContent-Type: {CERTS_ONLY}\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+            encode_body(key),
+            encode_body(certs),
+        ));
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    body
 }
 
 /// The two parts of a serverkeygen answer, decoded: (EnvelopedData, certs-only PKCS#7).
