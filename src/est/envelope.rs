@@ -106,7 +106,7 @@ impl ContentSigner for CaContentSigner<'_, '_> {
         self.signer.algorithm()
     }
 
-    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, String> {
+    fn sign(&mut self, signed_attrs_der: &[u8]) -> Result<Vec<u8>, crate::pki::SignError> {
         self.signer.sign_tbs(signed_attrs_der)
     }
 }
