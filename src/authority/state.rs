@@ -804,10 +804,22 @@ impl AuthorityDir {
         self.dirty_rows.clear();
         self.config_dirty = false;
         self.checkpoint_key = None;
+        // Committed: what follows cannot undo it, so a failure to start the next transaction
+        // (the database gone right after the commit) does not fail this command. It leaves
+        // the state unvouched, so a later change in the same run is refused, not made outside
+        // a transaction.
+        if let Err(e) = self.begin_after_commit(session) {
+            log::warn!("the change is recorded; the next transaction could not start ({e})");
+            self.vouched = false;
+        }
+        Ok(())
+    }
+
+    /// Takes the lock again after a commit, and on a shared store checks again what the other
+    /// nodes may have committed since, against this node's token.
+    fn begin_after_commit(&mut self, session: &TokenSession) -> Result<(), AuthorityError> {
         self.store.begin()?;
         if self.store.shared() {
-            // Another node may have committed between this commit and the new lock: start
-            // from what the store holds, checked again against this node's token.
             self.reload_shared(Some(session))?;
         }
         Ok(())

@@ -140,6 +140,9 @@ pub struct PgStore {
     client: RefCell<Client>,
     location: PgLocation,
     in_tx: bool,
+    /// The sequence number and hash of the last audit row this transaction appended: what a
+    /// commit whose answer was lost looks for to learn whether it committed.
+    appended: Option<(i64, String)>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -172,6 +175,7 @@ impl PgStore {
             client: RefCell::new(client),
             location: location.clone(),
             in_tx: false,
+            appended: None,
         })
     }
 
@@ -217,6 +221,45 @@ impl PgStore {
             }
         }
         Ok(s)
+    }
+
+    /// Learns, on a new connection, whether a transaction whose COMMIT lost its answer
+    /// committed: it did exactly when the audit row it appended is there. Committed: `Ok`, and
+    /// the new connection replaces the lost one. Not committed, or not known: the error.
+    fn settle_lost_commit(
+        &mut self,
+        appended: Option<(i64, String)>,
+        lost: postgres::Error,
+    ) -> Result<(), StoreError> {
+        let not_committed = |detail: &str| {
+            self.location
+                .error("commit", format!("{}; {detail}", describe(&lost)))
+        };
+        let Some((seq, hash)) = appended else {
+            return Err(not_committed("the transaction wrote no audit entry"));
+        };
+        let mut client = match self.location.connect() {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self.location.error(
+                    "commit",
+                    format!(
+                        "{}; whether the change was committed is not known ({e}); `keyward authority log` shows it once the database is back",
+                        describe(&lost)
+                    ),
+                ))
+            }
+        };
+        let found = client
+            .query_opt("SELECT hash FROM audit WHERE seq = $1", &[&seq])
+            .map_err(self.e("read the audit log in"))?
+            .map(|r| r.get::<_, String>(0));
+        *self.client.borrow_mut() = client;
+        if found.as_deref() == Some(hash.as_str()) {
+            log::info!("the connection was lost during COMMIT, and the change is in the database");
+            return Ok(());
+        }
+        Err(not_committed("the change was not committed"))
     }
 
     fn e(&self, action: &'static str) -> impl Fn(postgres::Error) -> StoreError + '_ {
@@ -284,13 +327,19 @@ impl Store for PgStore {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         self.in_tx = false;
-        self.client
-            .borrow_mut()
-            .batch_execute("COMMIT")
-            .map_err(self.e("commit"))
+        let appended = self.appended.take();
+        let result = self.client.borrow_mut().batch_execute("COMMIT");
+        match result {
+            Ok(()) => Ok(()),
+            // The server answered: it did not commit.
+            Err(e) if e.as_db_error().is_some() => Err(self.e("commit")(e)),
+            // The connection went while committing: the transaction may have committed or not.
+            Err(e) => self.settle_lost_commit(appended, e),
+        }
     }
 
     fn rollback(&mut self) -> Result<(), StoreError> {
+        self.appended = None;
         if !self.in_tx {
             return Ok(());
         }
@@ -407,8 +456,9 @@ impl Store for PgStore {
                     &row.signature,
                 ],
             )
-            .map(|_| ())
-            .map_err(self.e("append to the audit log in"))
+            .map_err(self.e("append to the audit log in"))?;
+        self.appended = Some((i64::try_from(e.seq).unwrap_or(i64::MAX), e.hash.clone()));
+        Ok(())
     }
 
     fn audit_last(&self) -> Result<Option<AuditRow>, StoreError> {
