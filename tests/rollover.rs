@@ -749,3 +749,224 @@ fn archive_rollover_killed_before_its_first_commit_leaves_no_key() {
     assert_ne!(new_id, old_id);
     assert_eq!(secret_key_ids(&bed), vec![new_id]);
 }
+
+/// A message Bob's token signs with OpenSSL (his certificate alone, no chain: what many
+/// clients send) and encrypts to Alice.
+fn openssl_message(bed: &AuthorityBed, from: &str, to: &str, name: &str) -> String {
+    let k = bed.keyset_json(from);
+    let key = format!(
+        "{};pin-value={USER_PIN}",
+        k["signing_key_uri"].as_str().unwrap()
+    );
+    let signer = signing_cert_file(bed, from, &format!("{name}.signer.pem"));
+    let recipient = bed.bed.file(
+        &format!("{name}.recip.pem"),
+        bed.bed
+            .run(&["keyset", "cert", to, "--encryption"])
+            .ok()
+            .stdout
+            .as_bytes(),
+    );
+    let letter = bed
+        .bed
+        .file(&format!("{name}.txt"), b"signed by the new CA\n");
+    let signed = bed
+        .bed
+        .path(&format!("{name}.signed"))
+        .to_string_lossy()
+        .into_owned();
+    bed.bed
+        .openssl_engine(&[
+            "cms",
+            "-sign",
+            "-binary",
+            "-nodetach",
+            "-md",
+            "sha256",
+            "-in",
+            &letter,
+            "-signer",
+            &signer,
+            "-inkey",
+            &key,
+            "-keyform",
+            "engine",
+            "-outform",
+            "DER",
+            "-out",
+            &signed,
+        ])
+        .ok();
+    let msg = bed
+        .bed
+        .path(&format!("{name}.msg"))
+        .to_string_lossy()
+        .into_owned();
+    bed.bed
+        .run_tool(
+            "openssl",
+            "openssl",
+            &[
+                "cms", "-encrypt", "-binary", "-aes256", "-inform", "DER", "-in", &signed,
+                "-outform", "DER", "-out", &msg, "-recip", &recipient,
+            ],
+        )
+        .ok();
+    msg
+}
+
+#[test]
+fn keyset_trust_learns_the_new_ca_and_refuses_a_foreign_one() {
+    let bed = AuthorityBed::new(&["alice-card", "bob-card"], "CN=Trust CA,O=Example");
+    let key = bed.add_user("alice", &["--email", "alice@example.org"]);
+    bed.enroll_local("alice", "Alice 1", "alice-card", &key, &[], &[])
+        .ok();
+    bed.authority("rollover", &["--ca"]).ok();
+    let key = bed.add_user("bob", &["--email", "bob@example.org"]);
+    bed.enroll_local("bob", "Bob 1", "bob-card", &key, &[], &[])
+        .ok();
+
+    // Bob's message carries his certificate alone: Alice's keyset, which trusts only the CA
+    // it enrolled with, cannot check it.
+    let msg = openssl_message(&bed, "Bob 1", "Alice 1", "b2a");
+    let plain = bed.bed.path("plain.out").to_string_lossy().into_owned();
+    let read = |out: &str| {
+        bed.bed.run_env(
+            &["read", "--keyset", "Alice 1", &msg, "-o", out],
+            &[("KEYWARD_PIN", USER_PIN)],
+        )
+    };
+    read(&plain).fails(3, "");
+
+    // A foreign CA with the very same name (another key): refused, the registry unchanged;
+    // the real bundle with the foreign CA added: refused whole.
+    let foreign = bed.bed.path("foreign.pem").to_string_lossy().into_owned();
+    let foreign_key = bed.bed.path("foreign.key").to_string_lossy().into_owned();
+    bed.bed
+        .run_tool(
+            "openssl",
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/O=Example/CN=Trust CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-days",
+                "30",
+                "-keyout",
+                &foreign_key,
+                "-out",
+                &foreign,
+            ],
+        )
+        .ok();
+    let all = bed
+        .bed
+        .run(&["authority", "cert", "--all", "--dir", &bed.dir])
+        .ok()
+        .stdout;
+    let chain_file = bed.bed.file("chain.pem", all.as_bytes());
+    let mixed = bed.bed.file(
+        "mixed.pem",
+        format!("{all}{}", std::fs::read_to_string(&foreign).unwrap()).as_bytes(),
+    );
+    let registry = bed.bed.registry_text();
+    for bundle in [&foreign, &mixed] {
+        let run = bed
+            .bed
+            .run(&["keyset", "trust", "Alice 1", "--chain", bundle])
+            .fails(
+                3,
+                "does not chain by link certificates from the CA keyset \"Alice 1\" trusts",
+            );
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+        assert_eq!(bed.bed.registry_text(), registry, "{bundle}");
+    }
+    let refused = bed
+        .bed
+        .run(&["--json", "keyset", "trust", "Alice 1", "--chain", &foreign]);
+    assert_eq!(refused.code, 3);
+    assert_eq!(bed.bed.registry_text(), registry);
+    read(&plain).fails(3, "");
+
+    // The authority's bundle: the new CA and both links are taken (the exchange certificate
+    // is left out), and Alice's keyset checks Bob's message.
+    let run = bed
+        .bed
+        .run(&[
+            "--json",
+            "keyset",
+            "trust",
+            "Alice 1",
+            "--chain",
+            &chain_file,
+        ])
+        .ok()
+        .json();
+    assert_eq!(run["added"].as_array().unwrap().len(), 3, "{run}");
+    assert_eq!(run["already_trusted"], 1, "{run}");
+    assert_eq!(run["skipped"], 1, "{run}");
+    let roots = run["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["self_signed"] == true)
+        .count();
+    assert_eq!(roots, 1, "the new root and two links: {run}");
+    let ok = read(&plain).ok();
+    assert!(
+        ok.stderr.contains("good signature from bob"),
+        "{}",
+        ok.stderr
+    );
+    assert_eq!(std::fs::read(&plain).unwrap(), b"signed by the new CA\n");
+
+    // Idempotent: the second run finds nothing new and writes nothing.
+    let registry = bed.bed.registry_text();
+    let again = bed
+        .bed
+        .run(&[
+            "--json",
+            "keyset",
+            "trust",
+            "Alice 1",
+            "--chain",
+            &chain_file,
+        ])
+        .ok()
+        .json();
+    assert_eq!(again["added"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["already_trusted"], 4, "{again}");
+    assert_eq!(bed.bed.registry_text(), registry);
+    let text = bed
+        .bed
+        .run(&["keyset", "trust", "Alice 1", "--chain", &chain_file])
+        .ok();
+    assert!(
+        format!("{}{}", text.stdout, text.stderr).contains("nothing was changed"),
+        "{text:?}"
+    );
+    let errors = util::schema_errors(&[
+        ("keyset trust".into(), run),
+        ("keyset trust again".into(), again),
+        (
+            "keyset trust refused".into(),
+            serde_json::from_str(refused.stderr.trim()).expect("a JSON error"),
+        ),
+    ]);
+    assert!(errors.is_empty(), "{errors:?}");
+    // A keyset not enrolled has no CA to extend.
+    bed.bed
+        .create_keyset("Local", "alice-card", USER_PIN, &[])
+        .ok();
+    bed.bed
+        .run(&["keyset", "trust", "Local", "--chain", &chain_file])
+        .fails(1, "not enrolled");
+}
