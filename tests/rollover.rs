@@ -299,14 +299,14 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
     }
 
     // OpenSSL: each message decrypted with the recipient's token key, then its signature
-    // verified trusting only one root, the link certificate given as untrusted: Bob's (new
-    // CA) with the old root in one `cms -verify`. Alice's message (her keyset was enrolled
-    // before the rollover) carries her old root, which OpenSSL takes for her issuer among
-    // the untrusted certificates and then stops at: her signature is checked by `cms
-    // -verify -noverify`, and the signer it names by `verify` with the new root and the link.
-    for (msg, recipient, root, link, separately) in [
-        ("b2a.msg", "Alice 1", &old_root, &new_with_old, false),
-        ("a2b.msg", "Bob 1", &new_root, &old_with_new, true),
+    // and its signer's path checked in one `cms -verify`, trusting only the other root, the
+    // link certificate given with -certfile: Bob's (new CA) with the old root, Alice's
+    // (enrolled before the rollover, her keyset knows no link) with the new root. Neither
+    // message carries its root (RFC 5652 lets the sender leave out the trust anchor), so
+    // OpenSSL does not stop at the sender's root.
+    for (msg, recipient, root, link, links_known) in [
+        ("b2a.msg", "Alice 1", &old_root, &new_with_old, true),
+        ("a2b.msg", "Bob 1", &new_root, &old_with_new, false),
     ] {
         let k = bed.keyset_json(recipient);
         let enc = k["enrollment"]["encryption_keys"]
@@ -337,14 +337,40 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
             .ok();
         let content = format!("{path}.content");
         let signer = format!("{path}.signer");
-        let mut args = vec!["cms", "-verify", "-CAfile", root, "-certfile", link];
-        if separately {
-            args.push("-noverify");
-        }
-        args.extend_from_slice(&[
-            "-in", &inner, "-binary", "-out", &content, "-signer", &signer,
-        ]);
-        let run = bed.bed.run_tool("openssl", "openssl", &args);
+        // The root and the link in -CAfile: OpenSSL takes -certfile certificates only as
+        // candidates for the signer's, not for its path.
+        let trust = bed.bed.file(
+            &format!("{msg}.trust.pem"),
+            format!(
+                "{}{}",
+                std::fs::read_to_string(root).unwrap(),
+                std::fs::read_to_string(link).unwrap()
+            )
+            .as_bytes(),
+        );
+        let certs = format!("{path}.certs");
+        let verify = |ca: &str| {
+            bed.bed.run_tool(
+                "openssl",
+                "openssl",
+                &[
+                    "cms",
+                    "-verify",
+                    "-CAfile",
+                    ca,
+                    "-in",
+                    &inner,
+                    "-binary",
+                    "-out",
+                    &content,
+                    "-signer",
+                    &signer,
+                    "-certsout",
+                    &certs,
+                ],
+            )
+        };
+        let run = verify(&trust);
         assert!(
             run.code == 0 && run.stderr.contains("Verification successful"),
             "{msg}: {}",
@@ -353,11 +379,88 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
         // The signed content is the MIME entity keyward wraps the letter in.
         let signed = std::fs::read(&content).unwrap();
         assert!(signed.ends_with(b"\r\n\r\nacross the rollover\n"), "{msg}");
-        if separately {
-            openssl_verify(&bed, root, Some(link), &signer).ok();
-            assert_ne!(openssl_verify(&bed, root, None, &signer).code, 0);
-        }
+        // The message carries the signer's certificate and the links the sender knows, no
+        // root: Bob's his and the two links, Alice's (no link known) hers alone.
+        let carried = std::fs::read_to_string(&certs).unwrap();
+        assert_eq!(
+            util::pem_blocks(&carried).len(),
+            if links_known { 3 } else { 1 },
+            "{msg}: {carried}"
+        );
+        // The root alone: enough when the message carries the links (Bob's), not otherwise.
+        assert_eq!(
+            verify(root).code == 0,
+            links_known,
+            "{msg}: the root alone, links carried: {links_known}"
+        );
     }
+
+    // A message keyward sent before it left the root out (Alice's key, her certificate and
+    // her old root, signed by OpenSSL as keyward did) verifies in the same one step with the
+    // new root and the link: OpenSSL searches the trust store first (-trusted_first, its
+    // default) and finds the link there before the message's root.
+    let alice_key = format!(
+        "{};pin-value={USER_PIN}",
+        bed.keyset_json("Alice 1")["signing_key_uri"]
+            .as_str()
+            .unwrap()
+    );
+    let old_style = bed.bed.path("old-style.p7").to_string_lossy().into_owned();
+    bed.bed
+        .openssl_engine(&[
+            "cms",
+            "-sign",
+            "-binary",
+            "-nodetach",
+            "-md",
+            "sha256",
+            "-in",
+            &letter,
+            "-signer",
+            &alice_cert,
+            "-certfile",
+            &old_root,
+            "-inkey",
+            &alice_key,
+            "-keyform",
+            "engine",
+            "-outform",
+            "DER",
+            "-out",
+            &old_style,
+        ])
+        .ok();
+    let trust = bed.bed.file(
+        "new-root-and-link.pem",
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&new_root).unwrap(),
+            std::fs::read_to_string(&old_with_new).unwrap()
+        )
+        .as_bytes(),
+    );
+    let run = bed.bed.run_tool(
+        "openssl",
+        "openssl",
+        &[
+            "cms",
+            "-verify",
+            "-CAfile",
+            &trust,
+            "-in",
+            &old_style,
+            "-inform",
+            "DER",
+            "-binary",
+            "-out",
+            "/dev/null",
+        ],
+    );
+    assert!(
+        run.code == 0 && run.stderr.contains("Verification successful"),
+        "a message carrying the old root: {}",
+        run.stderr
+    );
 
     // Alice, enrolled before the rollover, renews: her new certificates come from the new
     // CA, her keyset learns it, and Bob reads what she signs with the new key.
