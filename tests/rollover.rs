@@ -1073,3 +1073,136 @@ fn keyset_trust_learns_the_new_ca_and_refuses_a_foreign_one() {
         .run(&["keyset", "trust", "Local", "--chain", &chain_file])
         .fails(1, "not enrolled");
 }
+
+/// `authority SUB --dir DIR ARGS… --as OP` with the authority's PIN and OP's token PIN.
+fn as_operator(bed: &AuthorityBed, op: (&str, &str), sub: &[&str], args: &[&str]) -> util::Run {
+    let mut all: Vec<&str> = vec!["--json", "authority"];
+    all.extend_from_slice(sub);
+    all.extend_from_slice(&["--dir", &bed.dir]);
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--as", op.0]);
+    bed.bed.run_env(
+        &all,
+        &[
+            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+            ("KEYWARD_OPERATOR_PIN", op.1),
+        ],
+    )
+}
+
+fn request_id(run: &util::Run) -> String {
+    let v = run.json();
+    assert_eq!(v["state"], "pending", "{v}");
+    v["request"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn ca_rollover_under_operators_needs_their_approval_and_a_refusal_changes_nothing() {
+    let bed = AuthorityBed::new(&["alice-card"], "CN=Approved CA,O=Example");
+    let (opa, opb) = (("opa", "opa-pin-1"), ("opb", "opb-pin-1"));
+    for (name, pin) in [opa, opb] {
+        bed.bed.init_token(&format!("op-{name}"), pin);
+    }
+    let key = bed.add_user("alice", &[]);
+    bed.enroll_local("alice", "Alice 1", "alice-card", &key, &[], &[])
+        .ok();
+    let add = |op: (&str, &str), by: Option<(&str, &str)>| {
+        let token = format!("op-{}", op.0);
+        let mut args = vec![
+            "authority",
+            "operator",
+            "add",
+            "--dir",
+            &bed.dir,
+            op.0,
+            "--token",
+            &token,
+        ];
+        let mut env = vec![
+            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+            ("KEYWARD_PIN", op.1),
+        ];
+        if let Some(by) = by {
+            args.extend_from_slice(&["--as", by.0]);
+            env.push(("KEYWARD_OPERATOR_PIN", by.1));
+        }
+        bed.bed.run_env(&args, &env).ok();
+    };
+    add(opa, None);
+    add(opb, Some(opa));
+    // Two approvals for a CA rollover: opa asks to change the policy, opb approves.
+    let run = as_operator(&bed, opa, &["policy", "set"], &["rollover-ca", "2"]).ok();
+    let id = request_id(&run);
+    as_operator(&bed, opb, &["approve"], &[&id]).ok();
+    let policy = bed
+        .bed
+        .run(&["--json", "authority", "policy", "show", "--dir", &bed.dir])
+        .ok()
+        .json();
+    let rollover = policy["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "rollover-ca")
+        .cloned()
+        .expect("rollover-ca in the policy");
+    assert_eq!(rollover["required"], 2, "{policy}");
+
+    let old_key = config(&bed)["ca_key_id"].clone();
+    let keys = private_ids(&bed);
+    let unchanged = |what: &str| {
+        assert_eq!(config(&bed)["ca_key_id"], old_key, "{what}");
+        assert_eq!(
+            config(&bed)["previous_cas"],
+            serde_json::Value::Null,
+            "{what}"
+        );
+        assert_eq!(private_ids(&bed), keys, "{what}: a key was made or removed");
+        bed.authority("log", &["--verify"]).ok();
+    };
+    // The PIN holder alone: refused (and the refusal logged), nothing else changed.
+    bed.authority("rollover", &["--ca"])
+        .fails(1, "rollover-ca needs the approval of 2 of them");
+    unchanged("without --as");
+    // A dry run needs no approval and changes nothing.
+    bed.authority("rollover", &["--ca", "--dry-run"]).ok();
+    unchanged("dry run");
+    // opa asks: a pending request; no key is made before the last approval.
+    let id = request_id(&as_operator(&bed, opa, &["rollover"], &["--ca"]).ok());
+    unchanged("pending");
+    // opb rejects it: nothing changed.
+    let rejected = as_operator(&bed, opb, &["reject"], &[&id]).ok().json();
+    assert_eq!(rejected["state"], "rejected", "{rejected}");
+    unchanged("rejected");
+    // Asked again and approved: the rollover runs with the second approval.
+    let id = request_id(&as_operator(&bed, opa, &["rollover"], &["--ca"]).ok());
+    let done = as_operator(&bed, opb, &["approve"], &[&id]).ok().json();
+    assert_eq!(done["generation"], 2, "{done}");
+    assert_ne!(config(&bed)["ca_key_id"], old_key);
+    assert_eq!(config(&bed)["previous_cas"][0]["key_id"], old_key);
+    assert_eq!(private_ids(&bed).len(), keys.len() + 1);
+    bed.authority("log", &["--verify"]).ok();
+    let log = bed
+        .bed
+        .run(&["--json", "authority", "log", "--dir", &bed.dir])
+        .ok()
+        .json();
+    let entries = log["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "execute"
+                && e["detail"].as_str().unwrap().contains("rollover-ca")),
+        "{log}"
+    );
+    // The approved request ran once: approving it again is refused.
+    let again = as_operator(&bed, opa, &["approve"], &[&id]);
+    assert!(
+        again.code == 1 && again.stderr.contains("executed already"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(private_ids(&bed).len(), keys.len() + 1);
+    let errors = util::schema_errors(&[("authority approve (rollover)".into(), done)]);
+    assert!(errors.is_empty(), "{errors:?}");
+}

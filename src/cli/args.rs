@@ -521,6 +521,9 @@ pub struct RolloverArgs {
     /// With --ca: check the token and say what would be done; change nothing
     #[arg(long, requires = "ca")]
     pub dry_run: bool,
+    /// Who asks for (and approves) the CA rollover, once the authority has operators
+    #[command(flatten)]
+    pub acting: super::operator_args::ActingArgs,
 }
 
 /// `authority token`
