@@ -38,6 +38,9 @@ pub enum Error {
     /// A malformed PKCS#11 URI.
     #[error("{0}")]
     Uri(#[from] UriError),
+    /// `keyset trust`: a CA bundle the keyset does not take.
+    #[error("{0}")]
+    Trust(#[from] crate::authority::chain::TrustError),
     /// The command line asks for something impossible (exit status 2).
     #[error("{0}")]
     Usage(String),
@@ -139,6 +142,8 @@ fn found_bad(e: &(dyn std::error::Error + 'static)) -> bool {
     use crate::pki::key::KeyError;
     e.downcast_ref::<crate::revocation::RevocationError>()
         .is_some_and(|r| r.found_bad())
+        || e.downcast_ref::<crate::authority::chain::TrustError>()
+            .is_some_and(|t| t.found_bad())
         || e.downcast_ref::<crate::enroll::wire::WireError>()
             .is_some_and(|w| w.found_bad())
         // A certificate or CRL whose issuer's signature does not verify.

@@ -216,6 +216,9 @@ const STEPS: &[Step] = &[
     ok("authority|rollover|--dir|{auth}|--ca|--dry-run", APIN),
     ok("authority|rollover|--dir|{auth}|--ca", APIN),
     ok("authority|cert|--dir|{auth}|--all", &[]),
+    // A keyset enrolled before the rollover learns the new CA from the bundle ({chain}:
+    // `authority cert --all`'s output in a file).
+    ok("keyset|trust|Bob 1|--chain|{chain}", &[]),
     ok("authority|crl|--dir|{auth}|-o|{dir}/crl3.pem", APIN),
     ok("authority|log|--dir|{auth}|--verify", &[]),
     ok(
@@ -386,6 +389,12 @@ fn run_step(
     let mut vars = vars.clone();
     if step.args.contains("{req}") {
         vars.insert("req".into(), pending_request(bed));
+    }
+    if step.args.contains("{chain}") {
+        let all = bed
+            .run(&["authority", "cert", "--all", "--dir", &bed.dir])
+            .ok();
+        vars.insert("chain".into(), bed.file("chain.pem", all.stdout.as_bytes()));
     }
     args.extend(step.args.split('|').map(|a| fill(a, &vars)));
     let env: Vec<(String, String)> = step

@@ -299,14 +299,14 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
     }
 
     // OpenSSL: each message decrypted with the recipient's token key, then its signature
-    // verified trusting only one root, the link certificate given as untrusted: Bob's (new
-    // CA) with the old root in one `cms -verify`. Alice's message (her keyset was enrolled
-    // before the rollover) carries her old root, which OpenSSL takes for her issuer among
-    // the untrusted certificates and then stops at: her signature is checked by `cms
-    // -verify -noverify`, and the signer it names by `verify` with the new root and the link.
-    for (msg, recipient, root, link, separately) in [
-        ("b2a.msg", "Alice 1", &old_root, &new_with_old, false),
-        ("a2b.msg", "Bob 1", &new_root, &old_with_new, true),
+    // and its signer's path checked in one `cms -verify`, trusting only the other root, the
+    // link certificate given with -certfile: Bob's (new CA) with the old root, Alice's
+    // (enrolled before the rollover, her keyset knows no link) with the new root. Neither
+    // message carries its root (RFC 5652 lets the sender leave out the trust anchor), so
+    // OpenSSL does not stop at the sender's root.
+    for (msg, recipient, root, link, links_known) in [
+        ("b2a.msg", "Alice 1", &old_root, &new_with_old, true),
+        ("a2b.msg", "Bob 1", &new_root, &old_with_new, false),
     ] {
         let k = bed.keyset_json(recipient);
         let enc = k["enrollment"]["encryption_keys"]
@@ -337,14 +337,40 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
             .ok();
         let content = format!("{path}.content");
         let signer = format!("{path}.signer");
-        let mut args = vec!["cms", "-verify", "-CAfile", root, "-certfile", link];
-        if separately {
-            args.push("-noverify");
-        }
-        args.extend_from_slice(&[
-            "-in", &inner, "-binary", "-out", &content, "-signer", &signer,
-        ]);
-        let run = bed.bed.run_tool("openssl", "openssl", &args);
+        // The root and the link in -CAfile: OpenSSL takes -certfile certificates only as
+        // candidates for the signer's, not for its path.
+        let trust = bed.bed.file(
+            &format!("{msg}.trust.pem"),
+            format!(
+                "{}{}",
+                std::fs::read_to_string(root).unwrap(),
+                std::fs::read_to_string(link).unwrap()
+            )
+            .as_bytes(),
+        );
+        let certs = format!("{path}.certs");
+        let verify = |ca: &str| {
+            bed.bed.run_tool(
+                "openssl",
+                "openssl",
+                &[
+                    "cms",
+                    "-verify",
+                    "-CAfile",
+                    ca,
+                    "-in",
+                    &inner,
+                    "-binary",
+                    "-out",
+                    &content,
+                    "-signer",
+                    &signer,
+                    "-certsout",
+                    &certs,
+                ],
+            )
+        };
+        let run = verify(&trust);
         assert!(
             run.code == 0 && run.stderr.contains("Verification successful"),
             "{msg}: {}",
@@ -353,11 +379,88 @@ fn ca_rollover_story_old_and_new_users_interoperate() {
         // The signed content is the MIME entity keyward wraps the letter in.
         let signed = std::fs::read(&content).unwrap();
         assert!(signed.ends_with(b"\r\n\r\nacross the rollover\n"), "{msg}");
-        if separately {
-            openssl_verify(&bed, root, Some(link), &signer).ok();
-            assert_ne!(openssl_verify(&bed, root, None, &signer).code, 0);
-        }
+        // The message carries the signer's certificate and the links the sender knows, no
+        // root: Bob's his and the two links, Alice's (no link known) hers alone.
+        let carried = std::fs::read_to_string(&certs).unwrap();
+        assert_eq!(
+            util::pem_blocks(&carried).len(),
+            if links_known { 3 } else { 1 },
+            "{msg}: {carried}"
+        );
+        // The root alone: enough when the message carries the links (Bob's), not otherwise.
+        assert_eq!(
+            verify(root).code == 0,
+            links_known,
+            "{msg}: the root alone, links carried: {links_known}"
+        );
     }
+
+    // A message keyward sent before it left the root out (Alice's key, her certificate and
+    // her old root, signed by OpenSSL as keyward did) verifies in the same one step with the
+    // new root and the link: OpenSSL searches the trust store first (-trusted_first, its
+    // default) and finds the link there before the message's root.
+    let alice_key = format!(
+        "{};pin-value={USER_PIN}",
+        bed.keyset_json("Alice 1")["signing_key_uri"]
+            .as_str()
+            .unwrap()
+    );
+    let old_style = bed.bed.path("old-style.p7").to_string_lossy().into_owned();
+    bed.bed
+        .openssl_engine(&[
+            "cms",
+            "-sign",
+            "-binary",
+            "-nodetach",
+            "-md",
+            "sha256",
+            "-in",
+            &letter,
+            "-signer",
+            &alice_cert,
+            "-certfile",
+            &old_root,
+            "-inkey",
+            &alice_key,
+            "-keyform",
+            "engine",
+            "-outform",
+            "DER",
+            "-out",
+            &old_style,
+        ])
+        .ok();
+    let trust = bed.bed.file(
+        "new-root-and-link.pem",
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&new_root).unwrap(),
+            std::fs::read_to_string(&old_with_new).unwrap()
+        )
+        .as_bytes(),
+    );
+    let run = bed.bed.run_tool(
+        "openssl",
+        "openssl",
+        &[
+            "cms",
+            "-verify",
+            "-CAfile",
+            &trust,
+            "-in",
+            &old_style,
+            "-inform",
+            "DER",
+            "-binary",
+            "-out",
+            "/dev/null",
+        ],
+    );
+    assert!(
+        run.code == 0 && run.stderr.contains("Verification successful"),
+        "a message carrying the old root: {}",
+        run.stderr
+    );
 
     // Alice, enrolled before the rollover, renews: her new certificates come from the new
     // CA, her keyset learns it, and Bob reads what she signs with the new key.
@@ -748,4 +851,358 @@ fn archive_rollover_killed_before_its_first_commit_leaves_no_key() {
     let new_id = config(&bed)["archive_key_id"].as_str().unwrap().to_string();
     assert_ne!(new_id, old_id);
     assert_eq!(secret_key_ids(&bed), vec![new_id]);
+}
+
+/// A message Bob's token signs with OpenSSL (his certificate alone, no chain: what many
+/// clients send) and encrypts to Alice.
+fn openssl_message(bed: &AuthorityBed, from: &str, to: &str, name: &str) -> String {
+    let k = bed.keyset_json(from);
+    let key = format!(
+        "{};pin-value={USER_PIN}",
+        k["signing_key_uri"].as_str().unwrap()
+    );
+    let signer = signing_cert_file(bed, from, &format!("{name}.signer.pem"));
+    let recipient = bed.bed.file(
+        &format!("{name}.recip.pem"),
+        bed.bed
+            .run(&["keyset", "cert", to, "--encryption"])
+            .ok()
+            .stdout
+            .as_bytes(),
+    );
+    let letter = bed
+        .bed
+        .file(&format!("{name}.txt"), b"signed by the new CA\n");
+    let signed = bed
+        .bed
+        .path(&format!("{name}.signed"))
+        .to_string_lossy()
+        .into_owned();
+    bed.bed
+        .openssl_engine(&[
+            "cms",
+            "-sign",
+            "-binary",
+            "-nodetach",
+            "-md",
+            "sha256",
+            "-in",
+            &letter,
+            "-signer",
+            &signer,
+            "-inkey",
+            &key,
+            "-keyform",
+            "engine",
+            "-outform",
+            "DER",
+            "-out",
+            &signed,
+        ])
+        .ok();
+    let msg = bed
+        .bed
+        .path(&format!("{name}.msg"))
+        .to_string_lossy()
+        .into_owned();
+    bed.bed
+        .run_tool(
+            "openssl",
+            "openssl",
+            &[
+                "cms", "-encrypt", "-binary", "-aes256", "-inform", "DER", "-in", &signed,
+                "-outform", "DER", "-out", &msg, "-recip", &recipient,
+            ],
+        )
+        .ok();
+    msg
+}
+
+#[test]
+fn keyset_trust_learns_the_new_ca_and_refuses_a_foreign_one() {
+    let bed = AuthorityBed::new(&["alice-card", "bob-card"], "CN=Trust CA,O=Example");
+    let key = bed.add_user("alice", &["--email", "alice@example.org"]);
+    bed.enroll_local("alice", "Alice 1", "alice-card", &key, &[], &[])
+        .ok();
+    bed.authority("rollover", &["--ca"]).ok();
+    let key = bed.add_user("bob", &["--email", "bob@example.org"]);
+    bed.enroll_local("bob", "Bob 1", "bob-card", &key, &[], &[])
+        .ok();
+
+    // Bob's message carries his certificate alone: Alice's keyset, which trusts only the CA
+    // it enrolled with, cannot check it.
+    let msg = openssl_message(&bed, "Bob 1", "Alice 1", "b2a");
+    let plain = bed.bed.path("plain.out").to_string_lossy().into_owned();
+    let read = |out: &str| {
+        bed.bed.run_env(
+            &["read", "--keyset", "Alice 1", &msg, "-o", out],
+            &[("KEYWARD_PIN", USER_PIN)],
+        )
+    };
+    read(&plain).fails(3, "");
+
+    // A foreign CA with the very same name (another key): refused, the registry unchanged;
+    // the real bundle with the foreign CA added: refused whole.
+    let foreign = bed.bed.path("foreign.pem").to_string_lossy().into_owned();
+    let foreign_key = bed.bed.path("foreign.key").to_string_lossy().into_owned();
+    bed.bed
+        .run_tool(
+            "openssl",
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/O=Example/CN=Trust CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-days",
+                "30",
+                "-keyout",
+                &foreign_key,
+                "-out",
+                &foreign,
+            ],
+        )
+        .ok();
+    let all = bed
+        .bed
+        .run(&["authority", "cert", "--all", "--dir", &bed.dir])
+        .ok()
+        .stdout;
+    let chain_file = bed.bed.file("chain.pem", all.as_bytes());
+    let mixed = bed.bed.file(
+        "mixed.pem",
+        format!("{all}{}", std::fs::read_to_string(&foreign).unwrap()).as_bytes(),
+    );
+    let registry = bed.bed.registry_text();
+    for bundle in [&foreign, &mixed] {
+        let run = bed
+            .bed
+            .run(&["keyset", "trust", "Alice 1", "--chain", bundle])
+            .fails(
+                3,
+                "does not chain by link certificates from the CA keyset \"Alice 1\" trusts",
+            );
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+        assert_eq!(bed.bed.registry_text(), registry, "{bundle}");
+    }
+    let refused = bed
+        .bed
+        .run(&["--json", "keyset", "trust", "Alice 1", "--chain", &foreign]);
+    assert_eq!(refused.code, 3);
+    assert_eq!(bed.bed.registry_text(), registry);
+    read(&plain).fails(3, "");
+
+    // The authority's bundle: the new CA and both links are taken (the exchange certificate
+    // is left out), and Alice's keyset checks Bob's message.
+    let run = bed
+        .bed
+        .run(&[
+            "--json",
+            "keyset",
+            "trust",
+            "Alice 1",
+            "--chain",
+            &chain_file,
+        ])
+        .ok()
+        .json();
+    assert_eq!(run["added"].as_array().unwrap().len(), 3, "{run}");
+    assert_eq!(run["already_trusted"], 1, "{run}");
+    assert_eq!(run["skipped"], 1, "{run}");
+    let roots = run["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["self_signed"] == true)
+        .count();
+    assert_eq!(roots, 1, "the new root and two links: {run}");
+    let ok = read(&plain).ok();
+    assert!(
+        ok.stderr.contains("good signature from bob"),
+        "{}",
+        ok.stderr
+    );
+    assert_eq!(std::fs::read(&plain).unwrap(), b"signed by the new CA\n");
+
+    // Idempotent: the second run finds nothing new and writes nothing.
+    let registry = bed.bed.registry_text();
+    let again = bed
+        .bed
+        .run(&[
+            "--json",
+            "keyset",
+            "trust",
+            "Alice 1",
+            "--chain",
+            &chain_file,
+        ])
+        .ok()
+        .json();
+    assert_eq!(again["added"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["already_trusted"], 4, "{again}");
+    assert_eq!(bed.bed.registry_text(), registry);
+    let text = bed
+        .bed
+        .run(&["keyset", "trust", "Alice 1", "--chain", &chain_file])
+        .ok();
+    assert!(
+        format!("{}{}", text.stdout, text.stderr).contains("nothing was changed"),
+        "{text:?}"
+    );
+    let errors = util::schema_errors(&[
+        ("keyset trust".into(), run),
+        ("keyset trust again".into(), again),
+        (
+            "keyset trust refused".into(),
+            serde_json::from_str(refused.stderr.trim()).expect("a JSON error"),
+        ),
+    ]);
+    assert!(errors.is_empty(), "{errors:?}");
+    // A keyset not enrolled has no CA to extend.
+    bed.bed
+        .create_keyset("Local", "alice-card", USER_PIN, &[])
+        .ok();
+    bed.bed
+        .run(&["keyset", "trust", "Local", "--chain", &chain_file])
+        .fails(1, "not enrolled");
+}
+
+/// `authority SUB --dir DIR ARGS… --as OP` with the authority's PIN and OP's token PIN.
+fn as_operator(bed: &AuthorityBed, op: (&str, &str), sub: &[&str], args: &[&str]) -> util::Run {
+    let mut all: Vec<&str> = vec!["--json", "authority"];
+    all.extend_from_slice(sub);
+    all.extend_from_slice(&["--dir", &bed.dir]);
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--as", op.0]);
+    bed.bed.run_env(
+        &all,
+        &[
+            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+            ("KEYWARD_OPERATOR_PIN", op.1),
+        ],
+    )
+}
+
+fn request_id(run: &util::Run) -> String {
+    let v = run.json();
+    assert_eq!(v["state"], "pending", "{v}");
+    v["request"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn ca_rollover_under_operators_needs_their_approval_and_a_refusal_changes_nothing() {
+    let bed = AuthorityBed::new(&["alice-card"], "CN=Approved CA,O=Example");
+    let (opa, opb) = (("opa", "opa-pin-1"), ("opb", "opb-pin-1"));
+    for (name, pin) in [opa, opb] {
+        bed.bed.init_token(&format!("op-{name}"), pin);
+    }
+    let key = bed.add_user("alice", &[]);
+    bed.enroll_local("alice", "Alice 1", "alice-card", &key, &[], &[])
+        .ok();
+    let add = |op: (&str, &str), by: Option<(&str, &str)>| {
+        let token = format!("op-{}", op.0);
+        let mut args = vec![
+            "authority",
+            "operator",
+            "add",
+            "--dir",
+            &bed.dir,
+            op.0,
+            "--token",
+            &token,
+        ];
+        let mut env = vec![
+            ("KEYWARD_AUTHORITY_PIN", AUTHORITY_PIN),
+            ("KEYWARD_PIN", op.1),
+        ];
+        if let Some(by) = by {
+            args.extend_from_slice(&["--as", by.0]);
+            env.push(("KEYWARD_OPERATOR_PIN", by.1));
+        }
+        bed.bed.run_env(&args, &env).ok();
+    };
+    add(opa, None);
+    add(opb, Some(opa));
+    // Two approvals for a CA rollover: opa asks to change the policy, opb approves.
+    let run = as_operator(&bed, opa, &["policy", "set"], &["rollover-ca", "2"]).ok();
+    let id = request_id(&run);
+    as_operator(&bed, opb, &["approve"], &[&id]).ok();
+    let policy = bed
+        .bed
+        .run(&["--json", "authority", "policy", "show", "--dir", &bed.dir])
+        .ok()
+        .json();
+    let rollover = policy["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "rollover-ca")
+        .cloned()
+        .expect("rollover-ca in the policy");
+    assert_eq!(rollover["required"], 2, "{policy}");
+
+    let old_key = config(&bed)["ca_key_id"].clone();
+    let keys = private_ids(&bed);
+    let unchanged = |what: &str| {
+        assert_eq!(config(&bed)["ca_key_id"], old_key, "{what}");
+        assert_eq!(
+            config(&bed)["previous_cas"],
+            serde_json::Value::Null,
+            "{what}"
+        );
+        assert_eq!(private_ids(&bed), keys, "{what}: a key was made or removed");
+        bed.authority("log", &["--verify"]).ok();
+    };
+    // The PIN holder alone: refused (and the refusal logged), nothing else changed.
+    bed.authority("rollover", &["--ca"])
+        .fails(1, "rollover-ca needs the approval of 2 of them");
+    unchanged("without --as");
+    // A dry run needs no approval and changes nothing.
+    bed.authority("rollover", &["--ca", "--dry-run"]).ok();
+    unchanged("dry run");
+    // opa asks: a pending request; no key is made before the last approval.
+    let id = request_id(&as_operator(&bed, opa, &["rollover"], &["--ca"]).ok());
+    unchanged("pending");
+    // opb rejects it: nothing changed.
+    let rejected = as_operator(&bed, opb, &["reject"], &[&id]).ok().json();
+    assert_eq!(rejected["state"], "rejected", "{rejected}");
+    unchanged("rejected");
+    // Asked again and approved: the rollover runs with the second approval.
+    let id = request_id(&as_operator(&bed, opa, &["rollover"], &["--ca"]).ok());
+    let done = as_operator(&bed, opb, &["approve"], &[&id]).ok().json();
+    assert_eq!(done["generation"], 2, "{done}");
+    assert_ne!(config(&bed)["ca_key_id"], old_key);
+    assert_eq!(config(&bed)["previous_cas"][0]["key_id"], old_key);
+    assert_eq!(private_ids(&bed).len(), keys.len() + 1);
+    bed.authority("log", &["--verify"]).ok();
+    let log = bed
+        .bed
+        .run(&["--json", "authority", "log", "--dir", &bed.dir])
+        .ok()
+        .json();
+    let entries = log["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "execute"
+                && e["detail"].as_str().unwrap().contains("rollover-ca")),
+        "{log}"
+    );
+    // The approved request ran once: approving it again is refused.
+    let again = as_operator(&bed, opa, &["approve"], &[&id]);
+    assert!(
+        again.code == 1 && again.stderr.contains("executed already"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(private_ids(&bed).len(), keys.len() + 1);
+    let errors = util::schema_errors(&[("authority approve (rollover)".into(), done)]);
+    assert!(errors.is_empty(), "{errors:?}");
 }

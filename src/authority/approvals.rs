@@ -208,6 +208,8 @@ pub enum Executed {
         /// Approvals it now needs.
         required: u32,
     },
+    /// The CA key was rolled over.
+    CaRolledOver(super::rollover_ca::CaRolledOver),
 }
 
 /// Refuses a direct change when the authority has operators (the library's own guard: the
@@ -254,9 +256,15 @@ pub fn submit_in(
             ));
         }
         check(a, action, &args)?;
-        let done = execute(ch, a, session, action, &args)?;
-        a.commit(ch.module, session, ch.pin)?;
-        return Ok(Outcome::Executed(done));
+        let undo = super::rollover_ca::Uncommitted::before(a);
+        let done = execute(ch, a, session, action, &args).and_then(|d| {
+            a.commit(ch.module, session, ch.pin)?;
+            Ok(d)
+        });
+        if done.is_err() && action == Action::RolloverCa {
+            undo.discard(ch, a, session);
+        }
+        return Ok(Outcome::Executed(done?));
     }
     let Some(acting) = acting else {
         // The authority's PIN holder alone: refused, and recorded as theirs.
@@ -390,12 +398,18 @@ fn advance(
         approvers.join(", ")
     );
     a.audit("operator", "execute", &req.id, "ok", &detail);
-    let done = execute(ch, a, session, req.action, &req.args)?;
-    req.state = RequestState::Executed;
-    req.result = detail;
-    put(a, &req)?;
-    a.commit(ch.module, session, ch.pin)?;
-    Ok(Outcome::Executed(done))
+    let undo = super::rollover_ca::Uncommitted::before(a);
+    let done = execute(ch, a, session, req.action, &req.args).and_then(|done| {
+        req.state = RequestState::Executed;
+        req.result = detail;
+        put(a, &req)?;
+        a.commit(ch.module, session, ch.pin)?;
+        Ok(done)
+    });
+    if done.is_err() && req.action == Action::RolloverCa {
+        undo.discard(ch, a, session);
+    }
+    Ok(Outcome::Executed(done?))
 }
 
 /// A refusal changes nothing but is recorded (except a state that fails its checks, which
@@ -572,6 +586,17 @@ fn check(
             let ops = operators::active(a)?.len();
             policy::check_reachable(&p, ops, &format!("setting {target} to {n}"))?;
         }
+        Action::RolloverCa => {
+            // Bound to the CA key it replaces: an approved request runs once.
+            let key = arg(args, "ca-key-id")?;
+            if key != a.config.ca_key_id {
+                return Err(AuthorityError::BadRequest(format!(
+                    "this CA rollover was asked for CA key {key}, but the CA key is {} now (rolled over since); nothing was done — ask again for a new rollover",
+                    a.config.ca_key_id
+                )));
+            }
+            super::rollover::check_no_archive_rollover(a)?;
+        }
     }
     Ok(())
 }
@@ -661,6 +686,7 @@ fn execute(
                 required: n,
             }
         }
+        Action::RolloverCa => Executed::CaRolledOver(super::rollover_ca::ca_in(ch, a, session)?),
     })
 }
 

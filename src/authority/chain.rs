@@ -94,3 +94,127 @@ pub fn extend_trust(trusted: &str, learned: &str) -> Result<String, x509::X509Er
     }
     Ok(out)
 }
+
+/// What a keyset learns from its authority's CA bundle (`keyset trust`, see [`learn`]).
+#[derive(Debug)]
+pub struct Learned {
+    /// The keyset's trust with the new CA certificates appended (its anchor stays first).
+    pub trust_pem: String,
+    /// The CA certificates the keyset did not trust yet, in the bundle's order.
+    pub added: Vec<Certificate>,
+    /// CA certificates of the bundle the keyset trusted already.
+    pub known: usize,
+    /// Certificates of the bundle that are not CA certificates (the authority's exchange
+    /// certificate): left out, they issue nothing.
+    pub skipped: usize,
+}
+
+/// Why a keyset does not take a CA bundle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// The keyset has no authority to extend the trust of.
+    #[error("keyset {keyset:?} is not enrolled with an authority, so it trusts no CA to extend; enroll it first (`keyward enroll`), or give the CA to `keyward read --ca FILE`")]
+    NotEnrolled {
+        /// The keyset.
+        keyset: String,
+    },
+    /// The keyset's own trust or the bundle does not parse.
+    #[error("{what} holds a certificate that does not parse ({source}); give the bundle `keyward authority cert --all` prints, unchanged")]
+    Parse {
+        /// The keyset's trust or the bundle.
+        what: String,
+        /// Why.
+        #[source]
+        source: x509::X509Error,
+    },
+    /// Nothing to learn from.
+    #[error("{file} holds no CA certificate; give the bundle `keyward authority cert --all --dir DIR` prints")]
+    NoCa {
+        /// The bundle's file.
+        file: String,
+    },
+    /// A CA certificate no link leads to from the keyset's CA.
+    #[error("{subject} (serial {serial}) in {file} does not chain by link certificates from the CA keyset {keyset:?} trusts ({anchor}): it is another authority's CA or its signature does not verify, so keyset {keyset:?} was not changed; get the bundle from your own authority with `keyward authority cert --all`")]
+    Foreign {
+        /// The keyset.
+        keyset: String,
+        /// The bundle's file.
+        file: String,
+        /// The certificate refused.
+        subject: String,
+        /// Its serial, hex.
+        serial: String,
+        /// The keyset's CA.
+        anchor: String,
+    },
+}
+
+impl TrustError {
+    /// Whether this is a check that found something bad (a foreign CA: exit status 3).
+    pub fn found_bad(&self) -> bool {
+        matches!(self, TrustError::Foreign { .. })
+    }
+}
+
+/// The CA certificates of `offered` (PEM: the bundle `authority cert --all` prints, read
+/// from `file`) a keyset trusting `trusted` (PEM, its anchor first) takes: every one must be
+/// trusted already or reached from the anchor through link certificates whose signatures
+/// verify (see [`issuers`]); a single one that is not refuses the whole bundle. Certificates
+/// that are not CA certificates are left out.
+pub fn learn(
+    keyset: &str,
+    trusted: &str,
+    offered: &str,
+    file: &str,
+) -> Result<Learned, TrustError> {
+    let parse = |what: &str, pem: &str| {
+        x509::certs_from_pem(pem).map_err(|source| TrustError::Parse {
+            what: what.to_string(),
+            source,
+        })
+    };
+    let trust = parse(&format!("the trust of keyset {keyset:?}"), trusted)?;
+    let bundle = parse(file, offered)?;
+    let anchor = trust.first().ok_or_else(|| TrustError::NotEnrolled {
+        keyset: keyset.to_string(),
+    })?;
+    let (cas, others): (Vec<Certificate>, Vec<Certificate>) = bundle.into_iter().partition(is_ca);
+    if cas.is_empty() {
+        return Err(TrustError::NoCa {
+            file: file.to_string(),
+        });
+    }
+    let reached = issuers(&trust, &cas);
+    let mut learned = Learned {
+        trust_pem: trusted.to_string(),
+        added: Vec::new(),
+        known: 0,
+        skipped: others.len(),
+    };
+    for c in cas {
+        if trust.contains(&c) || learned.added.contains(&c) {
+            learned.known += usize::from(trust.contains(&c));
+            continue;
+        }
+        if !reached.contains(&c) {
+            return Err(TrustError::Foreign {
+                keyset: keyset.to_string(),
+                file: file.to_string(),
+                subject: c.tbs_certificate.subject.to_string(),
+                serial: x509::serial_hex(&c),
+                anchor: anchor.tbs_certificate.subject.to_string(),
+            });
+        }
+        let pem = x509::cert_to_pem(&c).map_err(|source| TrustError::Parse {
+            what: file.to_string(),
+            source,
+        })?;
+        if !learned.trust_pem.ends_with('\n') && !learned.trust_pem.is_empty() {
+            learned.trust_pem.push('\n');
+        }
+        learned.trust_pem.push_str(&pem);
+        learned.added.push(c);
+    }
+    Ok(learned)
+}

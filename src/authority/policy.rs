@@ -28,16 +28,20 @@ pub enum Action {
     RemoveOperator,
     /// `authority policy set`.
     ChangePolicy,
+    /// `authority rollover --ca`: a new CA key (what it signs from then on is trusted by
+    /// every relying party of the authority).
+    RolloverCa,
 }
 
 impl Action {
     /// Every gated action.
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::Recover,
         Action::Revoke,
         Action::AddOperator,
         Action::RemoveOperator,
         Action::ChangePolicy,
+        Action::RolloverCa,
     ];
 
     /// Its name on the command line and in the log.
@@ -48,6 +52,7 @@ impl Action {
             Action::AddOperator => "add-operator",
             Action::RemoveOperator => "remove-operator",
             Action::ChangePolicy => "change-policy",
+            Action::RolloverCa => "rollover-ca",
         }
     }
 }

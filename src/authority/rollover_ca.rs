@@ -55,6 +55,9 @@ pub struct CaRolledOver {
     pub crl_url: Option<String>,
     /// Objects of an interrupted rollover removed from the token (found, in a dry run).
     pub leftover_removed: usize,
+    /// The new CA and exchange certificates, PEM (for the `ca.pem` copy; not printed).
+    #[serde(skip)]
+    pub ca_pem: String,
 }
 
 /// The `CKA_ID` the key after `current` gets: derived, so that a run killed before its
@@ -87,11 +90,84 @@ pub fn with_generation(url: &str, generation: usize) -> String {
     }
 }
 
-/// Runs a CA key rollover (or says what it would do).
+/// Runs a CA key rollover (or says what it would do) on an authority without operators (one
+/// with operators rolls over through an approved request: [`super::approvals`], which runs
+/// [`ca_in`]).
 pub fn ca(ch: &Change<'_>, dir: &Path, dry_run: bool) -> Result<CaRolledOver, AuthorityError> {
     let (mut a, mut session) = open_vouched(ch, dir)?;
-    super::rollover::check_no_archive_rollover(&mut a)?;
-    check_token_can(ch.module, &session, ch.pin, &a)?;
+    if dry_run {
+        let mut report = plan(ch, &mut a, &session, true)?;
+        report.leftover_removed = session.count_by_id(&unhex_new(&report)?)?;
+        return Ok(report);
+    }
+    super::approvals::require_no_operators(&mut a, "rollover --ca")?;
+    let undo = Uncommitted::before(&a);
+    let result = ca_in(ch, &mut a, &mut session).and_then(|r| {
+        a.commit(ch.module, &mut session, ch.pin)?;
+        Ok(r)
+    });
+    if result.is_err() {
+        undo.discard(ch, &a, &mut session);
+    }
+    let report = result?;
+    write_copy(dir, &report);
+    Ok(report)
+}
+
+/// Writes `ca.pem`, the copy of the CA bundle for people and tools, after a committed
+/// rollover (the database holds the original).
+pub fn write_copy(dir: &Path, report: &CaRolledOver) {
+    let copy = dir.join("ca.pem");
+    if let Err(e) = crate::keyset::registry::write_atomic(&copy, report.ca_pem.as_bytes()) {
+        log::warn!(
+            "the rollover is recorded, but {} could not be updated ({e}); `keyward authority cert` prints the new CA",
+            copy.display()
+        );
+    }
+}
+
+/// What to take back when a rollover started but its commit did not happen: the new key,
+/// which no state names (a kill leaves it for the next run, at the id it derives).
+pub struct Uncommitted {
+    old_id: String,
+    seq: u64,
+}
+
+impl Uncommitted {
+    /// Notes the state before a rollover.
+    pub fn before(a: &AuthorityDir) -> Uncommitted {
+        Uncommitted {
+            old_id: a.config.ca_key_id.clone(),
+            seq: a.last_seq(),
+        }
+    }
+
+    /// After a failure: removes the new key when the log did not grow (nothing committed);
+    /// committed but failed after, the state names it and it stays.
+    pub fn discard(&self, ch: &Change<'_>, a: &AuthorityDir, session: &mut TokenSession) {
+        if a.last_seq() != self.seq {
+            return;
+        }
+        let new_id = next_key_id(&self.old_id);
+        let mut fresh = session.for_cleanup(ch.module);
+        let s = fresh.as_mut().unwrap_or(session);
+        if let Err(d) = s.destroy_by_id(&new_id) {
+            log::error!(
+                "could not remove the new CA key after a failure ({d}); the next `authority rollover --ca` removes it"
+            );
+        }
+    }
+}
+
+/// Checks the rollover can run and says what it would do.
+fn plan(
+    ch: &Change<'_>,
+    a: &mut AuthorityDir,
+    session: &TokenSession,
+    dry_run: bool,
+) -> Result<CaRolledOver, AuthorityError> {
+    super::rollover::check_no_archive_rollover(a)?;
+    check_token_can(ch.module, session, ch.pin, a)?;
     let old_id = a.config.ca_key_id.clone();
     let new_id = next_key_id(&old_id);
     let generation = a.config.ca_generation() + 1;
@@ -100,21 +176,35 @@ pub fn ca(ch: &Change<'_>, dir: &Path, dry_run: bool) -> Result<CaRolledOver, Au
         .issuing
         .crl_url
         .as_ref()
-        .map(|u| generation_url(first_url(&a, u), generation));
-    let mut report = CaRolledOver {
+        .map(|u| generation_url(first_url(a, u), generation));
+    Ok(CaRolledOver {
         dry_run,
         generation,
-        old_key_id: old_id.clone(),
+        old_key_id: old_id,
         new_key_id: hex(&new_id),
         new_key_sha256: None,
         not_after: None,
         crl_url,
         leftover_removed: 0,
-    };
-    if dry_run {
-        report.leftover_removed = session.count_by_id(&new_id)?;
-        return Ok(report);
-    }
+        ca_pem: String::new(),
+    })
+}
+
+fn unhex_new(report: &CaRolledOver) -> Result<Vec<u8>, AuthorityError> {
+    unhex_id(&report.new_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))
+}
+
+/// The rollover on an open, vouched state, without the commit (the caller commits, and on a
+/// failure takes back the new key with [`Uncommitted::discard`]): checks, the new key (after
+/// removing what an interrupted run left), the certificates, the configuration, the audit
+/// entry and a checkpoint the old key signs.
+pub fn ca_in(
+    ch: &Change<'_>,
+    a: &mut AuthorityDir,
+    session: &mut TokenSession,
+) -> Result<CaRolledOver, AuthorityError> {
+    let mut report = plan(ch, a, session, false)?;
+    let new_id = unhex_new(&report)?;
     // What a run killed before its commit left: no state names it.
     report.leftover_removed = session.destroy_by_id(&new_id)?;
     if report.leftover_removed > 0 {
@@ -130,30 +220,8 @@ pub fn ca(ch: &Change<'_>, dir: &Path, dry_run: bool) -> Result<CaRolledOver, Au
         spec: CA_KEY,
         always_authenticate: false,
     })?;
-    let seq = a.last_seq();
-    let result = switch(ch, &mut a, &mut session, &new_id, &mut report);
-    if let Err(e) = result {
-        // Not committed (the log did not grow): the new key goes. Committed but failed after
-        // (the state names it): it stays.
-        if a.last_seq() == seq {
-            let mut fresh = session.for_cleanup(ch.module);
-            let s = fresh.as_mut().unwrap_or(&mut session);
-            if let Err(d) = s.destroy_by_id(&new_id) {
-                log::error!(
-                    "could not remove the new CA key after a failure ({d}); the next `authority rollover --ca` removes it"
-                );
-            }
-        }
-        return Err(e);
-    }
-    // A copy for people and tools; the database holds the original.
-    let copy = dir.join("ca.pem");
-    if let Err(e) = crate::keyset::registry::write_atomic(&copy, a.config.ca_pem.as_bytes()) {
-        log::warn!(
-            "the rollover is recorded, but {} could not be updated ({e}); `keyward authority cert` prints the new CA",
-            copy.display()
-        );
-    }
+    switch(ch, a, session, &new_id, &mut report)?;
+    report.ca_pem = a.config.ca_pem.clone();
     Ok(report)
 }
 
@@ -193,8 +261,8 @@ fn check_token_can(
     Ok(())
 }
 
-/// Makes the certificates, changes the configuration and commits with a checkpoint the old
-/// key signs.
+/// Makes the certificates, changes the configuration and signs the checkpoint with the old
+/// key (the caller commits).
 fn switch(
     ch: &Change<'_>,
     a: &mut AuthorityDir,
@@ -275,7 +343,6 @@ fn switch(
         &IssuingPolicy::default(),
         &mut old_signer,
     )?;
-    let session = old_signer.session;
     let fingerprint = state::key_fingerprint(&new_public)?;
     a.fault("rollover-ca-certs")?;
 
@@ -317,7 +384,6 @@ fn switch(
         ),
     );
     a.sign_checkpoint_with(&old_id);
-    a.commit(ch.module, session, ch.pin)?;
     report.new_key_sha256 = Some(fingerprint);
     report.not_after = Some(humantime::format_rfc3339_seconds(not_after).to_string());
     Ok(())

@@ -521,6 +521,9 @@ pub struct RolloverArgs {
     /// With --ca: check the token and say what would be done; change nothing
     #[arg(long, requires = "ca")]
     pub dry_run: bool,
+    /// Who asks for (and approves) the CA rollover, once the authority has operators
+    #[command(flatten)]
+    pub acting: super::operator_args::ActingArgs,
 }
 
 /// `authority token`
@@ -801,6 +804,20 @@ pub enum KeysetCommand {
     Passwd(NameArg),
     /// Remove a keyset from the registry (and with --destroy-keys, its keys from the token)
     Remove(RemoveArgs),
+    /// Trust the new CA of your authority after its CA key rollover: the CA and link
+    /// certificates of the bundle `authority cert --all` prints that chain from the CA the
+    /// keyset trusts
+    Trust(TrustArgs),
+}
+
+/// `keyset trust`
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The keyset's name
+    pub name: String,
+    /// The authority's CA bundle (PEM), as `keyward authority cert --all` prints it
+    #[arg(long, value_name = "FILE")]
+    pub chain: PathBuf,
 }
 
 /// A keyset name.

@@ -240,14 +240,46 @@ pub fn rollover(ctx: &mut Context, a: super::args::RolloverArgs) -> Result<(), E
     Ok(())
 }
 
-/// Runs `authority rollover --ca [--dry-run]`.
+/// Runs `authority rollover --ca [--dry-run]`: a dry run at once; the rollover itself like
+/// every gated action (at once with no operators, else a request their approvals run).
 fn rollover_ca(ctx: &mut Context, a: &super::args::RolloverArgs) -> Result<(), Error> {
-    let done = with_change(ctx, &a.dir, |ch| {
-        crate::authority::rollover_ca::ca(ch, &a.dir, a.dry_run)
-    })?;
-    if ctx.json() {
-        print_json(&done);
+    if a.dry_run {
+        let done = with_change(ctx, &a.dir, |ch| {
+            crate::authority::rollover_ca::ca(ch, &a.dir, true)
+        })?;
+        print_ca_rollover(ctx, &a.dir, &done);
         return Ok(());
+    }
+    // The request names the CA key it replaces, so an approved one runs once.
+    let current = crate::authority::AuthorityDir::open_read(&a.dir)?
+        .config
+        .ca_key_id
+        .clone();
+    let mut args = std::collections::BTreeMap::new();
+    args.insert("ca-key-id".to_string(), current);
+    let outcome = super::operator_cmd::gated(
+        ctx,
+        &a.dir,
+        crate::authority::policy::Action::RolloverCa,
+        args,
+        &a.acting,
+    )?;
+    super::operator_cmd::report(ctx, &a.dir, outcome)
+}
+
+/// Prints what a CA rollover did (or would do), and, when it was done, refreshes the
+/// directory's `ca.pem` copy.
+pub(super) fn print_ca_rollover(
+    ctx: &Context,
+    dir: &std::path::Path,
+    done: &crate::authority::rollover_ca::CaRolledOver,
+) {
+    if !done.dry_run {
+        crate::authority::rollover_ca::write_copy(dir, done);
+    }
+    if ctx.json() {
+        print_json(done);
+        return;
     }
     if done.leftover_removed > 0 {
         note!(
@@ -267,7 +299,7 @@ fn rollover_ca(ctx: &mut Context, a: &super::args::RolloverArgs) -> Result<(), E
             done.new_key_id,
             done.old_key_id
         );
-        return Ok(());
+        return;
     }
     say!(
         "rolled the CA key over: CA generation {} (key id {}, sha256:{}, valid until {}); the old CA key {} stays on the token for CRLs of what it issued",
@@ -281,8 +313,7 @@ fn rollover_ca(ctx: &mut Context, a: &super::args::RolloverArgs) -> Result<(), E
         note!("certificates issued from now on name the CRL at {url}");
     }
     note!(
-        "give relying parties the new CA and its link certificates: keyward authority cert --all --dir {}",
-        a.dir.display()
+        "give relying parties the new CA and its link certificates: keyward authority cert --all --dir {}; keysets enrolled before trust it with `keyward keyset trust NAME --chain FILE`",
+        dir.display()
     );
-    Ok(())
 }

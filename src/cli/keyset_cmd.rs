@@ -33,6 +33,7 @@ pub fn run(ctx: &mut Context, cmd: KeysetCommand) -> Result<(), Error> {
         KeysetCommand::Cert(a) => cert(ctx, &a.name, a.encryption),
         KeysetCommand::Passwd(a) => passwd(ctx, &a.name),
         KeysetCommand::Remove(a) => remove(ctx, a),
+        KeysetCommand::Trust(a) => super::trust_cmd::run(ctx, a),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod progress;
 mod renew_cmd;
 mod serve_cmd;
 mod token_cmd;
+mod trust_cmd;
 
 use std::process::ExitCode;
 

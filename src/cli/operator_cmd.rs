@@ -322,13 +322,14 @@ pub fn report(ctx: &Context, dir: &Path, outcome: Outcome) -> Result<(), Error> 
                 say!("rejected request {id}; nothing was done");
             }
         }
-        Outcome::Executed(done) => executed(ctx, done),
+        Outcome::Executed(done) => executed(ctx, dir, done),
     }
     Ok(())
 }
 
-fn executed(ctx: &Context, done: Executed) {
+fn executed(ctx: &Context, dir: &Path, done: Executed) {
     match done {
+        Executed::CaRolledOver(done) => super::bulk_cmd::print_ca_rollover(ctx, dir, &done),
         Executed::Recovered { user, done } => {
             super::authority_cmd::print_recovered(ctx, &user, &done)
         }
@@ -343,7 +344,7 @@ fn executed(ctx: &Context, done: Executed) {
             if ctx.json() {
                 print_json(&serde_json::json!({"operator": name, "change": "added"}));
             } else {
-                say!("added operator {name:?}: their key on their token is certified by the authority; from now on recover, revoke and operator changes need operators' approvals (see `keyward authority policy show`)");
+                say!("added operator {name:?}: their key on their token is certified by the authority; from now on recover, revoke, CA rollovers and operator changes need operators' approvals (see `keyward authority policy show`)");
             }
         }
         Executed::OperatorRemoved { name } => {

@@ -117,8 +117,16 @@ pub fn current_encryption_cert(record: &KeysetRecord) -> Result<Certificate, Mes
 }
 
 /// The signer's certificate and the chain sent with it: an enrolled keyset's certificate and
-/// its authority's CA; an adopted keyset's certificate from the card (its issuer is not
-/// known to keyward, so none goes along).
+/// the link certificates of its authority's CA rollovers, if it knows any; an adopted
+/// keyset's certificate from the card (its issuer is not known to keyward, so none goes
+/// along).
+///
+/// The root (a self-signed CA certificate) never goes along: RFC 5652 5.1 lets the sender
+/// leave out what the reader must hold anyway, and a reader trusting another root of the
+/// same authority (after a CA rollover) would otherwise be handed the sender's root as the
+/// issuer and stop at it (OpenSSL picks the message's certificates before its own
+/// `-certfile` ones). Without the root, `openssl cms -verify -CAfile EITHER-ROOT -certfile
+/// LINKS` checks the message in one step, whichever root the reader holds.
 fn signer_certs(record: &KeysetRecord) -> Result<(Certificate, Vec<Certificate>), MessageError> {
     if let Some(adopted) = &record.adopted {
         let pem = adopted.signing_certificate.as_deref().ok_or_else(|| {
@@ -134,21 +142,11 @@ fn signer_certs(record: &KeysetRecord) -> Result<(Certificate, Vec<Certificate>)
         .signing_certificate
         .as_deref()
         .ok_or_else(|| MessageError::NotEnrolled(record.name.clone()))?;
-    // The CA; after a CA rollover, the link certificates instead: a reader holding either
-    // root builds the path with them (a self-signed root among a message's certificates
-    // would be taken for the issuer by OpenSSL, and the path then ends at an untrusted root).
-    let all = x509::certs_from_pem(&enrollment.authority_ca)?;
-    let links: Vec<Certificate> = all
-        .iter()
-        .filter(|c| c.tbs_certificate.issuer != c.tbs_certificate.subject || !is_self_signed(c))
-        .cloned()
+    let links: Vec<Certificate> = x509::certs_from_pem(&enrollment.authority_ca)?
+        .into_iter()
+        .filter(|c| !is_self_signed(c))
         .collect();
-    let chain = if links.is_empty() {
-        vec![first_cert(&enrollment.authority_ca)?]
-    } else {
-        links
-    };
-    Ok((first_cert(signing_pem)?, chain))
+    Ok((first_cert(signing_pem)?, links))
 }
 
 /// Whether `c` verifies with its own key (a root, not a link between two keys of one name).
