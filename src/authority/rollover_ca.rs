@@ -191,7 +191,7 @@ fn plan(
 }
 
 fn unhex_new(report: &CaRolledOver) -> Result<Vec<u8>, AuthorityError> {
-    unhex_id(&report.new_key_id).map_err(|e| AuthorityError::BadRequest(e.to_string()))
+    super::state::key_id("new CA key", &report.new_key_id)
 }
 
 /// The rollover on an open, vouched state, without the commit (the caller commits, and on a

@@ -15,9 +15,9 @@ use super::args::TrustArgs;
 use super::output::{print_json, say};
 use super::Context;
 use crate::authority::chain;
-use crate::authority::x509;
 use crate::error::{Error, IoError};
 use crate::keyset::{self, Registry};
+use crate::pki::x509;
 
 /// One certificate the keyset now trusts.
 #[derive(Serialize)]
