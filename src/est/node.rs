@@ -31,7 +31,7 @@ use crate::authority::signer::CaSigner;
 use crate::authority::state::{
     kind, now_rfc3339, ArchivedKey, AuthorityDir, CertKind, IssuedCert, UserState,
 };
-use crate::authority::tempkey::{TempKey, TempKeyCheck};
+use crate::authority::tempkey::{TempKey, TempKeyCheck, TempKeyRecord};
 use crate::authority::AuthorityError;
 use crate::keyset::ops::unhex_id;
 use crate::pki::x509::{self, CertParams, CertProfile};
@@ -48,7 +48,8 @@ pub const TLS_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// An EST enrollment bound to a temporary key (the `est` record).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Binding {
-    /// The issue time of the temporary key it belongs to.
+    /// Which temporary key it belongs to: [`temp_key_ref`] (its issue time alone is not
+    /// enough: a recovery in the same second as the first enrollment gives the same time).
     temp_key_issued: String,
     /// The keyset (the request's commonName).
     keyset: String,
@@ -152,7 +153,7 @@ fn check_temp_key(a: &mut AuthorityDir, basic: &Basic) -> Result<String, Authori
             .ok_or_else(|| AuthorityError::TempKeySpent {
                 user: basic.user.clone(),
             })?;
-    let issued = record.issued.clone();
+    let issued = temp_key_ref(record);
     let user = basic.user.clone();
     match record.check(&key, SystemTime::now())? {
         TempKeyCheck::Ok => Ok(issued),
@@ -163,6 +164,13 @@ fn check_temp_key(a: &mut AuthorityDir, basic: &Basic) -> Result<String, Authori
         TempKeyCheck::Expired { at } => Err(AuthorityError::TempKeyExpired { user, at }),
         TempKeyCheck::Spent => Err(AuthorityError::TempKeySpent { user }),
     }
+}
+
+/// What names one temporary key in its binding: its issue time and the start of the SHA-256 of
+/// its Argon2id hash, whose random salt differs from key to key.
+fn temp_key_ref(record: &TempKeyRecord) -> String {
+    let digest = sha256_hex(record.phc.as_bytes());
+    format!("{} {}", record.issued, &digest[..16])
 }
 
 fn binding(a: &mut AuthorityDir, user: &str) -> Result<Option<Binding>, AuthorityError> {
@@ -183,7 +191,7 @@ fn put_binding(a: &mut AuthorityDir, user: &str, b: &Binding) -> Result<(), Auth
 
 /// The binding of the user's current temporary key, if any.
 fn current_binding(a: &mut AuthorityDir, user: &str) -> Result<Option<Binding>, AuthorityError> {
-    let issued = a.user(user)?.temp_key.as_ref().map(|t| t.issued.clone());
+    let issued = a.user(user)?.temp_key.as_ref().map(temp_key_ref);
     Ok(binding(a, user)?.filter(|b| Some(&b.temp_key_issued) == issued.as_ref()))
 }
 
@@ -617,7 +625,7 @@ fn likely_granted(a: &mut AuthorityDir, basic: &Basic) -> Result<bool, Authority
     let Some(bound) = current_binding(a, &basic.user)? else {
         return Ok(false);
     };
-    if bound.done.is_some() || bound.temp_key_issued != record.issued {
+    if bound.done.is_some() || bound.temp_key_issued != temp_key_ref(record) {
         return Ok(false);
     }
     let Ok(key) = TempKey::parse(basic.password.expose_secret()) else {
@@ -1166,3 +1174,29 @@ fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), Authorit
 }
 
 use crate::authority::tempkey::MAX_ATTEMPTS as MAX_TRIES;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(phc: &str) -> TempKeyRecord {
+        TempKeyRecord {
+            phc: phc.into(),
+            issued: "2026-12-02T09:00:00Z".into(),
+            expires: "2026-12-09T09:00:00Z".into(),
+            attempts: 0,
+            spent: false,
+        }
+    }
+
+    /// A recovery's key issued in the same second as the first enrollment's is another key
+    /// (CI found `simpleenroll` refused with 409 after a recovery made within that second).
+    #[test]
+    fn keys_issued_in_one_second_are_told_apart() {
+        let first = record("$argon2id$v=19$m=19456,t=2,p=1$c2FsdDE$aGFzaDE");
+        let again = record("$argon2id$v=19$m=19456,t=2,p=1$c2FsdDI$aGFzaDI");
+        assert_ne!(temp_key_ref(&first), temp_key_ref(&again));
+        assert_eq!(temp_key_ref(&first), temp_key_ref(&first.clone()));
+        assert!(temp_key_ref(&first).starts_with("2026-12-02T09:00:00Z "));
+    }
+}
