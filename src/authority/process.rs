@@ -600,6 +600,24 @@ fn rewrap_archived(
     user: &str,
     old: &ArchivedKey,
 ) -> Result<ReplyKey, AuthorityError> {
+    let (blob, cert) = archived_entry(a, user, old)?;
+    let key = unwrap_archived(session, mech, archive_key, &blob)?;
+    let wrapped = wrap_for(session, delivery, mech, aes, key);
+    session.destroy(key)?;
+    Ok(ReplyKey {
+        certificate: String::from_utf8_lossy(&cert).into_owned(),
+        wrapped_key: wire::to_b64(&wrapped?),
+        current: false,
+    })
+}
+
+/// An archived key's blob (wrapped under the archive key) and its certificate (PEM), as the
+/// authority recorded them; either missing is a tampered state.
+pub(crate) fn archived_entry(
+    a: &mut AuthorityDir,
+    user: &str,
+    old: &ArchivedKey,
+) -> Result<(Vec<u8>, Vec<u8>), AuthorityError> {
     let missing = |what: &str| {
         tampered(&format!(
             "the {what} of user {user:?}'s certificate {} is missing",
@@ -616,11 +634,22 @@ fn rewrap_archived(
         .ok_or_else(|| missing("issued certificate"))?
         .body
         .clone();
+    Ok((blob, cert))
+}
+
+/// Unwraps an archived key under the archive key into a session object (extractable, so it
+/// can be wrapped again for its user; the caller destroys it).
+pub(crate) fn unwrap_archived(
+    session: &TokenSession,
+    mech: Rfc5649Mechanism,
+    archive_key: ObjectRef,
+    blob: &[u8],
+) -> Result<ObjectRef, AuthorityError> {
     let id = session.random(16)?;
-    let key = session.unwrap_private_rfc5649(
+    Ok(session.unwrap_private_rfc5649(
         mech,
         archive_key,
-        &blob,
+        blob,
         &UnwrapTemplate {
             persistent: false,
             id: &id,
@@ -628,14 +657,7 @@ fn rewrap_archived(
             extractable: true,
             always_authenticate: false,
         },
-    )?;
-    let wrapped = wrap_for(session, delivery, mech, aes, key);
-    session.destroy(key)?;
-    Ok(ReplyKey {
-        certificate: String::from_utf8_lossy(&cert).into_owned(),
-        wrapped_key: wire::to_b64(&wrapped?),
-        current: false,
-    })
+    )?)
 }
 
 /// Records the archive entry, the issued certificates, the reply and the spent temporary key

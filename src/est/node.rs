@@ -642,7 +642,6 @@ fn generate_enveloped(
     session: &TokenSession,
     transport: &Transport,
 ) -> Result<Enveloped, AuthorityError> {
-    let (n, e) = (transport.n.as_slice(), transport.e.as_slice());
     let mech = crate::enroll::delivery::authority_wrap(session, ch.module)?;
     let archive_key = crate::authority::process::archive_key(a, session)?;
     let enc_id = session.random(16)?;
@@ -659,23 +658,10 @@ fn generate_enveloped(
         .rsa_public_key(enc_public)
         .map_err(AuthorityError::from)
         .and_then(|raw| Ok(PublicKey::from_raw(&raw)?.to_der()?));
-    let wrapped = match on_token_cbc_pad(session, enc_private, (n, e)) {
-        Ok(w) => Ok(w),
-        Err(err) if refused_by_token(&err) => {
-            in_memory_cbc(session, mech, enc_private, &transport.key)
-        }
-        Err(err) => Err(err),
-    };
+    let enveloped = envelope_to(session, mech, enc_private, transport);
     session.destroy(enc_private)?;
     let _ = session.destroy(enc_public);
-    let (archive_blob, enc_spki) = (archived?, enc_spki?);
-    let (wrapped_cek, wrapped_key) = wrapped?;
-    let enveloped = envelope::enveloped(&envelope::Wrapped {
-        key_identifier: &transport.key_id,
-        wrapped_cek: &wrapped_cek,
-        iv_and_ciphertext: &wrapped_key,
-    })
-    .map_err(|r| AuthorityError::Encode(r.reason))?;
+    let (archive_blob, enc_spki, enveloped) = (archived?, enc_spki?, enveloped?);
     Ok(Enveloped {
         archive_key_id: a.config.archive_key_id.clone(),
         transport_spki: transport.spki.clone(),
@@ -816,6 +802,30 @@ fn refused_by_token(e: &AuthorityError) -> bool {
         e,
         AuthorityError::Token(crate::token::TokenError::MechanismUnsupported { .. })
     ) || e.to_string().contains("does not support the mechanism")
+}
+
+/// A ContentInfo(EnvelopedData) of the private `key` to the transport key: wrapped on the
+/// token where it can, else through [`in_memory_cbc`]. The caller destroys `key`.
+fn envelope_to(
+    session: &TokenSession,
+    mech: crate::token::Rfc5649Mechanism,
+    key: crate::token::ObjectRef,
+    transport: &Transport,
+) -> Result<Vec<u8>, AuthorityError> {
+    let (wrapped_cek, wrapped_key) =
+        match on_token_cbc_pad(session, key, (&transport.n, &transport.e)) {
+            Ok(w) => w,
+            Err(err) if refused_by_token(&err) => {
+                in_memory_cbc(session, mech, key, &transport.key)?
+            }
+            Err(err) => return Err(err),
+        };
+    envelope::enveloped(&envelope::Wrapped {
+        key_identifier: &transport.key_id,
+        wrapped_cek: &wrapped_cek,
+        iv_and_ciphertext: &wrapped_key,
+    })
+    .map_err(|r| AuthorityError::Encode(r.reason))
 }
 
 /// The content key and the key wrapped under it, all on the token: an AES key wrapped with
@@ -1067,54 +1077,20 @@ pub fn archive_history(
     let archived = a.user(user)?.archive.clone();
     let mut parts = Vec::new();
     for old in &archived {
-        let missing = |what: &str| {
-            crate::authority::state::tampered(&format!(
-                "the {what} of user {user:?}'s certificate {} is missing",
-                old.cert_serial
-            ))
-        };
-        let blob = a
-            .get(kind::ARCHIVE, &old.cert_serial, user)?
-            .ok_or_else(|| missing("archived key"))?
-            .body
-            .clone();
-        let pem = a
-            .get(kind::ISSUED, &old.cert_serial, user)?
-            .ok_or_else(|| missing("issued certificate"))?
-            .body
-            .clone();
+        let (blob, pem) = crate::authority::process::archived_entry(&mut a, user, old)?;
         let cert = x509::certs_from_pem(&String::from_utf8_lossy(&pem))?
             .into_iter()
             .next()
-            .ok_or_else(|| missing("issued certificate"))?;
-        let id = session.random(16)?;
-        let key = session.unwrap_private_rfc5649(
-            mech,
-            archive_key,
-            &blob,
-            &crate::token::UnwrapTemplate {
-                persistent: false,
-                id: &id,
-                label: "keyward archived key (in transit)",
-                extractable: true,
-                always_authenticate: false,
-            },
-        )?;
-        let wrapped = match on_token_cbc_pad(&session, key, (&transport.n, &transport.e)) {
-            Ok(w) => Ok(w),
-            Err(err) if refused_by_token(&err) => {
-                in_memory_cbc(&session, mech, key, &transport.key)
-            }
-            Err(err) => Err(err),
-        };
+            .ok_or_else(|| {
+                crate::authority::state::tampered(&format!(
+                    "the issued certificate of user {user:?}'s certificate {} does not parse",
+                    old.cert_serial
+                ))
+            })?;
+        let key = crate::authority::process::unwrap_archived(&session, mech, archive_key, &blob)?;
+        let enveloped = envelope_to(&session, mech, key, &transport);
         session.destroy(key)?;
-        let (wrapped_cek, wrapped_key) = wrapped?;
-        let enveloped = envelope::enveloped(&envelope::Wrapped {
-            key_identifier: &transport.key_id,
-            wrapped_cek: &wrapped_cek,
-            iv_and_ciphertext: &wrapped_key,
-        })
-        .map_err(|r| AuthorityError::Encode(r.reason))?;
+        let enveloped = enveloped?;
         let signed = sign_enveloped(ch, &mut a, &mut session, &enveloped)?;
         let certs = wire::certs_only(std::slice::from_ref(&cert))
             .map_err(|r| AuthorityError::Encode(r.reason))?;
