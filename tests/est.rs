@@ -73,24 +73,8 @@ fn start(ab: &AuthorityBed, tag: &str, env: &[(&str, &str)]) -> Node {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("start keyward authority serve");
-    let started = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let addr = text.trim().to_string();
-            return Node { child, addr, log };
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "authority serve exited with {status}:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "authority serve did not get ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let addr = util::wait_until_serving(&mut child, &ready, &log);
+    Node { child, addr, log }
 }
 
 /// One HTTP answer.

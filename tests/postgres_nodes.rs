@@ -640,27 +640,8 @@ impl Node {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start keyward authority serve");
-        let started = Instant::now();
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                return Serving {
-                    child,
-                    addr: text.trim().to_string(),
-                    log,
-                };
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "authority serve exited with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "authority serve did not get ready"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let addr = util::wait_until_serving(&mut child, &ready, &log);
+        Serving { child, addr, log }
     }
 }
 

@@ -937,3 +937,25 @@ for label, doc in json.load(sys.stdin):
         .map(str::to_string)
         .collect()
 }
+
+/// Waits until a started `keyward authority serve` writes its `--ready-file` and returns the
+/// address in it; panics with the node's log when it exits first or takes over 2 minutes.
+pub fn wait_until_serving(child: &mut std::process::Child, ready: &Path, log: &Path) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            return text.trim().to_string();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "authority serve exited with {status}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "authority serve did not get ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
