@@ -802,3 +802,59 @@ fn a_refused_ca_signature_names_its_pkcs11_call_with_v() {
     // Without the fault the same command works.
     auth.authority("crl", &["-o", &crl_arg]).ok();
 }
+
+/// A local enrollment the authority refuses takes its pending keyset back out; when the token
+/// refuses that too (every C_DestroyObject fails), the one error line is the authority's, a
+/// second line names the keyset left behind and the command that removes it, and that command
+/// works.
+#[test]
+fn a_refused_enrollment_whose_undo_fails_names_the_keyset_left_and_its_remedy() {
+    let bed = AuthorityBed::new(&["first-card", "second-card"], "CN=Undo CA");
+    let shim = shim_module();
+    let shim = shim.to_string_lossy();
+    let real = util::module();
+    let real = real.to_string_lossy();
+    let key = bed.add_user("carol", &[]);
+    bed.enroll_local("carol", "Carol", "first-card", &key, &[], &[])
+        .ok();
+    let run = bed
+        .enroll_local(
+            "carol",
+            "Carol Again",
+            "second-card",
+            &key,
+            &[],
+            &[
+                ("KEYWARD_MODULE", &*shim),
+                ("KEYWARD_SHIM_MODULE", &*real),
+                ("KEYWARD_SHIM_FAULT", "CKR_DEVICE_ERROR@C_DestroyObject:1+"),
+            ],
+        )
+        .fails(1, "already enrolled");
+    one_line(&run);
+    assert!(
+        run.stderr
+            .contains("\"Carol Again\" of this failed enrollment could not be removed")
+            && run
+                .stderr
+                .contains("keyward keyset remove \"Carol Again\" --destroy-keys"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        bed.keyset_states(),
+        vec![
+            ("Carol".to_string(), "active".to_string()),
+            ("Carol Again".to_string(), "pending".to_string())
+        ]
+    );
+    bed.remove_keyset("Carol Again");
+    assert_eq!(
+        bed.keyset_states(),
+        vec![("Carol".to_string(), "active".to_string())]
+    );
+    // Its keys went with it: the second card holds no object with a CKA_ID.
+    let left = objects(&bed.bed, "second-card", USER_PIN);
+    assert!(left.is_empty(), "{left:?}");
+    bed.authority("log", &["--verify"]).ok();
+}

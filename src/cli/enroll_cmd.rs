@@ -321,18 +321,27 @@ fn resume_local(
     Ok(None)
 }
 
-/// Removes the pending keyset of a local enrollment that failed (its keys and its entry).
+/// Removes the pending keyset of an enrollment that failed (its keys and its entry). Tried
+/// twice: a token that briefly cannot be found or read (SoftHSM's store while another process
+/// writes it) is usually back at once. When both fail, the user is told how to remove it.
 pub(super) fn abandon_request(
     ctx: &mut Context,
     home: &Path,
     name: &KeysetName,
     pin: &secrecy::SecretString,
 ) {
-    let undone = ctx
-        .module()
-        .and_then(|m| client::abandon(m, home, name.as_str(), pin).map_err(Error::from));
-    if let Err(undo) = undone {
-        log::error!("could not remove the pending keyset after a failed enrollment: {undo}");
+    let mut undo = || {
+        ctx.module()
+            .and_then(|m| client::abandon(m, home, name.as_str(), pin).map_err(Error::from))
+    };
+    let Err(first) = undo() else { return };
+    log::debug!("removing the pending keyset failed once ({first}); trying again");
+    if let Err(again) = undo() {
+        log::error!(
+            "the pending keyset {:?} of this failed enrollment could not be removed ({again}); remove it with `keyward keyset remove {:?} --destroy-keys`",
+            name.as_str(),
+            name.as_str()
+        );
     }
 }
 

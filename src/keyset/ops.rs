@@ -231,6 +231,8 @@ pub fn remove(
         // Signing keys a renewal replaced, and the keys of a renewal still pending.
         if let Some(e) = &record.enrollment {
             let mut ids: Vec<&str> = e.history.iter().map(|h| h.signing_id.as_str()).collect();
+            // A pending enrollment's transport key (gone once the enrollment completed).
+            ids.extend(e.transport_id.as_deref());
             if let Some(r) = &e.renewal {
                 ids.extend([r.signing_id.as_str(), r.transport_id.as_str()]);
             }

@@ -777,6 +777,16 @@ impl AuthorityBed {
         files
     }
 
+    /// `keyward keyset remove NAME --destroy-keys --yes` with the user PIN; must succeed.
+    pub fn remove_keyset(&self, name: &str) {
+        self.bed
+            .run_env(
+                &["keyset", "remove", name, "--destroy-keys", "--yes"],
+                &[("KEYWARD_PIN", USER_PIN)],
+            )
+            .ok();
+    }
+
     /// `keyward --json keyset list` as (name, state) pairs.
     pub fn keyset_states(&self) -> Vec<(String, String)> {
         let run = self.bed.run(&["--json", "keyset", "list"]).ok();
