@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash testbeds/setup.sh
+. testbeds/rust-env.sh
 export CARGO_TERM_COLOR=never
 threads=${KEYWARD_TEST_THREADS:-2}
 summary=${CARGO_TARGET_DIR:-target}/tmp/crash-sweep.txt

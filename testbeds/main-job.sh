@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash testbeds/setup.sh
+. testbeds/rust-env.sh
 cargo build --quiet --locked --bin keyward
 KW=$PWD/target/debug/keyward
 

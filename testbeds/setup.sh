@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, in one apt-get step, what keyward's main job, tests and interop checks need, when it
-# is missing: SoftHSM2 and the real PKCS#11 peers (OpenSC pkcs11-tool, GnuTLS p11tool, OpenSSL's
+# is missing: a C toolchain (build-essential: the linker, SQLite and ring are compiled),
+# SoftHSM2 and the real PKCS#11 peers (OpenSC pkcs11-tool, GnuTLS p11tool, OpenSSL's
 # PKCS#11 engine, ssh-keygen), pcscd + vsmartcard-vpcd for the virtual PIV card
 # (testbeds/piv.sh), strace for the crash sweep (tests/crash_sweep.rs), sqlite3 for
 # copying the authority database, curl as the EST client of tests/est.rs, python3-jsonschema for the JSON contract (tests/cli_contract.rs),
@@ -11,7 +12,7 @@
 set -euo pipefail
 
 modules=${KEYWARD_TEST_MODULES:-softhsm,kryoptic,nss,opencryptoki,tpm2}
-wanted=(softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client python3 python3-venv python3-jsonschema pcscd vsmartcard-vpcd libnss3-tools p11-kit-modules strace sqlite3 postgresql gpgsm gpg-agent dirmngr scdaemon gnupg-pkcs11-scd time curl ${KEYWARD_EXTRA_PACKAGES:-})
+wanted=(build-essential ca-certificates softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl openssh-client python3 python3-venv python3-jsonschema pcscd vsmartcard-vpcd libnss3-tools p11-kit-modules strace sqlite3 postgresql gpgsm gpg-agent dirmngr scdaemon gnupg-pkcs11-scd time curl ${KEYWARD_EXTRA_PACKAGES:-})
 for module in ${modules//,/ }; do
     case $module in
     softhsm) ;;
@@ -51,7 +52,17 @@ if [[ ! -x $pkilint_venv/bin/lint_cabf_smime_cert ]]; then
     "$pkilint_venv/bin/pip" install -q --disable-pip-version-check 'pkilint==0.13.3'
 fi
 
-if ! command -v cargo >/dev/null; then
-    echo "testbeds/setup.sh: cargo is missing; install Rust (https://rustup.rs) and run again" >&2
-    exit 1
+# Rust: a fresh Debian 12 has none (and its own rustc 1.63 is older than keyward's
+# rust-version), so rustup installs Rust 1.95.0, the toolchain keyward is tested with (with
+# clippy and rustfmt), under CARGO_HOME (~/.cargo); test-all.sh, main-job.sh and
+# crash-sweep.sh put it on PATH (testbeds/rust-env.sh).
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+if ! command -v cargo >/dev/null && [[ ! -x $cargo_home/bin/cargo ]]; then
+    echo "testbeds/setup.sh: installing Rust 1.95.0 (the toolchain keyward is tested with) with rustup into $cargo_home" >&2
+    rustup_init=$(mktemp -t rustup-init.XXXXXX)
+    trap 'rm -f "$rustup_init"' EXIT
+    curl --proto '=https' --tlsv1.2 -sSfL -o "$rustup_init" \
+        "https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
+    chmod +x "$rustup_init"
+    "$rustup_init" -y -q --no-modify-path --profile default --default-toolchain 1.95.0 >&2
 fi

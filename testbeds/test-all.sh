@@ -17,6 +17,7 @@ modules=${KEYWARD_TEST_MODULES:-softhsm,kryoptic,nss,opencryptoki,tpm2}
 modules=${modules//,/ }
 export KEYWARD_TEST_MODULES=${modules// /,}
 bash testbeds/setup.sh
+. testbeds/rust-env.sh
 export CARGO_TERM_COLOR=never
 threads=${KEYWARD_TEST_THREADS:-4}
 passes=${KEYWARD_TEST_PASSES:-direct shim matrix}
