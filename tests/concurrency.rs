@@ -8,6 +8,8 @@
 //! half of `one_temporary_key_two_processes_at_once` give each process a configuration file of
 //! its own (same token directory), so that they really overlap and meet on the authority's and
 //! the registry's locks.
+//! `a_process_waiting_for_softhsm_s_lock_says_so_then_finishes` holds that lock itself and
+//! checks that the waiting process says so.
 //! The tests assert on outcomes, and print the timings (`--nocapture`).
 
 mod util;
@@ -560,4 +562,60 @@ fn one_temporary_key_two_processes_at_once() {
         );
         assert_log_verifies(&bed);
     }
+}
+
+/// A keyward process that must wait for another one using the same SoftHSM configuration (here
+/// the test holds its lock, as a running `authority serve` does) says so on stderr at once,
+/// then finishes normally when the lock is let go.
+#[test]
+fn a_process_waiting_for_softhsm_s_lock_says_so_then_finishes() {
+    use std::io::{BufRead, BufReader};
+    let bed = util::TestBed::new();
+    let held = std::fs::File::open(&bed.conf).expect("open the SoftHSM configuration");
+    held.lock().expect("lock the SoftHSM configuration");
+    let mut child = bed
+        .keyward()
+        .args(["token", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keyward token list");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a line on stderr while the lock is held");
+    assert!(
+        first.contains("waiting for another keyward process using the SoftHSM2 configuration")
+            && first.contains("authority serve"),
+        "{first}"
+    );
+    // Still waiting: nothing done while the lock is held.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "it did not wait"
+    );
+    drop(held);
+    let out = child
+        .wait_with_output()
+        .expect("wait for keyward token list");
+    let rest = reader.join().expect("stderr reader");
+    assert!(out.status.success(), "{rest}");
+    assert_eq!(rest.lines().count(), 1, "one warning only:\n{rest}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("slot"),
+        "token list lists the slots:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

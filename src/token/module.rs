@@ -236,6 +236,17 @@ fn softhsm_process_lock() -> Option<std::fs::File> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc/softhsm/softhsm2.conf"));
     let file = std::fs::File::open(&conf).ok()?;
+    match file.try_lock() {
+        Ok(()) => return Some(file),
+        Err(std::fs::TryLockError::WouldBlock) => log::warn!(
+            "waiting for another keyward process using the SoftHSM2 configuration {} to finish (SoftHSM's token store cannot be shared between processes; a running `keyward authority serve` keeps it until stopped)",
+            conf.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            log::debug!("cannot lock {}: {e}", conf.display());
+            return None;
+        }
+    }
     match file.lock() {
         Ok(()) => Some(file),
         Err(e) => {
