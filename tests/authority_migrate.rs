@@ -49,6 +49,104 @@ fn make_legacy(bed: &AuthorityBed) {
     .unwrap();
     let users = serde_json::json!({ "schema": 1, "user": users });
     std::fs::write(dir.join("users.toml"), toml::to_string(&users).unwrap()).unwrap();
+    // Before the store, the token kept no state head: the bed's init wrote one, which goes.
+    let id: String = config["ca_key_id"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .take(16)
+        .collect();
+    for label in [
+        format!("keyward head {id}"),
+        format!("keyward head {id} pending"),
+    ] {
+        delete_data_object(bed, &label);
+    }
+}
+
+/// `pkcs11-tool --delete-object --type data --label LABEL` on the authority token (one that
+/// is not there is fine).
+fn delete_data_object(bed: &AuthorityBed, label: &str) {
+    let module = util::module();
+    let module = module.to_string_lossy();
+    let _ = bed.bed.run_tool(
+        "pkcs11-tool",
+        "opensc",
+        &[
+            "--module",
+            &module,
+            "--token-label",
+            util::AUTHORITY_TOKEN,
+            "--login",
+            "--pin",
+            util::AUTHORITY_PIN,
+            "--delete-object",
+            "--type",
+            "data",
+            "--label",
+            label,
+        ],
+    );
+}
+
+/// Someone who can write the directory but has no PIN moves a migrated (store) authority's
+/// database away and writes TOML files in its place, saying what they like (here: a revoked
+/// user unrevoked). keyward says the directory holds the old format; `migrate`, run by the PIN
+/// holder, must not import it: the token already vouches for this authority's state.
+#[test]
+fn a_forged_toml_directory_beside_a_vouched_state_is_not_migrated() {
+    let bed = AuthorityBed::new(&["pat-card"], "CN=Old CA");
+    bed.add_user("pat", &[]);
+    let config: serde_json::Value =
+        serde_json::from_slice(&bed.state_file("authority.toml")).unwrap();
+    let users = String::from_utf8(bed.state_file("users.toml")).unwrap();
+    let dir = Path::new(&bed.dir);
+    let before = std::fs::read(dir.join("authority.db")).unwrap();
+    std::fs::rename(dir.join("authority.db"), dir.join("authority.db.moved")).unwrap();
+    for f in ["authority.db-wal", "authority.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let log = AuditLog::open(&dir.join("audit.log"));
+    let (seq, hash) = log
+        .append("operator:x", "init", "CN=Old CA", "ok", "forged")
+        .unwrap();
+    let mut cfg = config.as_object().unwrap().clone();
+    cfg.remove("ca_pem");
+    cfg.insert("schema".into(), 1.into());
+    cfg.insert("log_seq".into(), seq.into());
+    cfg.insert("log_hash".into(), hash.into());
+    std::fs::write(
+        dir.join("authority.toml"),
+        toml::to_string(&serde_json::Value::Object(cfg)).unwrap(),
+    )
+    .unwrap();
+    let users: Vec<serde_json::Value> = users
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    std::fs::write(
+        dir.join("users.toml"),
+        toml::to_string(&serde_json::json!({ "schema": 1, "user": users })).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("ca.pem"), config["ca_pem"].as_str().unwrap()).unwrap();
+    let run = bed
+        .authority("migrate", &[])
+        .fails(3, "already vouches for an authority's state");
+    assert!(
+        run.stderr.contains("restore it from a backup"),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.join("authority.db").exists(), "nothing imported");
+    // The real database put back: it is the authority again, its state untouched.
+    for f in ["authority.toml", "users.toml", "audit.log"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    std::fs::rename(dir.join("authority.db.moved"), dir.join("authority.db")).unwrap();
+    assert_eq!(std::fs::read(dir.join("authority.db")).unwrap(), before);
+    bed.authority("log", &["--verify"]).ok();
+    bed.authority("add-user", &["quinn"]).ok();
 }
 
 #[test]

@@ -360,3 +360,165 @@ fn an_auditor_verifies_a_copy_with_the_ca_certificate_alone() {
         ])
         .fails(TAMPERED, "does not verify with the CA key");
 }
+
+/// A forged `init.intent.toml` naming the authority's own CA, exchange and archive keys, with
+/// `authority.db` moved away: keyward says an init was interrupted, and the PIN holder reruns
+/// `authority init` as told. Nothing may be removed from the token — it vouches for an
+/// authority in use — and with the database put back the authority works on.
+#[test]
+fn a_forged_init_intent_removes_no_key_of_an_authority_in_use() {
+    let bed = AuthorityBed::new(&[], "CN=Intent CA");
+    bed.add_user("ivy", &[]);
+    let config: serde_json::Value =
+        serde_json::from_slice(&bed.state_file("authority.toml")).unwrap();
+    let ids: Vec<String> = ["ca_key_id", "exchange_key_id", "archive_key_id"]
+        .iter()
+        .map(|k| config[*k].as_str().unwrap().to_string())
+        .collect();
+    let dir = std::path::Path::new(&bed.dir);
+    let moved = bed.path("authority.db.moved");
+    std::fs::rename(dir.join("authority.db"), &moved).unwrap();
+    for f in ["authority.db-wal", "authority.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let intent = serde_json::json!({
+        "token_label": config["token_label"],
+        "token_serial": config["token_serial"],
+        "key_ids": ids,
+        // Labels that name no head: the forger hopes no head is checked.
+        "head_labels": ["keyward head 0000000000000000", "keyward head 0000000000000000 pending"],
+    });
+    std::fs::write(
+        dir.join("init.intent.toml"),
+        toml::to_string(&intent).unwrap(),
+    )
+    .unwrap();
+    let objects_before = bed
+        .bed
+        .token_objects(util::AUTHORITY_TOKEN, util::AUTHORITY_PIN);
+    let run = bed
+        .bed
+        .run_env(
+            &[
+                "authority",
+                "init",
+                "--dir",
+                &bed.dir,
+                "--token",
+                util::AUTHORITY_TOKEN,
+                "--name",
+                "CN=Intent CA",
+            ],
+            &[("KEYWARD_PIN", util::AUTHORITY_PIN)],
+        )
+        .fails(TAMPERED, "holds the state of an authority in use");
+    assert!(
+        run.stderr.contains("keyward removes nothing"),
+        "{}",
+        run.stderr
+    );
+    let objects_after = bed
+        .bed
+        .token_objects(util::AUTHORITY_TOKEN, util::AUTHORITY_PIN);
+    assert_eq!(
+        util::p11_object_set(&objects_before),
+        util::p11_object_set(&objects_after),
+        "the token lost objects"
+    );
+    std::fs::remove_file(dir.join("init.intent.toml")).unwrap();
+    std::fs::rename(&moved, dir.join("authority.db")).unwrap();
+    bed.authority("log", &["--verify"]).ok();
+    bed.add_user("jay", &[]);
+}
+
+/// The shadow-index forgery: the table gets a second, forged record for a revoked user (its
+/// revocations gone), and two indexes are made to disagree with the table — the bucket index
+/// leaves the forgery out (so the checked rows are the genuine ones), the key index leaves the
+/// genuine row out — then relabelled through `writable_schema` as ordinary full indexes. A
+/// read by key would see the forgery while the check sees the original. Every command must
+/// refuse the database, and the CRL must not lose the revocation.
+#[test]
+fn indexes_made_to_disagree_with_their_table_are_caught() {
+    let bed = AuthorityBed::new(&["bob-card"], "CN=Index CA");
+    let key = bed.add_user("bob", &[]);
+    bed.enroll_local("bob", "bob 1", "bob-card", &key, &[], &[])
+        .ok();
+    bed.authority("revoke", &["bob", "--reason", "keyCompromise"])
+        .ok();
+    let genuine = user_record(&bed, "bob");
+    let mut forged = genuine.clone();
+    forged["state"] = "active".into();
+    for c in forged["certs"].as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("revoked");
+    }
+    let genuine_hex = hex(&serde_json::to_vec(&genuine).unwrap());
+    let forged_hex = hex(&serde_json::to_vec(&forged).unwrap());
+    // The body as stored (keyward's own bytes), to leave the genuine row out of the key index.
+    let stored: Vec<u8> = bed
+        .db()
+        .unwrap()
+        .query_row(
+            "SELECT body FROM records WHERE kind = 'user' AND key = 'bob'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let stored_hex = hex(&stored);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&stored).unwrap(),
+        genuine
+    );
+    let _ = genuine_hex;
+    bed.tamper_sql(&format!(
+        "BEGIN;
+         CREATE TABLE r2 (kind TEXT NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL, bucket INTEGER NOT NULL, body BLOB NOT NULL);
+         INSERT INTO r2 SELECT kind, key, owner, bucket, body FROM records;
+         INSERT INTO r2 SELECT kind, key, owner, bucket, x'{forged_hex}' FROM records WHERE kind = 'user' AND key = 'bob';
+         DROP TABLE records;
+         ALTER TABLE r2 RENAME TO records;
+         CREATE INDEX records_bucket ON records (bucket) WHERE body <> x'{forged_hex}';
+         CREATE UNIQUE INDEX records_pk ON records (kind, key) WHERE body <> x'{stored_hex}';
+         COMMIT;
+         PRAGMA writable_schema = ON;
+         UPDATE sqlite_schema SET sql = 'CREATE INDEX records_bucket ON records (bucket)' WHERE name = 'records_bucket';
+         UPDATE sqlite_schema SET sql = 'CREATE UNIQUE INDEX records_pk ON records (kind, key)' WHERE name = 'records_pk';
+         PRAGMA writable_schema = OFF;"
+    ));
+    bed.authority("crl", &["-o", "crl.pem"])
+        .fails(TAMPERED, "schema is not the one keyward makes");
+    bed.bed
+        .run(&["authority", "users", "--dir", &bed.dir])
+        .fails(TAMPERED, "schema is not the one keyward makes");
+    bed.bed
+        .run(&["authority", "log", "--dir", &bed.dir, "--verify"])
+        .fails(TAMPERED, "schema is not the one keyward makes");
+    bed.authority("rollover", &["--archive"])
+        .fails(TAMPERED, "schema is not the one keyward makes");
+}
+
+/// A trigger that silently drops a new user's record (`RAISE(IGNORE)`): `add-user` must
+/// refuse before it prints a temporary key for a user that would never be stored.
+#[test]
+fn a_trigger_planted_in_the_database_is_caught_before_anything_is_done() {
+    let bed = AuthorityBed::new(&[], "CN=Trigger CA");
+    bed.add_user("amy", &[]);
+    bed.tamper_sql(
+        "CREATE TRIGGER drop_carol BEFORE INSERT ON records
+         WHEN NEW.kind = 'user' AND NEW.key = 'carol'
+         BEGIN SELECT RAISE(IGNORE); END;",
+    );
+    let run = bed
+        .authority("add-user", &["carol"])
+        .fails(TAMPERED, "trigger \"drop_carol\"");
+    assert!(
+        run.stdout.trim().is_empty(),
+        "a key was printed: {}",
+        run.stdout
+    );
+    bed.bed
+        .run(&["authority", "log", "--dir", &bed.dir])
+        .fails(TAMPERED, "trigger \"drop_carol\"");
+    bed.tamper_sql("DROP TRIGGER drop_carol;");
+    bed.authority("log", &["--verify"]).ok();
+    bed.add_user("carol", &[]);
+}

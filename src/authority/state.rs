@@ -117,6 +117,25 @@ fn head_value(seq: u64, hash: &str, root: &str) -> String {
     format!("{seq} {hash} {root}")
 }
 
+/// The state heads (not the pending copies) of every keyward authority whose state the
+/// token vouches for, as (label, newest audit entry): what `authority init` and `migrate`
+/// check before they remove or replace anything an authority may use.
+pub fn heads_on_token(session: &TokenSession) -> Result<Vec<(String, u64)>, AuthorityError> {
+    Ok(session
+        .data_objects_with_prefix("keyward head ")?
+        .into_iter()
+        .filter(|(label, _)| !label.ends_with(" pending"))
+        .map(|(label, value)| {
+            let seq = String::from_utf8(value)
+                .ok()
+                .as_deref()
+                .and_then(parse_head)
+                .map_or(u64::MAX, |h| h.seq);
+            (label, seq)
+        })
+        .collect())
+}
+
 /// Labels of the two data objects on the authority's token: the head and the pending head.
 pub fn head_labels(config: &AuthorityConfig) -> (String, String) {
     let id: String = config.authority_id().chars().take(16).collect();
@@ -499,10 +518,21 @@ impl AuthorityDir {
     /// Recomputes every bucket from its records (linear, one bucket in memory at a time):
     /// refuses naming the records of the first bucket that does not match its digest.
     pub fn verify_all(&mut self) -> Result<usize, AuthorityError> {
+        self.verify_all_keeping(|_| false).map(|(n, _)| n)
+    }
+
+    /// [`AuthorityDir::verify_all`], keeping the checked records `keep` picks: what a listing
+    /// uses must be the very rows that were checked, never a second read, which a database
+    /// whose indexes were made to disagree with its table could answer differently.
+    fn verify_all_keeping(
+        &mut self,
+        keep: impl Fn(&Row) -> bool,
+    ) -> Result<(usize, Vec<Row>), AuthorityError> {
         if self.digests.is_empty() {
             self.digests = self.store.digests()?;
         }
         let mut n = 0;
+        let mut kept = Vec::new();
         for (b, d) in self.digests.clone().iter().enumerate() {
             let b = u16::try_from(b).unwrap_or(u16::MAX);
             let rows = self.store.bucket_rows(b)?;
@@ -513,12 +543,13 @@ impl AuthorityDir {
                 return Err(changed_records(&rows));
             }
             n += rows.len();
+            kept.extend(rows.into_iter().filter(|r| keep(r)));
         }
         // Records filed under no bucket at all.
         if self.store.count_rows()? != n {
             return Err(tampered("records were filed outside their buckets"));
         }
-        Ok(n)
+        Ok((n, kept))
     }
 
     /// The key that signed the last checkpoint: the current CA's, or, when the last entry
@@ -604,12 +635,9 @@ impl AuthorityDir {
 
     /// Every user, checked (linear: every bucket is recomputed).
     pub fn all_users(&mut self) -> Result<Vec<UserRecord>, AuthorityError> {
-        self.verify_all()?;
-        let mut out = Vec::new();
-        for r in self.store.rows_of_kind(kind::USER)? {
-            out.push(parse_user(&r)?);
-        }
-        Ok(out)
+        let (_, mut rows) = self.verify_all_keeping(|r| r.kind == kind::USER)?;
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        rows.iter().map(parse_user).collect()
     }
 
     /// One user, checked.
@@ -1249,11 +1277,20 @@ pub fn check_dir_is_safe(dir: &Path) -> Result<(), AuthorityError> {
 
 /// Opens the directory's store: the PostgreSQL database its `store.toml` names, else its
 /// SQLite file (read-only unless `writable`).
+/// Refuses a database whose schema is not keyward's (see [`Store::schema_differences`]).
 pub fn open_store(dir: &Path, writable: bool) -> Result<Box<dyn Store>, AuthorityError> {
-    match StoreFile::read(dir)? {
-        Some(file) => Ok(Box::new(PgStore::open(&file.location)?)),
-        None => Ok(Box::new(SqliteStore::open(&dir.join(DB_FILE), writable)?)),
+    let store: Box<dyn Store> = match StoreFile::read(dir)? {
+        Some(file) => Box::new(PgStore::open(&file.location)?),
+        None => Box::new(SqliteStore::open(&dir.join(DB_FILE), writable)?),
+    };
+    let odd = store.schema_differences()?;
+    if !odd.is_empty() {
+        return Err(tampered(&format!(
+            "the database's schema is not the one keyward makes ({}): a trigger, view or index added or changed outside keyward can rewrite or hide records",
+            odd.join(", ")
+        )));
     }
+    Ok(store)
 }
 
 /// Removes `.keyward-*` temporary files a killed command left in `dir`.

@@ -37,6 +37,38 @@ impl TokenSession {
         }
     }
 
+    /// The private data objects whose label starts with `prefix` (needs a login), as
+    /// (label, value) pairs.
+    pub fn data_objects_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, TokenError> {
+        let found = self
+            .session
+            .find_objects(&[Attribute::Class(ObjectClass::DATA)])
+            .map_err(|e| self.op_error(e, "finding data objects"))?;
+        let mut out = Vec::new();
+        for handle in found {
+            let attrs = self
+                .session
+                .get_attributes(handle, &[AttributeType::Label, AttributeType::Value])
+                .map_err(|e| self.op_error(e, "reading a data object"))?;
+            let mut label = None;
+            let mut value = Vec::new();
+            for a in attrs {
+                match a {
+                    Attribute::Label(l) => label = Some(String::from_utf8_lossy(&l).into_owned()),
+                    Attribute::Value(v) => value = v,
+                    _ => {}
+                }
+            }
+            if let Some(label) = label.filter(|l| l.starts_with(prefix)) {
+                out.push((label, value));
+            }
+        }
+        Ok(out)
+    }
+
     /// The value of the private data object labelled `label` (needs a login), or `None`.
     pub fn read_data_object(&self, label: &str) -> Result<Option<Vec<u8>>, TokenError> {
         let Some(handle) = self.find_data(label)? else {

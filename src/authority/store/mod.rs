@@ -62,10 +62,14 @@ pub trait Store {
     fn rollback(&mut self) -> Result<(), StoreError>;
     /// The records of one bucket.
     fn bucket_rows(&self, bucket: u16) -> Result<Vec<Row>, StoreError>;
-    /// Every record of one kind, ordered by key (listing, CRL: linear by design).
-    fn rows_of_kind(&self, kind: &str) -> Result<Vec<Row>, StoreError>;
     /// How many records there are.
     fn count_rows(&self) -> Result<usize, StoreError>;
+    /// The schema objects (tables, indexes, triggers, views) that differ from the ones keyward
+    /// creates, named: a trigger that rewrites or drops a write, a view standing in for a table,
+    /// an index that disagrees with its table. Empty when the schema is keyward's.
+    fn schema_differences(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Inserts or replaces a record.
     fn put_row(&mut self, row: &Row) -> Result<(), StoreError>;
     /// Every bucket digest, in bucket order.

@@ -365,20 +365,6 @@ impl Store for PgStore {
         Ok(rows.iter().map(row_of).collect())
     }
 
-    fn rows_of_kind(&self, kind: &str) -> Result<Vec<Row>, StoreError> {
-        let rows = self
-            .client
-            .borrow_mut()
-            .query(
-                &format!(
-                    "SELECT {ROW_COLS} FROM records WHERE kind = $1 ORDER BY key COLLATE \"C\""
-                ),
-                &[&kind],
-            )
-            .map_err(self.e("read"))?;
-        Ok(rows.iter().map(row_of).collect())
-    }
-
     fn count_rows(&self) -> Result<usize, StoreError> {
         let row = self
             .client

@@ -227,6 +227,25 @@ impl SqliteStore {
     }
 }
 
+/// Every schema object as (type, name, SQL with its whitespace collapsed).
+fn schema_objects(
+    conn: &Connection,
+) -> rusqlite::Result<std::collections::BTreeSet<(String, String, String)>> {
+    let mut stmt = conn.prepare("SELECT type, name, sql FROM sqlite_schema")?;
+    let rows = stmt.query_map([], |r| {
+        let sql: Option<String> = r.get(2)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            sql.unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        ))
+    })?;
+    rows.collect()
+}
+
 /// The system error behind a file-system failure SQLite reports in its own words, if any.
 fn system_cause(conn: &Connection, e: &rusqlite::Error) -> Option<std::io::Error> {
     use rusqlite::ErrorCode;
@@ -333,24 +352,31 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(self.e("read"))
     }
 
-    fn rows_of_kind(&self, kind: &str) -> Result<Vec<Row>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {ROW_COLS} FROM records WHERE kind = ?1 ORDER BY key"
-            ))
-            .map_err(self.e("read"))?;
-        let rows = stmt
-            .query_map(params![kind], row_of)
-            .map_err(self.e("read"))?;
-        rows.collect::<Result<_, _>>().map_err(self.e("read"))
-    }
-
     fn count_rows(&self) -> Result<usize, StoreError> {
         self.conn
             .query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
             .map_err(self.e("read"))
+    }
+
+    fn schema_differences(&self) -> Result<Vec<String>, StoreError> {
+        let expected = Connection::open_in_memory()
+            .and_then(|c| c.execute_batch(SCHEMA_SQL).map(|()| c))
+            .and_then(|c| schema_objects(&c))
+            .map_err(|e| err(&self.path, "compare the schema of", &e))?;
+        let actual = schema_objects(&self.conn).map_err(self.e("read the schema of"))?;
+        let mut out: Vec<String> = actual
+            .difference(&expected)
+            .map(|(kind, name, _)| format!("{kind} {name:?}"))
+            .collect();
+        out.extend(
+            expected
+                .difference(&actual)
+                .filter(|(_, name, _)| !actual.iter().any(|(_, n, _)| n == name))
+                .map(|(kind, name, _)| format!("{kind} {name:?} (missing)")),
+        );
+        out.dedup();
+        Ok(out)
     }
 
     fn put_row(&mut self, row: &Row) -> Result<(), StoreError> {
