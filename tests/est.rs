@@ -1112,3 +1112,207 @@ fn a_recovered_user_gets_the_archived_keys_with_curl_and_openssl() {
     ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
         .ok();
 }
+
+/// A user enrolled by simpleenroll + serverkeygen with openssl keys; returns (temporary key,
+/// signing key file, signing certificate PEM file).
+fn enroll_with_openssl(ab: &AuthorityBed, node: &Node, user: &str, key: &str) -> (String, String) {
+    let (sig_key, sig_csr) = openssl_csr(ab, &format!("{user}-sig"), "ec", "laptop");
+    let (_t, t_csr) = openssl_csr(ab, &format!("{user}-transport"), "rsa", "laptop");
+    let a = post(ab, node, "simpleenroll", Some((user, key)), &sig_csr);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let pem = certs_pem(ab, &format!("{user}-sig"), &a.body);
+    let g = post(ab, node, "serverkeygen", Some((user, key)), &t_csr);
+    assert_eq!(g.status, 200, "{}", g.text());
+    assert_eq!(ab.user(user)["state"], "active");
+    (sig_key, ab.file(&format!("{user}-sig.pem"), pem.as_bytes()))
+}
+
+/// simplereenroll with curl's client certificate (`--cert`/`--key`) and a new request.
+fn reenroll(ab: &AuthorityBed, node: &Node, client: Option<(&str, &str)>, csr: &str) -> Answer {
+    let data = format!("@{csr}");
+    let mut args = vec![
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        &data,
+    ];
+    if let Some((cert, key)) = client {
+        args.extend(["--cert", cert, "--key", key]);
+    }
+    curl(ab, &node.url("simplereenroll"), None, &args)
+}
+
+fn serial_of(ab: &AuthorityBed, cert_pem_file: &str) -> String {
+    openssl(ab, &["x509", "-in", cert_pem_file, "-noout", "-serial"])
+        .ok()
+        .stdout
+        .trim()
+        .trim_start_matches("serial=")
+        .to_lowercase()
+}
+
+fn cert_record(ab: &AuthorityBed, user: &str, serial: &str) -> serde_json::Value {
+    ab.user(user)["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .find(|c| c["serial"].as_str().map(str::to_lowercase).as_deref() == Some(serial))
+        .cloned()
+        .unwrap_or_else(|| panic!("no certificate {serial} in {}", ab.user(user)))
+}
+
+/// A user's signing certificate carries only emailProtection (no clientAuth), and it is what
+/// simplereenroll authenticates with: curl presents it, the node renews, the old certificate
+/// is superseded and cannot renew again.
+#[test]
+fn simplereenroll_renews_with_the_signing_certificate_as_curl_client_certificate() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("kate", &["--email", "kate@example.org"]);
+    let node = start(&ab, "a", &[]);
+    let (sig_key, sig_pem) = enroll_with_openssl(&ab, &node, "kate", &key);
+    let old_serial = serial_of(&ab, &sig_pem);
+    let (new_key, new_csr) = openssl_csr(&ab, "renewed", "ec", "laptop");
+    let audit_before = audit_len(&ab);
+
+    // No client certificate: 401 with a reason, nothing changed.
+    let user_before = ab.user("kate");
+    let a = reenroll(&ab, &node, None, &new_csr);
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert!(a.text().contains("client certificate"), "{}", a.text());
+    assert_eq!(
+        (ab.user("kate"), audit_len(&ab)),
+        (user_before, audit_before)
+    );
+
+    // The current signing certificate: a new certificate for the new key.
+    let a = reenroll(&ab, &node, Some((&sig_pem, &sig_key)), &new_csr);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.content_type,
+        "application/pkcs7-mime; smime-type=certs-only"
+    );
+    let new_pem = ab.file("renewed.pem", certs_pem(&ab, "renewed", &a.body).as_bytes());
+    openssl(
+        &ab,
+        &[
+            "verify",
+            "-CAfile",
+            &ab.ca,
+            "-purpose",
+            "smimesign",
+            &new_pem,
+        ],
+    )
+    .ok();
+    let cert_key = openssl(&ab, &["x509", "-in", &new_pem, "-noout", "-pubkey"])
+        .ok()
+        .stdout;
+    let csr_key = openssl(&ab, &["pkey", "-in", &new_key, "-pubout"])
+        .ok()
+        .stdout;
+    assert_eq!(
+        cert_key, csr_key,
+        "the new certificate is for the request's key"
+    );
+    assert!(
+        !cert_record(&ab, "kate", &old_serial)["superseded"].is_null(),
+        "{}",
+        ab.user("kate")
+    );
+    assert_eq!(audit_len(&ab), audit_before + 1);
+    let log = ab.run(&["authority", "log", "--dir", &ab.dir]).ok().stdout;
+    assert!(log.contains("simplereenroll"), "{log}");
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+
+    // The superseded certificate with another key: 403 with a reason, nothing issued.
+    let (_k, other_csr) = openssl_csr(&ab, "again", "ec", "laptop");
+    let certs_before = ab.user("kate")["certificates"].clone();
+    let a = reenroll(&ab, &node, Some((&sig_pem, &sig_key)), &other_csr);
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(a.text().contains("renewed already"), "{}", a.text());
+    assert_eq!(ab.user("kate")["certificates"], certs_before);
+
+    // The new certificate renews in turn.
+    let a = reenroll(&ab, &node, Some((&new_pem, &new_key)), &other_csr);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let newest = ab.file("newest.pem", certs_pem(&ab, "newest", &a.body).as_bytes());
+
+    // Revoked (the node stops: it holds the authority's SoftHSM lock while it serves).
+    drop(node);
+    ab.authority("revoke", &["kate"]).ok();
+    let node = start(&ab, "b", &[]);
+    let newest_key = p(&ab, "again.key");
+    let (_k, last_csr) = openssl_csr(&ab, "last", "ec", "laptop");
+    let certs_before = ab.user("kate")["certificates"].clone();
+    let a = reenroll(&ab, &node, Some((&newest, &newest_key)), &last_csr);
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(a.text().contains("revoked"), "{}", a.text());
+    assert_eq!(ab.user("kate")["certificates"], certs_before);
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+}
+
+/// A client certificate of another CA — even one with the same name as the authority's —
+/// is refused in the handshake; nothing is issued or logged.
+#[test]
+fn simplereenroll_refuses_a_client_certificate_of_another_ca() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("liam", &["--email", "liam@example.org"]);
+    let node = start(&ab, "a", &[]);
+    enroll_with_openssl(&ab, &node, "liam", &key);
+    let (ca_key, ca_pem) = (p(&ab, "other-ca.key"), p(&ab, "other-ca.pem"));
+    openssl(
+        &ab,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-subj",
+            "/O=Example/CN=EST CA",
+            "-days",
+            "30",
+            "-out",
+            &ca_pem,
+        ],
+    )
+    .ok();
+    let (forged_key, forged_csr_b64) = openssl_csr(&ab, "forged", "ec", "liam");
+    let forged_csr = p(&ab, "forged.csr.der");
+    let forged = p(&ab, "forged.pem");
+    openssl(
+        &ab,
+        &[
+            "x509",
+            "-req",
+            "-inform",
+            "DER",
+            "-in",
+            &forged_csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-days",
+            "30",
+            "-out",
+            &forged,
+        ],
+    )
+    .ok();
+    let before = (ab.user("liam"), audit_len(&ab));
+    let a = reenroll(&ab, &node, Some((&forged, &forged_key)), &forged_csr_b64);
+    assert_ne!(a.status, 200, "{}", a.text());
+    assert!(
+        a.status == 0 || a.status == 401 || a.status == 403,
+        "{}",
+        a.status
+    );
+    assert_eq!((ab.user("liam"), audit_len(&ab)), before);
+}

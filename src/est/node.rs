@@ -90,6 +90,7 @@ pub fn refusal(e: &AuthorityError) -> Refusal {
         | AuthorityError::TempKeySpent { .. }
         | AuthorityError::UnknownUser { .. } => 401,
         AuthorityError::BadRequest(_) | AuthorityError::TempKey(_) => 400,
+        AuthorityError::CertNotCurrent { .. } => 403,
         AuthorityError::UserState { .. } => 409,
         _ => 500,
     };
@@ -997,13 +998,10 @@ fn check_current(
     cert: &Certificate,
 ) -> Result<(), AuthorityError> {
     let refuse = |why: &str| {
-        Err(AuthorityError::UserState {
+        Err(AuthorityError::CertNotCurrent {
             user: user.name.clone(),
-            state: format!("{:?}", user.state).to_lowercase(),
-            hint: format!(
-                "certificate {} {why}; renew with the current signing certificate, or have the authority recover the user",
-                issued.serial
-            ),
+            serial: issued.serial.clone(),
+            why: why.to_string(),
         })
     };
     if issued.revoked.is_some() {
@@ -1013,7 +1011,10 @@ fn check_current(
         return refuse("was renewed already");
     }
     if user.state != UserState::Active {
-        return refuse("belongs to a user who is not active");
+        return refuse(&format!(
+            "belongs to a user who is {}",
+            format!("{:?}", user.state).to_lowercase()
+        ));
     }
     if x509::check_validity(cert, SystemTime::now()).is_err() {
         return refuse("is not valid now");

@@ -166,7 +166,8 @@ fn server_names(opts: &ServeOptions, bound: SocketAddr) -> Vec<String> {
 }
 
 /// The TLS key (P-256, in memory only), its certificate from the authority's CA, and a
-/// verifier that asks for client certificates of the same CA.
+/// verifier that asks for (does not require) client certificates of the same CA
+/// ([`super::client_auth`]: no clientAuth usage needed).
 fn tls_config(
     ch: &Change<'_>,
     dir: &Path,
@@ -187,17 +188,12 @@ fn tls_config(
             .map_err(|e| ServeError::Tls(format!("encoding a certificate: {e}")))
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(der_of(&ca)?)
-        .map_err(|e| ServeError::Tls(format!("the CA certificate: {e}")))?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
+    let verifier = super::client_auth::AuthorityClientVerifier::new(
+        vec![ca.clone()],
+        provider.signature_verification_algorithms,
     )
-    .allow_unauthenticated()
-    .build()
     .map_err(|e| ServeError::Tls(format!("the client verifier: {e}")))?;
+    let verifier = Arc::new(verifier);
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServeError::Tls(e.to_string()))?
