@@ -1316,3 +1316,61 @@ fn simplereenroll_refuses_a_client_certificate_of_another_ca() {
     );
     assert_eq!((ab.user("liam"), audit_len(&ab)), before);
 }
+
+/// keyward-archive gives the archived keys only to the transport key serverkeygen enveloped
+/// the new key to, and only while the temporary key is valid: an attacker holding the spent
+/// key and sending their own RSA transport key gets nothing, before or after its expiry.
+#[test]
+fn keyward_archive_is_bound_to_serverkeygens_transport_key_and_the_keys_lifetime() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("mia", &["--email", "mia@example.org", "--expires", "10s"]);
+    let node = start(&ab, "a", &[]);
+    let cred = Some(("mia", key.as_str()));
+    let (_s, sig) = openssl_csr(&ab, "sig", "ec", "laptop");
+    let (t, tr) = openssl_csr(&ab, "t", "rsa", "laptop");
+    assert_eq!(post(&ab, &node, "simpleenroll", cred, &sig).status, 200);
+    let g = post(&ab, &node, "serverkeygen", cred, &tr);
+    assert_eq!(g.status, 200, "{}", g.text());
+    let issued = Instant::now();
+
+    // The attacker's own RSA transport key: refused with a reason, nothing given out.
+    let (_a, attacker) = openssl_csr(&ab, "attacker", "rsa", "whatever");
+    let log_before = ab.run(&["authority", "log", "--dir", &ab.dir]).ok().stdout;
+    let a = post(&ab, &node, "keyward-archive", cred, &attacker);
+    assert_eq!(a.status, 409, "{}", a.text());
+    assert!(a.text().contains("transport key"), "{}", a.text());
+    assert!(
+        !a.text().contains("BEGIN") && !a.text().contains("--keyward"),
+        "{}",
+        a.text()
+    );
+    let log = ab.run(&["authority", "log", "--dir", &ab.dir]).ok().stdout;
+    assert!(
+        !log[log_before.len()..].contains("enveloped to"),
+        "nothing given out: {log}"
+    );
+
+    // The legitimate transport key: the archived key, again for a lost answer.
+    for _ in 0..2 {
+        let h = post(&ab, &node, "keyward-archive", cred, &tr);
+        assert_eq!(h.status, 200, "{}", h.text());
+        let parts = parts(&h);
+        assert_eq!(parts.len(), 2);
+        let (k, c) = open_key_part(&ab, "h", &parts[0], &parts[1], &t);
+        assert_eq!(k, c);
+    }
+    assert!(
+        issued.elapsed() < Duration::from_secs(9),
+        "too slow for the 10 s key"
+    );
+
+    // After the temporary key expired: refused, with either transport key.
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(issued.elapsed()));
+    for csr in [&tr, &attacker] {
+        let late = post(&ab, &node, "keyward-archive", cred, csr);
+        assert_eq!(late.status, 401, "{}", late.text());
+        assert!(late.text().contains("expired"), "{}", late.text());
+    }
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+}

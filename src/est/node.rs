@@ -69,6 +69,18 @@ struct Done {
     transport_spki: String,
     /// The multipart answer.
     answer: String,
+    /// SHA-256 of the SPKI of the key the new key was enveloped to (the request's own, or the
+    /// one its AsymmetricDecryptKeyIdentifier names), hex; `keyward-archive` gives the archived
+    /// keys only to it. Absent in records made before it was kept: then `transport_spki`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enveloped_to: Option<String>,
+}
+
+impl Done {
+    /// SHA-256 of the SPKI of the key serverkeygen enveloped the new key to, hex.
+    fn enveloped_to(&self) -> &str {
+        self.enveloped_to.as_deref().unwrap_or(&self.transport_spki)
+    }
 }
 
 /// Logs (info) how long a granted request took and how much of it held the authority's lock
@@ -425,6 +437,7 @@ pub fn server_keygen(
     bound.done = Some(Done {
         transport_spki: transport_hash,
         answer: made.answer.clone(),
+        enveloped_to: Some(sha256_hex(&transport.spki)),
     });
     put_binding(&mut a, user, &bound)?;
     a.audit(
@@ -1050,10 +1063,12 @@ fn renewed_for(
 /// keyward's extension `keyward-archive`: a recovered user's archived encryption keys, after
 /// the EST enrollment with the recovery's temporary key is finished (simpleenroll, then
 /// serverkeygen). The same temporary key authenticates it (spent, it is checked against its
-/// hash; a wrong one is counted, 5 lock it); each archived key (oldest first, the new one
-/// last) is unwrapped on the authority's token, enveloped to the request's transport key (as
-/// serverkeygen's: the key the AsymmetricDecryptKeyIdentifier names, else the request's own)
-/// and signed by the CA key; the giving-out is in the audit log. Returns the multipart answer:
+/// hash while it has not expired; a wrong one is counted, 5 lock it), and the request's
+/// transport key (as serverkeygen's: the key the AsymmetricDecryptKeyIdentifier names, else
+/// the request's own) must be the one serverkeygen enveloped the new key to — so a retry
+/// after a lost answer works, a holder of the spent key alone gets nothing (409). Each archived
+/// key (oldest first, the new one last) is unwrapped on the authority's token, enveloped to
+/// that transport key and signed by the CA key; the giving-out is in the audit log. Returns the multipart answer:
 /// per key, its SignedData(EnvelopedData) part and its certificate, certs-only.
 pub fn archive_history(
     ch: &Change<'_>,
@@ -1067,12 +1082,24 @@ pub fn archive_history(
         wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
     }
     let (mut a, mut session) = open_vouched(ch, dir)?;
-    if let Err(e) = check_history_key(&mut a, basic) {
-        record_refusal(ch, &mut a, &mut session, "archive-history", &basic.user, &e);
-        return Err(e);
-    }
+    let enveloped_to = match check_history_key(&mut a, basic) {
+        Ok(done) => done.enveloped_to().to_string(),
+        Err(e) => {
+            record_refusal(ch, &mut a, &mut session, "archive-history", &basic.user, &e);
+            return Err(e);
+        }
+    };
     let user = basic.user.as_str();
     let transport = transport_for(&mut a, user, csr, decrypt_key_id.as_deref())?;
+    if sha256_hex(&transport.spki) != enveloped_to {
+        let e = AuthorityError::UserState {
+            user: user.to_string(),
+            state: "active".into(),
+            hint: "the archived keys are given out only to the transport key serverkeygen enveloped the new key to; send a request with that key (or naming it)".into(),
+        };
+        record_refusal(ch, &mut a, &mut session, "archive-history", user, &e);
+        return Err(e);
+    }
     let mech = crate::enroll::delivery::authority_wrap(&session, ch.module)?;
     let archive_key = crate::authority::process::archive_key(&a, &session)?;
     let archived = a.user(user)?.archive.clone();
@@ -1111,9 +1138,9 @@ pub fn archive_history(
     Ok(wire::keys_body(&parts))
 }
 
-/// The temporary key of the user's finished EST enrollment (spent), checked against its hash;
-/// a wrong one is counted (5 lock it).
-fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), AuthorityError> {
+/// The temporary key of the user's finished EST enrollment (spent, not expired), checked
+/// against its hash; a wrong one is counted (5 lock it). Returns what serverkeygen recorded.
+fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<Done, AuthorityError> {
     let user = a.user(&basic.user)?.clone();
     let not_yet = || {
         AuthorityError::UserState {
@@ -1128,8 +1155,14 @@ fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), Authorit
     let Some(record) = user.temp_key.as_ref().filter(|t| t.spent) else {
         return Err(not_yet());
     };
-    if current_binding(a, &basic.user)?.is_none_or(|b| b.done.is_none()) {
+    let Some(done) = current_binding(a, &basic.user)?.and_then(|b| b.done) else {
         return Err(not_yet());
+    };
+    if record.expired(SystemTime::now())? {
+        return Err(AuthorityError::TempKeyExpired {
+            user: basic.user.clone(),
+            at: record.expires.clone(),
+        });
     }
     if record.attempts >= MAX_TRIES {
         return Err(AuthorityError::TempKeyLocked {
@@ -1138,7 +1171,7 @@ fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), Authorit
     }
     let key = TempKey::parse(basic.password.expose_secret())?;
     if key.verify(&record.phc)? {
-        return Ok(());
+        return Ok(done);
     }
     let attempts = record.attempts + 1;
     if let Some(t) = a.user_mut(&basic.user)?.temp_key.as_mut() {
