@@ -1374,3 +1374,74 @@ fn keyward_archive_is_bound_to_serverkeygens_transport_key_and_the_keys_lifetime
     ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
         .ok();
 }
+
+/// simpleenroll certifies no weak key: an RSA-1024 request is refused with its size named,
+/// an EC key on another curve than P-256 too; nothing is issued or recorded.
+#[test]
+fn simpleenroll_refuses_weak_keys_with_the_size_named() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("noah", &[]);
+    let node = start(&ab, "a", &[]);
+    let before = (ab.user("noah"), audit_len(&ab));
+    let cred = Some(("noah", key.as_str()));
+    for (name, newkey) in [("rsa1024", "rsa:1024"), ("rsa512", "rsa:512")] {
+        let (der, b64) = (
+            p(&ab, &format!("{name}.der")),
+            p(&ab, &format!("{name}.b64")),
+        );
+        let keyfile = p(&ab, &format!("{name}.key"));
+        openssl(
+            &ab,
+            &[
+                "req",
+                "-new",
+                "-nodes",
+                "-newkey",
+                newkey,
+                "-keyout",
+                &keyfile,
+                "-subj",
+                "/CN=laptop",
+                "-outform",
+                "DER",
+                "-out",
+                &der,
+            ],
+        )
+        .ok();
+        openssl(&ab, &["base64", "-in", &der, "-out", &b64]).ok();
+        let a = post(&ab, &node, "simpleenroll", cred, &b64);
+        assert_eq!(a.status, 400, "{}", a.text());
+        let bits = newkey.trim_start_matches("rsa:");
+        assert!(a.text().contains(&format!("{bits} bits")), "{}", a.text());
+        assert!(a.text().contains("2048"), "{}", a.text());
+    }
+    let (der, b64) = (p(&ab, "p384.der"), p(&ab, "p384.b64"));
+    let keyfile = p(&ab, "p384.key");
+    openssl(
+        &ab,
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-keyout",
+            &keyfile,
+            "-subj",
+            "/CN=laptop",
+            "-outform",
+            "DER",
+            "-out",
+            &der,
+        ],
+    )
+    .ok();
+    openssl(&ab, &["base64", "-in", &der, "-out", &b64]).ok();
+    let a = post(&ab, &node, "simpleenroll", cred, &b64);
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("P-256"), "{}", a.text());
+    assert_eq!((ab.user("noah"), audit_len(&ab)), before);
+}

@@ -157,7 +157,9 @@ pub struct CheckedCsr {
     pub spki: Vec<u8>,
 }
 
-/// Parses a PKCS#10 request and checks its self-signature (proof of possession).
+/// Parses a PKCS#10 request, checks its key is strong enough
+/// ([`PublicKey::check_strength`]: RSA of 2048 bits or more, or P-256) and its self-signature
+/// (proof of possession).
 pub fn check_csr(der_bytes: &[u8]) -> Result<CheckedCsr, Refusal> {
     let csr = CertReq::from_der(der_bytes)
         .map_err(|e| Refusal::bad(format!("the body is not a PKCS#10 request: {e}")))?;
@@ -171,6 +173,8 @@ pub fn check_csr(der_bytes: &[u8]) -> Result<CheckedCsr, Refusal> {
             "the request's key is not one keyward takes (RSA or P-256): {e}"
         ))
     })?;
+    key.check_strength()
+        .map_err(|e| Refusal::bad(format!("the request's key {e}")))?;
     let info = csr
         .info
         .to_der()
