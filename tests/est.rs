@@ -1445,3 +1445,111 @@ fn simpleenroll_refuses_weak_keys_with_the_size_named() {
     assert!(a.text().contains("P-256"), "{}", a.text());
     assert_eq!((ab.user("noah"), audit_len(&ab)), before);
 }
+
+/// Anyone can send a user name: names no user can have are refused at the door, unknown users
+/// are refused without a word in the audit log (the node's own log says it), and a wrong key
+/// of an existing user stays counted and audited.
+#[test]
+fn unauthenticated_clients_do_not_write_the_audit_log() {
+    use base64ct::Encoding;
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("olga", &[]);
+    let wrong = ab.add_user("pete", &[]);
+    let node = start(&ab, "a", &[("RUST_LOG", "info")]);
+    let (_k, csr) = openssl_csr(&ab, "sig", "ec", "laptop");
+    let (_t, tr) = openssl_csr(&ab, "t", "rsa", "laptop");
+    let before = audit_len(&ab);
+    for i in 0..50 {
+        let user = format!("nobody{i}");
+        let (endpoint, body) = match i % 3 {
+            0 => ("simpleenroll", &csr),
+            1 => ("serverkeygen", &tr),
+            _ => ("keyward-archive", &tr),
+        };
+        let a = post(&ab, &node, endpoint, Some((&user, &key)), body);
+        assert_eq!(a.status, 401, "{endpoint}: {}", a.text());
+    }
+    assert_eq!(
+        audit_len(&ab),
+        before,
+        "unknown users leave no audit entries"
+    );
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(log.contains("nobody49"), "the node's log says it: {log}");
+
+    // A name with a newline and ESC: refused, in neither log.
+    let cred = base64ct::Base64::encode_string(b"olga\n\x1b[2Jforged entry:x");
+    let header = format!("Authorization: Basic {cred}");
+    let data = format!("@{csr}");
+    let a = curl(
+        &ab,
+        &node.url("simpleenroll"),
+        None,
+        &[
+            "-H",
+            &header,
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            &data,
+        ],
+    );
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert!(a.text().contains("no user name"), "{}", a.text());
+    assert!(!a.text().contains('\x1b'), "{}", a.text());
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(!log.contains('\x1b') && !log.contains("forged"), "{log}");
+    let audit = ab.run(&["authority", "log", "--dir", &ab.dir]).ok().stdout;
+    assert!(!audit.contains("forged"), "{audit}");
+    assert_eq!(audit_len(&ab), before);
+
+    // A wrong key of an existing user: counted and audited.
+    let a = post(&ab, &node, "simpleenroll", Some(("olga", &wrong)), &csr);
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert_eq!(audit_len(&ab), before + 1);
+    assert_eq!(
+        ab.user("olga")["temporary_key"]["attempts"].as_u64(),
+        Some(1)
+    );
+}
+
+/// A malformed or tampered keyward-enroll body is a 400 whose reason names no path of the
+/// node's; the Content-Type must be the request's media type exactly (parameters allowed).
+#[test]
+fn keyward_enroll_refuses_malformed_requests_with_400_and_an_exact_media_type() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    ab.add_user("quin", &[]);
+    let node = start(&ab, "a", &[]);
+    let before = audit_len(&ab);
+    let send = |content_type: &str, body: &[u8]| {
+        let f = ab.file("enroll-body", body);
+        let data = format!("@{f}");
+        let header = format!("Content-Type: {content_type}");
+        curl(
+            &ab,
+            &node.url("keyward-enroll"),
+            None,
+            &["-H", &header, "--data-binary", &data],
+        )
+    };
+    let tampered = b"format = \"keyward-request\"\nversion = 1\nuser = \"quin\"\n\n[signature]\nvalue = \"AAAA\"\n";
+    for body in [&b"hello"[..], &b"\xff\xfe\x00junk"[..], &tampered[..]] {
+        for ct in [
+            "application/vnd.keyward.request",
+            "application/vnd.keyward.request; charset=utf-8",
+        ] {
+            let a = send(ct, body);
+            assert_eq!(a.status, 400, "{ct}: {}", a.text());
+            assert!(
+                !a.text().contains("/tmp") && !a.text().contains("keyward-est"),
+                "a server path: {}",
+                a.text()
+            );
+            assert!(!a.text().contains("Content-Type"), "{}", a.text());
+        }
+    }
+    let a = send("application/vnd.keyward.requestX", tampered);
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("Content-Type"), "{}", a.text());
+    assert_eq!(audit_len(&ab), before, "bad bodies are not audited");
+}

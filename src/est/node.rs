@@ -136,10 +136,21 @@ fn record_refusal(
     subject: &str,
     e: &AuthorityError,
 ) {
+    if let AuthorityError::UnknownUser { user } = e {
+        // Anyone can name a user who does not exist: that is no event of the authority's, and
+        // the audit log is not theirs to fill. The node's log says it, the name escaped and cut.
+        log::info!("{action} refused: no user {:?}", cut(user));
+        return;
+    }
     a.audit("est", action, subject, "refused", &e.to_string());
     if let Err(log_err) = a.commit(ch.module, session, ch.pin) {
         log::error!("could not record the refused {action} in the audit log: {log_err}");
     }
+}
+
+/// At most 64 characters of `text` (for the node's log).
+fn cut(text: &str) -> String {
+    text.chars().take(64).collect()
 }
 
 /// Checks the user may enroll and the temporary key, counting a wrong one.
@@ -907,6 +918,31 @@ pub fn process_request(
     dir: &Path,
     request: &[u8],
 ) -> Result<Vec<u8>, AuthorityError> {
+    // The request is checked here first: a malformed, forged or tampered one, or one for a
+    // user who does not exist, is a bad request of the client's — refused without a word in
+    // the audit log and without naming this node's scratch files.
+    let text = std::str::from_utf8(request).map_err(|e| {
+        AuthorityError::BadRequest(format!(
+            "the request is not UTF-8 text (byte {}); send a request file of `keyward enroll -o`",
+            e.valid_up_to()
+        ))
+    })?;
+    let verified = crate::authority::process::parse_request(Path::new("the request"), text)
+        .map_err(|e| {
+            AuthorityError::BadRequest(format!("{e}; send a request file of `keyward enroll -o`"))
+        })?;
+    let user = &verified.body.user;
+    if crate::names::check_user_name(user).is_err() {
+        return Err(AuthorityError::BadRequest(
+            "the request names no valid user name".into(),
+        ));
+    }
+    if let Err(e @ AuthorityError::UnknownUser { .. }) =
+        AuthorityDir::open_read(dir).and_then(|mut a| a.user(user).map(|_| ()))
+    {
+        log::info!("keyward-enroll refused: no user {:?}", cut(user));
+        return Err(e);
+    }
     let scratch = tempfile::Builder::new()
         .prefix("keyward-est")
         .tempdir()

@@ -410,7 +410,15 @@ fn basic_of(headers: &HeaderMap) -> Result<wire::Basic, Refusal> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         Refusal::unauthorized("no credentials: send the user name and temporary key as HTTP Basic")
     })?;
-    wire::parse_basic(value.as_bytes())
+    let basic = wire::parse_basic(value.as_bytes())?;
+    // Checked before the authority sees it: a name no user can have is refused here, never
+    // logged or written to the audit log.
+    if crate::names::check_user_name(&basic.user).is_err() {
+        return Err(Refusal::unauthorized(
+            "the Basic user name is no user name (1-64 letters, digits and . _ @ -, not starting with - or .); send your user name and temporary key",
+        ));
+    }
+    Ok(basic)
 }
 
 async fn cacerts(State(state): State<AppState>) -> Response {
@@ -499,15 +507,10 @@ fn multipart(result: Result<String, Refusal>) -> Response {
 
 async fn keyward_enroll(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let media = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !media.starts_with(KEYWARD_REQUEST) {
-            return Err(Refusal::bad(format!(
-                "Content-Type {media:?} is not {KEYWARD_REQUEST}"
-            )));
-        }
+        wire::check_media_type(
+            headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            KEYWARD_REQUEST,
+        )?;
         let bytes = read_limited(&state, &headers, body).await?;
         on_token(&state, move |ch, dir| {
             node::process_request(ch, dir, &bytes).map_err(|e| node::refusal(&e))

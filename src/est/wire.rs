@@ -99,16 +99,22 @@ pub fn parse_basic(header: &[u8]) -> Result<Basic, Refusal> {
 
 /// Checks that the Content-Type is `application/pkcs10` (parameters allowed).
 pub fn check_content_type(value: Option<&[u8]>) -> Result<(), Refusal> {
+    check_media_type(value, PKCS10)
+}
+
+/// Checks that the Content-Type is exactly the media type `expected` (case aside; parameters
+/// after `;` allowed, a longer type with the same start is not it).
+pub fn check_media_type(value: Option<&[u8]>, expected: &str) -> Result<(), Refusal> {
     let value = value
-        .ok_or_else(|| Refusal::bad("the request has no Content-Type; send application/pkcs10"))?;
+        .ok_or_else(|| Refusal::bad(format!("the request has no Content-Type; send {expected}")))?;
     let text = std::str::from_utf8(value).unwrap_or("");
     let media = text.split(';').next().unwrap_or("").trim();
-    if media.eq_ignore_ascii_case(PKCS10) {
+    if media.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
+        let shown: String = String::from_utf8_lossy(value).chars().take(100).collect();
         Err(Refusal::bad(format!(
-            "Content-Type {:?} is not application/pkcs10",
-            String::from_utf8_lossy(value)
+            "Content-Type {shown:?} is not {expected}"
         )))
     }
 }
