@@ -1553,3 +1553,71 @@ fn keyward_enroll_refuses_malformed_requests_with_400_and_an_exact_media_type() 
     assert!(a.text().contains("Content-Type"), "{}", a.text());
     assert_eq!(audit_len(&ab), before, "bad bodies are not audited");
 }
+
+/// A node out of file descriptors (`ulimit -n 64`, 150 idle connections) neither spins nor
+/// floods its log: it backs off, and answers again once the idle connections are gone.
+#[test]
+fn a_node_out_of_file_descriptors_backs_off_and_recovers() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let ready = ab.path("ready-fd");
+    let log = ab.path("serve-fd.log");
+    let inner = ab.keyward();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .args([
+            "authority",
+            "serve",
+            "--dir",
+            &ab.dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--request-timeout",
+            "2s",
+            "--ready-file",
+            &ready.to_string_lossy(),
+        ]);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("KEYWARD_PIN", AUTHORITY_PIN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let child = cmd.spawn().expect("start keyward authority serve");
+    let mut node = Node {
+        addr: String::new(),
+        log: log.clone(),
+        child,
+    };
+    node.addr = util::wait_until_serving(&mut node.child, &ready, &log);
+    let idle: Vec<_> = (0..150)
+        .filter_map(|_| std::net::TcpStream::connect(&node.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    drop(idle);
+    let started = Instant::now();
+    let answered = loop {
+        let a = curl(&ab, &node.url("cacerts"), None, &["--max-time", "5"]);
+        if a.status == 200 || started.elapsed() > Duration::from_secs(20) {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    let size = std::fs::metadata(&log).unwrap().len();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("accepting a connection failed"),
+        "the node never ran out of file descriptors: {text}"
+    );
+    assert!(
+        size < 8 * 1024,
+        "{size} bytes of log:\n{}",
+        &text[..text.len().min(2000)]
+    );
+}
