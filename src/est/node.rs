@@ -158,6 +158,13 @@ fn check_temp_key(a: &mut AuthorityDir, basic: &Basic) -> Result<String, Authori
     let user = a.user(&basic.user)?.clone();
     match user.state {
         UserState::Pending | UserState::Recovering => {}
+        // The enrollment is done and its key spent (a retry of serverkeygen with the same
+        // keys was answered before this): refused as a spent key, as the module says.
+        UserState::Active if user.temp_key.as_ref().is_some_and(|t| t.spent) => {
+            return Err(AuthorityError::TempKeySpent {
+                user: user.name.clone(),
+            })
+        }
         UserState::Active => return Err(crate::authority::users::state_error(
             &user,
             "already enrolled; renew with simplereenroll, or have the authority recover the user",

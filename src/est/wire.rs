@@ -191,7 +191,8 @@ pub fn check_csr(der_bytes: &[u8]) -> Result<CheckedCsr, Refusal> {
     Ok(CheckedCsr { csr, key, spki })
 }
 
-/// The keyset name a request carries: its subject's commonName (1–32 bytes of a keyset name).
+/// The keyset name a request carries: its subject's commonName, a keyset name (1–256 bytes,
+/// no control characters, no leading or trailing space; [`crate::keyset::name::KeysetName`]).
 pub fn keyset_of(csr: &CertReq) -> Result<String, Refusal> {
     let cn = csr
         .info
