@@ -5,7 +5,11 @@
 //! an oversized body (413), a slow client (timed out: silent, or stalling its body), a node
 //! killed mid-request (nothing lost, the retry succeeds once); serverkeygen's SignedData and
 //! the AsymmetricDecryptKeyIdentifier; keyward's client enrolling and renewing online; the
-//! archived keys of a recovered user (`keyward-archive`). Each node listens on 127.0.0.1:0 and announces its port
+//! archived keys of a recovered user (`keyward-archive`, bound to serverkeygen's transport
+//! key and the temporary key's lifetime); simplereenroll with curl's client certificate (the
+//! emailProtection-only signing certificate) and its refusals; weak keys refused; unknown and
+//! malformed users kept out of the audit log; malformed keyward-enroll bodies; a node out of
+//! file descriptors backing off. Each node listens on 127.0.0.1:0 and announces its port
 //! in a ready file, so the tests run in parallel.
 
 mod util;
