@@ -1226,6 +1226,14 @@ fn simplereenroll_renews_with_the_signing_certificate_as_curl_client_certificate
     ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
         .ok();
 
+    // The same request again (a lost answer): the same certificate, nothing new.
+    let certs_before = ab.user("kate")["certificates"].clone();
+    let again = reenroll(&ab, &node, Some((&sig_pem, &sig_key)), &new_csr);
+    assert_eq!(again.status, 200, "{}", again.text());
+    let again_pem = certs_pem(&ab, "renewed-again", &again.body);
+    assert_eq!(again_pem, std::fs::read_to_string(&new_pem).unwrap());
+    assert_eq!(ab.user("kate")["certificates"], certs_before);
+
     // The superseded certificate with another key: 403 with a reason, nothing issued.
     let (_k, other_csr) = openssl_csr(&ab, "again", "ec", "laptop");
     let certs_before = ab.user("kate")["certificates"].clone();
