@@ -5,7 +5,11 @@
 //! an oversized body (413), a slow client (timed out: silent, or stalling its body), a node
 //! killed mid-request (nothing lost, the retry succeeds once); serverkeygen's SignedData and
 //! the AsymmetricDecryptKeyIdentifier; keyward's client enrolling and renewing online; the
-//! archived keys of a recovered user (`keyward-archive`). Each node listens on 127.0.0.1:0 and announces its port
+//! archived keys of a recovered user (`keyward-archive`, bound to serverkeygen's transport
+//! key and the temporary key's lifetime); simplereenroll with curl's client certificate (the
+//! emailProtection-only signing certificate) and its refusals; weak keys refused; unknown and
+//! malformed users kept out of the audit log; malformed keyward-enroll bodies; a node out of
+//! file descriptors backing off. Each node listens on 127.0.0.1:0 and announces its port
 //! in a ready file, so the tests run in parallel.
 
 mod util;
@@ -409,14 +413,11 @@ fn openssl_enrolls_and_decrypts_its_server_generated_key() {
     // After that the key is spent for everything else.
     let (_k4, t2) = openssl_csr(&ab, "transport2", "rsa", "laptop");
     let spent = post(&ab, &node, "serverkeygen", Some(("alice", &key)), &t2);
-    assert_eq!(spent.status, 409, "{}", spent.text());
-    assert!(
-        spent.text().contains("already enrolled"),
-        "{}",
-        spent.text()
-    );
+    assert_eq!(spent.status, 401, "{}", spent.text());
+    assert!(spent.text().contains("already used"), "{}", spent.text());
     let late = post(&ab, &node, "simpleenroll", Some(("alice", &key)), &sig_csr);
-    assert_eq!(late.status, 409, "{}", late.text());
+    assert_eq!(late.status, 401, "{}", late.text());
+    assert!(late.text().contains("already used"), "{}", late.text());
     ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
         .ok();
 }
@@ -1111,4 +1112,521 @@ fn a_recovered_user_gets_the_archived_keys_with_curl_and_openssl() {
     assert_eq!((c1, c2), (first_enc, new_enc));
     ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
         .ok();
+}
+
+/// A user enrolled by simpleenroll + serverkeygen with openssl keys; returns (temporary key,
+/// signing key file, signing certificate PEM file).
+fn enroll_with_openssl(ab: &AuthorityBed, node: &Node, user: &str, key: &str) -> (String, String) {
+    let (sig_key, sig_csr) = openssl_csr(ab, &format!("{user}-sig"), "ec", "laptop");
+    let (_t, t_csr) = openssl_csr(ab, &format!("{user}-transport"), "rsa", "laptop");
+    let a = post(ab, node, "simpleenroll", Some((user, key)), &sig_csr);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let pem = certs_pem(ab, &format!("{user}-sig"), &a.body);
+    let g = post(ab, node, "serverkeygen", Some((user, key)), &t_csr);
+    assert_eq!(g.status, 200, "{}", g.text());
+    assert_eq!(ab.user(user)["state"], "active");
+    (sig_key, ab.file(&format!("{user}-sig.pem"), pem.as_bytes()))
+}
+
+/// simplereenroll with curl's client certificate (`--cert`/`--key`) and a new request.
+fn reenroll(ab: &AuthorityBed, node: &Node, client: Option<(&str, &str)>, csr: &str) -> Answer {
+    let data = format!("@{csr}");
+    let mut args = vec![
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        &data,
+    ];
+    if let Some((cert, key)) = client {
+        args.extend(["--cert", cert, "--key", key]);
+    }
+    curl(ab, &node.url("simplereenroll"), None, &args)
+}
+
+fn serial_of(ab: &AuthorityBed, cert_pem_file: &str) -> String {
+    openssl(ab, &["x509", "-in", cert_pem_file, "-noout", "-serial"])
+        .ok()
+        .stdout
+        .trim()
+        .trim_start_matches("serial=")
+        .to_lowercase()
+}
+
+fn cert_record(ab: &AuthorityBed, user: &str, serial: &str) -> serde_json::Value {
+    ab.user(user)["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .find(|c| c["serial"].as_str().map(str::to_lowercase).as_deref() == Some(serial))
+        .cloned()
+        .unwrap_or_else(|| panic!("no certificate {serial} in {}", ab.user(user)))
+}
+
+/// A user's signing certificate carries only emailProtection (no clientAuth), and it is what
+/// simplereenroll authenticates with: curl presents it, the node renews, the old certificate
+/// is superseded and cannot renew again.
+#[test]
+fn simplereenroll_renews_with_the_signing_certificate_as_curl_client_certificate() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("kate", &["--email", "kate@example.org"]);
+    let node = start(&ab, "a", &[]);
+    let (sig_key, sig_pem) = enroll_with_openssl(&ab, &node, "kate", &key);
+    let old_serial = serial_of(&ab, &sig_pem);
+    let (new_key, new_csr) = openssl_csr(&ab, "renewed", "ec", "laptop");
+    let audit_before = audit_len(&ab);
+
+    // No client certificate: 401 with a reason, nothing changed.
+    let user_before = ab.user("kate");
+    let a = reenroll(&ab, &node, None, &new_csr);
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert!(a.text().contains("client certificate"), "{}", a.text());
+    assert_eq!(
+        (ab.user("kate"), audit_len(&ab)),
+        (user_before, audit_before)
+    );
+
+    // The current signing certificate: a new certificate for the new key.
+    let a = reenroll(&ab, &node, Some((&sig_pem, &sig_key)), &new_csr);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.content_type,
+        "application/pkcs7-mime; smime-type=certs-only"
+    );
+    let new_pem = ab.file("renewed.pem", certs_pem(&ab, "renewed", &a.body).as_bytes());
+    openssl(
+        &ab,
+        &[
+            "verify",
+            "-CAfile",
+            &ab.ca,
+            "-purpose",
+            "smimesign",
+            &new_pem,
+        ],
+    )
+    .ok();
+    let cert_key = openssl(&ab, &["x509", "-in", &new_pem, "-noout", "-pubkey"])
+        .ok()
+        .stdout;
+    let csr_key = openssl(&ab, &["pkey", "-in", &new_key, "-pubout"])
+        .ok()
+        .stdout;
+    assert_eq!(
+        cert_key, csr_key,
+        "the new certificate is for the request's key"
+    );
+    assert!(
+        !cert_record(&ab, "kate", &old_serial)["superseded"].is_null(),
+        "{}",
+        ab.user("kate")
+    );
+    assert_eq!(audit_len(&ab), audit_before + 1);
+    let log = ab.run(&["authority", "log", "--dir", &ab.dir]).ok().stdout;
+    assert!(log.contains("simplereenroll"), "{log}");
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+
+    // The same request again (a lost answer): the same certificate, nothing new.
+    let certs_before = ab.user("kate")["certificates"].clone();
+    let again = reenroll(&ab, &node, Some((&sig_pem, &sig_key)), &new_csr);
+    assert_eq!(again.status, 200, "{}", again.text());
+    let again_pem = certs_pem(&ab, "renewed-again", &again.body);
+    assert_eq!(again_pem, std::fs::read_to_string(&new_pem).unwrap());
+    assert_eq!(ab.user("kate")["certificates"], certs_before);
+
+    // The superseded certificate with another key: 403 with a reason, nothing issued.
+    let (_k, other_csr) = openssl_csr(&ab, "again", "ec", "laptop");
+    let certs_before = ab.user("kate")["certificates"].clone();
+    let a = reenroll(&ab, &node, Some((&sig_pem, &sig_key)), &other_csr);
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(a.text().contains("renewed already"), "{}", a.text());
+    assert_eq!(ab.user("kate")["certificates"], certs_before);
+
+    // The new certificate renews in turn.
+    let a = reenroll(&ab, &node, Some((&new_pem, &new_key)), &other_csr);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let newest = ab.file("newest.pem", certs_pem(&ab, "newest", &a.body).as_bytes());
+
+    // Revoked (the node stops: it holds the authority's SoftHSM lock while it serves).
+    drop(node);
+    ab.authority("revoke", &["kate"]).ok();
+    let node = start(&ab, "b", &[]);
+    let newest_key = p(&ab, "again.key");
+    let (_k, last_csr) = openssl_csr(&ab, "last", "ec", "laptop");
+    let certs_before = ab.user("kate")["certificates"].clone();
+    let a = reenroll(&ab, &node, Some((&newest, &newest_key)), &last_csr);
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(a.text().contains("revoked"), "{}", a.text());
+    assert_eq!(ab.user("kate")["certificates"], certs_before);
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+}
+
+/// A client certificate of another CA — even one with the same name as the authority's —
+/// is refused in the handshake; nothing is issued or logged.
+#[test]
+fn simplereenroll_refuses_a_client_certificate_of_another_ca() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("liam", &["--email", "liam@example.org"]);
+    let node = start(&ab, "a", &[]);
+    enroll_with_openssl(&ab, &node, "liam", &key);
+    let (ca_key, ca_pem) = (p(&ab, "other-ca.key"), p(&ab, "other-ca.pem"));
+    openssl(
+        &ab,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-subj",
+            "/O=Example/CN=EST CA",
+            "-days",
+            "30",
+            "-out",
+            &ca_pem,
+        ],
+    )
+    .ok();
+    let (forged_key, forged_csr_b64) = openssl_csr(&ab, "forged", "ec", "liam");
+    let forged_csr = p(&ab, "forged.csr.der");
+    let forged = p(&ab, "forged.pem");
+    openssl(
+        &ab,
+        &[
+            "x509",
+            "-req",
+            "-inform",
+            "DER",
+            "-in",
+            &forged_csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-days",
+            "30",
+            "-out",
+            &forged,
+        ],
+    )
+    .ok();
+    let before = (ab.user("liam"), audit_len(&ab));
+    let a = reenroll(&ab, &node, Some((&forged, &forged_key)), &forged_csr_b64);
+    assert_ne!(a.status, 200, "{}", a.text());
+    assert!(
+        a.status == 0 || a.status == 401 || a.status == 403,
+        "{}",
+        a.status
+    );
+    assert_eq!((ab.user("liam"), audit_len(&ab)), before);
+}
+
+/// keyward-archive gives the archived keys only to the transport key serverkeygen enveloped
+/// the new key to, and only while the temporary key is valid: an attacker holding the spent
+/// key and sending their own RSA transport key gets nothing, before or after its expiry.
+#[test]
+fn keyward_archive_is_bound_to_serverkeygens_transport_key_and_the_keys_lifetime() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("mia", &["--email", "mia@example.org", "--expires", "10s"]);
+    let node = start(&ab, "a", &[]);
+    let cred = Some(("mia", key.as_str()));
+    let (_s, sig) = openssl_csr(&ab, "sig", "ec", "laptop");
+    let (t, tr) = openssl_csr(&ab, "t", "rsa", "laptop");
+    assert_eq!(post(&ab, &node, "simpleenroll", cred, &sig).status, 200);
+    let g = post(&ab, &node, "serverkeygen", cred, &tr);
+    assert_eq!(g.status, 200, "{}", g.text());
+    let issued = Instant::now();
+
+    // The attacker's own RSA transport key: refused with a reason, nothing given out.
+    let (_a, attacker) = openssl_csr(&ab, "attacker", "rsa", "whatever");
+    let log_before = ab.run(&["authority", "log", "--dir", &ab.dir]).ok().stdout;
+    let a = post(&ab, &node, "keyward-archive", cred, &attacker);
+    assert_eq!(a.status, 409, "{}", a.text());
+    assert!(a.text().contains("transport key"), "{}", a.text());
+    assert!(
+        !a.text().contains("BEGIN") && !a.text().contains("--keyward"),
+        "{}",
+        a.text()
+    );
+    let log = ab.run(&["authority", "log", "--dir", &ab.dir]).ok().stdout;
+    assert!(
+        !log[log_before.len()..].contains("enveloped to"),
+        "nothing given out: {log}"
+    );
+
+    // The legitimate transport key: the archived key, again for a lost answer.
+    for _ in 0..2 {
+        let h = post(&ab, &node, "keyward-archive", cred, &tr);
+        assert_eq!(h.status, 200, "{}", h.text());
+        let parts = parts(&h);
+        assert_eq!(parts.len(), 2);
+        let (k, c) = open_key_part(&ab, "h", &parts[0], &parts[1], &t);
+        assert_eq!(k, c);
+    }
+    assert!(
+        issued.elapsed() < Duration::from_secs(9),
+        "too slow for the 10 s key"
+    );
+
+    // After the temporary key expired: refused, with either transport key.
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(issued.elapsed()));
+    for csr in [&tr, &attacker] {
+        let late = post(&ab, &node, "keyward-archive", cred, csr);
+        assert_eq!(late.status, 401, "{}", late.text());
+        assert!(late.text().contains("expired"), "{}", late.text());
+    }
+    ab.run(&["authority", "log", "--dir", &ab.dir, "--verify"])
+        .ok();
+}
+
+/// simpleenroll certifies no weak key: an RSA-1024 request is refused with its size named,
+/// an EC key on another curve than P-256 too; nothing is issued or recorded.
+#[test]
+fn simpleenroll_refuses_weak_keys_with_the_size_named() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("noah", &[]);
+    let node = start(&ab, "a", &[]);
+    let before = (ab.user("noah"), audit_len(&ab));
+    let cred = Some(("noah", key.as_str()));
+    for (name, newkey) in [("rsa1024", "rsa:1024"), ("rsa512", "rsa:512")] {
+        let (der, b64) = (
+            p(&ab, &format!("{name}.der")),
+            p(&ab, &format!("{name}.b64")),
+        );
+        let keyfile = p(&ab, &format!("{name}.key"));
+        openssl(
+            &ab,
+            &[
+                "req",
+                "-new",
+                "-nodes",
+                "-newkey",
+                newkey,
+                "-keyout",
+                &keyfile,
+                "-subj",
+                "/CN=laptop",
+                "-outform",
+                "DER",
+                "-out",
+                &der,
+            ],
+        )
+        .ok();
+        openssl(&ab, &["base64", "-in", &der, "-out", &b64]).ok();
+        let a = post(&ab, &node, "simpleenroll", cred, &b64);
+        assert_eq!(a.status, 400, "{}", a.text());
+        let bits = newkey.trim_start_matches("rsa:");
+        assert!(a.text().contains(&format!("{bits} bits")), "{}", a.text());
+        assert!(a.text().contains("2048"), "{}", a.text());
+    }
+    let (der, b64) = (p(&ab, "p384.der"), p(&ab, "p384.b64"));
+    let keyfile = p(&ab, "p384.key");
+    openssl(
+        &ab,
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-keyout",
+            &keyfile,
+            "-subj",
+            "/CN=laptop",
+            "-outform",
+            "DER",
+            "-out",
+            &der,
+        ],
+    )
+    .ok();
+    openssl(&ab, &["base64", "-in", &der, "-out", &b64]).ok();
+    let a = post(&ab, &node, "simpleenroll", cred, &b64);
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("P-256"), "{}", a.text());
+    assert_eq!((ab.user("noah"), audit_len(&ab)), before);
+}
+
+/// Anyone can send a user name: names no user can have are refused at the door, unknown users
+/// are refused without a word in the audit log (the node's own log says it), and a wrong key
+/// of an existing user stays counted and audited.
+#[test]
+fn unauthenticated_clients_do_not_write_the_audit_log() {
+    use base64ct::Encoding;
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let key = ab.add_user("olga", &[]);
+    let wrong = ab.add_user("pete", &[]);
+    let node = start(&ab, "a", &[("RUST_LOG", "info")]);
+    let (_k, csr) = openssl_csr(&ab, "sig", "ec", "laptop");
+    let (_t, tr) = openssl_csr(&ab, "t", "rsa", "laptop");
+    let before = audit_len(&ab);
+    for i in 0..50 {
+        let user = format!("nobody{i}");
+        let (endpoint, body) = match i % 3 {
+            0 => ("simpleenroll", &csr),
+            1 => ("serverkeygen", &tr),
+            _ => ("keyward-archive", &tr),
+        };
+        let a = post(&ab, &node, endpoint, Some((&user, &key)), body);
+        assert_eq!(a.status, 401, "{endpoint}: {}", a.text());
+    }
+    assert_eq!(
+        audit_len(&ab),
+        before,
+        "unknown users leave no audit entries"
+    );
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(log.contains("nobody49"), "the node's log says it: {log}");
+
+    // A name with a newline and ESC: refused, in neither log.
+    let cred = base64ct::Base64::encode_string(b"olga\n\x1b[2Jforged entry:x");
+    let header = format!("Authorization: Basic {cred}");
+    let data = format!("@{csr}");
+    let a = curl(
+        &ab,
+        &node.url("simpleenroll"),
+        None,
+        &[
+            "-H",
+            &header,
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            &data,
+        ],
+    );
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert!(a.text().contains("no user name"), "{}", a.text());
+    assert!(!a.text().contains('\x1b'), "{}", a.text());
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(!log.contains('\x1b') && !log.contains("forged"), "{log}");
+    let audit = ab.run(&["authority", "log", "--dir", &ab.dir]).ok().stdout;
+    assert!(!audit.contains("forged"), "{audit}");
+    assert_eq!(audit_len(&ab), before);
+
+    // A wrong key of an existing user: counted and audited.
+    let a = post(&ab, &node, "simpleenroll", Some(("olga", &wrong)), &csr);
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert_eq!(audit_len(&ab), before + 1);
+    assert_eq!(
+        ab.user("olga")["temporary_key"]["attempts"].as_u64(),
+        Some(1)
+    );
+}
+
+/// A malformed or tampered keyward-enroll body is a 400 whose reason names no path of the
+/// node's; the Content-Type must be the request's media type exactly (parameters allowed).
+#[test]
+fn keyward_enroll_refuses_malformed_requests_with_400_and_an_exact_media_type() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    ab.add_user("quin", &[]);
+    let node = start(&ab, "a", &[]);
+    let before = audit_len(&ab);
+    let send = |content_type: &str, body: &[u8]| {
+        let f = ab.file("enroll-body", body);
+        let data = format!("@{f}");
+        let header = format!("Content-Type: {content_type}");
+        curl(
+            &ab,
+            &node.url("keyward-enroll"),
+            None,
+            &["-H", &header, "--data-binary", &data],
+        )
+    };
+    let tampered = b"format = \"keyward-request\"\nversion = 1\nuser = \"quin\"\n\n[signature]\nvalue = \"AAAA\"\n";
+    for body in [&b"hello"[..], &b"\xff\xfe\x00junk"[..], &tampered[..]] {
+        for ct in [
+            "application/vnd.keyward.request",
+            "application/vnd.keyward.request; charset=utf-8",
+        ] {
+            let a = send(ct, body);
+            assert_eq!(a.status, 400, "{ct}: {}", a.text());
+            assert!(
+                !a.text().contains("/tmp") && !a.text().contains("keyward-est"),
+                "a server path: {}",
+                a.text()
+            );
+            assert!(!a.text().contains("Content-Type"), "{}", a.text());
+        }
+    }
+    let a = send("application/vnd.keyward.requestX", tampered);
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("Content-Type"), "{}", a.text());
+    assert_eq!(audit_len(&ab), before, "bad bodies are not audited");
+}
+
+/// A node out of file descriptors (`ulimit -n 64`, 150 idle connections) neither spins nor
+/// floods its log: it backs off, and answers again once the idle connections are gone.
+#[test]
+fn a_node_out_of_file_descriptors_backs_off_and_recovers() {
+    let ab = AuthorityBed::new(&[], "CN=EST CA,O=Example");
+    let ready = ab.path("ready-fd");
+    let log = ab.path("serve-fd.log");
+    let inner = ab.keyward();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .args([
+            "authority",
+            "serve",
+            "--dir",
+            &ab.dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--request-timeout",
+            "2s",
+            "--ready-file",
+            &ready.to_string_lossy(),
+        ]);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("KEYWARD_PIN", AUTHORITY_PIN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let child = cmd.spawn().expect("start keyward authority serve");
+    let mut node = Node {
+        addr: String::new(),
+        log: log.clone(),
+        child,
+    };
+    node.addr = util::wait_until_serving(&mut node.child, &ready, &log);
+    let idle: Vec<_> = (0..150)
+        .filter_map(|_| std::net::TcpStream::connect(&node.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    drop(idle);
+    let started = Instant::now();
+    let answered = loop {
+        let a = curl(&ab, &node.url("cacerts"), None, &["--max-time", "5"]);
+        if a.status == 200 || started.elapsed() > Duration::from_secs(20) {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    let size = std::fs::metadata(&log).unwrap().len();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("accepting a connection failed"),
+        "the node never ran out of file descriptors: {text}"
+    );
+    assert!(
+        size < 8 * 1024,
+        "{size} bytes of log:\n{}",
+        &text[..text.len().min(2000)]
+    );
 }

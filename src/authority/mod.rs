@@ -186,6 +186,16 @@ pub enum AuthorityError {
         /// What to do.
         hint: String,
     },
+    /// A TLS client certificate that is not the user's current signing certificate.
+    #[error("certificate {serial} of user {user:?} {why}; renew with the current signing certificate, or have the authority recover the user")]
+    CertNotCurrent {
+        /// The user.
+        user: String,
+        /// The certificate's serial, hex.
+        serial: String,
+        /// Why (was revoked, was renewed already, …).
+        why: String,
+    },
     /// A wrong temporary key.
     #[error("wrong temporary key for user {user:?}: {tries_left} {} left before it is locked; check it with the authority", if *.tries_left == 1 { "try" } else { "tries" })]
     WrongTempKey {

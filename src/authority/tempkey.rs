@@ -397,13 +397,7 @@ impl TempKeyRecord {
         if self.spent {
             return Ok(TempKeyCheck::Spent);
         }
-        let expires = humantime::parse_rfc3339_weak(&self.expires).map_err(|source| {
-            TempKeyError::DamagedExpiry {
-                value: self.expires.clone(),
-                source,
-            }
-        })?;
-        if now >= expires {
+        if self.expired(now)? {
             return Ok(TempKeyCheck::Expired {
                 at: self.expires.clone(),
             });
@@ -422,6 +416,17 @@ impl TempKeyRecord {
                 tries_left: MAX_ATTEMPTS - self.attempts,
             })
         }
+    }
+
+    /// Whether the key's lifetime is over at `now` (spent or not).
+    pub fn expired(&self, now: SystemTime) -> Result<bool, TempKeyError> {
+        let expires = humantime::parse_rfc3339_weak(&self.expires).map_err(|source| {
+            TempKeyError::DamagedExpiry {
+                value: self.expires.clone(),
+                source,
+            }
+        })?;
+        Ok(now >= expires)
     }
 
     /// Marks the key used; call it when the reply is written, then persist the record.

@@ -480,6 +480,8 @@ pub fn verify_request(path: &Path, text: &str) -> Result<VerifiedRequest, WireEr
         .to_der()
         .map_err(|e| content(format!("its PKCS#10 key does not encode: {e}")))?;
     let key = PublicKey::from_spki_der(&spki)?;
+    key.check_strength()
+        .map_err(|e| content(format!("its PKCS#10 key {e}")))?;
     let info = csr
         .info
         .to_der()
@@ -507,6 +509,9 @@ pub fn verify_request(path: &Path, text: &str) -> Result<VerifiedRequest, WireEr
     if transport.rsa_parts().is_none() {
         return Err(content("the transport key must be RSA".into()));
     }
+    transport
+        .check_strength()
+        .map_err(|e| content(format!("its transport key {e}")))?;
     Ok(VerifiedRequest {
         body: signed.body,
         signing_key: key,

@@ -1,10 +1,11 @@
 //! EST (RFC 7030): the authority online. [`wire`] is the protocol without I/O (parsed the same
 //! way by the fuzz targets), [`node`] the authority's side of each endpoint (synchronous token
 //! work through the authority's own functions and audit log), [`envelope`] the CMS
-//! EnvelopedData a server-generated key travels in, and [`server`] the HTTPS listener of
-//! `keyward authority serve`.
+//! EnvelopedData a server-generated key travels in, [`server`] the HTTPS listener of
+//! `keyward authority serve` and [`client_auth`] its check of TLS client certificates.
 
 pub mod client;
+pub mod client_auth;
 pub mod envelope;
 pub mod node;
 pub mod server;

@@ -69,6 +69,18 @@ struct Done {
     transport_spki: String,
     /// The multipart answer.
     answer: String,
+    /// SHA-256 of the SPKI of the key the new key was enveloped to (the request's own, or the
+    /// one its AsymmetricDecryptKeyIdentifier names), hex; `keyward-archive` gives the archived
+    /// keys only to it. Absent in records made before it was kept: then `transport_spki`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enveloped_to: Option<String>,
+}
+
+impl Done {
+    /// SHA-256 of the SPKI of the key serverkeygen enveloped the new key to, hex.
+    fn enveloped_to(&self) -> &str {
+        self.enveloped_to.as_deref().unwrap_or(&self.transport_spki)
+    }
 }
 
 /// Logs (info) how long a granted request took and how much of it held the authority's lock
@@ -90,6 +102,7 @@ pub fn refusal(e: &AuthorityError) -> Refusal {
         | AuthorityError::TempKeySpent { .. }
         | AuthorityError::UnknownUser { .. } => 401,
         AuthorityError::BadRequest(_) | AuthorityError::TempKey(_) => 400,
+        AuthorityError::CertNotCurrent { .. } => 403,
         AuthorityError::UserState { .. } => 409,
         _ => 500,
     };
@@ -123,10 +136,21 @@ fn record_refusal(
     subject: &str,
     e: &AuthorityError,
 ) {
+    if let AuthorityError::UnknownUser { user } = e {
+        // Anyone can name a user who does not exist: that is no event of the authority's, and
+        // the audit log is not theirs to fill. The node's log says it, the name escaped and cut.
+        log::info!("{action} refused: no user {:?}", cut(user));
+        return;
+    }
     a.audit("est", action, subject, "refused", &e.to_string());
     if let Err(log_err) = a.commit(ch.module, session, ch.pin) {
         log::error!("could not record the refused {action} in the audit log: {log_err}");
     }
+}
+
+/// At most 64 characters of `text` (for the node's log).
+fn cut(text: &str) -> String {
+    text.chars().take(64).collect()
 }
 
 /// Checks the user may enroll and the temporary key, counting a wrong one.
@@ -134,6 +158,13 @@ fn check_temp_key(a: &mut AuthorityDir, basic: &Basic) -> Result<String, Authori
     let user = a.user(&basic.user)?.clone();
     match user.state {
         UserState::Pending | UserState::Recovering => {}
+        // The enrollment is done and its key spent (a retry of serverkeygen with the same
+        // keys was answered before this): refused as a spent key, as the module says.
+        UserState::Active if user.temp_key.as_ref().is_some_and(|t| t.spent) => {
+            return Err(AuthorityError::TempKeySpent {
+                user: user.name.clone(),
+            })
+        }
         UserState::Active => return Err(crate::authority::users::state_error(
             &user,
             "already enrolled; renew with simplereenroll, or have the authority recover the user",
@@ -424,6 +455,7 @@ pub fn server_keygen(
     bound.done = Some(Done {
         transport_spki: transport_hash,
         answer: made.answer.clone(),
+        enveloped_to: Some(sha256_hex(&transport.spki)),
     });
     put_binding(&mut a, user, &bound)?;
     a.audit(
@@ -893,6 +925,31 @@ pub fn process_request(
     dir: &Path,
     request: &[u8],
 ) -> Result<Vec<u8>, AuthorityError> {
+    // The request is checked here first: a malformed, forged or tampered one, or one for a
+    // user who does not exist, is a bad request of the client's — refused without a word in
+    // the audit log and without naming this node's scratch files.
+    let text = std::str::from_utf8(request).map_err(|e| {
+        AuthorityError::BadRequest(format!(
+            "the request is not UTF-8 text (byte {}); send a request file of `keyward enroll -o`",
+            e.valid_up_to()
+        ))
+    })?;
+    let verified = crate::authority::process::parse_request(Path::new("the request"), text)
+        .map_err(|e| {
+            AuthorityError::BadRequest(format!("{e}; send a request file of `keyward enroll -o`"))
+        })?;
+    let user = &verified.body.user;
+    if crate::names::check_user_name(user).is_err() {
+        return Err(AuthorityError::BadRequest(
+            "the request names no valid user name".into(),
+        ));
+    }
+    if let Err(e @ AuthorityError::UnknownUser { .. }) =
+        AuthorityDir::open_read(dir).and_then(|mut a| a.user(user).map(|_| ()))
+    {
+        log::info!("keyward-enroll refused: no user {:?}", cut(user));
+        return Err(e);
+    }
     let scratch = tempfile::Builder::new()
         .prefix("keyward-est")
         .tempdir()
@@ -997,13 +1054,10 @@ fn check_current(
     cert: &Certificate,
 ) -> Result<(), AuthorityError> {
     let refuse = |why: &str| {
-        Err(AuthorityError::UserState {
+        Err(AuthorityError::CertNotCurrent {
             user: user.name.clone(),
-            state: format!("{:?}", user.state).to_lowercase(),
-            hint: format!(
-                "certificate {} {why}; renew with the current signing certificate, or have the authority recover the user",
-                issued.serial
-            ),
+            serial: issued.serial.clone(),
+            why: why.to_string(),
         })
     };
     if issued.revoked.is_some() {
@@ -1013,7 +1067,10 @@ fn check_current(
         return refuse("was renewed already");
     }
     if user.state != UserState::Active {
-        return refuse("belongs to a user who is not active");
+        return refuse(&format!(
+            "belongs to a user who is {}",
+            format!("{:?}", user.state).to_lowercase()
+        ));
     }
     if x509::check_validity(cert, SystemTime::now()).is_err() {
         return refuse("is not valid now");
@@ -1049,10 +1106,12 @@ fn renewed_for(
 /// keyward's extension `keyward-archive`: a recovered user's archived encryption keys, after
 /// the EST enrollment with the recovery's temporary key is finished (simpleenroll, then
 /// serverkeygen). The same temporary key authenticates it (spent, it is checked against its
-/// hash; a wrong one is counted, 5 lock it); each archived key (oldest first, the new one
-/// last) is unwrapped on the authority's token, enveloped to the request's transport key (as
-/// serverkeygen's: the key the AsymmetricDecryptKeyIdentifier names, else the request's own)
-/// and signed by the CA key; the giving-out is in the audit log. Returns the multipart answer:
+/// hash while it has not expired; a wrong one is counted, 5 lock it), and the request's
+/// transport key (as serverkeygen's: the key the AsymmetricDecryptKeyIdentifier names, else
+/// the request's own) must be the one serverkeygen enveloped the new key to — so a retry
+/// after a lost answer works, a holder of the spent key alone gets nothing (409). Each archived
+/// key (oldest first, the new one last) is unwrapped on the authority's token, enveloped to
+/// that transport key and signed by the CA key; the giving-out is in the audit log. Returns the multipart answer:
 /// per key, its SignedData(EnvelopedData) part and its certificate, certs-only.
 pub fn archive_history(
     ch: &Change<'_>,
@@ -1066,12 +1125,24 @@ pub fn archive_history(
         wire::transport_key(csr).map_err(|r| AuthorityError::BadRequest(r.reason))?;
     }
     let (mut a, mut session) = open_vouched(ch, dir)?;
-    if let Err(e) = check_history_key(&mut a, basic) {
-        record_refusal(ch, &mut a, &mut session, "archive-history", &basic.user, &e);
-        return Err(e);
-    }
+    let enveloped_to = match check_history_key(&mut a, basic) {
+        Ok(done) => done.enveloped_to().to_string(),
+        Err(e) => {
+            record_refusal(ch, &mut a, &mut session, "archive-history", &basic.user, &e);
+            return Err(e);
+        }
+    };
     let user = basic.user.as_str();
     let transport = transport_for(&mut a, user, csr, decrypt_key_id.as_deref())?;
+    if sha256_hex(&transport.spki) != enveloped_to {
+        let e = AuthorityError::UserState {
+            user: user.to_string(),
+            state: "active".into(),
+            hint: "the archived keys are given out only to the transport key serverkeygen enveloped the new key to; send a request with that key (or naming it)".into(),
+        };
+        record_refusal(ch, &mut a, &mut session, "archive-history", user, &e);
+        return Err(e);
+    }
     let mech = crate::enroll::delivery::authority_wrap(&session, ch.module)?;
     let archive_key = crate::authority::process::archive_key(&a, &session)?;
     let archived = a.user(user)?.archive.clone();
@@ -1110,9 +1181,9 @@ pub fn archive_history(
     Ok(wire::keys_body(&parts))
 }
 
-/// The temporary key of the user's finished EST enrollment (spent), checked against its hash;
-/// a wrong one is counted (5 lock it).
-fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), AuthorityError> {
+/// The temporary key of the user's finished EST enrollment (spent, not expired), checked
+/// against its hash; a wrong one is counted (5 lock it). Returns what serverkeygen recorded.
+fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<Done, AuthorityError> {
     let user = a.user(&basic.user)?.clone();
     let not_yet = || {
         AuthorityError::UserState {
@@ -1127,8 +1198,14 @@ fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), Authorit
     let Some(record) = user.temp_key.as_ref().filter(|t| t.spent) else {
         return Err(not_yet());
     };
-    if current_binding(a, &basic.user)?.is_none_or(|b| b.done.is_none()) {
+    let Some(done) = current_binding(a, &basic.user)?.and_then(|b| b.done) else {
         return Err(not_yet());
+    };
+    if record.expired(SystemTime::now())? {
+        return Err(AuthorityError::TempKeyExpired {
+            user: basic.user.clone(),
+            at: record.expires.clone(),
+        });
     }
     if record.attempts >= MAX_TRIES {
         return Err(AuthorityError::TempKeyLocked {
@@ -1137,7 +1214,7 @@ fn check_history_key(a: &mut AuthorityDir, basic: &Basic) -> Result<(), Authorit
     }
     let key = TempKey::parse(basic.password.expose_secret())?;
     if key.verify(&record.phc)? {
-        return Ok(());
+        return Ok(done);
     }
     let attempts = record.attempts + 1;
     if let Some(t) = a.user_mut(&basic.user)?.temp_key.as_mut() {

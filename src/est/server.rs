@@ -1,7 +1,9 @@
 //! `authority serve`: EST over HTTPS. tokio runs the listener and the HTTP/1.1 connections
 //! (hyper through axum's router), rustls terminates TLS with a certificate the authority's CA
 //! issues at start to a P-256 key made in memory, and asks for (does not require) a client
-//! certificate, which only `simplereenroll` uses. The token work is synchronous PKCS#11: it
+//! certificate, which only `simplereenroll` uses. It serves at most [`MAX_CONNECTIONS`]
+//! connections at once (more wait in the kernel's backlog) and backs off when accepting fails
+//! (out of file descriptors), logging that at most once a second. The token work is synchronous PKCS#11: it
 //! runs on worker threads (`authority serve` starts one: the module is used from one thread at
 //! a time) that hold the authority's [`Change`], each request opening the authority as every
 //! command does, so the authority's own lock and transaction serialise its changes and
@@ -166,7 +168,8 @@ fn server_names(opts: &ServeOptions, bound: SocketAddr) -> Vec<String> {
 }
 
 /// The TLS key (P-256, in memory only), its certificate from the authority's CA, and a
-/// verifier that asks for client certificates of the same CA.
+/// verifier that asks for (does not require) client certificates of the same CA
+/// ([`super::client_auth`]: no clientAuth usage needed).
 fn tls_config(
     ch: &Change<'_>,
     dir: &Path,
@@ -187,17 +190,12 @@ fn tls_config(
             .map_err(|e| ServeError::Tls(format!("encoding a certificate: {e}")))
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(der_of(&ca)?)
-        .map_err(|e| ServeError::Tls(format!("the CA certificate: {e}")))?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
+    let verifier = super::client_auth::AuthorityClientVerifier::new(
+        vec![ca.clone()],
+        provider.signature_verification_algorithms,
     )
-    .allow_unauthenticated()
-    .build()
     .map_err(|e| ServeError::Tls(format!("the client verifier: {e}")))?;
+    let verifier = Arc::new(verifier);
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServeError::Tls(e.to_string()))?
@@ -233,18 +231,79 @@ fn run_listener(
         ready().map_err(io("announce the node"))?;
         let app = router(state.clone());
         let acceptor = TlsAcceptor::from(tls);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut backoff = AcceptBackoff::default();
         loop {
-            let (tcp, _) = match listener.accept().await {
-                Ok(c) => c,
+            // At the cap, no more connections are accepted: they wait in the kernel's backlog.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return Ok(());
+            };
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => {
+                    backoff.accepted();
+                    tcp
+                }
                 Err(e) => {
-                    log::warn!("accepting a connection failed: {e}");
+                    // Out of file descriptors (EMFILE) and the like: retrying at once would
+                    // spin and flood the log; wait, longer each time, and say it once a second.
+                    let (wait, report) = backoff.failed(std::time::Instant::now());
+                    if let Some(more) = report {
+                        log::warn!(
+                            "accepting a connection failed: {e} ({more} more failures since the last report); retrying in {} ms",
+                            wait.as_millis()
+                        );
+                    }
+                    drop(slot);
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
             let (acceptor, app, timeout) = (acceptor.clone(), app.clone(), state.timeout);
-            tokio::spawn(async move { connection(tcp, acceptor, app, timeout).await });
+            tokio::spawn(async move {
+                connection(tcp, acceptor, app, timeout).await;
+                drop(slot);
+            });
         }
     })
+}
+
+/// The most connections a node serves at once; more wait in the kernel's listen backlog
+/// until one ends (each holds a file descriptor and, for at most the request timeout, a task).
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// The wait after a failed accept: 100 ms, doubling to 1 s while failures go on, and whether
+/// to log the failure (at most once a second, with how many were not logged).
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    wait: Duration,
+    last_report: Option<std::time::Instant>,
+    unreported: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn accepted(&mut self) {
+        self.wait = Duration::ZERO;
+    }
+
+    /// How long to wait, and `Some(failures not logged since the last report)` when this one
+    /// is to be logged.
+    fn failed(&mut self, now: std::time::Instant) -> (Duration, Option<u64>) {
+        self.wait = (self.wait * 2).clamp(Self::FIRST, Self::MAX);
+        let due = self
+            .last_report
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            self.last_report = Some(now);
+            let more = std::mem::take(&mut self.unreported);
+            (self.wait, Some(more))
+        } else {
+            self.unreported += 1;
+            (self.wait, None)
+        }
+    }
 }
 
 /// Writes the bound address to `ready` (atomically: a reader sees all of it or nothing).
@@ -414,7 +473,15 @@ fn basic_of(headers: &HeaderMap) -> Result<wire::Basic, Refusal> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         Refusal::unauthorized("no credentials: send the user name and temporary key as HTTP Basic")
     })?;
-    wire::parse_basic(value.as_bytes())
+    let basic = wire::parse_basic(value.as_bytes())?;
+    // Checked before the authority sees it: a name no user can have is refused here, never
+    // logged or written to the audit log.
+    if crate::names::check_user_name(&basic.user).is_err() {
+        return Err(Refusal::unauthorized(
+            "the Basic user name is no user name (1-64 letters, digits and . _ @ -, not starting with - or .); send your user name and temporary key",
+        ));
+    }
+    Ok(basic)
 }
 
 async fn cacerts(State(state): State<AppState>) -> Response {
@@ -503,15 +570,10 @@ fn multipart(result: Result<String, Refusal>) -> Response {
 
 async fn keyward_enroll(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let media = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !media.starts_with(KEYWARD_REQUEST) {
-            return Err(Refusal::bad(format!(
-                "Content-Type {media:?} is not {KEYWARD_REQUEST}"
-            )));
-        }
+        wire::check_media_type(
+            headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            KEYWARD_REQUEST,
+        )?;
         let bytes = read_limited(&state, &headers, body).await?;
         on_token(&state, move |ch, dir| {
             node::process_request(ch, dir, &bytes).map_err(|e| node::refusal(&e))
@@ -555,5 +617,28 @@ async fn simplereenroll(
     match result {
         Ok(der) => answer(wire::CERTS_ONLY, wire::encode_body(&der)),
         Err(r) => refused(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Failed accepts wait 100 ms, doubling to 1 s, and are logged at most once a second;
+    /// an accepted connection starts over.
+    #[test]
+    fn accept_failures_back_off_and_are_logged_once_a_second() {
+        let mut b = AcceptBackoff::default();
+        let t0 = Instant::now();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(b.failed(t0), (ms(100), Some(0)));
+        assert_eq!(b.failed(t0 + ms(100)), (ms(200), None));
+        assert_eq!(b.failed(t0 + ms(300)), (ms(400), None));
+        assert_eq!(b.failed(t0 + ms(700)), (ms(800), None));
+        assert_eq!(b.failed(t0 + ms(1500)), (ms(1000), Some(3)));
+        assert_eq!(b.failed(t0 + ms(2000)), (ms(1000), None));
+        b.accepted();
+        assert_eq!(b.failed(t0 + ms(2600)), (ms(100), Some(1)));
     }
 }

@@ -99,16 +99,22 @@ pub fn parse_basic(header: &[u8]) -> Result<Basic, Refusal> {
 
 /// Checks that the Content-Type is `application/pkcs10` (parameters allowed).
 pub fn check_content_type(value: Option<&[u8]>) -> Result<(), Refusal> {
+    check_media_type(value, PKCS10)
+}
+
+/// Checks that the Content-Type is exactly the media type `expected` (case aside; parameters
+/// after `;` allowed, a longer type with the same start is not it).
+pub fn check_media_type(value: Option<&[u8]>, expected: &str) -> Result<(), Refusal> {
     let value = value
-        .ok_or_else(|| Refusal::bad("the request has no Content-Type; send application/pkcs10"))?;
+        .ok_or_else(|| Refusal::bad(format!("the request has no Content-Type; send {expected}")))?;
     let text = std::str::from_utf8(value).unwrap_or("");
     let media = text.split(';').next().unwrap_or("").trim();
-    if media.eq_ignore_ascii_case(PKCS10) {
+    if media.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
+        let shown: String = String::from_utf8_lossy(value).chars().take(100).collect();
         Err(Refusal::bad(format!(
-            "Content-Type {:?} is not application/pkcs10",
-            String::from_utf8_lossy(value)
+            "Content-Type {shown:?} is not {expected}"
         )))
     }
 }
@@ -157,7 +163,9 @@ pub struct CheckedCsr {
     pub spki: Vec<u8>,
 }
 
-/// Parses a PKCS#10 request and checks its self-signature (proof of possession).
+/// Parses a PKCS#10 request, checks its key is strong enough
+/// ([`PublicKey::check_strength`]: RSA of 2048 bits or more, or P-256) and its self-signature
+/// (proof of possession).
 pub fn check_csr(der_bytes: &[u8]) -> Result<CheckedCsr, Refusal> {
     let csr = CertReq::from_der(der_bytes)
         .map_err(|e| Refusal::bad(format!("the body is not a PKCS#10 request: {e}")))?;
@@ -171,6 +179,8 @@ pub fn check_csr(der_bytes: &[u8]) -> Result<CheckedCsr, Refusal> {
             "the request's key is not one keyward takes (RSA or P-256): {e}"
         ))
     })?;
+    key.check_strength()
+        .map_err(|e| Refusal::bad(format!("the request's key {e}")))?;
     let info = csr
         .info
         .to_der()
@@ -181,7 +191,8 @@ pub fn check_csr(der_bytes: &[u8]) -> Result<CheckedCsr, Refusal> {
     Ok(CheckedCsr { csr, key, spki })
 }
 
-/// The keyset name a request carries: its subject's commonName (1–32 bytes of a keyset name).
+/// The keyset name a request carries: its subject's commonName, a keyset name (1–256 bytes,
+/// no control characters, no leading or trailing space; [`crate::keyset::name::KeysetName`]).
 pub fn keyset_of(csr: &CertReq) -> Result<String, Refusal> {
     let cn = csr
         .info

@@ -19,6 +19,9 @@ const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 /// `id-ecPublicKey`.
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 
+/// The fewest bits an RSA key keyward certifies or encrypts to may have.
+pub const MIN_RSA_BITS: usize = 2048;
+
 /// Errors with keys and signatures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -46,6 +49,12 @@ pub enum KeyError {
     Algorithm {
         /// The key's algorithm (the curve's OID for an EC key on another curve).
         oid: ObjectIdentifier,
+    },
+    /// A key too weak to certify (RSA below [`MIN_RSA_BITS`]).
+    #[error("is RSA with {bits} bits; keyward certifies RSA keys of {MIN_RSA_BITS} bits or more, or EC keys on P-256: make a new key")]
+    TooWeak {
+        /// The RSA modulus' length in bits.
+        bits: usize,
     },
     /// The signature does not verify.
     #[error("signature does NOT verify: the file or the signature was changed, or it was made by another key")]
@@ -121,6 +130,19 @@ impl PublicKey {
                         .unwrap_or(spki.algorithm.oid),
                 }),
             oid => Err(KeyError::Algorithm { oid }),
+        }
+    }
+
+    /// Checks the key is strong enough to certify or encrypt to: RSA of [`MIN_RSA_BITS`] or
+    /// more (P-256 keys are the only EC keys [`PublicKey`] holds). The one check every
+    /// issuance from a request (EST, request files) and every transport key goes through.
+    pub fn check_strength(&self) -> Result<(), KeyError> {
+        use rsa::traits::PublicKeyParts;
+        match self {
+            PublicKey::Rsa(k) if k.n().bits() < MIN_RSA_BITS => {
+                Err(KeyError::TooWeak { bits: k.n().bits() })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -238,6 +260,27 @@ pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
 mod tests {
     use super::*;
     use rsa::signature::{SignatureEncoding, Signer};
+
+    /// RSA below 2048 bits is refused with its size; 2048 and P-256 pass.
+    #[test]
+    fn weak_rsa_keys_are_refused_with_their_size() {
+        let mut rng = rand_core::OsRng;
+        let weak = PublicKey::Rsa(
+            rsa::RsaPrivateKey::new(&mut rng, 1024)
+                .unwrap()
+                .to_public_key(),
+        );
+        let e = weak.check_strength().unwrap_err();
+        assert!(e.to_string().contains("1024 bits"), "{e}");
+        let ok = PublicKey::Rsa(
+            rsa::RsaPrivateKey::new(&mut rng, 2048)
+                .unwrap()
+                .to_public_key(),
+        );
+        ok.check_strength().unwrap();
+        let ec = p256::SecretKey::random(&mut rng).public_key();
+        PublicKey::P256(ec.into()).check_strength().unwrap();
+    }
 
     /// A signature whose leading zero byte a signer dropped (as gpgsm does) still verifies;
     /// one with a byte changed does not.
