@@ -561,6 +561,35 @@ fn a_row_changed_in_the_database_is_refused_on_both_nodes() {
     }
 }
 
+/// A trigger planted in the database (one that silently drops a new user's row) is refused
+/// by every command on both nodes before anything is done; dropped, the authority works on.
+#[test]
+fn a_trigger_planted_in_the_database_is_refused_on_both_nodes() {
+    let c = cluster();
+    c.one.add_user("carol");
+    c.pg.sql(
+        "CREATE FUNCTION drop_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+         CREATE TRIGGER drop_erin BEFORE INSERT ON records FOR EACH ROW
+           WHEN (NEW.key = 'erin') EXECUTE FUNCTION drop_row();",
+    );
+    for node in [&c.one, &c.two] {
+        let run = node
+            .authority("add-user", &["erin"])
+            .refused("trigger drop_erin");
+        assert!(
+            run.stdout.trim().is_empty(),
+            "a key was printed: {}",
+            run.stdout
+        );
+        node.bed
+            .run(&["authority", "log", "--dir", &node.dir, "--verify"])
+            .refused("trigger drop_erin");
+    }
+    c.pg.sql("DROP TRIGGER drop_erin ON records; DROP FUNCTION drop_row();");
+    c.two.add_user("erin");
+    c.log_verifies();
+}
+
 #[test]
 fn a_database_rolled_back_is_refused_by_a_node_that_saw_newer() {
     let c = cluster();

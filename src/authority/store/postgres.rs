@@ -365,6 +365,32 @@ impl Store for PgStore {
         Ok(rows.iter().map(row_of).collect())
     }
 
+    fn schema_differences(&self) -> Result<Vec<String>, StoreError> {
+        // What keyward never makes in its schema: triggers, rules, views, row-level policies.
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT 'trigger ' || quote_ident(t.tgname::text)
+                   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE NOT t.tgisinternal AND n.nspname = current_schema()
+                 UNION ALL
+                 SELECT 'rule ' || quote_ident(rulename::text) FROM pg_rules
+                  WHERE schemaname = current_schema()
+                 UNION ALL
+                 SELECT 'view ' || quote_ident(viewname::text) FROM pg_views
+                  WHERE schemaname = current_schema()
+                 UNION ALL
+                 SELECT 'policy ' || quote_ident(policyname::text) FROM pg_policies
+                  WHERE schemaname = current_schema()
+                 ORDER BY 1",
+                &[],
+            )
+            .map_err(self.e("read the schema of"))?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
     fn count_rows(&self) -> Result<usize, StoreError> {
         let row = self
             .client
