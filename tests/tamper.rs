@@ -479,3 +479,44 @@ fn plain_log_escapes_control_characters() {
     );
     assert!(run.stdout.contains("x\\r\\u{202e}y"), "{}", run.stdout);
 }
+
+/// A trigger planted in `authority.db` that silently drops the write of a user record: the
+/// command that issued a temporary key reads the user back before showing it, and refuses
+/// with exit status 3 instead of printing a key that was never recorded.
+#[test]
+fn a_dropped_user_write_shows_no_temporary_key() {
+    const DROP_USERS: &str = "CREATE TRIGGER drop_users BEFORE INSERT ON records
+         WHEN NEW.kind = 'user' BEGIN SELECT RAISE(IGNORE); END;";
+    let bed = AuthorityBed::new(&[], "CN=Trigger CA");
+    bed.add_user("dora", &[]);
+    bed.tamper_sql(DROP_USERS);
+    let run = bed.authority("add-user", &["ed"]).fails(
+        TAMPERED,
+        "reading back the change just committed, user \"ed\"",
+    );
+    assert!(run.stdout.trim().is_empty(), "no key shown: {}", run.stdout);
+    assert!(run.stderr.contains("TRIGGER"), "{}", run.stderr);
+
+    // recover replaces an existing user's record: the same.
+    let bed = AuthorityBed::new(&[], "CN=Trigger Recover CA");
+    bed.add_user("dora", &[]);
+    bed.tamper_sql(DROP_USERS);
+    let run = bed.authority("recover", &["dora"]).fails(
+        TAMPERED,
+        "reading back the change just committed, user \"dora\"",
+    );
+    assert!(run.stdout.trim().is_empty(), "no key shown: {}", run.stdout);
+
+    // add-users: the batch is read back after its commit.
+    let bed = AuthorityBed::new(&[], "CN=Trigger Bulk CA");
+    bed.tamper_sql(DROP_USERS);
+    let csv = bed.file("users.csv", b"frank,\ngrace,\n");
+    let out = bed.path("keys").to_string_lossy().into_owned();
+    let run = bed
+        .authority("add-users", &["--from", &csv, "--out", &out])
+        .fails(
+            TAMPERED,
+            "reading back the change just committed, user \"frank\"",
+        );
+    assert!(!run.stdout.contains("added"), "{}", run.stdout);
+}
