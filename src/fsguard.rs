@@ -110,6 +110,7 @@ pub fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
 /// no one else can plant a link or a file where a secret goes. Every file is then opened
 /// relative to that open directory, never following a link, and a temporary file is created
 /// new (`O_EXCL`) before it is renamed into place.
+#[derive(Debug)]
 pub struct SecretDir {
     fd: std::os::fd::OwnedFd,
     path: PathBuf,
@@ -175,6 +176,7 @@ impl SecretDir {
     /// user's; anything else there is refused. The directory is not synced ([`Self::sync`]).
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, Unsafe> {
         use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+        self.check_name(name)?;
         let tmp = format!(".{name}.tmp");
         let tmp_path = self.path.join(&tmp);
         let flags =
@@ -215,6 +217,7 @@ impl SecretDir {
     /// `append`. `None` when it does not exist.
     pub fn open_file(&self, name: &str, append: bool) -> Result<Option<std::fs::File>, Unsafe> {
         use rustix::fs::{FileType, Mode, OFlags};
+        self.check_name(name)?;
         let path = self.path.join(name);
         let access = if append {
             OFlags::WRONLY | OFlags::APPEND
@@ -248,11 +251,34 @@ impl SecretDir {
         Ok(Some(std::fs::File::from(fd)))
     }
 
+    fn check_name(&self, name: &str) -> Result<(), Unsafe> {
+        if is_file_name(name) {
+            Ok(())
+        } else {
+            Err(unsafe_path(
+                &self.path,
+                format!(
+                    "{name:?} is not a file name in it (a '/', a control character, or . or ..)"
+                ),
+            ))
+        }
+    }
+
     /// Syncs the directory (the renames in it).
     pub fn sync(&self) -> Result<(), Unsafe> {
         rustix::fs::fsync(&self.fd)
             .map_err(|e| unsafe_path(&self.path, format!("cannot sync it: {e}")))
     }
+}
+
+/// Whether `name` names a file directly inside a directory: not empty, not `.` or `..`, no `/`,
+/// no control character.
+pub fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(char::is_control)
 }
 
 /// Warns when a file holding a secret (a PIN, a temporary key) can be read by its group or
@@ -330,5 +356,48 @@ mod tests {
         assert!(check_plain_file(&d, "f").is_err());
         assert!(open_nofollow(&d.join("f")).is_err());
         assert!(check_plain_file(&d, "absent").is_ok());
+    }
+
+    #[test]
+    fn a_secret_dir_writes_new_files_and_follows_no_link() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("keys");
+        let dir = SecretDir::open(&d).unwrap();
+        assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        // A link at the temporary name: refused, the victim untouched.
+        std::os::unix::fs::symlink(&victim, d.join(".a.tmp")).unwrap();
+        let e = dir.write_file("a", b"secret").unwrap_err();
+        assert!(e.reason.contains("is in the way"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        std::fs::remove_file(d.join(".a.tmp")).unwrap();
+        // A link at the final name is replaced, not followed.
+        std::os::unix::fs::symlink(&victim, d.join("a")).unwrap();
+        let p = dir.write_file("a", b"secret").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "secret");
+        assert_eq!(std::fs::symlink_metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        // Reading or appending through a link: refused.
+        std::os::unix::fs::symlink(&victim, d.join("b")).unwrap();
+        assert!(dir.open_file("b", true).is_err());
+        assert!(dir.open_file("absent", false).unwrap().is_none());
+        // Names that are not a file in it.
+        for bad in ["../x", "a/b", "..", ""] {
+            assert!(dir.write_file(bad, b"x").is_err(), "{bad}");
+        }
+        // Shared or linked directories.
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(SecretDir::open(&d)
+            .unwrap_err()
+            .reason
+            .contains("mode 1777"));
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert!(SecretDir::open(&link)
+            .unwrap_err()
+            .reason
+            .contains("symbolic link"));
     }
 }

@@ -406,4 +406,12 @@ fn provision_refuses_a_shared_pin_directory() {
         .fails(1, "is writable by its group or others");
     assert_eq!(labels(&bed), start, "no token initialised");
     assert_eq!(std::fs::read_dir(&pins).unwrap().count(), 0);
+    // A label that would put its PIN file outside pin_out: refused before any token.
+    let escape = bed.file(
+        "escape.toml",
+        b"so_pin_file = \"so.pin\"\npin_out = \"private\"\n[[token]]\nlabel = \"../card\"\n",
+    );
+    bed.run(&["token", "provision", "--manifest", &escape])
+        .fails(1, "label \"../card\" cannot name a PIN file");
+    assert_eq!(labels(&bed), start, "no token initialised");
 }

@@ -106,6 +106,12 @@ impl Manifest {
             if !seen.insert(t.label.as_str()) {
                 return Err(bad(format!("label {:?} appears twice", t.label)));
             }
+            if m.pin_out != "-" && !crate::fsguard::is_file_name(&format!("{}.pin", t.label)) {
+                return Err(bad(format!(
+                    "label {:?} cannot name a PIN file in pin_out (it holds '/' or a control character); choose another label or set pin_out = \"-\"",
+                    t.label
+                )));
+            }
         }
         Ok(m)
     }
