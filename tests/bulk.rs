@@ -304,3 +304,114 @@ fn provision_tokens_from_a_manifest() {
     bed.pkcs11_tool_login("card-4", pin).ok();
     assert!(run.stderr.contains("1 skipped"), "{}", run.stderr);
 }
+
+/// A planted symbolic link where a temporary key goes is never followed: an `--out` directory
+/// others can write to is refused before anything is written, and a link at the temporary name
+/// in a private directory is refused naming it; the victim file is unchanged both times, and
+/// the same run into a fresh private directory works.
+#[test]
+fn add_users_refuses_a_shared_out_dir_and_a_planted_link() {
+    let bed = AuthorityBed::new(&[], "CN=Bulk Authority,O=Example");
+    let csv = bed.file("users.csv", b"user,email\ncarol,carol@example.org\n");
+    let victim = bed.file("victim.txt", b"important data\n");
+
+    // A world-writable --out (mode 0777) with the link planted in it.
+    let shared = bed.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&victim, shared.join(".carol.tempkey.tmp")).unwrap();
+    let run = bed
+        .authority("add-users", &["--from", &csv, "--out", &p(&bed, "shared")])
+        .fails(1, "is writable by its group or others (mode 0777)");
+    assert!(run.stderr.contains("nothing was written"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "important data\n"
+    );
+    assert!(!shared.join("carol.tempkey").exists());
+    assert!(names(&bed).is_empty(), "no user recorded");
+
+    // The --out directory itself a link: refused.
+    let private = bed.path("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&private, bed.path("link")).unwrap();
+    bed.authority("add-users", &["--from", &csv, "--out", &p(&bed, "link")])
+        .fails(1, "is a symbolic link");
+
+    // A private --out with the link at the temporary name: refused naming it, victim unchanged.
+    std::os::unix::fs::symlink(&victim, private.join(".carol.tempkey.tmp")).unwrap();
+    bed.authority("add-users", &["--from", &csv, "--out", &p(&bed, "private")])
+        .fails(1, ".carol.tempkey.tmp: is in the way of a secret file");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "important data\n"
+    );
+    assert!(names(&bed).is_empty(), "no user recorded");
+
+    // The CSV format: a link at temporary-keys.csv is neither read nor appended to.
+    std::fs::remove_file(private.join(".carol.tempkey.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, private.join("temporary-keys.csv")).unwrap();
+    bed.authority(
+        "add-users",
+        &[
+            "--from",
+            &csv,
+            "--out",
+            &p(&bed, "private"),
+            "--format",
+            "csv",
+        ],
+    )
+    .fails(1, "temporary-keys.csv: is a symbolic link");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "important data\n"
+    );
+    std::fs::remove_file(private.join("temporary-keys.csv")).unwrap();
+
+    // A leftover temporary file of our own (an interrupted run) is replaced; the run works.
+    std::fs::write(private.join(".carol.tempkey.tmp"), b"stale").unwrap();
+    bed.authority("add-users", &["--from", &csv, "--out", &p(&bed, "private")])
+        .ok();
+    let key = private.join("carol.tempkey");
+    assert!(!std::fs::symlink_metadata(&key)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(mode(&key), 0o600);
+    assert!(std::fs::read_to_string(&key).unwrap().trim().len() > 10);
+    assert!(!private.join(".carol.tempkey.tmp").exists());
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "important data\n"
+    );
+    assert_eq!(names(&bed), vec!["carol"]);
+}
+
+/// `token provision` writes PIN files the same way: a shared `pin_out` directory is refused.
+#[test]
+fn provision_refuses_a_shared_pin_directory() {
+    let bed = util::TestBed::new();
+    bed.secret_file("so.pin", util::SO_PIN);
+    let start = labels(&bed);
+    let pins = bed.path("pins");
+    std::fs::create_dir(&pins).unwrap();
+    std::fs::set_permissions(&pins, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let manifest = bed.file(
+        "tokens.toml",
+        b"so_pin_file = \"so.pin\"\npin_out = \"pins\"\n[[token]]\nlabel = \"card-1\"\n",
+    );
+    bed.run(&["token", "provision", "--manifest", &manifest])
+        .fails(1, "is writable by its group or others");
+    assert_eq!(labels(&bed), start, "no token initialised");
+    assert_eq!(std::fs::read_dir(&pins).unwrap().count(), 0);
+    // A label that would put its PIN file outside pin_out: refused before any token.
+    let escape = bed.file(
+        "escape.toml",
+        b"so_pin_file = \"so.pin\"\npin_out = \"private\"\n[[token]]\nlabel = \"../card\"\n",
+    );
+    bed.run(&["token", "provision", "--manifest", &escape])
+        .fails(1, "label \"../card\" cannot name a PIN file");
+    assert_eq!(labels(&bed), start, "no token initialised");
+}

@@ -522,3 +522,162 @@ fn a_trigger_planted_in_the_database_is_caught_before_anything_is_done() {
     bed.authority("log", &["--verify"]).ok();
     bed.add_user("carol", &[]);
 }
+
+/// The lines `authority log` printed (one per entry).
+fn log_lines(run: &util::Run) -> Vec<String> {
+    run.stdout.lines().map(str::to_string).collect()
+}
+
+/// `authority log` without `--verify` checks the chain of what it prints (hashes and signed
+/// checkpoints, no PIN): a rewritten, a deleted or an appended entry is still shown, to look
+/// into, and the command ends with the tamper error naming the entry and exit status 3.
+#[test]
+fn plain_log_refuses_a_doctored_history() {
+    let bed = AuthorityBed::new(&[], "CN=Plain Log CA");
+    bed.add_user("dora", &[]);
+    bed.add_user("ed", &[]);
+    bed.authority("revoke", &["ed"]).ok();
+    let clean = bed.authority("log", &[]).ok();
+    let n = log_lines(&clean).len();
+    assert!(n >= 4, "{}", clean.stdout);
+
+    // A middle entry rewritten (add-user ed → add-user eve), its hash left as it was.
+    bed.tamper_sql("UPDATE audit SET subject = 'eve' WHERE seq = 3");
+    let run = bed
+        .authority("log", &[])
+        .fails(TAMPERED, "audit entry 3 fails verification");
+    assert!(run.stdout.contains("eve"), "still shown: {}", run.stdout);
+    assert_eq!(log_lines(&run).len(), n);
+    bed.bed
+        .run(&["--json", "authority", "log", "--dir", &bed.dir])
+        .fails(TAMPERED, "audit entry 3 fails verification");
+    bed.tamper_sql("UPDATE audit SET subject = 'ed' WHERE seq = 3");
+    bed.authority("log", &[]).ok();
+
+    // A middle entry deleted.
+    let bed = AuthorityBed::new(&[], "CN=Cut Log CA");
+    bed.add_user("dora", &[]);
+    bed.add_user("ed", &[]);
+    bed.tamper_sql("DELETE FROM audit WHERE seq = 2");
+    bed.authority("log", &[])
+        .fails(TAMPERED, "audit entry 2 fails verification");
+
+    // An entry appended outside keyward, as a trigger would (a correct hash, no signature).
+    let bed = AuthorityBed::new(&[], "CN=Added Log CA");
+    bed.add_user("dora", &[]);
+    let db = bed.db().unwrap();
+    let (seq, prev): (i64, String) = db
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let e = keyward::authority::audit::AuditEntry {
+        seq: seq as u64 + 1,
+        time: "2026-12-02T00:00:00Z".into(),
+        actor: "operator".into(),
+        action: "revoke".into(),
+        subject: "dora".into(),
+        outcome: "ok".into(),
+        detail: String::new(),
+        prev: prev.clone(),
+        hash: String::new(),
+    };
+    let hash = e.compute_hash().unwrap();
+    db.execute(
+        "INSERT INTO audit (seq, time, actor, action, subject, outcome, detail, prev, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        rusqlite::params![
+            e.seq as i64,
+            e.time,
+            e.actor,
+            e.action,
+            e.subject,
+            e.outcome,
+            e.detail,
+            prev,
+            hash
+        ],
+    )
+    .unwrap();
+    drop(db);
+    bed.authority("log", &[])
+        .fails(TAMPERED, &format!("audit entry {}", seq + 1));
+}
+
+/// Text output escapes what a stored field could use to forge a line or drive the terminal
+/// (user names cannot hold such characters, so the field is put there with SQL — and the chain
+/// then fails too).
+#[test]
+fn plain_log_escapes_control_characters() {
+    let bed = AuthorityBed::new(&[], "CN=Escape Log CA");
+    bed.add_user("dora", &[]);
+    let n = log_lines(&bed.authority("log", &[]).ok()).len();
+    bed.tamper_sql(
+        "UPDATE audit SET subject = 'dora' || char(10) || '    9 2026-12-02T00:00:00Z operator forged' || char(27) || '[8m',
+                          detail = 'x' || char(13) || char(8238) || 'y' WHERE seq = 2",
+    );
+    let run = bed
+        .authority("log", &[])
+        .fails(TAMPERED, "audit entry 2 fails verification");
+    assert!(
+        !run.stdout.contains('\u{1b}'),
+        "no raw ESC: {:?}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains('\r'), "no raw CR: {:?}", run.stdout);
+    assert!(
+        !run.stdout.contains('\u{202e}'),
+        "no raw RLO: {:?}",
+        run.stdout
+    );
+    assert_eq!(log_lines(&run).len(), n, "no extra line: {}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("dora\\n    9 2026-12-02T00:00:00Z operator forged\\u{1b}[8m"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("x\\r\\u{202e}y"), "{}", run.stdout);
+}
+
+/// A trigger planted in `authority.db` that silently drops the write of a user record: every
+/// command that would issue a temporary key refuses the database (its schema is not keyward's)
+/// with exit status 3 before it does anything, so no key is shown that was never recorded.
+/// (Each of them also reads the user back after its commit, should a write be lost another way.)
+#[test]
+fn a_dropped_user_write_shows_no_temporary_key() {
+    const DROP_USERS: &str = "CREATE TRIGGER drop_users BEFORE INSERT ON records
+         WHEN NEW.kind = 'user' BEGIN SELECT RAISE(IGNORE); END;";
+    let bed = AuthorityBed::new(&[], "CN=Trigger CA");
+    bed.add_user("dora", &[]);
+    bed.tamper_sql(DROP_USERS);
+    let run = bed
+        .authority("add-user", &["ed"])
+        .fails(TAMPERED, "trigger \"drop_users\"");
+    assert!(run.stdout.trim().is_empty(), "no key shown: {}", run.stdout);
+
+    // recover replaces an existing user's record: the same.
+    let bed = AuthorityBed::new(&[], "CN=Trigger Recover CA");
+    bed.add_user("dora", &[]);
+    bed.tamper_sql(DROP_USERS);
+    let run = bed
+        .authority("recover", &["dora"])
+        .fails(TAMPERED, "trigger \"drop_users\"");
+    assert!(run.stdout.trim().is_empty(), "no key shown: {}", run.stdout);
+
+    // add-users: the batch is read back after its commit.
+    let bed = AuthorityBed::new(&[], "CN=Trigger Bulk CA");
+    bed.tamper_sql(DROP_USERS);
+    let csv = bed.file("users.csv", b"frank,\ngrace,\n");
+    let out = bed.path("keys").to_string_lossy().into_owned();
+    let run = bed
+        .authority("add-users", &["--from", &csv, "--out", &out])
+        .fails(TAMPERED, "trigger \"drop_users\"");
+    assert!(!run.stdout.contains("added"), "{}", run.stdout);
+    assert!(
+        std::fs::read_dir(&out).map_or(true, |d| d.count() == 0),
+        "key files were written"
+    );
+}

@@ -238,3 +238,19 @@ fn a_lost_token_can_be_terminated_as_compromised() {
     // The unused temporary key of the lost state no longer works.
     assert!(bed.user("alice")["temporary_key"].is_null());
 }
+
+/// A trigger planted in `authority.db` that would silently drop the user's new record:
+/// `--state lost` refuses the database (exit 3) before it shows a loaner's temporary key.
+#[test]
+fn a_dropped_write_shows_no_loaner_key() {
+    let bed = AuthorityBed::new(&[ALICE_CARD], "CN=Token State Trigger,O=Example");
+    let key = bed.add_user("alice", &[]);
+    bed.enroll_local("alice", ALICE, ALICE_CARD, &key, &[], &[])
+        .ok();
+    bed.tamper_sql(
+        "CREATE TRIGGER drop_users BEFORE INSERT ON records
+         WHEN NEW.kind = 'user' BEGIN SELECT RAISE(IGNORE); END;",
+    );
+    let run = set_state(&bed, "alice", "lost").fails(3, "trigger \"drop_users\"");
+    assert!(run.stdout.trim().is_empty(), "no key shown: {}", run.stdout);
+}

@@ -9,9 +9,8 @@
 //! with the authority (one bucket per lookup, one checkpoint per batch).
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -22,6 +21,7 @@ use super::state::{io, now_rfc3339, AuthorityDir, UserRecord, UserState};
 use super::tempkey::{format_lifetime, TempKey, TempKeyRecord};
 use super::users::{check_email, check_user_name};
 use super::AuthorityError;
+use crate::fsguard::SecretDir;
 
 /// Users per transaction.
 pub const BATCH: usize = 250;
@@ -164,14 +164,14 @@ pub fn add_users(
     progress: &mut dyn FnMut(usize),
 ) -> Result<BulkReport, AuthorityError> {
     let (mut a, mut session) = open_vouched(ch, dir)?;
-    make_private_dir(opts.out)?;
+    let out = SecretDir::open(opts.out)?;
     let mut report = BulkReport {
         output: output_path(opts),
         ..BulkReport::default()
     };
     let mut csv_out = match opts.format {
         KeyOutput::Csv => {
-            let (file, dropped) = open_csv(&mut a, &report.output)?;
+            let (file, dropped) = open_csv(&mut a, &out)?;
             report.stale_rows_dropped = dropped;
             Some(file)
         }
@@ -187,6 +187,7 @@ pub fn add_users(
         .unwrap_or(BATCH);
     for (i, batch) in users.chunks(size).enumerate() {
         let mut written = Vec::new();
+        let mut issued = Vec::new();
         let before = report.added;
         for u in batch {
             if a.user(&u.name).is_ok() {
@@ -194,12 +195,14 @@ pub fn add_users(
                 continue;
             }
             let key = TempKey::generate()?;
+            let record = TempKeyRecord::new(&key, SystemTime::now(), opts.lifetime)?;
+            issued.push((u.name.as_str(), record.clone()));
             a.add_user(UserRecord {
                 name: u.name.clone(),
                 email: u.email.clone(),
                 state: UserState::Pending,
                 created: now_rfc3339(),
-                temp_key: Some(TempKeyRecord::new(&key, SystemTime::now(), opts.lifetime)?),
+                temp_key: Some(record),
                 keysets: Vec::new(),
                 certs: Vec::new(),
                 archive: Vec::new(),
@@ -228,19 +231,21 @@ pub fn add_users(
                     f.write_all(row.as_bytes())
                         .map_err(|e| io("write", &report.output, e))?;
                 }
-                None => written.push(write_key_file(opts.out, &u.name, &display)?),
+                None => written.push(write_key_file(&out, &u.name, &display)?),
             }
             report.added += 1;
         }
         // The keys are on disk before the authority records them.
         match csv_out.as_mut() {
             Some(f) => f.sync_all().map_err(|e| io("sync", &report.output, e))?,
-            None if !written.is_empty() => sync_dir(opts.out)?,
+            None if !written.is_empty() => out.sync()?,
             None => {}
         }
         if report.added > before {
             a.fault(&format!("bulk-batch-{}", i + 1))?;
             a.commit(ch.module, &mut session, ch.pin)?;
+            let issued: Vec<_> = issued.iter().map(|(n, r)| (*n, r)).collect();
+            super::users::confirm_temp_keys(dir, &issued)?;
         }
         done += batch.len();
         progress(done);
@@ -257,51 +262,25 @@ fn csv_field(v: &str) -> String {
     }
 }
 
-/// Creates `dir` (mode 0700) if missing.
-fn make_private_dir(dir: &Path) -> Result<(), AuthorityError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io("create", dir, e))
-}
-
-/// `DIR/USER.tempkey`, mode 0600, written to a temporary name and renamed (the directory is
-/// synced once per batch).
-fn write_key_file(dir: &Path, user: &str, key: &str) -> Result<PathBuf, AuthorityError> {
-    let path = dir.join(format!("{user}.tempkey"));
-    let tmp = dir.join(format!(".{user}.tempkey.tmp"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("write", &tmp, e))?;
-    f.write_all(format!("{key}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("write", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io("rename", &path, e))?;
-    Ok(path)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), AuthorityError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("sync", dir, e))
+/// `DIR/USER.tempkey`, mode 0600, written to a temporary file created new and renamed (the
+/// directory is synced once per batch).
+fn write_key_file(dir: &SecretDir, user: &str, key: &str) -> Result<PathBuf, AuthorityError> {
+    let line = Zeroizing::new(format!("{key}\n"));
+    Ok(dir.write_file(&format!("{user}.tempkey"), line.as_bytes())?)
 }
 
 /// Opens the CSV for appending (0600, with a header when new). Rows of users the authority
 /// never recorded (an earlier run stopped between writing and committing a batch) are dropped
 /// first: those users are issued afresh. Returns the file and how many rows were dropped.
-fn open_csv(a: &mut AuthorityDir, path: &Path) -> Result<(File, usize), AuthorityError> {
+fn open_csv(a: &mut AuthorityDir, dir: &SecretDir) -> Result<(File, usize), AuthorityError> {
     let mut dropped = 0;
-    if path.exists() {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| io("read", path, e))?);
+    let path = dir.path().join(CSV_NAME);
+    let mut existing = false;
+    if let Some(mut f) = dir.open_file(CSV_NAME, false)? {
+        existing = true;
+        let mut text = Zeroizing::new(String::new());
+        f.read_to_string(&mut text)
+            .map_err(|e| io("read", &path, e))?;
         let mut kept = Zeroizing::new(String::with_capacity(text.len()));
         for line in text.lines() {
             let user = line.split(',').next().unwrap_or_default();
@@ -319,36 +298,27 @@ fn open_csv(a: &mut AuthorityDir, path: &Path) -> Result<(File, usize), Authorit
             if headless {
                 kept.insert_str(0, "user,email,temporary_key,expires\n");
             }
-            replace_file(path, kept.as_bytes())?;
+            replace_file(dir, kept.as_bytes())?;
         }
     }
-    if !path.exists() {
+    if !existing {
         // Made whole with its header (written, synced, renamed): a run stopped while making
         // it leaves no CSV, never one without its header for the next run to append to.
-        replace_file(path, b"user,email,temporary_key,expires\n")?;
+        replace_file(dir, b"user,email,temporary_key,expires\n")?;
     }
-    let f = OpenOptions::new()
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io("open", path, e))?;
+    let f = dir.open_file(CSV_NAME, true)?.ok_or_else(|| {
+        io(
+            "open",
+            &path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )
+    })?;
     Ok((f, dropped))
 }
 
-/// Puts `bytes` in `path` (0600) by a synced temporary file renamed over it, then syncs the
+/// Puts `bytes` in the CSV (0600) by a synced temporary file renamed over it, then syncs the
 /// directory.
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), AuthorityError> {
-    let tmp = path.with_extension("csv.tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("write", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+fn replace_file(dir: &SecretDir, bytes: &[u8]) -> Result<(), AuthorityError> {
+    dir.write_file(CSV_NAME, bytes)?;
+    Ok(dir.sync()?)
 }

@@ -385,7 +385,7 @@ pub enum AuthorityCommand {
     Crl(CrlArgs),
     /// List users with their state, keysets and certificates (--expiring 30d: who needs to renew)
     Users(UsersArgs),
-    /// Show the audit log (or check its chain and signed checkpoints with --verify)
+    /// Show the audit log, checking its hash chain and signed checkpoints (exit 3 when they do not verify; --verify: check, and the state too, instead of printing)
     Log(LogArgs),
     /// Convert an authority directory of the TOML format into the store, once (asks for the PIN)
     Migrate(DirArg),
@@ -722,7 +722,7 @@ pub struct LogArgs {
     #[arg(long, value_name = "DIR", env = "KEYWARD_AUTHORITY_DIR")]
     pub dir: PathBuf,
     /// Check the hash chain, every checkpoint's signature and the state against the last
-    /// checkpoint instead of printing
+    /// checkpoint instead of printing (printing checks the chain and signatures too)
     #[arg(long)]
     pub verify: bool,
     /// With --verify: the CA certificate (PEM) to check the signatures with, instead of the one

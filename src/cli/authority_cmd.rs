@@ -660,22 +660,37 @@ fn users(
 
 fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     if !a.verify {
-        // Shown even when the state fails its checks (to investigate), with a warning.
-        let dir = match AuthorityDir::open_read(&a.dir) {
-            Ok(d) => d,
+        // Shown even when the state or the log fails its checks (to investigate), then the
+        // tamper error and its exit status, as with --verify.
+        let (dir, opened) = match AuthorityDir::open_read(&a.dir) {
+            Ok(d) => (d, None),
             Err(e @ AuthorityError::Tampered { .. }) => {
-                note!("warning: {e}");
-                AuthorityDir::open_unchecked(&a.dir)?
+                (AuthorityDir::open_unchecked(&a.dir)?, Some(e))
             }
             Err(e) => return Err(e.into()),
         };
-        return print_log(ctx, &dir);
+        // The rows printed are the rows checked: the hash chain and every signed checkpoint
+        // (no PIN needed; the head on the token, which catches a cut-off tail, is --verify's
+        // and every changing command's).
+        let rows = dir.audit_rows()?;
+        let chain = verify_log_chain(&dir, &rows);
+        print_log(ctx, rows);
+        return match (chain, opened) {
+            (Err(e), opened) => {
+                if let Some(o) = opened {
+                    note!("warning: {o}");
+                }
+                Err(e)
+            }
+            (Ok(_), Some(o)) => Err(o.into()),
+            (Ok(_), None) => Ok(()),
+        };
     }
     let mut dir = AuthorityDir::open_read(&a.dir)?;
     // The chain and its signatures, from the first CA key on, handing over at each CA
     // rollover to the key it names; opening checked the last checkpoint's root against the
     // bucket digests, and this checks every record against its bucket.
-    let check = verify_log_chain(&dir)?;
+    let check = verify_log_chain(&dir, &dir.audit_rows()?)?;
     if let Some(f) = &a.ca {
         let pem = std::fs::read_to_string(f)
             .map_err(|e| Error::File(crate::error::IoError::new("read", f, e)))?;
@@ -719,25 +734,27 @@ fn log(ctx: &mut Context, a: LogArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn print_log(ctx: &Context, dir: &AuthorityDir) -> Result<(), Error> {
-    let entries: Vec<_> = dir.audit_rows()?.into_iter().map(|r| r.entry).collect();
+/// The entries, as JSON or one line each (every text field escaped with
+/// [`crate::cli::output::printable`]: a stored field can neither add a line nor drive the terminal).
+fn print_log(ctx: &Context, rows: Vec<authority::store::AuditRow>) {
+    use super::output::printable;
+    let entries: Vec<_> = rows.into_iter().map(|r| r.entry).collect();
     if ctx.json() {
         print_json(&serde_json::json!({ "entries": entries }));
-        return Ok(());
+        return;
     }
     for e in entries {
         outln!(
             "{:>5} {} {:<10} {:<10} {:<16} {:<8} {}",
             e.seq,
-            e.time,
-            e.actor,
-            e.action,
-            e.subject,
-            e.outcome,
-            e.detail
+            printable(&e.time),
+            printable(&e.actor),
+            printable(&e.action),
+            printable(&e.subject),
+            printable(&e.outcome),
+            printable(&e.detail)
         );
     }
-    Ok(())
 }
 
 /// A whole number of days or hours (`7d`, `36h`), as `--valid-for` is written; else humantime.
@@ -751,18 +768,17 @@ fn short_duration(d: std::time::Duration) -> String {
 }
 
 /// Verifies the audit chain of `dir` from its first CA key on, across every CA rollover.
-fn verify_log_chain(dir: &AuthorityDir) -> Result<authority::state::ChainCheck, Error> {
+fn verify_log_chain(
+    dir: &AuthorityDir,
+    rows: &[authority::store::AuditRow],
+) -> Result<authority::state::ChainCheck, Error> {
     let mut known = Vec::new();
     for p in &dir.config.previous_cas {
         known.push(authority::state::ca_key_of(&p.cert_pem)?);
     }
     known.push(authority::state::ca_key_of(&dir.config.ca_pem)?);
     let first = known[0].clone();
-    Ok(authority::state::verify_chain_across(
-        &dir.audit_rows()?,
-        &first,
-        &known,
-    )?)
+    Ok(authority::state::verify_chain_across(rows, &first, &known)?)
 }
 
 /// One certificate of `authority cert --all`.

@@ -207,6 +207,11 @@ fn provision_error(e: crate::token::provision::ProvisionError) -> Error {
         },
         P::Token(t) => Error::Token(t),
         P::Io { path, source } => Error::File(crate::error::IoError::new("write", &path, source)),
+        P::Unsafe(u) => Error::Io {
+            action: "use",
+            path: u.path,
+            reason: u.reason,
+        },
     }
 }
 

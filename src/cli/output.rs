@@ -47,6 +47,30 @@ pub fn chatty() -> bool {
     !quiet() && !json()
 }
 
+/// `s` made safe to print as one piece of a text line: control characters (C0 such as a line
+/// end or ESC, DEL, C1), the Unicode bidirectional controls (U+061C, U+200E, U+200F,
+/// U+202A–U+202E, U+2066–U+2069) and the backslash are written as Rust escapes (`\n`,
+/// `\u{1b}`, `\\`), so a stored field can neither start a line nor drive the terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c == '\\'
+            || c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Writes to standard output; a closed pipe (`keyward … | head`) ends the process quietly.
 pub fn write_out(args: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
@@ -425,4 +449,24 @@ pub fn refuse_same_file(input: &std::path::Path, output: &std::path::Path) -> Re
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_line_ends_escapes_and_bidi_controls() {
+        assert_eq!(printable("alice add-user ok"), "alice add-user ok");
+        assert_eq!(
+            printable("a\nb\r\u{1b}[8m\u{9b}\u{7f}\t"),
+            "a\\nb\\r\\u{1b}[8m\\u{9b}\\u{7f}\\t"
+        );
+        assert_eq!(
+            printable("x\u{202e}y\u{2066}z\u{200f}"),
+            "x\\u{202e}y\\u{2066}z\\u{200f}"
+        );
+        assert_eq!(printable("C:\\x"), "C:\\\\x");
+        assert_eq!(printable("é ü 日本"), "é ü 日本");
+    }
 }

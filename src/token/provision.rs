@@ -17,13 +17,13 @@
 //! initialises the tokens not made yet with new PINs (overwriting their files).
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 use serde::Deserialize;
 use zeroize::Zeroizing;
+
+use crate::fsguard::SecretDir;
 
 use super::{check_label, free_token, init_token, list_tokens, InitSecrets, Module, TokenError};
 
@@ -71,6 +71,9 @@ pub enum ProvisionError {
     /// A token failed.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The PIN directory or a file in it is not safe for secrets.
+    #[error("cannot use {0}")]
+    Unsafe(#[from] crate::fsguard::Unsafe),
     /// A PIN file.
     #[error("cannot write {}: {source}", .path.display())]
     Io {
@@ -102,6 +105,12 @@ impl Manifest {
             check_label(&t.label).map_err(|e| bad(e.to_string()))?;
             if !seen.insert(t.label.as_str()) {
                 return Err(bad(format!("label {:?} appears twice", t.label)));
+            }
+            if m.pin_out != "-" && !crate::fsguard::is_file_name(&format!("{}.pin", t.label)) {
+                return Err(bad(format!(
+                    "label {:?} cannot name a PIN file in pin_out (it holds '/' or a control character); choose another label or set pin_out = \"-\"",
+                    t.label
+                )));
             }
         }
         Ok(m)
@@ -181,9 +190,10 @@ pub fn provision(
 ) -> Result<Provisioned, ProvisionError> {
     let mut existing = existing_labels(module)?;
     let mut done = Provisioned::default();
-    if let PinOut::Dir(dir) = &out {
-        make_private_dir(dir)?;
-    }
+    let pin_dir = match &out {
+        PinOut::Dir(dir) => Some(SecretDir::open(dir)?),
+        _ => None,
+    };
     for (i, t) in m.tokens.iter().enumerate() {
         if existing.contains(&t.label) {
             done.skipped.push(t.label.clone());
@@ -194,7 +204,7 @@ pub fn provision(
         let pin = generate_pin(m.pin_length)?;
         target.check_pin_length(super::PinRole::User, &pin)?;
         // The PIN is safe on disk before the token takes it.
-        if let PinOut::Dir(dir) = &out {
+        if let Some(dir) = &pin_dir {
             write_pin(dir, &t.label, &pin)?;
         }
         init_token(
@@ -242,42 +252,11 @@ fn generate_pin(len: usize) -> Result<SecretString, ProvisionError> {
     Ok(SecretString::from(pin.as_str()))
 }
 
-fn io(path: &Path, e: std::io::Error) -> ProvisionError {
-    ProvisionError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
-fn make_private_dir(dir: &Path) -> Result<(), ProvisionError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io(dir, e))
-}
-
-fn write_pin(dir: &Path, label: &str, pin: &SecretString) -> Result<(), ProvisionError> {
+/// `DIR/LABEL.pin` (0600), written to a temporary file created new, renamed, the directory
+/// synced.
+fn write_pin(dir: &SecretDir, label: &str, pin: &SecretString) -> Result<(), ProvisionError> {
     use secrecy::ExposeSecret;
-    let path = dir.join(format!("{label}.pin"));
-    let tmp = dir.join(format!(".{label}.pin.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
     let line = Zeroizing::new(format!("{}\n", pin.expose_secret()));
-    f.write_all(line.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))
+    dir.write_file(&format!("{label}.pin"), line.as_bytes())?;
+    Ok(dir.sync()?)
 }
