@@ -411,9 +411,12 @@ fn a_forged_init_intent_removes_no_key_of_an_authority_in_use() {
             ],
             &[("KEYWARD_PIN", util::AUTHORITY_PIN)],
         )
-        .fails(TAMPERED, "holds the state of an authority in use");
+        .fails(TAMPERED, "already vouches for an authority's state");
     assert!(
-        run.stderr.contains("keyward removes nothing"),
+        run.stderr.contains("keyward removes and imports nothing")
+            && run
+                .stderr
+                .contains("init.intent.toml asks to remove the keys"),
         "{}",
         run.stderr
     );
@@ -645,7 +648,6 @@ fn plain_log_escapes_control_characters() {
 /// A trigger planted in `authority.db` that silently drops the write of a user record: every
 /// command that would issue a temporary key refuses the database (its schema is not keyward's)
 /// with exit status 3 before it does anything, so no key is shown that was never recorded.
-/// (Each of them also reads the user back after its commit, should a write be lost another way.)
 #[test]
 fn a_dropped_user_write_shows_no_temporary_key() {
     const DROP_USERS: &str = "CREATE TRIGGER drop_users BEFORE INSERT ON records
@@ -667,7 +669,7 @@ fn a_dropped_user_write_shows_no_temporary_key() {
         .fails(TAMPERED, "trigger \"drop_users\"");
     assert!(run.stdout.trim().is_empty(), "no key shown: {}", run.stdout);
 
-    // add-users: the batch is read back after its commit.
+    // add-users: refused before its first batch.
     let bed = AuthorityBed::new(&[], "CN=Trigger Bulk CA");
     bed.tamper_sql(DROP_USERS);
     let csv = bed.file("users.csv", b"frank,\ngrace,\n");

@@ -259,7 +259,6 @@ pub fn submit_in(
         let undo = super::rollover_ca::Uncommitted::before(a);
         let done = execute(ch, a, session, action, &args).and_then(|d| {
             a.commit(ch.module, session, ch.pin)?;
-            confirm_committed(a, &d)?;
             Ok(d)
         });
         if done.is_err() && action == Action::RolloverCa {
@@ -405,7 +404,6 @@ fn advance(
         req.result = detail;
         put(a, &req)?;
         a.commit(ch.module, session, ch.pin)?;
-        confirm_committed(a, &done)?;
         Ok(done)
     });
     if done.is_err() && req.action == Action::RolloverCa {
@@ -598,18 +596,6 @@ fn check(
                 )));
             }
             super::rollover::check_no_archive_rollover(a)?;
-        }
-    }
-    Ok(())
-}
-
-/// After the commit, before anything is shown: a recovery's new temporary key is read back
-/// ([`super::users::confirm_temp_keys`]).
-fn confirm_committed(a: &mut AuthorityDir, done: &Executed) -> Result<(), AuthorityError> {
-    if let Executed::Recovered { user, .. } = done {
-        let dir = a.dir().to_path_buf();
-        if let Some(record) = a.user(user)?.temp_key.clone() {
-            super::users::confirm_temp_keys(&dir, &[(user, &record)])?;
         }
     }
     Ok(())

@@ -187,7 +187,6 @@ pub fn add_users(
         .unwrap_or(BATCH);
     for (i, batch) in users.chunks(size).enumerate() {
         let mut written = Vec::new();
-        let mut issued = Vec::new();
         let before = report.added;
         for u in batch {
             if a.user(&u.name).is_ok() {
@@ -195,14 +194,12 @@ pub fn add_users(
                 continue;
             }
             let key = TempKey::generate()?;
-            let record = TempKeyRecord::new(&key, SystemTime::now(), opts.lifetime)?;
-            issued.push((u.name.as_str(), record.clone()));
             a.add_user(UserRecord {
                 name: u.name.clone(),
                 email: u.email.clone(),
                 state: UserState::Pending,
                 created: now_rfc3339(),
-                temp_key: Some(record),
+                temp_key: Some(TempKeyRecord::new(&key, SystemTime::now(), opts.lifetime)?),
                 keysets: Vec::new(),
                 certs: Vec::new(),
                 archive: Vec::new(),
@@ -244,8 +241,6 @@ pub fn add_users(
         if report.added > before {
             a.fault(&format!("bulk-batch-{}", i + 1))?;
             a.commit(ch.module, &mut session, ch.pin)?;
-            let issued: Vec<_> = issued.iter().map(|(n, r)| (*n, r)).collect();
-            super::users::confirm_temp_keys(dir, &issued)?;
         }
         done += batch.len();
         progress(done);

@@ -300,7 +300,14 @@ impl InitIntent {
         // The intent is a file anyone who can write the directory can forge: nothing it
         // names is removed while the token vouches for an authority that may use it.
         let own = own_heads(&intent)?;
-        check_no_authority_in_use(dir, token, session, &own.0)?;
+        state::refuse_vouched_state(
+            session,
+            &own.0,
+            &format!(
+                "{}/{INIT_INTENT} asks to remove the keys of an interrupted `authority init` (if it is stale, remove it and any keys that init left by hand)",
+                dir.display()
+            ),
+        )?;
         for id in &intent.key_ids {
             let raw = state::key_id("new key", id)?;
             session.destroy_by_id(&raw)?;
@@ -333,30 +340,6 @@ fn own_heads(intent: &InitIntent) -> Result<(String, String), AuthorityError> {
         format!("keyward head {id}"),
         format!("keyward head {id} pending"),
     ))
-}
-
-/// Refuses to undo an init when the token holds the state of an authority in use: another
-/// authority's head, or this init's own head past its first entry (only a killed init leaves a
-/// head at entry 1, its `init` entry, with no database in place).
-fn check_no_authority_in_use(
-    dir: &Path,
-    token: &Token,
-    session: &TokenSession,
-    own: &str,
-) -> Result<(), AuthorityError> {
-    for (label, seq) in state::heads_on_token(session)? {
-        if label == own && seq <= 1 {
-            continue;
-        }
-        return Err(AuthorityError::Tampered {
-            what: format!(
-                "{}/{INIT_INTENT} asks to remove keys of an interrupted `authority init`, but token {:?} holds the state of an authority in use (its data object {label:?}, audit entry {seq}); keyward removes nothing there. If this directory's authority.db was moved or lost, restore it from a backup (keyward checks it against the token); if the intent is stale, remove {INIT_INTENT} and any keys the interrupted init left by hand",
-                dir.display(),
-                token.label()
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// Writes the new authority's database (configuration and the `init` entry, committed with

@@ -49,7 +49,17 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
         (old.config.log_seq > 0).then_some((old.config.log_seq, old.config.log_hash.as_str()));
     let log_entries = log.verify(head)?;
     let mut session = open_authority_token(ch.module, &old.config, ch.pin, ch.policy)?;
-    check_token_holds_no_state(dir, &session, &old.config)?;
+    // A schema-1 directory predates the token-kept head: a token that vouches for a state
+    // means these files are someone's copy written after the database was moved away, and
+    // importing them would sign whatever they say.
+    state::refuse_vouched_state(
+        &session,
+        &state::head_labels(&old.config).0,
+        &format!(
+            "{} holds an authority in the old TOML format",
+            dir.display()
+        ),
+    )?;
 
     let mut config = old.config.clone();
     config.schema = SCHEMA;
@@ -116,32 +126,6 @@ pub fn migrate(ch: &Change<'_>, dir: &Path) -> Result<Migrated, AuthorityError> 
     }
     sync_dir(dir)?;
     Ok(done)
-}
-
-/// A schema-1 directory predates the token-kept head: a token that vouches for an
-/// authority's state already (a head past its first entry, or another authority's head) means
-/// these TOML files are not a real schema-1 authority's but someone's copy, written after the
-/// database was moved away — importing them would sign whatever they say. Only a migrate of
-/// this authority killed right after its commit leaves its own head at entry 1.
-fn check_token_holds_no_state(
-    dir: &Path,
-    session: &crate::token::TokenSession,
-    config: &state::AuthorityConfig,
-) -> Result<(), AuthorityError> {
-    let (own, _) = state::head_labels(config);
-    for (label, seq) in state::heads_on_token(session)? {
-        if label == own && seq <= 1 {
-            continue;
-        }
-        return Err(AuthorityError::Tampered {
-            what: format!(
-                "{} holds an authority in the old TOML format, but its token {:?} already vouches for an authority's state (its data object {label:?}, audit entry {seq}): the old format had no such state, so these files are not to be imported. If this directory's authority.db was moved or lost, restore it from a backup (keyward checks it against the token)",
-                dir.display(),
-                config.token_label
-            ),
-        });
-    }
-    Ok(())
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, AuthorityError> {

@@ -117,23 +117,32 @@ fn head_value(seq: u64, hash: &str, root: &str) -> String {
     format!("{seq} {hash} {root}")
 }
 
-/// The state heads (not the pending copies) of every keyward authority whose state the
-/// token vouches for, as (label, newest audit entry): what `authority init` and `migrate`
-/// check before they remove or replace anything an authority may use.
-pub fn heads_on_token(session: &TokenSession) -> Result<Vec<(String, u64)>, AuthorityError> {
-    Ok(session
-        .data_objects_with_prefix("keyward head ")?
-        .into_iter()
-        .filter(|(label, _)| !label.ends_with(" pending"))
-        .map(|(label, value)| {
-            let seq = String::from_utf8(value)
-                .ok()
-                .as_deref()
-                .and_then(parse_head)
-                .map_or(u64::MAX, |h| h.seq);
-            (label, seq)
-        })
-        .collect())
+/// Refuses when the token vouches for an authority's state that `own` (the head label of the
+/// state a command is about to remove or replace) does not cover: another authority's head, or
+/// `own` past its first entry (only a command killed right after its first commit leaves its
+/// own head at entry 1 with no database in place). `why` says what was about to happen, for
+/// the message. What `authority init` (undoing an interrupted init) and `migrate` check
+/// before they remove or replace anything an authority may use.
+pub fn refuse_vouched_state(
+    session: &TokenSession,
+    own: &str,
+    why: &str,
+) -> Result<(), AuthorityError> {
+    let heads = session.data_objects_with_prefix("keyward head ")?;
+    for (label, value) in heads.iter().filter(|(l, _)| !l.ends_with(" pending")) {
+        let seq = std::str::from_utf8(value)
+            .ok()
+            .and_then(parse_head)
+            .map_or(u64::MAX, |h| h.seq);
+        if label == own && seq <= 1 {
+            continue;
+        }
+        return Err(tampered(&format!(
+            "{why}, but token {:?} already vouches for an authority's state (its data object {label:?}, audit entry {seq}); keyward removes and imports nothing there. If this directory's authority.db was moved or lost, restore it from a backup (keyward checks it against the token)",
+            session.token.label()
+        )));
+    }
+    Ok(())
 }
 
 /// Labels of the two data objects on the authority's token: the head and the pending head.

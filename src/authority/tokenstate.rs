@@ -246,15 +246,7 @@ pub fn change(
         "ok",
         &format!("token {from} → {to}: {} certificates {what}", serials.len()),
     );
-    let issued = match temp_key {
-        Some(_) => a.user(name)?.temp_key.clone(),
-        None => None,
-    };
     a.commit(ch.module, &mut session, ch.pin)?;
-    drop(a);
-    if let Some(record) = &issued {
-        super::users::confirm_temp_keys(dir, &[(name, record)])?;
-    }
     Ok(Changed {
         user: name.to_string(),
         from,
