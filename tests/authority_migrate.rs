@@ -13,42 +13,14 @@ use util::AuthorityBed;
 /// Turns the bed's authority (made by `authority init` + `add-user pat`) into a schema-1
 /// directory: the configuration and user records as TOML, the log as the old hash chain.
 fn make_legacy(bed: &AuthorityBed) {
-    let dir = Path::new(&bed.dir);
-    let config: serde_json::Value =
-        serde_json::from_slice(&bed.state_file("authority.toml")).unwrap();
-    let users: Vec<serde_json::Value> = String::from_utf8(bed.state_file("users.toml"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    for f in ["authority.db", "authority.db-wal", "authority.db-shm"] {
-        let _ = std::fs::remove_file(dir.join(f));
-    }
-    std::fs::write(dir.join("ca.pem"), config["ca_pem"].as_str().unwrap()).unwrap();
-    let log = AuditLog::open(&dir.join("audit.log"));
-    log.append("operator:test", "init", "CN=Old CA", "ok", "made by hand")
-        .unwrap();
-    let (seq, hash) = log
-        .append(
-            "operator:test",
-            "add-user",
-            "pat",
-            "ok",
-            "temporary key valid for 72h",
-        )
-        .unwrap();
-    let mut cfg = config.as_object().unwrap().clone();
-    cfg.remove("ca_pem");
-    cfg.insert("schema".into(), 1.into());
-    cfg.insert("log_seq".into(), seq.into());
-    cfg.insert("log_hash".into(), hash.into());
-    std::fs::write(
-        dir.join("authority.toml"),
-        toml::to_string(&serde_json::Value::Object(cfg)).unwrap(),
-    )
-    .unwrap();
-    let users = serde_json::json!({ "schema": 1, "user": users });
-    std::fs::write(dir.join("users.toml"), toml::to_string(&users).unwrap()).unwrap();
+    let config = write_toml_directory(
+        bed,
+        None,
+        &[
+            ("init", "CN=Old CA", "made by hand"),
+            ("add-user", "pat", "temporary key valid for 72h"),
+        ],
+    );
     // Before the store, the token kept no state head: the bed's init wrote one, which goes.
     let id: String = config["ca_key_id"]
         .as_str()
@@ -62,6 +34,52 @@ fn make_legacy(bed: &AuthorityBed) {
     ] {
         delete_data_object(bed, &label);
     }
+}
+
+/// Writes the bed's state as a schema-1 directory (`authority.toml`, `users.toml`, `ca.pem`,
+/// and `audit.log` with `entries` as (action, subject, detail)), after taking its database
+/// away: removed, or moved to `keep`. Returns the configuration record.
+fn write_toml_directory(
+    bed: &AuthorityBed,
+    keep: Option<&Path>,
+    entries: &[(&str, &str, &str)],
+) -> serde_json::Value {
+    let dir = Path::new(&bed.dir);
+    let config: serde_json::Value =
+        serde_json::from_slice(&bed.state_file("authority.toml")).unwrap();
+    let users: Vec<serde_json::Value> = String::from_utf8(bed.state_file("users.toml"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    match keep {
+        Some(to) => std::fs::rename(dir.join("authority.db"), to).unwrap(),
+        None => std::fs::remove_file(dir.join("authority.db")).unwrap(),
+    }
+    for f in ["authority.db-wal", "authority.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    std::fs::write(dir.join("ca.pem"), config["ca_pem"].as_str().unwrap()).unwrap();
+    let log = AuditLog::open(&dir.join("audit.log"));
+    let mut head = (0, String::new());
+    for (action, subject, detail) in entries {
+        head = log
+            .append("operator:test", action, subject, "ok", detail)
+            .unwrap();
+    }
+    let mut cfg = config.as_object().unwrap().clone();
+    cfg.remove("ca_pem");
+    cfg.insert("schema".into(), 1.into());
+    cfg.insert("log_seq".into(), head.0.into());
+    cfg.insert("log_hash".into(), head.1.into());
+    std::fs::write(
+        dir.join("authority.toml"),
+        toml::to_string(&serde_json::Value::Object(cfg)).unwrap(),
+    )
+    .unwrap();
+    let users = serde_json::json!({ "schema": 1, "user": users });
+    std::fs::write(dir.join("users.toml"), toml::to_string(&users).unwrap()).unwrap();
+    config
 }
 
 /// `pkcs11-tool --delete-object --type data --label LABEL` on the authority token (one that
@@ -97,39 +115,10 @@ fn delete_data_object(bed: &AuthorityBed, label: &str) {
 fn a_forged_toml_directory_beside_a_vouched_state_is_not_migrated() {
     let bed = AuthorityBed::new(&["pat-card"], "CN=Old CA");
     bed.add_user("pat", &[]);
-    let config: serde_json::Value =
-        serde_json::from_slice(&bed.state_file("authority.toml")).unwrap();
-    let users = String::from_utf8(bed.state_file("users.toml")).unwrap();
     let dir = Path::new(&bed.dir);
     let before = std::fs::read(dir.join("authority.db")).unwrap();
-    std::fs::rename(dir.join("authority.db"), dir.join("authority.db.moved")).unwrap();
-    for f in ["authority.db-wal", "authority.db-shm"] {
-        let _ = std::fs::remove_file(dir.join(f));
-    }
-    let log = AuditLog::open(&dir.join("audit.log"));
-    let (seq, hash) = log
-        .append("operator:x", "init", "CN=Old CA", "ok", "forged")
-        .unwrap();
-    let mut cfg = config.as_object().unwrap().clone();
-    cfg.remove("ca_pem");
-    cfg.insert("schema".into(), 1.into());
-    cfg.insert("log_seq".into(), seq.into());
-    cfg.insert("log_hash".into(), hash.into());
-    std::fs::write(
-        dir.join("authority.toml"),
-        toml::to_string(&serde_json::Value::Object(cfg)).unwrap(),
-    )
-    .unwrap();
-    let users: Vec<serde_json::Value> = users
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    std::fs::write(
-        dir.join("users.toml"),
-        toml::to_string(&serde_json::json!({ "schema": 1, "user": users })).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("ca.pem"), config["ca_pem"].as_str().unwrap()).unwrap();
+    let moved = dir.join("authority.db.moved");
+    write_toml_directory(&bed, Some(&moved), &[("init", "CN=Old CA", "forged")]);
     let run = bed
         .authority("migrate", &[])
         .fails(3, "already vouches for an authority's state");
