@@ -234,6 +234,21 @@ insert() {
     alive "$DIR/vcard.pid" || die "no card is up for $DIR"
     rm -f "$DIR/pulled" "$DIR/pulled.new"
     wait_for_card
+    wait_for_token
+}
+
+# Waits until OpenSC's PKCS#11 module shows the card's token again: pcscd can see the card
+# (opensc-tool -a) a moment before a new PKCS#11 session finds the token present.
+wait_for_token() {
+    local i
+    for i in $(seq 1 100); do
+        if OPENSC_CONF=$DIR/opensc.conf pkcs11-tool --module "$MODULE" --list-token-slots 2>/dev/null |
+            grep -q "serial num"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "the card's token did not come back to OpenSC's PKCS#11 module within 10 s; see $DIR/pcscd.log and $DIR/vcard.log"
 }
 
 stop() {
